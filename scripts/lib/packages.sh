@@ -1,0 +1,36 @@
+# shellcheck shell=bash
+# Package lists and an idempotent installer for tether's scripts.
+# Sourced by scripts/demo and scripts/test; never run directly.
+
+# Build: compiler, meson, and every library the top meson.build looks up.
+TETHER_BUILD_PACKAGES=(
+  g++ meson ninja-build pkg-config
+  libgit2-dev libboost-dev libtomlplusplus-dev libsystemd-dev libspdlog-dev libssl-dev
+  doctest-dev libexpected-dev nlohmann-json3-dev libcli11-dev
+)
+
+# Tests: real servers and a real systemd, plus the format check and the fuzzer toolchain.
+TETHER_TEST_PACKAGES=(
+  git lighttpd openssh-server openssh-client openssl ca-certificates
+  systemd systemd-container dbus util-linux iproute2 dpkg-dev
+  clang clang-format libclang-rt-14-dev python3
+)
+
+# ensure_packages PKG...: installs whichever of PKG are missing, with one apt-get call.
+# Makes no apt call at all when everything is installed.
+ensure_packages() {
+  local missing=() pkg status
+  for pkg in "$@"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = "installed" ] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing packages ${missing[*]}; run as root or install them first" >&2
+    return 1
+  fi
+  echo "==> installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
