@@ -16,8 +16,7 @@ namespace tether {
 
 class Error {
  public:
-  Error(std::error_code code, std::string message)
-      : code_(code), message_(std::move(message)) {}
+  Error(std::error_code code, std::string message) : code_(code), message_(std::move(message)) {}
   Error(std::errc code, std::string message)
       : Error(std::make_error_code(code), std::move(message)) {}
 

@@ -197,8 +197,8 @@ Result<RunResult> Run(const RunOptions& options) {
       result.timed_out = true;
       break;
     }
-    pollfd fds[3] = {{out_fd.get(), POLLIN, 0}, {err_fd.get(), POLLIN, 0},
-                     {in_fd.get(), POLLOUT, 0}};
+    pollfd fds[3] = {
+        {out_fd.get(), POLLIN, 0}, {err_fd.get(), POLLIN, 0}, {in_fd.get(), POLLOUT, 0}};
     const int ready = poll(fds, 3, static_cast<int>(std::min<long long>(left.count() + 1, 60000)));
     if (ready < 0) {
       if (errno == EINTR) continue;

@@ -26,10 +26,10 @@ namespace tether {
 extern const std::vector<std::string> kCleanEnvironment;
 
 struct RunOptions {
-  std::vector<std::string> argv;  // argv[0] is the program; must not be empty
+  std::vector<std::string> argv;                     // argv[0] is the program; must not be empty
   std::vector<std::string> env = kCleanEnvironment;  // "NAME=value" entries, the whole set
-  std::string cwd;                                    // empty: the caller's
-  std::optional<std::string> input;                   // written to stdin; none: /dev/null
+  std::string cwd;                                   // empty: the caller's
+  std::optional<std::string> input;                  // written to stdin; none: /dev/null
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   std::size_t max_output = 16 << 20;  // per stream; more is read and dropped (truncated)
 };
