@@ -13,6 +13,8 @@
 #include <cstring>
 #include <string_view>
 
+#include "common/unique_fd.hpp"
+
 namespace tether {
 
 const std::vector<std::string> kCleanEnvironment = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
@@ -22,30 +24,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Owns a file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(other.Release()) {}
-  Fd& operator=(Fd&& other) noexcept {
-    Reset(other.Release());
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { Reset(); }
-
-  [[nodiscard]] int get() const { return fd_; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using Fd = UniqueFd;
 
 Result<std::pair<Fd, Fd>> MakePipe() {
   int fds[2];

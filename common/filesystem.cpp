@@ -1,0 +1,389 @@
+#include "common/filesystem.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "common/unique_fd.hpp"
+
+namespace tether {
+
+namespace {
+
+// The parent directory of a path, opened without following any symlink, and the last
+// component's name. For "/" itself the parent is the root and the name is ".".
+struct Located {
+  UniqueFd parent;
+  std::string name;
+  std::string path;  // the normalised host path, for messages
+};
+
+std::string Quote(std::string_view path) { return "'" + std::string(path) + "'"; }
+
+FileStat ToFileStat(const struct stat& st) {
+  FileStat result;
+  if (S_ISREG(st.st_mode)) {
+    result.type = FileType::kRegular;
+  } else if (S_ISDIR(st.st_mode)) {
+    result.type = FileType::kDirectory;
+  } else if (S_ISLNK(st.st_mode)) {
+    result.type = FileType::kSymlink;
+  }
+  result.mode = st.st_mode & 07777;
+  result.uid = st.st_uid;
+  result.gid = st.st_gid;
+  result.size = static_cast<std::uint64_t>(st.st_size);
+  result.mtime_ns =
+      static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  result.ctime_ns =
+      static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+  result.inode = st.st_ino;
+  result.device = st.st_dev;
+  return result;
+}
+
+// A name for a temporary file next to `name`, unlikely to collide (O_EXCL catches the rest).
+std::string TempName(std::string_view name) {
+  unsigned char bytes[6];
+  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
+    // getrandom on 6 bytes cannot fail short once the pool is initialised; fall back to pid.
+    const pid_t pid = getpid();
+    std::copy_n(reinterpret_cast<const unsigned char*>(&pid), std::min(sizeof(pid), sizeof(bytes)),
+                bytes);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string result = ".";
+  result += name.substr(0, 200);
+  result += ".tether-";
+  for (unsigned char b : bytes) {
+    result += kHex[b >> 4];
+    result += kHex[b & 0xf];
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<std::string> NormalizePath(std::string_view path) {
+  if (path.empty()) return Fail(std::errc::invalid_argument, "empty path");
+  if (path.find('\0') != std::string_view::npos) {
+    return Fail(std::errc::invalid_argument, "path contains a NUL byte");
+  }
+  if (path.front() != '/') {
+    return Fail(std::errc::invalid_argument, Quote(path) + " is not an absolute path");
+  }
+  std::string result;
+  std::size_t pos = 0;
+  while (pos < path.size()) {
+    while (pos < path.size() && path[pos] == '/') ++pos;
+    if (pos == path.size()) break;
+    const std::size_t end = std::min(path.find('/', pos), path.size());
+    const std::string_view component = path.substr(pos, end - pos);
+    if (component == "." || component == "..") {
+      return Fail(std::errc::invalid_argument,
+                  Quote(path) + " contains a '" + std::string(component) + "' component");
+    }
+    result += '/';
+    result += component;
+    pos = end;
+  }
+  if (result.empty()) result = "/";
+  return result;
+}
+
+namespace {
+
+// Opens the parent of `path` below `root_fd`, refusing symlinks and non-directories on
+// the way. `readable_parent` opens the parent O_RDONLY (so it can be fsync'ed) rather
+// than O_PATH.
+Result<Located> Locate(int root_fd, std::string_view raw_path, bool readable_parent) {
+  auto path = NormalizePath(raw_path);
+  if (!path) return Fail(path.error());
+  Located located;
+  located.path = *path;
+  if (*path == "/") {
+    located.parent = UniqueFd(fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
+    located.name = ".";
+    if (!located.parent.valid()) return FailErrno(errno, "dup root");
+    return located;
+  }
+  const std::size_t last_slash = path->rfind('/');
+  located.name = path->substr(last_slash + 1);
+  std::string_view dirs = std::string_view(*path).substr(1, last_slash == 0 ? 0 : last_slash - 1);
+
+  UniqueFd current(fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
+  if (!current.valid()) return FailErrno(errno, "dup root");
+  std::string walked;
+  while (!dirs.empty()) {
+    const std::size_t slash = dirs.find('/');
+    const std::string component(dirs.substr(0, slash));
+    dirs = slash == std::string_view::npos ? std::string_view() : dirs.substr(slash + 1);
+    walked += "/" + component;
+    const int flags = O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC |
+                      (dirs.empty() && readable_parent ? O_RDONLY : O_PATH);
+    UniqueFd next(openat(current.get(), component.c_str(), flags));
+    if (!next.valid()) {
+      const int err = errno;
+      struct stat st {};
+      if ((err == ENOTDIR || err == ELOOP) &&
+          fstatat(current.get(), component.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISLNK(st.st_mode)) {
+        return Fail(std::errc::too_many_symbolic_link_levels,
+                    Quote(walked) + " is a symlink; refusing to follow it for " + Quote(*path));
+      }
+      return FailErrno(err, "open " + Quote(walked));
+    }
+    current = std::move(next);
+  }
+  if (readable_parent && last_slash == 0) {
+    // The parent is the root itself: reopen it readable.
+    UniqueFd readable(openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!readable.valid()) return FailErrno(errno, "open '/'");
+    current = std::move(readable);
+  }
+  located.parent = std::move(current);
+  return located;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RootedFilesystem>> RootedFilesystem::Open(const std::string& root) {
+  const int fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return FailErrno(errno, "open root " + Quote(root));
+  return std::unique_ptr<RootedFilesystem>(new RootedFilesystem(root, fd));
+}
+
+RootedFilesystem::~RootedFilesystem() { close(root_fd_); }
+
+Result<FileStat> RootedFilesystem::Stat(std::string_view path) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  struct stat st {};
+  if (fstatat(at->parent.get(), at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return FailErrno(errno, "stat " + Quote(at->path));
+  }
+  return ToFileStat(st);
+}
+
+Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_t max_size) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  UniqueFd fd(openat(at->parent.get(), at->name.c_str(),
+                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(errno, "open " + Quote(at->path));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(std::errc::invalid_argument, Quote(at->path) + " is not a regular file");
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > max_size) {
+    return Fail(std::errc::file_too_large,
+                Quote(at->path) + " is larger than " + std::to_string(max_size) + " bytes");
+  }
+  std::string content;
+  content.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t done = 0;
+  while (true) {
+    if (done == content.size()) {
+      // The file may have grown since fstat; read until EOF within the limit.
+      if (content.size() >= max_size + 1) break;
+      content.resize(std::min<std::size_t>(max_size + 1, content.size() + 4096));
+    }
+    const ssize_t n = read(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno(errno, "read " + Quote(at->path));
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  if (done > max_size) {
+    return Fail(std::errc::file_too_large,
+                Quote(at->path) + " is larger than " + std::to_string(max_size) + " bytes");
+  }
+  content.resize(done);
+  return content;
+}
+
+Result<std::string> RootedFilesystem::ReadSymlink(std::string_view path) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  std::string target(4096, '\0');
+  const ssize_t n = readlinkat(at->parent.get(), at->name.c_str(), target.data(), target.size());
+  if (n < 0) return FailErrno(errno, "readlink " + Quote(at->path));
+  target.resize(static_cast<std::size_t>(n));
+  return target;
+}
+
+Result<std::vector<std::string>> RootedFilesystem::ListDirectory(std::string_view path) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  const int fd =
+      openat(at->parent.get(), at->name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return FailErrno(errno, "open directory " + Quote(at->path));
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    const int err = errno;
+    close(fd);
+    return FailErrno(err, "open directory " + Quote(at->path));
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* entry = readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  const int err = errno;
+  closedir(dir);
+  if (err != 0) return FailErrno(err, "read directory " + Quote(at->path));
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Status RootedFilesystem::WriteFileAtomic(std::string_view path, std::string_view content,
+                                         const WriteOptions& options) {
+  auto at = Locate(root_fd_, path, options.sync);
+  if (!at) return Fail(at.error());
+  if (at->name == ".") return Fail(std::errc::is_a_directory, "'/' is a directory");
+  struct stat existing {};
+  if (fstatat(at->parent.get(), at->name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISDIR(existing.st_mode)) {
+    return Fail(std::errc::is_a_directory,
+                Quote(at->path) + " is a directory; refusing to replace it with a file");
+  }
+
+  const std::string temp = TempName(at->name);
+  // Created with no permissions for anyone but the owner at most; the final mode and owner
+  // are set before any content is written.
+  UniqueFd fd(openat(at->parent.get(), temp.c_str(),
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode & 0700));
+  if (!fd.valid()) return FailErrno(errno, "create temporary file for " + Quote(at->path));
+  auto fail = [&](int err, const std::string& what) {
+    unlinkat(at->parent.get(), temp.c_str(), 0);
+    return FailErrno(err, what + " " + Quote(at->path));
+  };
+  if ((options.uid || options.gid) &&
+      fchown(fd.get(), options.uid.value_or(static_cast<std::uint32_t>(-1)),
+             options.gid.value_or(static_cast<std::uint32_t>(-1))) != 0) {
+    return fail(errno, "chown");
+  }
+  if (fchmod(fd.get(), options.mode & 07777) != 0) return fail(errno, "chmod");
+  std::string_view left = content;
+  while (!left.empty()) {
+    const ssize_t n = write(fd.get(), left.data(), left.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(errno, "write");
+    }
+    left.remove_prefix(static_cast<std::size_t>(n));
+  }
+  if (options.sync && fsync(fd.get()) != 0) return fail(errno, "fsync");
+  if (close(fd.Release()) != 0) return fail(errno, "close");
+  if (renameat(at->parent.get(), temp.c_str(), at->parent.get(), at->name.c_str()) != 0) {
+    return fail(errno, "rename into place");
+  }
+  if (options.sync && fsync(at->parent.get()) != 0) {
+    return FailErrno(errno, "fsync directory of " + Quote(at->path));
+  }
+  return {};
+}
+
+Status RootedFilesystem::CreateDirectory(std::string_view path, std::uint32_t mode) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  if (mkdirat(at->parent.get(), at->name.c_str(), mode & 0700) != 0) {
+    return FailErrno(errno, "mkdir " + Quote(at->path));
+  }
+  UniqueFd fd(
+      openat(at->parent.get(), at->name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid() || fchmod(fd.get(), mode & 07777) != 0) {
+    return FailErrno(errno, "chmod " + Quote(at->path));
+  }
+  return {};
+}
+
+Status RootedFilesystem::CreateSymlink(std::string_view path, std::string_view target) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  if (at->name == ".") return Fail(std::errc::is_a_directory, "'/' is a directory");
+  struct stat existing {};
+  if (fstatat(at->parent.get(), at->name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISDIR(existing.st_mode)) {
+    return Fail(std::errc::is_a_directory,
+                Quote(at->path) + " is a directory; refusing to replace it with a symlink");
+  }
+  const std::string temp = TempName(at->name);
+  const std::string target_string(target);
+  if (symlinkat(target_string.c_str(), at->parent.get(), temp.c_str()) != 0) {
+    return FailErrno(errno, "symlink " + Quote(at->path));
+  }
+  if (renameat(at->parent.get(), temp.c_str(), at->parent.get(), at->name.c_str()) != 0) {
+    const int err = errno;
+    unlinkat(at->parent.get(), temp.c_str(), 0);
+    return FailErrno(err, "rename symlink into place " + Quote(at->path));
+  }
+  return {};
+}
+
+Status RootedFilesystem::SetAttributes(std::string_view path, std::uint32_t mode,
+                                       std::optional<std::uint32_t> uid,
+                                       std::optional<std::uint32_t> gid) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  struct stat st {};
+  if (fstatat(at->parent.get(), at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return FailErrno(errno, "stat " + Quote(at->path));
+  }
+  const auto owner = uid.value_or(static_cast<std::uint32_t>(-1));
+  const auto group = gid.value_or(static_cast<std::uint32_t>(-1));
+  if (S_ISLNK(st.st_mode)) {
+    if ((uid || gid) &&
+        fchownat(at->parent.get(), at->name.c_str(), owner, group, AT_SYMLINK_NOFOLLOW) != 0) {
+      return FailErrno(errno, "chown " + Quote(at->path));
+    }
+    return {};
+  }
+  // Opened without following a symlink swapped in since the fstatat above.
+  UniqueFd fd(openat(at->parent.get(), at->name.c_str(),
+                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(errno, "open " + Quote(at->path));
+  if ((uid || gid) && fchown(fd.get(), owner, group) != 0) {
+    return FailErrno(errno, "chown " + Quote(at->path));
+  }
+  // After chown, which may clear setuid and setgid bits.
+  if (fchmod(fd.get(), mode & 07777) != 0) return FailErrno(errno, "chmod " + Quote(at->path));
+  return {};
+}
+
+Status RootedFilesystem::Remove(std::string_view path) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  if (at->name == ".") return Fail(std::errc::permission_denied, "refusing to remove '/'");
+  if (unlinkat(at->parent.get(), at->name.c_str(), 0) == 0) return {};
+  if (errno == EISDIR && unlinkat(at->parent.get(), at->name.c_str(), AT_REMOVEDIR) == 0) {
+    return {};
+  }
+  return FailErrno(errno, "remove " + Quote(at->path));
+}
+
+Status RootedFilesystem::Rename(std::string_view from, std::string_view to) {
+  auto source = Locate(root_fd_, from, false);
+  if (!source) return Fail(source.error());
+  auto destination = Locate(root_fd_, to, false);
+  if (!destination) return Fail(destination.error());
+  if (source->name == "." || destination->name == ".") {
+    return Fail(std::errc::permission_denied, "refusing to rename '/'");
+  }
+  if (renameat(source->parent.get(), source->name.c_str(), destination->parent.get(),
+               destination->name.c_str()) != 0) {
+    return FailErrno(errno, "rename " + Quote(source->path) + " to " + Quote(destination->path));
+  }
+  return {};
+}
+
+}  // namespace tether

@@ -1,0 +1,126 @@
+// The Filesystem port: every read and write of a managed path goes through it.
+//
+// Paths are absolute, normalised host paths ("/etc/motd"): see NormalizePath. An
+// implementation may map them below another root (RootedFilesystem, for --root and tests).
+//
+// Safety contract of every implementation:
+//  - No operation follows a symlink, neither in the parent directories of a path (refused
+//    with ELOOP) nor in its last component (the symlink itself is read, replaced or removed).
+//  - WriteFileAtomic never exposes a half-written file or a file with wider permissions
+//    or another owner than asked: the temporary file is created with the final mode and
+//    owner before any content is written, then renamed over the path.
+//  - A directory is never replaced by a file or a symlink (EISDIR), nor removed unless empty.
+//
+// Errors carry the errno value as their code and name the path.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.hpp"
+
+namespace tether {
+
+enum class FileType { kRegular, kDirectory, kSymlink, kOther };
+
+struct FileStat {
+  FileType type = FileType::kOther;
+  std::uint32_t mode = 0;  // permission bits, including setuid/setgid/sticky (07777)
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;  // nanoseconds since the epoch
+  std::int64_t ctime_ns = 0;
+  std::uint64_t inode = 0;
+  std::uint64_t device = 0;
+};
+
+struct WriteOptions {
+  std::uint32_t mode = 0644;         // exact permission bits (the umask does not apply)
+  std::optional<std::uint32_t> uid;  // owner; unset: the writing process's
+  std::optional<std::uint32_t> gid;  // group; unset: the writing process's
+  bool sync = true;                  // fsync the file and its directory (durable on return)
+};
+
+class Filesystem {
+ public:
+  virtual ~Filesystem() = default;
+
+  // Metadata of `path` itself (lstat). ENOENT when it does not exist.
+  [[nodiscard]] virtual Result<FileStat> Stat(std::string_view path) = 0;
+
+  // Contents of the regular file `path`. EFBIG when larger than `max_size`; EINVAL when it
+  // is not a regular file (a FIFO never blocks the caller); ELOOP when it is a symlink.
+  [[nodiscard]] virtual Result<std::string> ReadFile(std::string_view path,
+                                                     std::size_t max_size) = 0;
+
+  // Target of the symlink `path`, unresolved.
+  [[nodiscard]] virtual Result<std::string> ReadSymlink(std::string_view path) = 0;
+
+  // Names in directory `path`, sorted, without "." and "..".
+  [[nodiscard]] virtual Result<std::vector<std::string>> ListDirectory(std::string_view path) = 0;
+
+  // Atomically replaces (or creates) the file `path` with `content`. The parent directory
+  // must exist. On failure the old file, if any, is untouched and no temporary file is left.
+  [[nodiscard]] virtual Status WriteFileAtomic(std::string_view path, std::string_view content,
+                                               const WriteOptions& options) = 0;
+
+  // Creates directory `path` with exactly `mode`; EEXIST when something is there.
+  [[nodiscard]] virtual Status CreateDirectory(std::string_view path, std::uint32_t mode) = 0;
+
+  // Atomically creates or replaces the symlink `path` -> `target` (a file or symlink there
+  // is replaced; a directory is not: EISDIR).
+  [[nodiscard]] virtual Status CreateSymlink(std::string_view path, std::string_view target) = 0;
+
+  // Sets mode (ignored for symlinks), and owner and group when given, on `path` itself.
+  [[nodiscard]] virtual Status SetAttributes(std::string_view path, std::uint32_t mode,
+                                             std::optional<std::uint32_t> uid,
+                                             std::optional<std::uint32_t> gid) = 0;
+
+  // Removes the file, symlink or empty directory `path`. ENOENT when it does not exist.
+  [[nodiscard]] virtual Status Remove(std::string_view path) = 0;
+
+  // Atomically renames `from` to `to` (same filesystem).
+  [[nodiscard]] virtual Status Rename(std::string_view from, std::string_view to) = 0;
+};
+
+// Checks that `path` is absolute and returns it normalised: repeated and trailing '/'
+// removed. "." and ".." components, NUL bytes and empty paths are refused (EINVAL), so a
+// normalised path can never climb out of a root.
+[[nodiscard]] Result<std::string> NormalizePath(std::string_view path);
+
+// The real filesystem, with every path taken relative to a root directory ("/" for the
+// host itself, a temp dir in tests, DIR for --root DIR). Thread-safe.
+class RootedFilesystem final : public Filesystem {
+ public:
+  // `root` must be an existing directory; it is opened once and held.
+  [[nodiscard]] static Result<std::unique_ptr<RootedFilesystem>> Open(const std::string& root);
+  ~RootedFilesystem() override;
+
+  [[nodiscard]] const std::string& root() const { return root_; }
+
+  Result<FileStat> Stat(std::string_view path) override;
+  Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override;
+  Result<std::string> ReadSymlink(std::string_view path) override;
+  Result<std::vector<std::string>> ListDirectory(std::string_view path) override;
+  Status WriteFileAtomic(std::string_view path, std::string_view content,
+                         const WriteOptions& options) override;
+  Status CreateDirectory(std::string_view path, std::uint32_t mode) override;
+  Status CreateSymlink(std::string_view path, std::string_view target) override;
+  Status SetAttributes(std::string_view path, std::uint32_t mode, std::optional<std::uint32_t> uid,
+                       std::optional<std::uint32_t> gid) override;
+  Status Remove(std::string_view path) override;
+  Status Rename(std::string_view from, std::string_view to) override;
+
+ private:
+  RootedFilesystem(std::string root, int root_fd) : root_(std::move(root)), root_fd_(root_fd) {}
+
+  std::string root_;
+  int root_fd_;
+};
+
+}  // namespace tether

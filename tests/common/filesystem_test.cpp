@@ -1,0 +1,267 @@
+#include "common/filesystem.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "tests/support/temp_dir.hpp"
+
+using tether::FileType;
+using tether::NormalizePath;
+using tether::RootedFilesystem;
+using tether::WriteOptions;
+using tether::testing::TempDir;
+
+namespace {
+
+struct Fixture {
+  TempDir dir{"fs"};
+  TempDir outside{"fs-outside"};
+  std::unique_ptr<RootedFilesystem> fs;
+
+  Fixture() {
+    std::filesystem::create_directories(dir.Path("etc"));
+    auto opened = RootedFilesystem::Open(dir.path());
+    REQUIRE(opened);
+    fs = std::move(*opened);
+  }
+
+  [[nodiscard]] std::string Host(const std::string& path) const { return dir.path() + path; }
+
+  [[nodiscard]] struct stat LStat(const std::string& path) const {
+    struct stat st {};
+    REQUIRE(lstat(Host(path).c_str(), &st) == 0);
+    return st;
+  }
+
+  // Names in the host directory, to prove no temporary file was left behind.
+  [[nodiscard]] std::size_t EntriesIn(const std::string& path) const {
+    std::size_t count = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(Host(path))) {
+      ++count;
+    }
+    return count;
+  }
+};
+
+WriteOptions Mode(std::uint32_t mode) {
+  WriteOptions options;
+  options.mode = mode;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("NormalizePath accepts absolute paths and refuses ones that could climb out") {
+  struct Case {
+    const char* input;
+    const char* normalised;  // nullptr: refused
+  };
+  const Case cases[] = {
+      {"/etc/motd", "/etc/motd"},
+      {"//etc///motd/", "/etc/motd"},
+      {"/", "/"},
+      {"///", "/"},
+      {"etc/motd", nullptr},
+      {"", nullptr},
+      {"/etc/../root", nullptr},
+      {"/etc/./motd", nullptr},
+      {"/..", nullptr},
+      {"/etc/..hidden", "/etc/..hidden"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.input);
+    auto result = NormalizePath(c.input);
+    if (c.normalised == nullptr) {
+      CHECK_FALSE(result);
+      if (!result) CHECK(result.error().Is(std::errc::invalid_argument));
+    } else {
+      REQUIRE(result);
+      CHECK(*result == c.normalised);
+    }
+  }
+  CHECK_FALSE(NormalizePath(std::string_view("/etc/a\0b", 8)));
+}
+
+TEST_CASE_FIXTURE(Fixture,
+                  "WriteFileAtomic creates a file with its exact mode, whatever the umask") {
+  const mode_t old_umask = umask(0077);
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "hello\n", Mode(0644)));
+  umask(old_umask);
+  CHECK(dir.ReadFile("etc/motd") == "hello\n");
+  CHECK((LStat("/etc/motd").st_mode & 07777) == 0644);
+  CHECK(EntriesIn("/etc") == 1);
+
+  REQUIRE(fs->WriteFileAtomic("/etc/secret", "s3cret", Mode(0600)));
+  CHECK((LStat("/etc/secret").st_mode & 07777) == 0600);
+}
+
+TEST_CASE_FIXTURE(Fixture, "WriteFileAtomic replaces by rename: readers keep the old file") {
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "old\n", Mode(0644)));
+  const int reader = open(Host("/etc/motd").c_str(), O_RDONLY);
+  REQUIRE(reader >= 0);
+  const ino_t old_inode = LStat("/etc/motd").st_ino;
+
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "new\n", Mode(0640)));
+  CHECK(dir.ReadFile("etc/motd") == "new\n");
+  CHECK(LStat("/etc/motd").st_ino != old_inode);
+  CHECK((LStat("/etc/motd").st_mode & 07777) == 0640);
+  char buffer[8] = {};
+  CHECK(read(reader, buffer, sizeof(buffer)) == 4);
+  CHECK(std::string(buffer) == "old\n");
+  close(reader);
+  CHECK(EntriesIn("/etc") == 1);
+}
+
+TEST_CASE_FIXTURE(Fixture, "WriteFileAtomic sets the owner and group before the content lands") {
+  if (geteuid() != 0) return;  // chown needs root; CI runs as root
+  WriteOptions options = Mode(0640);
+  options.uid = 65534;
+  options.gid = 65534;
+  REQUIRE(fs->WriteFileAtomic("/etc/owned", "x", options));
+  CHECK(LStat("/etc/owned").st_uid == 65534);
+  CHECK(LStat("/etc/owned").st_gid == 65534);
+  CHECK((LStat("/etc/owned").st_mode & 07777) == 0640);
+}
+
+TEST_CASE_FIXTURE(Fixture, "A symlink in a parent directory is never followed") {
+  std::filesystem::create_directory_symlink(outside.path(), Host("/etc/evil"));
+  auto written = fs->WriteFileAtomic("/etc/evil/passwd", "pwned", Mode(0644));
+  REQUIRE_FALSE(written);
+  CHECK(written.error().Is(std::errc::too_many_symbolic_link_levels));
+  CHECK(written.error().message() ==
+        "'/etc/evil' is a symlink; refusing to follow it for '/etc/evil/passwd'");
+  CHECK(std::filesystem::is_empty(outside.path()));
+
+  outside.WriteFile("data", "outside");
+  CHECK_FALSE(fs->ReadFile("/etc/evil/data", 100));
+  CHECK_FALSE(fs->Stat("/etc/evil/data"));
+  CHECK_FALSE(fs->Remove("/etc/evil/data"));
+  CHECK_FALSE(fs->CreateDirectory("/etc/evil/dir", 0755));
+  CHECK_FALSE(fs->CreateSymlink("/etc/evil/link", "/x"));
+  CHECK_FALSE(fs->SetAttributes("/etc/evil/data", 0777, std::nullopt, std::nullopt));
+  CHECK_FALSE(fs->ListDirectory("/etc/evil"));
+  CHECK(outside.ReadFile("data") == "outside");
+  CHECK((std::filesystem::status(outside.Path("data")).permissions() &
+         std::filesystem::perms::others_write) == std::filesystem::perms::none);
+
+  // The root's own symlinks are refused too: an absolute link cannot lead out.
+  std::filesystem::create_directory_symlink("/", Host("/host"));
+  CHECK_FALSE(fs->WriteFileAtomic("/host/tmp/x", "x", Mode(0644)));
+}
+
+TEST_CASE_FIXTURE(Fixture, "A symlink as the last component is replaced or read, never followed") {
+  outside.WriteFile("target", "outside");
+  std::filesystem::create_symlink(outside.Path("target"), Host("/etc/motd"));
+
+  auto read = fs->ReadFile("/etc/motd", 100);
+  REQUIRE_FALSE(read);
+  CHECK(read.error().Is(std::errc::too_many_symbolic_link_levels));
+
+  auto stat = fs->Stat("/etc/motd");
+  REQUIRE(stat);
+  CHECK(stat->type == FileType::kSymlink);
+  CHECK(fs->ReadSymlink("/etc/motd").value() == outside.Path("target"));
+
+  REQUIRE(fs->SetAttributes("/etc/motd", 0777, std::nullopt, std::nullopt));
+  CHECK((std::filesystem::status(outside.Path("target")).permissions() &
+         std::filesystem::perms::others_write) == std::filesystem::perms::none);
+
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "managed\n", Mode(0644)));
+  CHECK(outside.ReadFile("target") == "outside");
+  CHECK(S_ISREG(LStat("/etc/motd").st_mode));
+}
+
+TEST_CASE_FIXTURE(Fixture, "A directory is never replaced by a file or a symlink") {
+  REQUIRE(fs->CreateDirectory("/etc/conf.d", 0755));
+  auto as_file = fs->WriteFileAtomic("/etc/conf.d", "x", Mode(0644));
+  REQUIRE_FALSE(as_file);
+  CHECK(as_file.error().Is(std::errc::is_a_directory));
+  CHECK(as_file.error().message() ==
+        "'/etc/conf.d' is a directory; refusing to replace it with a file");
+  auto as_link = fs->CreateSymlink("/etc/conf.d", "/tmp");
+  REQUIRE_FALSE(as_link);
+  CHECK(as_link.error().Is(std::errc::is_a_directory));
+  CHECK(std::filesystem::is_directory(Host("/etc/conf.d")));
+  CHECK(EntriesIn("/etc") == 1);
+}
+
+TEST_CASE_FIXTURE(Fixture, "Errors name the path and keep the errno") {
+  auto missing_parent = fs->WriteFileAtomic("/srv/www/index.html", "x", Mode(0644));
+  REQUIRE_FALSE(missing_parent);
+  CHECK(missing_parent.error().Is(std::errc::no_such_file_or_directory));
+  CHECK(missing_parent.error().message() == "open '/srv': No such file or directory");
+
+  auto missing = fs->Stat("/etc/nothing");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().Is(std::errc::no_such_file_or_directory));
+  CHECK(missing.error().message() == "stat '/etc/nothing': No such file or directory");
+
+  auto relative = fs->Stat("etc/motd");
+  REQUIRE_FALSE(relative);
+  CHECK(relative.error().message() == "'etc/motd' is not an absolute path");
+}
+
+TEST_CASE_FIXTURE(Fixture, "ReadFile enforces its size limit and refuses non-regular files") {
+  dir.WriteFile("etc/big", std::string(1000, 'x'));
+  CHECK(fs->ReadFile("/etc/big", 1000).value().size() == 1000);
+  auto too_big = fs->ReadFile("/etc/big", 999);
+  REQUIRE_FALSE(too_big);
+  CHECK(too_big.error().Is(std::errc::file_too_large));
+
+  REQUIRE(mkfifo(Host("/etc/fifo").c_str(), 0644) == 0);
+  auto fifo = fs->ReadFile("/etc/fifo", 100);  // must not block
+  REQUIRE_FALSE(fifo);
+  CHECK(fifo.error().message() == "'/etc/fifo' is not a regular file");
+  CHECK_FALSE(fs->ReadFile("/etc", 100));
+}
+
+TEST_CASE_FIXTURE(Fixture, "Directories, symlinks, attributes, removal and rename") {
+  const mode_t old_umask = umask(0077);
+  REQUIRE(fs->CreateDirectory("/srv", 0755));
+  umask(old_umask);
+  CHECK((LStat("/srv").st_mode & 07777) == 0755);
+  auto again = fs->CreateDirectory("/srv", 0755);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().Is(std::errc::file_exists));
+
+  REQUIRE(fs->CreateSymlink("/etc/link", "/srv"));
+  CHECK(std::filesystem::read_symlink(Host("/etc/link")) == "/srv");
+  REQUIRE(fs->CreateSymlink("/etc/link", "/opt"));  // replaced atomically
+  CHECK(std::filesystem::read_symlink(Host("/etc/link")) == "/opt");
+
+  REQUIRE(fs->WriteFileAtomic("/srv/a", "a", Mode(0644)));
+  REQUIRE(fs->WriteFileAtomic("/srv/c", "c", Mode(0644)));
+  REQUIRE(fs->CreateDirectory("/srv/b", 0700));
+  CHECK(fs->ListDirectory("/srv").value() == std::vector<std::string>{"a", "b", "c"});
+  CHECK(fs->ListDirectory("/").value() == std::vector<std::string>{"etc", "srv"});
+
+  REQUIRE(fs->SetAttributes("/srv/a", 04755, std::nullopt, std::nullopt));
+  CHECK((LStat("/srv/a").st_mode & 07777) == 04755);
+  auto stat = fs->Stat("/srv/a");
+  REQUIRE(stat);
+  CHECK(stat->type == FileType::kRegular);
+  CHECK(stat->mode == 04755);
+  CHECK(stat->size == 1);
+
+  REQUIRE(fs->Rename("/srv/a", "/etc/a"));
+  CHECK(dir.ReadFile("etc/a") == "a");
+  REQUIRE(fs->Remove("/etc/a"));
+  REQUIRE(fs->Remove("/etc/link"));
+  REQUIRE(fs->Remove("/srv/b"));
+  CHECK_FALSE(fs->Remove("/srv"));  // not empty
+  CHECK_FALSE(fs->Remove("/"));
+  CHECK(fs->ListDirectory("/srv").value() == std::vector<std::string>{"c"});
+}
+
+TEST_CASE("RootedFilesystem::Open refuses a root that is not a directory") {
+  auto missing = RootedFilesystem::Open("/nonexistent/tether-root");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message() ==
+        "open root '/nonexistent/tether-root': No such file or directory");
+}
