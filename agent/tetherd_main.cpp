@@ -1,1 +1,94 @@
-int main() { return 0; }
+// tetherd: the tether agent daemon.
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "common/log.hpp"
+#include "version.hpp"
+
+namespace {
+
+constexpr char kDescription[] =
+    "tetherd - pull-based GitOps agent for hosts\n\n"
+    "tetherd tracks a Git repository (the fleet repo), picks this host's TOML profile from\n"
+    "it, and converges the host's files, packages and systemd services to what the profile\n"
+    "declares. Manual changes are reverted, changes that fail their health checks are rolled\n"
+    "back, and every result is reported. It runs as a systemd service (tetherd.service) and\n"
+    "is driven with tetherctl(8) over a local Unix socket.";
+
+constexpr char kFooter[] =
+    "FILES\n"
+    "  /etc/tether/agent.toml        agent configuration\n"
+    "  /etc/tether/agent.d/*.toml    drop-ins, read in lexical order, later wins\n"
+    "  /var/lib/tether/              state: inventory, history, backups, report outbox\n"
+    "  /var/cache/tether/            Git mirror of the fleet repo\n"
+    "  /run/tether/tether.sock       control socket (tetherctl)\n\n"
+    "EXIT STATUS\n"
+    "  0 success (with --once: in sync or applied), 1 failure (with --once: failed or\n"
+    "  rolled back), 2 usage or configuration error.\n\n"
+    "STATUS\n"
+    "  This version parses its command line only; the daemon loop is not built yet.\n\n"
+    "SEE ALSO\n"
+    "  tetherctl(8), README.md";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app(kDescription, "tetherd");
+  app.footer(kFooter);
+  app.set_version_flag("--version", std::string("tetherd ") + TETHER_VERSION);
+
+  std::string config = "/etc/tether/agent.toml";
+  std::string state_dir = "/var/lib/tether";
+  std::string cache_dir = "/var/cache/tether";
+  std::string socket = "/run/tether/tether.sock";
+  std::string root = "/";
+  std::string log_level = "info";
+  bool once = false;
+  bool dry_run = false;
+  app.add_option("--config", config,
+                 "Agent configuration file; drop-ins are read from the\n"
+                 "agent.d/ directory beside it")
+      ->type_name("FILE")
+      ->capture_default_str();
+  app.add_option("--state-dir", state_dir, "State directory")
+      ->type_name("DIR")
+      ->capture_default_str();
+  app.add_option("--cache-dir", cache_dir, "Cache directory (Git mirror)")
+      ->type_name("DIR")
+      ->capture_default_str();
+  app.add_option("--socket", socket, "Control socket path")
+      ->type_name("PATH")
+      ->capture_default_str();
+  app.add_option("--root", root,
+                 "Treat DIR as the root of every managed path (like systemctl --root)")
+      ->type_name("DIR")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warning, error, critical or off")
+      ->type_name("LEVEL")
+      ->capture_default_str();
+  app.add_flag("--once", once, "Run one cycle in the foreground and exit");
+  app.add_flag("--dry-run", dry_run, "Plan only; change nothing on the host");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+
+  auto level = tether::ParseLogLevel(log_level);
+  if (!level) {
+    std::fprintf(stderr, "tetherd: --log-level: %s\n", level.error().message().c_str());
+    return 2;
+  }
+  tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
+  tether::GetLogger("main")->error("the daemon loop is not built yet in tetherd {}",
+                                   TETHER_VERSION);
+  return 1;
+}
