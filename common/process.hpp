@@ -28,8 +28,8 @@ extern const std::vector<std::string> kCleanEnvironment;
 struct RunOptions {
   std::vector<std::string> argv;                     // argv[0] is the program; must not be empty
   std::vector<std::string> env = kCleanEnvironment;  // "NAME=value" entries, the whole set
-  std::string cwd;                                   // empty: the caller's
-  std::optional<std::string> input;                  // written to stdin; none: /dev/null
+  std::string cwd{};                                 // empty: the caller's
+  std::optional<std::string> input{};                // written to stdin; none: /dev/null
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   std::size_t max_output = 16 << 20;  // per stream; more is read and dropped (truncated)
 };
@@ -55,7 +55,7 @@ struct RunResult {
 struct SpawnOptions {
   std::vector<std::string> argv;
   std::vector<std::string> env = kCleanEnvironment;
-  std::string cwd;
+  std::string cwd{};
   std::string stdout_path = "/dev/null";  // opened O_WRONLY|O_CREAT|O_APPEND, 0600
   std::string stderr_path = "/dev/null";
 };
