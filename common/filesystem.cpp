@@ -387,3 +387,33 @@ Status RootedFilesystem::Rename(std::string_view from, std::string_view to) {
 }
 
 }  // namespace tether
+
+namespace tether {
+
+Result<std::string> ReadLocalFile(const std::string& path, std::size_t max_size) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(errno, "open " + Quote(path));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(path));
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(std::errc::invalid_argument, Quote(path) + " is not a regular file");
+  }
+  std::string content;
+  char buffer[65536];
+  while (true) {
+    const ssize_t n = read(fd.get(), buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno(errno, "read " + Quote(path));
+    }
+    if (n == 0) break;
+    if (content.size() + static_cast<std::size_t>(n) > max_size) {
+      return Fail(std::errc::file_too_large,
+                  Quote(path) + " is larger than " + std::to_string(max_size) + " bytes");
+    }
+    content.append(buffer, static_cast<std::size_t>(n));
+  }
+  return content;
+}
+
+}  // namespace tether

@@ -124,3 +124,12 @@ class RootedFilesystem final : public Filesystem {
 };
 
 }  // namespace tether
+
+namespace tether {
+
+// Reads a whole local file that is not a managed path (a config file, a key, a template
+// given on the command line), following symlinks as any tool would. EFBIG past
+// `max_size`; EINVAL when it is not a regular file.
+[[nodiscard]] Result<std::string> ReadLocalFile(const std::string& path, std::size_t max_size);
+
+}  // namespace tether

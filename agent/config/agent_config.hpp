@@ -1,0 +1,101 @@
+// agent.toml: tetherd's local configuration, with drop-ins.
+//
+// The defaults below are the one place they are written in the code; README.md mirrors
+// them. Secrets (tokens, keys) are only ever referenced by path.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/diagnostics.hpp"
+#include "common/error.hpp"
+
+namespace tether {
+
+enum class DriftMode { kRevert, kReport, kIgnore };
+enum class RollbackMode { kAuto, kOff };
+
+[[nodiscard]] const char* DriftModeName(DriftMode mode);
+
+struct SourceConfig {
+  std::string url;                                // required
+  std::string ref = "refs/heads/main";            // a full ref name
+  std::optional<std::string> pin;                 // a commit id; overrides ref
+  std::vector<std::string> mirrors;               // tried in order when url fails
+  std::string profile = "hosts/{hostname}.toml";  // {hostname} {fqdn} {machine_id}
+  std::chrono::milliseconds interval = std::chrono::seconds(60);
+  double jitter = 0.10;  // fraction of interval
+  std::chrono::milliseconds timeout = std::chrono::seconds(30);
+  std::optional<std::string> ssh_key;
+  std::optional<std::string> known_hosts;
+  std::optional<std::string> token_file;
+  std::optional<std::string> ca_file;
+};
+
+struct TrustConfig {
+  bool require_signed = true;
+  std::optional<std::string> allowed_signers;  // required when require_signed
+  bool allow_rewind = false;
+};
+
+struct ApplyConfig {
+  DriftMode drift = DriftMode::kRevert;
+  std::chrono::milliseconds audit_every = std::chrono::minutes(10);
+  std::chrono::milliseconds health_timeout = std::chrono::seconds(60);
+  RollbackMode rollback = RollbackMode::kAuto;
+  std::vector<std::string> allowed_paths = {"/etc", "/usr/local", "/opt", "/srv"};
+};
+
+struct ReportConfig {
+  std::optional<std::string> url;  // none: reports are not sent
+  std::optional<std::string> token_file;
+  std::optional<std::string> client_cert;
+  std::optional<std::string> client_key;
+  std::optional<std::string> ca_file;
+  std::chrono::milliseconds heartbeat = std::chrono::minutes(5);
+};
+
+struct WebhookConfig {
+  std::optional<std::string> listen;  // "address:port"; none: no webhook listener
+  std::optional<std::string> secret_file;
+};
+
+struct MetricsConfig {
+  std::optional<std::string> listen;  // "address:port"; none: metrics only via tetherctl
+};
+
+struct AgentConfig {
+  SourceConfig source;
+  TrustConfig trust;
+  ApplyConfig apply;
+  ReportConfig report;
+  WebhookConfig webhook;
+  MetricsConfig metrics;
+  std::map<std::string, std::string> labels;
+  std::vector<std::string> files;  // the files read, in order
+};
+
+struct ConfigFile {
+  std::string name;  // as shown in messages
+  std::string text;
+};
+
+struct ConfigOptions {
+  bool check_files = true;  // referenced key/token/CA files must be readable
+};
+
+// Parses `files` in order, each later file overriding the keys it sets, then validates
+// the result. Every problem is reported in `diagnostics`; the config is meaningful only
+// when it has no errors.
+[[nodiscard]] AgentConfig ParseAgentConfig(const std::vector<ConfigFile>& files,
+                                           const ConfigOptions& options, Diagnostics& diagnostics);
+
+// Reads `path`, then every `*.toml` in the directory `agent.d` beside it, in lexical
+// order. On failure the error's message lists every diagnostic, one per line.
+[[nodiscard]] Result<AgentConfig> LoadAgentConfig(const std::string& path,
+                                                  const ConfigOptions& options = {});
+
+}  // namespace tether
