@@ -11,7 +11,7 @@ TETHER_BUILD_PACKAGES=(
 
 # Tests: real servers and a real systemd, plus the format check and the fuzzer toolchain.
 TETHER_TEST_PACKAGES=(
-  git lighttpd openssh-server openssh-client openssl ca-certificates
+  git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates
   systemd systemd-container dbus util-linux iproute2 dpkg-dev
   clang clang-format libclang-rt-14-dev python3
 )

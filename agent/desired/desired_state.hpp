@@ -1,0 +1,94 @@
+// The desired state: what a host's profile, with its includes and templates, asks for.
+// The renderer produces it; the engine converges the host to it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "agent/config/agent_config.hpp"
+#include "agent/diagnostics.hpp"
+
+namespace tether {
+
+// In apply order: packages, then the filesystem, then units, services, and checks last.
+enum class ResourceKind { kPackage, kDirectory, kFile, kSymlink, kUnit, kService, kCheck };
+
+// "package", "directory", "file", "symlink", "unit", "service", "check".
+[[nodiscard]] const char* ResourceKindName(ResourceKind kind);
+
+struct FileSpec {
+  std::string path;
+  std::string content;                // final: templates expanded
+  std::optional<std::string> source;  // the repo file it came from, if any
+  bool templated = false;
+  bool secret = false;  // content never shown in logs, diffs or reports
+  std::uint32_t mode = 0644;
+  std::optional<std::string> owner;  // a user name or a numeric id; unset: root on create
+  std::optional<std::string> group;
+};
+
+struct DirectorySpec {
+  std::string path;
+  std::uint32_t mode = 0755;
+  std::optional<std::string> owner;
+  std::optional<std::string> group;
+};
+
+struct SymlinkSpec {
+  std::string path;
+  std::string target;
+};
+
+struct PackageSpec {
+  std::string name;
+  std::optional<std::string> version;  // exact ("1.22.1-1") or a pattern ("1.22.*")
+  bool present = true;
+};
+
+struct UnitSpec {
+  std::string name;  // "app.service", or a drop-in: "app.service.d/override.conf"
+  std::string path;  // /etc/systemd/system/NAME
+  std::string content;
+  std::optional<std::string> source;
+  bool templated = false;
+};
+
+struct ServiceSpec {
+  std::string name;
+  bool running = true;
+  bool enabled = true;
+  std::vector<std::string> restart_on;  // managed paths whose change restarts (or reloads)
+  bool reload = false;                  // reload instead of restart
+};
+
+struct CheckSpec {
+  std::string name;
+  std::vector<std::string> exec;    // argv; or
+  std::optional<std::string> http;  // a URL that must answer expect_status
+  int expect_exit = 0;
+  int expect_status = 200;
+  std::chrono::milliseconds timeout = std::chrono::seconds(10);
+};
+
+struct Resource {
+  ResourceKind kind = ResourceKind::kFile;
+  std::string id;        // "file:/etc/motd", "package:nginx", ...
+  Location declared_at;  // the [[kind]] table that declared it (the last one, after merging)
+  std::optional<DriftMode> drift;  // per-resource override of apply.drift
+  std::variant<FileSpec, DirectorySpec, SymlinkSpec, PackageSpec, UnitSpec, ServiceSpec, CheckSpec>
+      spec;
+};
+
+struct DesiredState {
+  std::string profile;                      // repo path of the host's profile
+  std::vector<std::string> files;           // profile files read, in include order
+  std::map<std::string, std::string> vars;  // merged [vars], as text
+  std::vector<Resource> resources;          // sorted by kind, then id: deterministic
+};
+
+}  // namespace tether

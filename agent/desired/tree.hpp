@@ -1,0 +1,64 @@
+// The fleet repo as a read-only tree of files, so the renderer reads a checkout
+// directory (tetherctl validate) and a Git commit's tree (tetherd) with the same code.
+//
+// Paths are relative to the repo's top, '/'-separated, without '.' or '..' components
+// and without a leading '/': "hosts/web-01.toml".
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/filesystem.hpp"
+
+namespace tether {
+
+enum class TreeEntryType { kFile, kDirectory, kSymlink, kOther };
+
+class Tree {
+ public:
+  virtual ~Tree() = default;
+
+  // The type of `path` itself (a symlink is not followed). ENOENT when missing.
+  [[nodiscard]] virtual Result<TreeEntryType> Type(std::string_view path) = 0;
+  // Contents of the regular file `path`; EFBIG past `max_size`.
+  [[nodiscard]] virtual Result<std::string> ReadFile(std::string_view path,
+                                                     std::size_t max_size) = 0;
+  // The target of the symlink `path`, as stored.
+  [[nodiscard]] virtual Result<std::string> ReadSymlink(std::string_view path) = 0;
+  // Names in directory `path` ("" for the top), sorted.
+  [[nodiscard]] virtual Result<std::vector<std::string>> List(std::string_view path) = 0;
+};
+
+// A checkout in a local directory. Symlinks are never followed by the directory walk
+// itself; ResolveInTree decides which ones may be.
+class DirectoryTree final : public Tree {
+ public:
+  [[nodiscard]] static Result<std::unique_ptr<DirectoryTree>> Open(const std::string& directory);
+
+  Result<TreeEntryType> Type(std::string_view path) override;
+  Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override;
+  Result<std::string> ReadSymlink(std::string_view path) override;
+  Result<std::vector<std::string>> List(std::string_view path) override;
+
+ private:
+  explicit DirectoryTree(std::unique_ptr<RootedFilesystem> fs) : fs_(std::move(fs)) {}
+  std::unique_ptr<RootedFilesystem> fs_;
+};
+
+// Checks a repo path written by a user (an include, a source =): relative, no '..' or '.'
+// components, no empty components, no NUL. Returns it unchanged on success.
+[[nodiscard]] Result<std::string> CheckRepoPath(std::string_view path);
+
+// Follows symlinks in `path` as long as they stay inside the repo (at most 16 of them)
+// and returns the path of what it names. A symlink that points outside the repo, or an
+// absolute one, is refused (EPERM).
+[[nodiscard]] Result<std::string> ResolveInTree(Tree& tree, std::string_view path);
+
+// ResolveInTree, then ReadFile.
+[[nodiscard]] Result<std::string> ReadTreeFile(Tree& tree, std::string_view path,
+                                               std::size_t max_size);
+
+}  // namespace tether
