@@ -1,11 +1,88 @@
 #include "agent/toml_reader.hpp"
 
+#include <algorithm>
+
 #include "common/duration.hpp"
 
 namespace tether {
 
+std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text, const std::string& file) {
+  enum class State { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
+  State state = State::kCode;
+  std::uint32_t line = 1;
+  std::uint32_t column = 0;
+  std::size_t i = text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;  // a UTF-8 byte order mark
+  for (; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    // Columns count characters, not the continuation bytes of UTF-8 sequences.
+    if ((c & 0xC0) != 0x80) ++column;
+    const std::string_view rest = text.substr(i);
+    switch (state) {
+      case State::kCode:
+        if (c >= 0x80) return Location{file, line, column};
+        if (c == '#') {
+          state = State::kComment;
+        } else if (rest.substr(0, 3) == "\"\"\"") {
+          state = State::kMultiBasic;
+          i += 2;
+          column += 2;
+        } else if (rest.substr(0, 3) == "'''") {
+          state = State::kMultiLiteral;
+          i += 2;
+          column += 2;
+        } else if (c == '"') {
+          state = State::kBasic;
+        } else if (c == '\'') {
+          state = State::kLiteral;
+        }
+        break;
+      case State::kComment:
+        if (c == '\n') state = State::kCode;
+        break;
+      case State::kBasic:
+      case State::kMultiBasic:
+        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+          ++i;  // an escaped character, e.g. \" (an escaped newline is a line break below)
+          ++column;
+        } else if (state == State::kBasic && (c == '"' || c == '\n')) {
+          state = State::kCode;
+        } else if (state == State::kMultiBasic && rest.substr(0, 3) == "\"\"\"") {
+          // Up to two quotes may stand before the closing ones: """a "quote""""
+          const std::size_t run = std::min<std::size_t>(rest.find_first_not_of('"'), rest.size());
+          state = State::kCode;
+          i += run - 1;
+          column += static_cast<std::uint32_t>(run - 1);
+        }
+        break;
+      case State::kLiteral:
+        if (c == '\'' || c == '\n') state = State::kCode;
+        break;
+      case State::kMultiLiteral:
+        if (rest.substr(0, 3) == "'''") {
+          const std::size_t run = std::min<std::size_t>(rest.find_first_not_of('\''), rest.size());
+          state = State::kCode;
+          i += run - 1;
+          column += static_cast<std::uint32_t>(run - 1);
+        }
+        break;
+    }
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<toml::table> ParseToml(std::string_view text, const std::string& file,
                                      Diagnostics& diagnostics) {
+  // TOML allows non-ASCII text only in strings and comments. toml++ 3.3 (Debian 12) reaches
+  // undefined behaviour on some non-ASCII characters elsewhere, so they never get to it.
+  if (auto where = FindNonAsciiOutsideStrings(text, file)) {
+    diagnostics.Error(*where,
+                      "TOML syntax error: a non-ASCII character outside a string or comment");
+    return std::nullopt;
+  }
   try {
     return toml::parse(text, file);
   } catch (const toml::parse_error& error) {

@@ -24,6 +24,11 @@ namespace tether {
 [[nodiscard]] std::optional<toml::table> ParseToml(std::string_view text, const std::string& file,
                                                    Diagnostics& diagnostics);
 
+// The first non-ASCII character that is not inside a string or a comment (always a TOML
+// syntax error), or nothing.
+[[nodiscard]] std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text,
+                                                                 const std::string& file);
+
 // The location of `node` in `file`.
 [[nodiscard]] Location NodeLocation(const toml::node& node, const std::string& file);
 

@@ -151,8 +151,12 @@ int RunRender(const OfflineOptions& options, std::FILE* out, std::FILE* err) {
     std::fprintf(err, "%s\n", ShownPath(options.dir, diagnostic.ToString()).c_str());
   }
   if (diagnostics.has_errors()) return 1;
-  const std::string text = options.json ? DesiredStateToJson(state, *facts).dump(2) + "\n"
-                                        : DesiredStateToText(state, *facts);
+  const std::string text =
+      options.json
+          ? DesiredStateToJson(state, *facts)
+                    .dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) +
+                "\n"
+          : DesiredStateToText(state, *facts);
   std::fputs(text.c_str(), out);
   return 0;
 }

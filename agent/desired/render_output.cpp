@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "common/duration.hpp"
+#include "common/encoding.hpp"
 #include "common/sha256.hpp"
 
 namespace tether {
@@ -38,9 +39,13 @@ void ContentToJson(Json& out, const std::string& content, bool secret) {
   out["size"] = content.size();
   if (secret) {
     out["secret"] = true;
-  } else {
-    out["sha256"] = Sha256Hex(content);
+    return;
+  }
+  out["sha256"] = Sha256Hex(content);
+  if (IsValidUtf8(content)) {
     out["content"] = content;
+  } else {
+    out["content_base64"] = Base64Encode(content);  // JSON strings are text; this is bytes
   }
 }
 

@@ -3,27 +3,34 @@
 
 Counts doctest test cases from each meson test's output (its summary line), so the
 numbers are test cases, not executables. A test executable that crashed, timed out or
-printed no summary counts as one failed test. The format check counts as one test.
-Exits 1 when anything failed.
+printed no summary counts as one failed test. Each --result NAME=STATUS (the format
+check, the fuzzer) counts as one test, passed when STATUS is 0. Exits 1 when anything
+failed.
 """
+import argparse
 import json
 import re
-import sys
 
 SUMMARY = re.compile(
     r"\[doctest\] test cases:\s*(\d+) \|\s*(\d+) passed \|\s*(\d+) failed \|\s*(\d+) skipped")
 
 
 def main() -> int:
-    log_path, format_status = sys.argv[1], int(sys.argv[2])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("log")
+    parser.add_argument("--result", action="append", default=[])
+    args = parser.parse_args()
     passed = failed = skipped = 0
-    if format_status == 0:
-        passed += 1
-    else:
-        failed += 1
-    failures = [] if format_status == 0 else ["format check"]
+    failures = []
+    for result in args.result:
+        name, _, status = result.rpartition("=")
+        if status == "0":
+            passed += 1
+        else:
+            failed += 1
+            failures.append(name)
     try:
-        with open(log_path, encoding="utf-8") as log:
+        with open(args.log, encoding="utf-8") as log:
             entries = [json.loads(line) for line in log if line.strip()]
     except FileNotFoundError:
         entries = []
@@ -56,4 +63,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "common/process.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace {
 
@@ -64,4 +65,71 @@ TEST_CASE("A usage error exits 2 and says what was wrong") {
   auto level = Invoke(Binary("TETHERD"), {"--log-level", "loud"});
   CHECK(level.exit_code == 2);
   CHECK(level.err.find("unknown log level 'loud'") != std::string::npos);
+}
+
+TEST_CASE("tetherctl validate accepts the bundled example fleet repo") {
+  const std::string fleet = std::string(std::getenv("TETHER_SOURCE_ROOT")) + "/config/fleet";
+  const std::string config = std::string(std::getenv("TETHER_SOURCE_ROOT")) + "/config/agent.toml";
+  auto result = Invoke(Binary("TETHERCTL"), {"validate", fleet, "--config", config});
+  CHECK(result.exit_code == 0);
+  CHECK(result.out == "2 profiles checked, 17 resources: 0 errors, 0 warnings\n");
+
+  // Without the host's labels, a label in a template is only a warning.
+  auto unlabelled = Invoke(Binary("TETHERCTL"), {"validate", fleet, "--host", "web-01"});
+  CHECK(unlabelled.exit_code == 0);
+  CHECK(unlabelled.out.find(fleet + "/files/motd:1:22: warning: label 'labels.env'") == 0);
+}
+
+TEST_CASE("tetherctl validate prints every problem as file:line:col and exits 1") {
+  tether::testing::TempDir repo("fleet");
+  repo.WriteFile("hosts/a.toml",
+                 "include = [\"roles/r.toml\"]\n[[file]]\npath = \"/tmp/x\"\n"
+                 "content = \"\"\n");
+  repo.WriteFile("hosts/b.toml", "include = [\"roles/r.toml\"]\n");
+  repo.WriteFile("roles/r.toml", "[[package]]\nname = \"Bad Name\"\n");
+  auto result = Invoke(Binary("TETHERCTL"), {"validate", repo.path()});
+  CHECK(result.exit_code == 1);
+  // The role's problem shows once although two hosts include it.
+  CHECK(result.out ==
+        repo.Path("hosts/a.toml") +
+            ":3:8: file.path: '/tmp/x' is outside apply.allowed_paths (/etc, /usr/local, /opt, "
+            "/srv)\n" +
+            repo.Path("roles/r.toml") +
+            ":2:8: package.name: 'Bad Name' is not a valid package name (lowercase letters, "
+            "digits, '+', '-', '.')\n"
+            "2 profiles checked, 0 resources: 2 errors, 0 warnings\n");
+}
+
+TEST_CASE("tetherctl render prints a host's desired state, with facts from the command line") {
+  tether::testing::TempDir repo("fleet");
+  repo.WriteFile("hosts/db-01.toml",
+                 "[[file]]\npath = \"/etc/id\"\ncontent = \"{{ host.fqdn }} {{ host.machine_id }} "
+                 "{{ labels.dc }}\"\ntemplate = true\n");
+  auto json =
+      Invoke(Binary("TETHERCTL"), {"render", repo.path(), "--host", "db-01", "--json", "--fact",
+                                   "fqdn=db-01.example.com", "--label", "dc=fra1"});
+  CHECK(json.exit_code == 0);
+  CHECK(json.out.find("\"schema\": \"tether.desired/v1\"") != std::string::npos);
+  CHECK(json.out.find("\"content\": \"db-01.example.com 00000000000000000000000000000000 "
+                      "fra1\"") != std::string::npos);
+
+  auto text =
+      Invoke(Binary("TETHERCTL"), {"render", repo.path(), "--host", "db-01", "--label", "dc=fra1"});
+  CHECK(text.exit_code == 0);
+  CHECK(text.out.find("file:/etc/id  (hosts/db-01.toml:1:1)") != std::string::npos);
+
+  auto bad_fact = Invoke(Binary("TETHERCTL"),
+                         {"render", repo.path(), "--host", "db-01", "--fact", "ip=1.2.3.4"});
+  CHECK(bad_fact.exit_code == 2);
+  CHECK(bad_fact.err ==
+        "tetherctl: --fact: unknown fact 'ip' (known: hostname, fqdn, "
+        "machine_id, os_id, os_version, arch)\n");
+
+  auto no_host = Invoke(Binary("TETHERCTL"), {"render", repo.path()});
+  CHECK(no_host.exit_code == 2);
+
+  auto missing = Invoke(Binary("TETHERCTL"), {"render", repo.path(), "--host", "web-09"});
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.err == repo.Path("hosts/web-09.toml") +
+                           ": cannot read profile 'hosts/web-09.toml': no such file in the repo\n");
 }

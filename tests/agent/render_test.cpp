@@ -410,3 +410,14 @@ TEST_CASE("Rendering is deterministic") {
   CHECK(first.find("file:/srv/b") < first.find("service:a.service"));
   CHECK(first.find("service:a.service") < first.find("check:z"));
 }
+
+TEST_CASE("Binary file contents are shown as base64 in JSON") {
+  auto rendered =
+      Render({{"hosts/web-01.toml", "[[file]]\npath = \"/etc/blob\"\nsource = \"blob\"\n"},
+              {"blob", std::string("\xBE\x00\xFF", 3)}});
+  REQUIRE(rendered.problems == "");
+  const tether::HostFacts host = {"web-01", "", "", "", "", ""};
+  const std::string json = tether::DesiredStateToJson(rendered.state, host).dump();
+  CHECK(json.find("\"content_base64\":\"vgD/\"") != std::string::npos);
+  CHECK(json.find("\"content\":") == std::string::npos);
+}
