@@ -574,6 +574,8 @@ class Renderer {
         }
       }
     }
+    // With errors, resources were dropped: "not managed" would then be noise.
+    if (diagnostics_.has_errors()) return;
     for (const auto& [where, paths] : restart_on_) {
       for (const auto& path : paths) {
         auto it = by_path.find(path);
