@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/git/git_worker.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
 
@@ -70,6 +71,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--once", once, "Run one cycle in the foreground and exit");
   app.add_flag("--dry-run", dry_run, "Plan only; change nothing on the host");
+  // Internal: the child process that talks to Git servers (agent/git/git_worker.hpp).
+  bool git_worker = false;
+  std::string worker_ca_file;
+  app.add_flag("--git-worker", git_worker)->group("");
+  app.add_option("--git-worker-ca-file", worker_ca_file)->group("");
 
   try {
     app.parse(argc, argv);
@@ -81,6 +87,8 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   }
+
+  if (git_worker) return tether::RunGitWorker({.ca_file = worker_ca_file});
 
   auto level = tether::ParseLogLevel(log_level);
   if (!level) {

@@ -49,4 +49,27 @@ std::string Base64Encode(std::string_view data) {
   return out;
 }
 
+std::optional<std::string> Base64Decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  if (text.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") !=
+      std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::size_t first_pad = text.find('=');
+  if (first_pad != std::string_view::npos &&
+      (first_pad < text.size() - 2 ||
+       text.substr(first_pad).find_first_not_of('=') != std::string_view::npos)) {
+    return std::nullopt;
+  }
+  std::string out(text.size() / 4 * 3, '\0');
+  const int written = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                      reinterpret_cast<const unsigned char*>(text.data()),
+                                      static_cast<int>(text.size()));
+  if (written < 0) return std::nullopt;
+  // EVP_DecodeBlock counts padding as zero bytes.
+  const std::size_t padding = first_pad == std::string_view::npos ? 0 : text.size() - first_pad;
+  out.resize(static_cast<std::size_t>(written) - padding);
+  return out;
+}
+
 }  // namespace tether

@@ -1,6 +1,7 @@
 // Text encodings: UTF-8 validity and base64, for putting arbitrary bytes into JSON.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -12,5 +13,8 @@ namespace tether {
 
 // Standard base64 with padding.
 [[nodiscard]] std::string Base64Encode(std::string_view data);
+
+// Decodes standard base64 (padding required, no whitespace); nothing when malformed.
+[[nodiscard]] std::optional<std::string> Base64Decode(std::string_view text);
 
 }  // namespace tether

@@ -231,6 +231,24 @@ Result<Child> Spawn(const SpawnOptions& options) {
   return Child(*pid);
 }
 
+Result<PipedChild> SpawnPiped(const std::vector<std::string>& argv,
+                              const std::vector<std::string>& env) {
+  auto in_pipe = MakePipe();
+  if (!in_pipe) return Fail(in_pipe.error());
+  auto out_pipe = MakePipe();
+  if (!out_pipe) return Fail(out_pipe.error());
+  auto pid = SpawnWith(argv, env, "", [&](auto* actions) {
+    posix_spawn_file_actions_adddup2(actions, in_pipe->first.get(), 0);
+    posix_spawn_file_actions_adddup2(actions, out_pipe->second.get(), 1);
+  });
+  if (!pid) return Fail(pid.error());
+  PipedChild result;
+  result.child = Child(*pid);
+  result.to_child = in_pipe->second.Release();
+  result.from_child = out_pipe->first.Release();
+  return result;
+}
+
 Child::Child(Child&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
 
 Child& Child::operator=(Child&& other) noexcept {

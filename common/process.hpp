@@ -93,4 +93,16 @@ class Child {
 // Starts a program in the background with stdout/stderr sent to files.
 [[nodiscard]] Result<Child> Spawn(const SpawnOptions& options);
 
+// A child talked to over pipes: `to_child` is its stdin, `from_child` its stdout.
+struct PipedChild {
+  Child child;
+  int to_child = -1;    // owned: close it (EOF for the child) when done
+  int from_child = -1;  // owned
+};
+
+// Starts a program with stdin and stdout connected to pipes (close-on-exec on our ends)
+// and stderr shared with the caller's, for a long-lived worker process.
+[[nodiscard]] Result<PipedChild> SpawnPiped(const std::vector<std::string>& argv,
+                                            const std::vector<std::string>& env);
+
 }  // namespace tether

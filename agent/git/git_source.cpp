@@ -1,0 +1,354 @@
+#include "agent/git/git_source.hpp"
+
+#include <git2.h>
+
+#include <algorithm>
+#include <mutex>
+
+#include "common/filesystem.hpp"
+#include "common/process.hpp"
+
+namespace tether {
+
+namespace {
+
+std::string GitErrorText() {
+  const git_error* error = git_error_last();
+  return error != nullptr ? error->message : "unknown libgit2 error";
+}
+
+void InitLibgit2Once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    git_libgit2_init();  // local reads only in this process; never shut down
+    git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
+  });
+}
+
+bool IsCommitId(std::string_view text) {
+  return text.size() == 40 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+Result<git_oid> ParseOid(const std::string& commit) {
+  git_oid oid;
+  if (!IsCommitId(commit) || git_oid_fromstr(&oid, commit.c_str()) != 0) {
+    return Fail(std::errc::invalid_argument, "'" + commit + "' is not a commit id");
+  }
+  return oid;
+}
+
+// A commit's tree in the mirror.
+class CommitTree final : public Tree {
+ public:
+  CommitTree(git_repository* repo, git_tree* tree) : repo_(repo), tree_(tree) {}
+  ~CommitTree() override { git_tree_free(tree_); }
+
+  Result<TreeEntryType> Type(std::string_view path) override {
+    auto entry = Entry(path);
+    if (!entry) return Fail(entry.error());
+    const git_filemode_t mode = git_tree_entry_filemode(entry->get());
+    if (mode == GIT_FILEMODE_TREE) return TreeEntryType::kDirectory;
+    if (mode == GIT_FILEMODE_LINK) return TreeEntryType::kSymlink;
+    if (mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE) {
+      return TreeEntryType::kFile;
+    }
+    return TreeEntryType::kOther;
+  }
+
+  Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override {
+    auto entry = Entry(path);
+    if (!entry) return Fail(entry.error());
+    return ReadBlob(path, entry->get(), max_size);
+  }
+
+  Result<std::string> ReadSymlink(std::string_view path) override {
+    auto entry = Entry(path);
+    if (!entry) return Fail(entry.error());
+    return ReadBlob(path, entry->get(), 4096);
+  }
+
+  Result<std::vector<std::string>> List(std::string_view path) override {
+    git_tree* subtree = nullptr;
+    if (path.empty()) {
+      git_tree_dup(&subtree, tree_);
+    } else {
+      auto entry = Entry(path);
+      if (!entry) return Fail(entry.error());
+      if (git_tree_lookup(&subtree, repo_, git_tree_entry_id(entry->get())) != 0) {
+        return Fail(std::errc::not_a_directory, "'" + std::string(path) + "' is not a directory");
+      }
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < git_tree_entrycount(subtree); ++i) {
+      names.emplace_back(git_tree_entry_name(git_tree_entry_byindex(subtree, i)));
+    }
+    git_tree_free(subtree);
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+ private:
+  using EntryPtr = std::unique_ptr<git_tree_entry, decltype(&git_tree_entry_free)>;
+
+  Result<EntryPtr> Entry(std::string_view path) {
+    git_tree_entry* entry = nullptr;
+    if (git_tree_entry_bypath(&entry, tree_, std::string(path).c_str()) != 0) {
+      return Fail(std::errc::no_such_file_or_directory,
+                  "'" + std::string(path) + "': no such file in the commit");
+    }
+    return EntryPtr(entry, &git_tree_entry_free);
+  }
+
+  Result<std::string> ReadBlob(std::string_view path, const git_tree_entry* entry,
+                               std::size_t max_size) {
+    if (git_tree_entry_type(entry) != GIT_OBJECT_BLOB) {
+      return Fail(std::errc::invalid_argument, "'" + std::string(path) + "' is not a file");
+    }
+    git_blob* blob = nullptr;
+    if (git_blob_lookup(&blob, repo_, git_tree_entry_id(entry)) != 0) {
+      return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
+    }
+    const auto size = static_cast<std::size_t>(git_blob_rawsize(blob));
+    if (size > max_size) {
+      git_blob_free(blob);
+      return Fail(std::errc::file_too_large, "'" + std::string(path) + "' is larger than " +
+                                                 std::to_string(max_size) + " bytes");
+    }
+    std::string content(static_cast<const char*>(git_blob_rawcontent(blob)), size);
+    git_blob_free(blob);
+    return content;
+  }
+
+  git_repository* repo_;
+  git_tree* tree_;
+};
+
+// libgit2 1.5 reads $HOME/.ssh/known_hosts for ssh:// (to choose the host key type) and
+// fails without it. The worker gets a HOME of its own in the cache dir; the host key
+// itself is checked against source.known_hosts in the worker's certificate callback.
+std::string WorkerHome(const std::string& cache_dir) { return cache_dir + "/worker-home"; }
+
+std::vector<std::string> WorkerEnvironment(const std::string& cache_dir) {
+  std::vector<std::string> env = kCleanEnvironment;
+  env.push_back("HOME=" + WorkerHome(cache_dir));
+  return env;
+}
+
+Status PrepareWorkerHome(const std::string& cache_dir, const std::string& known_hosts) {
+  auto fs = RootedFilesystem::Open("/");
+  if (!fs) return Fail(fs.error());
+  const std::string home = WorkerHome(cache_dir);
+  for (const std::string& dir : {home, home + "/.ssh"}) {
+    auto made = (*fs)->CreateDirectory(dir, 0700);
+    if (!made && !made.error().Is(std::errc::file_exists)) return Fail(made.error());
+  }
+  WriteOptions options;
+  options.mode = 0600;
+  return (*fs)->WriteFileAtomic(home + "/.ssh/known_hosts", known_hosts, options);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
+  InitLibgit2Once();
+  nlohmann::json credentials = nlohmann::json::object();
+  auto read_secret = [&](const std::optional<std::string>& path, const char* key,
+                         bool trim) -> Status {
+    if (!path) return {};
+    auto content = ReadLocalFile(*path, 1 << 20);
+    if (!content) return Fail(content.error().WithContext(std::string("source.") + key));
+    if (trim) {
+      while (!content->empty() && (content->back() == '\n' || content->back() == '\r')) {
+        content->pop_back();
+      }
+    }
+    credentials[key == std::string("token_file") ? "token"
+                : key == std::string("ssh_key")  ? "ssh_key"
+                                                 : "known_hosts"] = std::move(*content);
+    return {};
+  };
+  if (auto s = read_secret(options.source.token_file, "token_file", true); !s)
+    return Fail(s.error());
+  if (auto s = read_secret(options.source.ssh_key, "ssh_key", false); !s) return Fail(s.error());
+  if (auto s = read_secret(options.source.known_hosts, "known_hosts", false); !s) {
+    return Fail(s.error());
+  }
+  auto home = PrepareWorkerHome(options.cache_dir, credentials.value("known_hosts", ""));
+  if (!home) return Fail(home.error().WithContext("prepare the git worker's home"));
+  if (options.source.ca_file) {
+    options.worker_argv.push_back("--git-worker-ca-file");
+    options.worker_argv.push_back(*options.source.ca_file);
+  }
+  return std::unique_ptr<GitSource>(new GitSource(std::move(options), std::move(credentials)));
+}
+
+GitSource::GitSource(GitSourceOptions options, nlohmann::json credentials)
+    : options_(std::move(options)),
+      credentials_(std::move(credentials)),
+      worker_(options_.worker_argv, WorkerEnvironment(options_.cache_dir)),
+      mirror_(options_.cache_dir + "/mirror.git") {}
+
+GitSource::~GitSource() {
+  if (repo_ != nullptr) git_repository_free(repo_);
+}
+
+std::vector<std::string> GitSource::urls() const {
+  std::vector<std::string> urls = {options_.source.url};
+  urls.insert(urls.end(), options_.source.mirrors.begin(), options_.source.mirrors.end());
+  return urls;
+}
+
+Result<PollResult> GitSource::Poll() {
+  const auto all = urls();
+  std::string failures;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    nlohmann::json request = {{"op", "ls"}, {"url", all[i]}, {"ref", options_.source.ref}};
+    if (!credentials_.empty()) request["credentials"] = credentials_;
+    auto answer = worker_.Call(request, options_.source.timeout);
+    std::string error;
+    if (!answer) {
+      error = answer.error().message();
+    } else if (!answer->value("ok", false)) {
+      error = answer->value("error", "unknown error");
+    } else {
+      return PollResult{answer->value("commit", ""), i};
+    }
+    failures += (failures.empty() ? "" : "; ") + std::string("'") + all[i] + "': " + error;
+  }
+  return Fail(std::errc::host_unreachable, "poll " + failures);
+}
+
+Result<UpdateResult> GitSource::Update() {
+  if (options_.source.pin && HasCommit(*options_.source.pin)) {
+    return UpdateResult{*options_.source.pin, false, 0};
+  }
+  auto polled = Poll();
+  if (!polled) return Fail(polled.error());
+  UpdateResult result{polled->commit, false, polled->source};
+  if (!HasCommit(polled->commit)) {
+    nlohmann::json request = {{"op", "fetch"},
+                              {"url", urls()[polled->source]},
+                              {"ref", options_.source.ref},
+                              {"mirror", mirror_}};
+    if (!credentials_.empty()) request["credentials"] = credentials_;
+    auto answer = worker_.Call(request, options_.source.timeout);
+    if (!answer) return Fail(answer.error().WithContext("fetch '" + urls()[polled->source] + "'"));
+    if (!answer->value("ok", false)) {
+      return Fail(std::errc::io_error, answer->value("error", "fetch failed"));
+    }
+    ++fetch_count_;
+    result.fetched = true;
+    result.commit = answer->value("commit", polled->commit);
+  }
+  if (options_.source.pin) {
+    if (!HasCommit(*options_.source.pin)) {
+      return Fail(std::errc::no_such_file_or_directory, "pinned commit " + *options_.source.pin +
+                                                            " is not in the history of '" +
+                                                            options_.source.ref + "'");
+    }
+    result.commit = *options_.source.pin;
+  }
+  return result;
+}
+
+Result<git_repository*> GitSource::Repository() {
+  if (repo_ == nullptr) {
+    if (git_repository_open_bare(&repo_, mirror_.c_str()) != 0) {
+      repo_ = nullptr;
+      return Fail(std::errc::no_such_file_or_directory,
+                  "open mirror '" + mirror_ + "': " + GitErrorText());
+    }
+  } else {
+    // Packs written by the worker since we opened it become visible.
+    git_odb* odb = nullptr;
+    if (git_repository_odb(&odb, repo_) == 0) {
+      git_odb_refresh(odb);
+      git_odb_free(odb);
+    }
+  }
+  return repo_;
+}
+
+bool GitSource::HasCommit(const std::string& commit) {
+  auto repo = Repository();
+  auto oid = ParseOid(commit);
+  if (!repo || !oid) return false;
+  git_commit* found = nullptr;
+  if (git_commit_lookup(&found, *repo, &*oid) != 0) return false;
+  git_commit_free(found);
+  return true;
+}
+
+Result<std::string> GitSource::ReadCommit(const std::string& commit) {
+  auto repo = Repository();
+  if (!repo) return Fail(repo.error());
+  auto oid = ParseOid(commit);
+  if (!oid) return Fail(oid.error());
+  git_odb* odb = nullptr;
+  if (git_repository_odb(&odb, *repo) != 0) return Fail(std::errc::io_error, GitErrorText());
+  git_odb_object* object = nullptr;
+  const int rc = git_odb_read(&object, odb, &*oid);
+  git_odb_free(odb);
+  if (rc != 0 || git_odb_object_type(object) != GIT_OBJECT_COMMIT) {
+    if (object != nullptr) git_odb_object_free(object);
+    return Fail(std::errc::no_such_file_or_directory, "commit " + commit + " is not in the mirror");
+  }
+  std::string raw(static_cast<const char*>(git_odb_object_data(object)),
+                  git_odb_object_size(object));
+  git_odb_object_free(object);
+  return raw;
+}
+
+Result<std::optional<std::pair<std::string, std::string>>> GitSource::CommitSignature(
+    const std::string& commit) {
+  auto repo = Repository();
+  if (!repo) return Fail(repo.error());
+  auto oid = ParseOid(commit);
+  if (!oid) return Fail(oid.error());
+  git_buf signature = GIT_BUF_INIT;
+  git_buf payload = GIT_BUF_INIT;
+  const int rc = git_commit_extract_signature(&signature, &payload, *repo, &*oid, nullptr);
+  if (rc == GIT_ENOTFOUND) {
+    git_buf_dispose(&signature);
+    git_buf_dispose(&payload);
+    return std::optional<std::pair<std::string, std::string>>();
+  }
+  if (rc != 0)
+    return Fail(std::errc::io_error, "read signature of " + commit + ": " + GitErrorText());
+  std::pair<std::string, std::string> result(std::string(payload.ptr, payload.size),
+                                             std::string(signature.ptr, signature.size));
+  git_buf_dispose(&signature);
+  git_buf_dispose(&payload);
+  return std::optional(std::move(result));
+}
+
+Result<bool> GitSource::Descends(const std::string& commit, const std::string& ancestor) {
+  if (commit == ancestor) return true;
+  auto repo = Repository();
+  if (!repo) return Fail(repo.error());
+  auto a = ParseOid(commit);
+  auto b = ParseOid(ancestor);
+  if (!a) return Fail(a.error());
+  if (!b) return Fail(b.error());
+  const int rc = git_graph_descendant_of(*repo, &*a, &*b);
+  if (rc < 0) return Fail(std::errc::io_error, "compare history: " + GitErrorText());
+  return rc == 1;
+}
+
+Result<std::unique_ptr<Tree>> GitSource::OpenTree(const std::string& commit) {
+  auto repo = Repository();
+  if (!repo) return Fail(repo.error());
+  auto oid = ParseOid(commit);
+  if (!oid) return Fail(oid.error());
+  git_commit* found = nullptr;
+  if (git_commit_lookup(&found, *repo, &*oid) != 0) {
+    return Fail(std::errc::no_such_file_or_directory, "commit " + commit + " is not in the mirror");
+  }
+  git_tree* tree = nullptr;
+  const int rc = git_commit_tree(&tree, found);
+  git_commit_free(found);
+  if (rc != 0) return Fail(std::errc::io_error, "read tree of " + commit + ": " + GitErrorText());
+  return std::unique_ptr<Tree>(new CommitTree(*repo, tree));
+}
+
+}  // namespace tether

@@ -1,0 +1,86 @@
+// The fleet repo as seen from a host: a bare mirror in the cache dir, kept up to date by
+// cheap polls (one ref listing) and fetches only when the ref moved, through the git
+// worker child process (git_worker.hpp). Commits are read straight from the mirror: no
+// working tree.
+//
+// Threading: one caller at a time.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/config/agent_config.hpp"
+#include "agent/desired/tree.hpp"
+#include "agent/git/git_worker_client.hpp"
+#include "common/error.hpp"
+
+struct git_repository;
+
+namespace tether {
+
+struct GitSourceOptions {
+  SourceConfig source;
+  std::string cache_dir;                 // the mirror is cache_dir/mirror.git
+  std::vector<std::string> worker_argv;  // e.g. {"/usr/sbin/tetherd", "--git-worker"}
+};
+
+struct PollResult {
+  std::string commit;      // what the tracked ref points to on the server
+  std::size_t source = 0;  // which URL answered: 0 = url, 1.. = mirrors
+};
+
+struct UpdateResult {
+  std::string commit;    // the commit to apply (the ref's, or the pin)
+  bool fetched = false;  // a fetch was needed
+  std::size_t source = 0;
+};
+
+class GitSource {
+ public:
+  // Reads the credential files (token, SSH key, known_hosts) once; they never leave this
+  // process but to the worker. Fails when one cannot be read.
+  [[nodiscard]] static Result<std::unique_ptr<GitSource>> Create(GitSourceOptions options);
+  ~GitSource();
+
+  // One cheap ref listing, trying url and then each mirror until one answers, each with
+  // the deadline source.timeout. The error lists every URL's failure.
+  [[nodiscard]] Result<PollResult> Poll();
+
+  // Poll, and fetch from the URL that answered only when the mirror lacks the commit.
+  // With source.pin, the pinned commit is the result once the mirror has it.
+  [[nodiscard]] Result<UpdateResult> Update();
+
+  // The commit object as git stores it (headers, gpgsig, message), for verification.
+  [[nodiscard]] Result<std::string> ReadCommit(const std::string& commit);
+  // The signed payload and the signature of a commit; nothing when it is unsigned.
+  [[nodiscard]] Result<std::optional<std::pair<std::string, std::string>>> CommitSignature(
+      const std::string& commit);
+  // True when `commit` is `ancestor` or descends from it.
+  [[nodiscard]] Result<bool> Descends(const std::string& commit, const std::string& ancestor);
+  // The commit's tree, for the renderer.
+  [[nodiscard]] Result<std::unique_ptr<Tree>> OpenTree(const std::string& commit);
+
+  [[nodiscard]] const std::string& mirror_path() const { return mirror_; }
+  [[nodiscard]] std::size_t fetch_count() const { return fetch_count_; }
+  [[nodiscard]] pid_t worker_pid() const { return worker_.worker_pid(); }
+
+  // The URLs in the order tried, without credentials (they never are in them).
+  [[nodiscard]] std::vector<std::string> urls() const;
+
+ private:
+  GitSource(GitSourceOptions options, nlohmann::json credentials);
+  Result<git_repository*> Repository();
+  bool HasCommit(const std::string& commit);
+
+  GitSourceOptions options_;
+  nlohmann::json credentials_;
+  GitWorkerClient worker_;
+  std::string mirror_;
+  git_repository* repo_ = nullptr;
+  std::size_t fetch_count_ = 0;
+};
+
+}  // namespace tether

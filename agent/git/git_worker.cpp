@@ -1,0 +1,289 @@
+#include "agent/git/git_worker.hpp"
+
+#include <git2.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/git/known_hosts.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+struct Credentials {
+  std::optional<std::string> token;
+  std::optional<std::string> ssh_key;
+  std::optional<std::string> known_hosts;
+};
+
+// What the callbacks need; also where they leave a better message than libgit2's.
+struct CallbackState {
+  const Credentials* credentials = nullptr;
+  std::string host;
+  int port = 0;
+  int credential_attempts = 0;
+  std::string failure;
+};
+
+std::string LastGitError(const char* what) {
+  const git_error* error = git_error_last();
+  return std::string(what) + ": " + (error != nullptr ? error->message : "unknown error");
+}
+
+// Host and port of an ssh:// or other URL, for known_hosts.
+void ParseHostPort(const std::string& url, std::string& host, int& port) {
+  const auto scheme_end = url.find("://");
+  std::string authority =
+      url.substr(scheme_end + 3, url.find('/', scheme_end + 3) - scheme_end - 3);
+  if (auto at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
+  port = 22;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size() && authority[close + 1] == ':') {
+      port = std::atoi(authority.c_str() + close + 2);
+    }
+  } else if (auto colon = authority.rfind(':'); colon != std::string::npos) {
+    host = authority.substr(0, colon);
+    port = std::atoi(authority.c_str() + colon + 1);
+  } else {
+    host = authority;
+  }
+}
+
+int CertificateCheck(git_cert* cert, int valid, const char* host, void* payload) {
+  auto* state = static_cast<CallbackState*>(payload);
+  if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2) {
+    // TLS: libgit2 verified the chain and the name; accept only what it accepted.
+    if (valid) return 0;
+    state->failure = std::string("the TLS certificate of '") + host + "' is not trusted";
+    return GIT_ECERTIFICATE;
+  }
+  auto* hostkey = reinterpret_cast<git_cert_hostkey*>(cert);
+  if ((hostkey->type & GIT_CERT_SSH_RAW) == 0 || state->credentials->known_hosts == std::nullopt) {
+    state->failure = "no known_hosts to check the SSH host key of '" + state->host + "' against";
+    return GIT_ECERTIFICATE;
+  }
+  const std::string_view blob(hostkey->hostkey, hostkey->hostkey_len);
+  switch (MatchKnownHost(*state->credentials->known_hosts, state->host, state->port, blob)) {
+    case HostKeyMatch::kTrusted:
+      return 0;
+    case HostKeyMatch::kMismatch:
+      state->failure = "the SSH host key of '" + state->host + "' port " +
+                       std::to_string(state->port) +
+                       " does not match known_hosts (it changed: refusing to connect)";
+      return GIT_ECERTIFICATE;
+    case HostKeyMatch::kRevoked:
+      state->failure = "the SSH host key of '" + state->host + "' is revoked in known_hosts";
+      return GIT_ECERTIFICATE;
+    case HostKeyMatch::kUnknown:
+      break;
+  }
+  state->failure = "the SSH host key of '" + state->host + "' port " + std::to_string(state->port) +
+                   " is not in known_hosts";
+  return GIT_ECERTIFICATE;
+}
+
+int AcquireCredential(git_credential** out, const char* /*url*/, const char* username_from_url,
+                      unsigned int allowed_types, void* payload) {
+  auto* state = static_cast<CallbackState*>(payload);
+  const Credentials& credentials = *state->credentials;
+  if (++state->credential_attempts > 1) {
+    state->failure = "the server refused the credentials";
+    return GIT_EAUTH;
+  }
+  if ((allowed_types & GIT_CREDENTIAL_SSH_MEMORY) != 0 && credentials.ssh_key) {
+    const char* user = username_from_url != nullptr ? username_from_url : "git";
+    return git_credential_ssh_key_memory_new(out, user, nullptr, credentials.ssh_key->c_str(),
+                                             nullptr);
+  }
+  if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) != 0 && credentials.token) {
+    const auto colon = credentials.token->find(':');
+    if (colon != std::string::npos) {
+      return git_credential_userpass_plaintext_new(out, credentials.token->substr(0, colon).c_str(),
+                                                   credentials.token->substr(colon + 1).c_str());
+    }
+    state->failure = "the server refused the bearer token";
+    return GIT_EAUTH;
+  }
+  state->failure = "the server asks for credentials and none are configured";
+  return GIT_EAUTH;
+}
+
+class Worker {
+ public:
+  ~Worker() {
+    for (auto& [url, remote] : detached_) git_remote_free(remote);
+    for (auto& [key, remote] : anonymous_) git_remote_free(remote);
+    for (auto& [path, repo] : repos_) git_repository_free(repo);
+  }
+
+  Json Handle(const Json& request) {
+    const std::string op = request.value("op", "");
+    const std::string url = request.value("url", "");
+    const std::string ref = request.value("ref", "");
+    Credentials credentials;
+    if (request.contains("credentials")) {
+      const Json& c = request["credentials"];
+      if (c.contains("token")) credentials.token = c["token"].get<std::string>();
+      if (c.contains("ssh_key")) credentials.ssh_key = c["ssh_key"].get<std::string>();
+      if (c.contains("known_hosts")) credentials.known_hosts = c["known_hosts"].get<std::string>();
+    }
+    CallbackState state;
+    state.credentials = &credentials;
+    ParseHostPort(url, state.host, state.port);
+    git_remote_callbacks callbacks = GIT_REMOTE_CALLBACKS_INIT;
+    callbacks.certificate_check = CertificateCheck;
+    callbacks.credentials = AcquireCredential;
+    callbacks.payload = &state;
+    std::string header;
+    std::vector<char*> header_list;
+    if (credentials.token && credentials.token->find(':') == std::string::npos &&
+        url.compare(0, 4, "http") == 0) {
+      header = "Authorization: Bearer " + *credentials.token;
+      header_list.push_back(header.data());
+    }
+    git_strarray headers = {header_list.data(), header_list.size()};
+
+    auto fail = [&](const char* what) {
+      return Json{{"ok", false},
+                  {"error", state.failure.empty() ? LastGitError(what)
+                                                  : std::string(what) + ": " + state.failure}};
+    };
+    if (op == "ls") {
+      git_remote* remote = Detached(url);
+      if (remote == nullptr) return fail("open remote");
+      if (git_remote_connect(remote, GIT_DIRECTION_FETCH, &callbacks, nullptr, &headers) != 0) {
+        return fail("connect");
+      }
+      const git_remote_head** heads = nullptr;
+      size_t count = 0;
+      std::optional<std::string> commit;
+      if (git_remote_ls(&heads, &count, remote) != 0) {
+        git_remote_disconnect(remote);
+        return fail("list refs");
+      }
+      char hex[GIT_OID_HEXSZ + 1] = {};
+      const std::string peeled = ref + "^{}";
+      for (size_t i = 0; i < count; ++i) {
+        const std::string name = heads[i]->name;
+        if (name == ref && !commit) {
+          commit = git_oid_tostr(hex, sizeof(hex), &heads[i]->oid);
+        } else if (name == peeled) {
+          commit = git_oid_tostr(hex, sizeof(hex), &heads[i]->oid);  // an annotated tag's commit
+        }
+      }
+      git_remote_disconnect(remote);
+      if (!commit)
+        return Json{{"ok", false}, {"error", "ref '" + ref + "' not found on the server"}};
+      return Json{{"ok", true}, {"commit", *commit}};
+    }
+    if (op == "fetch") {
+      const std::string mirror = request.value("mirror", "");
+      git_repository* repo = Repository(mirror);
+      if (repo == nullptr) return fail("open mirror");
+      git_remote* remote = Anonymous(repo, mirror, url);
+      if (remote == nullptr) return fail("open remote");
+      const std::string refspec = "+" + ref + ":refs/tether/fetched";
+      char* specs[] = {const_cast<char*>(refspec.c_str())};
+      git_strarray refspecs = {specs, 1};
+      git_fetch_options options = GIT_FETCH_OPTIONS_INIT;
+      options.callbacks = callbacks;
+      options.custom_headers = headers;
+      options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+      options.update_fetchhead = 0;
+      options.prune = GIT_FETCH_NO_PRUNE;
+      if (git_remote_fetch(remote, &refspecs, &options, nullptr) != 0) return fail("fetch");
+      git_object* object = nullptr;
+      if (git_revparse_single(&object, repo, "refs/tether/fetched^{commit}") != 0) {
+        return fail("resolve the fetched ref");
+      }
+      char hex[GIT_OID_HEXSZ + 1] = {};
+      git_oid_tostr(hex, sizeof(hex), git_object_id(object));
+      git_object_free(object);
+      return Json{{"ok", true}, {"commit", std::string(hex)}};
+    }
+    return Json{{"ok", false}, {"error", "unknown request '" + op + "'"}};
+  }
+
+ private:
+  git_remote* Detached(const std::string& url) {
+    auto it = detached_.find(url);
+    if (it != detached_.end()) return it->second;
+    git_remote* remote = nullptr;
+    if (git_remote_create_detached(&remote, url.c_str()) != 0) return nullptr;
+    return detached_[url] = remote;
+  }
+
+  git_repository* Repository(const std::string& path) {
+    auto it = repos_.find(path);
+    if (it != repos_.end()) return it->second;
+    git_repository* repo = nullptr;
+    if (git_repository_open_bare(&repo, path.c_str()) != 0 &&
+        git_repository_init(&repo, path.c_str(), /*is_bare=*/1) != 0) {
+      return nullptr;
+    }
+    return repos_[path] = repo;
+  }
+
+  // One anonymous remote per (mirror, url), reused: each creation leaks in libgit2 1.5.
+  git_remote* Anonymous(git_repository* repo, const std::string& mirror, const std::string& url) {
+    const std::string key = mirror + "\n" + url;
+    auto it = anonymous_.find(key);
+    if (it != anonymous_.end()) return it->second;
+    git_remote* remote = nullptr;
+    if (git_remote_create_anonymous(&remote, repo, url.c_str()) != 0) return nullptr;
+    return anonymous_[key] = remote;
+  }
+
+  std::map<std::string, git_remote*> detached_;
+  std::map<std::string, git_remote*> anonymous_;
+  std::map<std::string, git_repository*> repos_;
+};
+
+}  // namespace
+
+int RunGitWorker(const GitWorkerOptions& options) {
+  signal(SIGPIPE, SIG_IGN);
+  git_libgit2_init();
+  // Bounded descriptors however many packs a mirror gathers.
+  git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
+  if (!options.ca_file.empty()) {
+    // This replaces the system list: give the system directory too.
+    git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, options.ca_file.c_str(), "/etc/ssl/certs");
+  }
+  int status = 0;
+  {
+    Worker worker;
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      Json answer;
+      try {
+        answer = worker.Handle(Json::parse(line));
+      } catch (const std::exception& error) {
+        answer = Json{{"ok", false}, {"error", std::string("bad request: ") + error.what()}};
+      }
+      std::cout << answer.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n'
+                << std::flush;
+      if (!std::cout) {
+        status = 1;
+        break;
+      }
+    }
+  }
+  git_libgit2_shutdown();
+  return status;
+}
+
+}  // namespace tether

@@ -1,0 +1,345 @@
+// The git source against real servers on loopback: every transport, no-change polls,
+// fetches, mirrors, deadlines, host keys, CAs and tokens.
+#include "agent/git/git_source.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "common/process.hpp"
+#include "tests/support/git_repo.hpp"
+#include "tests/support/git_server.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_ca.hpp"
+
+using namespace std::chrono_literals;
+using tether::GitSource;
+using tether::GitSourceOptions;
+using tether::testing::CommitFiles;
+using tether::testing::CreateBareRepo;
+using tether::testing::ForcePush;
+using tether::testing::GitDaemonServer;
+using tether::testing::GitHttpOptions;
+using tether::testing::GitHttpServer;
+using tether::testing::GitSshServer;
+using tether::testing::HttpAuth;
+using tether::testing::TempDir;
+using tether::testing::TestCa;
+
+namespace {
+
+// A git root with fleet.git holding one commit on main.
+struct Fleet {
+  Fleet() {
+    umask(022);  // the ssh server's user must read the repos
+    CreateBareRepo(repo);
+    first = CommitFiles(repo, {{"hosts/web-01.toml",
+                                "[[file]]\npath = \"/etc/motd\"\n"
+                                "content = \"v1\\n\"\n"}});
+  }
+  TempDir root{"git-root"};
+  std::string repo = root.Path("fleet.git");
+  std::string first;
+};
+
+struct Host {
+  TempDir dir{"host"};
+  GitSourceOptions options;
+
+  explicit Host(const std::string& url) {
+    const char* tetherd = std::getenv("TETHERD");
+    REQUIRE_MESSAGE(tetherd != nullptr, "TETHERD is set by meson");
+    options.source.url = url;
+    options.source.timeout = 10s;
+    options.cache_dir = dir.path();
+    options.worker_argv = {tetherd, "--git-worker"};
+  }
+
+  std::unique_ptr<GitSource> Source() const {
+    auto source = GitSource::Create(options);
+    REQUIRE_MESSAGE(source, (source ? "" : source.error().message()));
+    return std::move(*source);
+  }
+
+  std::string Secret(const std::string& name, const std::string& content) const {
+    dir.WriteFile(name, content, 0600);
+    return dir.Path(name);
+  }
+};
+
+std::string Motd(GitSource& source, const std::string& commit) {
+  auto tree = source.OpenTree(commit);
+  REQUIRE(tree);
+  auto text = (*tree)->ReadFile("hosts/web-01.toml", 1 << 20);
+  REQUIRE(text);
+  return *text;
+}
+
+// Polls, fetches, reads, polls again without fetching, then follows a new commit.
+void CheckFollows(Fleet& fleet, GitSource& source) {
+  auto update = source.Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->fetched);
+  CHECK(update->commit == fleet.first);
+  CHECK(Motd(source, update->commit).find("v1") != std::string::npos);
+
+  auto again = source.Update();
+  REQUIRE(again);
+  CHECK_FALSE(again->fetched);  // a no-change poll does not fetch
+  CHECK(again->commit == fleet.first);
+  CHECK(source.fetch_count() == 1);
+
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml",
+                                                       "[[file]]\npath = \"/etc/motd\"\n"
+                                                       "content = \"v2\\n\"\n"}});
+  auto moved = source.Update();
+  REQUIRE(moved);
+  CHECK(moved->fetched);
+  CHECK(moved->commit == second);
+  CHECK(Motd(source, second).find("v2") != std::string::npos);
+  CHECK(source.Descends(second, fleet.first).value());
+  CHECK(source.fetch_count() == 2);
+}
+
+// A TCP port that accepts connections (the kernel completes them) and never answers.
+struct SilentServer {
+  int fd = -1;
+  int port = 0;
+  SilentServer() {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    REQUIRE(listen(fd, 16) == 0);
+    socklen_t length = sizeof(address);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+    port = ntohs(address.sin_port);
+  }
+  ~SilentServer() { close(fd); }
+};
+
+}  // namespace
+
+TEST_CASE("Follows the ref over git://") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  CheckFollows(fleet, *host.Source());
+}
+
+TEST_CASE("Follows the ref over http://") {
+  Fleet fleet;
+  GitHttpServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  CheckFollows(fleet, *host.Source());
+}
+
+TEST_CASE("Follows the ref over https:// with ca_file, and refuses a server from another CA") {
+  Fleet fleet;
+  GitHttpOptions tls;
+  tls.tls = true;
+  GitHttpServer server(fleet.root.path(), tls);
+  Host host(server.url("fleet.git"));
+  host.options.source.ca_file = server.ca_file();
+  CheckFollows(fleet, *host.Source());
+
+  TempDir other_dir("other-ca");
+  TestCa other(other_dir.path());
+  Host wrong(server.url("fleet.git"));
+  wrong.options.source.ca_file = other.cert();
+  auto polled = wrong.Source()->Poll();
+  REQUIRE_FALSE(polled);
+  CHECK(polled.error().message().find("the TLS certificate of 'localhost' is not trusted") !=
+        std::string::npos);
+}
+
+TEST_CASE("Follows the ref over ssh://, and refuses unknown and changed host keys") {
+  Fleet fleet;
+  GitSshServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  host.options.source.ssh_key = server.client_key();
+  host.options.source.known_hosts = server.known_hosts();
+  CheckFollows(fleet, *host.Source());
+
+  Host unknown(server.url("fleet.git"));
+  unknown.options.source.ssh_key = server.client_key();
+  unknown.options.source.known_hosts = unknown.Secret("known_hosts", "# empty\n");
+  auto polled = unknown.Source()->Poll();
+  REQUIRE_FALSE(polled);
+  CHECK(polled.error().message().find("the SSH host key of '127.0.0.1' port " +
+                                      std::to_string(server.port()) + " is not in known_hosts") !=
+        std::string::npos);
+
+  // The same host name with another key: a changed host key.
+  TempDir keys("keys");
+  auto other = tether::testing::GenerateSshKey(keys.Path("other"));
+  const std::string line = "[127.0.0.1]:" + std::to_string(server.port()) + " " +
+                           other.public_line.substr(0, other.public_line.rfind(' ')) + "\n";
+  Host changed(server.url("fleet.git"));
+  changed.options.source.ssh_key = server.client_key();
+  changed.options.source.known_hosts = changed.Secret("known_hosts", line);
+  auto refused = changed.Source()->Poll();
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message().find("does not match known_hosts (it changed: refusing to "
+                                       "connect)") != std::string::npos);
+}
+
+TEST_CASE("Follows the ref over file://") {
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  CheckFollows(fleet, *host.Source());
+}
+
+TEST_CASE("HTTPS token auth: bearer and basic, and the token never shows in an error") {
+  Fleet fleet;
+  GitHttpOptions options;
+  options.tls = true;
+  options.auth = HttpAuth{"deploy", "basic-pass-1", "bearer-token-7f3a"};
+  GitHttpServer server(fleet.root.path(), options);
+
+  Host none(server.url("fleet.git"));
+  none.options.source.ca_file = server.ca_file();
+  auto anonymous = none.Source()->Poll();
+  REQUIRE_FALSE(anonymous);
+  CHECK(anonymous.error().message().find("the server asks for credentials and none are "
+                                         "configured") != std::string::npos);
+
+  Host bearer(server.url("fleet.git"));
+  bearer.options.source.ca_file = server.ca_file();
+  bearer.options.source.token_file = bearer.Secret("token", "bearer-token-7f3a\n");
+  auto with_bearer = bearer.Source()->Update();
+  REQUIRE_MESSAGE(with_bearer, (with_bearer ? "" : with_bearer.error().message()));
+  CHECK(with_bearer->commit == fleet.first);
+
+  Host basic(server.url("fleet.git"));
+  basic.options.source.ca_file = server.ca_file();
+  basic.options.source.token_file = basic.Secret("token", "deploy:basic-pass-1\n");
+  auto with_basic = basic.Source()->Update();
+  REQUIRE_MESSAGE(with_basic, (with_basic ? "" : with_basic.error().message()));
+
+  Host wrong(server.url("fleet.git"));
+  wrong.options.source.ca_file = server.ca_file();
+  wrong.options.source.token_file = wrong.Secret("token", "deploy:wrong-secret-9d1\n");
+  auto refused = wrong.Source()->Poll();
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message().find("wrong-secret-9d1") == std::string::npos);
+  CHECK(refused.error().message().find("refused the credentials") != std::string::npos);
+}
+
+TEST_CASE("A silent server hits the deadline, and the next poll works again") {
+  Fleet fleet;
+  SilentServer silent;
+  GitDaemonServer good(fleet.root.path());
+  Host host("git://127.0.0.1:" + std::to_string(silent.port) + "/fleet.git");
+  host.options.source.timeout = 1s;
+  host.options.source.mirrors = {good.url("fleet.git")};
+  auto source = host.Source();
+
+  const auto start = std::chrono::steady_clock::now();
+  auto polled = source->Poll();
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  REQUIRE_MESSAGE(polled, (polled ? "" : polled.error().message()));
+  CHECK(polled->source == 1);  // the mirror answered after the primary's deadline
+  CHECK(elapsed >= 1s);
+  CHECK(elapsed < 5s);
+
+  Host only_silent("git://127.0.0.1:" + std::to_string(silent.port) + "/fleet.git");
+  only_silent.options.source.timeout = 1s;
+  auto failed = only_silent.Source()->Poll();
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error().message().find("no answer within 1000 ms (killed the worker)") !=
+        std::string::npos);
+}
+
+TEST_CASE("Mirrors are tried in order when the primary is down") {
+  Fleet fleet;
+  GitDaemonServer mirror(fleet.root.path());
+  const int dead_port = tether::testing::PickFreePort();
+  Host host("git://127.0.0.1:" + std::to_string(dead_port) + "/fleet.git");
+  host.options.source.mirrors = {"git://127.0.0.1:" + std::to_string(dead_port) + "/other.git",
+                                 mirror.url("fleet.git")};
+  auto source = host.Source();
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->source == 2);
+  CHECK(update->commit == fleet.first);
+}
+
+TEST_CASE("A server that is down, then up again, is followed again") {
+  Fleet fleet;
+  const int port = tether::testing::PickFreePort();
+  auto server = std::make_unique<GitDaemonServer>(fleet.root.path(), [port] { return port; });
+  Host host(server->url("fleet.git"));
+  auto source = host.Source();
+  REQUIRE(source->Update());
+  server.reset();
+  auto down = source->Poll();
+  REQUIRE_FALSE(down);
+  CHECK(down.error().message().find("git://127.0.0.1:" + std::to_string(port)) !=
+        std::string::npos);
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  server = std::make_unique<GitDaemonServer>(fleet.root.path(), [port] { return port; });
+  auto up = source->Update();
+  REQUIRE_MESSAGE(up, (up ? "" : up.error().message()));
+  CHECK(up->commit == second);
+}
+
+TEST_CASE("A force-push back to an older commit is seen as a rewind") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  REQUIRE(source->Update().value().commit == second);
+  ForcePush(fleet.repo, "refs/heads/main", fleet.first);
+  auto rewound = source->Update();
+  REQUIRE(rewound);
+  CHECK(rewound->commit == fleet.first);
+  CHECK_FALSE(source->Descends(fleet.first, second).value());
+  CHECK(source->Descends(second, fleet.first).value());
+}
+
+TEST_CASE("A pinned commit is applied whatever the ref says") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  Host host(server.url("fleet.git"));
+  host.options.source.pin = fleet.first;
+  auto source = host.Source();
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == fleet.first);
+  CHECK_FALSE(source->Update().value().fetched);  // the pin is in the mirror: no network
+
+  Host unknown(server.url("fleet.git"));
+  unknown.options.source.pin = std::string(40, 'a');
+  auto missing = unknown.Source()->Update();
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message() ==
+        "pinned commit " + std::string(40, 'a') + " is not in the history of 'refs/heads/main'");
+}
+
+TEST_CASE("A tag can be followed") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  tether::RunOptions tag;
+  tag.argv = {"git", "-C", fleet.repo, "tag", "-a", "v1", "-m", "v1", fleet.first};
+  tag.env = tether::testing::GitEnvironment(fleet.root.path());
+  auto tagged = tether::Run(tag);
+  REQUIRE(tagged);
+  REQUIRE_MESSAGE(tagged->ok(), tagged->err);
+  CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# later\n"}});
+  Host host(server.url("fleet.git"));
+  host.options.source.ref = "refs/tags/v1";
+  auto update = host.Source()->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == fleet.first);
+}
