@@ -74,8 +74,10 @@ int main(int argc, char** argv) {
   // Internal: the child process that talks to Git servers (agent/git/git_worker.hpp).
   bool git_worker = false;
   std::string worker_ca_file;
+  std::string worker_user;
   app.add_flag("--git-worker", git_worker)->group("");
   app.add_option("--git-worker-ca-file", worker_ca_file)->group("");
+  app.add_option("--git-worker-user", worker_user)->group("");
 
   try {
     app.parse(argc, argv);
@@ -88,7 +90,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (git_worker) return tether::RunGitWorker({.ca_file = worker_ca_file});
+  if (git_worker) return tether::RunGitWorker({.ca_file = worker_ca_file, .user = worker_user});
 
   auto level = tether::ParseLogLevel(log_level);
   if (!level) {

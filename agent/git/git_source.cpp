@@ -1,6 +1,8 @@
 #include "agent/git/git_source.hpp"
 
 #include <git2.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <mutex>
@@ -22,6 +24,8 @@ void InitLibgit2Once() {
   std::call_once(once, [] {
     git_libgit2_init();  // local reads only in this process; never shut down
     git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
+    // The mirror belongs to the git worker's user; it is ours to read all the same.
+    git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
   });
 }
 
@@ -134,16 +138,36 @@ std::vector<std::string> WorkerEnvironment(const std::string& cache_dir) {
   return env;
 }
 
-Status PrepareWorkerHome(const std::string& cache_dir, const std::string& known_hosts) {
+// The directories the worker writes (its home, the mirror), owned by the worker's user.
+Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_hosts,
+                         const passwd* user) {
   auto fs = RootedFilesystem::Open("/");
   if (!fs) return Fail(fs.error());
   const std::string home = WorkerHome(cache_dir);
-  for (const std::string& dir : {home, home + "/.ssh"}) {
+  const std::optional<std::uint32_t> uid =
+      user != nullptr ? std::optional<std::uint32_t>(user->pw_uid) : std::nullopt;
+  const std::optional<std::uint32_t> gid =
+      user != nullptr ? std::optional<std::uint32_t>(user->pw_gid) : std::nullopt;
+  if (user != nullptr) {
+    // The worker must get through the cache dir to its own directories, and see no more.
+    auto stat = (*fs)->Stat(cache_dir);
+    if (!stat) return Fail(stat.error());
+    if (auto set = (*fs)->SetAttributes(cache_dir, stat->mode | 0111, std::nullopt, std::nullopt);
+        !set) {
+      return Fail(set.error());
+    }
+  }
+  for (const std::string& dir : {home, home + "/.ssh", cache_dir + "/mirror.git"}) {
     auto made = (*fs)->CreateDirectory(dir, 0700);
     if (!made && !made.error().Is(std::errc::file_exists)) return Fail(made.error());
+    if (user != nullptr) {
+      if (auto set = (*fs)->SetAttributes(dir, 0700, uid, gid); !set) return Fail(set.error());
+    }
   }
   WriteOptions options;
   options.mode = 0600;
+  options.uid = uid;
+  options.gid = gid;
   return (*fs)->WriteFileAtomic(home + "/.ssh/known_hosts", known_hosts, options);
 }
 
@@ -173,11 +197,35 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
   if (auto s = read_secret(options.source.known_hosts, "known_hosts", false); !s) {
     return Fail(s.error());
   }
-  auto home = PrepareWorkerHome(options.cache_dir, credentials.value("known_hosts", ""));
-  if (!home) return Fail(home.error().WithContext("prepare the git worker's home"));
+  if (!options.worker_user && geteuid() == 0 && getpwnam(kDefaultWorkerUser) != nullptr) {
+    options.worker_user = kDefaultWorkerUser;
+  }
+  const passwd* user = nullptr;
+  if (options.worker_user) {
+    user = getpwnam(options.worker_user->c_str());
+    if (user == nullptr) {
+      return Fail(std::errc::invalid_argument,
+                  "git worker user '" + *options.worker_user + "' does not exist");
+    }
+    options.worker_argv.push_back("--git-worker-user");
+    options.worker_argv.push_back(*options.worker_user);
+  }
+  auto dirs = PrepareWorkerDirs(options.cache_dir, credentials.value("known_hosts", ""), user);
+  if (!dirs) return Fail(dirs.error().WithContext("prepare the git worker's directories"));
   if (options.source.ca_file) {
+    // A copy in the worker's home: the worker's user may not read the original.
+    auto ca = ReadLocalFile(*options.source.ca_file, 4 << 20);
+    if (!ca) return Fail(ca.error().WithContext("source.ca_file"));
+    auto fs = RootedFilesystem::Open("/");
+    if (!fs) return Fail(fs.error());
+    WriteOptions write;
+    write.mode = 0644;
+    const std::string copy = WorkerHome(options.cache_dir) + "/ca.pem";
+    if (auto written = (*fs)->WriteFileAtomic(copy, *ca, write); !written) {
+      return Fail(written.error());
+    }
     options.worker_argv.push_back("--git-worker-ca-file");
-    options.worker_argv.push_back(*options.source.ca_file);
+    options.worker_argv.push_back(copy);
   }
   return std::unique_ptr<GitSource>(new GitSource(std::move(options), std::move(credentials)));
 }

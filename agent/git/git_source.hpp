@@ -25,7 +25,13 @@ struct GitSourceOptions {
   SourceConfig source;
   std::string cache_dir;                 // the mirror is cache_dir/mirror.git
   std::vector<std::string> worker_argv;  // e.g. {"/usr/sbin/tetherd", "--git-worker"}
+  // The user the git worker runs as. Unset: kDefaultWorkerUser when running as root and
+  // that user exists, else the caller's user. The mirror and the worker's home are
+  // chowned to it; the cache dir itself stays the caller's, but traversable (0711).
+  std::optional<std::string> worker_user;
 };
+
+inline constexpr char kDefaultWorkerUser[] = "tether-git";
 
 struct PollResult {
   std::string commit;      // what the tracked ref points to on the server

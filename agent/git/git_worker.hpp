@@ -20,6 +20,7 @@ namespace tether {
 
 struct GitWorkerOptions {
   std::string ca_file;  // extra CA certificates for https:// (besides the system's)
+  std::string user;     // drop to this user (and its primary group) first; empty: stay
 };
 
 // Serves requests until stdin closes. Returns the process exit status.

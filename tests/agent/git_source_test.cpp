@@ -343,3 +343,41 @@ TEST_CASE("A tag can be followed") {
   REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
   CHECK(update->commit == fleet.first);
 }
+
+TEST_CASE("As root, the git worker runs as an unprivileged user") {
+  if (geteuid() != 0) return;  // CI runs as root
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  host.options.worker_user = "nobody";
+  auto source = host.Source();
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == fleet.first);
+  CHECK(Motd(*source, update->commit).find("v1") != std::string::npos);
+
+  const pid_t worker = source->worker_pid();
+  REQUIRE(worker > 0);
+  struct stat proc {};
+  REQUIRE(stat(("/proc/" + std::to_string(worker)).c_str(), &proc) == 0);
+  CHECK(proc.st_uid == 65534);
+  struct stat mirror {};
+  REQUIRE(stat((source->mirror_path() + "/objects").c_str(), &mirror) == 0);
+  CHECK(mirror.st_uid == 65534);
+
+  // https as that user: the CA file it could not read itself is handed over.
+  GitHttpOptions tls;
+  tls.tls = true;
+  GitHttpServer https(fleet.root.path(), tls);
+  Host secure(https.url("fleet.git"));
+  secure.options.worker_user = "nobody";
+  secure.options.source.ca_file = https.ca_file();
+  auto fetched = secure.Source()->Update();
+  REQUIRE_MESSAGE(fetched, (fetched ? "" : fetched.error().message()));
+
+  Host missing(server.url("fleet.git"));
+  missing.options.worker_user = "no-such-user-tether";
+  auto refused = GitSource::Create(missing.options);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message() == "git worker user 'no-such-user-tether' does not exist");
+}
