@@ -21,3 +21,14 @@ TEST_CASE("Base64Encode pads as RFC 4648 says") {
   CHECK(tether::Base64Encode("foo") == "Zm9v");
   CHECK(tether::Base64Encode(std::string_view("\x00\xff", 2)) == "AP8=");
 }
+
+TEST_CASE("Base64Decode inverts Base64Encode and refuses malformed text") {
+  for (std::string_view data : {std::string_view(""), std::string_view("f"), std::string_view("fo"),
+                                std::string_view("foo"), std::string_view("\x00\xff\x10", 3)}) {
+    CHECK(tether::Base64Decode(tether::Base64Encode(data)) == std::string(data));
+  }
+  CHECK_FALSE(tether::Base64Decode("Zg="));     // not a multiple of 4
+  CHECK_FALSE(tether::Base64Decode("Z=g="));    // padding inside
+  CHECK_FALSE(tether::Base64Decode("Zm9v\n"));  // whitespace
+  CHECK_FALSE(tether::Base64Decode("Zm9*"));
+}
