@@ -11,6 +11,7 @@ Status GitWorkerClient::Start() {
   auto spawned = SpawnPiped(argv_, env_);
   if (!spawned) return Fail(spawned.error().WithContext("start git worker"));
   worker_ = std::move(spawned->child);
+  requests_ = 0;
   to_worker_.Reset(spawned->to_child);
   from_worker_.Reset(spawned->from_child);
   buffer_.clear();
@@ -28,9 +29,14 @@ Result<nlohmann::json> GitWorkerClient::Call(const nlohmann::json& request,
                                              std::chrono::milliseconds timeout) {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + timeout;
+  if (worker_.running() && requests_ >= kRequestsPerWorker) {
+    to_worker_.Reset();  // EOF: the worker exits on its own
+    if (!worker_.Wait(std::chrono::seconds(1))) Kill();
+  }
   if (!worker_.running()) {
     if (auto started = Start(); !started) return Fail(started.error());
   }
+  ++requests_;
   std::string line = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   std::string_view left = line;
   while (!left.empty()) {

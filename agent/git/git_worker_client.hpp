@@ -27,6 +27,10 @@ class GitWorkerClient {
   [[nodiscard]] Result<nlohmann::json> Call(const nlohmann::json& request,
                                             std::chrono::milliseconds timeout);
 
+  // A worker is replaced after this many requests, so whatever a library leaks per
+  // connection (libssh2 does, a little) cannot add up in a long-lived daemon.
+  static constexpr int kRequestsPerWorker = 1000;
+
   // The running worker's pid, or -1.
   [[nodiscard]] pid_t worker_pid() const { return worker_.pid(); }
 
@@ -40,6 +44,7 @@ class GitWorkerClient {
   UniqueFd to_worker_;
   UniqueFd from_worker_;
   std::string buffer_;
+  int requests_ = 0;  // served by the current worker
 };
 
 }  // namespace tether

@@ -3,6 +3,7 @@
 #include "agent/git/git_source.hpp"
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -380,4 +381,19 @@ TEST_CASE("As root, the git worker runs as an unprivileged user") {
   auto refused = GitSource::Create(missing.options);
   REQUIRE_FALSE(refused);
   CHECK(refused.error().message() == "git worker user 'no-such-user-tether' does not exist");
+}
+
+TEST_CASE("The git worker is replaced after its share of requests") {
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  auto source = host.Source();
+  REQUIRE(source->Poll());
+  const pid_t first = source->worker_pid();
+  for (int i = 1; i < tether::GitWorkerClient::kRequestsPerWorker; ++i) REQUIRE(source->Poll());
+  CHECK(source->worker_pid() == first);
+  auto polled = source->Poll();
+  REQUIRE(polled);
+  CHECK(polled->commit == fleet.first);
+  CHECK(source->worker_pid() != first);
+  CHECK(kill(first, 0) != 0);  // the old one exited and was reaped
 }

@@ -5,7 +5,8 @@
 // For each transport it starts a real server on loopback, makes one GitSource, polls
 // once to warm up, then POLLS times more (default 1000; the ref never moves) and prints
 // the wall time and client CPU per poll (tetherd's process plus its git worker's, from
-// getrusage and /proc/PID/stat) and both processes' RSS before and after.
+// getrusage and /proc/PID/stat) and both processes' RSS before and after (the worker is
+// replaced every 1000 requests, so "after" is the RSS of the worker running then).
 // TRANSPORTS is a comma-separated subset of git,http,https,ssh,file (default: all).
 // Results go in docs/performance.md.
 #include <sys/resource.h>
@@ -44,11 +45,16 @@ double ProcessCpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// This process and its reaped children (workers replaced during the run).
 double SelfCpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  double total = 0;
+  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage usage{};
+    getrusage(who, &usage);
+    total += static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+             static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  }
+  return total;
 }
 
 long RssKb(pid_t pid) {
@@ -87,10 +93,11 @@ void Run(const std::string& name, const std::string& url, tether::GitSourceOptio
     }
   }
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
-  const double cpu = SelfCpuSeconds() + ProcessCpuSeconds(worker) - cpu_before;
+  const pid_t last_worker = (*source)->worker_pid();
+  const double cpu = SelfCpuSeconds() + ProcessCpuSeconds(last_worker) - cpu_before;
   std::printf("| %-6s | %6d | %8.3f | %8.3f | %6ld -> %6ld | %6ld -> %6ld |\n", name.c_str(), polls,
               wall * 1000 / polls, cpu * 1000 / polls, parent_rss_before, RssKb(getpid()),
-              worker_rss_before, RssKb(worker));
+              worker_rss_before, RssKb(last_worker));
   std::fflush(stdout);
 }
 
