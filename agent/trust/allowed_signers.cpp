@@ -199,11 +199,13 @@ Status ParseOptions(std::string_view options, AllowedSigner& signer) {
   return {};
 }
 
-// A token that names a key type rather than options.
+// A token that names a key type rather than options (which have '=' or are a flag).
 bool LooksLikeKeyType(std::string_view token) {
-  return ssh::IsSupportedKeyType(token) || ssh::IsKnownUnsupportedKeyType(token) ||
-         token.starts_with("ssh-") || token.starts_with("ecdsa-") ||
-         token.find('@') != std::string_view::npos;
+  return token.find_first_of("=\"") == std::string_view::npos &&
+         !StartsWithNoCase(token, "cert-authority") &&
+         (ssh::IsSupportedKeyType(token) || ssh::IsKnownUnsupportedKeyType(token) ||
+          token.starts_with("ssh-") || token.starts_with("ecdsa-") ||
+          token.find('@') != std::string_view::npos);
 }
 
 Result<AllowedSigner> ParseLine(std::string_view rest) {

@@ -587,7 +587,7 @@ TEST_CASE("allowed_signers parses like ssh-keygen reads it") {
       "alice@example.com " +
       keys.ed25519.public_key +
       " a comment\n"
-      "  *@example.com,!bob@example.com NAMESPACES=\"git,file\","
+      "  *@example.com,!bob@example.com NAMESPACES=\"git,file@example.com\","
       "Valid-After=\"20200101Z\",valid-before=\"20990101000000UTC\" " +
       keys.ecdsa256.public_key +
       "\r\n"
@@ -604,7 +604,7 @@ TEST_CASE("allowed_signers parses like ssh-keygen reads it") {
   CHECK(signers[0].key_blob == KeyBlob(keys.ed25519));
   CHECK(signers[1].line == 5);
   CHECK(signers[1].principals == "*@example.com,!bob@example.com");
-  CHECK(signers[1].namespaces == "git,file");
+  CHECK(signers[1].namespaces == "git,file@example.com");
   CHECK(signers[1].valid_after == k2020);
   CHECK(signers[1].valid_before == k2099);
   CHECK(signers[1].key_type == "ecdsa-sha2-nistp256");
@@ -618,7 +618,9 @@ TEST_CASE("allowed_signers parses like ssh-keygen reads it") {
   local.tm_min = 30;
   local.tm_isdst = -1;
   CHECK(signers[2].valid_after == static_cast<std::int64_t>(std::mktime(&local)));
-  CHECK(signers[2].valid_after != k2020 + 12 * 3600 + 30 * 60);  // TZ is not UTC here
+  if (std::getenv("TZ") != nullptr) {  // meson runs the test in a zone that is not UTC
+    CHECK(signers[2].valid_after != k2020 + 12 * 3600 + 30 * 60);
+  }
 
   // ssh-keygen agrees on the local time: a signature is valid from 12:30 local time.
   const std::string data = "x";
