@@ -2,6 +2,8 @@
 // fetches, mirrors, deadlines, host keys, CAs and tokens.
 #include "agent/git/git_source.hpp"
 
+#include "agent/git/commit_check.hpp"
+
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -396,4 +398,118 @@ TEST_CASE("The git worker is replaced after its share of requests") {
   CHECK(polled->commit == fleet.first);
   CHECK(source->worker_pid() != first);
   CHECK(kill(first, 0) != 0);  // the old one exited and was reaped
+}
+
+namespace {
+
+struct Signers {
+  TempDir dir{"signers"};
+  tether::testing::SshKeyPair ops = tether::testing::GenerateSshKey(dir.Path("ops"));
+  tether::testing::SshKeyPair other =
+      tether::testing::GenerateSshKey(dir.Path("other"), tether::testing::SshKeyType::kEcdsaP256);
+
+  tether::TrustPolicy Policy(const std::string& options = "") const {
+    const std::string file = dir.Path("allowed_signers");
+    dir.WriteFile("allowed_signers", "ops@example.com " + options + (options.empty() ? "" : " ") +
+                                         ops.public_line + "\n");
+    tether::TrustConfig trust;
+    trust.allowed_signers = file;
+    auto policy = tether::LoadTrustPolicy(trust);
+    REQUIRE_MESSAGE(policy, (policy ? "" : policy.error().message()));
+    return *policy;
+  }
+};
+
+tether::testing::CommitOptions SignedBy(const std::string& key) {
+  tether::testing::CommitOptions options;
+  options.signing_key = key;
+  return options;
+}
+
+std::int64_t Now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+TEST_CASE("Signed, unsigned, untrusted and expired-key commits") {
+  Fleet fleet;
+  Signers signers;
+  GitHttpServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  const auto policy = signers.Policy();
+
+  const std::string good = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# signed\n"}},
+                                       SignedBy(signers.ops.private_key));
+  REQUIRE(source->Update().value().commit == good);
+  auto accepted = tether::CheckCommit(*source, good, fleet.first, policy, Now());
+  REQUIRE_MESSAGE(accepted, (accepted ? "" : accepted.error().message()));
+  REQUIRE(accepted->signer);
+  CHECK(accepted->signer->principal == "ops@example.com");
+  CHECK(accepted->signer->key_type == "ssh-ed25519");
+
+  auto unsigned_commit = tether::CheckCommit(*source, fleet.first, std::nullopt, policy, Now());
+  REQUIRE_FALSE(unsigned_commit);
+  CHECK(unsigned_commit.error().code() == tether::SignatureErrc::kUnsigned);
+  CHECK(unsigned_commit.error().message() ==
+        "refusing commit " + fleet.first.substr(0, 12) + ": commit is not signed");
+
+  const std::string untrusted = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# other\n"}},
+                                            SignedBy(signers.other.private_key));
+  REQUIRE(source->Update().value().commit == untrusted);
+  auto unknown = tether::CheckCommit(*source, untrusted, good, policy, Now());
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().code() == tether::SignatureErrc::kUnknownKey);
+
+  const auto expired_policy = signers.Policy("valid-before=\"20200101\"");
+  auto expired = tether::CheckCommit(*source, good, fleet.first, expired_policy, Now());
+  REQUIRE_FALSE(expired);
+  CHECK(expired.error().code() == tether::SignatureErrc::kKeyExpired);
+
+  // Without require_signed an unsigned commit passes, and no signer is claimed.
+  auto relaxed = policy;
+  relaxed.require_signed = false;
+  relaxed.signers.clear();
+  auto passes = tether::CheckCommit(*source, untrusted, good, relaxed, Now());
+  REQUIRE(passes);
+  CHECK_FALSE(passes->signer);
+}
+
+TEST_CASE("A force-push back to older history is refused unless allow_rewind") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  REQUIRE(source->Update().value().commit == second);
+  tether::TrustPolicy policy;
+  policy.require_signed = false;
+  REQUIRE(tether::CheckCommit(*source, second, fleet.first, policy, Now()));  // forward
+
+  ForcePush(fleet.repo, "refs/heads/main", fleet.first);
+  REQUIRE(source->Update().value().commit == fleet.first);
+  auto refused = tether::CheckCommit(*source, fleet.first, second, policy, Now());
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().Is(std::errc::operation_not_permitted));
+  CHECK(refused.error().message() ==
+        "refusing commit " + fleet.first.substr(0, 12) +
+            ": it does not descend from the applied commit " + second.substr(0, 12) +
+            " (history was rewound, e.g. by a force-push); set trust.allow_rewind to accept it");
+
+  policy.allow_rewind = true;
+  CHECK(tether::CheckCommit(*source, fleet.first, second, policy, Now()));
+}
+
+TEST_CASE("require_signed with an empty allowed_signers file is a configuration error") {
+  TempDir dir("trust");
+  dir.WriteFile("allowed_signers", "# nobody yet\n");
+  tether::TrustConfig trust;
+  trust.allowed_signers = dir.Path("allowed_signers");
+  auto policy = tether::LoadTrustPolicy(trust);
+  REQUIRE_FALSE(policy);
+  CHECK(policy.error().message() ==
+        "trust.require_signed is true but trust.allowed_signers lists no key");
 }
