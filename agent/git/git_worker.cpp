@@ -147,7 +147,8 @@ class Worker {
     CallbackState state;
     state.credentials = &credentials;
     ParseHostPort(url, state.host, state.port);
-    git_remote_callbacks callbacks = GIT_REMOTE_CALLBACKS_INIT;
+    git_remote_callbacks callbacks{};
+    git_remote_init_callbacks(&callbacks, GIT_REMOTE_CALLBACKS_VERSION);
     callbacks.certificate_check = CertificateCheck;
     callbacks.credentials = AcquireCredential;
     callbacks.payload = &state;
@@ -202,7 +203,8 @@ class Worker {
       const std::string refspec = "+" + ref + ":refs/tether/fetched";
       char* specs[] = {const_cast<char*>(refspec.c_str())};
       git_strarray refspecs = {specs, 1};
-      git_fetch_options options = GIT_FETCH_OPTIONS_INIT;
+      git_fetch_options options{};
+      git_fetch_options_init(&options, GIT_FETCH_OPTIONS_VERSION);
       options.callbacks = callbacks;
       options.custom_headers = headers;
       options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
