@@ -2,8 +2,10 @@
 // fetches, mirrors, deadlines, host keys, CAs and tokens.
 #include "agent/git/git_source.hpp"
 
+#include "agent/desired/render.hpp"
 #include "agent/git/commit_check.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -12,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -512,4 +515,92 @@ TEST_CASE("require_signed with an empty allowed_signers file is a configuration 
   REQUIRE_FALSE(policy);
   CHECK(policy.error().message() ==
         "trust.require_signed is true but trust.allowed_signers lists no key");
+}
+
+TEST_CASE("The renderer reads a host's profile straight from a fetched commit") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  const std::string commit =
+      CommitFiles(fleet.repo, {{"hosts/web-01.toml", "include = [\"roles/base.toml\"]\n"},
+                               {"roles/base.toml",
+                                "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n"
+                                "template = true\n"},
+                               {"files/motd", "hello {{ host.hostname }}\n"}});
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  REQUIRE(source->Update().value().commit == commit);
+  auto tree = source->OpenTree(commit);
+  REQUIRE(tree);
+  tether::RenderOptions options;
+  options.profile = "hosts/web-01.toml";
+  options.host.hostname = "web-01";
+  tether::Diagnostics diagnostics;
+  auto state = tether::RenderProfile(**tree, options, diagnostics);
+  CHECK(diagnostics.ToString() == "");
+  REQUIRE(state.resources.size() == 1);
+  CHECK(std::get<tether::FileSpec>(state.resources[0].spec).content == "hello web-01\n");
+}
+
+TEST_CASE("Open pack files stay bounded however many fetches the mirror gathered") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  std::vector<std::string> commits;
+  for (int i = 0; i < 80; ++i) {
+    commits.push_back(
+        CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# " + std::to_string(i) + "\n"}}));
+    REQUIRE(source->Update().value().fetched);
+  }
+  for (const auto& commit : commits) {
+    auto tree = source->OpenTree(commit);
+    REQUIRE(tree);
+    REQUIRE((*tree)->ReadFile("hosts/web-01.toml", 100));
+  }
+  int on_disk = 0;  // one pack per fetch: libgit2 never repacks
+  for (const auto& entry :
+       std::filesystem::directory_iterator(source->mirror_path() + "/objects/pack")) {
+    if (entry.path().extension() == ".pack") ++on_disk;
+  }
+  CHECK(on_disk > 64);
+  int packs = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(entry.path(), ec).string();
+    if (target.size() > 5 && target.substr(target.size() - 5) == ".pack") ++packs;
+  }
+  CHECK(packs <= 64);
+}
+
+TEST_CASE("Credentials never reach stderr, where the worker's messages go") {
+  Fleet fleet;
+  GitHttpOptions options;
+  options.tls = true;
+  options.auth = HttpAuth{"deploy", "right-pass", "bearer-8c1e"};
+  GitHttpServer server(fleet.root.path(), options);
+  TempDir capture("stderr");
+  const int saved = dup(STDERR_FILENO);
+  const int file = open(capture.Path("stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  REQUIRE(dup2(file, STDERR_FILENO) >= 0);
+  std::string message;
+  {
+    Host wrong(server.url("fleet.git"));
+    wrong.options.source.ca_file = server.ca_file();
+    wrong.options.source.token_file = wrong.Secret("token", "deploy:wrong-pass-77\n");
+    auto refused = wrong.Source()->Update();
+    message = refused ? "" : refused.error().message();
+    Host bearer(server.url("fleet.git"));
+    bearer.options.source.ca_file = server.ca_file();
+    bearer.options.source.token_file = bearer.Secret("token", "bearer-8c1e\n");
+    (void)bearer.Source()->Update();
+  }
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(file);
+  CHECK_FALSE(message.empty());
+  const std::string written = capture.ReadFile("stderr");
+  for (const char* secret : {"wrong-pass-77", "bearer-8c1e"}) {
+    CHECK(message.find(secret) == std::string::npos);
+    CHECK(written.find(secret) == std::string::npos);
+  }
 }
