@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/cli.hpp"
 #include "agent/git/git_worker.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
@@ -79,16 +80,7 @@ int main(int argc, char** argv) {
   app.add_option("--git-worker-ca-file", worker_ca_file)->group("");
   app.add_option("--git-worker-user", worker_user)->group("");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
-  }
+  if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
 
   if (git_worker) return tether::RunGitWorker({.ca_file = worker_ca_file, .user = worker_user});
 

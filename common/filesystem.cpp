@@ -67,6 +67,18 @@ std::string TempName(std::string_view name) {
   return result;
 }
 
+// Refuses to put a `what` ("file", "symlink") where a directory (or '/') is.
+Status RefuseDirectory(const Located& at, const char* what) {
+  if (at.name == ".") return Fail(std::errc::is_a_directory, "'/' is a directory");
+  struct stat existing {};
+  if (fstatat(at.parent.get(), at.name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISDIR(existing.st_mode)) {
+    return Fail(std::errc::is_a_directory,
+                Quote(at.path) + " is a directory; refusing to replace it with a " + what);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::string> NormalizePath(std::string_view path) {
@@ -249,13 +261,7 @@ Status RootedFilesystem::WriteFileAtomic(std::string_view path, std::string_view
                                          const WriteOptions& options) {
   auto at = Locate(root_fd_, path, options.sync);
   if (!at) return Fail(at.error());
-  if (at->name == ".") return Fail(std::errc::is_a_directory, "'/' is a directory");
-  struct stat existing {};
-  if (fstatat(at->parent.get(), at->name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0 &&
-      S_ISDIR(existing.st_mode)) {
-    return Fail(std::errc::is_a_directory,
-                Quote(at->path) + " is a directory; refusing to replace it with a file");
-  }
+  if (auto refused = RefuseDirectory(*at, "file"); !refused) return refused;
 
   const std::string temp = TempName(at->name);
   // Created with no permissions for anyone but the owner at most; the final mode and owner
@@ -310,13 +316,7 @@ Status RootedFilesystem::CreateDirectory(std::string_view path, std::uint32_t mo
 Status RootedFilesystem::CreateSymlink(std::string_view path, std::string_view target) {
   auto at = Locate(root_fd_, path, false);
   if (!at) return Fail(at.error());
-  if (at->name == ".") return Fail(std::errc::is_a_directory, "'/' is a directory");
-  struct stat existing {};
-  if (fstatat(at->parent.get(), at->name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0 &&
-      S_ISDIR(existing.st_mode)) {
-    return Fail(std::errc::is_a_directory,
-                Quote(at->path) + " is a directory; refusing to replace it with a symlink");
-  }
+  if (auto refused = RefuseDirectory(*at, "symlink"); !refused) return refused;
   const std::string temp = TempName(at->name);
   const std::string target_string(target);
   if (symlinkat(target_string.c_str(), at->parent.get(), temp.c_str()) != 0) {

@@ -96,14 +96,10 @@ class ConfigParser {
   void Apply(TomlTable& t) {
     auto& s = config_.apply;
     if (auto drift = t.String("drift")) {
-      if (*drift == "revert") {
-        Set(t, "drift", std::optional(DriftMode::kRevert), s.drift);
-      } else if (*drift == "report") {
-        Set(t, "drift", std::optional(DriftMode::kReport), s.drift);
-      } else if (*drift == "ignore") {
-        Set(t, "drift", std::optional(DriftMode::kIgnore), s.drift);
+      if (auto mode = ParseDriftMode(*drift)) {
+        Set(t, "drift", mode, s.drift);
       } else {
-        t.Error("drift", "expected \"revert\", \"report\" or \"ignore\", got \"" + *drift + "\"");
+        t.Error("drift", std::string("expected ") + kDriftModeChoices + ", got \"" + *drift + "\"");
       }
     }
     Set(t, "audit_every", t.Duration("audit_every"), s.audit_every);
@@ -381,6 +377,13 @@ const char* DriftModeName(DriftMode mode) {
       return "ignore";
   }
   return "revert";
+}
+
+std::optional<DriftMode> ParseDriftMode(std::string_view name) {
+  for (DriftMode mode : {DriftMode::kRevert, DriftMode::kReport, DriftMode::kIgnore}) {
+    if (name == DriftModeName(mode)) return mode;
+  }
+  return std::nullopt;
 }
 
 AgentConfig ParseAgentConfig(const std::vector<ConfigFile>& files, const ConfigOptions& options,

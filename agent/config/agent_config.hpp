@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/diagnostics.hpp"
@@ -19,6 +20,9 @@ enum class DriftMode { kRevert, kReport, kIgnore };
 enum class RollbackMode { kAuto, kOff };
 
 [[nodiscard]] const char* DriftModeName(DriftMode mode);
+// "revert", "report" or "ignore"; nothing for anything else.
+[[nodiscard]] std::optional<DriftMode> ParseDriftMode(std::string_view name);
+inline constexpr char kDriftModeChoices[] = "\"revert\", \"report\" or \"ignore\"";
 
 struct SourceConfig {
   std::string url;                                // required

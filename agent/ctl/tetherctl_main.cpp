@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/cli.hpp"
 #include "agent/ctl/offline.hpp"
 #include "version.hpp"
 
@@ -79,16 +80,7 @@ int main(int argc, char** argv) {
       ->expected(1);
   render->add_flag("--json", render_options.json, "Print JSON (schema tether.desired/v1)");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
-  }
+  if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
   if (validate->parsed()) return tether::RunValidate(validate_options, stdout, stderr);
   if (render->parsed()) return tether::RunRender(render_options, stdout, stderr);
   std::fputs(app.help().c_str(), stdout);

@@ -291,11 +291,10 @@ class Renderer {
   std::optional<DriftMode> Drift(TomlTable& t) {
     auto drift = t.String("drift");
     if (!drift) return std::nullopt;
-    if (*drift == "revert") return DriftMode::kRevert;
-    if (*drift == "report") return DriftMode::kReport;
-    if (*drift == "ignore") return DriftMode::kIgnore;
-    t.Error("drift", "expected \"revert\", \"report\" or \"ignore\", got \"" + *drift + "\"");
-    return std::nullopt;
+    auto mode = ParseDriftMode(*drift);
+    if (!mode)
+      t.Error("drift", std::string("expected ") + kDriftModeChoices + ", got \"" + *drift + "\"");
+    return mode;
   }
 
   // A managed path: absolute, normalised, inside apply.allowed_paths.
