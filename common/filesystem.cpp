@@ -57,9 +57,7 @@ std::string TempName(std::string_view name) {
                 bytes);
   }
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string result = ".";
-  result += name.substr(0, 200);
-  result += ".tether-";
+  std::string result = TemporaryPrefix(name);
   for (unsigned char b : bytes) {
     result += kHex[b >> 4];
     result += kHex[b & 0xf];
@@ -80,6 +78,10 @@ Status RefuseDirectory(const Located& at, const char* what) {
 }
 
 }  // namespace
+
+std::string TemporaryPrefix(std::string_view name) {
+  return "." + std::string(name.substr(0, 200)) + ".tether-";
+}
 
 Result<std::string> NormalizePath(std::string_view path) {
   if (path.empty()) return Fail(std::errc::invalid_argument, "empty path");
@@ -383,6 +385,28 @@ Status RootedFilesystem::Rename(std::string_view from, std::string_view to) {
                destination->name.c_str()) != 0) {
     return FailErrno(errno, "rename " + Quote(source->path) + " to " + Quote(destination->path));
   }
+  return {};
+}
+
+Status RootedFilesystem::Link(std::string_view from, std::string_view to) {
+  auto source = Locate(root_fd_, from, false);
+  if (!source) return Fail(source.error());
+  auto destination = Locate(root_fd_, to, false);
+  if (!destination) return Fail(destination.error());
+  if (linkat(source->parent.get(), source->name.c_str(), destination->parent.get(),
+             destination->name.c_str(), 0) != 0) {
+    return FailErrno(errno, "link " + Quote(source->path) + " to " + Quote(destination->path));
+  }
+  return {};
+}
+
+Status RootedFilesystem::SyncDirectory(std::string_view path) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  UniqueFd fd(
+      openat(at->parent.get(), at->name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(errno, "open directory " + Quote(at->path));
+  if (fsync(fd.get()) != 0) return FailErrno(errno, "fsync directory " + Quote(at->path));
   return {};
 }
 

@@ -86,7 +86,21 @@ class Filesystem {
 
   // Atomically renames `from` to `to` (same filesystem).
   [[nodiscard]] virtual Status Rename(std::string_view from, std::string_view to) = 0;
+
+  // Makes `to` a hard link to `from` itself (a symlink is linked, not followed); EEXIST
+  // when `to` exists. A backup that costs no copy: a later atomic replace of `from` leaves
+  // the old inode to `to`.
+  [[nodiscard]] virtual Status Link(std::string_view from, std::string_view to) = 0;
+
+  // Makes what was renamed or created in directory `path` durable (fsync of the
+  // directory).
+  [[nodiscard]] virtual Status SyncDirectory(std::string_view path) = 0;
 };
+
+// Temporary files of WriteFileAtomic and CreateSymlink for `name` are named
+// TemporaryPrefix(name) + random characters, in the same directory, so that recovery
+// after a crash can find and remove them.
+[[nodiscard]] std::string TemporaryPrefix(std::string_view name);
 
 // Checks that `path` is absolute and returns it normalised: repeated and trailing '/'
 // removed. "." and ".." components, NUL bytes and empty paths are refused (EINVAL), so a
@@ -115,6 +129,8 @@ class RootedFilesystem final : public Filesystem {
                        std::optional<std::uint32_t> gid) override;
   Status Remove(std::string_view path) override;
   Status Rename(std::string_view from, std::string_view to) override;
+  Status Link(std::string_view from, std::string_view to) override;
+  Status SyncDirectory(std::string_view path) override;
 
  private:
   RootedFilesystem(std::string root, int root_fd) : root_(std::move(root)), root_fd_(root_fd) {}

@@ -265,3 +265,21 @@ TEST_CASE("RootedFilesystem::Open refuses a root that is not a directory") {
   CHECK(missing.error().message() ==
         "open root '/nonexistent/tether-root': No such file or directory");
 }
+
+TEST_CASE_FIXTURE(Fixture, "Link keeps the old inode when the path is replaced: a free backup") {
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "old\n", Mode(0640)));
+  REQUIRE(fs->Link("/etc/motd", "/etc/.motd.backup"));
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "new\n", Mode(0644)));
+  CHECK(dir.ReadFile("etc/.motd.backup") == "old\n");
+  CHECK((LStat("/etc/.motd.backup").st_mode & 07777) == 0640);
+  auto exists = fs->Link("/etc/motd", "/etc/.motd.backup");
+  REQUIRE_FALSE(exists);
+  CHECK(exists.error().Is(std::errc::file_exists));
+
+  // A symlink is linked itself, not what it points to.
+  std::filesystem::create_symlink(outside.Path("x"), Host("/etc/link"));
+  REQUIRE(fs->Link("/etc/link", "/etc/.link.backup"));
+  CHECK(std::filesystem::read_symlink(Host("/etc/.link.backup")) == outside.Path("x"));
+  REQUIRE(fs->SyncDirectory("/etc"));
+  CHECK(tether::TemporaryPrefix("motd") == ".motd.tether-");
+}

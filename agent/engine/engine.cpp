@@ -1,0 +1,350 @@
+#include "agent/engine/engine.hpp"
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/filesystem.hpp"
+#include "common/unique_fd.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::size_t kMaxStateFile = 256 << 20;
+
+std::string RandomTag() {
+  unsigned char bytes[6] = {};
+  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
+    const auto pid = static_cast<unsigned>(getpid());
+    std::copy_n(reinterpret_cast<const unsigned char*>(&pid), sizeof(pid), bytes);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string tag;
+  for (unsigned char b : bytes) {
+    tag += kHex[b >> 4];
+    tag += kHex[b & 0xf];
+  }
+  return tag;
+}
+
+// State files live on the host, whatever --root says; never through a symlink either.
+RootedFilesystem& HostFs() {
+  static auto* fs = RootedFilesystem::Open("/").value().release();
+  return *fs;
+}
+
+Status WriteStateFile(const std::string& path, const std::string& content) {
+  WriteOptions options;
+  options.mode = 0600;
+  return HostFs().WriteFileAtomic(path, content, options);
+}
+
+// The journal: JSON lines appended and fsync'd one by one.
+class Journal final : public Transaction {
+ public:
+  Journal(std::string path, std::string tag, std::function<void(int, const char*)> hook,
+          int* counter)
+      : path_(std::move(path)), tag_(std::move(tag)), hook_(std::move(hook)), counter_(counter) {}
+
+  Status Open(const std::string& commit) {
+    fd_.Reset(open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
+    if (!fd_.valid()) return FailErrno(errno, "create journal '" + path_ + "'");
+    const auto slash = path_.rfind('/');
+    if (auto synced = HostFs().SyncDirectory(path_.substr(0, slash == 0 ? 1 : slash)); !synced) {
+      return synced;
+    }
+    return Append(Json{{"begin", tag_}, {"commit", commit}}, "journal");
+  }
+
+  Status Record(const JournalStep& step) override {
+    steps_.push_back(step);
+    return Append(
+        Json{{"step",
+              {{"id", step.id}, {"kind", ResourceKindName(step.kind)}, {"undo", step.undo}}}},
+        "journal");
+  }
+
+  Status Commit() { return Append(Json{{"committed", true}}, "commit"); }
+
+  const std::string& tag() const override { return tag_; }
+  const std::vector<JournalStep>& steps() const { return steps_; }
+
+ private:
+  Status Append(const Json& record, const char* what) {
+    const std::string line = record.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+    std::string_view left = line;
+    while (!left.empty()) {
+      const ssize_t n = write(fd_.get(), left.data(), left.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return FailErrno(errno, "write journal '" + path_ + "'");
+      }
+      left.remove_prefix(static_cast<std::size_t>(n));
+    }
+    if (fdatasync(fd_.get()) != 0) return FailErrno(errno, "sync journal '" + path_ + "'");
+    if (hook_) hook_(++*counter_, what);
+    return {};
+  }
+
+  std::string path_;
+  std::string tag_;
+  std::function<void(int, const char*)> hook_;
+  int* counter_;
+  UniqueFd fd_;
+  std::vector<JournalStep> steps_;
+};
+
+std::optional<ResourceKind> KindFromName(const std::string& name) {
+  for (auto kind : {ResourceKind::kPackage, ResourceKind::kDirectory, ResourceKind::kFile,
+                    ResourceKind::kSymlink, ResourceKind::kUnit, ResourceKind::kService,
+                    ResourceKind::kCheck}) {
+    if (name == ResourceKindName(kind)) return kind;
+  }
+  return std::nullopt;
+}
+
+Json InventoryToJson(const Inventory& inventory) {
+  Json entries = Json::object();
+  for (const auto& [id, entry] : inventory.entries) {
+    entries[id] = {{"kind", ResourceKindName(entry.kind)},
+                   {"path", entry.path},
+                   {"created", entry.created},
+                   {"original", entry.original}};
+  }
+  return Json{
+      {"schema", "tether.inventory/v1"}, {"commit", inventory.commit}, {"entries", entries}};
+}
+
+}  // namespace
+
+Engine::Engine(EngineOptions options, std::vector<KindHandler*> handlers)
+    : options_(std::move(options)), handlers_(std::move(handlers)) {}
+
+KindHandler* Engine::HandlerFor(ResourceKind kind) const {
+  for (auto* handler : handlers_) {
+    if (handler->Handles(kind)) return handler;
+  }
+  return nullptr;
+}
+
+Result<Inventory> Engine::LoadInventory() const {
+  const std::string path = options_.state_dir + "/inventory.json";
+  auto text = ReadLocalFile(path, kMaxStateFile);
+  if (!text) {
+    if (text.error().Is(std::errc::no_such_file_or_directory)) return Inventory{};
+    return Fail(text.error());
+  }
+  const Json json = Json::parse(*text, nullptr, false);
+  auto corrupt = [&](const std::string& why) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "inventory '" + path + "' is corrupt (" + why +
+                    "); it was left as it is: repair or remove it by hand");
+  };
+  if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
+  if (json.value("schema", "") != "tether.inventory/v1") return corrupt("unknown schema");
+  Inventory inventory;
+  inventory.commit = json.value("commit", "");
+  if (!json.contains("entries") || !json["entries"].is_object()) return corrupt("no entries");
+  for (const auto& [id, entry] : json["entries"].items()) {
+    auto kind = KindFromName(entry.value("kind", ""));
+    if (!kind || !entry.contains("path")) return corrupt("bad entry '" + id + "'");
+    inventory.entries[id] = {*kind, entry.value("path", ""), entry.value("created", false),
+                             entry.value("original", Json())};
+  }
+  return inventory;
+}
+
+Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
+                                                const Inventory& inventory) {
+  std::vector<PlannedAction> plan;
+  for (const auto& resource : desired.resources) {
+    KindHandler* handler = HandlerFor(resource.kind);
+    if (handler == nullptr) continue;  // its kind is not built yet
+    auto previous = inventory.entries.find(resource.id);
+    const InventoryEntry* entry = previous == inventory.entries.end() ? nullptr : &previous->second;
+    auto action = handler->Plan(resource, entry);
+    if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
+    plan.push_back(
+        {std::move(*action), &resource, entry != nullptr ? std::optional(*entry) : std::nullopt});
+  }
+  // Prunes, deepest paths first (a file before its directory).
+  std::vector<std::pair<std::string, const InventoryEntry*>> gone;
+  for (const auto& [id, entry] : inventory.entries) {
+    const bool wanted = std::any_of(desired.resources.begin(), desired.resources.end(),
+                                    [&](const Resource& r) { return r.id == id; });
+    if (!wanted) gone.emplace_back(id, &entry);
+  }
+  std::sort(gone.begin(), gone.end(),
+            [](const auto& a, const auto& b) { return a.second->path > b.second->path; });
+  for (const auto& [id, entry] : gone) {
+    KindHandler* handler = HandlerFor(entry->kind);
+    if (handler == nullptr) continue;
+    auto action = handler->PlanPrune(id, *entry);
+    if (!action) return Fail(action.error().WithContext("plan removing '" + id + "'"));
+    plan.push_back({std::move(*action), nullptr, *entry});
+  }
+  return plan;
+}
+
+Status Engine::RollBack(const std::vector<JournalStep>& steps) {
+  Status first_failure;
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    KindHandler* handler = HandlerFor(it->kind);
+    if (handler == nullptr) {
+      first_failure = Fail(std::errc::not_supported, "no handler to undo '" + it->id + "'");
+      continue;
+    }
+    if (auto undone = handler->Undo(*it); !undone && first_failure) {
+      first_failure = Fail(undone.error().WithContext("undo '" + it->id + "'"));
+    }
+  }
+  return first_failure;
+}
+
+ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventory& inventory,
+                          const std::string& commit) {
+  ApplyResult result;
+  for (const auto& planned : plan) {
+    if (planned.action.type == ActionType::kConflict) {
+      result.ok = false;
+      result.error = "refused: " + planned.action.reason;
+      result.outcomes.push_back(
+          {planned.action.id, ActionType::kConflict, false, planned.action.reason});
+    }
+  }
+  if (!result.ok) return result;  // nothing was changed
+
+  int counter = 0;
+  const std::string journal_path = options_.state_dir + "/journal";
+  Journal journal(journal_path, RandomTag(), options_.after_step, &counter);
+  Inventory next;
+  next.commit = commit;
+  bool any_change = std::any_of(plan.begin(), plan.end(), [](const PlannedAction& p) {
+    return p.action.type != ActionType::kInSync;
+  });
+  if (any_change) {
+    if (auto opened = journal.Open(commit); !opened) {
+      result.ok = false;
+      result.error = opened.error().message();
+      return result;
+    }
+  }
+  for (const auto& planned : plan) {
+    const std::string& id = planned.action.id;
+    if (planned.action.type == ActionType::kInSync) {
+      result.outcomes.push_back({id, ActionType::kInSync, true, ""});
+      if (planned.resource != nullptr) {
+        next.entries[id] =
+            planned.previous.value_or(InventoryEntry{planned.resource->kind, "", false, Json()});
+        if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
+      }
+      continue;
+    }
+    KindHandler* handler =
+        HandlerFor(planned.resource != nullptr ? planned.resource->kind : planned.previous->kind);
+    auto applied = handler->Apply(planned, journal);
+    if (options_.after_step) options_.after_step(++counter, "change");
+    if (!applied) {
+      result.ok = false;
+      result.error = "apply '" + id + "': " + applied.error().message();
+      result.outcomes.push_back({id, planned.action.type, false, applied.error().message()});
+      auto undone = RollBack(journal.steps());
+      result.rolled_back = static_cast<bool>(undone);
+      if (!undone) result.error += "; rollback: " + undone.error().message();
+      if (undone) (void)HostFs().Remove(journal_path);
+      return result;
+    }
+    result.outcomes.push_back({id, planned.action.type, true, ""});
+    if (*applied) next.entries[id] = std::move(**applied);
+  }
+  if (!any_change && inventory.commit == commit &&
+      inventory.entries.size() == next.entries.size()) {
+    return result;  // nothing to write
+  }
+
+  // Commit: the new inventory aside, the commit record, then the inventory into place.
+  const std::string inventory_path = options_.state_dir + "/inventory.json";
+  auto fail = [&](const Error& error) {
+    result.ok = false;
+    result.error = error.message();
+    auto undone = RollBack(journal.steps());
+    result.rolled_back = static_cast<bool>(undone);
+    if (undone) (void)HostFs().Remove(journal_path);
+    (void)HostFs().Remove(inventory_path + ".new");
+    return result;
+  };
+  if (auto written = WriteStateFile(inventory_path + ".new", InventoryToJson(next).dump(1));
+      !written) {
+    return fail(written.error());
+  }
+  if (options_.after_step) options_.after_step(++counter, "inventory");
+  if (any_change) {
+    if (auto committed = journal.Commit(); !committed) return fail(committed.error());
+  }
+  if (auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path); !renamed) {
+    result.ok = false;  // committed: Recover() puts it into place
+    result.error = renamed.error().message();
+    return result;
+  }
+  (void)HostFs().SyncDirectory(options_.state_dir);
+  for (const auto& step : journal.steps()) (void)HandlerFor(step.kind)->Discard(step);
+  if (any_change) (void)HostFs().Remove(journal_path);
+  return result;
+}
+
+Status Engine::Recover() {
+  const std::string journal_path = options_.state_dir + "/journal";
+  const std::string inventory_path = options_.state_dir + "/inventory.json";
+  auto text = ReadLocalFile(journal_path, kMaxStateFile);
+  if (!text) {
+    if (!text.error().Is(std::errc::no_such_file_or_directory)) return Fail(text.error());
+    // No transaction was open; an inventory written aside but never committed is void.
+    auto removed = HostFs().Remove(inventory_path + ".new");
+    if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    return {};
+  }
+  std::vector<JournalStep> steps;
+  bool committed = false;
+  std::size_t pos = 0;
+  while (pos < text->size()) {
+    const auto end = text->find('\n', pos);
+    if (end == std::string::npos) break;  // a torn last record: its change was never made
+    const Json record = Json::parse(text->substr(pos, end - pos), nullptr, false);
+    pos = end + 1;
+    if (record.is_discarded() || !record.is_object()) {
+      return Fail(std::errc::illegal_byte_sequence,
+                  "journal '" + journal_path + "' is corrupt; it was left as it is");
+    }
+    if (record.contains("committed")) committed = true;
+    if (record.contains("step")) {
+      const Json& step = record["step"];
+      auto kind = KindFromName(step.value("kind", ""));
+      if (!kind) {
+        return Fail(std::errc::illegal_byte_sequence,
+                    "journal '" + journal_path + "' has a step of unknown kind");
+      }
+      steps.push_back({step.value("id", ""), *kind, step.value("undo", Json())});
+    }
+  }
+  if (committed) {
+    auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path);
+    if (!renamed && !renamed.error().Is(std::errc::no_such_file_or_directory)) return renamed;
+    for (const auto& step : steps) {
+      if (KindHandler* handler = HandlerFor(step.kind)) (void)handler->Discard(step);
+    }
+  } else {
+    if (auto undone = RollBack(steps); !undone) {
+      return Fail(undone.error().WithContext("roll back the interrupted apply"));
+    }
+    auto removed = HostFs().Remove(inventory_path + ".new");
+    if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+  }
+  return HostFs().Remove(journal_path);
+}
+
+}  // namespace tether

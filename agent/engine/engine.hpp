@@ -1,0 +1,143 @@
+// The reconcile engine: plans a desired state against the host and the inventory, and
+// applies the plan as one transaction.
+//
+// Transaction (DESIGN.md section 4): before each change, a step saying how to undo it is
+// appended to the journal (state_dir/journal, fsync'd); what a change replaces is kept
+// first (a hard link next to it: no copy). On a failure every done step is undone in
+// reverse and the host is as before. On success the new inventory is written, a commit
+// record closes the journal, and the backups go. If the process dies mid-way, Recover()
+// (called before anything else at start) finishes the job: rolls back an open
+// transaction, or completes a committed one.
+//
+// The engine names no resource kind: KindHandlers registered by main do the work.
+// Threading: one caller at a time.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/desired/desired_state.hpp"
+#include "agent/engine/plan.hpp"
+#include "common/error.hpp"
+
+namespace tether {
+
+// What tether applied: one entry per resource id.
+struct InventoryEntry {
+  ResourceKind kind = ResourceKind::kFile;
+  std::string path;         // the managed path or name
+  bool created = false;     // tether created it (prune deletes it)
+  nlohmann::json original;  // what was there before tether took it over (prune restores it)
+};
+
+struct Inventory {
+  std::string commit;
+  std::map<std::string, InventoryEntry> entries;
+};
+
+// One journaled step: how to undo one change.
+struct JournalStep {
+  std::string id;
+  ResourceKind kind = ResourceKind::kFile;
+  nlohmann::json undo;  // the handler's own record
+};
+
+class Transaction {
+ public:
+  virtual ~Transaction() = default;
+  // Makes `step` durable before the change it describes is made.
+  [[nodiscard]] virtual Status Record(const JournalStep& step) = 0;
+  // A name unique to this transaction, for backup files.
+  [[nodiscard]] virtual const std::string& tag() const = 0;
+};
+
+// The planned work on one resource.
+struct PlannedAction {
+  Action action;
+  const Resource* resource = nullptr;      // null for a prune
+  std::optional<InventoryEntry> previous;  // its inventory entry, if any
+};
+
+// One kind of resource (or several), as the engine sees it.
+class KindHandler {
+ public:
+  virtual ~KindHandler() = default;
+  [[nodiscard]] virtual bool Handles(ResourceKind kind) const = 0;
+  // Observes the host (reads only) and plans (pure) one desired resource.
+  [[nodiscard]] virtual Result<Action> Plan(const Resource& resource,
+                                            const InventoryEntry* previous) = 0;
+  // Plans removing what tether applied before and the profile dropped.
+  [[nodiscard]] virtual Result<Action> PlanPrune(const std::string& id,
+                                                 const InventoryEntry& entry) = 0;
+  // Performs `planned` (a create, update or delete), journaling how to undo it first.
+  // Returns the resource's new inventory entry (none after a delete).
+  [[nodiscard]] virtual Result<std::optional<InventoryEntry>> Apply(const PlannedAction& planned,
+                                                                    Transaction& transaction) = 0;
+  // Undoes a journaled step; must be harmless when the change was never made.
+  [[nodiscard]] virtual Status Undo(const JournalStep& step) = 0;
+  // Drops what a committed step kept for undoing it (its backup).
+  [[nodiscard]] virtual Status Discard(const JournalStep& step) = 0;
+};
+
+struct ResourceOutcome {
+  std::string id;
+  ActionType type = ActionType::kInSync;
+  bool ok = true;
+  std::string error;
+};
+
+struct ApplyResult {
+  bool ok = true;            // every change made and committed
+  bool rolled_back = false;  // a change failed and every done step was undone
+  std::string error;         // the first failure
+  std::vector<ResourceOutcome> outcomes;
+};
+
+struct EngineOptions {
+  std::string state_dir;
+  // Test-only: called after each durable step ("journal", "change", "inventory", "commit")
+  // with a running count; a crash test kills the process there.
+  std::function<void(int count, const char* what)> after_step;
+};
+
+class Engine {
+ public:
+  Engine(EngineOptions options, std::vector<KindHandler*> handlers);
+
+  // Finishes what a killed apply left: rolls back an open transaction, completes a
+  // committed one. Call before anything else. Fails when the journal cannot be read.
+  [[nodiscard]] Status Recover();
+
+  // The inventory (empty when there is none yet). A corrupt file is an error, never
+  // silently reset.
+  [[nodiscard]] Result<Inventory> LoadInventory() const;
+
+  // Observe + plan every resource, and a prune for each inventory entry the desired
+  // state no longer has. Changes nothing: this is dry-run.
+  [[nodiscard]] Result<std::vector<PlannedAction>> Plan(const DesiredState& desired,
+                                                        const Inventory& inventory);
+
+  // Applies `plan` as one transaction for `commit`. Conflicts are refused before anything
+  // is changed.
+  [[nodiscard]] ApplyResult Apply(const std::vector<PlannedAction>& plan,
+                                  const Inventory& inventory, const std::string& commit);
+
+ private:
+  KindHandler* HandlerFor(ResourceKind kind) const;
+  Status RollBack(const std::vector<JournalStep>& steps);
+
+  EngineOptions options_;
+  std::vector<KindHandler*> handlers_;
+};
+
+// The handler of files, directories and symlinks, on a Filesystem (rooted at --root).
+// Owners and groups are looked up in the root's /etc/passwd and /etc/group.
+[[nodiscard]] std::unique_ptr<KindHandler> MakePathHandler(Filesystem& fs);
+
+}  // namespace tether

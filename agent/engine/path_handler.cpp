@@ -1,0 +1,297 @@
+// The KindHandler of files, directories and symlinks.
+#include <algorithm>
+
+#include "agent/engine/engine.hpp"
+#include "common/encoding.hpp"
+#include "common/filesystem.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::size_t kMaxContent = 64 << 20;
+
+std::string Parent(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string Name(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+const char* TypeName(const PathObservation& observed) {
+  if (!observed.exists) return "none";
+  switch (observed.stat.type) {
+    case FileType::kRegular:
+      return "file";
+    case FileType::kDirectory:
+      return "directory";
+    case FileType::kSymlink:
+      return "symlink";
+    default:
+      return "other";
+  }
+}
+
+class PathHandler final : public KindHandler {
+ public:
+  explicit PathHandler(Filesystem& fs) : fs_(fs) {}
+
+  bool Handles(ResourceKind kind) const override {
+    return kind == ResourceKind::kFile || kind == ResourceKind::kDirectory ||
+           kind == ResourceKind::kSymlink;
+  }
+
+  Result<Action> Plan(const Resource& resource, const InventoryEntry* /*previous*/) override {
+    if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
+      auto owner = Owner(file->owner, file->group);
+      if (!owner) return Fail(owner.error());
+      auto observed = ObservePath(fs_, file->path, true, kMaxContent);
+      if (!observed) return Fail(observed.error());
+      return PlanFile(resource.id, *file, *owner, *observed);
+    }
+    if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
+      auto owner = Owner(dir->owner, dir->group);
+      if (!owner) return Fail(owner.error());
+      auto observed = ObservePath(fs_, dir->path, false, 0);
+      if (!observed) return Fail(observed.error());
+      return PlanDirectory(resource.id, *dir, *owner, *observed);
+    }
+    const auto& link = std::get<SymlinkSpec>(resource.spec);
+    auto observed = ObservePath(fs_, link.path, false, 0);
+    if (!observed) return Fail(observed.error());
+    return PlanSymlink(resource.id, link, *observed);
+  }
+
+  Result<Action> PlanPrune(const std::string& id, const InventoryEntry& entry) override {
+    Action action;
+    action.id = id;
+    auto observed = ObservePath(fs_, entry.path, false, 0);
+    if (!observed) return Fail(observed.error());
+    if (entry.created) {
+      if (!observed->exists) return action;  // already gone
+      if (observed->stat.type == FileType::kDirectory) {
+        auto names = fs_.ListDirectory(entry.path);
+        if (!names) return Fail(names.error());
+        if (!names->empty()) {
+          action.changes.push_back("left in place: not empty");
+          return action;  // something tether does not manage is inside
+        }
+      }
+      action.type = ActionType::kDelete;
+      action.changes.push_back("created by tether, no longer in the profile");
+      return action;
+    }
+    if (!entry.original.is_null()) {
+      action.type = ActionType::kUpdate;
+      action.changes.push_back("restore the original from before tether took it over");
+    }
+    return action;
+  }
+
+  Result<std::optional<InventoryEntry>> Apply(const PlannedAction& planned,
+                                              Transaction& transaction) override {
+    const std::string& path =
+        planned.resource != nullptr ? PathOf(*planned.resource) : planned.previous->path;
+    auto observed = ObservePath(fs_, path, true, kMaxContent);
+    if (!observed) return Fail(observed.error());
+
+    // How to undo: what was there, and a hard link to it when it gets replaced or removed.
+    Json undo = {{"path", path}, {"before", TypeName(*observed)}};
+    if (observed->exists) {
+      undo["mode"] = observed->stat.mode;
+      undo["uid"] = observed->stat.uid;
+      undo["gid"] = observed->stat.gid;
+    }
+    const bool replaces = observed->exists && observed->stat.type != FileType::kDirectory &&
+                          Replaces(planned, *observed);
+    std::string backup;
+    if (replaces) {
+      backup = Parent(path) + (Parent(path) == "/" ? "" : "/") + TemporaryPrefix(Name(path)) +
+               "backup-" + transaction.tag();
+      undo["backup"] = backup;
+    }
+    const ResourceKind kind =
+        planned.resource != nullptr ? planned.resource->kind : planned.previous->kind;
+    // Journaled before anything is touched, the backup link included, so that recovery
+    // knows of every name this step may leave behind.
+    if (auto recorded = transaction.Record({planned.action.id, kind, undo}); !recorded) {
+      return Fail(recorded.error());
+    }
+    if (replaces) {
+      if (auto linked = fs_.Link(path, backup); !linked) return Fail(linked.error());
+    }
+
+    if (planned.resource == nullptr) return Prune(planned, path);
+
+    InventoryEntry entry;
+    entry.kind = kind;
+    entry.path = path;
+    if (planned.previous) {
+      entry.created = planned.previous->created;
+      entry.original = planned.previous->original;
+    } else {
+      entry.created = !observed->exists;
+      if (observed->exists) entry.original = Snapshot(*observed);  // taken over
+    }
+    if (auto made = Make(*planned.resource, *observed); !made) return Fail(made.error());
+    return std::optional(std::move(entry));
+  }
+
+  Status Undo(const JournalStep& step) override {
+    const std::string path = step.undo.value("path", "");
+    const std::string before = step.undo.value("before", "none");
+    if (step.undo.contains("backup")) {
+      auto restored = fs_.Rename(step.undo["backup"].get<std::string>(), path);
+      // Already restored by an earlier, interrupted recovery: nothing left to do.
+      if (!restored && !restored.error().Is(std::errc::no_such_file_or_directory)) {
+        return restored;
+      }
+    } else if (before == "none") {
+      auto removed = fs_.Remove(path);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    } else {
+      auto set = fs_.SetAttributes(path, step.undo.value("mode", 0644u), step.undo.value("uid", 0u),
+                                   step.undo.value("gid", 0u));
+      if (!set && !set.error().Is(std::errc::no_such_file_or_directory)) return set;
+    }
+    return RemoveTemporaries(path);
+  }
+
+  Status Discard(const JournalStep& step) override {
+    if (!step.undo.contains("backup")) return {};
+    auto removed = fs_.Remove(step.undo["backup"].get<std::string>());
+    if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    return {};
+  }
+
+ private:
+  static const std::string& PathOf(const Resource& resource) {
+    if (const auto* file = std::get_if<FileSpec>(&resource.spec)) return file->path;
+    if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) return dir->path;
+    return std::get<SymlinkSpec>(resource.spec).path;
+  }
+
+  // True when the change replaces what is at the path (rather than chmod/chown it).
+  static bool Replaces(const PlannedAction& planned, const PathObservation& observed) {
+    if (planned.resource == nullptr) return true;  // removed or restored
+    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
+      return observed.stat.type != FileType::kRegular || observed.content != file->content;
+    }
+    return std::holds_alternative<SymlinkSpec>(planned.resource->spec);
+  }
+
+  Result<Ownership> Owner(const std::optional<std::string>& user,
+                          const std::optional<std::string>& group) {
+    Ownership owner;
+    if (user) {
+      auto passwd = fs_.ReadFile("/etc/passwd", 16 << 20);
+      auto id = LookupId(passwd ? *passwd : "", *user, "/etc/passwd");
+      if (!id) return Fail(id.error());
+      owner.uid = *id;
+    }
+    if (group) {
+      auto groups = fs_.ReadFile("/etc/group", 16 << 20);
+      auto id = LookupId(groups ? *groups : "", *group, "/etc/group");
+      if (!id) return Fail(id.error());
+      owner.gid = *id;
+    }
+    return owner;
+  }
+
+  static Json Snapshot(const PathObservation& observed) {
+    Json original = {{"type", TypeName(observed)},
+                     {"mode", observed.stat.mode},
+                     {"uid", observed.stat.uid},
+                     {"gid", observed.stat.gid}};
+    if (observed.content) original["content_base64"] = Base64Encode(*observed.content);
+    if (observed.target) original["target"] = *observed.target;
+    return original;
+  }
+
+  Status Make(const Resource& resource, const PathObservation& observed) {
+    if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
+      auto owner = Owner(file->owner, file->group);
+      if (!owner) return Fail(owner.error());
+      if (observed.stat.type == FileType::kRegular && observed.content == file->content) {
+        return fs_.SetAttributes(file->path, file->mode, owner->uid, owner->gid);
+      }
+      WriteOptions options;
+      options.mode = file->mode;
+      options.uid = owner->uid;
+      options.gid = owner->gid;
+      return fs_.WriteFileAtomic(file->path, file->content, options);
+    }
+    if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
+      auto owner = Owner(dir->owner, dir->group);
+      if (!owner) return Fail(owner.error());
+      if (!observed.exists) {
+        if (auto made = fs_.CreateDirectory(dir->path, dir->mode); !made) return made;
+      }
+      return fs_.SetAttributes(dir->path, dir->mode, owner->uid, owner->gid);
+    }
+    const auto& link = std::get<SymlinkSpec>(resource.spec);
+    return fs_.CreateSymlink(link.path, link.target);
+  }
+
+  Result<std::optional<InventoryEntry>> Prune(const PlannedAction& planned,
+                                              const std::string& path) {
+    const InventoryEntry& entry = *planned.previous;
+    if (entry.created) {
+      auto removed = fs_.Remove(path);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) {
+        return Fail(removed.error());
+      }
+      return std::optional<InventoryEntry>();
+    }
+    // Give the original back.
+    const Json& original = entry.original;
+    const std::string type = original.value("type", "none");
+    if (type == "file") {
+      auto content = Base64Decode(original.value("content_base64", ""));
+      if (!content) return Fail(std::errc::illegal_byte_sequence, "corrupt original of " + path);
+      WriteOptions options;
+      options.mode = original.value("mode", 0644u);
+      options.uid = original.value("uid", 0u);
+      options.gid = original.value("gid", 0u);
+      if (auto written = fs_.WriteFileAtomic(path, *content, options); !written) {
+        return Fail(written.error());
+      }
+    } else if (type == "symlink") {
+      if (auto made = fs_.CreateSymlink(path, original.value("target", "")); !made) {
+        return Fail(made.error());
+      }
+    } else if (type == "directory") {
+      if (auto set = fs_.SetAttributes(path, original.value("mode", 0755u),
+                                       original.value("uid", 0u), original.value("gid", 0u));
+          !set) {
+        return Fail(set.error());
+      }
+    }
+    return std::optional<InventoryEntry>();
+  }
+
+  // Leftovers of an interrupted atomic write of `path`.
+  Status RemoveTemporaries(const std::string& path) {
+    auto names = fs_.ListDirectory(Parent(path));
+    if (!names) return {};  // the directory itself is gone: nothing left in it
+    const std::string prefix = TemporaryPrefix(Name(path));
+    for (const auto& name : *names) {
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      auto removed = fs_.Remove(Parent(path) + (Parent(path) == "/" ? "" : "/") + name);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    }
+    return {};
+  }
+
+  Filesystem& fs_;
+};
+
+}  // namespace
+
+std::unique_ptr<KindHandler> MakePathHandler(Filesystem& fs) {
+  return std::make_unique<PathHandler>(fs);
+}
+
+}  // namespace tether

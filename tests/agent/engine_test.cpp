@@ -1,0 +1,409 @@
+// The engine on real files under a temp root: plans, transactions, rollback, prune, and
+// recovery after a SIGKILL at every step.
+#include "agent/engine/engine.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "agent/desired/render.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using tether::ActionType;
+using tether::DesiredState;
+using tether::Engine;
+using tether::testing::TempDir;
+
+namespace {
+
+// Every path under a directory: type, mode and content (or target).
+using Snapshot = std::map<std::string, std::string>;
+
+Snapshot Take(const std::string& root) {
+  Snapshot snapshot;
+  for (auto it = std::filesystem::recursive_directory_iterator(root);
+       it != std::filesystem::recursive_directory_iterator(); ++it) {
+    const std::string path = it->path().string().substr(root.size());
+    struct stat st {};
+    REQUIRE(lstat(it->path().c_str(), &st) == 0);
+    std::string value = std::to_string(st.st_mode & 07777) + " ";
+    if (S_ISLNK(st.st_mode)) {
+      value += "-> " + std::filesystem::read_symlink(it->path()).string();
+    } else if (S_ISDIR(st.st_mode)) {
+      value += "dir";
+    } else {
+      std::ifstream file(it->path(), std::ios::binary);
+      value +=
+          std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    }
+    snapshot[path] = value;
+  }
+  return snapshot;
+}
+
+// A desired state rendered from profile text, like the daemon will.
+struct Desired {
+  TempDir repo{"engine-repo"};
+  DesiredState state;
+
+  explicit Desired(const std::string& profile) {
+    repo.WriteFile("hosts/h.toml", profile);
+    auto tree = tether::DirectoryTree::Open(repo.path());
+    REQUIRE(tree);
+    tether::RenderOptions options;
+    options.profile = "hosts/h.toml";
+    options.host.hostname = "h";
+    tether::Diagnostics diagnostics;
+    state = tether::RenderProfile(**tree, options, diagnostics);
+    REQUIRE_MESSAGE(!diagnostics.has_errors(), diagnostics.ToString());
+  }
+};
+
+// Injects a fault: the Nth change fails with ENOSPC, as on a full disk. Everything else
+// goes to the real filesystem.
+class FullDisk final : public tether::Filesystem {
+ public:
+  FullDisk(tether::Filesystem& real, int fail_at) : real_(real), fail_at_(fail_at) {}
+  tether::Result<tether::FileStat> Stat(std::string_view p) override { return real_.Stat(p); }
+  tether::Result<std::string> ReadFile(std::string_view p, std::size_t max) override {
+    return real_.ReadFile(p, max);
+  }
+  tether::Result<std::string> ReadSymlink(std::string_view p) override {
+    return real_.ReadSymlink(p);
+  }
+  tether::Result<std::vector<std::string>> ListDirectory(std::string_view p) override {
+    return real_.ListDirectory(p);
+  }
+  tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
+                                 const tether::WriteOptions& o) override {
+    if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "write '" + std::string(p) + "'");
+    return real_.WriteFileAtomic(p, c, o);
+  }
+  tether::Status CreateDirectory(std::string_view p, std::uint32_t m) override {
+    if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "mkdir '" + std::string(p) + "'");
+    return real_.CreateDirectory(p, m);
+  }
+  tether::Status CreateSymlink(std::string_view p, std::string_view t) override {
+    if (++changes_ == fail_at_)
+      return tether::FailErrno(ENOSPC, "symlink '" + std::string(p) + "'");
+    return real_.CreateSymlink(p, t);
+  }
+  tether::Status SetAttributes(std::string_view p, std::uint32_t m, std::optional<std::uint32_t> u,
+                               std::optional<std::uint32_t> g) override {
+    return real_.SetAttributes(p, m, u, g);
+  }
+  tether::Status Remove(std::string_view p) override { return real_.Remove(p); }
+  tether::Status Rename(std::string_view a, std::string_view b) override {
+    return real_.Rename(a, b);
+  }
+  tether::Status Link(std::string_view a, std::string_view b) override { return real_.Link(a, b); }
+  tether::Status SyncDirectory(std::string_view p) override { return real_.SyncDirectory(p); }
+
+ private:
+  tether::Filesystem& real_;
+  int fail_at_;
+  int changes_ = 0;
+};
+
+// Dies in the middle of the Nth atomic write: a torn temporary file is on disk, the
+// rename never happened. For the crash test.
+class DyingDisk final : public tether::Filesystem {
+ public:
+  DyingDisk(tether::Filesystem& real, std::string root, int die_at)
+      : real_(real), root_(std::move(root)), die_at_(die_at) {}
+  tether::Result<tether::FileStat> Stat(std::string_view p) override { return real_.Stat(p); }
+  tether::Result<std::string> ReadFile(std::string_view p, std::size_t max) override {
+    return real_.ReadFile(p, max);
+  }
+  tether::Result<std::string> ReadSymlink(std::string_view p) override {
+    return real_.ReadSymlink(p);
+  }
+  tether::Result<std::vector<std::string>> ListDirectory(std::string_view p) override {
+    return real_.ListDirectory(p);
+  }
+  tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
+                                 const tether::WriteOptions& o) override {
+    if (++writes_ == die_at_) {
+      const std::string path(p);
+      const auto slash = path.rfind('/');
+      std::ofstream torn(root_ + path.substr(0, slash + 1) +
+                         tether::TemporaryPrefix(path.substr(slash + 1)) + "torn");
+      torn << c.substr(0, c.size() / 2);
+      torn.close();
+      raise(SIGKILL);
+    }
+    return real_.WriteFileAtomic(p, c, o);
+  }
+  tether::Status CreateDirectory(std::string_view p, std::uint32_t m) override {
+    return real_.CreateDirectory(p, m);
+  }
+  tether::Status CreateSymlink(std::string_view p, std::string_view t) override {
+    return real_.CreateSymlink(p, t);
+  }
+  tether::Status SetAttributes(std::string_view p, std::uint32_t m, std::optional<std::uint32_t> u,
+                               std::optional<std::uint32_t> g) override {
+    return real_.SetAttributes(p, m, u, g);
+  }
+  tether::Status Remove(std::string_view p) override { return real_.Remove(p); }
+  tether::Status Rename(std::string_view a, std::string_view b) override {
+    return real_.Rename(a, b);
+  }
+  tether::Status Link(std::string_view a, std::string_view b) override { return real_.Link(a, b); }
+  tether::Status SyncDirectory(std::string_view p) override { return real_.SyncDirectory(p); }
+
+ private:
+  tether::Filesystem& real_;
+  std::string root_;
+  int die_at_;
+  int writes_ = 0;
+};
+
+struct Host {
+  TempDir root{"engine-root"};
+  TempDir state{"engine-state"};
+  std::unique_ptr<tether::RootedFilesystem> fs;
+  std::unique_ptr<tether::KindHandler> paths;
+
+  Host() {
+    std::filesystem::create_directories(root.Path("etc"));
+    std::filesystem::create_directories(root.Path("srv"));
+    fs = std::move(tether::RootedFilesystem::Open(root.path()).value());
+    paths = tether::MakePathHandler(*fs);
+  }
+
+  Engine MakeEngine(std::function<void(int, const char*)> hook = nullptr) {
+    tether::EngineOptions options;
+    options.state_dir = state.path();
+    options.after_step = std::move(hook);
+    return Engine(options, {paths.get()});
+  }
+
+  // Plans and applies `desired` for `commit`; returns the result.
+  tether::ApplyResult Converge(const DesiredState& desired, const std::string& commit,
+                               std::function<void(int, const char*)> hook = nullptr) {
+    Engine engine = MakeEngine(std::move(hook));
+    auto inventory = engine.LoadInventory();
+    REQUIRE(inventory);
+    auto plan = engine.Plan(desired, *inventory);
+    REQUIRE_MESSAGE(plan, (plan ? "" : plan.error().message()));
+    return engine.Apply(*plan, *inventory, commit);
+  }
+
+  std::vector<tether::PlannedAction> PlanOf(const DesiredState& desired) {
+    Engine engine = MakeEngine();
+    auto plan = engine.Plan(desired, engine.LoadInventory().value());
+    REQUIRE(plan);
+    return *plan;
+  }
+};
+
+const char kProfile[] = R"([[directory]]
+path = "/srv/www"
+mode = "0750"
+[[file]]
+path = "/srv/www/index.html"
+content = "<h1>hello</h1>\n"
+[[file]]
+path = "/etc/motd"
+content = "managed motd\n"
+mode = "0640"
+[[symlink]]
+path = "/etc/site"
+target = "/srv/www"
+)";
+
+bool AllInSync(const std::vector<tether::PlannedAction>& plan) {
+  return std::all_of(plan.begin(), plan.end(), [](const tether::PlannedAction& p) {
+    return p.action.type == ActionType::kInSync;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("A first apply creates everything; the next plan is all in sync") {
+  Host host;
+  Desired desired(kProfile);
+  auto result = host.Converge(desired.state, "c1");
+  REQUIRE_MESSAGE(result.ok, result.error);
+  CHECK(host.root.ReadFile("srv/www/index.html") == "<h1>hello</h1>\n");
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  CHECK((std::filesystem::status(host.root.Path("etc/motd")).permissions() &
+         std::filesystem::perms::all) == static_cast<std::filesystem::perms>(0640));
+  CHECK(std::filesystem::read_symlink(host.root.Path("etc/site")) == "/srv/www");
+  CHECK(AllInSync(host.PlanOf(desired.state)));
+  CHECK_FALSE(std::filesystem::exists(host.state.Path("journal")));
+  auto inventory = host.MakeEngine().LoadInventory();
+  REQUIRE(inventory);
+  CHECK(inventory->commit == "c1");
+  CHECK(inventory->entries.size() == 4);
+  CHECK(inventory->entries.at("file:/etc/motd").created);
+}
+
+TEST_CASE("An update shows a diff, replaces atomically and leaves no backup behind") {
+  Host host;
+  REQUIRE(host.Converge(Desired(kProfile).state, "c1").ok);
+  Desired changed(std::string(kProfile).replace(std::string(kProfile).find("managed motd"), 12,
+                                                "changed motd"));
+  auto plan = host.PlanOf(changed.state);
+  const auto motd = std::find_if(plan.begin(), plan.end(),
+                                 [](const auto& p) { return p.action.id == "file:/etc/motd"; });
+  REQUIRE(motd != plan.end());
+  CHECK(motd->action.type == ActionType::kUpdate);
+  CHECK(motd->action.diff.find("-managed motd\n+changed motd\n") != std::string::npos);
+  REQUIRE(host.Converge(changed.state, "c2").ok);
+  CHECK(host.root.ReadFile("etc/motd") == "changed motd\n");
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(host.root.Path("etc"))) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"motd", "site"});
+}
+
+TEST_CASE("Prune deletes what tether created and gives back what it took over") {
+  Host host;
+  host.root.WriteFile("etc/issue", "the distribution's issue\n", 0600);
+  Desired first(std::string(kProfile) + "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\n");
+  REQUIRE(host.Converge(first.state, "c1").ok);
+  CHECK(host.root.ReadFile("etc/issue") == "ours\n");
+  host.root.WriteFile("srv/www/user-upload", "not tether's\n");
+
+  Desired emptied("");
+  auto result = host.Converge(emptied.state, "c2");
+  REQUIRE_MESSAGE(result.ok, result.error);
+  CHECK(host.root.ReadFile("etc/issue") == "the distribution's issue\n");  // the original
+  CHECK((std::filesystem::status(host.root.Path("etc/issue")).permissions() &
+         std::filesystem::perms::all) == static_cast<std::filesystem::perms>(0600));
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("etc/motd")));
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("etc/site")));
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("srv/www/index.html")));
+  // A directory with something tether never managed in it stays.
+  CHECK(host.root.ReadFile("srv/www/user-upload") == "not tether's\n");
+  CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
+}
+
+TEST_CASE("A conflict refuses the whole apply before anything changes") {
+  Host host;
+  std::filesystem::create_directories(host.root.Path("etc/motd"));
+  const Snapshot before = Take(host.root.path());
+  auto result = host.Converge(Desired(kProfile).state, "c1");
+  CHECK_FALSE(result.ok);
+  CHECK(result.error ==
+        "refused: '/etc/motd' is a directory; tether never replaces a directory with a file");
+  CHECK(Take(host.root.path()) == before);
+}
+
+TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as before") {
+  for (int fail_at = 1; fail_at <= 4; ++fail_at) {
+    CAPTURE(fail_at);
+    Host host;
+    host.root.WriteFile("etc/motd", "original\n", 0644);
+    REQUIRE(
+        host.Converge(Desired("[[file]]\npath = \"/etc/keep\"\ncontent = \"k\\n\"\n").state, "c0")
+            .ok);
+    const Snapshot before = Take(host.root.path());
+    FullDisk full(*host.fs, fail_at);
+    host.paths = tether::MakePathHandler(full);
+    auto result = host.Converge(Desired(kProfile).state, "c1");
+    CHECK_FALSE(result.ok);
+    CHECK(result.rolled_back);
+    CHECK(result.error.find("No space left on device") != std::string::npos);
+    CHECK(Take(host.root.path()) == before);
+    CHECK(host.MakeEngine().LoadInventory().value().commit == "c0");
+    CHECK_FALSE(std::filesystem::exists(host.state.Path("journal")));
+    host.paths = tether::MakePathHandler(*host.fs);
+  }
+}
+
+TEST_CASE("A corrupt inventory is reported, never silently reset") {
+  Host host;
+  host.state.WriteFile("inventory.json", "{\"schema\": \"tether.inventory/v1\", \"entr");
+  auto inventory = host.MakeEngine().LoadInventory();
+  REQUIRE_FALSE(inventory);
+  CHECK(inventory.error().message() == "inventory '" + host.state.Path("inventory.json") +
+                                           "' is corrupt (not JSON); it was left as it is: "
+                                           "repair or remove it by hand");
+  CHECK(host.state.ReadFile("inventory.json") == "{\"schema\": \"tether.inventory/v1\", \"entr");
+}
+
+TEST_CASE("SIGKILL at any step: the next start finishes the rollback or the commit") {
+  // Counts the durable steps of one apply, then kills a fresh apply at random steps.
+  const std::string initial_profile =
+      "[[file]]\npath = \"/etc/old\"\ncontent = \"old\\n\"\n[[directory]]\npath = \"/srv\"\n";
+  int steps = 0;
+  {
+    Host probe;
+    probe.root.WriteFile("etc/motd", "original motd\n", 0644);
+    REQUIRE(probe.Converge(Desired(initial_profile).state, "c0").ok);
+    REQUIRE(
+        probe.Converge(Desired(kProfile).state, "c1", [&](int n, const char*) { steps = n; }).ok);
+  }
+  REQUIRE(steps >= 10);
+  std::mt19937 random(std::random_device{}());
+  const int kRuns = 120;
+  int rolled_back = 0;
+  int committed = 0;
+  for (int run = 0; run < kRuns; ++run) {
+    const int kill_at = std::uniform_int_distribution<int>(1, steps)(random);
+    CAPTURE(kill_at);
+    Host host;
+    host.root.WriteFile("etc/motd", "original motd\n", 0644);
+    Desired initial(initial_profile);
+    REQUIRE(host.Converge(initial.state, "c0").ok);
+    const Snapshot before = Take(host.root.path());
+    const auto before_inventory = host.MakeEngine().LoadInventory().value();
+    Desired target(kProfile);
+
+    // Half the runs die between two steps, half inside one of the atomic writes.
+    const bool mid_write = run % 2 == 1;
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      if (mid_write) {
+        static DyingDisk dying(*host.fs, host.root.path(), 1 + kill_at % 2);  // 2 files
+        host.paths = tether::MakePathHandler(dying);
+        (void)host.Converge(target.state, "c1");
+      } else {
+        (void)host.Converge(target.state, "c1", [&](int n, const char*) {
+          if (n == kill_at) raise(SIGKILL);
+        });
+      }
+      _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+
+    Engine engine = host.MakeEngine();
+    auto recovered = engine.Recover();
+    REQUIRE_MESSAGE(recovered, (recovered ? "" : recovered.error().message()));
+    CHECK_FALSE(std::filesystem::exists(host.state.Path("journal")));
+    CHECK_FALSE(std::filesystem::exists(host.state.Path("inventory.json.new")));
+    auto inventory = engine.LoadInventory();
+    REQUIRE(inventory);
+    const Snapshot after = Take(host.root.path());
+    if (inventory->commit == "c0") {
+      ++rolled_back;
+      CHECK(after == before);  // exactly as before: no half-written file, no temporaries
+      CHECK(inventory->entries.size() == before_inventory.entries.size());
+    } else {
+      ++committed;
+      CHECK(inventory->commit == "c1");
+      CHECK(AllInSync(host.PlanOf(target.state)));
+      for (const auto& [path, value] : after) {
+        CHECK_MESSAGE(path.find(".tether-") == std::string::npos, path);
+      }
+    }
+  }
+  MESSAGE(kRuns << " kills: " << rolled_back << " rolled back, " << committed << " committed");
+  CHECK(rolled_back > 0);
+}
