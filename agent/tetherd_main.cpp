@@ -1,10 +1,14 @@
 // tetherd: the tether agent daemon.
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "agent/cli.hpp"
+#include "agent/config/agent_config.hpp"
+#include "agent/cycle.hpp"
 #include "agent/git/git_worker.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
@@ -30,9 +34,18 @@ constexpr char kFooter[] =
     "  0 success (with --once: in sync or applied), 1 failure (with --once: failed or\n"
     "  rolled back), 2 usage or configuration error.\n\n"
     "STATUS\n"
-    "  This version parses its command line only; the daemon loop is not built yet.\n\n"
+    "  This version runs one cycle with --once (files, directories and symlinks); the\n"
+    "  daemon loop, packages and services are not built yet.\n\n"
     "SEE ALSO\n"
     "  tetherctl(8), README.md";
+
+// This program's own path, for starting the git worker.
+std::string SelfPath(const char* argv0) {
+  char buffer[4096];
+  const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
+  if (n <= 0) return argv0;
+  return std::string(buffer, static_cast<std::size_t>(n));
+}
 
 }  // namespace
 
@@ -41,7 +54,7 @@ int main(int argc, char** argv) {
   app.footer(kFooter);
   app.set_version_flag("--version", std::string("tetherd ") + TETHER_VERSION);
 
-  std::string config = "/etc/tether/agent.toml";
+  std::string config_path = "/etc/tether/agent.toml";
   std::string state_dir = "/var/lib/tether";
   std::string cache_dir = "/var/cache/tether";
   std::string socket = "/run/tether/tether.sock";
@@ -49,7 +62,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool once = false;
   bool dry_run = false;
-  app.add_option("--config", config,
+  app.add_option("--config", config_path,
                  "Agent configuration file; drop-ins are read from the\n"
                  "agent.d/ directory beside it")
       ->type_name("FILE")
@@ -90,7 +103,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
-  tether::GetLogger("main")->error("the daemon loop is not built yet in tetherd {}",
-                                   TETHER_VERSION);
-  return 1;
+
+  auto config = tether::LoadAgentConfig(config_path);
+  if (!config) {
+    std::fprintf(stderr, "%s\n", config.error().message().c_str());
+    return 2;
+  }
+  if (!once) {
+    tether::GetLogger("main")->error(
+        "the daemon loop is not built yet in tetherd {}; use --once to run one cycle",
+        TETHER_VERSION);
+    return 2;
+  }
+  tether::CycleOptions options;
+  options.config = std::move(*config);
+  options.state_dir = state_dir;
+  options.cache_dir = cache_dir;
+  options.root = root;
+  options.dry_run = dry_run;
+  options.worker_argv = {SelfPath(argv[0]), "--git-worker"};
+  return tether::RunCycleOnce(options, stdout, stderr);
 }

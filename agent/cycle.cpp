@@ -1,0 +1,169 @@
+#include "agent/cycle.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <chrono>
+
+#include "agent/desired/facts.hpp"
+#include "agent/desired/render.hpp"
+#include "agent/engine/engine.hpp"
+#include "agent/git/commit_check.hpp"
+#include "agent/git/git_source.hpp"
+#include "common/filesystem.hpp"
+
+namespace tether {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool EnsureDirectory(const std::string& path, std::FILE* err) {
+  if (mkdir(path.c_str(), 0700) == 0 || errno == EEXIST) return true;
+  std::fprintf(err, "tetherd: create '%s': %s\n", path.c_str(), std::strerror(errno));
+  return false;
+}
+
+std::string Short(const std::string& commit) { return commit.substr(0, 12); }
+
+}  // namespace
+
+int RunCycleOnce(const CycleOptions& options, std::FILE* out, std::FILE* err) {
+  const auto start = Clock::now();
+  if (!EnsureDirectory(options.state_dir, err) || !EnsureDirectory(options.cache_dir, err)) {
+    return 1;
+  }
+  auto fs = RootedFilesystem::Open(options.root);
+  if (!fs) {
+    std::fprintf(err, "tetherd: --root: %s\n", fs.error().message().c_str());
+    return 1;
+  }
+  auto paths = MakePathHandler(**fs);
+  EngineOptions engine_options;
+  engine_options.state_dir = options.state_dir;
+  Engine engine(engine_options, {paths.get()});
+
+  // An apply a crash interrupted is finished before anything else.
+  if (auto recovered = engine.Recover(); !recovered) {
+    std::fprintf(err, "tetherd: recovery: %s\n", recovered.error().message().c_str());
+    return 1;
+  }
+  auto inventory = engine.LoadInventory();
+  if (!inventory) {
+    std::fprintf(err, "tetherd: %s\n", inventory.error().message().c_str());
+    return 1;
+  }
+  auto policy = LoadTrustPolicy(options.config.trust);
+  if (!policy) {
+    std::fprintf(err, "tetherd: %s\n", policy.error().message().c_str());
+    return 1;
+  }
+
+  GitSourceOptions source_options;
+  source_options.source = options.config.source;
+  source_options.cache_dir = options.cache_dir;
+  source_options.worker_argv = options.worker_argv;
+  auto source = GitSource::Create(source_options);
+  if (!source) {
+    std::fprintf(err, "tetherd: %s\n", source.error().message().c_str());
+    return 1;
+  }
+  std::string commit;
+  auto update = (*source)->Update();
+  if (update) {
+    commit = update->commit;
+    std::fprintf(out, "source   %s at %s%s\n", (*source)->urls()[update->source].c_str(),
+                 Short(commit).c_str(), update->fetched ? " (fetched)" : "");
+  } else if (!inventory->commit.empty()) {
+    // Offline: keep enforcing what was applied last.
+    commit = inventory->commit;
+    std::fprintf(err, "tetherd: %s\n", update.error().message().c_str());
+    std::fprintf(out, "offline  enforcing the applied commit %s\n", Short(commit).c_str());
+  } else {
+    std::fprintf(err, "tetherd: %s\n", update.error().message().c_str());
+    return 1;
+  }
+
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  const std::optional<std::string> last_applied =
+      inventory->commit.empty() ? std::nullopt : std::optional(inventory->commit);
+  auto accepted = CheckCommit(**source, commit, last_applied, *policy, now);
+  if (!accepted) {
+    std::fprintf(err, "tetherd: %s\n", accepted.error().message().c_str());
+    return 1;
+  }
+  if (accepted->signer) {
+    std::fprintf(out, "verified signed by %s (%s %s)\n", accepted->signer->principal.c_str(),
+                 accepted->signer->key_type.c_str(), accepted->signer->fingerprint.c_str());
+  }
+
+  auto tree = (*source)->OpenTree(commit);
+  if (!tree) {
+    std::fprintf(err, "tetherd: %s\n", tree.error().message().c_str());
+    return 1;
+  }
+  RenderOptions render;
+  render.host = GatherHostFacts(options.root);
+  render.profile = ExpandProfilePath(options.config.source.profile, render.host);
+  render.labels = options.config.labels;
+  render.allowed_paths = options.config.apply.allowed_paths;
+  Diagnostics diagnostics;
+  const DesiredState desired = RenderProfile(**tree, render, diagnostics);
+  for (const auto& diagnostic : diagnostics.all()) {
+    std::fprintf(err, "%s\n", diagnostic.ToString().c_str());
+  }
+  if (diagnostics.has_errors()) {
+    std::fprintf(err, "tetherd: refusing commit %s: its profile for this host is invalid\n",
+                 Short(commit).c_str());
+    return 1;
+  }
+
+  auto plan = engine.Plan(desired, *inventory);
+  if (!plan) {
+    std::fprintf(err, "tetherd: %s\n", plan.error().message().c_str());
+    return 1;
+  }
+  std::vector<Action> actions;
+  std::size_t changes = 0;
+  for (const auto& planned : *plan) {
+    actions.push_back(planned.action);
+    if (planned.action.type != ActionType::kInSync) ++changes;
+  }
+  std::fputs(FormatPlan(actions).c_str(), out);
+  for (const auto& resource : desired.resources) {
+    if (resource.kind != ResourceKind::kFile && resource.kind != ResourceKind::kDirectory &&
+        resource.kind != ResourceKind::kSymlink) {
+      std::fprintf(out, "skipped  %s: %ss are not managed by this version yet\n",
+                   resource.id.c_str(), ResourceKindName(resource.kind));
+    }
+  }
+  if (options.dry_run) {
+    std::fprintf(out, "dry run: %zu change%s planned, nothing changed\n", changes,
+                 changes == 1 ? "" : "s");
+    return 0;
+  }
+  const ApplyResult result = engine.Apply(*plan, *inventory, commit);
+  const auto elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  if (!result.ok) {
+    std::fprintf(err, "tetherd: %s\n", result.error.c_str());
+    std::fprintf(out, "%s commit %s after %lld ms\n",
+                 result.rolled_back ? "rolled back" : "FAILED to apply", Short(commit).c_str(),
+                 static_cast<long long>(elapsed));
+    return 1;
+  }
+  if (changes == 0) {
+    std::fprintf(out, "in sync with %s (%lld ms)\n", Short(commit).c_str(),
+                 static_cast<long long>(elapsed));
+  } else {
+    std::fprintf(out, "applied %s: %zu change%s in %lld ms\n", Short(commit).c_str(), changes,
+                 changes == 1 ? "" : "s", static_cast<long long>(elapsed));
+  }
+  return 0;
+}
+
+}  // namespace tether

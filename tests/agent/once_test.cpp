@@ -1,0 +1,116 @@
+// tetherd --once end to end: a real git server, signed commits, a --root sandbox.
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "common/process.hpp"
+#include "tests/support/git_repo.hpp"
+#include "tests/support/git_server.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using tether::testing::CommitFiles;
+using tether::testing::TempDir;
+
+namespace {
+
+struct Sandbox {
+  TempDir dir{"once"};
+  TempDir git_root{"once-git"};
+  std::string repo = git_root.Path("fleet.git");
+  tether::testing::SshKeyPair key;
+  std::unique_ptr<tether::testing::GitDaemonServer> server;
+
+  Sandbox() {
+    umask(022);
+    tether::testing::CreateBareRepo(repo);
+    key = tether::testing::GenerateSshKey(dir.Path("ops"));
+    dir.WriteFile("allowed_signers", "ops@example.com " + key.public_line + "\n");
+    server = std::make_unique<tether::testing::GitDaemonServer>(git_root.path());
+    dir.WriteFile("agent.toml", "[source]\nurl = \"" + server->url("fleet.git") +
+                                    "\"\nprofile = \"hosts/h.toml\"\ntimeout = \"5s\"\n"
+                                    "[trust]\nallowed_signers = \"" +
+                                    dir.Path("allowed_signers") + "\"\n");
+    std::filesystem::create_directories(dir.Path("root/etc"));
+  }
+
+  std::string Commit(const std::string& motd, bool sign = true) {
+    tether::testing::CommitOptions options;
+    if (sign) options.signing_key = key.private_key;
+    return CommitFiles(
+        repo,
+        {{"hosts/h.toml", "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"}, {"motd", motd}},
+        options);
+  }
+
+  tether::RunResult Once(std::vector<std::string> extra = {}) {
+    tether::RunOptions options;
+    options.argv = {std::getenv("TETHERD"), "--once",          "--config",
+                    dir.Path("agent.toml"), "--state-dir",     dir.Path("state"),
+                    "--cache-dir",          dir.Path("cache"), "--root",
+                    dir.Path("root")};
+    options.argv.insert(options.argv.end(), extra.begin(), extra.end());
+    auto result = tether::Run(options);
+    REQUIRE(result);
+    return *result;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tetherd --once applies a signed commit, reverts drift, refuses unsigned ones") {
+  Sandbox box;
+  const std::string first = box.Commit("hello\n");
+  auto applied = box.Once();
+  CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  CHECK(applied.out.find("verified signed by ops@example.com") != std::string::npos);
+  CHECK(applied.out.find("applied " + first.substr(0, 12) + ": 1 change") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  auto again = box.Once();
+  CHECK(again.exit_code == 0);
+  CHECK(again.out.find("in sync with " + first.substr(0, 12)) != std::string::npos);
+
+  box.dir.WriteFile("root/etc/motd", "edited by hand\n");
+  auto reverted = box.Once();
+  CHECK(reverted.exit_code == 0);
+  CHECK(reverted.out.find("-edited by hand\n+hello\n") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  box.Commit("second\n");
+  auto dry = box.Once({"--dry-run"});
+  CHECK(dry.exit_code == 0);
+  CHECK(dry.out.find("dry run: 1 change planned, nothing changed") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  const std::string unsigned_commit = box.Commit("sneaky\n", false);
+  auto refused = box.Once();
+  CHECK(refused.exit_code == 1);
+  CHECK(refused.err.find("refusing commit " + unsigned_commit.substr(0, 12) +
+                         ": commit is not signed") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+}
+
+TEST_CASE("tetherd --once keeps enforcing the applied commit while the server is down") {
+  Sandbox box;
+  box.Commit("hello\n");
+  REQUIRE(box.Once().exit_code == 0);
+  box.server.reset();
+  box.dir.WriteFile("root/etc/motd", "drifted\n");
+  auto offline = box.Once();
+  CHECK_MESSAGE(offline.exit_code == 0, (offline.out + offline.err));
+  CHECK(offline.out.find("offline  enforcing the applied commit") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+}
+
+TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {
+  Sandbox box;
+  box.dir.WriteFile("agent.toml", "[source]\nurl = \"ftp://x/y\"\n");
+  auto result = box.Once();
+  CHECK(result.exit_code == 2);
+  CHECK(result.err.find(box.dir.Path("agent.toml") + ":2:7: source.url: unsupported scheme") !=
+        std::string::npos);
+}
