@@ -127,6 +127,9 @@ int RunCycleOnce(const CycleOptions& options, std::FILE* out, std::FILE* err) {
     std::fprintf(err, "tetherd: %s\n", plan.error().message().c_str());
     return 1;
   }
+  const bool same_commit = inventory->commit == commit;
+  const std::vector<Action> drifted =
+      ApplyDriftPolicy(*plan, options.config.apply.drift, same_commit);
   std::vector<Action> actions;
   std::size_t changes = 0;
   for (const auto& planned : *plan) {
@@ -134,6 +137,13 @@ int RunCycleOnce(const CycleOptions& options, std::FILE* out, std::FILE* err) {
     if (planned.action.type != ActionType::kInSync) ++changes;
   }
   std::fputs(FormatPlan(actions).c_str(), out);
+  for (const auto& action : drifted) {
+    std::string what;
+    for (const auto& change : action.changes) what += (what.empty() ? "" : ", ") + change;
+    std::fprintf(out, "drifted  %s: %s (drift = \"report\": left as it is)\n", action.id.c_str(),
+                 what.c_str());
+    std::fputs(action.diff.c_str(), out);
+  }
   for (const auto& resource : desired.resources) {
     if (resource.kind != ResourceKind::kFile && resource.kind != ResourceKind::kDirectory &&
         resource.kind != ResourceKind::kSymlink) {

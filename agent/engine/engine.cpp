@@ -122,6 +122,29 @@ Json InventoryToJson(const Inventory& inventory) {
 
 }  // namespace
 
+std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode default_mode,
+                                     bool same_commit) {
+  std::vector<Action> reported;
+  if (!same_commit) return reported;
+  std::vector<PlannedAction> kept;
+  for (auto& planned : plan) {
+    const bool drifted = planned.resource != nullptr && planned.previous.has_value() &&
+                         planned.action.type != ActionType::kInSync &&
+                         planned.action.type != ActionType::kConflict;
+    const DriftMode mode =
+        planned.resource != nullptr ? planned.resource->drift.value_or(default_mode) : default_mode;
+    if (drifted && mode == DriftMode::kReport) reported.push_back(planned.action);
+    if (drifted && mode != DriftMode::kRevert) {
+      planned.action.type = ActionType::kInSync;  // left as it is; the inventory entry stays
+      planned.action.changes.clear();
+      planned.action.diff.clear();
+    }
+    kept.push_back(std::move(planned));
+  }
+  plan = std::move(kept);
+  return reported;
+}
+
 Engine::Engine(EngineOptions options, std::vector<KindHandler*> handlers)
     : options_(std::move(options)), handlers_(std::move(handlers)) {}
 

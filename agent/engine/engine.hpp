@@ -136,6 +136,13 @@ class Engine {
   std::vector<KindHandler*> handlers_;
 };
 
+// Between two commits, a difference on a resource tether applied is drift: someone changed
+// the host. When `same_commit`, each such action follows its resource's drift mode (or
+// `default_mode`): "revert" keeps it, "report" takes it out of the plan and returns it,
+// "ignore" takes it out silently. A new commit's changes are never drift.
+[[nodiscard]] std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan,
+                                                   DriftMode default_mode, bool same_commit);
+
 // The handler of files, directories and symlinks, on a Filesystem (rooted at --root).
 // Owners and groups are looked up in the root's /etc/passwd and /etc/group.
 [[nodiscard]] std::unique_ptr<KindHandler> MakePathHandler(Filesystem& fs);

@@ -407,3 +407,43 @@ TEST_CASE("SIGKILL at any step: the next start finishes the rollback or the comm
   MESSAGE(kRuns << " kills: " << rolled_back << " rolled back, " << committed << " committed");
   CHECK(rolled_back > 0);
 }
+
+TEST_CASE("Drift policy: revert, report and ignore, per resource; new commits are not drift") {
+  tether::Resource reverted, reported, ignored, fresh;
+  reverted.id = "file:/etc/a";
+  reported.id = "file:/etc/b";
+  reported.drift = tether::DriftMode::kReport;
+  ignored.id = "file:/etc/c";
+  ignored.drift = tether::DriftMode::kIgnore;
+  fresh.id = "file:/etc/d";  // never applied: creating it is not drift
+  auto planned = [](const tether::Resource& r, bool previous) {
+    tether::PlannedAction p;
+    p.action.id = r.id;
+    p.action.type = previous ? ActionType::kUpdate : ActionType::kCreate;
+    p.action.changes = {"content"};
+    p.resource = &r;
+    if (previous) p.previous = tether::InventoryEntry{};
+    return p;
+  };
+  auto plan = [&] {
+    return std::vector<tether::PlannedAction>{planned(reverted, true), planned(reported, true),
+                                              planned(ignored, true), planned(fresh, false)};
+  };
+
+  auto drifting = plan();
+  const auto report = tether::ApplyDriftPolicy(drifting, tether::DriftMode::kRevert, true);
+  REQUIRE(report.size() == 1);
+  CHECK(report[0].id == "file:/etc/b");
+  CHECK(drifting[0].action.type == ActionType::kUpdate);  // reverted
+  CHECK(drifting[1].action.type == ActionType::kInSync);  // reported, left
+  CHECK(drifting[2].action.type == ActionType::kInSync);  // ignored
+  CHECK(drifting[3].action.type == ActionType::kCreate);  // not drift
+
+  auto defaulted = plan();
+  CHECK(tether::ApplyDriftPolicy(defaulted, tether::DriftMode::kReport, true).size() == 2);
+  CHECK(defaulted[0].action.type == ActionType::kInSync);
+
+  auto release = plan();
+  CHECK(tether::ApplyDriftPolicy(release, tether::DriftMode::kIgnore, false).empty());
+  CHECK(release[2].action.type == ActionType::kUpdate);  // a new commit is applied
+}

@@ -114,3 +114,22 @@ TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located er
   CHECK(result.err.find(box.dir.Path("agent.toml") + ":2:7: source.url: unsupported scheme") !=
         std::string::npos);
 }
+
+TEST_CASE("tetherd --once with drift = \"report\" shows the drift and leaves it") {
+  Sandbox box;
+  box.Commit("hello\n");
+  REQUIRE(box.Once().exit_code == 0);
+  box.dir.WriteFile("agent.toml", box.dir.ReadFile("agent.toml") + "[apply]\ndrift = \"report\"\n");
+  box.dir.WriteFile("root/etc/motd", "hand made\n");
+  auto reported = box.Once();
+  CHECK(reported.exit_code == 0);
+  CHECK(reported.out.find("drifted  file:/etc/motd: content (drift = \"report\": left as it is)") !=
+        std::string::npos);
+  CHECK(reported.out.find("-hand made\n+hello\n") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hand made\n");
+
+  // A new commit is not drift: it is applied whatever the drift mode.
+  box.Commit("new release\n");
+  REQUIRE(box.Once().exit_code == 0);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "new release\n");
+}
