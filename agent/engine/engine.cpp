@@ -114,7 +114,8 @@ Json InventoryToJson(const Inventory& inventory) {
     entries[id] = {{"kind", ResourceKindName(entry.kind)},
                    {"path", entry.path},
                    {"created", entry.created},
-                   {"original", entry.original}};
+                   {"original", entry.original},
+                   {"fingerprint", entry.fingerprint}};
   }
   return Json{
       {"schema", "tether.inventory/v1"}, {"commit", inventory.commit}, {"entries", entries}};
@@ -177,20 +178,20 @@ Result<Inventory> Engine::LoadInventory() const {
     auto kind = KindFromName(entry.value("kind", ""));
     if (!kind || !entry.contains("path")) return corrupt("bad entry '" + id + "'");
     inventory.entries[id] = {*kind, entry.value("path", ""), entry.value("created", false),
-                             entry.value("original", Json())};
+                             entry.value("original", Json()), entry.value("fingerprint", "")};
   }
   return inventory;
 }
 
 Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
-                                                const Inventory& inventory) {
+                                                const Inventory& inventory, bool full_audit) {
   std::vector<PlannedAction> plan;
   for (const auto& resource : desired.resources) {
     KindHandler* handler = HandlerFor(resource.kind);
     if (handler == nullptr) continue;  // its kind is not built yet
     auto previous = inventory.entries.find(resource.id);
     const InventoryEntry* entry = previous == inventory.entries.end() ? nullptr : &previous->second;
-    auto action = handler->Plan(resource, entry);
+    auto action = handler->Plan(resource, entry, full_audit);
     if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
     plan.push_back(
         {std::move(*action), &resource, entry != nullptr ? std::optional(*entry) : std::nullopt});
@@ -262,9 +263,12 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     if (planned.action.type == ActionType::kInSync) {
       result.outcomes.push_back({id, ActionType::kInSync, true, ""});
       if (planned.resource != nullptr) {
-        next.entries[id] =
-            planned.previous.value_or(InventoryEntry{planned.resource->kind, "", false, Json()});
+        next.entries[id] = planned.previous.value_or(
+            InventoryEntry{planned.resource->kind, "", false, Json(), ""});
         if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
+        if (!planned.action.fingerprint.empty()) {
+          next.entries[id].fingerprint = planned.action.fingerprint;
+        }
       }
       continue;
     }

@@ -34,6 +34,7 @@ struct InventoryEntry {
   std::string path;         // the managed path or name
   bool created = false;     // tether created it (prune deletes it)
   nlohmann::json original;  // what was there before tether took it over (prune restores it)
+  std::string fingerprint;  // what it looked like after the last apply or check
 };
 
 struct Inventory {
@@ -69,9 +70,10 @@ class KindHandler {
  public:
   virtual ~KindHandler() = default;
   [[nodiscard]] virtual bool Handles(ResourceKind kind) const = 0;
-  // Observes the host (reads only) and plans (pure) one desired resource.
+  // Observes the host (reads only) and plans (pure) one desired resource. Unless
+  // `full_audit`, a handler may trust `previous->fingerprint` for what did not change.
   [[nodiscard]] virtual Result<Action> Plan(const Resource& resource,
-                                            const InventoryEntry* previous) = 0;
+                                            const InventoryEntry* previous, bool full_audit) = 0;
   // Plans removing what tether applied before and the profile dropped.
   [[nodiscard]] virtual Result<Action> PlanPrune(const std::string& id,
                                                  const InventoryEntry& entry) = 0;
@@ -120,8 +122,10 @@ class Engine {
 
   // Observe + plan every resource, and a prune for each inventory entry the desired
   // state no longer has. Changes nothing: this is dry-run.
+  // With `full_audit`, every path is read and hashed, whatever the fingerprints say.
   [[nodiscard]] Result<std::vector<PlannedAction>> Plan(const DesiredState& desired,
-                                                        const Inventory& inventory);
+                                                        const Inventory& inventory,
+                                                        bool full_audit = false);
 
   // Applies `plan` as one transaction for `commit`. Conflicts are refused before anything
   // is changed.

@@ -4,6 +4,7 @@
 #include "agent/engine/engine.hpp"
 #include "common/encoding.hpp"
 #include "common/filesystem.hpp"
+#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -43,13 +44,29 @@ class PathHandler final : public KindHandler {
            kind == ResourceKind::kSymlink;
   }
 
-  Result<Action> Plan(const Resource& resource, const InventoryEntry* /*previous*/) override {
+  Result<Action> Plan(const Resource& resource, const InventoryEntry* previous,
+                      bool full_audit) override {
     if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
       auto owner = Owner(file->owner, file->group);
       if (!owner) return Fail(owner.error());
+      const std::string desired = Fingerprintless(*file, *owner);
+      if (!full_audit && previous != nullptr && !previous->fingerprint.empty()) {
+        // Unchanged metadata (ctime moves on any write, chmod, chown or rename) and an
+        // unchanged desired state: in sync, without reading the file.
+        auto stat = fs_.Stat(file->path);
+        if (stat && Fingerprint(*stat, desired) == previous->fingerprint) {
+          Action action;
+          action.id = resource.id;
+          action.fingerprint = previous->fingerprint;
+          return action;
+        }
+      }
       auto observed = ObservePath(fs_, file->path, true, kMaxContent);
       if (!observed) return Fail(observed.error());
-      return PlanFile(resource.id, *file, *owner, *observed);
+      Action action = PlanFile(resource.id, *file, *owner, *observed);
+      if (action.type == ActionType::kInSync)
+        action.fingerprint = Fingerprint(observed->stat, desired);
+      return action;
     }
     if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
       auto owner = Owner(dir->owner, dir->group);
@@ -136,6 +153,11 @@ class PathHandler final : public KindHandler {
       if (observed->exists) entry.original = Snapshot(*observed);  // taken over
     }
     if (auto made = Make(*planned.resource, *observed); !made) return Fail(made.error());
+    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
+      auto owner = Owner(file->owner, file->group);
+      auto stat = fs_.Stat(path);
+      if (owner && stat) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
+    }
     return std::optional(std::move(entry));
   }
 
@@ -198,6 +220,22 @@ class PathHandler final : public KindHandler {
       owner.gid = *id;
     }
     return owner;
+  }
+
+  // What the profile asks of a file, as a hash: content, mode and ownership.
+  static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
+    return Sha256Hex(file.content) + "/" + std::to_string(file.mode) + "/" +
+           (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
+           (owner.gid ? std::to_string(*owner.gid) : "-");
+  }
+
+  // The metadata of a file as tether left it, with what the profile asked of it.
+  static std::string Fingerprint(const FileStat& stat, const std::string& desired) {
+    if (stat.type != FileType::kRegular) return "";
+    return std::to_string(stat.device) + ":" + std::to_string(stat.inode) + ":" +
+           std::to_string(stat.size) + ":" + std::to_string(stat.mtime_ns) + ":" +
+           std::to_string(stat.ctime_ns) + ":" + std::to_string(stat.mode) + ":" +
+           std::to_string(stat.uid) + ":" + std::to_string(stat.gid) + ":" + desired;
   }
 
   static Json Snapshot(const PathObservation& observed) {

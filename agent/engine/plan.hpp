@@ -32,6 +32,9 @@ struct Action {
   std::vector<std::string> changes;  // what differs: "content", "mode 0644 -> 0600", ...
   std::string diff;                  // a unified diff of the content; a summary for secrets
   std::string reason;                // why, for kConflict
+  // For an in-sync path: what it looked like (size, times, inode, attributes, content
+  // hash), so the next plan can trust an unchanged stat instead of reading it again.
+  std::string fingerprint;
 };
 
 // What is at a path now. `content` is read only for regular files when asked.

@@ -2,6 +2,7 @@
 // recovery after a SIGKILL at every step.
 #include "agent/engine/engine.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -75,6 +76,7 @@ class FullDisk final : public tether::Filesystem {
   FullDisk(tether::Filesystem& real, int fail_at) : real_(real), fail_at_(fail_at) {}
   tether::Result<tether::FileStat> Stat(std::string_view p) override { return real_.Stat(p); }
   tether::Result<std::string> ReadFile(std::string_view p, std::size_t max) override {
+    ++reads;
     return real_.ReadFile(p, max);
   }
   tether::Result<std::string> ReadSymlink(std::string_view p) override {
@@ -83,6 +85,7 @@ class FullDisk final : public tether::Filesystem {
   tether::Result<std::vector<std::string>> ListDirectory(std::string_view p) override {
     return real_.ListDirectory(p);
   }
+  int reads = 0;  // ReadFile calls
   tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
                                  const tether::WriteOptions& o) override {
     if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "write '" + std::string(p) + "'");
@@ -446,4 +449,34 @@ TEST_CASE("Drift policy: revert, report and ignore, per resource; new commits ar
   auto release = plan();
   CHECK(tether::ApplyDriftPolicy(release, tether::DriftMode::kIgnore, false).empty());
   CHECK(release[2].action.type == ActionType::kUpdate);  // a new commit is applied
+}
+
+TEST_CASE("An unchanged file is not read again; a full audit reads it; any edit is seen") {
+  Host host;
+  REQUIRE(host.Converge(Desired(kProfile).state, "c1").ok);
+  FullDisk counting(*host.fs, 0);  // never fails; counts reads
+  host.paths = tether::MakePathHandler(counting);
+  Desired desired(kProfile);
+  Engine engine = host.MakeEngine();
+  const auto inventory = engine.LoadInventory().value();
+  auto cached = engine.Plan(desired.state, inventory);
+  REQUIRE(cached);
+  CHECK(AllInSync(*cached));
+  CHECK(counting.reads == 0);
+
+  auto audited = engine.Plan(desired.state, inventory, /*full_audit=*/true);
+  REQUIRE(audited);
+  CHECK(AllInSync(*audited));
+  CHECK(counting.reads == 2);  // the two files
+
+  // Same size, same mtime put back: ctime still moved, so the edit is seen.
+  const std::string motd = host.root.Path("etc/motd");
+  struct stat before {};
+  REQUIRE(stat(motd.c_str(), &before) == 0);
+  host.root.WriteFile("etc/motd", "MANAGED motd\n", 0640);
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(utimensat(AT_FDCWD, motd.c_str(), times, 0) == 0);
+  auto replanned = engine.Plan(desired.state, inventory);
+  REQUIRE(replanned);
+  CHECK_FALSE(AllInSync(*replanned));
 }
