@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include "common/filesystem.hpp"
 #include "common/unique_fd.hpp"
@@ -197,11 +198,11 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
         {std::move(*action), &resource, entry != nullptr ? std::optional(*entry) : std::nullopt});
   }
   // Prunes, deepest paths first (a file before its directory).
+  std::set<std::string> wanted;
+  for (const auto& resource : desired.resources) wanted.insert(resource.id);
   std::vector<std::pair<std::string, const InventoryEntry*>> gone;
   for (const auto& [id, entry] : inventory.entries) {
-    const bool wanted = std::any_of(desired.resources.begin(), desired.resources.end(),
-                                    [&](const Resource& r) { return r.id == id; });
-    if (!wanted) gone.emplace_back(id, &entry);
+    if (wanted.count(id) == 0) gone.emplace_back(id, &entry);
   }
   std::sort(gone.begin(), gone.end(),
             [](const auto& a, const auto& b) { return a.second->path > b.second->path; });
