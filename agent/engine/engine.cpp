@@ -185,9 +185,11 @@ Result<Inventory> Engine::LoadInventory() const {
 }
 
 Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
-                                                const Inventory& inventory, bool full_audit) {
+                                                const Inventory& inventory, bool full_audit,
+                                                const std::set<std::string>* only) {
   std::vector<PlannedAction> plan;
   for (const auto& resource : desired.resources) {
+    if (only != nullptr && only->count(resource.id) == 0) continue;
     KindHandler* handler = HandlerFor(resource.kind);
     if (handler == nullptr) continue;  // its kind is not built yet
     auto previous = inventory.entries.find(resource.id);
@@ -198,6 +200,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
         {std::move(*action), &resource, entry != nullptr ? std::optional(*entry) : std::nullopt});
   }
   // Prunes, deepest paths first (a file before its directory).
+  if (only != nullptr) return plan;  // no prunes in a partial plan
   std::set<std::string> wanted;
   for (const auto& resource : desired.resources) wanted.insert(resource.id);
   std::vector<std::pair<std::string, const InventoryEntry*>> gone;
@@ -247,7 +250,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
   int counter = 0;
   const std::string journal_path = options_.state_dir + "/journal";
   Journal journal(journal_path, RandomTag(), options_.after_step, &counter);
-  Inventory next;
+  Inventory next = inventory;  // entries not in the plan stay as they are
   next.commit = commit;
   bool any_change = std::any_of(plan.begin(), plan.end(), [](const PlannedAction& p) {
     return p.action.type != ActionType::kInSync;
@@ -270,6 +273,8 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
         if (!planned.action.fingerprint.empty()) {
           next.entries[id].fingerprint = planned.action.fingerprint;
         }
+      } else {
+        next.entries.erase(id);  // a prune with nothing to do: no longer tether's
       }
       continue;
     }
@@ -288,7 +293,11 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
       return result;
     }
     result.outcomes.push_back({id, planned.action.type, true, ""});
-    if (*applied) next.entries[id] = std::move(**applied);
+    if (*applied) {
+      next.entries[id] = std::move(**applied);
+    } else {
+      next.entries.erase(id);
+    }
   }
   if (!any_change && inventory.commit == commit &&
       inventory.entries.size() == next.entries.size()) {

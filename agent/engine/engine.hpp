@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -123,9 +124,12 @@ class Engine {
   // Observe + plan every resource, and a prune for each inventory entry the desired
   // state no longer has. Changes nothing: this is dry-run.
   // With `full_audit`, every path is read and hashed, whatever the fingerprints say.
-  [[nodiscard]] Result<std::vector<PlannedAction>> Plan(const DesiredState& desired,
-                                                        const Inventory& inventory,
-                                                        bool full_audit = false);
+  // With `full_audit`, every path is read and hashed, whatever the fingerprints say.
+  // With `only`, just those resources are planned and nothing is pruned (a drift repair
+  // of what a watch saw); Apply keeps the inventory's other entries as they are.
+  [[nodiscard]] Result<std::vector<PlannedAction>> Plan(
+      const DesiredState& desired, const Inventory& inventory, bool full_audit = false,
+      const std::set<std::string>* only = nullptr);
 
   // Applies `plan` as one transaction for `commit`. Conflicts are refused before anything
   // is changed.

@@ -480,3 +480,21 @@ TEST_CASE("An unchanged file is not read again; a full audit reads it; any edit 
   REQUIRE(replanned);
   CHECK_FALSE(AllInSync(*replanned));
 }
+
+TEST_CASE("A repair of only the resources a watch saw keeps the rest of the inventory") {
+  Host host;
+  Desired desired(kProfile);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  host.root.WriteFile("etc/motd", "drifted\n", 0640);
+  Engine engine = host.MakeEngine();
+  const auto inventory = engine.LoadInventory().value();
+  const std::set<std::string> only = {"file:/etc/motd"};
+  auto plan = engine.Plan(desired.state, inventory, false, &only);
+  REQUIRE(plan);
+  REQUIRE(plan->size() == 1);
+  CHECK((*plan)[0].action.type == ActionType::kUpdate);
+  auto result = engine.Apply(*plan, inventory, "c1");
+  REQUIRE_MESSAGE(result.ok, result.error);
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  CHECK(engine.LoadInventory().value().entries.size() == 4);
+}
