@@ -24,6 +24,7 @@ enum class ResourceKind { kPackage, kDirectory, kFile, kSymlink, kUnit, kService
 struct FileSpec {
   std::string path;
   std::string content;                // final: templates expanded
+  std::string content_sha256;         // of content, computed once by the renderer (or empty)
   std::optional<std::string> source;  // the repo file it came from, if any
   bool templated = false;
   bool secret = false;  // content never shown in logs, diffs or reports

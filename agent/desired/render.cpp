@@ -7,6 +7,7 @@
 #include "agent/desired/template.hpp"
 #include "agent/toml_reader.hpp"
 #include "common/filesystem.hpp"
+#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -399,6 +400,7 @@ class Renderer {
     spec.path = ManagedPath(t);
     Content content = ReadContent(t);
     spec.content = std::move(content.text);
+    spec.content_sha256 = Sha256Hex(spec.content);
     spec.source = std::move(content.source);
     spec.templated = content.templated;
     spec.secret = t.Bool("secret").value_or(false);

@@ -237,6 +237,7 @@ Status Engine::RollBack(const std::vector<JournalStep>& steps) {
 ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventory& inventory,
                           const std::string& commit) {
   ApplyResult result;
+  result.inventory = inventory;
   for (const auto& planned : plan) {
     if (planned.action.type == ActionType::kConflict) {
       result.ok = false;
@@ -299,14 +300,37 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
       next.entries.erase(id);
     }
   }
-  if (!any_change && inventory.commit == commit &&
-      inventory.entries.size() == next.entries.size()) {
-    return result;  // nothing to write
-  }
+  result.inventory = next;
+  // Between commits, when nothing but fingerprints moved (a no-op cycle, or a drift
+  // repair), the inventory on disk stays: a stale fingerprint costs one read later, not a
+  // rewrite of every entry now.
+  const bool same_but_fingerprints =
+      inventory.commit == commit && inventory.entries.size() == next.entries.size() &&
+      std::all_of(next.entries.begin(), next.entries.end(), [&](const auto& item) {
+        auto old = inventory.entries.find(item.first);
+        return old != inventory.entries.end() && old->second.kind == item.second.kind &&
+               old->second.path == item.second.path && old->second.created == item.second.created &&
+               old->second.original == item.second.original;
+      });
+  if (!any_change && same_but_fingerprints) return result;
 
   // Commit: the new inventory aside, the commit record, then the inventory into place.
   const std::string inventory_path = options_.state_dir + "/inventory.json";
+  if (same_but_fingerprints && !inventory.commit.empty()) {
+    if (auto committed = journal.Commit(); !committed) {
+      result.ok = false;
+      result.error = committed.error().message();
+      result.rolled_back = static_cast<bool>(RollBack(journal.steps()));
+      if (result.rolled_back) (void)HostFs().Remove(journal_path);
+      result.inventory = inventory;
+      return result;
+    }
+    for (const auto& step : journal.steps()) (void)HandlerFor(step.kind)->Discard(step);
+    (void)HostFs().Remove(journal_path);
+    return result;
+  }
   auto fail = [&](const Error& error) {
+    result.inventory = inventory;
     result.ok = false;
     result.error = error.message();
     auto undone = RollBack(journal.steps());

@@ -100,6 +100,7 @@ struct ApplyResult {
   bool rolled_back = false;  // a change failed and every done step was undone
   std::string error;         // the first failure
   std::vector<ResourceOutcome> outcomes;
+  Inventory inventory;  // as it stands after the apply: keep it for the next plan
 };
 
 struct EngineOptions {

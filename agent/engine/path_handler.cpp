@@ -224,8 +224,8 @@ class PathHandler final : public KindHandler {
 
   // What the profile asks of a file, as a hash: content, mode and ownership.
   static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
-    return Sha256Hex(file.content) + "/" + std::to_string(file.mode) + "/" +
-           (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
+    return (file.content_sha256.empty() ? Sha256Hex(file.content) : file.content_sha256) + "/" +
+           std::to_string(file.mode) + "/" + (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
            (owner.gid ? std::to_string(*owner.gid) : "-");
   }
 

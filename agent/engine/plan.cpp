@@ -99,9 +99,7 @@ Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& ow
     action.type = ActionType::kCreate;
     action.changes.push_back(FormatMode(spec.mode) + ", " + std::to_string(spec.content.size()) +
                              " bytes");
-    action.diff = spec.secret ? SecretSummary(0, spec.content.size())
-                              : UnifiedDiff("", spec.content, "/dev/null", label);
-    return action;
+    return action;  // no diff: all of it is new (and a first apply of many files stays cheap)
   }
   if (observed.stat.type == FileType::kDirectory) {
     return Conflict(
