@@ -188,6 +188,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
                                                 const Inventory& inventory, bool full_audit,
                                                 const std::set<std::string>* only) {
   std::vector<PlannedAction> plan;
+  for (auto* handler : handlers_) handler->Prepare(desired);
   for (const auto& resource : desired.resources) {
     if (only != nullptr && only->count(resource.id) == 0) continue;
     KindHandler* handler = HandlerFor(resource.kind);

@@ -71,6 +71,9 @@ class KindHandler {
  public:
   virtual ~KindHandler() = default;
   [[nodiscard]] virtual bool Handles(ResourceKind kind) const = 0;
+  // Called once per plan with the whole desired state, before Plan() of its resources
+  // (e.g. to know which directories the plan will create).
+  virtual void Prepare(const DesiredState& /*desired*/) {}
   // Observes the host (reads only) and plans (pure) one desired resource. Unless
   // `full_audit`, a handler may trust `previous->fingerprint` for what did not change.
   [[nodiscard]] virtual Result<Action> Plan(const Resource& resource,

@@ -1,5 +1,6 @@
 // The KindHandler of files, directories and symlinks.
 #include <algorithm>
+#include <set>
 
 #include "agent/engine/engine.hpp"
 #include "common/encoding.hpp"
@@ -44,8 +45,44 @@ class PathHandler final : public KindHandler {
            kind == ResourceKind::kSymlink;
   }
 
+  void Prepare(const DesiredState& desired) override {
+    declared_directories_.clear();
+    for (const auto& resource : desired.resources) {
+      if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
+        declared_directories_.insert(dir->path);
+      }
+    }
+  }
+
   Result<Action> Plan(const Resource& resource, const InventoryEntry* previous,
                       bool full_audit) override {
+    auto action = PlanPath(resource, previous, full_audit);
+    if (action && action->type == ActionType::kCreate) {
+      // Refused now rather than rolled back later: a parent that is missing and that no
+      // directory resource of this plan creates.
+      const std::string& path = PathOf(resource);
+      for (std::string parent = Parent(path); parent != "/"; parent = Parent(parent)) {
+        if (declared_directories_.count(parent) > 0) break;
+        auto stat = fs_.Stat(parent);
+        if (stat) break;
+        if (!stat.error().Is(std::errc::no_such_file_or_directory)) return Fail(stat.error());
+        if (Parent(parent) == "/" || fs_.Stat(Parent(parent)) ||
+            declared_directories_.count(Parent(parent)) > 0) {
+          Action conflict;
+          conflict.id = resource.id;
+          conflict.type = ActionType::kConflict;
+          conflict.reason = "its parent directory '" + parent +
+                            "' does not exist and the profile does not declare it";
+          return conflict;
+        }
+      }
+    }
+    return action;
+  }
+
+ private:
+  Result<Action> PlanPath(const Resource& resource, const InventoryEntry* previous,
+                          bool full_audit) {
     if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
       auto owner = Owner(file->owner, file->group);
       if (!owner) return Fail(owner.error());
@@ -81,6 +118,7 @@ class PathHandler final : public KindHandler {
     return PlanSymlink(resource.id, link, *observed);
   }
 
+ public:
   Result<Action> PlanPrune(const std::string& id, const InventoryEntry& entry) override {
     Action action;
     action.id = id;
@@ -324,6 +362,7 @@ class PathHandler final : public KindHandler {
   }
 
   Filesystem& fs_;
+  std::set<std::string> declared_directories_;
 };
 
 }  // namespace

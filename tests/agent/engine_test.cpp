@@ -498,3 +498,25 @@ TEST_CASE("A repair of only the resources a watch saw keeps the rest of the inve
   CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
   CHECK(engine.LoadInventory().value().entries.size() == 4);
 }
+
+TEST_CASE("A path whose parent is missing and undeclared is refused before any change") {
+  Host host;
+  const Snapshot before = Take(host.root.path());
+  Desired desired(std::string(kProfile) +
+                  "[[file]]\npath = \"/etc/nginx/conf.d/site.conf\"\ncontent = \"x\"\n");
+  auto result = host.Converge(desired.state, "c1");
+  CHECK_FALSE(result.ok);
+  CHECK(result.error ==
+        "refused: its parent directory '/etc/nginx' does not exist and the profile does not "
+        "declare it");
+  CHECK(Take(host.root.path()) == before);
+
+  // Declared, it is created first (directories come before files).
+  Desired declared(std::string(kProfile) +
+                   "[[directory]]\npath = \"/etc/nginx\"\n[[directory]]\npath = "
+                   "\"/etc/nginx/conf.d\"\n[[file]]\npath = \"/etc/nginx/conf.d/site.conf\"\n"
+                   "content = \"x\"\n");
+  auto applied = host.Converge(declared.state, "c2");
+  REQUIRE_MESSAGE(applied.ok, applied.error);
+  CHECK(host.root.ReadFile("etc/nginx/conf.d/site.conf") == "x");
+}
