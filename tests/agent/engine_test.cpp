@@ -17,6 +17,7 @@
 #include <doctest/doctest.h>
 
 #include "agent/desired/render.hpp"
+#include "tests/support/forwarding_filesystem.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::ActionType;
@@ -69,23 +70,15 @@ struct Desired {
   }
 };
 
-// Injects a fault: the Nth change fails with ENOSPC, as on a full disk. Everything else
-// goes to the real filesystem.
-class FullDisk final : public tether::Filesystem {
+// Injects a fault: the Nth change fails with ENOSPC, as on a full disk (0: never). Counts
+// reads. Everything else goes to the real filesystem.
+class FullDisk final : public tether::testing::ForwardingFilesystem {
  public:
-  FullDisk(tether::Filesystem& real, int fail_at) : real_(real), fail_at_(fail_at) {}
-  tether::Result<tether::FileStat> Stat(std::string_view p) override { return real_.Stat(p); }
+  FullDisk(tether::Filesystem& real, int fail_at) : ForwardingFilesystem(real), fail_at_(fail_at) {}
   tether::Result<std::string> ReadFile(std::string_view p, std::size_t max) override {
     ++reads;
     return real_.ReadFile(p, max);
   }
-  tether::Result<std::string> ReadSymlink(std::string_view p) override {
-    return real_.ReadSymlink(p);
-  }
-  tether::Result<std::vector<std::string>> ListDirectory(std::string_view p) override {
-    return real_.ListDirectory(p);
-  }
-  int reads = 0;  // ReadFile calls
   tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
                                  const tether::WriteOptions& o) override {
     if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "write '" + std::string(p) + "'");
@@ -96,43 +89,24 @@ class FullDisk final : public tether::Filesystem {
     return real_.CreateDirectory(p, m);
   }
   tether::Status CreateSymlink(std::string_view p, std::string_view t) override {
-    if (++changes_ == fail_at_)
+    if (++changes_ == fail_at_) {
       return tether::FailErrno(ENOSPC, "symlink '" + std::string(p) + "'");
+    }
     return real_.CreateSymlink(p, t);
   }
-  tether::Status SetAttributes(std::string_view p, std::uint32_t m, std::optional<std::uint32_t> u,
-                               std::optional<std::uint32_t> g) override {
-    return real_.SetAttributes(p, m, u, g);
-  }
-  tether::Status Remove(std::string_view p) override { return real_.Remove(p); }
-  tether::Status Rename(std::string_view a, std::string_view b) override {
-    return real_.Rename(a, b);
-  }
-  tether::Status Link(std::string_view a, std::string_view b) override { return real_.Link(a, b); }
-  tether::Status SyncDirectory(std::string_view p) override { return real_.SyncDirectory(p); }
+  int reads = 0;
 
  private:
-  tether::Filesystem& real_;
   int fail_at_;
   int changes_ = 0;
 };
 
 // Dies in the middle of the Nth atomic write: a torn temporary file is on disk, the
 // rename never happened. For the crash test.
-class DyingDisk final : public tether::Filesystem {
+class DyingDisk final : public tether::testing::ForwardingFilesystem {
  public:
   DyingDisk(tether::Filesystem& real, std::string root, int die_at)
-      : real_(real), root_(std::move(root)), die_at_(die_at) {}
-  tether::Result<tether::FileStat> Stat(std::string_view p) override { return real_.Stat(p); }
-  tether::Result<std::string> ReadFile(std::string_view p, std::size_t max) override {
-    return real_.ReadFile(p, max);
-  }
-  tether::Result<std::string> ReadSymlink(std::string_view p) override {
-    return real_.ReadSymlink(p);
-  }
-  tether::Result<std::vector<std::string>> ListDirectory(std::string_view p) override {
-    return real_.ListDirectory(p);
-  }
+      : ForwardingFilesystem(real), root_(std::move(root)), die_at_(die_at) {}
   tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
                                  const tether::WriteOptions& o) override {
     if (++writes_ == die_at_) {
@@ -146,25 +120,8 @@ class DyingDisk final : public tether::Filesystem {
     }
     return real_.WriteFileAtomic(p, c, o);
   }
-  tether::Status CreateDirectory(std::string_view p, std::uint32_t m) override {
-    return real_.CreateDirectory(p, m);
-  }
-  tether::Status CreateSymlink(std::string_view p, std::string_view t) override {
-    return real_.CreateSymlink(p, t);
-  }
-  tether::Status SetAttributes(std::string_view p, std::uint32_t m, std::optional<std::uint32_t> u,
-                               std::optional<std::uint32_t> g) override {
-    return real_.SetAttributes(p, m, u, g);
-  }
-  tether::Status Remove(std::string_view p) override { return real_.Remove(p); }
-  tether::Status Rename(std::string_view a, std::string_view b) override {
-    return real_.Rename(a, b);
-  }
-  tether::Status Link(std::string_view a, std::string_view b) override { return real_.Link(a, b); }
-  tether::Status SyncDirectory(std::string_view p) override { return real_.SyncDirectory(p); }
 
  private:
-  tether::Filesystem& real_;
   std::string root_;
   int die_at_;
   int writes_ = 0;
