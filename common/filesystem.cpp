@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/sha256.hpp"
 #include "common/unique_fd.hpp"
 
 namespace tether {
@@ -80,7 +81,16 @@ Status RefuseDirectory(const Located& at, const char* what) {
 }  // namespace
 
 std::string TemporaryPrefix(std::string_view name) {
-  return "." + std::string(name.substr(0, 200)) + ".tether-";
+  // Long names are hashed, not cut: two names must never share a prefix.
+  if (name.size() > 160) return "." + Sha256Hex(name).substr(0, 32) + ".tether-";
+  return "." + std::string(name) + ".tether-";
+}
+
+bool IsTemporaryName(std::string_view candidate, std::string_view name) {
+  const std::string prefix = TemporaryPrefix(name);
+  if (candidate.substr(0, prefix.size()) != prefix) return false;
+  const std::string_view rest = candidate.substr(prefix.size());
+  return rest.size() == 12 && rest.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
 Result<std::string> NormalizePath(std::string_view path) {

@@ -102,6 +102,11 @@ class Filesystem {
 // after a crash can find and remove them.
 [[nodiscard]] std::string TemporaryPrefix(std::string_view name);
 
+// True when `candidate` is exactly a temporary file name of WriteFileAtomic or
+// CreateSymlink for `name` (the prefix and 12 hex digits), and so safe to remove after
+// a crash; an operator's own ".NAME.tether-notes" is not.
+[[nodiscard]] bool IsTemporaryName(std::string_view candidate, std::string_view name);
+
 // Checks that `path` is absolute and returns it normalised: repeated and trailing '/'
 // removed. "." and ".." components, NUL bytes and empty paths are refused (EINVAL), so a
 // normalised path can never climb out of a root.

@@ -163,8 +163,8 @@ class PathHandler final : public KindHandler {
                           Replaces(planned, *observed);
     std::string backup;
     if (replaces) {
-      backup = Parent(path) + (Parent(path) == "/" ? "" : "/") + TemporaryPrefix(Name(path)) +
-               "backup-" + transaction.tag();
+      backup = Parent(path) + (Parent(path) == "/" ? "" : "/") +
+               BackupName(path, transaction.tag(), ++steps_);
       undo["backup"] = backup;
     }
     const ResourceKind kind =
@@ -203,11 +203,16 @@ class PathHandler final : public KindHandler {
     const std::string path = step.undo.value("path", "");
     const std::string before = step.undo.value("before", "none");
     if (step.undo.contains("backup")) {
-      auto restored = fs_.Rename(step.undo["backup"].get<std::string>(), path);
+      const std::string backup = step.undo["backup"].get<std::string>();
+      auto restored = fs_.Rename(backup, path);
       // Already restored by an earlier, interrupted recovery: nothing left to do.
       if (!restored && !restored.error().Is(std::errc::no_such_file_or_directory)) {
         return restored;
       }
+      // When the change never happened, the backup and the path are links to one inode,
+      // and rename(2) then leaves both: the backup goes now.
+      auto removed = fs_.Remove(backup);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
     } else if (before == "none") {
       auto removed = fs_.Remove(path);
       if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
@@ -295,8 +300,13 @@ class PathHandler final : public KindHandler {
       }
       WriteOptions options;
       options.mode = file->mode;
-      options.uid = owner->uid;
-      options.gid = owner->gid;
+      // Unset in the profile: whatever owns it now keeps it (a new file gets the writer's).
+      options.uid = owner->uid
+                        ? owner->uid
+                        : (observed.exists ? std::optional(observed.stat.uid) : std::nullopt);
+      options.gid = owner->gid
+                        ? owner->gid
+                        : (observed.exists ? std::optional(observed.stat.gid) : std::nullopt);
       return fs_.WriteFileAtomic(file->path, file->content, options);
     }
     if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
@@ -348,13 +358,17 @@ class PathHandler final : public KindHandler {
     return std::optional<InventoryEntry>();
   }
 
-  // Leftovers of an interrupted atomic write of `path`.
+  // The name of the backup that `transaction` keeps of `path` in step `step`.
+  static std::string BackupName(const std::string& path, const std::string& tag, int step) {
+    return TemporaryPrefix(Name(path)) + "backup-" + tag + "-" + std::to_string(step);
+  }
+
+  // Leftovers of an interrupted atomic write of `path`: only exact temporary names.
   Status RemoveTemporaries(const std::string& path) {
     auto names = fs_.ListDirectory(Parent(path));
     if (!names) return {};  // the directory itself is gone: nothing left in it
-    const std::string prefix = TemporaryPrefix(Name(path));
     for (const auto& name : *names) {
-      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      if (!IsTemporaryName(name, Name(path))) continue;
       auto removed = fs_.Remove(Parent(path) + (Parent(path) == "/" ? "" : "/") + name);
       if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
     }
@@ -363,6 +377,7 @@ class PathHandler final : public KindHandler {
 
   Filesystem& fs_;
   std::set<std::string> declared_directories_;
+  int steps_ = 0;  // numbers backups, so no two steps ever share one
 };
 
 }  // namespace

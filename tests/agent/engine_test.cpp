@@ -113,7 +113,7 @@ class DyingDisk final : public tether::testing::ForwardingFilesystem {
       const std::string path(p);
       const auto slash = path.rfind('/');
       std::ofstream torn(root_ + path.substr(0, slash + 1) +
-                         tether::TemporaryPrefix(path.substr(slash + 1)) + "torn");
+                         tether::TemporaryPrefix(path.substr(slash + 1)) + "0123456789ab");
       torn << c.substr(0, c.size() / 2);
       torn.close();
       raise(SIGKILL);
@@ -277,7 +277,13 @@ TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as be
     CHECK_FALSE(result.ok);
     CHECK(result.rolled_back);
     CHECK(result.error.find("No space left on device") != std::string::npos);
-    CHECK(Take(host.root.path()) == before);
+    const Snapshot after = Take(host.root.path());
+    for (const auto& [path, value] : after) {
+      if (before.count(path) == 0 || before.at(path) != value) {
+        MESSAGE("changed: " << path << " error: " << result.error);
+      }
+    }
+    CHECK(after == before);
     CHECK(host.MakeEngine().LoadInventory().value().commit == "c0");
     CHECK_FALSE(std::filesystem::exists(host.state.Path("journal")));
     host.paths = tether::MakePathHandler(*host.fs);
@@ -476,4 +482,44 @@ TEST_CASE("A path whose parent is missing and undeclared is refused before any c
   auto applied = host.Converge(declared.state, "c2");
   REQUIRE_MESSAGE(applied.ok, applied.error);
   CHECK(host.root.ReadFile("etc/nginx/conf.d/site.conf") == "x");
+}
+
+TEST_CASE("A content update keeps the owner when the profile names none") {
+  if (geteuid() != 0) return;  // chown needs root; CI runs as root
+  Host host;
+  host.root.WriteFile("etc/app.conf", "old\n", 0640);
+  REQUIRE(chown(host.root.Path("etc/app.conf").c_str(), 1234, 1234) == 0);
+  Desired desired("[[file]]\npath = \"/etc/app.conf\"\ncontent = \"new\\n\"\nmode = \"0640\"\n");
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  struct stat st {};
+  REQUIRE(stat(host.root.Path("etc/app.conf").c_str(), &st) == 0);
+  CHECK(host.root.ReadFile("etc/app.conf") == "new\n");
+  CHECK(st.st_uid == 1234);
+  CHECK(st.st_gid == 1234);
+}
+
+TEST_CASE("Files whose long names share a prefix keep their own backups through a rollback") {
+  Host host;
+  const std::string stem(200, 'n');
+  host.root.WriteFile("etc/" + stem + "-a", "original a\n");
+  host.root.WriteFile("etc/" + stem + "-b", "original b\n");
+  const Snapshot before = Take(host.root.path());
+  FullDisk full(*host.fs, 3);  // the third change fails: both files were replaced
+  host.paths = tether::MakePathHandler(full);
+  Desired desired("[[file]]\npath = \"/etc/" + stem +
+                  "-a\"\ncontent = \"new a\\n\"\n[[file]]\npath = \"/etc/" + stem +
+                  "-b\"\ncontent = \"new b\\n\"\n[[file]]\npath = \"/etc/z\"\ncontent = \"z\"\n");
+  auto result = host.Converge(desired.state, "c1");
+  CHECK_FALSE(result.ok);
+  CHECK(result.rolled_back);
+  CHECK(Take(host.root.path()) == before);
+}
+
+TEST_CASE("Only exact temporary names count as leftovers") {
+  CHECK(tether::IsTemporaryName(".motd.tether-0123456789ab", "motd"));
+  CHECK_FALSE(tether::IsTemporaryName(".motd.tether-notes", "motd"));
+  CHECK_FALSE(tether::IsTemporaryName(".motd.tether-backup-0123456789ab-1", "motd"));
+  CHECK_FALSE(tether::IsTemporaryName(".motd.tether-0123456789ab", "mot"));
+  CHECK(tether::TemporaryPrefix(std::string(200, 'x') + "a") !=
+        tether::TemporaryPrefix(std::string(200, 'x') + "b"));
 }
