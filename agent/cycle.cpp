@@ -1,11 +1,14 @@
 #include "agent/cycle.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include <chrono>
+#include <cstdlib>
 
 #include "agent/desired/facts.hpp"
 #include "agent/desired/render.hpp"
@@ -13,6 +16,7 @@
 #include "agent/git/commit_check.hpp"
 #include "agent/git/git_source.hpp"
 #include "common/filesystem.hpp"
+#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -30,9 +34,29 @@ std::string Short(const std::string& commit) { return commit.substr(0, 12); }
 
 }  // namespace
 
-int RunCycleOnce(const CycleOptions& options, std::FILE* out, std::FILE* err) {
+int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   const auto start = Clock::now();
-  if (!EnsureDirectory(options.state_dir, err) || !EnsureDirectory(options.cache_dir, err)) {
+  if (!EnsureDirectory(given.state_dir, err) || !EnsureDirectory(given.cache_dir, err)) {
+    return 1;
+  }
+  // Absolute and symlink-free from here on: state files are never written through a link.
+  CycleOptions options = given;
+  for (std::string* dir : {&options.state_dir, &options.cache_dir}) {
+    char* real = realpath(dir->c_str(), nullptr);
+    if (real == nullptr) {
+      std::fprintf(err, "tetherd: '%s': %s\n", dir->c_str(), std::strerror(errno));
+      return 1;
+    }
+    *dir = real;
+    std::free(real);
+  }
+  // One cycle at a time per state dir: a second tetherd (even a dry run) must never
+  // recover, that is roll back, an apply that is still going on.
+  UniqueFd lock(
+      open((options.state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock.valid() || flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(err, "tetherd: another tetherd is working on '%s'%s\n", options.state_dir.c_str(),
+                 errno == EWOULDBLOCK ? "" : (std::string(": ") + std::strerror(errno)).c_str());
     return 1;
   }
   auto fs = RootedFilesystem::Open(options.root);

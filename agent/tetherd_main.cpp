@@ -1,6 +1,7 @@
 // tetherd: the tether agent daemon.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
   app.add_option("--git-worker-user", worker_user)->group("");
 
   if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
+  // A git worker that died must be an error on the next request, not our death.
+  std::signal(SIGPIPE, SIG_IGN);
 
   if (git_worker) return tether::RunGitWorker({.ca_file = worker_ca_file, .user = worker_user});
 

@@ -176,6 +176,7 @@ Result<Inventory> Engine::LoadInventory() const {
   inventory.commit = json.value("commit", "");
   if (!json.contains("entries") || !json["entries"].is_object()) return corrupt("no entries");
   for (const auto& [id, entry] : json["entries"].items()) {
+    if (!entry.is_object()) return corrupt("bad entry '" + id + "'");
     auto kind = KindFromName(entry.value("kind", ""));
     if (!kind || !entry.contains("path")) return corrupt("bad entry '" + id + "'");
     inventory.entries[id] = {*kind, entry.value("path", ""), entry.value("created", false),
@@ -261,6 +262,9 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     if (auto opened = journal.Open(commit); !opened) {
       result.ok = false;
       result.error = opened.error().message();
+      // Nothing was changed: a journal this call created must not stay (one that was
+      // already there is another story, and stays for Recover()).
+      if (!opened.error().Is(std::errc::file_exists)) unlink(journal_path.c_str());
       return result;
     }
   }
@@ -385,6 +389,10 @@ Status Engine::Recover() {
     if (record.contains("committed")) committed = true;
     if (record.contains("step")) {
       const Json& step = record["step"];
+      if (!step.is_object() || !step.contains("undo") || !step["undo"].is_object()) {
+        return Fail(std::errc::illegal_byte_sequence,
+                    "journal '" + journal_path + "' has a malformed step; it was left as it is");
+      }
       auto kind = KindFromName(step.value("kind", ""));
       if (!kind) {
         return Fail(std::errc::illegal_byte_sequence,

@@ -126,16 +126,11 @@ class PathHandler final : public KindHandler {
     if (!observed) return Fail(observed.error());
     if (entry.created) {
       if (!observed->exists) return action;  // already gone
-      if (observed->stat.type == FileType::kDirectory) {
-        auto names = fs_.ListDirectory(entry.path);
-        if (!names) return Fail(names.error());
-        if (!names->empty()) {
-          action.changes.push_back("left in place: not empty");
-          return action;  // something tether does not manage is inside
-        }
-      }
       action.type = ActionType::kDelete;
-      action.changes.push_back("created by tether, no longer in the profile");
+      action.changes.push_back(observed->stat.type == FileType::kDirectory
+                                   ? "created by tether, no longer in the profile; kept if "
+                                     "anything tether does not manage is in it"
+                                   : "created by tether, no longer in the profile");
       return action;
     }
     if (!entry.original.is_null()) {
@@ -219,6 +214,13 @@ class PathHandler final : public KindHandler {
     } else {
       auto set = fs_.SetAttributes(path, step.undo.value("mode", 0644u), step.undo.value("uid", 0u),
                                    step.undo.value("gid", 0u));
+      if (!set && set.error().Is(std::errc::no_such_file_or_directory) && before == "directory") {
+        // A pruned directory (it has no backup): made again as it was.
+        auto made = fs_.CreateDirectory(path, step.undo.value("mode", 0755u));
+        if (!made && !made.error().Is(std::errc::file_exists)) return made;
+        set = fs_.SetAttributes(path, step.undo.value("mode", 0755u), step.undo.value("uid", 0u),
+                                step.undo.value("gid", 0u));
+      }
       if (!set && !set.error().Is(std::errc::no_such_file_or_directory)) return set;
     }
     return RemoveTemporaries(path);
@@ -325,6 +327,13 @@ class PathHandler final : public KindHandler {
                                               const std::string& path) {
     const InventoryEntry& entry = *planned.previous;
     if (entry.created) {
+      // Decided now, after the prunes of what was inside it: a directory that still holds
+      // something tether does not manage stays, and stays in the inventory.
+      if (auto stat = fs_.Stat(path); stat && stat->type == FileType::kDirectory) {
+        auto names = fs_.ListDirectory(path);
+        if (!names) return Fail(names.error());
+        if (!names->empty()) return std::optional(entry);
+      }
       auto removed = fs_.Remove(path);
       if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) {
         return Fail(removed.error());

@@ -248,6 +248,13 @@ TEST_CASE("Prune deletes what tether created and gives back what it took over") 
   CHECK_FALSE(std::filesystem::exists(host.root.Path("srv/www/index.html")));
   // A directory with something tether never managed in it stays.
   CHECK(host.root.ReadFile("srv/www/user-upload") == "not tether's\n");
+  // ... and stays tether's: once it is empty, a later cycle removes it.
+  auto left = host.MakeEngine().LoadInventory().value();
+  REQUIRE(left.entries.size() == 1);
+  CHECK(left.entries.count("directory:/srv/www") == 1);
+  std::filesystem::remove(host.root.Path("srv/www/user-upload"));
+  REQUIRE(host.Converge(emptied.state, "c3").ok);
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("srv/www")));
   CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
 }
 
@@ -522,4 +529,29 @@ TEST_CASE("Only exact temporary names count as leftovers") {
   CHECK_FALSE(tether::IsTemporaryName(".motd.tether-0123456789ab", "mot"));
   CHECK(tether::TemporaryPrefix(std::string(200, 'x') + "a") !=
         tether::TemporaryPrefix(std::string(200, 'x') + "b"));
+}
+
+TEST_CASE("A pruned directory comes back when the apply is rolled back") {
+  Host host;
+  REQUIRE(
+      host.Converge(Desired("[[directory]]\npath = \"/srv/old\"\nmode = \"0750\"\n").state, "c1")
+          .ok);
+  const Snapshot before = Take(host.root.path());
+  Desired next("[[file]]\npath = \"/etc/new\"\ncontent = \"x\"\n");
+  // Killed right after the prune (the second change), before the commit.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int changes = 0;
+    (void)host.Converge(next.state, "c2", [&](int, const char* what) {
+      if (std::string(what) == "change" && ++changes == 2) raise(SIGKILL);
+    });
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("srv/old")));  // it was pruned
+  REQUIRE(host.MakeEngine().Recover());
+  CHECK(Take(host.root.path()) == before);  // /srv/old is back, mode and all
 }

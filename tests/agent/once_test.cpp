@@ -1,5 +1,8 @@
 // tetherd --once end to end: a real git server, signed commits, a --root sandbox.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -132,4 +135,18 @@ TEST_CASE("tetherd --once with drift = \"report\" shows the drift and leaves it"
   box.Commit("new release\n");
   REQUIRE(box.Once().exit_code == 0);
   CHECK(box.dir.ReadFile("root/etc/motd") == "new release\n");
+}
+
+TEST_CASE("tetherd --once refuses to run while another holds the state dir") {
+  Sandbox box;
+  box.Commit("hello\n");
+  std::filesystem::create_directories(box.dir.Path("state"));
+  const int fd = open(box.dir.Path("state/lock").c_str(), O_RDWR | O_CREAT, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(flock(fd, LOCK_EX) == 0);
+  auto refused = box.Once({"--dry-run"});
+  CHECK(refused.exit_code == 1);
+  CHECK(refused.err.find("another tetherd is working on") != std::string::npos);
+  close(fd);
+  CHECK(box.Once().exit_code == 0);
 }
