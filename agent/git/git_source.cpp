@@ -240,6 +240,34 @@ GitSource::~GitSource() {
   if (repo_ != nullptr) git_repository_free(repo_);
 }
 
+namespace {
+
+std::string HostOf(const std::string& url) {
+  const auto start = url.find("://");
+  if (start == std::string::npos) return "";
+  std::string authority = url.substr(start + 3, url.find('/', start + 3) - start - 3);
+  if (auto at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
+  return authority;
+}
+
+}  // namespace
+
+nlohmann::json GitSource::CredentialsFor(const std::string& url) const {
+  nlohmann::json scoped = nlohmann::json::object();
+  // The HTTPS token only over https://, and only to the host of source.url: never in clear
+  // text, never to a mirror run by someone else.
+  if (credentials_.contains("token") && url.rfind("https://", 0) == 0 &&
+      HostOf(url) == HostOf(options_.source.url)) {
+    scoped["token"] = credentials_["token"];
+  }
+  if (url.rfind("ssh://", 0) == 0) {
+    for (const char* key : {"ssh_key", "known_hosts"}) {
+      if (credentials_.contains(key)) scoped[key] = credentials_[key];
+    }
+  }
+  return scoped;
+}
+
 std::vector<std::string> GitSource::urls() const {
   std::vector<std::string> urls = {options_.source.url};
   urls.insert(urls.end(), options_.source.mirrors.begin(), options_.source.mirrors.end());
@@ -251,7 +279,7 @@ Result<PollResult> GitSource::Poll() {
   std::string failures;
   for (std::size_t i = 0; i < all.size(); ++i) {
     nlohmann::json request = {{"op", "ls"}, {"url", all[i]}, {"ref", options_.source.ref}};
-    if (!credentials_.empty()) request["credentials"] = credentials_;
+    if (auto scoped = CredentialsFor(all[i]); !scoped.empty()) request["credentials"] = scoped;
     auto answer = worker_.Call(request, options_.source.timeout);
     std::string error;
     if (!answer) {
@@ -278,7 +306,9 @@ Result<UpdateResult> GitSource::Update() {
                               {"url", urls()[polled->source]},
                               {"ref", options_.source.ref},
                               {"mirror", mirror_}};
-    if (!credentials_.empty()) request["credentials"] = credentials_;
+    if (auto scoped = CredentialsFor(urls()[polled->source]); !scoped.empty()) {
+      request["credentials"] = scoped;
+    }
     auto answer = worker_.Call(request, options_.source.timeout);
     if (!answer) return Fail(answer.error().WithContext("fetch '" + urls()[polled->source] + "'"));
     if (!answer->value("ok", false)) {

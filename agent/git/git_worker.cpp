@@ -169,7 +169,12 @@ class Worker {
     if (op == "ls") {
       git_remote* remote = Detached(url);
       if (remote == nullptr) return fail("open remote");
-      if (git_remote_connect(remote, GIT_DIRECTION_FETCH, &callbacks, nullptr, &headers) != 0) {
+      git_remote_connect_options connect{};
+      git_remote_connect_options_init(&connect, GIT_REMOTE_CONNECT_OPTIONS_VERSION);
+      connect.callbacks = callbacks;
+      connect.custom_headers = headers;
+      connect.follow_redirects = GIT_REMOTE_REDIRECT_NONE;  // credentials go nowhere else
+      if (git_remote_connect_ext(remote, GIT_DIRECTION_FETCH, &connect) != 0) {
         return fail("connect");
       }
       const git_remote_head** heads = nullptr;
@@ -209,6 +214,7 @@ class Worker {
       options.custom_headers = headers;
       options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
       options.update_fetchhead = 0;
+      options.follow_redirects = GIT_REMOTE_REDIRECT_NONE;
       options.prune = GIT_FETCH_NO_PRUNE;
       if (git_remote_fetch(remote, &refspecs, &options, nullptr) != 0) return fail("fetch");
       git_object* object = nullptr;

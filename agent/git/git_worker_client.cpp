@@ -1,5 +1,6 @@
 #include "agent/git/git_worker_client.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 
@@ -13,6 +14,7 @@ Status GitWorkerClient::Start() {
   worker_ = std::move(spawned->child);
   requests_ = 0;
   to_worker_.Reset(spawned->to_child);
+  fcntl(to_worker_.get(), F_SETFL, fcntl(to_worker_.get(), F_GETFL) | O_NONBLOCK);
   from_worker_.Reset(spawned->from_child);
   buffer_.clear();
   return {};
@@ -38,16 +40,30 @@ Result<nlohmann::json> GitWorkerClient::Call(const nlohmann::json& request,
   }
   ++requests_;
   std::string line = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  // The request is written within the same deadline: a worker that does not read (stuck
+  // in a name lookup, say) must not hang us on a full pipe.
   std::string_view left = line;
   while (!left.empty()) {
     const ssize_t n = write(to_worker_.get(), left.data(), left.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
+    if (n >= 0) {
+      left.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
       const int err = errno;
       Kill();
       return FailErrno(err, "send request to git worker");
     }
-    left.remove_prefix(static_cast<std::size_t>(n));
+    const auto left_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd fd = {to_worker_.get(), POLLOUT, 0};
+    if (left_ms <= 0 || poll(&fd, 1, static_cast<int>(std::min<long long>(left_ms, 60'000))) == 0) {
+      Kill();
+      return Fail(std::errc::timed_out, "the git worker took no request within " +
+                                            std::to_string(timeout.count()) +
+                                            " ms (killed the worker)");
+    }
   }
   while (true) {
     const auto newline = buffer_.find('\n');

@@ -604,3 +604,37 @@ TEST_CASE("Credentials never reach stderr, where the worker's messages go") {
     CHECK(written.find(secret) == std::string::npos);
   }
 }
+
+TEST_CASE("The token goes only over https:// to source.url's host, never to a mirror elsewhere") {
+  Fleet fleet;
+  GitHttpOptions options;
+  options.tls = true;
+  options.auth = HttpAuth{"", "", "scoped-token-5e2"};
+  GitHttpServer server(fleet.root.path(), options);
+  // source.url is another host:port (down); the mirror that answers is not its host.
+  const int dead = tether::testing::PickFreePort();
+  Host host("https://localhost:" + std::to_string(dead) + "/git/fleet.git");
+  host.options.source.ca_file = server.ca_file();
+  host.options.source.token_file = host.Secret("token", "scoped-token-5e2\n");
+  host.options.source.mirrors = {server.url("fleet.git")};
+  auto polled = host.Source()->Poll();
+  REQUIRE_FALSE(polled);
+  CHECK(polled.error().message().find("asks for credentials and none are configured") !=
+        std::string::npos);
+
+  Host same(server.url("fleet.git"));  // the token's own host
+  same.options.source.ca_file = server.ca_file();
+  same.options.source.token_file = same.Secret("token", "scoped-token-5e2\n");
+  CHECK(same.Source()->Poll());
+
+  // Never in clear text, even to its own host.
+  GitHttpOptions plain;
+  plain.auth = HttpAuth{"", "", "scoped-token-5e2"};
+  GitHttpServer http(fleet.root.path(), plain);
+  Host clear(http.url("fleet.git"));
+  clear.options.source.token_file = clear.Secret("token", "scoped-token-5e2\n");
+  auto refused = clear.Source()->Poll();
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message().find("asks for credentials and none are configured") !=
+        std::string::npos);
+}
