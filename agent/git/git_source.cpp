@@ -161,6 +161,14 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
     auto made = (*fs)->CreateDirectory(dir, 0700);
     if (!made && !made.error().Is(std::errc::file_exists)) return Fail(made.error());
     if (user != nullptr) {
+      // Inside a directory the worker's user owns, something else could be there instead
+      // (a hard link to a root-only file, say): only a real directory is chown'ed.
+      auto stat = (*fs)->Stat(dir);
+      if (!stat) return Fail(stat.error());
+      if (stat->type != FileType::kDirectory) {
+        return Fail(std::errc::not_a_directory,
+                    "'" + dir + "' is not a directory; refusing to hand it to the git worker");
+      }
       if (auto set = (*fs)->SetAttributes(dir, 0700, uid, gid); !set) return Fail(set.error());
     }
   }
@@ -302,6 +310,7 @@ Result<UpdateResult> GitSource::Update() {
   if (!polled) return Fail(polled.error());
   UpdateResult result{polled->commit, false, polled->source};
   if (!HasCommit(polled->commit)) {
+    RemoveStaleLocks();
     nlohmann::json request = {{"op", "fetch"},
                               {"url", urls()[polled->source]},
                               {"ref", options_.source.ref},
@@ -327,6 +336,17 @@ Result<UpdateResult> GitSource::Update() {
     result.commit = *options_.source.pin;
   }
   return result;
+}
+
+void GitSource::RemoveStaleLocks() {
+  // Only our worker writes the mirror, and it is idle between requests: a lock file now
+  // is one a worker killed at its deadline left, and would fail every later fetch.
+  auto fs = RootedFilesystem::Open("/");
+  if (!fs) return;
+  for (const char* name : {"config.lock", "packed-refs.lock", "HEAD.lock", "FETCH_HEAD.lock",
+                           "shallow.lock", "refs/tether/fetched.lock"}) {
+    (void)(*fs)->Remove(mirror_ + "/" + name);
+  }
 }
 
 Result<git_repository*> GitSource::Repository() {

@@ -79,6 +79,7 @@ class GitSource {
  private:
   GitSource(GitSourceOptions options, nlohmann::json credentials);
   Result<git_repository*> Repository();
+  void RemoveStaleLocks();
   // The credentials `url` may see: the token only over https:// to source.url's host.
   nlohmann::json CredentialsFor(const std::string& url) const;
   bool HasCommit(const std::string& commit);

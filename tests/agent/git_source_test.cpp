@@ -638,3 +638,16 @@ TEST_CASE("The token goes only over https:// to source.url's host, never to a mi
   CHECK(refused.error().message().find("asks for credentials and none are configured") !=
         std::string::npos);
 }
+
+TEST_CASE("A lock file a killed fetch left does not block the next fetch") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  REQUIRE(source->Update());
+  host.dir.WriteFile("mirror.git/refs/tether/fetched.lock", "");
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == second);
+}
