@@ -321,19 +321,6 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
 
   // Commit: the new inventory aside, the commit record, then the inventory into place.
   const std::string inventory_path = options_.state_dir + "/inventory.json";
-  if (same_but_fingerprints && !inventory.commit.empty()) {
-    if (auto committed = journal.Commit(); !committed) {
-      result.ok = false;
-      result.error = committed.error().message();
-      result.rolled_back = static_cast<bool>(RollBack(journal.steps()));
-      if (result.rolled_back) (void)HostFs().Remove(journal_path);
-      result.inventory = inventory;
-      return result;
-    }
-    for (const auto& step : journal.steps()) (void)HandlerFor(step.kind)->Discard(step);
-    (void)HostFs().Remove(journal_path);
-    return result;
-  }
   auto fail = [&](const Error& error) {
     result.inventory = inventory;
     result.ok = false;
@@ -344,6 +331,15 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     (void)HostFs().Remove(inventory_path + ".new");
     return result;
   };
+  for (auto* handler : handlers_) {
+    if (auto flushed = handler->Flush(); !flushed) return fail(flushed.error());
+  }
+  if (same_but_fingerprints && !inventory.commit.empty()) {
+    if (auto committed = journal.Commit(); !committed) return fail(committed.error());
+    for (const auto& step : journal.steps()) (void)HandlerFor(step.kind)->Discard(step);
+    (void)HostFs().Remove(journal_path);
+    return result;
+  }
   if (auto written = WriteStateFile(inventory_path + ".new", InventoryToJson(next).dump(1));
       !written) {
     return fail(written.error());

@@ -89,6 +89,9 @@ class KindHandler {
   [[nodiscard]] virtual Status Undo(const JournalStep& step) = 0;
   // Drops what a committed step kept for undoing it (its backup).
   [[nodiscard]] virtual Status Discard(const JournalStep& step) = 0;
+  // Makes every change of this transaction durable (e.g. fsync the directories it
+  // renamed, linked or removed in); called before the commit record is written.
+  [[nodiscard]] virtual Status Flush() { return {}; }
 };
 
 struct ResourceOutcome {

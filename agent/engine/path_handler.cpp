@@ -169,6 +169,7 @@ class PathHandler final : public KindHandler {
     if (auto recorded = transaction.Record({planned.action.id, kind, undo}); !recorded) {
       return Fail(recorded.error());
     }
+    touched_directories_.insert(Parent(path));
     if (replaces) {
       if (auto linked = fs_.Link(path, backup); !linked) return Fail(linked.error());
     }
@@ -224,6 +225,17 @@ class PathHandler final : public KindHandler {
       if (!set && !set.error().Is(std::errc::no_such_file_or_directory)) return set;
     }
     return RemoveTemporaries(path);
+  }
+
+  Status Flush() override {
+    // Renames, links, symlinks and removals become durable with their directory.
+    std::set<std::string> dirs;
+    dirs.swap(touched_directories_);
+    for (const auto& dir : dirs) {
+      auto synced = fs_.SyncDirectory(dir);
+      if (!synced && !synced.error().Is(std::errc::no_such_file_or_directory)) return synced;
+    }
+    return {};
   }
 
   Status Discard(const JournalStep& step) override {
@@ -386,7 +398,8 @@ class PathHandler final : public KindHandler {
 
   Filesystem& fs_;
   std::set<std::string> declared_directories_;
-  int steps_ = 0;  // numbers backups, so no two steps ever share one
+  int steps_ = 0;                              // numbers backups, so no two steps ever share one
+  std::set<std::string> touched_directories_;  // to fsync before the commit
 };
 
 }  // namespace
