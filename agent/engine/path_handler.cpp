@@ -211,7 +211,12 @@ class PathHandler final : public KindHandler {
       if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
     } else if (before == "none") {
       auto removed = fs_.Remove(path);
-      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+      // A directory this step made that has since got something tether does not manage in
+      // it stays: removing that is not ours to do, and must not block recovery forever.
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory) &&
+          !removed.error().Is(std::errc::directory_not_empty)) {
+        return removed;
+      }
     } else {
       auto set = fs_.SetAttributes(path, step.undo.value("mode", 0644u), step.undo.value("uid", 0u),
                                    step.undo.value("gid", 0u));

@@ -555,3 +555,25 @@ TEST_CASE("A pruned directory comes back when the apply is rolled back") {
   REQUIRE(host.MakeEngine().Recover());
   CHECK(Take(host.root.path()) == before);  // /srv/old is back, mode and all
 }
+
+TEST_CASE("Recovery leaves a directory it made that has since got other files in it") {
+  Host host;
+  Desired desired(
+      "[[directory]]\npath = \"/srv/new\"\n[[file]]\npath = \"/etc/x\"\ncontent = \"x\"\n");
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    (void)host.Converge(desired.state, "c1", [&](int, const char* what) {
+      if (std::string(what) == "change") raise(SIGKILL);  // right after /srv/new was made
+    });
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+  host.root.WriteFile("srv/new/someone-elses", "data\n");
+  auto recovered = host.MakeEngine().Recover();
+  REQUIRE_MESSAGE(recovered, (recovered ? "" : recovered.error().message()));
+  CHECK(host.root.ReadFile("srv/new/someone-elses") == "data\n");
+  CHECK_FALSE(std::filesystem::exists(host.state.Path("journal")));
+}
