@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "common/filesystem.hpp"
@@ -190,24 +191,41 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
                                                 const std::set<std::string>* only) {
   std::vector<PlannedAction> plan;
   for (auto* handler : handlers_) handler->Prepare(desired);
+  std::set<std::string> wanted;
+  for (const auto& resource : desired.resources) wanted.insert(resource.id);
+  // Entries no longer wanted, by what they name ("KIND:WHAT" -> WHAT): a wanted resource of
+  // another kind, with the same handler, naming the same thing takes their place.
+  std::map<std::string, std::string> gone_by_name;
+  for (const auto& [id, entry] : inventory.entries) {
+    if (wanted.count(id) == 0) gone_by_name[entry.path] = id;
+  }
+  std::set<std::string> taken_over;
   for (const auto& resource : desired.resources) {
     if (only != nullptr && only->count(resource.id) == 0) continue;
     KindHandler* handler = HandlerFor(resource.kind);
     if (handler == nullptr) continue;  // its kind is not built yet
     auto previous = inventory.entries.find(resource.id);
     const InventoryEntry* entry = previous == inventory.entries.end() ? nullptr : &previous->second;
+    std::string replaces;
+    if (entry == nullptr) {
+      auto other = gone_by_name.find(resource.id.substr(resource.id.find(':') + 1));
+      if (other != gone_by_name.end() &&
+          HandlerFor(inventory.entries.at(other->second).kind) == handler) {
+        replaces = other->second;
+        entry = &inventory.entries.at(replaces);
+        taken_over.insert(replaces);
+      }
+    }
     auto action = handler->Plan(resource, entry, full_audit);
     if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
-    plan.push_back(
-        {std::move(*action), &resource, entry != nullptr ? std::optional(*entry) : std::nullopt});
+    plan.push_back({std::move(*action), &resource,
+                    entry != nullptr ? std::optional(*entry) : std::nullopt, replaces});
   }
   // Prunes, deepest paths first (a file before its directory).
   if (only != nullptr) return plan;  // no prunes in a partial plan
-  std::set<std::string> wanted;
-  for (const auto& resource : desired.resources) wanted.insert(resource.id);
   std::vector<std::pair<std::string, const InventoryEntry*>> gone;
   for (const auto& [id, entry] : inventory.entries) {
-    if (wanted.count(id) == 0) gone.emplace_back(id, &entry);
+    if (wanted.count(id) == 0 && taken_over.count(id) == 0) gone.emplace_back(id, &entry);
   }
   std::sort(gone.begin(), gone.end(),
             [](const auto& a, const auto& b) { return a.second->path > b.second->path; });
@@ -216,7 +234,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     if (handler == nullptr) continue;
     auto action = handler->PlanPrune(id, *entry);
     if (!action) return Fail(action.error().WithContext("plan removing '" + id + "'"));
-    plan.push_back({std::move(*action), nullptr, *entry});
+    plan.push_back({std::move(*action), nullptr, *entry, ""});
   }
   return plan;
 }
@@ -272,9 +290,11 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     const std::string& id = planned.action.id;
     if (planned.action.type == ActionType::kInSync) {
       result.outcomes.push_back({id, ActionType::kInSync, true, ""});
+      if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
       if (planned.resource != nullptr) {
         next.entries[id] = planned.previous.value_or(
             InventoryEntry{planned.resource->kind, "", false, Json(), ""});
+        next.entries[id].kind = planned.resource->kind;  // a replaced entry had another
         if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
         if (!planned.action.fingerprint.empty()) {
           next.entries[id].fingerprint = planned.action.fingerprint;
@@ -299,6 +319,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
       return result;
     }
     result.outcomes.push_back({id, planned.action.type, true, ""});
+    if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
     if (*applied) {
       next.entries[id] = std::move(**applied);
     } else {

@@ -64,6 +64,9 @@ struct PlannedAction {
   Action action;
   const Resource* resource = nullptr;      // null for a prune
   std::optional<InventoryEntry> previous;  // its inventory entry, if any
+  // The inventory id this resource takes the place of: the same path under another kind
+  // (a file that becomes a symlink). Its entry goes; what it created or took over stays.
+  std::string replaces;
 };
 
 // One kind of resource (or several), as the engine sees it.

@@ -577,3 +577,28 @@ TEST_CASE("Recovery leaves a directory it made that has since got other files in
   CHECK(host.root.ReadFile("srv/new/someone-elses") == "data\n");
   CHECK_FALSE(std::filesystem::exists(host.state.Path("journal")));
 }
+
+TEST_CASE("A path that changes kind between commits (file to symlink and back) is applied") {
+  Host host;
+  host.root.WriteFile("etc/issue", "the distribution's\n");  // taken over by the first commit
+  REQUIRE(host.Converge(Desired("[[file]]\npath = \"/etc/site\"\ncontent = \"a file\\n\"\n"
+                                "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\n")
+                            .state,
+                        "c1")
+              .ok);
+  auto to_links = host.Converge(Desired("[[symlink]]\npath = \"/etc/site\"\ntarget = \"/srv\"\n"
+                                        "[[symlink]]\npath = \"/etc/issue\"\ntarget = \"/srv\"\n")
+                                    .state,
+                                "c2");
+  REQUIRE_MESSAGE(to_links.ok, to_links.error);
+  CHECK(std::filesystem::read_symlink(host.root.Path("etc/site")) == "/srv");
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  CHECK(inventory.entries.size() == 2);
+  CHECK(inventory.entries.at("symlink:/etc/site").created);
+  CHECK_FALSE(inventory.entries.at("symlink:/etc/issue").created);  // still taken over
+
+  // Dropping it all: what tether created goes, the original comes back.
+  REQUIRE(host.Converge(Desired("").state, "c3").ok);
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("etc/site")));
+  CHECK(host.root.ReadFile("etc/issue") == "the distribution's\n");
+}
