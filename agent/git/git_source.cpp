@@ -184,26 +184,27 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
 Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
   InitLibgit2Once();
   nlohmann::json credentials = nlohmann::json::object();
-  auto read_secret = [&](const std::optional<std::string>& path, const char* key,
-                         bool trim) -> Status {
-    if (!path) return {};
-    auto content = ReadLocalFile(*path, 1 << 20);
-    if (!content) return Fail(content.error().WithContext(std::string("source.") + key));
-    if (trim) {
-      while (!content->empty() && (content->back() == '\n' || content->back() == '\r')) {
-        content->pop_back();
-      }
-    }
-    credentials[key == std::string("token_file") ? "token"
-                : key == std::string("ssh_key")  ? "ssh_key"
-                                                 : "known_hosts"] = std::move(*content);
-    return {};
+  // Secrets are read here, by tetherd, and reach the worker only in its requests.
+  struct Secret {
+    const std::optional<std::string>& path;
+    const char* config_key;  // for messages: source.KEY
+    const char* name;        // in the request's "credentials"
+    bool trim;               // a token file's trailing newline is not part of the token
   };
-  if (auto s = read_secret(options.source.token_file, "token_file", true); !s)
-    return Fail(s.error());
-  if (auto s = read_secret(options.source.ssh_key, "ssh_key", false); !s) return Fail(s.error());
-  if (auto s = read_secret(options.source.known_hosts, "known_hosts", false); !s) {
-    return Fail(s.error());
+  for (const Secret& secret :
+       {Secret{options.source.token_file, "token_file", "token", true},
+        Secret{options.source.ssh_key, "ssh_key", "ssh_key", false},
+        Secret{options.source.known_hosts, "known_hosts", "known_hosts", false}}) {
+    if (!secret.path) continue;
+    auto content = ReadLocalFile(*secret.path, 1 << 20);
+    if (!content) {
+      return Fail(content.error().WithContext(std::string("source.") + secret.config_key));
+    }
+    while (secret.trim && !content->empty() &&
+           (content->back() == '\n' || content->back() == '\r')) {
+      content->pop_back();
+    }
+    credentials[secret.name] = std::move(*content);
   }
   if (!options.worker_user && geteuid() == 0 && getpwnam(kDefaultWorkerUser) != nullptr) {
     options.worker_user = kDefaultWorkerUser;
