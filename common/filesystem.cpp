@@ -2,12 +2,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <set>
 
 #include "common/sha256.hpp"
 #include "common/unique_fd.hpp"
@@ -122,6 +126,23 @@ Result<std::string> NormalizePath(std::string_view path) {
 
 namespace {
 
+// Opens the directory `dirs` (relative, normalised) below `root_fd` in one call, refusing
+// any symlink on the way and any escape from the root. Invalid when it cannot: the caller
+// then walks the path itself (for its error message, or on a kernel without openat2).
+UniqueFd OpenBeneath(int root_fd, std::string_view dirs, bool readable) {
+  static std::atomic<bool> unsupported{false};
+  if (unsupported.load(std::memory_order_relaxed)) return UniqueFd();
+  open_how how{};
+  how.flags = O_DIRECTORY | O_CLOEXEC | (readable ? O_RDONLY : O_PATH);
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
+  const std::string relative(dirs);
+  const long fd = syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof(how));
+  if (fd < 0 && (errno == ENOSYS || errno == EPERM || errno == E2BIG)) {
+    unsupported.store(true, std::memory_order_relaxed);  // e.g. an old kernel, or seccomp
+  }
+  return UniqueFd(fd < 0 ? -1 : static_cast<int>(fd));
+}
+
 // Opens the parent of `path` below `root_fd`, refusing symlinks and non-directories on
 // the way. `readable_parent` opens the parent O_RDONLY (so it can be fsync'ed) rather
 // than O_PATH.
@@ -140,6 +161,16 @@ Result<Located> Locate(int root_fd, std::string_view raw_path, bool readable_par
   located.name = path->substr(last_slash + 1);
   std::string_view dirs = std::string_view(*path).substr(1, last_slash == 0 ? 0 : last_slash - 1);
 
+  if (!dirs.empty()) {
+    // One openat2() walks the whole parent path and refuses any symlink in it; the
+    // component-by-component walk below is the fallback (a kernel without openat2), and
+    // names the offending symlink when there is one.
+    UniqueFd parent = OpenBeneath(root_fd, dirs, readable_parent);
+    if (parent.valid()) {
+      located.parent = std::move(parent);
+      return located;
+    }
+  }
   UniqueFd current(fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
   if (!current.valid()) return FailErrno(errno, "dup root");
   std::string walked;
@@ -269,21 +300,20 @@ Result<std::vector<std::string>> RootedFilesystem::ListDirectory(std::string_vie
   return names;
 }
 
-Status RootedFilesystem::WriteFileAtomic(std::string_view path, std::string_view content,
-                                         const WriteOptions& options) {
-  auto at = Locate(root_fd_, path, options.sync);
-  if (!at) return Fail(at.error());
-  if (auto refused = RefuseDirectory(*at, "file"); !refused) return refused;
+namespace {
 
-  const std::string temp = TempName(at->name);
-  // Created with no permissions for anyone but the owner at most; the final mode and owner
-  // are set before any content is written.
-  UniqueFd fd(openat(at->parent.get(), temp.c_str(),
+// Writes `content` to a new temporary file for `at` (created with no permissions beyond
+// the owner's; the final mode and owner are set before any content is written). Returns
+// its name in `at.parent`; on failure none is left.
+Result<std::string> WriteTemporaryAt(const Located& at, std::string_view content,
+                                     const WriteOptions& options) {
+  const std::string temp = TempName(at.name);
+  UniqueFd fd(openat(at.parent.get(), temp.c_str(),
                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode & 0700));
-  if (!fd.valid()) return FailErrno(errno, "create temporary file for " + Quote(at->path));
+  if (!fd.valid()) return FailErrno(errno, "create temporary file for " + Quote(at.path));
   auto fail = [&](int err, const std::string& what) {
-    unlinkat(at->parent.get(), temp.c_str(), 0);
-    return FailErrno(err, what + " " + Quote(at->path));
+    unlinkat(at.parent.get(), temp.c_str(), 0);
+    return FailErrno(err, what + " " + Quote(at.path));
   };
   if ((options.uid || options.gid) &&
       fchown(fd.get(), options.uid.value_or(static_cast<std::uint32_t>(-1)),
@@ -302,11 +332,59 @@ Status RootedFilesystem::WriteFileAtomic(std::string_view path, std::string_view
   }
   if (options.sync && fsync(fd.get()) != 0) return fail(errno, "fsync");
   if (close(fd.Release()) != 0) return fail(errno, "close");
-  if (renameat(at->parent.get(), temp.c_str(), at->parent.get(), at->name.c_str()) != 0) {
-    return fail(errno, "rename into place");
+  return temp;
+}
+
+}  // namespace
+
+Status RootedFilesystem::WriteFileAtomic(std::string_view path, std::string_view content,
+                                         const WriteOptions& options) {
+  auto at = Locate(root_fd_, path, options.sync);
+  if (!at) return Fail(at.error());
+  if (auto refused = RefuseDirectory(*at, "file"); !refused) return refused;
+  auto temp = WriteTemporaryAt(*at, content, options);
+  if (!temp) return Fail(temp.error());
+  if (renameat(at->parent.get(), temp->c_str(), at->parent.get(), at->name.c_str()) != 0) {
+    const int err = errno;
+    unlinkat(at->parent.get(), temp->c_str(), 0);
+    return FailErrno(err, "rename into place " + Quote(at->path));
   }
   if (options.sync && fsync(at->parent.get()) != 0) {
     return FailErrno(errno, "fsync directory of " + Quote(at->path));
+  }
+  return {};
+}
+
+Result<std::string> RootedFilesystem::WriteTemporary(std::string_view path,
+                                                     std::string_view content,
+                                                     const WriteOptions& options) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  if (auto refused = RefuseDirectory(*at, "file"); !refused) return Fail(refused.error());
+  WriteOptions unsynced = options;
+  unsynced.sync = false;
+  auto temp = WriteTemporaryAt(*at, content, unsynced);
+  if (!temp) return Fail(temp.error());
+  const auto slash = at->path.rfind('/');
+  return at->path.substr(0, slash + 1) + *temp;
+}
+
+Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) {
+  std::set<dev_t> synced;
+  for (const auto& path : paths) {
+    auto at = Locate(root_fd_, path, true);
+    if (!at) return Fail(at.error());
+    // A directory is synced on its own filesystem (it may be a mount point); anything
+    // else on its parent's.
+    UniqueFd dir(
+        openat(at->parent.get(), at->name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    const int fd = dir.valid() ? dir.get() : at->parent.get();
+    struct stat st {};
+    if (fstat(fd, &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
+    if (!synced.insert(st.st_dev).second) continue;
+    if (syncfs(fd) != 0) {
+      return FailErrno(errno, "sync the filesystem of " + Quote(at->path));
+    }
   }
   return {};
 }

@@ -69,6 +69,18 @@ class Filesystem {
   [[nodiscard]] virtual Status WriteFileAtomic(std::string_view path, std::string_view content,
                                                const WriteOptions& options) = 0;
 
+  // The first half of an atomic write, for many files at once: writes `content` to a new
+  // temporary file next to `path` (final mode and owner set before any content is
+  // written; not synced) and returns the temporary's path, for SyncFilesystems and then
+  // Rename onto `path`. On failure no temporary file is left.
+  [[nodiscard]] virtual Result<std::string> WriteTemporary(std::string_view path,
+                                                           std::string_view content,
+                                                           const WriteOptions& options) = 0;
+
+  // Makes everything written so far to the filesystems holding `paths` durable: one
+  // syncfs(2) per filesystem, however many paths each holds.
+  [[nodiscard]] virtual Status SyncFilesystems(const std::vector<std::string>& paths) = 0;
+
   // Creates directory `path` with exactly `mode`; EEXIST when something is there.
   [[nodiscard]] virtual Status CreateDirectory(std::string_view path, std::uint32_t mode) = 0;
 
@@ -128,6 +140,9 @@ class RootedFilesystem final : public Filesystem {
   Result<std::vector<std::string>> ListDirectory(std::string_view path) override;
   Status WriteFileAtomic(std::string_view path, std::string_view content,
                          const WriteOptions& options) override;
+  Result<std::string> WriteTemporary(std::string_view path, std::string_view content,
+                                     const WriteOptions& options) override;
+  Status SyncFilesystems(const std::vector<std::string>& paths) override;
   Status CreateDirectory(std::string_view path, std::uint32_t mode) override;
   Status CreateSymlink(std::string_view path, std::string_view target) override;
   Status SetAttributes(std::string_view path, std::uint32_t mode, std::optional<std::uint32_t> uid,

@@ -60,26 +60,34 @@ class Journal final : public Transaction {
     if (auto synced = HostFs().SyncDirectory(path_.substr(0, slash == 0 ? 1 : slash)); !synced) {
       return synced;
     }
-    return Append(Json{{"begin", tag_}, {"commit", commit}}, "journal");
+    return Append(Json{{"begin", tag_}, {"commit", commit}}.dump() + "\n", "journal");
   }
 
-  Status Record(const JournalStep& step) override {
-    steps_.push_back(step);
-    return Append(
-        Json{{"step",
-              {{"id", step.id}, {"kind", ResourceKindName(step.kind)}, {"undo", step.undo}}}},
-        "journal");
+  // Makes every step of `changes` durable, in one write and one sync.
+  Status Record(const std::vector<Change>& changes) {
+    std::string lines;
+    for (const auto& change : changes) {
+      const JournalStep& step = change.step;
+      lines += Json{{"step",
+                     {{"id", step.id}, {"kind", ResourceKindName(step.kind)}, {"undo", step.undo}}}}
+                   .dump(-1, ' ', false, Json::error_handler_t::replace);
+      lines += '\n';
+      steps_.push_back(step);
+    }
+    return Append(lines, "journal");
   }
 
-  Status Commit() { return Append(Json{{"committed", true}}, "commit"); }
+  void Progress(const char* what) override {
+    if (hook_) hook_(++*counter_, what);
+  }
+
+  Status Commit() { return Append("{\"committed\":true}\n", "commit"); }
 
   const std::string& tag() const override { return tag_; }
   const std::vector<JournalStep>& steps() const { return steps_; }
 
  private:
-  Status Append(const Json& record, const char* what) {
-    const std::string line = record.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
-    std::string_view left = line;
+  Status Append(std::string_view left, const char* what) {
     while (!left.empty()) {
       const ssize_t n = write(fd_.get(), left.data(), left.size());
       if (n < 0) {
@@ -89,7 +97,7 @@ class Journal final : public Transaction {
       left.remove_prefix(static_cast<std::size_t>(n));
     }
     if (fdatasync(fd_.get()) != 0) return FailErrno(errno, "sync journal '" + path_ + "'");
-    if (hook_) hook_(++*counter_, what);
+    Progress(what);
     return {};
   }
 
@@ -286,53 +294,97 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
       return result;
     }
   }
-  for (const auto& planned : plan) {
+  std::vector<std::size_t> changed;  // indexes into plan
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    const PlannedAction& planned = plan[i];
     const std::string& id = planned.action.id;
-    if (planned.action.type == ActionType::kInSync) {
-      result.outcomes.push_back({id, ActionType::kInSync, true, ""});
-      if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
-      if (planned.resource != nullptr) {
-        next.entries[id] = planned.previous.value_or(
-            InventoryEntry{planned.resource->kind, "", false, Json(), ""});
-        next.entries[id].kind = planned.resource->kind;  // a replaced entry had another
-        if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
-        if (!planned.action.fingerprint.empty()) {
-          next.entries[id].fingerprint = planned.action.fingerprint;
-        }
-      } else {
-        next.entries.erase(id);  // a prune with nothing to do: no longer tether's
-      }
+    if (planned.action.type != ActionType::kInSync) {
+      changed.push_back(i);
       continue;
     }
-    KindHandler* handler =
-        HandlerFor(planned.resource != nullptr ? planned.resource->kind : planned.previous->kind);
-    auto applied = handler->Apply(planned, journal);
-    if (options_.after_step) options_.after_step(++counter, "change");
-    if (!applied) {
-      result.ok = false;
-      result.error = "apply '" + id + "': " + applied.error().message();
-      result.outcomes.push_back({id, planned.action.type, false, applied.error().message()});
-      auto undone = RollBack(journal.steps());
-      result.rolled_back = static_cast<bool>(undone);
-      if (!undone) result.error += "; rollback: " + undone.error().message();
-      if (undone) (void)HostFs().Remove(journal_path);
-      return result;
-    }
-    result.outcomes.push_back({id, planned.action.type, true, ""});
+    result.outcomes.push_back({id, ActionType::kInSync, true, ""});
     if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
-    if (*applied) {
-      next.entries[id] = std::move(**applied);
+    if (planned.resource != nullptr) {
+      next.entries[id] = planned.previous.value_or(
+          InventoryEntry{planned.resource->kind, "", false, Json(), ""});
+      next.entries[id].kind = planned.resource->kind;  // a replaced entry had another
+      if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
+      if (!planned.action.fingerprint.empty()) {
+        next.entries[id].fingerprint = planned.action.fingerprint;
+      }
     } else {
-      next.entries.erase(id);
+      next.entries.erase(id);  // a prune with nothing to do: no longer tether's
     }
   }
-  result.inventory = next;
+  auto handler_of = [&](std::size_t i) {
+    const PlannedAction& planned = plan[i];
+    return HandlerFor(planned.resource != nullptr ? planned.resource->kind
+                                                  : planned.previous->kind);
+  };
+  auto roll_back = [&](const std::string& id, ActionType type, const std::string& error) {
+    result.ok = false;
+    result.error = "apply '" + id + "': " + error;
+    result.outcomes.push_back({id, type, false, error});
+    auto undone = RollBack(journal.steps());
+    result.rolled_back = static_cast<bool>(undone);
+    if (!undone) result.error += "; rollback: " + undone.error().message();
+    if (undone) (void)HostFs().Remove(journal_path);
+    return result;
+  };
+  // Each run of consecutive changes of one handler is one batch: begun, journaled in one
+  // record, then applied by the handler at once.
+  for (std::size_t first = 0; first < changed.size();) {
+    KindHandler* handler = handler_of(changed[first]);
+    std::size_t last = first;
+    while (last < changed.size() && handler_of(changed[last]) == handler) ++last;
+    std::vector<Change> batch;
+    batch.reserve(last - first);
+    for (std::size_t k = first; k < last; ++k) {
+      const PlannedAction& planned = plan[changed[k]];
+      auto undo = handler->Begin(planned, journal.tag());
+      if (!undo) return roll_back(planned.action.id, planned.action.type, undo.error().message());
+      const ResourceKind kind =
+          planned.resource != nullptr ? planned.resource->kind : planned.previous->kind;
+      batch.push_back({&planned, {planned.action.id, kind, std::move(*undo)}, std::nullopt, false});
+    }
+    if (auto recorded = journal.Record(batch); !recorded) {
+      const PlannedAction& planned = *batch.front().planned;
+      return roll_back(planned.action.id, planned.action.type, recorded.error().message());
+    }
+    auto applied = handler->Apply(batch, journal);
+    if (!applied) {
+      auto culprit = std::find_if(batch.begin(), batch.end(),
+                                  [](const Change& change) { return change.failed; });
+      if (culprit == batch.end()) {
+        culprit = std::find_if(batch.begin(), batch.end(),
+                               [](const Change& change) { return !change.done; });
+      }
+      const PlannedAction& planned = *(culprit == batch.end() ? batch.back() : *culprit).planned;
+      return roll_back(planned.action.id, planned.action.type, applied.error().message());
+    }
+    for (auto& change : batch) {
+      const PlannedAction& planned = *change.planned;
+      if (!change.done) {
+        return roll_back(planned.action.id, planned.action.type, "not applied by its handler");
+      }
+      result.outcomes.push_back({planned.action.id, planned.action.type, true, ""});
+      if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
+      if (change.entry) {
+        next.entries[planned.action.id] = std::move(*change.entry);
+      } else {
+        next.entries.erase(planned.action.id);
+      }
+    }
+    first = last;
+  }
+  result.inventory = std::move(next);
+  const Inventory& applied = result.inventory;
   // Between commits, when nothing but fingerprints moved (a no-op cycle, or a drift
   // repair), the inventory on disk stays: a stale fingerprint costs one read later, not a
   // rewrite of every entry now.
   const bool same_but_fingerprints =
-      inventory.commit == commit && inventory.entries.size() == next.entries.size() &&
-      std::all_of(next.entries.begin(), next.entries.end(), [&](const auto& item) {
+      inventory.commit == commit && inventory.entries.size() == applied.entries.size() &&
+      std::all_of(applied.entries.begin(), applied.entries.end(), [&](const auto& item) {
         auto old = inventory.entries.find(item.first);
         return old != inventory.entries.end() && old->second.kind == item.second.kind &&
                old->second.path == item.second.path && old->second.created == item.second.created &&
@@ -361,7 +413,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     (void)HostFs().Remove(journal_path);
     return result;
   }
-  if (auto written = WriteStateFile(inventory_path + ".new", InventoryToJson(next).dump(1));
+  if (auto written = WriteStateFile(inventory_path + ".new", InventoryToJson(applied).dump(1));
       !written) {
     return fail(written.error());
   }

@@ -50,15 +50,6 @@ struct JournalStep {
   nlohmann::json undo;  // the handler's own record
 };
 
-class Transaction {
- public:
-  virtual ~Transaction() = default;
-  // Makes `step` durable before the change it describes is made.
-  [[nodiscard]] virtual Status Record(const JournalStep& step) = 0;
-  // A name unique to this transaction, for backup files.
-  [[nodiscard]] virtual const std::string& tag() const = 0;
-};
-
 // The planned work on one resource.
 struct PlannedAction {
   Action action;
@@ -67,6 +58,27 @@ struct PlannedAction {
   // The inventory id this resource takes the place of: the same path under another kind
   // (a file that becomes a symlink). Its entry goes; what it created or took over stays.
   std::string replaces;
+};
+
+// One change of a transaction, as its handler sees it.
+struct Change {
+  const PlannedAction* planned = nullptr;
+  JournalStep step;  // how to undo it: durable in the journal before Apply is called
+  // Set by Apply once the change is made: the resource's new inventory entry (none after
+  // a delete).
+  std::optional<InventoryEntry> entry;
+  bool done = false;
+  bool failed = false;  // set by Apply on the change its error is about
+};
+
+class Transaction {
+ public:
+  virtual ~Transaction() = default;
+  // A name unique to this transaction, for backup files.
+  [[nodiscard]] virtual const std::string& tag() const = 0;
+  // Tells the engine that one more durable step was taken ("staged", "change"): the
+  // crash test's kill points.
+  virtual void Progress(const char* what) = 0;
 };
 
 // One kind of resource (or several), as the engine sees it.
@@ -84,15 +96,22 @@ class KindHandler {
   // Plans removing what tether applied before and the profile dropped.
   [[nodiscard]] virtual Result<Action> PlanPrune(const std::string& id,
                                                  const InventoryEntry& entry) = 0;
-  // Performs `planned` (a create, update or delete), journaling how to undo it first.
-  // Returns the resource's new inventory entry (none after a delete).
-  [[nodiscard]] virtual Result<std::optional<InventoryEntry>> Apply(const PlannedAction& planned,
-                                                                    Transaction& transaction) = 0;
-  // Undoes a journaled step; must be harmless when the change was never made.
+  // Observes the host again, right before the change, and says how to undo `planned` (a
+  // create, update or delete): the handler's own record, journaled by the engine before
+  // Apply. Changes nothing.
+  [[nodiscard]] virtual Result<nlohmann::json> Begin(const PlannedAction& planned,
+                                                     const std::string& tag) = 0;
+  // Makes `changes` (consecutive in the plan, all this handler's, each begun and
+  // journaled) in order, marking each one done. May do the work of several at once (one
+  // sync for many files, one package transaction); stops at the first failure, marking
+  // the change it is about `failed` (else the engine blames the first change not done).
+  [[nodiscard]] virtual Status Apply(std::vector<Change>& changes, Transaction& transaction) = 0;
+  // Undoes a journaled step; must be harmless when the change was never made, or made
+  // only in part.
   [[nodiscard]] virtual Status Undo(const JournalStep& step) = 0;
   // Drops what a committed step kept for undoing it (its backup).
   [[nodiscard]] virtual Status Discard(const JournalStep& step) = 0;
-  // Makes every change of this transaction durable (e.g. fsync the directories it
+  // Makes every change of this transaction durable (e.g. sync the directories it
   // renamed, linked or removed in); called before the commit record is written.
   [[nodiscard]] virtual Status Flush() { return {}; }
 };

@@ -140,59 +140,67 @@ class PathHandler final : public KindHandler {
     return action;
   }
 
-  Result<std::optional<InventoryEntry>> Apply(const PlannedAction& planned,
-                                              Transaction& transaction) override {
+  Result<Json> Begin(const PlannedAction& planned, const std::string& tag) override {
     const std::string& path =
         planned.resource != nullptr ? PathOf(*planned.resource) : planned.previous->path;
     auto observed = ObservePath(fs_, path, true, kMaxContent);
     if (!observed) return Fail(observed.error());
-
     // How to undo: what was there, and a hard link to it when it gets replaced or removed.
+    // The backup's name is journaled before the link is made, so that recovery knows of
+    // every name this step may leave behind.
     Json undo = {{"path", path}, {"before", TypeName(*observed)}};
     if (observed->exists) {
       undo["mode"] = observed->stat.mode;
       undo["uid"] = observed->stat.uid;
       undo["gid"] = observed->stat.gid;
     }
-    const bool replaces = observed->exists && observed->stat.type != FileType::kDirectory &&
-                          Replaces(planned, *observed);
-    std::string backup;
-    if (replaces) {
-      backup = Parent(path) + (Parent(path) == "/" ? "" : "/") +
-               BackupName(path, transaction.tag(), ++steps_);
-      undo["backup"] = backup;
+    if (observed->exists && observed->stat.type != FileType::kDirectory &&
+        Replaces(planned, *observed)) {
+      undo["backup"] =
+          Parent(path) + (Parent(path) == "/" ? "" : "/") + BackupName(path, tag, ++steps_);
     }
-    const ResourceKind kind =
-        planned.resource != nullptr ? planned.resource->kind : planned.previous->kind;
-    // Journaled before anything is touched, the backup link included, so that recovery
-    // knows of every name this step may leave behind.
-    if (auto recorded = transaction.Record({planned.action.id, kind, undo}); !recorded) {
-      return Fail(recorded.error());
-    }
-    touched_directories_.insert(Parent(path));
-    if (replaces) {
-      if (auto linked = fs_.Link(path, backup); !linked) return Fail(linked.error());
-    }
+    return undo;
+  }
 
-    if (planned.resource == nullptr) return Prune(planned, path);
-
-    InventoryEntry entry;
-    entry.kind = kind;
-    entry.path = path;
-    if (planned.previous) {
-      entry.created = planned.previous->created;
-      entry.original = planned.previous->original;
-    } else {
-      entry.created = !observed->exists;
-      if (observed->exists) entry.original = Snapshot(*observed);  // taken over
+  Status Apply(std::vector<Change>& changes, Transaction& transaction) override {
+    for (std::size_t first = 0; first < changes.size();) {
+      if (!WritesContent(changes[first])) {
+        if (auto made = ApplyOne(changes[first], nullptr); !made) {
+          changes[first].failed = true;
+          return made;
+        }
+        transaction.Progress("change");
+        ++first;
+        continue;
+      }
+      // A run of file contents to write: every one is written aside, all are made durable
+      // with one sync per filesystem, then each is renamed into place. A crash before a
+      // rename leaves only a temporary file, which recovery removes.
+      std::size_t last = first;
+      std::vector<std::string> temps;
+      for (; last < changes.size() && WritesContent(changes[last]); ++last) {
+        const auto& file = std::get<FileSpec>(changes[last].planned->resource->spec);
+        auto options = WriteOptionsFor(file, changes[last].step.undo);
+        auto temp = options ? fs_.WriteTemporary(file.path, file.content, *options)
+                            : Result<std::string>(Fail(options.error()));
+        if (!temp) {
+          changes[last].failed = true;
+          return Fail(temp.error());
+        }
+        temps.push_back(std::move(*temp));
+        transaction.Progress("staged");
+      }
+      if (auto synced = fs_.SyncFilesystems(temps); !synced) return synced;
+      for (std::size_t k = first; k < last; ++k) {
+        if (auto made = ApplyOne(changes[k], &temps[k - first]); !made) {
+          changes[k].failed = true;
+          return made;
+        }
+        transaction.Progress("change");
+      }
+      first = last;
     }
-    if (auto made = Make(*planned.resource, *observed); !made) return Fail(made.error());
-    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
-      auto owner = Owner(file->owner, file->group);
-      auto stat = fs_.Stat(path);
-      if (owner && stat) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
-    }
-    return std::optional(std::move(entry));
+    return {};
   }
 
   Status Undo(const JournalStep& step) override {
@@ -233,14 +241,14 @@ class PathHandler final : public KindHandler {
   }
 
   Status Flush() override {
-    // Renames, links, symlinks and removals become durable with their directory.
-    std::set<std::string> dirs;
-    dirs.swap(touched_directories_);
-    for (const auto& dir : dirs) {
-      auto synced = fs_.SyncDirectory(dir);
-      if (!synced && !synced.error().Is(std::errc::no_such_file_or_directory)) return synced;
+    // Renames, links, symlinks and removals become durable with their directory: one
+    // sync per filesystem, rather than one per directory.
+    std::vector<std::string> dirs;
+    for (const auto& dir : touched_directories_) {
+      if (fs_.Stat(dir)) dirs.push_back(dir);  // a pruned directory is gone
     }
-    return {};
+    touched_directories_.clear();
+    return fs_.SyncFilesystems(dirs);
   }
 
   Status Discard(const JournalStep& step) override {
@@ -251,6 +259,76 @@ class PathHandler final : public KindHandler {
   }
 
  private:
+  // True for a change that writes a file's content (rather than chmod it, or make a
+  // directory or symlink): those are written aside and synced together.
+  static bool WritesContent(const Change& change) {
+    const Resource* resource = change.planned->resource;
+    if (resource == nullptr || !std::holds_alternative<FileSpec>(resource->spec)) return false;
+    return change.step.undo.value("before", "none") != "file" || change.step.undo.contains("backup");
+  }
+
+  // Mode and owner of a file's new content. Unset in the profile: whatever owns it now
+  // keeps it (a new file gets the writer's).
+  Result<WriteOptions> WriteOptionsFor(const FileSpec& file, const Json& undo) {
+    auto owner = Owner(file.owner, file.group);
+    if (!owner) return Fail(owner.error());
+    const bool existed = undo.value("before", "none") != "none";
+    WriteOptions options;
+    options.mode = file.mode;
+    options.uid = owner->uid ? owner->uid
+                             : (existed ? std::optional(undo.value("uid", 0u)) : std::nullopt);
+    options.gid = owner->gid ? owner->gid
+                             : (existed ? std::optional(undo.value("gid", 0u)) : std::nullopt);
+    return options;
+  }
+
+  // Makes one begun change: the backup link, then the change itself; `temp` is its new
+  // content, already written aside and synced (for a change that WritesContent).
+  Status ApplyOne(Change& change, const std::string* temp) {
+    const PlannedAction& planned = *change.planned;
+    const Json& undo = change.step.undo;
+    const std::string path = undo.value("path", "");
+    touched_directories_.insert(Parent(path));
+    if (undo.contains("backup")) {
+      if (auto linked = fs_.Link(path, undo["backup"].get<std::string>()); !linked) return linked;
+    }
+    if (planned.resource == nullptr) {
+      auto pruned = Prune(planned, path);
+      if (!pruned) return Fail(pruned.error());
+      change.entry = std::move(*pruned);
+      change.done = true;
+      return {};
+    }
+    InventoryEntry entry;
+    entry.kind = planned.resource->kind;
+    entry.path = path;
+    if (planned.previous) {
+      entry.created = planned.previous->created;
+      entry.original = planned.previous->original;
+    } else if (undo.value("before", "none") == "none") {
+      entry.created = true;
+    } else {
+      // Taken over: what was there is kept in the inventory, for a prune to give back. It
+      // is still in place (or in the backup, which is the same inode).
+      auto observed = ObservePath(fs_, path, true, kMaxContent);
+      if (!observed) return Fail(observed.error());
+      entry.original = Snapshot(*observed);
+    }
+    if (temp != nullptr) {
+      if (auto renamed = fs_.Rename(*temp, path); !renamed) return renamed;
+    } else if (auto made = Make(*planned.resource, undo); !made) {
+      return made;
+    }
+    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
+      auto owner = Owner(file->owner, file->group);
+      auto stat = fs_.Stat(path);
+      if (owner && stat) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
+    }
+    change.entry = std::move(entry);
+    change.done = true;
+    return {};
+  }
+
   static const std::string& PathOf(const Resource& resource) {
     if (const auto* file = std::get_if<FileSpec>(&resource.spec)) return file->path;
     if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) return dir->path;
@@ -310,28 +388,22 @@ class PathHandler final : public KindHandler {
     return original;
   }
 
-  Status Make(const Resource& resource, const PathObservation& observed) {
+  // A change made in place: a file's mode and owner (its content is unchanged), a
+  // directory, a symlink. `undo` says what was there.
+  Status Make(const Resource& resource, const Json& undo) {
+    const bool existed = undo.value("before", "none") != "none";
     if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
-      auto owner = Owner(file->owner, file->group);
-      if (!owner) return Fail(owner.error());
-      if (observed.stat.type == FileType::kRegular && observed.content == file->content) {
-        return fs_.SetAttributes(file->path, file->mode, owner->uid, owner->gid);
+      auto options = WriteOptionsFor(*file, undo);
+      if (!options) return Fail(options.error());
+      if (existed && !undo.contains("backup")) {
+        return fs_.SetAttributes(file->path, file->mode, options->uid, options->gid);
       }
-      WriteOptions options;
-      options.mode = file->mode;
-      // Unset in the profile: whatever owns it now keeps it (a new file gets the writer's).
-      options.uid = owner->uid
-                        ? owner->uid
-                        : (observed.exists ? std::optional(observed.stat.uid) : std::nullopt);
-      options.gid = owner->gid
-                        ? owner->gid
-                        : (observed.exists ? std::optional(observed.stat.gid) : std::nullopt);
-      return fs_.WriteFileAtomic(file->path, file->content, options);
+      return fs_.WriteFileAtomic(file->path, file->content, *options);
     }
     if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
       auto owner = Owner(dir->owner, dir->group);
       if (!owner) return Fail(owner.error());
-      if (!observed.exists) {
+      if (!existed) {
         if (auto made = fs_.CreateDirectory(dir->path, dir->mode); !made) return made;
       }
       return fs_.SetAttributes(dir->path, dir->mode, owner->uid, owner->gid);

@@ -84,6 +84,11 @@ class FullDisk final : public tether::testing::ForwardingFilesystem {
     if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "write '" + std::string(p) + "'");
     return real_.WriteFileAtomic(p, c, o);
   }
+  tether::Result<std::string> WriteTemporary(std::string_view p, std::string_view c,
+                                             const tether::WriteOptions& o) override {
+    if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "write '" + std::string(p) + "'");
+    return real_.WriteTemporary(p, c, o);
+  }
   tether::Status CreateDirectory(std::string_view p, std::uint32_t m) override {
     if (++changes_ == fail_at_) return tether::FailErrno(ENOSPC, "mkdir '" + std::string(p) + "'");
     return real_.CreateDirectory(p, m);
@@ -101,14 +106,14 @@ class FullDisk final : public tether::testing::ForwardingFilesystem {
   int changes_ = 0;
 };
 
-// Dies in the middle of the Nth atomic write: a torn temporary file is on disk, the
-// rename never happened. For the crash test.
+// Dies in the middle of the Nth write of a file's content: a torn temporary file is on
+// disk, the rename never happened. For the crash test.
 class DyingDisk final : public tether::testing::ForwardingFilesystem {
  public:
   DyingDisk(tether::Filesystem& real, std::string root, int die_at)
       : ForwardingFilesystem(real), root_(std::move(root)), die_at_(die_at) {}
-  tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
-                                 const tether::WriteOptions& o) override {
+  tether::Result<std::string> WriteTemporary(std::string_view p, std::string_view c,
+                                             const tether::WriteOptions& o) override {
     if (++writes_ == die_at_) {
       const std::string path(p);
       const auto slash = path.rfind('/');
@@ -118,7 +123,7 @@ class DyingDisk final : public tether::testing::ForwardingFilesystem {
       torn.close();
       raise(SIGKILL);
     }
-    return real_.WriteFileAtomic(p, c, o);
+    return real_.WriteTemporary(p, c, o);
   }
 
  private:
@@ -601,4 +606,65 @@ TEST_CASE("A path that changes kind between commits (file to symlink and back) i
   REQUIRE(host.Converge(Desired("").state, "c3").ok);
   CHECK_FALSE(std::filesystem::exists(host.root.Path("etc/site")));
   CHECK(host.root.ReadFile("etc/issue") == "the distribution's\n");
+}
+
+namespace {
+
+// Counts the writes and syncs the engine asks of the filesystem.
+class CountingDisk final : public tether::testing::ForwardingFilesystem {
+ public:
+  using ForwardingFilesystem::ForwardingFilesystem;
+  tether::Status WriteFileAtomic(std::string_view p, std::string_view c,
+                                 const tether::WriteOptions& o) override {
+    ++atomic_writes;
+    return real_.WriteFileAtomic(p, c, o);
+  }
+  tether::Result<std::string> WriteTemporary(std::string_view p, std::string_view c,
+                                             const tether::WriteOptions& o) override {
+    ++temporaries;
+    return real_.WriteTemporary(p, c, o);
+  }
+  tether::Status SyncFilesystems(const std::vector<std::string>& p) override {
+    ++syncs;
+    return real_.SyncFilesystems(p);
+  }
+  tether::Status SyncDirectory(std::string_view p) override {
+    ++syncs;
+    return real_.SyncDirectory(p);
+  }
+  int atomic_writes = 0;
+  int temporaries = 0;
+  int syncs = 0;
+};
+
+}  // namespace
+
+TEST_CASE("Many files cost a couple of syncs, not one per file, and stay all-or-nothing") {
+  std::string profile = "[[directory]]\npath = \"/srv/many\"\n";
+  for (int i = 0; i < 50; ++i) {
+    profile += "[[file]]\npath = \"/srv/many/f" + std::to_string(i) + "\"\ncontent = \"" +
+               std::to_string(i) + "\\n\"\n";
+  }
+  Host host;
+  CountingDisk counting(*host.fs);
+  host.paths = tether::MakePathHandler(counting);
+  auto result = host.Converge(Desired(profile).state, "c1");
+  REQUIRE(result.ok);
+  CHECK(host.root.ReadFile("srv/many/f49") == "49\n");
+  CHECK(counting.temporaries == 50);
+  CHECK(counting.atomic_writes == 0);
+  CHECK(counting.syncs == 2);  // the contents before the renames; the renames before commit
+
+  // A write failing half-way through the batch: everything is undone, temporaries too.
+  Host failing;
+  const Snapshot before = Take(failing.root.path());
+  FullDisk full(*failing.fs, 30);  // the mkdir, then the 29th file
+  failing.paths = tether::MakePathHandler(full);
+  auto failed = failing.Converge(Desired(profile).state, "c1");
+  CHECK_FALSE(failed.ok);
+  CHECK(failed.rolled_back);
+  // Resources are in id order: the 29th file is f34 (f0, f1, f10 ... f19, f2, f20 ...).
+  CHECK(failed.error ==
+        "apply 'file:/srv/many/f34': write '/srv/many/f34': No space left on device");
+  CHECK(Take(failing.root.path()) == before);
 }

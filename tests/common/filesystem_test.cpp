@@ -283,3 +283,41 @@ TEST_CASE_FIXTURE(Fixture, "Link keeps the old inode when the path is replaced: 
   REQUIRE(fs->SyncDirectory("/etc"));
   CHECK(tether::TemporaryPrefix("motd") == ".motd.tether-");
 }
+
+TEST_CASE_FIXTURE(Fixture, "WriteTemporary writes aside; SyncFilesystems then Rename lands it") {
+  REQUIRE(fs->WriteFileAtomic("/etc/motd", "old\n", Mode(0644)));
+  std::filesystem::create_directories(Host("/etc/deep/er"));
+  WriteOptions options;
+  options.mode = 0600;
+  options.uid = getuid();
+  options.gid = getgid();
+  auto temp = fs->WriteTemporary("/etc/motd", "new\n", options);
+  REQUIRE(temp);
+  // Next to its file, with a name recovery recognises, its final mode already set, and
+  // the file itself untouched until the rename.
+  CHECK(temp->rfind("/etc/.motd.tether-", 0) == 0);
+  CHECK(tether::IsTemporaryName(temp->substr(5), "motd"));
+  CHECK((LStat(*temp).st_mode & 07777) == 0600);
+  CHECK(dir.ReadFile(temp->substr(1)) == "new\n");
+  CHECK(dir.ReadFile("etc/motd") == "old\n");
+  auto other = fs->WriteTemporary("/etc/deep/er/x", "x\n", Mode(0644));
+  REQUIRE(other);
+  // Paths on one filesystem: one sync; a directory path and a file path are both fine.
+  REQUIRE(fs->SyncFilesystems({*temp, *other, "/etc/deep", "/"}));
+  REQUIRE(fs->Rename(*temp, "/etc/motd"));
+  CHECK(dir.ReadFile("etc/motd") == "new\n");
+  CHECK((LStat("/etc/motd").st_mode & 07777) == 0600);
+
+  // The same refusals as WriteFileAtomic, and nothing left behind.
+  std::filesystem::create_directory_symlink(outside.path(), Host("/etc/evil"));
+  auto refused = fs->WriteTemporary("/etc/evil/passwd", "pwned", Mode(0644));
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message() ==
+        "'/etc/evil' is a symlink; refusing to follow it for '/etc/evil/passwd'");
+  CHECK(std::filesystem::is_empty(outside.path()));
+  auto directory = fs->WriteTemporary("/etc/deep", "x", Mode(0644));
+  REQUIRE_FALSE(directory);
+  CHECK(directory.error().Is(std::errc::is_a_directory));
+  CHECK_FALSE(fs->SyncFilesystems({"/etc/evil/x"}));
+  CHECK_FALSE(fs->SyncFilesystems({"/nowhere/x"}));
+}

@@ -21,6 +21,13 @@ class ForwardingFilesystem : public Filesystem {
   Status WriteFileAtomic(std::string_view p, std::string_view c, const WriteOptions& o) override {
     return real_.WriteFileAtomic(p, c, o);
   }
+  Result<std::string> WriteTemporary(std::string_view p, std::string_view c,
+                                     const WriteOptions& o) override {
+    return real_.WriteTemporary(p, c, o);
+  }
+  Status SyncFilesystems(const std::vector<std::string>& p) override {
+    return real_.SyncFilesystems(p);
+  }
   Status CreateDirectory(std::string_view p, std::uint32_t m) override {
     return real_.CreateDirectory(p, m);
   }
