@@ -125,18 +125,20 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
                  accepted->signer->key_type.c_str(), accepted->signer->fingerprint.c_str());
   }
 
-  auto tree = (*source)->OpenTree(commit);
-  if (!tree) {
-    std::fprintf(err, "tetherd: %s\n", tree.error().message().c_str());
+  auto opened = (*source)->OpenTree(commit);
+  if (!opened) {
+    std::fprintf(err, "tetherd: %s\n", opened.error().message().c_str());
     return 1;
   }
+  std::shared_ptr<Tree> tree = std::move(*opened);
   RenderOptions render;
+  render.content_tree = tree;  // contents are read again from the commit when written
   render.host = GatherHostFacts(options.root);
   render.profile = ExpandProfilePath(options.config.source.profile, render.host);
   render.labels = options.config.labels;
   render.allowed_paths = options.config.apply.allowed_paths;
   Diagnostics diagnostics;
-  const DesiredState desired = RenderProfile(**tree, render, diagnostics);
+  const DesiredState desired = RenderProfile(*tree, render, diagnostics);
   for (const auto& diagnostic : diagnostics.all()) {
     std::fprintf(err, "%s\n", diagnostic.ToString().c_str());
   }

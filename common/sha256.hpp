@@ -1,4 +1,4 @@
-// SHA-256 of a byte string, as lowercase hex.
+// SHA-256 of a byte string, as lowercase hex or as bytes.
 #pragma once
 
 #include <string>
@@ -7,5 +7,8 @@
 namespace tether {
 
 [[nodiscard]] std::string Sha256Hex(std::string_view data);
+
+// The 32 bytes of the digest itself.
+[[nodiscard]] std::string Sha256(std::string_view data);
 
 }  // namespace tether

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -12,8 +13,11 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/diagnostics.hpp"
+#include "common/error.hpp"
 
 namespace tether {
+
+class Tree;
 
 // In apply order: packages, then the filesystem, then units, services, and checks last.
 enum class ResourceKind { kPackage, kDirectory, kFile, kSymlink, kUnit, kService, kCheck };
@@ -23,15 +27,28 @@ enum class ResourceKind { kPackage, kDirectory, kFile, kSymlink, kUnit, kService
 
 struct FileSpec {
   std::string path;
-  std::string content;                // final: templates expanded
-  std::string content_sha256;         // of content, computed once by the renderer (or empty)
+  // Final (templates expanded). Empty when `lazy` is set: the content is then the file
+  // `source` of that tree, read again (ContentOf) only to be written or diffed, so that a
+  // desired state of many files does not hold them all.
+  std::string content;
+  std::string content_sha256;         // of the content: set by the renderer (or empty)
+  std::size_t content_size = 0;       // of the content, when `lazy` is set
   std::optional<std::string> source;  // the repo file it came from, if any
+  std::shared_ptr<Tree> lazy;
   bool templated = false;
   bool secret = false;  // content never shown in logs, diffs or reports
   std::uint32_t mode = 0644;
   std::optional<std::string> owner;  // a user name or a numeric id; unset: root on create
   std::optional<std::string> group;
 };
+
+// The content of `file`: held, or read again from its tree and checked against its hash
+// (an error when the tree no longer has it as rendered).
+[[nodiscard]] Result<std::string> ContentOf(const FileSpec& file);
+// Its SHA-256 (hex), computed when the spec does not carry it.
+[[nodiscard]] std::string ContentSha256(const FileSpec& file);
+// Its size in bytes.
+[[nodiscard]] std::size_t ContentSize(const FileSpec& file);
 
 struct DirectorySpec {
   std::string path;

@@ -399,8 +399,13 @@ class Renderer {
     FileSpec spec;
     spec.path = ManagedPath(t);
     Content content = ReadContent(t);
-    spec.content = std::move(content.text);
-    spec.content_sha256 = Sha256Hex(spec.content);
+    spec.content_sha256 = Sha256Hex(content.text);
+    spec.content_size = content.text.size();
+    if (options_.content_tree && content.source && !content.templated) {
+      spec.lazy = options_.content_tree;  // read again when it is written or diffed
+    } else {
+      spec.content = std::move(content.text);
+    }
     spec.source = std::move(content.source);
     spec.templated = content.templated;
     spec.secret = t.Bool("secret").value_or(false);
@@ -624,6 +629,33 @@ const char* ResourceKindName(ResourceKind kind) {
 
 DesiredState RenderProfile(Tree& tree, const RenderOptions& options, Diagnostics& diagnostics) {
   return Renderer(tree, options, diagnostics).Render();
+}
+
+}  // namespace tether
+
+namespace tether {
+
+Result<std::string> ContentOf(const FileSpec& file) {
+  if (!file.lazy) return file.content;
+  auto text = ReadTreeFile(*file.lazy, file.source.value_or(""), file.content_size + 1);
+  if (!text) {
+    return Fail(text.error().WithContext("read the content of '" + file.path + "' from '" +
+                                         file.source.value_or("") + "'"));
+  }
+  if (Sha256Hex(*text) != file.content_sha256) {
+    return Fail(std::errc::io_error, "the content of '" + file.path + "' ('" +
+                                         file.source.value_or("") +
+                                         "') is not what was rendered; refusing to write it");
+  }
+  return text;
+}
+
+std::string ContentSha256(const FileSpec& file) {
+  return file.content_sha256.empty() ? Sha256Hex(file.content) : file.content_sha256;
+}
+
+std::size_t ContentSize(const FileSpec& file) {
+  return file.lazy ? file.content_size : file.content.size();
 }
 
 }  // namespace tether

@@ -35,6 +35,10 @@ struct RenderOptions {
   bool labels_known = true;  // see TemplateContext::labels_known
   std::vector<std::string> allowed_paths = ApplyConfig{}.allowed_paths;
   RenderLimits limits;
+  // The tree being rendered, shared (tetherd): the content of a file whose source is not
+  // a template is then not kept in the desired state but read again from this tree when
+  // needed (FileSpec::lazy). Unset: every content is held (tetherctl).
+  std::shared_ptr<Tree> content_tree;
 };
 
 [[nodiscard]] DesiredState RenderProfile(Tree& tree, const RenderOptions& options,

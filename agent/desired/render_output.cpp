@@ -67,10 +67,11 @@ std::string DesiredStateToText(const DesiredState& state, const HostFacts& host)
           using Spec = std::decay_t<decltype(spec)>;
           if constexpr (std::is_same_v<Spec, FileSpec>) {
             out += "  file, mode " + FormatMode(spec.mode) + Ownership(spec.owner, spec.group) +
-                   ", " + std::to_string(spec.content.size()) + " bytes" +
+                   ", " + std::to_string(ContentSize(spec)) + " bytes" +
                    (spec.source ? ", from " + *spec.source : "") +
                    (spec.templated ? ", template" : "") + "\n";
-            out += spec.secret ? "    (secret: content hidden)\n" : Indented(spec.content);
+            out += spec.secret ? "    (secret: content hidden)\n"
+                               : Indented(ContentOf(spec).value_or("(unreadable)\n"));
           } else if constexpr (std::is_same_v<Spec, DirectorySpec>) {
             out += "  directory, mode " + FormatMode(spec.mode) +
                    Ownership(spec.owner, spec.group) + "\n";
@@ -123,7 +124,7 @@ Json DesiredStateToJson(const DesiredState& state, const HostFacts& host) {
             if (spec.group) out["group"] = *spec.group;
             if (spec.source) out["source"] = *spec.source;
             out["template"] = spec.templated;
-            ContentToJson(out, spec.content, spec.secret);
+            ContentToJson(out, ContentOf(spec).value_or(""), spec.secret);
           } else if constexpr (std::is_same_v<Spec, DirectorySpec>) {
             out["path"] = spec.path;
             out["mode"] = FormatMode(spec.mode);

@@ -18,6 +18,7 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::size_t kMaxStateFile = 256 << 20;
+constexpr std::size_t kMaxBatch = 1024;
 
 std::string RandomTag() {
   unsigned char bytes[6] = {};
@@ -40,10 +41,26 @@ RootedFilesystem& HostFs() {
   return *fs;
 }
 
-Status WriteStateFile(const std::string& path, const std::string& content) {
-  WriteOptions options;
-  options.mode = 0600;
-  return HostFs().WriteFileAtomic(path, content, options);
+
+std::optional<ResourceKind> KindFromName(const std::string& name) {
+  for (auto kind : {ResourceKind::kPackage, ResourceKind::kDirectory, ResourceKind::kFile,
+                    ResourceKind::kSymlink, ResourceKind::kUnit, ResourceKind::kService,
+                    ResourceKind::kCheck}) {
+    if (name == ResourceKindName(kind)) return kind;
+  }
+  return std::nullopt;
+}
+
+// A journal record's step, or nothing when it is not a well-formed one.
+std::optional<JournalStep> ParseStep(const Json& record) {
+  if (!record.is_object() || !record.contains("step")) return std::nullopt;
+  const Json& step = record["step"];
+  if (!step.is_object() || !step.contains("undo") || !step["undo"].is_object()) {
+    return std::nullopt;
+  }
+  auto kind = KindFromName(step.value("kind", ""));
+  if (!kind) return std::nullopt;
+  return JournalStep{step.value("id", ""), *kind, step["undo"]};
 }
 
 // The journal: JSON lines appended and fsync'd one by one.
@@ -72,7 +89,6 @@ class Journal final : public Transaction {
                      {{"id", step.id}, {"kind", ResourceKindName(step.kind)}, {"undo", step.undo}}}}
                    .dump(-1, ' ', false, Json::error_handler_t::replace);
       lines += '\n';
-      steps_.push_back(step);
     }
     return Append(lines, "journal");
   }
@@ -84,7 +100,20 @@ class Journal final : public Transaction {
   Status Commit() { return Append("{\"committed\":true}\n", "commit"); }
 
   const std::string& tag() const override { return tag_; }
-  const std::vector<JournalStep>& steps() const { return steps_; }
+  // The steps recorded so far, in order: read back from the journal itself, rather than
+  // kept in memory as well.
+  std::vector<JournalStep> steps() const {
+    std::vector<JournalStep> steps;
+    auto text = ReadLocalFile(path_, kMaxStateFile);
+    if (!text) return steps;
+    std::size_t pos = 0;
+    for (std::size_t end; (end = text->find('\n', pos)) != std::string::npos; pos = end + 1) {
+      if (auto step = ParseStep(Json::parse(text->substr(pos, end - pos), nullptr, false))) {
+        steps.push_back(std::move(*step));
+      }
+    }
+    return steps;
+  }
 
  private:
   Status Append(std::string_view left, const char* what) {
@@ -106,29 +135,50 @@ class Journal final : public Transaction {
   std::function<void(int, const char*)> hook_;
   int* counter_;
   UniqueFd fd_;
-  std::vector<JournalStep> steps_;
 };
 
-std::optional<ResourceKind> KindFromName(const std::string& name) {
-  for (auto kind : {ResourceKind::kPackage, ResourceKind::kDirectory, ResourceKind::kFile,
-                    ResourceKind::kSymlink, ResourceKind::kUnit, ResourceKind::kService,
-                    ResourceKind::kCheck}) {
-    if (name == ResourceKindName(kind)) return kind;
-  }
-  return std::nullopt;
-}
 
-Json InventoryToJson(const Inventory& inventory) {
-  Json entries = Json::object();
+// Writes the inventory to `path` (a new file, synced), entry by entry: neither a JSON tree
+// nor the whole text of it is ever held, as both cost several times the inventory itself.
+Status WriteInventory(const std::string& path, const Inventory& inventory) {
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) return FailErrno(errno, "create '" + path + "'");
+  std::string chunk = "{\"schema\":\"tether.inventory/v1\",\"commit\":" +
+                      Json(inventory.commit).dump() + ",\"entries\":{";
+  auto flush = [&]() -> Status {
+    std::string_view left = chunk;
+    while (!left.empty()) {
+      const ssize_t n = write(fd.get(), left.data(), left.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return FailErrno(errno, "write '" + path + "'");
+      }
+      left.remove_prefix(static_cast<std::size_t>(n));
+    }
+    chunk.clear();
+    return {};
+  };
+  bool first = true;
   for (const auto& [id, entry] : inventory.entries) {
-    entries[id] = {{"kind", ResourceKindName(entry.kind)},
-                   {"path", entry.path},
-                   {"created", entry.created},
-                   {"original", entry.original},
-                   {"fingerprint", entry.fingerprint}};
+    chunk += first ? "\n" : ",\n";
+    first = false;
+    chunk += Json(id).dump(-1, ' ', false, Json::error_handler_t::replace);
+    chunk += ':';
+    chunk += Json{{"kind", ResourceKindName(entry.kind)},
+                  {"path", entry.path},
+                  {"created", entry.created},
+                  {"original", entry.original},
+                  {"fingerprint", entry.fingerprint}}
+                 .dump(-1, ' ', false, Json::error_handler_t::replace);
+    if (chunk.size() >= 64 << 10) {
+      if (auto written = flush(); !written) return written;
+    }
   }
-  return Json{
-      {"schema", "tether.inventory/v1"}, {"commit", inventory.commit}, {"entries", entries}};
+  chunk += "\n}}\n";
+  if (auto written = flush(); !written) return written;
+  if (fsync(fd.get()) != 0) return FailErrno(errno, "sync '" + path + "'");
+  if (close(fd.Release()) != 0) return FailErrno(errno, "close '" + path + "'");
+  return {};
 }
 
 }  // namespace
@@ -139,7 +189,7 @@ std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode
   if (!same_commit) return reported;
   std::vector<PlannedAction> kept;
   for (auto& planned : plan) {
-    const bool drifted = planned.resource != nullptr && planned.previous.has_value() &&
+    const bool drifted = planned.resource != nullptr && planned.previous != nullptr &&
                          planned.action.type != ActionType::kInSync &&
                          planned.action.type != ActionType::kConflict;
     const DriftMode mode =
@@ -198,6 +248,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
                                                 const Inventory& inventory, bool full_audit,
                                                 const std::set<std::string>* only) {
   std::vector<PlannedAction> plan;
+  plan.reserve(desired.resources.size() + (only != nullptr ? 0 : inventory.entries.size()));
   for (auto* handler : handlers_) handler->Prepare(desired);
   std::set<std::string> wanted;
   for (const auto& resource : desired.resources) wanted.insert(resource.id);
@@ -226,8 +277,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     }
     auto action = handler->Plan(resource, entry, full_audit);
     if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
-    plan.push_back({std::move(*action), &resource,
-                    entry != nullptr ? std::optional(*entry) : std::nullopt, replaces});
+    plan.push_back({std::move(*action), &resource, entry, replaces});
   }
   // Prunes, deepest paths first (a file before its directory).
   if (only != nullptr) return plan;  // no prunes in a partial plan
@@ -242,7 +292,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     if (handler == nullptr) continue;
     auto action = handler->PlanPrune(id, *entry);
     if (!action) return Fail(action.error().WithContext("plan removing '" + id + "'"));
-    plan.push_back({std::move(*action), nullptr, *entry, ""});
+    plan.push_back({std::move(*action), nullptr, entry, ""});
   }
   return plan;
 }
@@ -305,8 +355,9 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     result.outcomes.push_back({id, ActionType::kInSync, true, ""});
     if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
     if (planned.resource != nullptr) {
-      next.entries[id] = planned.previous.value_or(
-          InventoryEntry{planned.resource->kind, "", false, Json(), ""});
+      next.entries[id] = planned.previous != nullptr
+                             ? *planned.previous
+                             : InventoryEntry{planned.resource->kind, "", false, Json(), ""};
       next.entries[id].kind = planned.resource->kind;  // a replaced entry had another
       if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
       if (!planned.action.fingerprint.empty()) {
@@ -331,12 +382,16 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     if (undone) (void)HostFs().Remove(journal_path);
     return result;
   };
-  // Each run of consecutive changes of one handler is one batch: begun, journaled in one
-  // record, then applied by the handler at once.
+  // Each run of consecutive changes of one handler (up to kMaxBatch, so that memory stays
+  // bounded) is one batch: begun, journaled in one record, then applied by the handler at
+  // once.
   for (std::size_t first = 0; first < changed.size();) {
     KindHandler* handler = handler_of(changed[first]);
     std::size_t last = first;
-    while (last < changed.size() && handler_of(changed[last]) == handler) ++last;
+    while (last < changed.size() && last - first < kMaxBatch &&
+           handler_of(changed[last]) == handler) {
+      ++last;
+    }
     std::vector<Change> batch;
     batch.reserve(last - first);
     for (std::size_t k = first; k < last; ++k) {
@@ -413,7 +468,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     (void)HostFs().Remove(journal_path);
     return result;
   }
-  if (auto written = WriteStateFile(inventory_path + ".new", InventoryToJson(applied).dump(1));
+  if (auto written = WriteInventory(inventory_path + ".new", applied);
       !written) {
     return fail(written.error());
   }

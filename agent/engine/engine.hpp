@@ -53,8 +53,10 @@ struct JournalStep {
 // The planned work on one resource.
 struct PlannedAction {
   Action action;
-  const Resource* resource = nullptr;      // null for a prune
-  std::optional<InventoryEntry> previous;  // its inventory entry, if any
+  const Resource* resource = nullptr;  // null for a prune
+  // Its entry in the inventory the plan was made from (which must outlive the plan), if
+  // any.
+  const InventoryEntry* previous = nullptr;
   // The inventory id this resource takes the place of: the same path under another kind
   // (a file that becomes a symlink). Its entry goes; what it created or took over stays.
   std::string replaces;

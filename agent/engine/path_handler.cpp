@@ -100,7 +100,13 @@ class PathHandler final : public KindHandler {
       }
       auto observed = ObservePath(fs_, file->path, true, kMaxContent);
       if (!observed) return Fail(observed.error());
-      Action action = PlanFile(resource.id, *file, *owner, *observed);
+      std::string content;
+      if (file->lazy && NeedsContent(*file, *observed)) {
+        auto loaded = ContentOf(*file);
+        if (!loaded) return Fail(loaded.error());
+        content = std::move(*loaded);
+      }
+      Action action = PlanFile(resource.id, *file, *owner, *observed, content);
       if (action.type == ActionType::kInSync)
         action.fingerprint = Fingerprint(observed->stat, desired);
       return action;
@@ -181,8 +187,9 @@ class PathHandler final : public KindHandler {
       for (; last < changes.size() && WritesContent(changes[last]); ++last) {
         const auto& file = std::get<FileSpec>(changes[last].planned->resource->spec);
         auto options = WriteOptionsFor(file, changes[last].step.undo);
-        auto temp = options ? fs_.WriteTemporary(file.path, file.content, *options)
-                            : Result<std::string>(Fail(options.error()));
+        auto content = options ? ContentOf(file) : Result<std::string>(Fail(options.error()));
+        auto temp = content ? fs_.WriteTemporary(file.path, *content, *options)
+                            : Result<std::string>(Fail(content.error()));
         if (!temp) {
           changes[last].failed = true;
           return Fail(temp.error());
@@ -339,7 +346,7 @@ class PathHandler final : public KindHandler {
   static bool Replaces(const PlannedAction& planned, const PathObservation& observed) {
     if (planned.resource == nullptr) return true;  // removed or restored
     if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
-      return observed.stat.type != FileType::kRegular || observed.content != file->content;
+      return NeedsContent(*file, observed);
     }
     return std::holds_alternative<SymlinkSpec>(planned.resource->spec);
   }
@@ -364,18 +371,24 @@ class PathHandler final : public KindHandler {
 
   // What the profile asks of a file, as a hash: content, mode and ownership.
   static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
-    return (file.content_sha256.empty() ? Sha256Hex(file.content) : file.content_sha256) + "/" +
+    return ContentSha256(file) + "/" +
            std::to_string(file.mode) + "/" + (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
            (owner.gid ? std::to_string(*owner.gid) : "-");
   }
 
-  // The metadata of a file as tether left it, with what the profile asked of it.
+  // The metadata of a file as tether left it, with what the profile asked of it. Only
+  // equality matters and the inventory keeps one per file, so it is a hash: 88 bits, in
+  // 15 characters (a std::string holds that many without a heap allocation).
   static std::string Fingerprint(const FileStat& stat, const std::string& desired) {
     if (stat.type != FileType::kRegular) return "";
-    return std::to_string(stat.device) + ":" + std::to_string(stat.inode) + ":" +
-           std::to_string(stat.size) + ":" + std::to_string(stat.mtime_ns) + ":" +
-           std::to_string(stat.ctime_ns) + ":" + std::to_string(stat.mode) + ":" +
-           std::to_string(stat.uid) + ":" + std::to_string(stat.gid) + ":" + desired;
+    std::string hash = Base64Encode(
+        Sha256(std::to_string(stat.device) + ":" + std::to_string(stat.inode) + ":" +
+               std::to_string(stat.size) + ":" + std::to_string(stat.mtime_ns) + ":" +
+               std::to_string(stat.ctime_ns) + ":" + std::to_string(stat.mode) + ":" +
+               std::to_string(stat.uid) + ":" + std::to_string(stat.gid) + ":" + desired)
+            .substr(0, 11));
+    hash.pop_back();  // the '=' of 11 bytes
+    return hash;
   }
 
   static Json Snapshot(const PathObservation& observed) {
@@ -398,7 +411,9 @@ class PathHandler final : public KindHandler {
       if (existed && !undo.contains("backup")) {
         return fs_.SetAttributes(file->path, file->mode, options->uid, options->gid);
       }
-      return fs_.WriteFileAtomic(file->path, file->content, *options);
+      auto content = ContentOf(*file);
+      if (!content) return Fail(content.error());
+      return fs_.WriteFileAtomic(file->path, *content, *options);
     }
     if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
       auto owner = Owner(dir->owner, dir->group);

@@ -4,6 +4,7 @@
 
 #include "agent/desired/render_output.hpp"
 #include "common/diff.hpp"
+#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -81,6 +82,7 @@ Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool 
   if (stat->type == FileType::kRegular && read_content) {
     auto content = fs.ReadFile(path, max_size);
     if (!content) return Fail(content.error());
+    observed.content_sha256 = Sha256Hex(*content);
     observed.content = std::move(*content);
   } else if (stat->type == FileType::kSymlink) {
     auto target = fs.ReadSymlink(path);
@@ -90,14 +92,30 @@ Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool 
   return observed;
 }
 
+namespace {
+
+bool SameContent(const FileSpec& spec, const PathObservation& observed) {
+  const std::string& current = observed.content_sha256;
+  return (current.empty() ? Sha256Hex(observed.content.value_or("")) : current) ==
+         ContentSha256(spec);
+}
+
+}  // namespace
+
+bool NeedsContent(const FileSpec& spec, const PathObservation& observed) {
+  if (!observed.exists || observed.stat.type == FileType::kDirectory) return false;
+  return observed.stat.type != FileType::kRegular || !SameContent(spec, observed);
+}
+
 Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& owner,
-                const PathObservation& observed) {
+                const PathObservation& observed, std::string_view content) {
   Action action;
   action.id = id;
   const std::string label = spec.path;
+  const std::string_view desired = spec.lazy ? content : std::string_view(spec.content);
   if (!observed.exists) {
     action.type = ActionType::kCreate;
-    action.changes.push_back(FormatMode(spec.mode) + ", " + std::to_string(spec.content.size()) +
+    action.changes.push_back(FormatMode(spec.mode) + ", " + std::to_string(ContentSize(spec)) +
                              " bytes");
     return action;  // no diff: all of it is new (and a first apply of many files stays cheap)
   }
@@ -108,15 +126,15 @@ Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& ow
   if (observed.stat.type != FileType::kRegular) {
     action.type = ActionType::kUpdate;
     action.changes.push_back(std::string("replace ") + TypeOf(observed) + " with a file");
-    action.diff = spec.secret ? SecretSummary(0, spec.content.size())
-                              : UnifiedDiff("", spec.content, "/dev/null", label);
+    action.diff = spec.secret ? SecretSummary(0, ContentSize(spec))
+                              : UnifiedDiff("", desired, "/dev/null", label);
     return action;
   }
-  const std::string current = observed.content.value_or("");
-  if (current != spec.content) {
+  if (!SameContent(spec, observed)) {
+    const std::string current = observed.content.value_or("");
     action.changes.push_back("content");
-    action.diff = spec.secret ? SecretSummary(current.size(), spec.content.size())
-                              : UnifiedDiff(current, spec.content, label, label);
+    action.diff = spec.secret ? SecretSummary(current.size(), ContentSize(spec))
+                              : UnifiedDiff(current, desired, label, label);
   }
   CompareAttributes(spec.mode, owner, observed, action);
   action.type = action.changes.empty() ? ActionType::kInSync : ActionType::kUpdate;

@@ -42,6 +42,7 @@ struct PathObservation {
   bool exists = false;
   FileStat stat;
   std::optional<std::string> content;
+  std::string content_sha256;         // of `content`, when read
   std::optional<std::string> target;  // of a symlink
 };
 
@@ -57,8 +58,14 @@ struct Ownership {
   std::optional<std::uint32_t> gid;
 };
 
+// True when a plan of `spec` against `observed` shows the desired content itself (a
+// diff): something is there, and it is not that content. The caller then passes the
+// content (ContentOf) to PlanFile; otherwise the content is never read.
+[[nodiscard]] bool NeedsContent(const FileSpec& spec, const PathObservation& observed);
+
+// `content`: the desired content when NeedsContent and the spec does not hold it.
 [[nodiscard]] Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& owner,
-                              const PathObservation& observed);
+                              const PathObservation& observed, std::string_view content = {});
 [[nodiscard]] Action PlanDirectory(const std::string& id, const DirectorySpec& spec,
                                    const Ownership& owner, const PathObservation& observed);
 [[nodiscard]] Action PlanSymlink(const std::string& id, const SymlinkSpec& spec,

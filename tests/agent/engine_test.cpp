@@ -57,15 +57,20 @@ struct Desired {
   TempDir repo{"engine-repo"};
   DesiredState state;
 
-  explicit Desired(const std::string& profile) {
+  explicit Desired(const std::string& profile,
+                   const std::map<std::string, std::string>& files = {}) {
     repo.WriteFile("hosts/h.toml", profile);
-    auto tree = tether::DirectoryTree::Open(repo.path());
-    REQUIRE(tree);
+    for (const auto& [path, content] : files) repo.WriteFile(path, content);
+    auto opened = tether::DirectoryTree::Open(repo.path());
+    REQUIRE(opened);
+    // As tetherd renders: source contents are read again from the tree when needed.
+    std::shared_ptr<tether::Tree> tree = std::move(*opened);
     tether::RenderOptions options;
+    options.content_tree = tree;
     options.profile = "hosts/h.toml";
     options.host.hostname = "h";
     tether::Diagnostics diagnostics;
-    state = tether::RenderProfile(**tree, options, diagnostics);
+    state = tether::RenderProfile(*tree, options, diagnostics);
     REQUIRE_MESSAGE(!diagnostics.has_errors(), diagnostics.ToString());
   }
 };
@@ -394,13 +399,14 @@ TEST_CASE("Drift policy: revert, report and ignore, per resource; new commits ar
   ignored.id = "file:/etc/c";
   ignored.drift = tether::DriftMode::kIgnore;
   fresh.id = "file:/etc/d";  // never applied: creating it is not drift
+  static const tether::InventoryEntry applied_before;
   auto planned = [](const tether::Resource& r, bool previous) {
     tether::PlannedAction p;
     p.action.id = r.id;
     p.action.type = previous ? ActionType::kUpdate : ActionType::kCreate;
     p.action.changes = {"content"};
     p.resource = &r;
-    if (previous) p.previous = tether::InventoryEntry{};
+    if (previous) p.previous = &applied_before;
     return p;
   };
   auto plan = [&] {
@@ -667,4 +673,45 @@ TEST_CASE("Many files cost a couple of syncs, not one per file, and stay all-or-
   CHECK(failed.error ==
         "apply 'file:/srv/many/f34': write '/srv/many/f34': No space left on device");
   CHECK(Take(failing.root.path()) == before);
+}
+
+TEST_CASE("Source contents are not held: read again to diff and write, and checked") {
+  const std::string profile =
+      "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n"
+      "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\ntemplate = true\n";
+  Desired desired(profile, {{"files/app.conf", "port = 1\n"}, {"files/motd", "on {{ host.hostname }}\n"}});
+  const auto& app = std::get<tether::FileSpec>(desired.state.resources[0].spec);
+  const auto& motd = std::get<tether::FileSpec>(desired.state.resources[1].spec);
+  CHECK(app.lazy != nullptr);
+  CHECK(app.content.empty());
+  CHECK(tether::ContentSize(app) == 9);
+  CHECK(motd.lazy == nullptr);  // a template's expansion is held
+  CHECK(motd.content == "on h\n");
+
+  Host host;
+  host.root.WriteFile("etc/app.conf", "port = 0\n", 0644);
+  auto plan = host.PlanOf(desired.state);
+  REQUIRE(plan.size() == 2);
+  CHECK(plan[0].action.diff.find("-port = 0\n+port = 1\n") != std::string::npos);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  CHECK(host.root.ReadFile("etc/app.conf") == "port = 1\n");
+
+  // The tree changed under a rendered state: nothing is written that was not rendered,
+  // whether the change is seen when planning or when applying.
+  host.root.WriteFile("etc/app.conf", "edited\n", 0644);
+  Engine engine = host.MakeEngine();
+  auto inventory = engine.LoadInventory().value();
+  auto repair = engine.Plan(desired.state, inventory);
+  REQUIRE(repair);
+  desired.repo.WriteFile("files/app.conf", "port = 6\n");  // same size, other content
+  auto result = engine.Apply(*repair, inventory, "c1");
+  CHECK_FALSE(result.ok);
+  CHECK(result.rolled_back);
+  CHECK(result.error ==
+        "apply 'file:/etc/app.conf': the content of '/etc/app.conf' ('files/app.conf') is not "
+        "what was rendered; refusing to write it");
+  CHECK(host.root.ReadFile("etc/app.conf") == "edited\n");
+  auto replanned = engine.Plan(desired.state, inventory);
+  REQUIRE_FALSE(replanned);
+  CHECK(replanned.error().message().find("is not what was rendered") != std::string::npos);
 }
