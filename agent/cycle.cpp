@@ -148,7 +148,13 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
     return 1;
   }
 
-  auto plan = engine.Plan(desired, *inventory);
+  // A full audit, when one is due, reads and hashes every managed path whatever its
+  // fingerprint says.
+  const auto wall_now = std::chrono::system_clock::now();
+  const bool full_audit =
+      FullAuditDue(options.state_dir, options.config.apply.audit_every, wall_now);
+  if (full_audit) std::fprintf(out, "audit    every managed path is read and hashed\n");
+  auto plan = engine.Plan(desired, *inventory, full_audit);
   if (!plan) {
     std::fprintf(err, "tetherd: %s\n", plan.error().message().c_str());
     return 1;
@@ -191,6 +197,11 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
                  result.rolled_back ? "rolled back" : "FAILED to apply", Short(commit).c_str(),
                  static_cast<long long>(elapsed));
     return 1;
+  }
+  if (full_audit) {
+    if (auto recorded = RecordFullAudit(options.state_dir, wall_now); !recorded) {
+      std::fprintf(err, "tetherd: %s\n", recorded.error().message().c_str());
+    }
   }
   if (changes == 0) {
     std::fprintf(out, "in sync with %s (%lld ms)\n", Short(commit).c_str(),

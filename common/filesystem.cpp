@@ -3,9 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <sys/syscall.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -376,8 +376,8 @@ Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) 
     if (!at) return Fail(at.error());
     // A directory is synced on its own filesystem (it may be a mount point); anything
     // else on its parent's.
-    UniqueFd dir(
-        openat(at->parent.get(), at->name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd dir(openat(at->parent.get(), at->name.c_str(),
+                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     const int fd = dir.valid() ? dir.get() : at->parent.get();
     struct stat st {};
     if (fstat(fd, &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -40,7 +41,6 @@ RootedFilesystem& HostFs() {
   static auto* fs = RootedFilesystem::Open("/").value().release();
   return *fs;
 }
-
 
 std::optional<ResourceKind> KindFromName(const std::string& name) {
   for (auto kind : {ResourceKind::kPackage, ResourceKind::kDirectory, ResourceKind::kFile,
@@ -137,14 +137,14 @@ class Journal final : public Transaction {
   UniqueFd fd_;
 };
 
-
 // Writes the inventory to `path` (a new file, synced), entry by entry: neither a JSON tree
 // nor the whole text of it is ever held, as both cost several times the inventory itself.
 Status WriteInventory(const std::string& path, const Inventory& inventory) {
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd.valid()) return FailErrno(errno, "create '" + path + "'");
-  std::string chunk = "{\"schema\":\"tether.inventory/v1\",\"commit\":" +
-                      Json(inventory.commit).dump() + ",\"entries\":{";
+  std::string chunk =
+      "{\"schema\":\"tether.inventory/v1\",\"commit\":" + Json(inventory.commit).dump() +
+      ",\"entries\":{";
   auto flush = [&]() -> Status {
     std::string_view left = chunk;
     while (!left.empty()) {
@@ -204,6 +204,26 @@ std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode
   }
   plan = std::move(kept);
   return reported;
+}
+
+bool FullAuditDue(const std::string& state_dir, std::chrono::milliseconds every,
+                  std::chrono::system_clock::time_point now) {
+  auto text = ReadLocalFile(state_dir + "/last-audit", 64);
+  if (!text) return true;
+  char* end = nullptr;
+  const long long seconds = std::strtoll(text->c_str(), &end, 10);
+  if (end == text->c_str() || (*end != '\n' && *end != '\0')) return true;
+  const auto last = std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
+  return last > now || now - last >= every;
+}
+
+Status RecordFullAudit(const std::string& state_dir, std::chrono::system_clock::time_point now) {
+  const auto seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  WriteOptions options;
+  options.mode = 0600;
+  return HostFs().WriteFileAtomic(state_dir + "/last-audit", std::to_string(seconds) + "\n",
+                                  options);
 }
 
 Engine::Engine(EngineOptions options, std::vector<KindHandler*> handlers)
@@ -468,8 +488,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     (void)HostFs().Remove(journal_path);
     return result;
   }
-  if (auto written = WriteInventory(inventory_path + ".new", applied);
-      !written) {
+  if (auto written = WriteInventory(inventory_path + ".new", applied); !written) {
     return fail(written.error());
   }
   if (options_.after_step) options_.after_step(++counter, "inventory");

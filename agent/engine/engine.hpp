@@ -13,6 +13,7 @@
 // Threading: one caller at a time.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -181,6 +182,17 @@ class Engine {
 // "ignore" takes it out silently. A new commit's changes are never drift.
 [[nodiscard]] std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan,
                                                    DriftMode default_mode, bool same_commit);
+
+// The periodic full audit (apply.audit_every): besides the watches and the fingerprints,
+// every managed path is read and hashed again once a period, whether tetherd runs as a
+// daemon or from a timer. The time of the last one is kept in `state_dir`/last-audit.
+// Due when none was recorded, the record is unreadable, or it is `every` old (or from
+// the future: a clock set back).
+[[nodiscard]] bool FullAuditDue(const std::string& state_dir, std::chrono::milliseconds every,
+                                std::chrono::system_clock::time_point now);
+// Records that a full audit completed at `now`.
+[[nodiscard]] Status RecordFullAudit(const std::string& state_dir,
+                                     std::chrono::system_clock::time_point now);
 
 // The handler of files, directories and symlinks, on a Filesystem (rooted at --root).
 // Owners and groups are looked up in the root's /etc/passwd and /etc/group.

@@ -271,7 +271,8 @@ class PathHandler final : public KindHandler {
   static bool WritesContent(const Change& change) {
     const Resource* resource = change.planned->resource;
     if (resource == nullptr || !std::holds_alternative<FileSpec>(resource->spec)) return false;
-    return change.step.undo.value("before", "none") != "file" || change.step.undo.contains("backup");
+    return change.step.undo.value("before", "none") != "file" ||
+           change.step.undo.contains("backup");
   }
 
   // Mode and owner of a file's new content. Unset in the profile: whatever owns it now
@@ -282,10 +283,10 @@ class PathHandler final : public KindHandler {
     const bool existed = undo.value("before", "none") != "none";
     WriteOptions options;
     options.mode = file.mode;
-    options.uid = owner->uid ? owner->uid
-                             : (existed ? std::optional(undo.value("uid", 0u)) : std::nullopt);
-    options.gid = owner->gid ? owner->gid
-                             : (existed ? std::optional(undo.value("gid", 0u)) : std::nullopt);
+    options.uid =
+        owner->uid ? owner->uid : (existed ? std::optional(undo.value("uid", 0u)) : std::nullopt);
+    options.gid =
+        owner->gid ? owner->gid : (existed ? std::optional(undo.value("gid", 0u)) : std::nullopt);
     return options;
   }
 
@@ -371,8 +372,8 @@ class PathHandler final : public KindHandler {
 
   // What the profile asks of a file, as a hash: content, mode and ownership.
   static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
-    return ContentSha256(file) + "/" +
-           std::to_string(file.mode) + "/" + (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
+    return ContentSha256(file) + "/" + std::to_string(file.mode) + "/" +
+           (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
            (owner.gid ? std::to_string(*owner.gid) : "-");
   }
 

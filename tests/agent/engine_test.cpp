@@ -679,7 +679,8 @@ TEST_CASE("Source contents are not held: read again to diff and write, and check
   const std::string profile =
       "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n"
       "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\ntemplate = true\n";
-  Desired desired(profile, {{"files/app.conf", "port = 1\n"}, {"files/motd", "on {{ host.hostname }}\n"}});
+  Desired desired(profile,
+                  {{"files/app.conf", "port = 1\n"}, {"files/motd", "on {{ host.hostname }}\n"}});
   const auto& app = std::get<tether::FileSpec>(desired.state.resources[0].spec);
   const auto& motd = std::get<tether::FileSpec>(desired.state.resources[1].spec);
   CHECK(app.lazy != nullptr);
@@ -714,4 +715,18 @@ TEST_CASE("Source contents are not held: read again to diff and write, and check
   auto replanned = engine.Plan(desired.state, inventory);
   REQUIRE_FALSE(replanned);
   CHECK(replanned.error().message().find("is not what was rendered") != std::string::npos);
+}
+
+TEST_CASE("A full audit is due once a period, and when its record is missing or odd") {
+  TempDir state("audit-state");
+  using std::chrono::minutes;
+  const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(1800000000));
+  CHECK(tether::FullAuditDue(state.path(), minutes(10), now));  // never audited
+  REQUIRE(tether::RecordFullAudit(state.path(), now));
+  CHECK(state.ReadFile("last-audit") == "1800000000\n");
+  CHECK_FALSE(tether::FullAuditDue(state.path(), minutes(10), now + minutes(9)));
+  CHECK(tether::FullAuditDue(state.path(), minutes(10), now + minutes(10)));
+  CHECK(tether::FullAuditDue(state.path(), minutes(10), now - minutes(1)));  // clock set back
+  state.WriteFile("last-audit", "yesterday\n");
+  CHECK(tether::FullAuditDue(state.path(), minutes(10), now));
 }

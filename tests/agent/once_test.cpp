@@ -73,9 +73,13 @@ TEST_CASE("tetherd --once applies a signed commit, reverts drift, refuses unsign
   CHECK(applied.out.find("applied " + first.substr(0, 12) + ": 1 change") != std::string::npos);
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
 
+  CHECK(applied.out.find("audit    every managed path is read and hashed") != std::string::npos);
+  CHECK(std::filesystem::exists(box.dir.Path("state/last-audit")));
+
   auto again = box.Once();
   CHECK(again.exit_code == 0);
   CHECK(again.out.find("in sync with " + first.substr(0, 12)) != std::string::npos);
+  CHECK(again.out.find("audit ") == std::string::npos);  // the next one is 10 minutes away
 
   box.dir.WriteFile("root/etc/motd", "edited by hand\n");
   auto reverted = box.Once();

@@ -3,7 +3,7 @@
 //   ninja -C build tests/bench/apply_bench && build/tests/bench/apply_bench [N...]
 //
 // For each N (default 100 1000 10000), in a fresh directory under $TMPDIR (a real disk,
-// not tmpfs, so fsync costs what it costs), it measures:
+// not tmpfs, so fsync costs what it costs; docs/performance.md says which), it measures:
 //   loop (a)   lstat + read + SHA-256 compare of every file (what a naive no-op check costs)
 //   loop (b)   write temp + fsync + rename of every file (a naive crash-safe write)
 //   first apply      Plan + Apply of N files in N/100 directories, from nothing
@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/desired/tree.hpp"
 #include "agent/engine/drift_watcher.hpp"
 #include "agent/engine/engine.hpp"
 #include "common/sha256.hpp"
@@ -52,8 +53,11 @@ std::string FilePath(int i) {
   return "/srv/bench/d" + std::to_string(i / 100) + "/f" + std::to_string(i);
 }
 
-tether::DesiredState MakeDesired(int n) {
+// The desired state as tetherd renders it from a profile whose files have `source =`:
+// contents are hashed, and read again from the repo tree only to be written or diffed.
+tether::DesiredState MakeDesired(int n, const std::shared_ptr<tether::Tree>& tree) {
   tether::DesiredState state;
+  state.resources.reserve(static_cast<std::size_t>(n + (n + 99) / 100));
   for (int d = 0; d < (n + 99) / 100; ++d) {
     tether::Resource resource;
     resource.kind = tether::ResourceKind::kDirectory;
@@ -69,8 +73,11 @@ tether::DesiredState MakeDesired(int n) {
     resource.id = "file:" + FilePath(i);
     tether::FileSpec spec;
     spec.path = FilePath(i);
-    spec.content = Content(i);
-    spec.content_sha256 = tether::Sha256Hex(spec.content);  // as the renderer does
+    const std::string content = Content(i);
+    spec.content_sha256 = tether::Sha256Hex(content);
+    spec.content_size = content.size();
+    spec.source = "files/f" + std::to_string(i);
+    spec.lazy = tree;
     resource.spec = spec;
     state.resources.push_back(std::move(resource));
   }
@@ -117,7 +124,10 @@ void Bench(int n) {
   tether::EngineOptions options;
   options.state_dir = state.path();
   tether::Engine engine(options, {paths.get()});
-  const tether::DesiredState desired = MakeDesired(n);
+  tether::testing::TempDir repo("bench-apply-repo");
+  for (int i = 0; i < n; ++i) repo.WriteFile("files/f" + std::to_string(i), Content(i));
+  std::shared_ptr<tether::Tree> tree = tether::DirectoryTree::Open(repo.path()).value();
+  const tether::DesiredState desired = MakeDesired(n, tree);
   // The inventory stays in memory between cycles, as in the daemon.
   tether::Inventory inventory = engine.LoadInventory().value();
   auto converge = [&](const std::set<std::string>* only = nullptr) {
