@@ -279,6 +279,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     if (wanted.count(id) == 0) gone_by_name[entry.path] = id;
   }
   std::set<std::string> taken_over;
+  PlanContext context;
   for (const auto& resource : desired.resources) {
     if (only != nullptr && only->count(resource.id) == 0) continue;
     KindHandler* handler = HandlerFor(resource.kind);
@@ -295,8 +296,9 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
         taken_over.insert(replaces);
       }
     }
-    auto action = handler->Plan(resource, entry, full_audit);
+    auto action = handler->Plan(resource, entry, full_audit, context);
     if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
+    if (action->type != ActionType::kInSync) context.changed.insert(resource.id);
     plan.push_back({std::move(*action), &resource, entry, replaces});
   }
   // Prunes, deepest paths first (a file before its directory).
@@ -329,11 +331,16 @@ Status Engine::RollBack(const std::vector<JournalStep>& steps) {
       first_failure = Fail(undone.error().WithContext("undo '" + it->id + "'"));
     }
   }
+  for (auto* handler : handlers_) {
+    if (auto settled = handler->Settle(steps); !settled && first_failure) {
+      first_failure = Fail(settled.error().WithContext("after the rollback"));
+    }
+  }
   return first_failure;
 }
 
 ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventory& inventory,
-                          const std::string& commit) {
+                          const std::string& commit, const DesiredState* desired) {
   ApplyResult result;
   result.inventory = inventory;
   for (const auto& planned : plan) {
@@ -481,6 +488,16 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
   };
   for (auto* handler : handlers_) {
     if (auto flushed = handler->Flush(); !flushed) return fail(flushed.error());
+  }
+  // The health gate: what changed must work, within health_timeout, before the commit.
+  if (any_change && desired != nullptr) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.health_timeout;
+    for (auto* handler : handlers_) {
+      if (auto healthy = handler->Verify(*desired, deadline); !healthy) {
+        result.unhealthy = true;
+        return fail(healthy.error().WithContext("health check"));
+      }
+    }
   }
   if (same_but_fingerprints && !inventory.commit.empty()) {
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());

@@ -84,6 +84,13 @@ class Transaction {
   virtual void Progress(const char* what) = 0;
 };
 
+// What a plan has decided so far, for a handler whose plan depends on other resources: a
+// service restarts when its unit or a path in its restart_on changes in this plan.
+// Resources are planned in kind order (packages, the filesystem, units, services, checks).
+struct PlanContext {
+  std::set<std::string> changed;  // ids with a create, update or delete planned so far
+};
+
 // One kind of resource (or several), as the engine sees it.
 class KindHandler {
  public:
@@ -95,7 +102,8 @@ class KindHandler {
   // Observes the host (reads only) and plans (pure) one desired resource. Unless
   // `full_audit`, a handler may trust `previous->fingerprint` for what did not change.
   [[nodiscard]] virtual Result<Action> Plan(const Resource& resource,
-                                            const InventoryEntry* previous, bool full_audit) = 0;
+                                            const InventoryEntry* previous, bool full_audit,
+                                            const PlanContext& context) = 0;
   // Plans removing what tether applied before and the profile dropped.
   [[nodiscard]] virtual Result<Action> PlanPrune(const std::string& id,
                                                  const InventoryEntry& entry) = 0;
@@ -115,8 +123,21 @@ class KindHandler {
   // Drops what a committed step kept for undoing it (its backup).
   [[nodiscard]] virtual Status Discard(const JournalStep& step) = 0;
   // Makes every change of this transaction durable (e.g. sync the directories it
-  // renamed, linked or removed in); called before the commit record is written.
+  // renamed, linked or removed in); called before the health checks.
   [[nodiscard]] virtual Status Flush() { return {}; }
+  // The health gate, after every change of an apply is made and flushed, before its
+  // commit: verifies that what this handler manages works (a service reached its
+  // declared state, a check passes), retrying until `deadline`. A failure rolls the whole
+  // transaction back; its message says what failed.
+  [[nodiscard]] virtual Status Verify(const DesiredState& /*desired*/,
+                                      std::chrono::steady_clock::time_point /*deadline*/) {
+    return {};
+  }
+  // After a rollback undid `undone` (every step of the transaction, all handlers'), puts
+  // what the undo cannot do step by step right: reload systemd once after unit files
+  // came back, restart the services that ran on the new configuration so they run on
+  // the old one again. Called for every handler, in registration order.
+  [[nodiscard]] virtual Status Settle(const std::vector<JournalStep>& /*undone*/) { return {}; }
 };
 
 struct ResourceOutcome {
@@ -128,7 +149,8 @@ struct ResourceOutcome {
 
 struct ApplyResult {
   bool ok = true;            // every change made and committed
-  bool rolled_back = false;  // a change failed and every done step was undone
+  bool rolled_back = false;  // a change or the health gate failed; every done step undone
+  bool unhealthy = false;    // what failed was the health gate (Verify), not a change
   std::string error;         // the first failure
   std::vector<ResourceOutcome> outcomes;
   Inventory inventory;  // as it stands after the apply: keep it for the next plan
@@ -136,6 +158,8 @@ struct ApplyResult {
 
 struct EngineOptions {
   std::string state_dir;
+  // How long the health gate (KindHandler::Verify) may take after an apply.
+  std::chrono::milliseconds health_timeout = std::chrono::seconds(60);
   // Test-only: called after each durable step ("journal", "change", "inventory", "commit")
   // with a running count; a crash test kills the process there.
   std::function<void(int count, const char* what)> after_step;
@@ -164,9 +188,12 @@ class Engine {
       const std::set<std::string>* only = nullptr);
 
   // Applies `plan` as one transaction for `commit`. Conflicts are refused before anything
-  // is changed.
+  // is changed. When anything changed, every handler's Verify must pass within
+  // health_timeout before the commit; otherwise (and on any failure) the transaction is
+  // rolled back and settled. `desired` is what the plan was made from.
   [[nodiscard]] ApplyResult Apply(const std::vector<PlannedAction>& plan,
-                                  const Inventory& inventory, const std::string& commit);
+                                  const Inventory& inventory, const std::string& commit,
+                                  const DesiredState* desired = nullptr);
 
  private:
   KindHandler* HandlerFor(ResourceKind kind) const;

@@ -54,8 +54,8 @@ class PathHandler final : public KindHandler {
     }
   }
 
-  Result<Action> Plan(const Resource& resource, const InventoryEntry* previous,
-                      bool full_audit) override {
+  Result<Action> Plan(const Resource& resource, const InventoryEntry* previous, bool full_audit,
+                      const PlanContext& /*context*/) override {
     auto action = PlanPath(resource, previous, full_audit);
     if (action && action->type == ActionType::kCreate) {
       // Refused now rather than rolled back later: a parent that is missing and that no
