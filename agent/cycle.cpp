@@ -15,6 +15,7 @@
 #include "agent/engine/engine.hpp"
 #include "agent/git/commit_check.hpp"
 #include "agent/git/git_source.hpp"
+#include "agent/state/quarantine.hpp"
 #include "common/filesystem.hpp"
 #include "common/unique_fd.hpp"
 
@@ -65,9 +66,12 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
     return 1;
   }
   auto paths = MakePathHandler(**fs);
+  auto checks = MakeCheckHandler();
   EngineOptions engine_options;
   engine_options.state_dir = options.state_dir;
-  Engine engine(engine_options, {paths.get()});
+  engine_options.health_timeout = options.config.apply.health_timeout;
+  engine_options.roll_back_unhealthy = options.config.apply.rollback == RollbackMode::kAuto;
+  Engine engine(engine_options, {paths.get(), checks.get()});
 
   // An apply a crash interrupted is finished before anything else.
   if (auto recovered = engine.Recover(); !recovered) {
@@ -119,6 +123,28 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   if (!accepted) {
     std::fprintf(err, "tetherd: %s\n", accepted.error().message().c_str());
     return 1;
+  }
+  // A quarantined head is not applied again (until a newer commit, or an operator asks):
+  // the last applied commit keeps being enforced.
+  auto quarantine = LoadQuarantine(options.state_dir);
+  if (!quarantine) {
+    std::fprintf(err, "tetherd: %s\n", quarantine.error().message().c_str());
+    return 1;
+  }
+  bool quarantined_head = false;
+  if (*quarantine && (*quarantine)->commit == commit && commit != inventory->commit) {
+    if (options.retry_quarantined) {
+      std::fprintf(out, "retry    quarantined commit %s, as asked\n", Short(commit).c_str());
+    } else {
+      quarantined_head = true;
+      std::fprintf(out,
+                   "quarantined commit %s: it failed before (%s); not applied again until a "
+                   "newer commit arrives (or --retry-quarantined)\n",
+                   Short(commit).c_str(), (*quarantine)->reason.c_str());
+      if (inventory->commit.empty()) return 1;
+      commit = inventory->commit;
+      std::fprintf(out, "enforcing the applied commit %s\n", Short(commit).c_str());
+    }
   }
   if (accepted->signer) {
     std::fprintf(out, "verified signed by %s (%s %s)\n", accepted->signer->principal.c_str(),
@@ -178,7 +204,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   }
   for (const auto& resource : desired.resources) {
     if (resource.kind != ResourceKind::kFile && resource.kind != ResourceKind::kDirectory &&
-        resource.kind != ResourceKind::kSymlink) {
+        resource.kind != ResourceKind::kSymlink && resource.kind != ResourceKind::kCheck) {
       std::fprintf(out, "skipped  %s: %ss are not managed by this version yet\n",
                    resource.id.c_str(), ResourceKindName(resource.kind));
     }
@@ -188,15 +214,37 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
                  changes == 1 ? "" : "s");
     return 0;
   }
-  const ApplyResult result = engine.Apply(*plan, *inventory, commit);
+  const ApplyResult result = engine.Apply(*plan, *inventory, commit, &desired);
   const auto elapsed =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
   if (!result.ok) {
     std::fprintf(err, "tetherd: %s\n", result.error.c_str());
+    if (result.rolled_back) {
+      std::string undone;
+      for (const auto& outcome : result.outcomes) {
+        if (outcome.type == ActionType::kInSync || outcome.type == ActionType::kConflict) continue;
+        undone += (undone.empty() ? "" : ", ") + outcome.id;
+      }
+      if (!undone.empty()) std::fprintf(out, "undone   %s\n", undone.c_str());
+    }
     std::fprintf(out, "%s commit %s after %lld ms\n",
                  result.rolled_back ? "rolled back" : "FAILED to apply", Short(commit).c_str(),
                  static_cast<long long>(elapsed));
+    if (!same_commit && result.rolled_back) {
+      const Quarantine quarantined{commit, result.error, now};
+      if (auto saved = SaveQuarantine(options.state_dir, quarantined); !saved) {
+        std::fprintf(err, "tetherd: %s\n", saved.error().message().c_str());
+      } else {
+        std::fprintf(out, "quarantined commit %s: not applied again until a newer commit\n",
+                     Short(commit).c_str());
+      }
+    }
     return 1;
+  }
+  if (!same_commit && *quarantine) {
+    if (auto cleared = ClearQuarantine(options.state_dir); !cleared) {
+      std::fprintf(err, "tetherd: %s\n", cleared.error().message().c_str());
+    }
   }
   if (full_audit) {
     if (auto recorded = RecordFullAudit(options.state_dir, wall_now); !recorded) {
@@ -210,7 +258,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
     std::fprintf(out, "applied %s: %zu change%s in %lld ms\n", Short(commit).c_str(), changes,
                  changes == 1 ? "" : "s", static_cast<long long>(elapsed));
   }
-  return 0;
+  return quarantined_head ? 1 : 0;
 }
 
 }  // namespace tether

@@ -16,6 +16,7 @@ struct CycleOptions {
   std::string cache_dir;
   std::string root = "/";                // --root: every managed path is below it
   bool dry_run = false;                  // plan only
+  bool retry_quarantined = false;        // apply a quarantined commit once more
   std::vector<std::string> worker_argv;  // how to start the git worker
 };
 

@@ -34,9 +34,13 @@ constexpr char kFooter[] =
     "EXIT STATUS\n"
     "  0 success (with --once: in sync or applied), 1 failure (with --once: failed or\n"
     "  rolled back), 2 usage or configuration error.\n\n"
+    "QUARANTINE\n"
+    "  A commit whose apply failed or was rolled back (a change or a health check failed)\n"
+    "  is quarantined: it is not applied again until a newer commit arrives, and the last\n"
+    "  applied commit keeps being enforced meanwhile. --retry-quarantined tries it again.\n\n"
     "STATUS\n"
-    "  This version runs one cycle with --once (files, directories and symlinks); the\n"
-    "  daemon loop, packages and services are not built yet.\n\n"
+    "  This version runs one cycle with --once (files, directories, symlinks and checks);\n"
+    "  the daemon loop, packages and services are not built yet.\n\n"
     "SEE ALSO\n"
     "  tetherctl(8), README.md";
 
@@ -63,6 +67,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool once = false;
   bool dry_run = false;
+  bool retry_quarantined = false;
   app.add_option("--config", config_path,
                  "Agent configuration file; drop-ins are read from the\n"
                  "agent.d/ directory beside it")
@@ -86,6 +91,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--once", once, "Run one cycle in the foreground and exit");
   app.add_flag("--dry-run", dry_run, "Plan only; change nothing on the host");
+  app.add_flag("--retry-quarantined", retry_quarantined,
+               "With --once: apply the fleet repo's head even if it is quarantined\n"
+               "(it failed or was rolled back before); lifts the quarantine");
   // Internal: the child process that talks to Git servers (agent/git/git_worker.hpp).
   bool git_worker = false;
   std::string worker_ca_file;
@@ -124,6 +132,7 @@ int main(int argc, char** argv) {
   options.cache_dir = cache_dir;
   options.root = root;
   options.dry_run = dry_run;
+  options.retry_quarantined = retry_quarantined;
   options.worker_argv = {SelfPath(argv[0]), "--git-worker"};
   return tether::RunCycleOnce(options, stdout, stderr);
 }

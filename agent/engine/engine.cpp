@@ -495,9 +495,12 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     for (auto* handler : handlers_) {
       if (auto healthy = handler->Verify(*desired, deadline); !healthy) {
         result.unhealthy = true;
-        return fail(healthy.error().WithContext("health check"));
+        if (options_.roll_back_unhealthy) return fail(healthy.error().WithContext("health check"));
+        result.error = healthy.error().WithContext("health check").message();
+        break;  // committed as it is, and reported
       }
     }
+    if (result.unhealthy) result.ok = false;
   }
   if (same_but_fingerprints && !inventory.commit.empty()) {
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());

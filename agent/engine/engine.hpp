@@ -160,6 +160,9 @@ struct EngineOptions {
   std::string state_dir;
   // How long the health gate (KindHandler::Verify) may take after an apply.
   std::chrono::milliseconds health_timeout = std::chrono::seconds(60);
+  // apply.rollback = "off": a failing health gate is reported (ok = false, unhealthy) but
+  // the apply is committed as it is, not rolled back.
+  bool roll_back_unhealthy = true;
   // Test-only: called after each durable step ("journal", "change", "inventory", "commit")
   // with a running count; a crash test kills the process there.
   std::function<void(int count, const char* what)> after_step;
@@ -220,6 +223,10 @@ class Engine {
 // Records that a full audit completed at `now`.
 [[nodiscard]] Status RecordFullAudit(const std::string& state_dir,
                                      std::chrono::system_clock::time_point now);
+
+// The handler of [[check]] resources: nothing to apply; Verify runs every check (exec or
+// HTTP), each retried until it passes or the health gate's deadline passes.
+[[nodiscard]] std::unique_ptr<KindHandler> MakeCheckHandler();
 
 // The handler of files, directories and symlinks, on a Filesystem (rooted at --root).
 // Owners and groups are looked up in the root's /etc/passwd and /etc/group.

@@ -18,6 +18,7 @@
 
 #include "agent/desired/render.hpp"
 #include "tests/support/forwarding_filesystem.hpp"
+#include "tests/support/https_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::ActionType;
@@ -142,6 +143,8 @@ struct Host {
   TempDir state{"engine-state"};
   std::unique_ptr<tether::RootedFilesystem> fs;
   std::unique_ptr<tether::KindHandler> paths;
+  std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler();
+  std::chrono::milliseconds health_timeout{std::chrono::seconds(5)};
 
   Host() {
     std::filesystem::create_directories(root.Path("etc"));
@@ -154,7 +157,8 @@ struct Host {
     tether::EngineOptions options;
     options.state_dir = state.path();
     options.after_step = std::move(hook);
-    return Engine(options, {paths.get()});
+    options.health_timeout = health_timeout;
+    return Engine(options, {paths.get(), checks.get()});
   }
 
   // Plans and applies `desired` for `commit`; returns the result.
@@ -165,7 +169,7 @@ struct Host {
     REQUIRE(inventory);
     auto plan = engine.Plan(desired, *inventory);
     REQUIRE_MESSAGE(plan, (plan ? "" : plan.error().message()));
-    return engine.Apply(*plan, *inventory, commit);
+    return engine.Apply(*plan, *inventory, commit, &desired);
   }
 
   std::vector<tether::PlannedAction> PlanOf(const DesiredState& desired) {
@@ -729,4 +733,84 @@ TEST_CASE("A full audit is due once a period, and when its record is missing or 
   CHECK(tether::FullAuditDue(state.path(), minutes(10), now - minutes(1)));  // clock set back
   state.WriteFile("last-audit", "yesterday\n");
   CHECK(tether::FullAuditDue(state.path(), minutes(10), now));
+}
+
+TEST_CASE("A failing health check rolls the whole apply back and says which check failed") {
+  Host host;
+  host.health_timeout = std::chrono::milliseconds(1500);
+  const std::string conf = host.root.Path("etc/app.conf");
+  auto profile = [&](const std::string& content) {
+    return "[[file]]\npath = \"/etc/app.conf\"\ncontent = \"" + content +
+           "\\n\"\n[[check]]\nname = \"config is valid\"\nexec = [\"/bin/sh\", \"-c\", "
+           "\"grep -q '^valid' " +
+           conf +
+           " || { echo 'app: config rejected' >&2; exit 3; }\"]\n"
+           "timeout = \"2s\"\n";
+  };
+  REQUIRE(host.Converge(Desired(profile("valid 1")).state, "c1").ok);
+  CHECK(host.root.ReadFile("etc/app.conf") == "valid 1\n");
+  const Snapshot before = Take(host.root.path());
+
+  auto result = host.Converge(Desired(profile("broken")).state, "c2");
+  CHECK_FALSE(result.ok);
+  CHECK(result.rolled_back);
+  CHECK(result.unhealthy);
+  CHECK(result.error ==
+        "health check: check 'config is valid' failed: exited with status 3, expected 0: app: "
+        "config rejected");
+  CHECK(Take(host.root.path()) == before);  // the old file is back
+  CHECK(host.MakeEngine().LoadInventory().value().commit == "c1");
+
+  // apply.rollback = "off": the failure is reported, and the apply stays.
+  tether::EngineOptions options;
+  options.state_dir = host.state.path();
+  options.health_timeout = std::chrono::milliseconds(500);
+  options.roll_back_unhealthy = false;
+  Engine keeping(options, {host.paths.get(), host.checks.get()});
+  Desired broken(profile("broken"));
+  auto inventory = keeping.LoadInventory().value();
+  auto kept =
+      keeping.Apply(keeping.Plan(broken.state, inventory).value(), inventory, "c2", &broken.state);
+  CHECK_FALSE(kept.ok);
+  CHECK(kept.unhealthy);
+  CHECK_FALSE(kept.rolled_back);
+  CHECK(kept.error.find("check 'config is valid' failed") != std::string::npos);
+  CHECK(host.root.ReadFile("etc/app.conf") == "broken\n");
+  CHECK(keeping.LoadInventory().value().commit == "c2");
+
+  // Nothing applied, nothing to gate: a cycle without changes does not run the checks.
+  const std::string failing =
+      "[[file]]\npath = \"/etc/app.conf\"\ncontent = \"broken\\n\"\n[[check]]\nname = "
+      "\"always fails\"\nexec = [\"/bin/false\"]\n";
+  CHECK(host.Converge(Desired(failing).state, "c2").ok);
+}
+
+TEST_CASE("An HTTP check passes on the expected status, retried until the deadline") {
+  tether::testing::HttpsServer server({{}, "", true});
+  Host host;
+  host.health_timeout = std::chrono::seconds(5);
+  // Down twice, then up: retried, so the apply passes.
+  server.Enqueue(tether::testing::ScriptedResponse::Respond(503));
+  server.Enqueue(tether::testing::ScriptedResponse::Respond(503));
+  const std::string profile =
+      "[[file]]\npath = \"/etc/motd\"\ncontent = \"a\\n\"\n"
+      "[[check]]\nname = \"site\"\nhttp = \"" +
+      server.url("/health") + "\"\n";
+  auto result = host.Converge(Desired(profile).state, "c1");
+  CHECK_MESSAGE(result.ok, result.error);
+  CHECK(server.request_count() == 3);
+
+  host.health_timeout = std::chrono::milliseconds(1200);
+  server.SetDefaultResponse(tether::testing::ScriptedResponse::Respond(500));
+  auto failed =
+      host.Converge(Desired("[[file]]\npath = \"/etc/motd\"\ncontent = \"b\\n\"\n[[check]]\nname = "
+                            "\"site\"\nhttp = \"" +
+                            server.url("/health") + "\"\n")
+                        .state,
+                    "c2");
+  CHECK_FALSE(failed.ok);
+  CHECK(failed.rolled_back);
+  CHECK(failed.error.find("check 'site' failed: " + server.url("/health") +
+                          " answered 500, expected 200") != std::string::npos);
+  CHECK(host.root.ReadFile("etc/motd") == "a\n");
 }

@@ -40,12 +40,13 @@ struct Sandbox {
     std::filesystem::create_directories(dir.Path("root/etc"));
   }
 
-  std::string Commit(const std::string& motd, bool sign = true) {
+  std::string Commit(const std::string& motd, bool sign = true, const std::string& extra = "") {
     tether::testing::CommitOptions options;
     if (sign) options.signing_key = key.private_key;
     return CommitFiles(
         repo,
-        {{"hosts/h.toml", "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"}, {"motd", motd}},
+        {{"hosts/h.toml", "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n" + extra},
+         {"motd", motd}},
         options);
   }
 
@@ -153,4 +154,45 @@ TEST_CASE("tetherd --once refuses to run while another holds the state dir") {
   CHECK(refused.err.find("another tetherd is working on") != std::string::npos);
   close(fd);
   CHECK(box.Once().exit_code == 0);
+}
+
+TEST_CASE("tetherd --once: a commit failing its health check is rolled back and quarantined") {
+  Sandbox box;
+  const std::string good = box.Commit("hello\n");
+  REQUIRE(box.Once().exit_code == 0);
+  // The check fails while the motd says "broken".
+  const std::string check =
+      "[[check]]\nname = \"motd sane\"\nexec = [\"/bin/sh\", \"-c\", "
+      "\"! grep -q broken " +
+      box.dir.Path("root/etc/motd") + "\"]\n";
+  box.dir.WriteFile("agent.toml",
+                    box.dir.ReadFile("agent.toml") + "[apply]\nhealth_timeout = \"1s\"\n");
+  const std::string bad = box.Commit("broken\n", true, check);
+  auto failed = box.Once();
+  CHECK(failed.exit_code == 1);
+  CHECK(failed.err.find("health check: check 'motd sane' failed: exited with status 1") !=
+        std::string::npos);
+  CHECK(failed.out.find("undone   file:/etc/motd") != std::string::npos);
+  CHECK(failed.out.find("rolled back commit " + bad.substr(0, 12)) != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // Not tried again; the applied commit is still enforced.
+  box.dir.WriteFile("root/etc/motd", "edited\n");
+  auto skipped = box.Once();
+  CHECK(skipped.exit_code == 1);
+  CHECK(skipped.out.find("quarantined commit " + bad.substr(0, 12) + ": it failed before") !=
+        std::string::npos);
+  CHECK(skipped.out.find("enforcing the applied commit " + good.substr(0, 12)) !=
+        std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // An operator may ask for it again (it fails again); a newer commit lifts it.
+  auto retried = box.Once({"--retry-quarantined"});
+  CHECK(retried.exit_code == 1);
+  CHECK(retried.out.find("retry    quarantined commit") != std::string::npos);
+  const std::string fixed = box.Commit("fixed\n", true, check);
+  auto applied = box.Once();
+  CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  CHECK(box.dir.ReadFile("root/etc/motd") == "fixed\n");
+  CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
 }

@@ -1,0 +1,47 @@
+// A small HTTP(S) client for one request at a time: health checks now, status reports
+// later. Synchronous for its caller, with a connect deadline and a total deadline; TLS
+// verifies the peer against the system CAs or a given CA file, with the host name
+// checked; redirects are never followed (a 3xx is returned as it is).
+//
+// Threading: thread-compatible; each call has its own I/O context.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/error.hpp"
+
+namespace tether {
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;  // http://HOST[:PORT]/PATH or https://...
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::string body{};
+  std::string ca_file{};      // PEM; empty: the system CAs
+  std::string client_cert{};  // PEM files for mutual TLS; both or neither
+  std::string client_key{};
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
+  std::chrono::milliseconds timeout{std::chrono::seconds(10)};  // the whole exchange
+  std::size_t max_response_body = 1 << 20;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::string body{};
+
+  // The first header named `name` (case-insensitive), or "".
+  [[nodiscard]] std::string Header(std::string_view name) const;
+};
+
+// Sends `request` and reads the response. Errors: EINVAL for a URL that is not http(s),
+// ETIMEDOUT past a deadline, ECONNREFUSED and the like from the network, EPROTO for a TLS
+// or HTTP protocol failure (certificate not trusted, wrong host name), EFBIG for a
+// response body over the limit. Messages name the URL without its query string.
+[[nodiscard]] Result<HttpResponse> HttpFetch(const HttpRequest& request);
+
+}  // namespace tether
