@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/filesystem.hpp"
+#include "common/log.hpp"
 #include "common/unique_fd.hpp"
 
 namespace tether {
@@ -319,6 +320,19 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   return plan;
 }
 
+void Engine::DiscardAll(const std::vector<JournalStep>& steps) const {
+  // The apply is committed whatever happens here: a backup that cannot be removed is left
+  // behind (its name says what it is), and said so.
+  for (const auto& step : steps) {
+    KindHandler* handler = HandlerFor(step.kind);
+    if (handler == nullptr) continue;
+    if (auto discarded = handler->Discard(step); !discarded) {
+      GetLogger("engine")->warn("'{}': what was kept to undo it stays: {}", step.id,
+                                discarded.error().message());
+    }
+  }
+}
+
 Status Engine::RollBack(const std::vector<JournalStep>& steps) {
   Status first_failure;
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
@@ -504,7 +518,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
   }
   if (same_but_fingerprints && !inventory.commit.empty()) {
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());
-    for (const auto& step : journal.steps()) (void)HandlerFor(step.kind)->Discard(step);
+    DiscardAll(journal.steps());
     (void)HostFs().Remove(journal_path);
     return result;
   }
@@ -521,7 +535,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     return result;
   }
   (void)HostFs().SyncDirectory(options_.state_dir);
-  for (const auto& step : journal.steps()) (void)HandlerFor(step.kind)->Discard(step);
+  DiscardAll(journal.steps());
   if (any_change) (void)HostFs().Remove(journal_path);
   return result;
 }
@@ -567,9 +581,7 @@ Status Engine::Recover() {
   if (committed) {
     auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path);
     if (!renamed && !renamed.error().Is(std::errc::no_such_file_or_directory)) return renamed;
-    for (const auto& step : steps) {
-      if (KindHandler* handler = HandlerFor(step.kind)) (void)handler->Discard(step);
-    }
+    DiscardAll(steps);
   } else {
     if (auto undone = RollBack(steps); !undone) {
       return Fail(undone.error().WithContext("roll back the interrupted apply"));

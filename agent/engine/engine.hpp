@@ -201,6 +201,7 @@ class Engine {
  private:
   KindHandler* HandlerFor(ResourceKind kind) const;
   Status RollBack(const std::vector<JournalStep>& steps);
+  void DiscardAll(const std::vector<JournalStep>& steps) const;
 
   EngineOptions options_;
   std::vector<KindHandler*> handlers_;
