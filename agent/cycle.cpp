@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 
@@ -15,6 +16,8 @@
 #include "agent/engine/engine.hpp"
 #include "agent/git/commit_check.hpp"
 #include "agent/git/git_source.hpp"
+#include "agent/packages/apt.hpp"
+#include "agent/packages/package_handler.hpp"
 #include "agent/state/quarantine.hpp"
 #include "common/filesystem.hpp"
 #include "common/unique_fd.hpp"
@@ -67,11 +70,18 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   }
   auto paths = MakePathHandler(**fs);
   auto checks = MakeCheckHandler();
+  // Packages and services belong to the host itself: under a --root sandbox only its
+  // files are managed.
+  const bool whole_host = options.root == "/";
+  AptPackageManager apt;
+  auto packages = MakePackageHandler(apt);
+  std::vector<KindHandler*> handlers = {paths.get(), checks.get()};
+  if (whole_host) handlers.insert(handlers.begin(), packages.get());
   EngineOptions engine_options;
   engine_options.state_dir = options.state_dir;
   engine_options.health_timeout = options.config.apply.health_timeout;
   engine_options.roll_back_unhealthy = options.config.apply.rollback == RollbackMode::kAuto;
-  Engine engine(engine_options, {paths.get(), checks.get()});
+  Engine engine(engine_options, handlers);
 
   // An apply a crash interrupted is finished before anything else.
   if (auto recovered = engine.Recover(); !recovered) {
@@ -203,11 +213,17 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
     std::fputs(action.diff.c_str(), out);
   }
   for (const auto& resource : desired.resources) {
-    if (resource.kind != ResourceKind::kFile && resource.kind != ResourceKind::kDirectory &&
-        resource.kind != ResourceKind::kSymlink && resource.kind != ResourceKind::kCheck) {
-      std::fprintf(out, "skipped  %s: %ss are not managed by this version yet\n",
-                   resource.id.c_str(), ResourceKindName(resource.kind));
-    }
+    const bool handled = std::any_of(handlers.begin(), handlers.end(),
+                                     [&](KindHandler* h) { return h->Handles(resource.kind); });
+    if (handled) continue;
+    const bool host_only = resource.kind == ResourceKind::kPackage ||
+                           resource.kind == ResourceKind::kUnit ||
+                           resource.kind == ResourceKind::kService;
+    std::fprintf(out, "skipped  %s: %s\n", resource.id.c_str(),
+                 host_only && !whole_host ? "a --root sandbox manages files only"
+                                          : (std::string(ResourceKindName(resource.kind)) +
+                                             "s are not managed by this version yet")
+                                                .c_str());
   }
   if (options.dry_run) {
     std::fprintf(out, "dry run: %zu change%s planned, nothing changed\n", changes,
