@@ -291,7 +291,8 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     if (entry == nullptr) {
       auto other = gone_by_name.find(resource.id.substr(resource.id.find(':') + 1));
       if (other != gone_by_name.end() &&
-          HandlerFor(inventory.entries.at(other->second).kind) == handler) {
+          HandlerFor(inventory.entries.at(other->second).kind) == handler &&
+          handler->Replaces(inventory.entries.at(other->second).kind, resource.kind)) {
         replaces = other->second;
         entry = &inventory.entries.at(replaces);
         taken_over.insert(replaces);

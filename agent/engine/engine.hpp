@@ -96,6 +96,13 @@ class KindHandler {
  public:
   virtual ~KindHandler() = default;
   [[nodiscard]] virtual bool Handles(ResourceKind kind) const = 0;
+  // True when a path that was a `from` may become a `to` in place (a file that becomes a
+  // symlink): the engine then plans the new resource over the dropped one's entry rather
+  // than pruning it. Different kinds that merely share a name (unit:x.service and
+  // service:x.service) are not replacements.
+  [[nodiscard]] virtual bool Replaces(ResourceKind /*from*/, ResourceKind /*to*/) const {
+    return false;
+  }
   // Called once per plan with the whole desired state, before Plan() of its resources
   // (e.g. to know which directories the plan will create).
   virtual void Prepare(const DesiredState& /*desired*/) {}

@@ -45,6 +45,10 @@ class PathHandler final : public KindHandler {
            kind == ResourceKind::kSymlink;
   }
 
+  bool Replaces(ResourceKind from, ResourceKind to) const override {
+    return Handles(from) && Handles(to);  // one path, another kind of thing at it
+  }
+
   void Prepare(const DesiredState& desired) override {
     declared_directories_.clear();
     for (const auto& resource : desired.resources) {

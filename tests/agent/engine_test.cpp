@@ -814,3 +814,60 @@ TEST_CASE("An HTTP check passes on the expected status, retried until the deadli
                           " answered 500, expected 200") != std::string::npos);
   CHECK(host.root.ReadFile("etc/motd") == "a\n");
 }
+
+namespace {
+
+// A handler of two kinds that share names (like unit:x.service and service:x.service),
+// recording what the engine asks of it. Changes nothing.
+class TwoKinds final : public tether::KindHandler {
+ public:
+  bool Handles(tether::ResourceKind kind) const override {
+    return kind == tether::ResourceKind::kUnit || kind == tether::ResourceKind::kService;
+  }
+  tether::Result<tether::Action> Plan(const tether::Resource& resource,
+                                      const tether::InventoryEntry* previous, bool,
+                                      const tether::PlanContext&) override {
+    planned_over.push_back(resource.id + (previous != nullptr ? " over an entry" : ""));
+    tether::Action action;
+    action.id = resource.id;
+    return action;
+  }
+  tether::Result<tether::Action> PlanPrune(const std::string& id,
+                                           const tether::InventoryEntry&) override {
+    pruned.push_back(id);
+    tether::Action action;
+    action.id = id;
+    return action;
+  }
+  tether::Result<nlohmann::json> Begin(const tether::PlannedAction&, const std::string&) override {
+    return nlohmann::json::object();
+  }
+  tether::Status Apply(std::vector<tether::Change>&, tether::Transaction&) override { return {}; }
+  tether::Status Undo(const tether::JournalStep&) override { return {}; }
+  tether::Status Discard(const tether::JournalStep&) override { return {}; }
+  std::vector<std::string> planned_over;
+  std::vector<std::string> pruned;
+};
+
+}  // namespace
+
+TEST_CASE("Kinds that only share a name are not replacements: the dropped one is pruned") {
+  TempDir state("two-kinds-state");
+  TwoKinds handler;
+  tether::EngineOptions options;
+  options.state_dir = state.path();
+  Engine engine(options, {&handler});
+  tether::Inventory inventory;
+  inventory.entries["service:app.service"] = {tether::ResourceKind::kService, "app.service", true,
+                                              nlohmann::json(), ""};
+  DesiredState desired;
+  tether::Resource unit;
+  unit.kind = tether::ResourceKind::kUnit;
+  unit.id = "unit:app.service";
+  unit.spec = tether::UnitSpec{"app.service", "/etc/systemd/system/app.service", "", {}, false};
+  desired.resources.push_back(unit);
+  auto plan = engine.Plan(desired, inventory);
+  REQUIRE(plan);
+  CHECK(handler.planned_over == std::vector<std::string>{"unit:app.service"});
+  CHECK(handler.pruned == std::vector<std::string>{"service:app.service"});
+}
