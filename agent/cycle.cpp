@@ -18,8 +18,10 @@
 #include "agent/git/git_source.hpp"
 #include "agent/packages/apt.hpp"
 #include "agent/packages/package_handler.hpp"
+#include "agent/services/service_handler.hpp"
 #include "agent/state/quarantine.hpp"
 #include "common/filesystem.hpp"
+#include "common/systemd_bus.hpp"
 #include "common/unique_fd.hpp"
 
 namespace tether {
@@ -77,6 +79,21 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   auto packages = MakePackageHandler(apt);
   std::vector<KindHandler*> handlers = {paths.get(), checks.get()};
   if (whole_host) handlers.insert(handlers.begin(), packages.get());
+  // Units and services: systemd's, over the system bus; connected when the profile has
+  // any (a later error names what could not be reached).
+  std::unique_ptr<SystemdBus> bus;
+  std::unique_ptr<KindHandler> services;
+  std::optional<Error> no_bus;
+  if (whole_host) {
+    auto opened = OpenSystemdBus();
+    if (opened) {
+      bus = std::move(*opened);
+      services = MakeServiceHandler(**fs, *bus);
+      handlers.insert(handlers.end() - 1, services.get());  // before the checks
+    } else {
+      no_bus = opened.error();
+    }
+  }
   EngineOptions engine_options;
   engine_options.state_dir = options.state_dir;
   engine_options.health_timeout = options.config.apply.health_timeout;
@@ -216,6 +233,12 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
     const bool handled = std::any_of(handlers.begin(), handlers.end(),
                                      [&](KindHandler* h) { return h->Handles(resource.kind); });
     if (handled) continue;
+    if (no_bus &&
+        (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
+      std::fprintf(err, "tetherd: %s: systemd cannot be reached: %s\n", resource.id.c_str(),
+                   no_bus->message().c_str());
+      return 1;
+    }
     const bool host_only = resource.kind == ResourceKind::kPackage ||
                            resource.kind == ResourceKind::kUnit ||
                            resource.kind == ResourceKind::kService;
