@@ -54,9 +54,10 @@ struct Profile {
   bool unit = true;
   bool service = true;
   bool reload = false;
+  std::string check;  // [[check]] tables, if any
 
   std::string Text() const {
-    std::string text =
+    std::string text = check +
         "[[file]]\npath = \"/etc/tether-app.conf\"\ncontent = '''\n" + conf + "'''\n";
     if (unit) {
       text += "[[unit]]\nname = \"tether-app.service\"\ncontent = '''\n[Unit]\nDescription=" +
@@ -115,6 +116,7 @@ struct Agent {
   std::unique_ptr<tether::SystemdBus> bus;
   std::unique_ptr<tether::KindHandler> paths;
   std::unique_ptr<tether::KindHandler> services;
+  std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler();
 
   static tether::Result<Agent> Open(const SystemdContainer& container) {
     Agent agent;
@@ -135,7 +137,7 @@ struct Agent {
     options.state_dir = state_dir;
     options.health_timeout = 20s;
     options.after_step = std::move(hook);
-    return Engine(options, {paths.get(), services.get()});
+    return Engine(options, {paths.get(), services.get(), checks.get()});
   }
 };
 
@@ -384,6 +386,14 @@ TEST_SUITE("system") {
       broken.exec = kCrashingExec;
       unhealthy = true;
       blamed = "service 'tether-app.service' is not running";
+    }
+    SUBCASE("it runs, but a health check fails") {
+      // The check (run by tetherd, here on the host) reads what the service started with.
+      broken.check = "[[check]]\nname = \"runs version 1\"\nexec = [\"/bin/grep\", \"-q\", "
+                     "\"version 1\", \"/proc/" +
+                     std::to_string(world.container.pid1()) + "/root/run/tether-app.seen\"]\n";
+      unhealthy = true;
+      blamed = "health check: check 'runs version 1' failed: exited with status 1";
     }
     Desired v2(broken);
     const auto result = world.Converge(v2.state, "c2");
