@@ -39,8 +39,9 @@ constexpr char kFooter[] =
     "  is quarantined: it is not applied again until a newer commit arrives, and the last\n"
     "  applied commit keeps being enforced meanwhile. --retry-quarantined tries it again.\n\n"
     "STATUS\n"
-    "  This version runs one cycle with --once (files, directories, symlinks and checks);\n"
-    "  the daemon loop, packages and services are not built yet.\n\n"
+    "  This version runs one cycle with --once (files, directories, symlinks, packages,\n"
+    "  units, services and checks); the daemon loop is not built yet. Under --root, only\n"
+    "  files, directories and symlinks are managed.\n\n"
     "SEE ALSO\n"
     "  tetherctl(8), README.md";
 
