@@ -1,18 +1,12 @@
-#include <utility>  // before Boost.Asio 1.74, whose awaitable.hpp uses std::exchange
-
 #include "common/http_client.hpp"
 
 #include <openssl/ssl.h>
 
 #include <strings.h>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -101,59 +95,140 @@ Error NetworkError(const beast::error_code& code, const std::string& what, const
   return Error(std::make_error_code(std::errc::io_error), message);
 }
 
-template <typename Stream>
-asio::awaitable<void> Exchange(Stream& stream, const HttpRequest& request, const Url& url,
-                               Outcome& outcome) {
-  http::request<http::string_body> message{http::string_to_verb(request.method), url.target, 11};
-  message.set(http::field::host, url.host);
-  message.set(http::field::user_agent, "tether");
-  for (const auto& [name, value] : request.headers) message.set(name, value);
-  if (!request.body.empty() || request.method == "POST" || request.method == "PUT") {
-    message.body() = request.body;
-    message.prepare_payload();
+// One exchange, driven by completion handlers on one io_context: resolve, connect,
+// (TLS handshake,) write, read the header, read the body (, TLS shutdown). Each step ends
+// the exchange with an error in `outcome` or starts the next one.
+class Session {
+ public:
+  Session(asio::io_context& io, asio::ssl::context& tls, const HttpRequest& request, const Url& url,
+          std::chrono::steady_clock::time_point deadline)
+      : tls_(tls), request_(request), url_(url), deadline_(deadline), resolver_(io), tcp_(io) {}
+
+  void Start() {
+    resolver_.async_resolve(url_.host, url_.port,
+                            [this](beast::error_code code, tcp::resolver::results_type found) {
+                              if (code) return Finish(NetworkError(code, "resolve", url_));
+                              Connect(found);
+                            });
   }
-  beast::error_code write_error;
-  co_await http::async_write(stream, message,
-                             asio::redirect_error(asio::use_awaitable, write_error));
-  if (write_error) {
-    outcome.error = NetworkError(write_error, "send to", url);
-    co_return;
+
+  Outcome& outcome() { return outcome_; }
+
+ private:
+  void Connect(const tcp::resolver::results_type& endpoints) {
+    tcp_.expires_after(std::min<std::chrono::steady_clock::duration>(
+        request_.connect_timeout, deadline_ - std::chrono::steady_clock::now()));
+    tcp_.async_connect(endpoints, [this](beast::error_code code, const tcp::endpoint&) {
+      if (code) return Finish(NetworkError(code, "connect to", url_));
+      tcp_.expires_at(deadline_);
+      beast::error_code ignored;
+      tcp_.socket().set_option(tcp::no_delay(true), ignored);
+      if (!url_.tls) return Write();
+      Handshake();
+    });
   }
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(request.max_response_body);
-  beast::error_code read_error;
-  co_await http::async_read_header(stream, buffer, parser,
-                                   asio::redirect_error(asio::use_awaitable, read_error));
-  // Boost 1.74's parser does not hold a Content-Length to its body limit (chunked and
-  // close-delimited bodies it does): checked here, before the body is read.
-  if (!read_error && parser.content_length() &&
-      *parser.content_length() > request.max_response_body) {
-    read_error = http::error::body_limit;
+
+  void Handshake() {
+    tls_stream_.emplace(std::move(tcp_), tls_);
+    if (SSL_set_tlsext_host_name(tls_stream_->native_handle(), url_.host.c_str()) != 1) {
+      return Finish(Error(std::make_error_code(std::errc::protocol_error),
+                          "set the TLS server name for " + url_.shown));
+    }
+    tls_stream_->set_verify_callback(asio::ssl::host_name_verification(url_.host));
+    tls_stream_->async_handshake(asio::ssl::stream_base::client, [this](beast::error_code code) {
+      if (code) return Finish(NetworkError(code, "TLS handshake with", url_));
+      Write();
+    });
   }
-  if (!read_error) {
-    co_await http::async_read(stream, buffer, parser,
-                              asio::redirect_error(asio::use_awaitable, read_error));
+
+  // Calls `step` with whichever stream carries the exchange.
+  template <typename Step>
+  void OnStream(Step&& step) {
+    if (tls_stream_) {
+      step(*tls_stream_);
+    } else {
+      step(tcp_);
+    }
   }
-  if (read_error == http::error::body_limit) {
-    outcome.error = Error(std::make_error_code(std::errc::file_too_large),
-                          url.shown + " answered with more than " +
-                              std::to_string(request.max_response_body) + " bytes");
-    co_return;
+
+  void Write() {
+    message_ = {http::string_to_verb(request_.method), url_.target, 11};
+    message_.set(http::field::host, url_.host);
+    message_.set(http::field::user_agent, "tether");
+    for (const auto& [name, value] : request_.headers) message_.set(name, value);
+    if (!request_.body.empty() || request_.method == "POST" || request_.method == "PUT") {
+      message_.body() = request_.body;
+      message_.prepare_payload();
+    }
+    OnStream([this](auto& stream) {
+      http::async_write(stream, message_, [this](beast::error_code code, std::size_t) {
+        if (code) return Finish(NetworkError(code, "send to", url_));
+        ReadHeader();
+      });
+    });
   }
-  if (read_error) {
-    outcome.error = NetworkError(read_error, "read from", url);
-    co_return;
+
+  void ReadHeader() {
+    parser_.body_limit(request_.max_response_body);
+    OnStream([this](auto& stream) {
+      http::async_read_header(stream, buffer_, parser_,
+                              [this](beast::error_code code, std::size_t) {
+                                // Boost 1.74's parser does not hold a Content-Length to its body
+                                // limit (chunked and close-delimited bodies it does): checked here,
+                                // before the body is read.
+                                if (!code && parser_.content_length() &&
+                                    *parser_.content_length() > request_.max_response_body) {
+                                  code = http::error::body_limit;
+                                }
+                                if (code) return ReadFailed(code);
+                                ReadBody();
+                              });
+    });
   }
-  HttpResponse response;
-  const auto& answer = parser.get();
-  response.status = static_cast<int>(answer.result_int());
-  for (const auto& field : answer) {
-    response.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+
+  void ReadBody() {
+    OnStream([this](auto& stream) {
+      http::async_read(stream, buffer_, parser_, [this](beast::error_code code, std::size_t) {
+        if (code) return ReadFailed(code);
+        HttpResponse response;
+        const auto& answer = parser_.get();
+        response.status = static_cast<int>(answer.result_int());
+        for (const auto& field : answer) {
+          response.headers.emplace_back(std::string(field.name_string()),
+                                        std::string(field.value()));
+        }
+        response.body = answer.body();
+        outcome_.response = std::move(response);
+        if (!tls_stream_) return;
+        beast::get_lowest_layer(*tls_stream_).expires_after(std::chrono::seconds(1));
+        tls_stream_->async_shutdown([](beast::error_code) {});
+      });
+    });
   }
-  response.body = answer.body();
-  outcome.response = std::move(response);
-}
+
+  void ReadFailed(const beast::error_code& code) {
+    if (code == http::error::body_limit) {
+      return Finish(Error(std::make_error_code(std::errc::file_too_large),
+                          url_.shown + " answered with more than " +
+                              std::to_string(request_.max_response_body) + " bytes"));
+    }
+    Finish(NetworkError(code, "read from", url_));
+  }
+
+  void Finish(Error error) { outcome_.error = std::move(error); }
+
+  asio::ssl::context& tls_;
+  const HttpRequest& request_;
+  const Url& url_;
+  std::chrono::steady_clock::time_point deadline_;
+  tcp::resolver resolver_;
+  beast::tcp_stream tcp_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_stream_;
+  http::request<http::string_body> message_;
+  beast::flat_buffer buffer_;
+  http::response_parser<http::string_body> parser_;
+  Outcome outcome_;
+};
 
 }  // namespace
 
@@ -202,58 +277,16 @@ Result<HttpResponse> HttpFetch(const HttpRequest& request) {
     }
   }
 
-  Outcome outcome;
   const auto deadline = std::chrono::steady_clock::now() + request.timeout;
-  auto run = [&]() -> asio::awaitable<void> {
-    tcp::resolver resolver(io);
-    beast::error_code resolve_error;
-    auto endpoints = co_await resolver.async_resolve(
-        url->host, url->port, asio::redirect_error(asio::use_awaitable, resolve_error));
-    if (resolve_error) {
-      outcome.error = NetworkError(resolve_error, "resolve", *url);
-      co_return;
-    }
-    beast::tcp_stream tcp(io);
-    tcp.expires_after(std::min<std::chrono::steady_clock::duration>(
-        request.connect_timeout, deadline - std::chrono::steady_clock::now()));
-    beast::error_code connect_error;
-    co_await tcp.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, connect_error));
-    if (connect_error) {
-      outcome.error = NetworkError(connect_error, "connect to", *url);
-      co_return;
-    }
-    tcp.expires_at(deadline);
-    tcp.socket().set_option(tcp::no_delay(true));
-    if (!url->tls) {
-      co_await Exchange(tcp, request, *url, outcome);
-      co_return;
-    }
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), tls);
-    if (SSL_set_tlsext_host_name(stream.native_handle(), url->host.c_str()) != 1) {
-      outcome.error = Error(std::make_error_code(std::errc::protocol_error),
-                            "set the TLS server name for " + url->shown);
-      co_return;
-    }
-    stream.set_verify_callback(asio::ssl::host_name_verification(url->host));
-    beast::error_code handshake_error;
-    co_await stream.async_handshake(asio::ssl::stream_base::client,
-                                    asio::redirect_error(asio::use_awaitable, handshake_error));
-    if (handshake_error) {
-      outcome.error = NetworkError(handshake_error, "TLS handshake with", *url);
-      co_return;
-    }
-    co_await Exchange(stream, request, *url, outcome);
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));
-    beast::error_code ignored;
-    co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
-  };
-  asio::co_spawn(io, run, asio::detached);
+  Session session(io, tls, request, *url, deadline);
+  session.Start();
   // The stream deadlines bound every network step; this bounds name resolution too.
   io.run_until(deadline + std::chrono::milliseconds(200));
   if (!io.stopped()) {
     io.stop();
     return Fail(std::errc::timed_out, "request to " + url->shown + ": timed out");
   }
+  Outcome& outcome = session.outcome();
   if (outcome.error) return Fail(*outcome.error);
   if (!outcome.response) {
     return Fail(std::errc::io_error, "request to " + url->shown + ": no response");

@@ -35,7 +35,7 @@ using SlotPtr = std::unique_ptr<sd_bus_slot, SlotUnref>;
 
 // An sd_bus_error freed on scope exit.
 struct BusError {
-  sd_bus_error error = SD_BUS_ERROR_NULL;
+  sd_bus_error error{};  // SD_BUS_ERROR_NULL, without its C compound literal
   BusError() = default;
   BusError(const BusError&) = delete;
   BusError& operator=(const BusError&) = delete;
