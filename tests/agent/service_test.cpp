@@ -57,8 +57,8 @@ struct Profile {
   std::string check;  // [[check]] tables, if any
 
   std::string Text() const {
-    std::string text = check +
-        "[[file]]\npath = \"/etc/tether-app.conf\"\ncontent = '''\n" + conf + "'''\n";
+    std::string text =
+        check + "[[file]]\npath = \"/etc/tether-app.conf\"\ncontent = '''\n" + conf + "'''\n";
     if (unit) {
       text += "[[unit]]\nname = \"tether-app.service\"\ncontent = '''\n[Unit]\nDescription=" +
               description + "\n[Service]\nType=" + type + "\nExecStart=" + exec +
@@ -389,9 +389,10 @@ TEST_SUITE("system") {
     }
     SUBCASE("it runs, but a health check fails") {
       // The check (run by tetherd, here on the host) reads what the service started with.
-      broken.check = "[[check]]\nname = \"runs version 1\"\nexec = [\"/bin/grep\", \"-q\", "
-                     "\"version 1\", \"/proc/" +
-                     std::to_string(world.container.pid1()) + "/root/run/tether-app.seen\"]\n";
+      broken.check =
+          "[[check]]\nname = \"runs version 1\"\nexec = [\"/bin/grep\", \"-q\", "
+          "\"version 1\", \"/proc/" +
+          std::to_string(world.container.pid1()) + "/root/run/tether-app.seen\"]\n";
       unhealthy = true;
       blamed = "health check: check 'runs version 1' failed: exited with status 1";
     }
