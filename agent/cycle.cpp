@@ -75,7 +75,11 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   // Packages and services belong to the host itself: under a --root sandbox only its
   // files are managed.
   const bool whole_host = options.root == "/";
-  AptPackageManager apt;
+  AptOptions apt_options;
+  apt_options.install_recommends = options.config.packages.install_recommends;
+  apt_options.lock_timeout =
+      std::chrono::ceil<std::chrono::seconds>(options.config.packages.lock_timeout);
+  AptPackageManager apt(apt_options);
   auto packages = MakePackageHandler(apt);
   std::vector<KindHandler*> handlers = {paths.get(), checks.get()};
   if (whole_host) handlers.insert(handlers.begin(), packages.get());

@@ -32,6 +32,7 @@ class ConfigParser {
     Section(top, "source", [&](TomlTable& t) { Source(t); });
     Section(top, "trust", [&](TomlTable& t) { Trust(t); });
     Section(top, "apply", [&](TomlTable& t) { Apply(t); });
+    Section(top, "packages", [&](TomlTable& t) { Packages(t); });
     Section(top, "report", [&](TomlTable& t) { Report(t); });
     Section(top, "webhook", [&](TomlTable& t) { Webhook(t); });
     Section(top, "metrics", [&](TomlTable& t) { Metrics(t); });
@@ -114,6 +115,12 @@ class ConfigParser {
       }
     }
     Set(t, "allowed_paths", t.Strings("allowed_paths"), s.allowed_paths);
+  }
+
+  void Packages(TomlTable& t) {
+    auto& s = config_.packages;
+    Set(t, "install_recommends", t.Bool("install_recommends"), s.install_recommends);
+    Set(t, "lock_timeout", t.Duration("lock_timeout"), s.lock_timeout);
   }
 
   void Report(TomlTable& t) {

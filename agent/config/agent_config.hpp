@@ -53,6 +53,12 @@ struct ApplyConfig {
   std::vector<std::string> allowed_paths = {"/etc", "/usr/local", "/opt", "/srv"};
 };
 
+// Packages (apt): what a transaction pulls in, and how long it waits for another dpkg.
+struct PackagesConfig {
+  bool install_recommends = false;
+  std::chrono::milliseconds lock_timeout = std::chrono::seconds(120);
+};
+
 struct ReportConfig {
   std::optional<std::string> url;  // none: reports are not sent
   std::optional<std::string> token_file;
@@ -75,6 +81,7 @@ struct AgentConfig {
   SourceConfig source;
   TrustConfig trust;
   ApplyConfig apply;
+  PackagesConfig packages;
   ReportConfig report;
   WebhookConfig webhook;
   MetricsConfig metrics;

@@ -43,6 +43,8 @@ TEST_CASE("The example agent.toml parses with every key") {
   CHECK(loaded->trust.require_signed);
   CHECK(loaded->apply.drift == tether::DriftMode::kRevert);
   CHECK(loaded->apply.audit_every == 10min);
+  CHECK_FALSE(loaded->packages.install_recommends);
+  CHECK(loaded->packages.lock_timeout == 2min);
   CHECK(loaded->report.url == "https://fleet.example.com/v1/reports");
   CHECK(loaded->report.heartbeat == 5min);
   CHECK(loaded->labels == std::map<std::string, std::string>{{"env", "prod"}, {"site", "fra1"}});
@@ -63,6 +65,8 @@ TEST_CASE("Defaults apply to every key left out") {
   CHECK(config.apply.rollback == tether::RollbackMode::kAuto);
   CHECK(config.apply.allowed_paths ==
         std::vector<std::string>{"/etc", "/usr/local", "/opt", "/srv"});
+  CHECK_FALSE(config.packages.install_recommends);
+  CHECK(config.packages.lock_timeout == 120s);
   CHECK_FALSE(config.report.url);
   CHECK_FALSE(config.webhook.listen);
 }
@@ -127,6 +131,9 @@ TEST_CASE("Each kind of mistake is reported with file, line, column and key") {
        "together\n"},
       {"[webhook]\nlisten = \"0.0.0.0:99999\"\nsecret_file = \"/s\"\n",
        "agent.toml:2:10: webhook.listen: expected a port from 1 to 65535 after ':'\n"},
+      {"[packages]\ninstall_recommends = \"yes\"\n",
+       "agent.toml:2:22: packages.install_recommends: expected a boolean (true or false), got a "
+       "string\n"},
       {"[webhook]\nlisten = \"0.0.0.0:9420\"\n",
        "agent.toml:2:10: webhook.listen: webhook.secret_file is required with webhook.listen\n"},
       {"[labels]\nEnv = \"prod\"\n",
