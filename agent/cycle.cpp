@@ -222,8 +222,10 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   std::vector<Action> actions;
   std::size_t changes = 0;
   for (const auto& planned : *plan) {
-    actions.push_back(planned.action);
     if (planned.action.type != ActionType::kInSync) ++changes;
+    if (planned.action.type != ActionType::kInSync || options.show_in_sync) {
+      actions.push_back(planned.action);
+    }
   }
   std::fputs(FormatPlan(actions).c_str(), out);
   for (const auto& action : drifted) {

@@ -10,6 +10,7 @@
 #include "agent/cli.hpp"
 #include "agent/config/agent_config.hpp"
 #include "agent/cycle.hpp"
+#include "agent/daemon/daemon.hpp"
 #include "agent/git/git_worker.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
@@ -38,10 +39,14 @@ constexpr char kFooter[] =
     "  A commit whose apply failed or was rolled back (a change or a health check failed)\n"
     "  is quarantined: it is not applied again until a newer commit arrives, and the last\n"
     "  applied commit keeps being enforced meanwhile. --retry-quarantined tries it again.\n\n"
-    "STATUS\n"
-    "  This version runs one cycle with --once (files, directories, symlinks, packages,\n"
-    "  units, services and checks); the daemon loop is not built yet. Under --root, only\n"
-    "  files, directories and symlinks are managed.\n\n"
+    "DAEMON\n"
+    "  Without --once, tetherd runs a cycle at start, then one every source.interval\n"
+    "  (spread by source.jitter; backing off after failures) and whenever tetherctl sync\n"
+    "  asks. SIGHUP reloads agent.toml (an invalid one is logged and the old one kept);\n"
+    "  SIGTERM stops once the cycle in progress has finished. Under systemd\n"
+    "  (Type=notify) it reports READY, STATUS, RELOADING and STOPPING, and pings the\n"
+    "  watchdog when WatchdogSec is set. Under --root, only files, directories and\n"
+    "  symlinks are managed.\n\n"
     "SEE ALSO\n"
     "  tetherctl(8), README.md";
 
@@ -121,12 +126,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", config.error().message().c_str());
     return 2;
   }
-  if (!once) {
-    tether::GetLogger("main")->error(
-        "the daemon loop is not built yet in tetherd {}; use --once to run one cycle",
-        TETHER_VERSION);
-    return 2;
-  }
   tether::CycleOptions options;
   options.config = std::move(*config);
   options.state_dir = state_dir;
@@ -135,5 +134,11 @@ int main(int argc, char** argv) {
   options.dry_run = dry_run;
   options.retry_quarantined = retry_quarantined;
   options.worker_argv = {SelfPath(argv[0]), "--git-worker"};
-  return tether::RunCycleOnce(options, stdout, stderr);
+  if (once) return tether::RunCycleOnce(options, stdout, stderr);
+  tether::DaemonOptions daemon;
+  daemon.config_path = config_path;
+  options.show_in_sync = false;  // the log says what changed, not what did not
+  daemon.cycle = std::move(options);
+  daemon.socket_path = socket;
+  return tether::RunDaemon(std::move(daemon));
 }

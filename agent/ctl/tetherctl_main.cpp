@@ -1,10 +1,13 @@
 // tetherctl: query and drive tetherd; validate a fleet repo offline.
+#include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "agent/cli.hpp"
+#include "agent/ctl/control_client.hpp"
 #include "agent/ctl/offline.hpp"
 #include "version.hpp"
 
@@ -12,17 +15,22 @@ namespace {
 
 constexpr char kDescription[] =
     "tetherctl - control the tether agent and check fleet repos\n\n"
-    "tetherctl talks to tetherd over its control socket (status, plan, sync, history,\n"
-    "rollback, suspend, resume, events, metrics: not built yet) and checks a fleet repo\n"
-    "checkout offline (validate, render), for the fleet repo's own CI.";
+    "tetherctl talks to tetherd over its control socket (status, sync; plan, history,\n"
+    "rollback, suspend, resume, events and metrics are not built yet) and checks a fleet\n"
+    "repo checkout offline (validate, render), for the fleet repo's own CI.";
 
 constexpr char kFooter[] =
     "EXAMPLES\n"
+    "  tetherctl status                          what tetherd applied and is doing\n"
+    "  tetherctl sync --wait                     poll and apply now, wait for the result\n"
     "  tetherctl validate .                      check every hosts/*.toml of this checkout\n"
     "  tetherctl validate . --host web-01        check one host\n"
     "  tetherctl render . --host web-01 --json   what web-01 would get, as JSON\n\n"
+    "ACCESS\n"
+    "  root may do everything; members of the group tether may only read (status).\n\n"
     "EXIT STATUS\n"
-    "  0 success, 1 failure (e.g. an invalid profile), 2 usage error.\n\n"
+    "  0 success, 1 failure (an invalid profile, a failed cycle, tetherd not running or\n"
+    "  access denied), 2 usage error.\n\n"
     "SEE ALSO\n"
     "  tetherd(8), README.md";
 
@@ -45,6 +53,78 @@ void AddOfflineOptions(CLI::App* command, tether::OfflineOptions& options) {
       ->add_option("--config", options.config,
                    "Take source.profile, apply.allowed_paths and [labels] from this agent.toml")
       ->type_name("FILE");
+}
+
+// The reply, or a message on stderr and exit status 1.
+std::optional<nlohmann::json> Call(const std::string& socket, const nlohmann::json& request,
+                                   std::chrono::milliseconds timeout) {
+  auto reply = tether::CallDaemon(socket, request, timeout);
+  if (!reply) {
+    std::fprintf(stderr, "tetherctl: %s\n", reply.error().message().c_str());
+    return std::nullopt;
+  }
+  if (!reply->value("ok", false) && reply->contains("error")) {
+    std::fprintf(stderr, "tetherctl: %s\n", reply->value("error", "").c_str());
+    return std::nullopt;
+  }
+  return std::move(*reply);
+}
+
+std::string Text(const nlohmann::json& value) {
+  return value.is_string() ? value.get<std::string>() : (value.is_null() ? "" : value.dump());
+}
+
+void PrintCycle(const nlohmann::json& cycle) {
+  if (!cycle.is_object()) return;
+  std::printf("%-10s %s, exit %d, %lld ms\n", "last", Text(cycle["trigger"]).c_str(),
+              cycle.value("exit", -1), static_cast<long long>(cycle.value("duration_ms", 0)));
+}
+
+int RunStatus(const std::string& socket, bool json) {
+  auto reply = Call(socket, {{"command", "status"}}, std::chrono::seconds(10));
+  if (!reply) return 1;
+  if (json) {
+    std::printf("%s\n", reply->dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-10s %s\n", "state", Text((*reply)["state"]).c_str());
+  std::printf("%-10s %s\n", "commit", Text((*reply)["commit"]).c_str());
+  std::printf("%-10s %s (%s)\n", "source", Text((*reply)["source"]).c_str(),
+              Text((*reply)["ref"]).c_str());
+  if (!(*reply)["quarantined"].is_null()) {
+    std::printf("%-10s %s\n", "quarantined", Text((*reply)["quarantined"]).c_str());
+  }
+  PrintCycle((*reply)["last_cycle"]);
+  if ((*reply)["next_poll_ms"].is_number()) {
+    std::printf("%-10s in %lld s\n", "next poll",
+                static_cast<long long>((*reply)["next_poll_ms"].get<std::int64_t>() / 1000));
+  }
+  return 0;
+}
+
+int RunSync(const std::string& socket, bool wait, bool json) {
+  auto reply = tether::CallDaemon(socket, {{"command", "sync"}, {"wait", wait}},
+                                  wait ? std::chrono::hours(2) : std::chrono::seconds(10));
+  if (!reply) {
+    std::fprintf(stderr, "tetherctl: %s\n", reply.error().message().c_str());
+    return 1;
+  }
+  if (json) {
+    std::printf("%s\n", reply->dump(2).c_str());
+    return reply->value("ok", false) ? 0 : 1;
+  }
+  if (reply->contains("error")) {
+    std::fprintf(stderr, "tetherctl: %s\n", reply->value("error", "").c_str());
+    return 1;
+  }
+  if (!wait) {
+    std::printf("sync started\n");
+    return 0;
+  }
+  const auto& cycle = (*reply)["cycle"];
+  std::fputs(Text(cycle["output"]).c_str(), stdout);
+  std::fputs(Text(cycle["errors"]).c_str(), stderr);
+  return reply->value("ok", false) ? 0 : 1;
 }
 
 }  // namespace
@@ -80,7 +160,21 @@ int main(int argc, char** argv) {
       ->expected(1);
   render->add_flag("--json", render_options.json, "Print JSON (schema tether.desired/v1)");
 
-  if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
+  bool status_json = false;
+  CLI::App* status = app.add_subcommand(
+      "status",
+      "Show what tetherd applied and is doing: state (applying, synced, failed), the applied\n"
+      "commit, a quarantined one, the last cycle and the next poll.");
+  status->add_flag("--json", status_json, "Print the reply as JSON (schema tether.ctl/v1)");
+  bool sync_wait = false;
+  bool sync_json = false;
+  CLI::App* sync = app.add_subcommand("sync", "Poll and apply now (root only).");
+  sync->add_flag("--wait", sync_wait, "Wait for the cycle to finish and show its outcome");
+  sync->add_flag("--json", sync_json, "Print the reply as JSON");
+
+  if (auto parsed = tether::ParseCommandLine(app, argc, argv)) return *parsed;
+  if (status->parsed()) return RunStatus(socket, status_json);
+  if (sync->parsed()) return RunSync(socket, sync_wait, sync_json);
   if (validate->parsed()) return tether::RunValidate(validate_options, stdout, stderr);
   if (render->parsed()) return tether::RunRender(render_options, stdout, stderr);
   std::fputs(app.help().c_str(), stdout);

@@ -1,0 +1,74 @@
+#include "agent/ctl/control_client.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/unique_fd.hpp"
+
+namespace tether {
+
+Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann::json& request,
+                                  std::chrono::milliseconds timeout) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(address.sun_path)) {
+    return Fail(std::errc::filename_too_long, "socket path '" + socket_path + "' is too long");
+  }
+  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return FailErrno(errno, "socket");
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ECONNREFUSED) {
+      return Fail(std::errc::connection_refused,
+                  "tetherd is not running (nothing listens on '" + socket_path + "')");
+    }
+    if (err == EACCES) {
+      return Fail(std::errc::permission_denied,
+                  "permission denied on '" + socket_path + "': root or the group 'tether' only");
+    }
+    return FailErrno(err, "connect to '" + socket_path + "'");
+  }
+  const std::string line = request.dump() + "\n";
+  std::string_view left = line;
+  while (!left.empty()) {
+    const ssize_t n = send(fd.get(), left.data(), left.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno(errno, "send to tetherd");
+    }
+    left.remove_prefix(static_cast<std::size_t>(n));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string reply;
+  char buffer[65536];
+  while (reply.find('\n') == std::string::npos) {
+    const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             deadline - std::chrono::steady_clock::now())
+                             .count();
+    if (left_ms <= 0) return Fail(std::errc::timed_out, "tetherd did not answer in time");
+    pollfd ready{fd.get(), POLLIN, 0};
+    const int polled = poll(&ready, 1, static_cast<int>(left_ms));
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled < 0) return FailErrno(errno, "wait for tetherd");
+    if (polled == 0) continue;
+    const ssize_t n = read(fd.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno(errno, "read from tetherd");
+    if (n == 0) return Fail(std::errc::connection_reset, "tetherd closed the connection");
+    reply.append(buffer, static_cast<std::size_t>(n));
+    if (reply.size() > (64u << 20)) return Fail(std::errc::message_size, "reply too long");
+  }
+  auto parsed = nlohmann::json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return Fail(std::errc::bad_message, "tetherd's reply is not JSON");
+  }
+  return parsed;
+}
+
+}  // namespace tether

@@ -1,0 +1,556 @@
+#include "agent/daemon/daemon.hpp"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/config/agent_config.hpp"
+#include "agent/git/poll_schedule.hpp"
+#include "common/filesystem.hpp"
+#include "common/log.hpp"
+#include "version.hpp"
+
+namespace tether {
+
+namespace {
+
+namespace asio = boost::asio;
+using Local = asio::local::stream_protocol;
+using Json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+using SystemClock = std::chrono::system_clock;
+
+constexpr std::size_t kMaxRequest = 64 << 10;
+constexpr auto kRequestTimeout = std::chrono::seconds(10);
+constexpr std::size_t kMaxOutputKept = 256 << 10;
+
+std::int64_t UnixSeconds(SystemClock::time_point when) {
+  return std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
+}
+
+// What one cycle did.
+struct CycleResult {
+  std::string trigger;  // "start", "poll", "manual"
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+  SystemClock::time_point started;
+  std::chrono::milliseconds duration{0};
+};
+
+// Runs a cycle (RunCycleOnce, its output captured) into `result`.
+void RunCapturedCycle(const CycleOptions& options, CycleResult& result) {
+  char* out_buffer = nullptr;
+  std::size_t out_size = 0;
+  char* err_buffer = nullptr;
+  std::size_t err_size = 0;
+  std::FILE* out = open_memstream(&out_buffer, &out_size);
+  std::FILE* err = open_memstream(&err_buffer, &err_size);
+  const auto start = SteadyClock::now();
+  result.started = SystemClock::now();
+  if (out == nullptr || err == nullptr) {
+    result.exit_code = 1;
+    result.err = "tetherd: cannot capture the cycle's output";
+  } else {
+    result.exit_code = RunCycleOnce(options, out, err);
+  }
+  if (out != nullptr) std::fclose(out);
+  if (err != nullptr) std::fclose(err);
+  result.out.assign(out_buffer != nullptr ? out_buffer : "", out_size);
+  result.err.assign(err_buffer != nullptr ? err_buffer : "", err_size);
+  std::free(out_buffer);
+  std::free(err_buffer);
+  result.duration = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start);
+  if (result.out.size() > kMaxOutputKept) result.out.resize(kMaxOutputKept);
+}
+
+// The worker thread: one cycle at a time, its result handed back on the loop.
+class Worker {
+ public:
+  explicit Worker(asio::io_context& io) : io_(io), thread_([this] { Loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts a cycle; `done` runs on the loop afterwards. The caller makes sure that only
+  // one runs at a time (busy()).
+  void Start(CycleOptions options, std::string trigger,
+             std::function<void(const CycleResult&)> done) {
+    {
+      std::lock_guard lock(mutex_);
+      job_ = Job{std::move(options), std::move(trigger), std::move(done)};
+    }
+    busy_ = true;
+    wake_.notify_one();
+  }
+  [[nodiscard]] bool busy() const { return busy_; }
+
+ private:
+  struct Job {
+    CycleOptions options;
+    std::string trigger;
+    std::function<void(const CycleResult&)> done;
+  };
+
+  void Loop() {
+    while (true) {
+      std::optional<Job> job;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || job_.has_value(); });
+        if (!job_) return;  // stopping, nothing left to do
+        job = std::move(job_);
+        job_.reset();
+      }
+      auto result = std::make_shared<CycleResult>();
+      result->trigger = job->trigger;
+      RunCapturedCycle(job->options, *result);
+      asio::post(io_, [this, result, done = std::move(job->done)] {
+        busy_ = false;
+        done(*result);
+      });
+    }
+  }
+
+  asio::io_context& io_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::optional<Job> job_;
+  bool stop_ = false;
+  bool busy_ = false;  // touched on the loop only
+  std::thread thread_;
+};
+
+enum class Role { kNone, kReader, kAdmin };
+
+// The commit in state_dir/inventory.json, or "".
+std::string AppliedCommit(const std::string& state_dir) {
+  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
+  if (!text) return "";
+  // Only the beginning is needed: the commit comes before the entries.
+  const Json json = Json::parse(*text, nullptr, false);
+  return json.is_object() ? json.value("commit", "") : "";
+}
+
+std::string QuarantinedCommit(const std::string& state_dir) {
+  auto text = ReadLocalFile(state_dir + "/quarantine.json", 1 << 20);
+  if (!text) return "";
+  const Json json = Json::parse(*text, nullptr, false);
+  return json.is_object() ? json.value("commit", "") : "";
+}
+
+// Whether the process `pid` (a socket peer) has group `gid`, primary or supplementary.
+bool HasGroup(pid_t pid, gid_t primary, gid_t gid) {
+  if (primary == gid) return true;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    std::istringstream groups(line.substr(7));
+    long id = 0;
+    while (groups >> id) {
+      if (static_cast<gid_t>(id) == gid) return true;
+    }
+  }
+  return false;
+}
+
+class Daemon;
+
+// One control connection: requests in, replies out, each bounded in size and time.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Daemon& daemon, Local::socket socket, Role role)
+      : daemon_(daemon), socket_(std::move(socket)), timer_(socket_.get_executor()),
+        input_(kMaxRequest), role_(role) {}
+
+  void Start() { ReadRequest(); }
+  void Reply(const Json& reply);
+  [[nodiscard]] Role role() const { return role_; }
+
+ private:
+  void ReadRequest();
+  void WriteNext();
+
+  Daemon& daemon_;
+  Local::socket socket_;
+  asio::steady_timer timer_;
+  asio::streambuf input_;
+  Role role_;
+  std::deque<std::string> outbox_;
+};
+
+class Daemon {
+ public:
+  explicit Daemon(DaemonOptions options)
+      : options_(std::move(options)), signals_(io_, SIGTERM, SIGINT, SIGHUP), poll_timer_(io_),
+        watchdog_timer_(io_), acceptor_(io_), worker_(io_), random_(std::random_device{}()),
+        schedule_(MakeSchedule()) {}
+
+  int Run() {
+    log_ = GetLogger("daemon");
+    if (auto opened = OpenSocket(); !opened) {
+      log_->error("control socket: {}", opened.error().message());
+      return 1;
+    }
+    WaitForSignal();
+    StartWatchdog();
+    Accept();
+    commit_ = AppliedCommit(options_.cycle.state_dir);
+    sd_notify(0, "READY=1");
+    log_->info("tetherd {} started; control socket {}", TETHER_VERSION, options_.socket_path);
+    StartCycle("start");
+    io_.run();
+    sd_notify(0, "STATUS=stopped");
+    log_->info("stopped");
+    return 0;
+  }
+
+  // Control requests.
+  void Handle(const std::shared_ptr<Connection>& connection, const Json& request) {
+    const std::string command = request.is_object() ? request.value("command", "") : "";
+    if (command == "status") return connection->Reply(StatusReply());
+    if (command == "sync") {
+      if (connection->role() != Role::kAdmin) {
+        return connection->Reply(Refusal("permission denied: 'sync' needs root"));
+      }
+      const bool wait = request.value("wait", false);
+      if (wait) waiters_.push_back(connection);
+      if (stopping_) return connection->Reply(Refusal("tetherd is stopping"));
+      if (worker_.busy()) {
+        pending_ = "manual";  // once more after the one in progress, which may predate it
+      } else {
+        StartCycle("manual");
+      }
+      if (!wait) connection->Reply(Json{{"ok", true}, {"started", true}});
+      return;
+    }
+    connection->Reply(Refusal(command.empty() ? "a request is {\"command\": NAME, ...}"
+                                              : "unknown command '" + command + "'"));
+  }
+
+  [[nodiscard]] Role RoleOf(const Local::socket& socket) {
+    ucred peer{};
+    socklen_t length = sizeof(peer);
+    if (getsockopt(const_cast<Local::socket&>(socket).native_handle(), SOL_SOCKET, SO_PEERCRED,
+                   &peer, &length) != 0) {
+      return Role::kNone;
+    }
+    if (peer.uid == 0) return Role::kAdmin;
+    if (read_gid_ && HasGroup(peer.pid, peer.gid, *read_gid_)) return Role::kReader;
+    return Role::kNone;
+  }
+
+  static Json Refusal(const std::string& error) {
+    return Json{{"ok", false}, {"schema", "tether.ctl/v1"}, {"error", error}};
+  }
+
+ private:
+  PollSchedule MakeSchedule() {
+    return PollSchedule(options_.cycle.config.source.interval, options_.cycle.config.source.jitter,
+                        [this] { return std::uniform_real_distribution<double>(0, 1)(random_); });
+  }
+
+  Status OpenSocket() {
+    if (group* found = getgrnam(options_.read_group.c_str())) read_gid_ = found->gr_gid;
+    // Socket activation: systemd passes the listening socket.
+    if (sd_listen_fds(1) == 1) {
+      boost::system::error_code code;
+      acceptor_.assign(Local(), SD_LISTEN_FDS_START, code);
+      if (code) return Fail(std::errc::bad_file_descriptor, "the socket systemd passed: " + code.message());
+      return {};
+    }
+    const std::string& path = options_.socket_path;
+    const auto slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) mkdir(path.substr(0, slash).c_str(), 0755);
+    unlink(path.c_str());  // a socket left by a killed tetherd
+    boost::system::error_code code;
+    acceptor_.open(Local(), code);
+    if (!code) acceptor_.bind(Local::endpoint(path), code);
+    if (!code) acceptor_.listen(64, code);
+    if (code) return Fail(std::errc::address_in_use, "bind '" + path + "': " + code.message());
+    // Readers (group tether) may connect; the peer check decides what they may do.
+    if (read_gid_) (void)chown(path.c_str(), 0, *read_gid_);
+    (void)chmod(path.c_str(), read_gid_ ? 0660 : 0600);
+    return {};
+  }
+
+  void Accept() {
+    acceptor_.async_accept([this](boost::system::error_code code, Local::socket socket) {
+      if (code == asio::error::operation_aborted || stopping_) return;
+      if (!code) {
+        const Role role = RoleOf(socket);
+        auto connection = std::make_shared<Connection>(*this, std::move(socket), role);
+        if (role == Role::kNone) {
+          connection->Reply(Refusal("permission denied: root or the group '" +
+                                    options_.read_group + "' only"));
+        } else {
+          connection->Start();
+        }
+      }
+      Accept();
+    });
+  }
+
+  void WaitForSignal() {
+    signals_.async_wait([this](boost::system::error_code code, int signal) {
+      if (code) return;
+      if (signal == SIGHUP) {
+        Reload();
+        WaitForSignal();
+        return;
+      }
+      Stop(signal);
+    });
+  }
+
+  void Reload() {
+    const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                         SteadyClock::now().time_since_epoch())
+                         .count();
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%lld", static_cast<long long>(now));
+    auto config = LoadAgentConfig(options_.config_path);
+    if (!config) {
+      log_->error("reload: {}; keeping the configuration in use", config.error().message());
+    } else {
+      options_.cycle.config = std::move(*config);
+      schedule_ = MakeSchedule();
+      log_->info("reloaded {}", options_.config_path);
+    }
+    sd_notify(0, "READY=1");
+    NotifyStatus();
+  }
+
+  void Stop(int signal) {
+    if (stopping_) return;
+    stopping_ = true;
+    sd_notify(0, "STOPPING=1");
+    log_->info("signal {}: stopping{}", signal,
+               worker_.busy() ? " once the cycle in progress is over" : "");
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    poll_timer_.cancel();
+    if (!worker_.busy()) Finish();
+  }
+
+  void Finish() {
+    signals_.cancel();
+    watchdog_timer_.cancel();
+    poll_timer_.cancel();
+    for (auto& waiter : waiters_) waiter->Reply(Refusal("tetherd stopped"));
+    waiters_.clear();
+    if (options_.socket_path.size() > 0 && sd_listen_fds(0) <= 0) {
+      unlink(options_.socket_path.c_str());
+    }
+    io_.stop();
+  }
+
+  void StartWatchdog() {
+    std::uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+    watchdog_period_ = std::chrono::microseconds(usec / 2);
+    Watchdog();
+  }
+
+  void Watchdog() {
+    sd_notify(0, "WATCHDOG=1");
+    watchdog_timer_.expires_after(watchdog_period_);
+    watchdog_timer_.async_wait([this](boost::system::error_code code) {
+      if (!code) Watchdog();
+    });
+  }
+
+  void StartCycle(const std::string& trigger) {
+    state_ = "applying";
+    NotifyStatus();
+    poll_timer_.cancel();
+    next_poll_.reset();
+    worker_.Start(options_.cycle, trigger, [this](const CycleResult& result) { Done(result); });
+  }
+
+  void Done(const CycleResult& result) {
+    last_ = result;
+    commit_ = AppliedCommit(options_.cycle.state_dir);
+    state_ = result.exit_code == 0 ? "synced" : "failed";
+    LogOutput(result);
+    NotifyStatus();
+    const Json reply = CycleJson(result);
+    for (auto& waiter : waiters_) {
+      waiter->Reply(Json{{"ok", result.exit_code == 0}, {"schema", "tether.ctl/v1"}, {"cycle", reply}});
+    }
+    waiters_.clear();
+    if (stopping_) return Finish();
+    if (pending_) {
+      const std::string trigger = *pending_;
+      pending_.reset();
+      return StartCycle(trigger);
+    }
+    const auto delay = result.exit_code == 0 ? schedule_.AfterSuccess() : schedule_.AfterFailure();
+    next_poll_ = SteadyClock::now() + delay;
+    poll_timer_.expires_after(delay);
+    poll_timer_.async_wait([this](boost::system::error_code code) {
+      if (!code && !stopping_ && !worker_.busy()) StartCycle("poll");
+    });
+  }
+
+  void LogOutput(const CycleResult& result) {
+    auto log_lines = [&](const std::string& text, bool problem) {
+      std::istringstream lines(text);
+      std::string line;
+      while (std::getline(lines, line)) {
+        if (line.empty()) continue;
+        if (problem) {
+          log_->warn("{}", line);
+        } else {
+          log_->info("{}", line);
+        }
+      }
+    };
+    log_lines(result.out, false);
+    log_lines(result.err, true);
+  }
+
+  void NotifyStatus() {
+    std::string status = "STATUS=" + state_;
+    if (!commit_.empty()) status += " at " + commit_.substr(0, 12);
+    sd_notify(0, status.c_str());
+  }
+
+  static Json CycleJson(const CycleResult& result) {
+    return Json{{"trigger", result.trigger},
+                {"exit", result.exit_code},
+                {"started", UnixSeconds(result.started)},
+                {"duration_ms", result.duration.count()},
+                {"output", result.out},
+                {"errors", result.err}};
+  }
+
+  Json StatusReply() const {
+    Json status = {{"ok", true},
+                   {"schema", "tether.ctl/v1"},
+                   {"version", TETHER_VERSION},
+                   {"state", state_},
+                   {"commit", commit_},
+                   {"source", options_.cycle.config.source.url},
+                   {"ref", options_.cycle.config.source.ref}};
+    const std::string quarantined = QuarantinedCommit(options_.cycle.state_dir);
+    status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
+    status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
+    if (next_poll_) {
+      status["next_poll_ms"] = std::max<std::int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(*next_poll_ - SteadyClock::now())
+                 .count());
+    } else {
+      status["next_poll_ms"] = Json();
+    }
+    return status;
+  }
+
+  DaemonOptions options_;
+  asio::io_context io_;
+  asio::signal_set signals_;
+  asio::steady_timer poll_timer_;
+  asio::steady_timer watchdog_timer_;
+  Local::acceptor acceptor_;
+  Worker worker_;
+  std::mt19937 random_;
+  PollSchedule schedule_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::optional<gid_t> read_gid_;
+  std::chrono::microseconds watchdog_period_{0};
+  bool stopping_ = false;
+  std::string state_ = "starting";
+  std::string commit_;
+  std::optional<CycleResult> last_;
+  std::optional<SteadyClock::time_point> next_poll_;
+  std::optional<std::string> pending_;
+  std::vector<std::shared_ptr<Connection>> waiters_;
+};
+
+void Connection::ReadRequest() {
+  auto self = shared_from_this();
+  timer_.expires_after(kRequestTimeout);
+  timer_.async_wait([self](boost::system::error_code code) {
+    if (!code) {
+      boost::system::error_code ignored;
+      self->socket_.close(ignored);  // too slow: the read below ends with an error
+    }
+  });
+  asio::async_read_until(socket_, input_, '\n',
+                         [self](boost::system::error_code code, std::size_t length) {
+                           self->timer_.cancel();
+                           if (code == asio::error::not_found) {
+                             return self->Reply(Daemon::Refusal(
+                                 "request too long (the limit is 64 KiB)"));
+                           }
+                           if (code) return;  // closed, or too slow
+                           std::string line(asio::buffers_begin(self->input_.data()),
+                                            asio::buffers_begin(self->input_.data()) +
+                                                static_cast<std::ptrdiff_t>(length));
+                           self->input_.consume(length);
+                           const Json request = Json::parse(line, nullptr, false);
+                           if (request.is_discarded()) {
+                             self->Reply(Daemon::Refusal("a request is one line of JSON"));
+                           } else {
+                             self->daemon_.Handle(self, request);
+                           }
+                           self->ReadRequest();
+                         });
+}
+
+void Connection::Reply(const Json& reply) {
+  const bool idle = outbox_.empty();
+  outbox_.push_back(reply.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
+  if (idle) WriteNext();
+}
+
+void Connection::WriteNext() {
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(outbox_.front()),
+                    [self](boost::system::error_code code, std::size_t) {
+                      if (code) return;
+                      self->outbox_.pop_front();
+                      if (!self->outbox_.empty()) self->WriteNext();
+                    });
+}
+
+}  // namespace
+
+int RunDaemon(DaemonOptions options) {
+  Daemon daemon(std::move(options));
+  return daemon.Run();
+}
+
+}  // namespace tether

@@ -1,0 +1,34 @@
+// tetherd's daemon: a Boost.Asio loop on the main thread owns the signals, the poll timer,
+// the control socket and sd_notify (READY, STATUS, WATCHDOG, RELOADING, STOPPING); the
+// cycle (poll, fetch, verify, render, plan, apply, check) runs on one worker thread, so a
+// long apply never stalls the socket or the watchdog.
+//
+// Signals: SIGTERM and SIGINT stop the daemon once the cycle in progress has finished
+// (applied, or rolled back); SIGHUP reloads agent.toml and keeps the old configuration
+// when the new one has errors.
+//
+// Control socket (newline-delimited JSON, schema in docs/control-socket.md): the peer is
+// identified with SO_PEERCRED; root may do everything, members of the group `tether` may
+// only read, anyone else is refused. Requests are size- and time-bounded, and each
+// connection is served asynchronously, so slow or many clients never block the loop.
+// With socket activation (LISTEN_FDS), the socket systemd passes is used.
+#pragma once
+
+#include <string>
+
+#include "agent/cycle.hpp"
+
+namespace tether {
+
+struct DaemonOptions {
+  std::string config_path;  // reloaded on SIGHUP
+  CycleOptions cycle;       // config, state and cache dirs, --root, the git worker
+  std::string socket_path;  // the control socket, unless systemd passes one
+  std::string read_group = "tether";  // members may read (status); root may do anything
+};
+
+// Runs until SIGTERM or SIGINT. Returns the process's exit status: 0 after a clean stop,
+// 1 when the daemon could not start (e.g. the socket cannot be bound).
+[[nodiscard]] int RunDaemon(DaemonOptions options);
+
+}  // namespace tether
