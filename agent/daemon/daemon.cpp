@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -20,6 +21,7 @@
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/config/agent_config.hpp"
+#include "agent/engine/drift_watcher.hpp"
 #include "agent/git/poll_schedule.hpp"
 #include "common/filesystem.hpp"
 #include "common/log.hpp"
@@ -48,6 +51,8 @@ using SystemClock = std::chrono::system_clock;
 constexpr std::size_t kMaxRequest = 64 << 10;
 constexpr auto kRequestTimeout = std::chrono::seconds(10);
 constexpr std::size_t kMaxOutputKept = 256 << 10;
+// A burst of edits (an editor's write, rename and chmod) is one drift repair.
+constexpr auto kDriftSettle = std::chrono::milliseconds(100);
 
 std::int64_t UnixSeconds(SystemClock::time_point when) {
   return std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
@@ -85,7 +90,8 @@ void RunCapturedCycle(const CycleOptions& options, CycleResult& result) {
   result.err.assign(err_buffer != nullptr ? err_buffer : "", err_size);
   std::free(out_buffer);
   std::free(err_buffer);
-  result.duration = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start);
+  result.duration =
+      std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start);
   if (result.out.size() > kMaxOutputKept) result.out.resize(kMaxOutputKept);
 }
 
@@ -164,6 +170,22 @@ std::string AppliedCommit(const std::string& state_dir) {
   return json.is_object() ? json.value("commit", "") : "";
 }
 
+// The paths tether manages (path -> resource id), from state_dir/inventory.json.
+std::map<std::string, std::string> ManagedPaths(const std::string& state_dir) {
+  std::map<std::string, std::string> paths;
+  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
+  if (!text) return paths;
+  const Json json = Json::parse(*text, nullptr, false);
+  if (!json.is_object() || !json.contains("entries") || !json["entries"].is_object()) return paths;
+  for (const auto& [id, entry] : json["entries"].items()) {
+    const std::string kind = entry.is_object() ? entry.value("kind", "") : "";
+    if (kind == "file" || kind == "directory" || kind == "symlink" || kind == "unit") {
+      paths[entry.value("path", "")] = id;
+    }
+  }
+  return paths;
+}
+
 std::string QuarantinedCommit(const std::string& state_dir) {
   auto text = ReadLocalFile(state_dir + "/quarantine.json", 1 << 20);
   if (!text) return "";
@@ -193,8 +215,11 @@ class Daemon;
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Daemon& daemon, Local::socket socket, Role role)
-      : daemon_(daemon), socket_(std::move(socket)), timer_(socket_.get_executor()),
-        input_(kMaxRequest), role_(role) {}
+      : daemon_(daemon),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        input_(kMaxRequest),
+        role_(role) {}
 
   void Start() { ReadRequest(); }
   void Reply(const Json& reply);
@@ -215,8 +240,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
 class Daemon {
  public:
   explicit Daemon(DaemonOptions options)
-      : options_(std::move(options)), signals_(io_, SIGTERM, SIGINT, SIGHUP), poll_timer_(io_),
-        watchdog_timer_(io_), acceptor_(io_), worker_(io_), random_(std::random_device{}()),
+      : options_(std::move(options)),
+        signals_(io_, SIGTERM, SIGINT, SIGHUP),
+        poll_timer_(io_),
+        watchdog_timer_(io_),
+        drift_timer_(io_),
+        acceptor_(io_),
+        worker_(io_),
+        random_(std::random_device{}()),
         schedule_(MakeSchedule()) {}
 
   int Run() {
@@ -227,6 +258,7 @@ class Daemon {
     }
     WaitForSignal();
     StartWatchdog();
+    StartDriftWatch();
     Accept();
     commit_ = AppliedCommit(options_.cycle.state_dir);
     sd_notify(0, "READY=1");
@@ -289,7 +321,8 @@ class Daemon {
     if (sd_listen_fds(1) == 1) {
       boost::system::error_code code;
       acceptor_.assign(Local(), SD_LISTEN_FDS_START, code);
-      if (code) return Fail(std::errc::bad_file_descriptor, "the socket systemd passed: " + code.message());
+      if (code)
+        return Fail(std::errc::bad_file_descriptor, "the socket systemd passed: " + code.message());
       return {};
     }
     const std::string& path = options_.socket_path;
@@ -314,8 +347,8 @@ class Daemon {
         const Role role = RoleOf(socket);
         auto connection = std::make_shared<Connection>(*this, std::move(socket), role);
         if (role == Role::kNone) {
-          connection->Reply(Refusal("permission denied: root or the group '" +
-                                    options_.read_group + "' only"));
+          connection->Reply(
+              Refusal("permission denied: root or the group '" + options_.read_group + "' only"));
         } else {
           connection->Start();
         }
@@ -337,9 +370,9 @@ class Daemon {
   }
 
   void Reload() {
-    const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
-                         SteadyClock::now().time_since_epoch())
-                         .count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now().time_since_epoch())
+            .count();
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%lld", static_cast<long long>(now));
     auto config = LoadAgentConfig(options_.config_path);
     if (!config) {
@@ -368,6 +401,8 @@ class Daemon {
   void Finish() {
     signals_.cancel();
     watchdog_timer_.cancel();
+    drift_timer_.cancel();
+    if (watch_fd_) watch_fd_->close();
     poll_timer_.cancel();
     for (auto& waiter : waiters_) waiter->Reply(Refusal("tetherd stopped"));
     waiters_.clear();
@@ -392,6 +427,45 @@ class Daemon {
     });
   }
 
+  // Drift: inotify on every managed path; an event starts a cycle (after a short settle),
+  // which reverts or reports what changed. The daemon's own writes are drained after each
+  // cycle, so they never start another.
+  void StartDriftWatch() {
+    auto watcher = DriftWatcher::Create(options_.cycle.root);
+    if (!watcher) {
+      log_->warn("drift watch: {}; drift is found by the polls and audits only",
+                 watcher.error().message());
+      return;
+    }
+    watcher_ = std::move(*watcher);
+    watch_fd_.emplace(io_, dup(watcher_->fd()));
+    Rewatch();
+    WaitForDrift();
+  }
+
+  void Rewatch() {
+    if (!watcher_) return;
+    (void)watcher_->Read();  // this cycle's own writes
+    if (auto watched = watcher_->Watch(ManagedPaths(options_.cycle.state_dir)); !watched) {
+      log_->warn("drift watch: {}", watched.error().message());
+    }
+  }
+
+  void WaitForDrift() {
+    watch_fd_->async_wait(
+        asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code code) {
+          if (code || stopping_) return;
+          auto events = watcher_->Read();
+          if (events && (!events->ids.empty() || events->overflow) && !worker_.busy()) {
+            drift_timer_.expires_after(kDriftSettle);
+            drift_timer_.async_wait([this](boost::system::error_code late) {
+              if (!late && !stopping_ && !worker_.busy()) StartCycle("drift");
+            });
+          }
+          WaitForDrift();
+        });
+  }
+
   void StartCycle(const std::string& trigger) {
     state_ = "applying";
     NotifyStatus();
@@ -403,12 +477,14 @@ class Daemon {
   void Done(const CycleResult& result) {
     last_ = result;
     commit_ = AppliedCommit(options_.cycle.state_dir);
+    Rewatch();
     state_ = result.exit_code == 0 ? "synced" : "failed";
     LogOutput(result);
     NotifyStatus();
     const Json reply = CycleJson(result);
     for (auto& waiter : waiters_) {
-      waiter->Reply(Json{{"ok", result.exit_code == 0}, {"schema", "tether.ctl/v1"}, {"cycle", reply}});
+      waiter->Reply(
+          Json{{"ok", result.exit_code == 0}, {"schema", "tether.ctl/v1"}, {"cycle", reply}});
     }
     waiters_.clear();
     if (stopping_) return Finish();
@@ -483,6 +559,9 @@ class Daemon {
   asio::signal_set signals_;
   asio::steady_timer poll_timer_;
   asio::steady_timer watchdog_timer_;
+  asio::steady_timer drift_timer_;
+  std::unique_ptr<DriftWatcher> watcher_;
+  std::optional<asio::posix::stream_descriptor> watch_fd_;
   Local::acceptor acceptor_;
   Worker worker_;
   std::mt19937 random_;
@@ -508,26 +587,25 @@ void Connection::ReadRequest() {
       self->socket_.close(ignored);  // too slow: the read below ends with an error
     }
   });
-  asio::async_read_until(socket_, input_, '\n',
-                         [self](boost::system::error_code code, std::size_t length) {
-                           self->timer_.cancel();
-                           if (code == asio::error::not_found) {
-                             return self->Reply(Daemon::Refusal(
-                                 "request too long (the limit is 64 KiB)"));
-                           }
-                           if (code) return;  // closed, or too slow
-                           std::string line(asio::buffers_begin(self->input_.data()),
-                                            asio::buffers_begin(self->input_.data()) +
-                                                static_cast<std::ptrdiff_t>(length));
-                           self->input_.consume(length);
-                           const Json request = Json::parse(line, nullptr, false);
-                           if (request.is_discarded()) {
-                             self->Reply(Daemon::Refusal("a request is one line of JSON"));
-                           } else {
-                             self->daemon_.Handle(self, request);
-                           }
-                           self->ReadRequest();
-                         });
+  asio::async_read_until(
+      socket_, input_, '\n', [self](boost::system::error_code code, std::size_t length) {
+        self->timer_.cancel();
+        if (code == asio::error::not_found) {
+          return self->Reply(Daemon::Refusal("request too long (the limit is 64 KiB)"));
+        }
+        if (code) return;  // closed, or too slow
+        std::string line(
+            asio::buffers_begin(self->input_.data()),
+            asio::buffers_begin(self->input_.data()) + static_cast<std::ptrdiff_t>(length));
+        self->input_.consume(length);
+        const Json request = Json::parse(line, nullptr, false);
+        if (request.is_discarded()) {
+          self->Reply(Daemon::Refusal("a request is one line of JSON"));
+        } else {
+          self->daemon_.Handle(self, request);
+        }
+        self->ReadRequest();
+      });
 }
 
 void Connection::Reply(const Json& reply) {

@@ -21,9 +21,9 @@
 namespace tether {
 
 struct DaemonOptions {
-  std::string config_path;  // reloaded on SIGHUP
-  CycleOptions cycle;       // config, state and cache dirs, --root, the git worker
-  std::string socket_path;  // the control socket, unless systemd passes one
+  std::string config_path;            // reloaded on SIGHUP
+  CycleOptions cycle;                 // config, state and cache dirs, --root, the git worker
+  std::string socket_path;            // the control socket, unless systemd passes one
   std::string read_group = "tether";  // members may read (status); root may do anything
 };
 

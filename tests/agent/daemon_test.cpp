@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -74,9 +75,12 @@ struct Fleet {
     std::filesystem::create_directories(dir.Path("root/etc"));
   }
 
+  std::string interval = "1s";
+
   std::string Config() const {
     return "[source]\nurl = \"" + server->url("fleet.git") +
-           "\"\nprofile = \"hosts/h.toml\"\ntimeout = \"5s\"\ninterval = \"1s\"\n"
+           "\"\nprofile = \"hosts/h.toml\"\ntimeout = \"5s\"\ninterval = \"" + interval +
+           "\"\n"
            "[trust]\nallowed_signers = \"" +
            dir.Path("allowed_signers") + "\"\n";
   }
@@ -92,10 +96,17 @@ struct Fleet {
 
   void Start() {
     tether::SpawnOptions options;
-    options.argv = {std::getenv("TETHERD"), "--config",    dir.Path("agent.toml"),
-                    "--state-dir",          dir.Path("state"), "--cache-dir",
-                    dir.Path("cache"),      "--root",      dir.Path("root"),
-                    "--socket",             socket};
+    options.argv = {std::getenv("TETHERD"),
+                    "--config",
+                    dir.Path("agent.toml"),
+                    "--state-dir",
+                    dir.Path("state"),
+                    "--cache-dir",
+                    dir.Path("cache"),
+                    "--root",
+                    dir.Path("root"),
+                    "--socket",
+                    socket};
     options.env = tether::kCleanEnvironment;
     options.env.push_back("NOTIFY_SOCKET=" + notify.path());
     options.stderr_path = dir.Path("tetherd.log");
@@ -163,9 +174,9 @@ TEST_CASE("tetherd runs as a daemon: applies, polls, syncs, reloads and stops cl
   // SIGHUP with a broken agent.toml: logged, the old configuration kept, still serving.
   fleet.dir.WriteFile("agent.toml", "[source]\nurl = \"ftp://nowhere/\"\n");
   fleet.tetherd.Signal(SIGHUP);
-  CHECK(WaitFor([&] { return fleet.Log().find("keeping the configuration in use") !=
-                             std::string::npos; },
-                10s));
+  CHECK(WaitFor(
+      [&] { return fleet.Log().find("keeping the configuration in use") != std::string::npos; },
+      10s));
   CHECK(fleet.notify.Messages().find("RELOADING=1") != std::string::npos);
   CHECK(fleet.Ctl({"sync", "--wait"}).exit_code == 0);
   fleet.dir.WriteFile("agent.toml", fleet.Config());
@@ -199,8 +210,9 @@ TEST_CASE("The control socket refuses peers that are neither root nor in the gro
   std::filesystem::permissions(fleet.socket, std::filesystem::perms::all,
                                std::filesystem::perm_options::add);
   tether::RunOptions options;
-  options.argv = {"setpriv",          "--reuid=nobody",   "--regid=nogroup", "--clear-groups",
-                  std::getenv("TETHERCTL"), "--socket", fleet.socket,       "status"};
+  options.argv = {
+      "setpriv",  "--reuid=nobody", "--regid=nogroup", "--clear-groups", std::getenv("TETHERCTL"),
+      "--socket", fleet.socket,     "status"};
   auto refused = tether::Run(options);
   REQUIRE(refused);
   CHECK(refused->exit_code == 1);
@@ -208,4 +220,24 @@ TEST_CASE("The control socket refuses peers that are neither root nor in the gro
 
   // The daemon keeps serving root.
   CHECK(fleet.Ctl({"status", "--json"}).ok());
+}
+
+TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  fleet.dir.WriteFile("agent.toml", fleet.Config());
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
+                  fleet.Log());
+  for (const char* edit : {"edited by hand\n", "and again\n"}) {
+    fleet.dir.WriteFile("root/etc/motd", edit);
+    CHECK_MESSAGE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 10s),
+                  fleet.Log());
+  }
+  CHECK(WaitFor([&] { return fleet.Status()["last_cycle"].value("trigger", "") == "drift"; }, 5s));
+  // Its own writes start no further cycle: the log settles.
+  const std::string log = fleet.Log();
+  std::this_thread::sleep_for(1500ms);
+  CHECK(fleet.Log() == log);
 }
