@@ -43,6 +43,22 @@ double Ms(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
+// With APPLY_BENCH_STAGES set, the resident set (and its peak so far) after each stage, on
+// stderr: what the peak RSS column is made of.
+void Stage(const char* what) {
+  static const bool verbose = std::getenv("APPLY_BENCH_STAGES") != nullptr;
+  if (!verbose) return;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  std::string rss;
+  std::string hwm;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) rss = line.substr(6);
+    if (line.rfind("VmHWM:", 0) == 0) hwm = line.substr(6);
+  }
+  std::fprintf(stderr, "  %-22s VmRSS %12s   VmHWM %12s\n", what, rss.c_str(), hwm.c_str());
+}
+
 std::string Content(int i) {
   std::string content = "file " + std::to_string(i) + "\n";
   content.resize(1024, 'x');
@@ -118,6 +134,7 @@ void Bench(int n) {
   }
   const double loop_a = Ms(start);
   if (same != n) std::abort();
+  Stage("reference loops");
 
   auto fs = tether::RootedFilesystem::Open(root.path()).value();
   auto paths = tether::MakePathHandler(*fs);
@@ -130,9 +147,12 @@ void Bench(int n) {
   const tether::DesiredState desired = MakeDesired(n, tree);
   // The inventory stays in memory between cycles, as in the daemon.
   tether::Inventory inventory = engine.LoadInventory().value();
+  Stage("desired state");
   auto converge = [&](const std::set<std::string>* only = nullptr) {
     auto plan = engine.Plan(desired, inventory, false, only).value();
+    if (only == nullptr) Stage("plan");
     auto result = engine.Apply(plan, inventory, "c1");
+    if (only == nullptr) Stage("apply");
     if (!result.ok) {
       std::fprintf(stderr, "apply: %s\n", result.error.c_str());
       std::exit(1);
@@ -143,10 +163,12 @@ void Bench(int n) {
   start = Clock::now();
   converge();
   const double first = Ms(start);
+  Stage("first apply done");
 
   start = Clock::now();
   converge();
   const double noop = Ms(start);
+  Stage("no-op cycle done");
 
   for (int i = 0; i < std::max(1, n / 100); ++i) {
     root.WriteFile(FilePath(i * 100 % n).substr(1), "edited\n");
@@ -154,6 +176,7 @@ void Bench(int n) {
   start = Clock::now();
   converge();
   const double repair = Ms(start);
+  Stage("1% repair done");
 
   // Drift latency: edit -> event -> plan of what the event names -> reverted.
   auto watcher = tether::DriftWatcher::Create(root.path()).value();
@@ -174,6 +197,7 @@ void Bench(int n) {
     latencies.push_back(Ms(start));
     (void)watcher->Read();  // our own write
   }
+  Stage("drift latency done");
   std::sort(latencies.begin(), latencies.end());
   if (root.ReadFile(FilePath(0).substr(1)) != Content(0)) std::abort();
 
