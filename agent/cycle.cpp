@@ -40,7 +40,10 @@ std::string Short(const std::string& commit) { return commit.substr(0, 12); }
 
 }  // namespace
 
-int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
+int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
+                 CycleSummary* given_summary) {
+  CycleSummary ignored;
+  CycleSummary& summary = given_summary != nullptr ? *given_summary : ignored;
   const auto start = Clock::now();
   if (!EnsureDirectory(given.state_dir, err) || !EnsureDirectory(given.cache_dir, err)) {
     return 1;
@@ -180,6 +183,8 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
   if (accepted->signer) {
     std::fprintf(out, "verified signed by %s (%s %s)\n", accepted->signer->principal.c_str(),
                  accepted->signer->key_type.c_str(), accepted->signer->fingerprint.c_str());
+    summary.signer = accepted->signer->principal + " (" + accepted->signer->key_type + " " +
+                     accepted->signer->fingerprint + ")";
   }
 
   auto opened = (*source)->OpenTree(commit);
@@ -217,6 +222,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
     return 1;
   }
   const bool same_commit = inventory->commit == commit;
+  summary.commit = commit;
   const std::vector<Action> drifted =
       ApplyDriftPolicy(*plan, options.config.apply.drift, same_commit);
   std::vector<Action> actions;
@@ -255,6 +261,8 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
                                                 .c_str());
   }
   if (options.dry_run) {
+    summary.changes = changes;
+    summary.outcome = "dry run";
     std::fprintf(out, "dry run: %zu change%s planned, nothing changed\n", changes,
                  changes == 1 ? "" : "s");
     return 0;
@@ -272,6 +280,8 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
       }
       if (!undone.empty()) std::fprintf(out, "undone   %s\n", undone.c_str());
     }
+    summary.changes = changes;
+    summary.outcome = result.rolled_back ? "rolled back" : "failed";
     std::fprintf(out, "%s commit %s after %lld ms\n",
                  result.rolled_back ? "rolled back" : "FAILED to apply", Short(commit).c_str(),
                  static_cast<long long>(elapsed));
@@ -296,6 +306,8 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err) {
       std::fprintf(err, "tetherd: %s\n", recorded.error().message().c_str());
     }
   }
+  summary.changes = changes;
+  summary.outcome = quarantined_head ? "failed" : (changes == 0 ? "in sync" : "applied");
   if (changes == 0) {
     std::fprintf(out, "in sync with %s (%lld ms)\n", Short(commit).c_str(),
                  static_cast<long long>(elapsed));

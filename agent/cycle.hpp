@@ -21,8 +21,19 @@ struct CycleOptions {
   std::vector<std::string> worker_argv;  // how to start the git worker
 };
 
+// What a cycle did, for the daemon's history and status.
+struct CycleSummary {
+  std::string commit;  // the commit planned (the head, or the applied one when offline)
+  std::string signer;  // its verified signer ("principal (key type fingerprint)"), if any
+  std::size_t changes = 0;
+  // "in sync", "applied", "dry run", "rolled back", "failed" (also refused and errors)
+  std::string outcome = "failed";
+};
+
 // Runs one cycle and prints its course on `out` (problems on `err`). Returns the exit
 // status of `tetherd --once`: 0 in sync or applied, 1 failed, refused or rolled back.
-[[nodiscard]] int RunCycleOnce(const CycleOptions& options, std::FILE* out, std::FILE* err);
+// `summary`, when given, is filled as the cycle goes.
+[[nodiscard]] int RunCycleOnce(const CycleOptions& options, std::FILE* out, std::FILE* err,
+                               CycleSummary* summary = nullptr);
 
 }  // namespace tether

@@ -36,11 +36,15 @@ Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann
   }
   const std::string line = request.dump() + "\n";
   std::string_view left = line;
+  // A refused peer gets its answer at once and the connection closed, perhaps before
+  // the request is sent: a failed send still reads what the daemon said.
+  int send_error = 0;
   while (!left.empty()) {
     const ssize_t n = send(fd.get(), left.data(), left.size(), MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return FailErrno(errno, "send to tetherd");
+      send_error = errno;
+      break;
     }
     left.remove_prefix(static_cast<std::size_t>(n));
   }
@@ -59,6 +63,7 @@ Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann
     if (polled == 0) continue;
     const ssize_t n = read(fd.get(), buffer, sizeof(buffer));
     if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 && send_error != 0) return FailErrno(send_error, "send to tetherd");
     if (n < 0) return FailErrno(errno, "read from tetherd");
     if (n == 0) return Fail(std::errc::connection_reset, "tetherd closed the connection");
     reply.append(buffer, static_cast<std::size_t>(n));

@@ -1,6 +1,7 @@
 // tetherctl: query and drive tetherd; validate a fleet repo offline.
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <optional>
 #include <string>
 
@@ -15,9 +16,9 @@ namespace {
 
 constexpr char kDescription[] =
     "tetherctl - control the tether agent and check fleet repos\n\n"
-    "tetherctl talks to tetherd over its control socket (status, sync; plan, history,\n"
-    "rollback, suspend, resume, events and metrics are not built yet) and checks a fleet\n"
-    "repo checkout offline (validate, render), for the fleet repo's own CI.";
+    "tetherctl talks to tetherd over its control socket (status, sync, history, show,\n"
+    "suspend, resume, metrics; plan, rollback and events are not built yet) and checks a\n"
+    "fleet repo checkout offline (validate, render), for the fleet repo's own CI.";
 
 constexpr char kFooter[] =
     "EXAMPLES\n"
@@ -27,7 +28,8 @@ constexpr char kFooter[] =
     "  tetherctl validate . --host web-01        check one host\n"
     "  tetherctl render . --host web-01 --json   what web-01 would get, as JSON\n\n"
     "ACCESS\n"
-    "  root may do everything; members of the group tether may only read (status).\n\n"
+    "  root may do everything; members of the group tether may only read (status,\n"
+    "  history, show, metrics).\n\n"
     "EXIT STATUS\n"
     "  0 success, 1 failure (an invalid profile, a failed cycle, tetherd not running or\n"
     "  access denied), 2 usage error.\n\n"
@@ -102,6 +104,57 @@ int RunStatus(const std::string& socket, bool json) {
   return 0;
 }
 
+std::string When(std::int64_t unix_seconds) {
+  const std::time_t time = static_cast<std::time_t>(unix_seconds);
+  std::tm local{};
+  localtime_r(&time, &local);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S", &local);
+  return text;
+}
+
+int RunHistory(const std::string& socket, bool json) {
+  auto reply = Call(socket, {{"command", "history"}}, std::chrono::seconds(10));
+  if (!reply) return 1;
+  if (json) {
+    std::printf("%s\n", reply->dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-5s %-19s %-7s %-12s %7s  %-11s %s\n", "ID", "STARTED", "TRIGGER", "COMMIT",
+              "CHANGES", "OUTCOME", "DURATION");
+  for (const auto& entry : (*reply)["entries"]) {
+    std::printf("%-5lld %-19s %-7s %-12s %7zu  %-11s %lld ms\n",
+                static_cast<long long>(entry.value("id", std::int64_t{0})),
+                When(entry.value("started", std::int64_t{0})).c_str(),
+                entry.value("trigger", "").c_str(), entry.value("commit", "").substr(0, 12).c_str(),
+                entry.value("changes", std::size_t{0}), entry.value("outcome", "").c_str(),
+                static_cast<long long>(entry.value("duration_ms", std::int64_t{0})));
+  }
+  return 0;
+}
+
+int RunShow(const std::string& socket, std::int64_t id, bool json) {
+  auto reply = Call(socket, {{"command", "show"}, {"id", id}}, std::chrono::seconds(10));
+  if (!reply) return 1;
+  if (json) {
+    std::printf("%s\n", reply->dump(2).c_str());
+    return 0;
+  }
+  const auto& entry = (*reply)["entry"];
+  std::printf("apply %lld: %s, %s, %zu change%s, %lld ms\n",
+              static_cast<long long>(entry.value("id", std::int64_t{0})),
+              When(entry.value("started", std::int64_t{0})).c_str(),
+              entry.value("outcome", "").c_str(), entry.value("changes", std::size_t{0}),
+              entry.value("changes", std::size_t{0}) == 1 ? "" : "s",
+              static_cast<long long>(entry.value("duration_ms", std::int64_t{0})));
+  std::printf("commit %s%s%s (trigger: %s)\n\n", entry.value("commit", "").c_str(),
+              entry.value("signer", "").empty() ? "" : ", signed by ",
+              entry.value("signer", "").c_str(), entry.value("trigger", "").c_str());
+  std::fputs(entry.value("output", "").c_str(), stdout);
+  std::fputs(entry.value("errors", "").c_str(), stdout);
+  return 0;
+}
+
 int RunSync(const std::string& socket, bool wait, bool json) {
   auto reply = tether::CallDaemon(socket, {{"command", "sync"}, {"wait", wait}},
                                   wait ? std::chrono::hours(2) : std::chrono::seconds(10));
@@ -172,7 +225,39 @@ int main(int argc, char** argv) {
   sync->add_flag("--wait", sync_wait, "Wait for the cycle to finish and show its outcome");
   sync->add_flag("--json", sync_json, "Print the reply as JSON");
 
+  bool history_json = false;
+  CLI::App* history = app.add_subcommand(
+      "history", "List past applies: id, when, trigger, commit, changes, outcome, duration.");
+  history->add_flag("--json", history_json, "Print JSON");
+  std::int64_t show_id = 0;
+  bool show_json = false;
+  CLI::App* show = app.add_subcommand("show", "Show one past apply: its plan, diffs and outcome.");
+  show->add_option("ID", show_id, "The id, from tetherctl history")->required();
+  show->add_flag("--json", show_json, "Print JSON");
+  std::string suspend_reason;
+  CLI::App* suspend = app.add_subcommand(
+      "suspend", "Stop applying (root only): cycles go on planning; drift is not reverted.");
+  suspend->add_option("--reason", suspend_reason, "Why, shown in status")->type_name("TEXT");
+  CLI::App* resume = app.add_subcommand("resume", "Apply again, starting now (root only).");
+  CLI::App* metrics = app.add_subcommand("metrics", "Print metrics in Prometheus text format.");
+
   if (auto parsed = tether::ParseCommandLine(app, argc, argv)) return *parsed;
+  if (history->parsed()) return RunHistory(socket, history_json);
+  if (show->parsed()) return RunShow(socket, show_id, show_json);
+  if (suspend->parsed() || resume->parsed()) {
+    nlohmann::json request = {{"command", suspend->parsed() ? "suspend" : "resume"}};
+    if (suspend->parsed()) request["reason"] = suspend_reason;
+    auto reply = Call(socket, request, std::chrono::seconds(10));
+    if (!reply) return 1;
+    std::printf("%s\n", suspend->parsed() ? "suspended" : "resumed");
+    return 0;
+  }
+  if (metrics->parsed()) {
+    auto reply = Call(socket, {{"command", "metrics"}}, std::chrono::seconds(10));
+    if (!reply) return 1;
+    std::fputs(Text((*reply)["text"]).c_str(), stdout);
+    return 0;
+  }
   if (status->parsed()) return RunStatus(socket, status_json);
   if (sync->parsed()) return RunSync(socket, sync_wait, sync_json);
   if (validate->parsed()) return tether::RunValidate(validate_options, stdout, stderr);

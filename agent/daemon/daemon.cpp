@@ -34,6 +34,7 @@
 #include "agent/config/agent_config.hpp"
 #include "agent/engine/drift_watcher.hpp"
 #include "agent/git/poll_schedule.hpp"
+#include "agent/state/history.hpp"
 #include "common/filesystem.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
@@ -66,6 +67,7 @@ struct CycleResult {
   std::string err;
   SystemClock::time_point started;
   std::chrono::milliseconds duration{0};
+  CycleSummary summary;
 };
 
 // Runs a cycle (RunCycleOnce, its output captured) into `result`.
@@ -82,7 +84,7 @@ void RunCapturedCycle(const CycleOptions& options, CycleResult& result) {
     result.exit_code = 1;
     result.err = "tetherd: cannot capture the cycle's output";
   } else {
-    result.exit_code = RunCycleOnce(options, out, err);
+    result.exit_code = RunCycleOnce(options, out, err, &result.summary);
   }
   if (out != nullptr) std::fclose(out);
   if (err != nullptr) std::fclose(err);
@@ -261,6 +263,7 @@ class Daemon {
     StartDriftWatch();
     Accept();
     commit_ = AppliedCommit(options_.cycle.state_dir);
+    LoadSuspension();
     sd_notify(0, "READY=1");
     log_->info("tetherd {} started; control socket {}", TETHER_VERSION, options_.socket_path);
     StartCycle("start");
@@ -289,8 +292,59 @@ class Daemon {
       if (!wait) connection->Reply(Json{{"ok", true}, {"started", true}});
       return;
     }
+    if (command == "history" || command == "show") {
+      auto entries = LoadHistory(options_.cycle.state_dir);
+      if (!entries) return connection->Reply(Refusal(entries.error().message()));
+      if (command == "history") {
+        Json list = Json::array();
+        for (const auto& entry : *entries) list.push_back(HistoryJson(entry, false));
+        return connection->Reply(
+            Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"entries", list}});
+      }
+      const auto id = request.value("id", std::int64_t{0});
+      for (const auto& entry : *entries) {
+        if (entry.id == id) {
+          return connection->Reply(
+              Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"entry", HistoryJson(entry, true)}});
+        }
+      }
+      return connection->Reply(Refusal("no apply " + std::to_string(id) + " in the history"));
+    }
+    if (command == "metrics") {
+      return connection->Reply(
+          Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"text", Metrics()}});
+    }
+    if (command == "suspend" || command == "resume") {
+      if (connection->role() != Role::kAdmin) {
+        return connection->Reply(Refusal("permission denied: '" + command + "' needs root"));
+      }
+      if (command == "suspend") {
+        suspended_ = request.value("reason", "");
+        log_->info("suspended{}{}: cycles only plan until resumed", suspended_->empty() ? "" : ": ",
+                   *suspended_);
+      } else {
+        suspended_.reset();
+        log_->info("resumed");
+        if (!worker_.busy() && !stopping_) StartCycle("manual");
+      }
+      SaveSuspension();
+      NotifyStatus();
+      return connection->Reply(StatusReply());
+    }
     connection->Reply(Refusal(command.empty() ? "a request is {\"command\": NAME, ...}"
                                               : "unknown command '" + command + "'"));
+  }
+
+  static Json HistoryJson(const HistoryEntry& entry, bool with_output) {
+    Json json = {{"id", entry.id},           {"commit", entry.commit},
+                 {"signer", entry.signer},   {"trigger", entry.trigger},
+                 {"outcome", entry.outcome}, {"changes", entry.changes},
+                 {"started", entry.started}, {"duration_ms", entry.duration_ms}};
+    if (with_output) {
+      json["output"] = entry.output;
+      json["errors"] = entry.errors;
+    }
+    return json;
   }
 
   [[nodiscard]] Role RoleOf(const Local::socket& socket) {
@@ -310,6 +364,68 @@ class Daemon {
   }
 
  private:
+  // Suspension survives a restart: state_dir/suspended (its reason).
+  void LoadSuspension() {
+    auto text = ReadLocalFile(options_.cycle.state_dir + "/suspended", 4096);
+    if (text) suspended_ = *text;
+  }
+
+  void SaveSuspension() {
+    const std::string path = options_.cycle.state_dir + "/suspended";
+    auto host = RootedFilesystem::Open("/");
+    if (!host) return;
+    if (suspended_) {
+      WriteOptions write;
+      write.mode = 0600;
+      if (auto saved = (*host)->WriteFileAtomic(path, *suspended_, write); !saved) {
+        log_->error("suspend: {}", saved.error().message());
+      }
+    } else {
+      (void)(*host)->Remove(path);
+    }
+  }
+
+  // Prometheus text format.
+  std::string Metrics() const {
+    std::string text;
+    auto metric = [&](const std::string& name, const char* type, const char* help,
+                      const std::vector<std::pair<std::string, double>>& samples) {
+      text += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+      for (const auto& [labels, value] : samples) {
+        char number[64];
+        std::snprintf(number, sizeof(number), "%.17g", value);
+        text += name + labels + " " + number + "\n";
+      }
+    };
+    metric("tether_info", "gauge", "The agent's version.",
+           {{std::string("{version=\"") + TETHER_VERSION + "\"}", 1}});
+    std::vector<std::pair<std::string, double>> cycles;
+    for (const auto& [trigger, count] : cycles_by_trigger_) {
+      cycles.emplace_back("{trigger=\"" + trigger + "\"}", static_cast<double>(count));
+    }
+    metric("tether_cycles_total", "counter", "Cycles run (each polls, plans and applies).", cycles);
+    std::vector<std::pair<std::string, double>> outcomes;
+    for (const auto& [outcome, count] : cycles_by_outcome_) {
+      outcomes.emplace_back("{outcome=\"" + outcome + "\"}", static_cast<double>(count));
+    }
+    metric("tether_cycle_outcomes_total", "counter",
+           "Cycles by outcome: in sync, applied, rolled back, failed, dry run.", outcomes);
+    metric(
+        "tether_drift_events_total", "counter", "Cycles started by a change of a managed path.",
+        {{"", static_cast<double>(
+                  cycles_by_trigger_.count("drift") != 0 ? cycles_by_trigger_.at("drift") : 0)}});
+    metric("tether_failures_total", "counter", "Cycles that failed, were refused or rolled back.",
+           {{"", static_cast<double>(failures_)}});
+    metric("tether_cycle_duration_seconds", "summary", "How long cycles took.",
+           {{"_sum", cycle_seconds_}, {"_count", static_cast<double>(cycle_count_)}});
+    metric("tether_last_success_timestamp_seconds", "gauge",
+           "When a cycle last ended in sync or applied (unix time; 0: never).",
+           {{"", static_cast<double>(last_success_)}});
+    metric("tether_suspended", "gauge", "1 while applying is suspended.",
+           {{"", suspended_ ? 1.0 : 0.0}});
+    return text;
+  }
+
   PollSchedule MakeSchedule() {
     return PollSchedule(options_.cycle.config.source.interval, options_.cycle.config.source.jitter,
                         [this] { return std::uniform_real_distribution<double>(0, 1)(random_); });
@@ -471,15 +587,19 @@ class Daemon {
     NotifyStatus();
     poll_timer_.cancel();
     next_poll_.reset();
-    worker_.Start(options_.cycle, trigger, [this](const CycleResult& result) { Done(result); });
+    CycleOptions cycle = options_.cycle;
+    if (suspended_) cycle.dry_run = true;  // polling goes on; nothing is applied
+    worker_.Start(std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
   }
 
   void Done(const CycleResult& result) {
     last_ = result;
     commit_ = AppliedCommit(options_.cycle.state_dir);
     Rewatch();
-    state_ = result.exit_code == 0 ? "synced" : "failed";
+    state_ = result.exit_code == 0 ? (suspended_ ? "suspended" : "synced") : "failed";
     LogOutput(result);
+    Count(result);
+    Record(result);
     NotifyStatus();
     const Json reply = CycleJson(result);
     for (auto& waiter : waiters_) {
@@ -499,6 +619,34 @@ class Daemon {
     poll_timer_.async_wait([this](boost::system::error_code code) {
       if (!code && !stopping_ && !worker_.busy()) StartCycle("poll");
     });
+  }
+
+  void Count(const CycleResult& result) {
+    ++cycles_by_trigger_[result.trigger];
+    ++cycles_by_outcome_[result.summary.outcome];
+    if (result.exit_code != 0) ++failures_;
+    ++cycle_count_;
+    cycle_seconds_ += static_cast<double>(result.duration.count()) / 1000.0;
+    if (result.exit_code == 0) last_success_ = UnixSeconds(SystemClock::now());
+  }
+
+  // Applies, failures and rollbacks go into the history; cycles in sync do not.
+  void Record(const CycleResult& result) {
+    const std::string& outcome = result.summary.outcome;
+    if (outcome == "in sync" || outcome == "dry run") return;
+    HistoryEntry entry;
+    entry.commit = result.summary.commit;
+    entry.signer = result.summary.signer;
+    entry.trigger = result.trigger;
+    entry.outcome = outcome;
+    entry.changes = result.summary.changes;
+    entry.started = UnixSeconds(result.started);
+    entry.duration_ms = result.duration.count();
+    entry.output = result.out;
+    entry.errors = result.err;
+    if (auto recorded = AppendHistory(options_.cycle.state_dir, std::move(entry)); !recorded) {
+      log_->error("history: {}", recorded.error().message());
+    }
   }
 
   void LogOutput(const CycleResult& result) {
@@ -529,6 +677,8 @@ class Daemon {
                 {"exit", result.exit_code},
                 {"started", UnixSeconds(result.started)},
                 {"duration_ms", result.duration.count()},
+                {"outcome", result.summary.outcome},
+                {"changes", result.summary.changes},
                 {"output", result.out},
                 {"errors", result.err}};
   }
@@ -544,6 +694,7 @@ class Daemon {
     const std::string quarantined = QuarantinedCommit(options_.cycle.state_dir);
     status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
     status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
+    status["suspended"] = suspended_ ? Json{{"reason", *suspended_}} : Json();
     if (next_poll_) {
       status["next_poll_ms"] = std::max<std::int64_t>(
           0, std::chrono::duration_cast<std::chrono::milliseconds>(*next_poll_ - SteadyClock::now())
@@ -575,6 +726,13 @@ class Daemon {
   std::optional<CycleResult> last_;
   std::optional<SteadyClock::time_point> next_poll_;
   std::optional<std::string> pending_;
+  std::optional<std::string> suspended_;  // its reason
+  std::map<std::string, std::uint64_t> cycles_by_trigger_;
+  std::map<std::string, std::uint64_t> cycles_by_outcome_;
+  std::uint64_t failures_ = 0;
+  std::uint64_t cycle_count_ = 0;
+  double cycle_seconds_ = 0;
+  std::int64_t last_success_ = 0;
   std::vector<std::shared_ptr<Connection>> waiters_;
 };
 

@@ -1,13 +1,16 @@
 // tetherd as a daemon, end to end: a real git server, signed commits, a --root sandbox,
 // the control socket through tetherctl, sd_notify through a NOTIFY_SOCKET of our own.
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -28,24 +31,36 @@ using tether::testing::WaitFor;
 
 namespace {
 
-// A datagram socket standing in for systemd's notify socket: collects what tetherd says.
+// A datagram socket standing in for systemd's notify socket: collects what tetherd says,
+// reading all along as systemd does (a full queue would block sd_notify).
 class NotifySocket {
  public:
   explicit NotifySocket(const std::string& path) : path_(path) {
-    fd_.Reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    fd_.Reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
     REQUIRE(bind(fd_.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    reader_ = std::thread([this] {
+      char buffer[4096];
+      while (!stop_) {
+        pollfd ready{fd_.get(), POLLIN, 0};
+        if (poll(&ready, 1, 100) != 1) continue;
+        const ssize_t n = recv(fd_.get(), buffer, sizeof(buffer), 0);
+        if (n <= 0) continue;
+        std::lock_guard lock(mutex_);
+        received_.append(buffer, static_cast<std::size_t>(n));
+        received_ += '\n';
+      }
+    });
+  }
+  ~NotifySocket() {
+    stop_ = true;
+    reader_.join();
   }
   // Everything received so far, one message per line.
-  const std::string& Messages() {
-    char buffer[4096];
-    ssize_t n = 0;
-    while ((n = recv(fd_.get(), buffer, sizeof(buffer), 0)) > 0) {
-      received_.append(buffer, static_cast<std::size_t>(n));
-      received_ += '\n';
-    }
+  std::string Messages() {
+    std::lock_guard lock(mutex_);
     return received_;
   }
   const std::string& path() const { return path_; }
@@ -53,7 +68,10 @@ class NotifySocket {
  private:
   std::string path_;
   tether::UniqueFd fd_;
+  std::mutex mutex_;
   std::string received_;
+  std::atomic<bool> stop_{false};
+  std::thread reader_;
 };
 
 struct Fleet {
@@ -216,7 +234,7 @@ TEST_CASE("The control socket refuses peers that are neither root nor in the gro
   auto refused = tether::Run(options);
   REQUIRE(refused);
   CHECK(refused->exit_code == 1);
-  CHECK(refused->err.find("permission denied") != std::string::npos);
+  CHECK_MESSAGE(refused->err.find("permission denied") != std::string::npos, refused->err);
 
   // The daemon keeps serving root.
   CHECK(fleet.Ctl({"status", "--json"}).ok());
@@ -240,4 +258,64 @@ TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
   const std::string log = fleet.Log();
   std::this_thread::sleep_for(1500ms);
   CHECK(fleet.Log() == log);
+}
+
+TEST_CASE("History, show, suspend, resume and metrics over the control socket") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  fleet.dir.WriteFile("agent.toml", fleet.Config());
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
+                  fleet.Log());
+
+  // Suspended: cycles only plan; a new commit waits; the suspension survives a restart.
+  auto suspended = fleet.Ctl({"suspend", "--reason", "maintenance window"});
+  CHECK_MESSAGE(suspended.ok(), suspended.err);
+  const std::string second = fleet.Commit("second\n");
+  const auto planned = fleet.Ctl({"sync", "--wait"});
+  CHECK(planned.exit_code == 0);
+  CHECK(planned.out.find("dry run: 1 change planned, nothing changed") != std::string::npos);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+  auto status = fleet.Status();
+  CHECK(status["state"] == "suspended");
+  CHECK(status["suspended"]["reason"] == "maintenance window");
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(20s));
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "suspended"; }, 30s));
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // Resumed: applied at once.
+  const auto resumed = fleet.Ctl({"resume"});
+  CHECK_MESSAGE(resumed.ok(), (resumed.out + resumed.err + fleet.Log()));
+  CHECK(WaitFor([&] { return fleet.Status().value("commit", "") == second; }, 30s));
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "second\n");
+
+  // Every apply is in the history, with its plan.
+  const auto history = fleet.Ctl({"history", "--json"});
+  REQUIRE(history.ok());
+  const auto entries = nlohmann::json::parse(history.out)["entries"];
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0]["commit"] == first);
+  CHECK(entries[0]["outcome"] == "applied");
+  CHECK(entries[0]["signer"].get<std::string>().find("ops@example.com") == 0);
+  CHECK(entries[1]["commit"] == second);
+  CHECK(entries[1]["trigger"] == "manual");
+  const auto human = fleet.Ctl({"history"});
+  CHECK(human.out.find("ID    STARTED             TRIGGER COMMIT       CHANGES  OUTCOME") == 0);
+  const auto shown = fleet.Ctl({"show", std::to_string(entries[1]["id"].get<int>())});
+  CHECK(shown.ok());
+  CHECK(shown.out.find("-hello\n+second\n") != std::string::npos);
+  CHECK(fleet.Ctl({"show", "999"}).err.find("no apply 999 in the history") != std::string::npos);
+
+  // Metrics in Prometheus text format.
+  const auto metrics = fleet.Ctl({"metrics"});
+  REQUIRE(metrics.ok());
+  CHECK(metrics.out.find("# TYPE tether_cycles_total counter\n") != std::string::npos);
+  CHECK(metrics.out.find("tether_cycles_total{trigger=\"manual\"} 1\n") != std::string::npos);
+  CHECK(metrics.out.find("tether_cycle_outcomes_total{outcome=\"applied\"} 1\n") !=
+        std::string::npos);
+  CHECK(metrics.out.find("tether_suspended 0\n") != std::string::npos);
+  CHECK(metrics.out.find("tether_last_success_timestamp_seconds ") != std::string::npos);
 }
