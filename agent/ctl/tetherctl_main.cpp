@@ -16,8 +16,8 @@ namespace {
 
 constexpr char kDescription[] =
     "tetherctl - control the tether agent and check fleet repos\n\n"
-    "tetherctl talks to tetherd over its control socket (status, sync, history, show,\n"
-    "suspend, resume, metrics; plan, rollback and events are not built yet) and checks a\n"
+    "tetherctl talks to tetherd over its control socket (status, plan, sync, history,\n"
+    "show, suspend, resume, metrics; rollback and events are not built yet) and checks a\n"
     "fleet repo checkout offline (validate, render), for the fleet repo's own CI.";
 
 constexpr char kFooter[] =
@@ -28,7 +28,7 @@ constexpr char kFooter[] =
     "  tetherctl validate . --host web-01        check one host\n"
     "  tetherctl render . --host web-01 --json   what web-01 would get, as JSON\n\n"
     "ACCESS\n"
-    "  root may do everything; members of the group tether may only read (status,\n"
+    "  root may do everything; members of the group tether may only read (status, plan,\n"
     "  history, show, metrics).\n\n"
     "EXIT STATUS\n"
     "  0 success, 1 failure (an invalid profile, a failed cycle, tetherd not running or\n"
@@ -225,6 +225,11 @@ int main(int argc, char** argv) {
   sync->add_flag("--wait", sync_wait, "Wait for the cycle to finish and show its outcome");
   sync->add_flag("--json", sync_json, "Print the reply as JSON");
 
+  bool plan_json = false;
+  CLI::App* plan = app.add_subcommand(
+      "plan", "What the next cycle would change, with diffs (secrets hidden); changes nothing.");
+  plan->alias("diff");
+  plan->add_flag("--json", plan_json, "Print JSON");
   bool history_json = false;
   CLI::App* history = app.add_subcommand(
       "history", "List past applies: id, when, trigger, commit, changes, outcome, duration.");
@@ -242,6 +247,17 @@ int main(int argc, char** argv) {
   CLI::App* metrics = app.add_subcommand("metrics", "Print metrics in Prometheus text format.");
 
   if (auto parsed = tether::ParseCommandLine(app, argc, argv)) return *parsed;
+  if (plan->parsed()) {
+    auto reply = Call(socket, {{"command", "plan"}}, std::chrono::hours(1));
+    if (!reply) return 1;
+    if (plan_json) {
+      std::printf("%s\n", reply->dump(2).c_str());
+    } else {
+      std::fputs(Text((*reply)["cycle"]["output"]).c_str(), stdout);
+      std::fputs(Text((*reply)["cycle"]["errors"]).c_str(), stderr);
+    }
+    return reply->value("ok", false) ? 0 : 1;
+  }
   if (history->parsed()) return RunHistory(socket, history_json);
   if (show->parsed()) return RunShow(socket, show_id, show_json);
   if (suspend->parsed() || resume->parsed()) {

@@ -292,6 +292,30 @@ class Daemon {
       if (!wait) connection->Reply(Json{{"ok", true}, {"started", true}});
       return;
     }
+    if (command == "plan") {
+      // A dry run now, its output the reply; it changes nothing, not even the status.
+      if (stopping_) return connection->Reply(Refusal("tetherd is stopping"));
+      if (worker_.busy()) {
+        return connection->Reply(Refusal("a cycle is running; ask again when it is over"));
+      }
+      CycleOptions dry = options_.cycle;
+      dry.dry_run = true;
+      state_before_plan_ = state_;
+      state_ = "planning";
+      worker_.Start(std::move(dry), "plan", [this, connection](const CycleResult& result) {
+        state_ = state_before_plan_;
+        connection->Reply(Json{{"ok", result.exit_code == 0},
+                               {"schema", "tether.ctl/v1"},
+                               {"cycle", CycleJson(result)}});
+        if (stopping_) return Finish();
+        if (pending_) {
+          const std::string trigger = *pending_;
+          pending_.reset();
+          StartCycle(trigger);
+        }
+      });
+      return;
+    }
     if (command == "history" || command == "show") {
       auto entries = LoadHistory(options_.cycle.state_dir);
       if (!entries) return connection->Reply(Refusal(entries.error().message()));
@@ -727,6 +751,7 @@ class Daemon {
   std::optional<SteadyClock::time_point> next_poll_;
   std::optional<std::string> pending_;
   std::optional<std::string> suspended_;  // its reason
+  std::string state_before_plan_;
   std::map<std::string, std::uint64_t> cycles_by_trigger_;
   std::map<std::string, std::uint64_t> cycles_by_outcome_;
   std::uint64_t failures_ = 0;

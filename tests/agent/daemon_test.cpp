@@ -269,6 +269,15 @@ TEST_CASE("History, show, suspend, resume and metrics over the control socket") 
   REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
                   fleet.Log());
 
+  // tetherctl plan: what the next cycle would do, changing nothing.
+  const std::string pending = fleet.Commit("pending\n");
+  const auto plan = fleet.Ctl({"plan"});
+  CHECK_MESSAGE(plan.ok(), plan.err);
+  CHECK(plan.out.find("-hello\n+pending\n") != std::string::npos);
+  CHECK(plan.out.find("dry run: 1 change planned, nothing changed") != std::string::npos);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+  CHECK(fleet.Status()["state"] == "synced");
+
   // Suspended: cycles only plan; a new commit waits; the suspension survives a restart.
   auto suspended = fleet.Ctl({"suspend", "--reason", "maintenance window"});
   CHECK_MESSAGE(suspended.ok(), suspended.err);
@@ -277,6 +286,7 @@ TEST_CASE("History, show, suspend, resume and metrics over the control socket") 
   CHECK(planned.exit_code == 0);
   CHECK(planned.out.find("dry run: 1 change planned, nothing changed") != std::string::npos);
   CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+  (void)pending;
   auto status = fleet.Status();
   CHECK(status["state"] == "suspended");
   CHECK(status["suspended"]["reason"] == "maintenance window");
@@ -318,4 +328,38 @@ TEST_CASE("History, show, suspend, resume and metrics over the control socket") 
         std::string::npos);
   CHECK(metrics.out.find("tether_suspended 0\n") != std::string::npos);
   CHECK(metrics.out.find("tether_last_success_timestamp_seconds ") != std::string::npos);
+}
+
+TEST_CASE("Socket activation: tetherd serves the socket systemd passes") {
+  Fleet fleet;
+  const std::string first = fleet.Commit("hello\n");
+  // systemd-socket-activate listens like tetherd.socket and starts tetherd on the first
+  // connection, passing the socket (LISTEN_FDS).
+  tether::SpawnOptions options;
+  options.argv = {"systemd-socket-activate",
+                  "-l",
+                  fleet.socket,
+                  "-E",
+                  "NOTIFY_SOCKET=" + fleet.notify.path(),
+                  std::getenv("TETHERD"),
+                  "--config",
+                  fleet.dir.Path("agent.toml"),
+                  "--state-dir",
+                  fleet.dir.Path("state"),
+                  "--cache-dir",
+                  fleet.dir.Path("cache"),
+                  "--root",
+                  fleet.dir.Path("root"),
+                  "--socket",
+                  fleet.dir.Path("unused.sock")};
+  options.stderr_path = fleet.dir.Path("tetherd.log");
+  auto activator = tether::Spawn(options);
+  REQUIRE(activator);
+  fleet.tetherd = std::move(*activator);
+  REQUIRE(WaitFor([&] { return std::filesystem::exists(fleet.socket); }, 10s));
+  CHECK_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
+                fleet.Log());
+  CHECK_FALSE(std::filesystem::exists(fleet.dir.Path("unused.sock")));
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
 }
