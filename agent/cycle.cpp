@@ -84,7 +84,9 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
       std::chrono::ceil<std::chrono::seconds>(options.config.packages.lock_timeout);
   AptPackageManager apt(apt_options);
   auto packages = MakePackageHandler(apt);
-  std::vector<KindHandler*> handlers = {paths.get(), checks.get()};
+  // Checks verify the host's services: under --root they are skipped too, unless asked.
+  std::vector<KindHandler*> handlers = {paths.get()};
+  if (whole_host || options.root_checks) handlers.push_back(checks.get());
   if (whole_host) handlers.insert(handlers.begin(), packages.get());
   // Units and services: systemd's, over the system bus; connected when the profile has
   // any (a later error names what could not be reached).
@@ -96,7 +98,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     if (opened) {
       bus = std::move(*opened);
       services = MakeServiceHandler(**fs, *bus);
-      handlers.insert(handlers.end() - 1, services.get());  // before the checks
+      handlers.insert(handlers.end() - 1, services.get());  // before the checks (last)
     } else {
       no_bus = opened.error();
     }
@@ -148,6 +150,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     return 1;
   }
 
+  summary.commit = commit;
   const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
@@ -251,9 +254,9 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
                    no_bus->message().c_str());
       return 1;
     }
-    const bool host_only = resource.kind == ResourceKind::kPackage ||
-                           resource.kind == ResourceKind::kUnit ||
-                           resource.kind == ResourceKind::kService;
+    const bool host_only =
+        resource.kind == ResourceKind::kPackage || resource.kind == ResourceKind::kUnit ||
+        resource.kind == ResourceKind::kService || resource.kind == ResourceKind::kCheck;
     std::fprintf(out, "skipped  %s: %s\n", resource.id.c_str(),
                  host_only && !whole_host ? "a --root sandbox manages files only"
                                           : (std::string(ResourceKindName(resource.kind)) +

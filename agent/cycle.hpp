@@ -17,6 +17,7 @@ struct CycleOptions {
   std::string root = "/";                // --root: every managed path is below it
   bool dry_run = false;                  // plan only
   bool retry_quarantined = false;        // apply a quarantined commit once more
+  bool root_checks = false;              // run [[check]]s even under --root
   bool show_in_sync = true;              // list resources in sync too (not in the daemon's log)
   std::vector<std::string> worker_argv;  // how to start the git worker
 };

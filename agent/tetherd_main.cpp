@@ -45,8 +45,11 @@ constexpr char kFooter[] =
     "  asks. SIGHUP reloads agent.toml (an invalid one is logged and the old one kept);\n"
     "  SIGTERM stops once the cycle in progress has finished. Under systemd\n"
     "  (Type=notify) it reports READY, STATUS, RELOADING and STOPPING, and pings the\n"
-    "  watchdog when WatchdogSec is set. Under --root, only files, directories and\n"
-    "  symlinks are managed.\n\n"
+    "  watchdog when WatchdogSec is set.\n\n"
+    "--root\n"
+    "  Under --root DIR only files, directories and symlinks are managed, below DIR;\n"
+    "  packages, units, services and checks belong to the host and are skipped\n"
+    "  (--root-checks runs the checks anyway).\n\n"
     "SEE ALSO\n"
     "  tetherctl(8), README.md";
 
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   bool once = false;
   bool dry_run = false;
   bool retry_quarantined = false;
+  bool root_checks = false;
   app.add_option("--config", config_path,
                  "Agent configuration file; drop-ins are read from the\n"
                  "agent.d/ directory beside it")
@@ -97,6 +101,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--once", once, "Run one cycle in the foreground and exit");
   app.add_flag("--dry-run", dry_run, "Plan only; change nothing on the host");
+  app.add_flag("--root-checks", root_checks,
+               "Run [[check]]s under --root too (they are skipped there with the host's\n"
+               "packages and services): for checks that look at the root themselves");
   app.add_flag("--retry-quarantined", retry_quarantined,
                "With --once: apply the fleet repo's head even if it is quarantined\n"
                "(it failed or was rolled back before); lifts the quarantine");
@@ -133,6 +140,7 @@ int main(int argc, char** argv) {
   options.root = root;
   options.dry_run = dry_run;
   options.retry_quarantined = retry_quarantined;
+  options.root_checks = root_checks;
   options.worker_argv = {SelfPath(argv[0]), "--git-worker"};
   if (once) return tether::RunCycleOnce(options, stdout, stderr);
   tether::DaemonOptions daemon;

@@ -168,7 +168,8 @@ TEST_CASE("tetherd --once: a commit failing its health check is rolled back and 
   box.dir.WriteFile("agent.toml",
                     box.dir.ReadFile("agent.toml") + "[apply]\nhealth_timeout = \"1s\"\n");
   const std::string bad = box.Commit("broken\n", true, check);
-  auto failed = box.Once();
+  // Checks look at the host; this one looks at the sandbox, so it may run under --root.
+  auto failed = box.Once({"--root-checks"});
   CHECK(failed.exit_code == 1);
   CHECK(failed.err.find("health check: check 'motd sane' failed: exited with status 1") !=
         std::string::npos);
@@ -178,7 +179,7 @@ TEST_CASE("tetherd --once: a commit failing its health check is rolled back and 
 
   // Not tried again; the applied commit is still enforced.
   box.dir.WriteFile("root/etc/motd", "edited\n");
-  auto skipped = box.Once();
+  auto skipped = box.Once({"--root-checks"});
   CHECK(skipped.exit_code == 1);
   CHECK(skipped.out.find("quarantined commit " + bad.substr(0, 12) + ": it failed before") !=
         std::string::npos);
@@ -187,12 +188,23 @@ TEST_CASE("tetherd --once: a commit failing its health check is rolled back and 
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
 
   // An operator may ask for it again (it fails again); a newer commit lifts it.
-  auto retried = box.Once({"--retry-quarantined"});
+  auto retried = box.Once({"--retry-quarantined", "--root-checks"});
   CHECK(retried.exit_code == 1);
   CHECK(retried.out.find("retry    quarantined commit") != std::string::npos);
   const std::string fixed = box.Commit("fixed\n", true, check);
-  auto applied = box.Once();
+  auto applied = box.Once({"--root-checks"});
   CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
   CHECK(box.dir.ReadFile("root/etc/motd") == "fixed\n");
   CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
+}
+
+TEST_CASE("tetherd --once under --root skips checks, as the host's services they verify") {
+  Sandbox box;
+  box.Commit("hello\n", true,
+             "[[check]]\nname = \"nginx answers\"\nhttp = \"http://127.0.0.1:9/\"\n");
+  auto applied = box.Once();
+  CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  CHECK(applied.out.find("skipped  check:nginx answers: a --root sandbox manages files only") !=
+        std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
 }
