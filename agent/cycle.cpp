@@ -135,8 +135,14 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     return 1;
   }
   std::string commit;
-  auto update = (*source)->Update();
-  if (update) {
+  auto update = options.pin.empty()
+                    ? (*source)->Update()
+                    : Result<UpdateResult>(Fail(std::errc::operation_canceled, "pinned"));
+  if (!options.pin.empty()) {
+    commit = options.pin;
+    std::fprintf(out, "pinned   %s (tetherctl rollback), until tetherctl resume\n",
+                 Short(commit).c_str());
+  } else if (update) {
     commit = update->commit;
     std::fprintf(out, "source   %s at %s%s\n", (*source)->urls()[update->source].c_str(),
                  Short(commit).c_str(), update->fetched ? " (fetched)" : "");
@@ -154,8 +160,10 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
-  const std::optional<std::string> last_applied =
-      inventory->commit.empty() ? std::nullopt : std::optional(inventory->commit);
+  // A rollback an operator asked for goes back on purpose: no anti-rewind check.
+  const std::optional<std::string> last_applied = inventory->commit.empty() || !options.pin.empty()
+                                                      ? std::nullopt
+                                                      : std::optional(inventory->commit);
   auto accepted = CheckCommit(**source, commit, last_applied, *policy, now);
   if (!accepted) {
     std::fprintf(err, "tetherd: %s\n", accepted.error().message().c_str());
@@ -169,7 +177,8 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     return 1;
   }
   bool quarantined_head = false;
-  if (*quarantine && (*quarantine)->commit == commit && commit != inventory->commit) {
+  if (*quarantine && (*quarantine)->commit == commit && commit != inventory->commit &&
+      options.pin.empty()) {
     if (options.retry_quarantined) {
       std::fprintf(out, "retry    quarantined commit %s, as asked\n", Short(commit).c_str());
     } else {

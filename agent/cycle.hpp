@@ -14,10 +14,13 @@ struct CycleOptions {
   AgentConfig config;
   std::string state_dir;
   std::string cache_dir;
-  std::string root = "/";                // --root: every managed path is below it
-  bool dry_run = false;                  // plan only
-  bool retry_quarantined = false;        // apply a quarantined commit once more
-  bool root_checks = false;              // run [[check]]s even under --root
+  std::string root = "/";          // --root: every managed path is below it
+  bool dry_run = false;            // plan only
+  bool retry_quarantined = false;  // apply a quarantined commit once more
+  bool root_checks = false;        // run [[check]]s even under --root
+  // Apply this commit (full id, from the local mirror; no fetch, no anti-rewind check,
+  // signature still verified): tetherctl rollback.
+  std::string pin;
   bool show_in_sync = true;              // list resources in sync too (not in the daemon's log)
   std::vector<std::string> worker_argv;  // how to start the git worker
 };

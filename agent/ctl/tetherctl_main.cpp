@@ -17,7 +17,7 @@ namespace {
 constexpr char kDescription[] =
     "tetherctl - control the tether agent and check fleet repos\n\n"
     "tetherctl talks to tetherd over its control socket (status, plan, sync, history,\n"
-    "show, suspend, resume, metrics; rollback and events are not built yet) and checks a\n"
+    "show, rollback, suspend, resume, metrics; events is not built yet) and checks a\n"
     "fleet repo checkout offline (validate, render), for the fleet repo's own CI.";
 
 constexpr char kFooter[] =
@@ -239,11 +239,19 @@ int main(int argc, char** argv) {
   CLI::App* show = app.add_subcommand("show", "Show one past apply: its plan, diffs and outcome.");
   show->add_option("ID", show_id, "The id, from tetherctl history")->required();
   show->add_flag("--json", show_json, "Print JSON");
+  std::string rollback_commit;
+  CLI::App* rollback = app.add_subcommand(
+      "rollback",
+      "Apply an earlier commit from the local history (root only; works with Git offline)\n"
+      "and stay on it, whatever the fleet repo says, until tetherctl resume.");
+  rollback->add_option("COMMIT", rollback_commit, "An applied commit, or a prefix of it")
+      ->required();
   std::string suspend_reason;
   CLI::App* suspend = app.add_subcommand(
       "suspend", "Stop applying (root only): cycles go on planning; drift is not reverted.");
   suspend->add_option("--reason", suspend_reason, "Why, shown in status")->type_name("TEXT");
-  CLI::App* resume = app.add_subcommand("resume", "Apply again, starting now (root only).");
+  CLI::App* resume = app.add_subcommand(
+      "resume", "Apply again, and follow the fleet repo again after a rollback (root only).");
   CLI::App* metrics = app.add_subcommand("metrics", "Print metrics in Prometheus text format.");
 
   if (auto parsed = tether::ParseCommandLine(app, argc, argv)) return *parsed;
@@ -260,6 +268,13 @@ int main(int argc, char** argv) {
   }
   if (history->parsed()) return RunHistory(socket, history_json);
   if (show->parsed()) return RunShow(socket, show_id, show_json);
+  if (rollback->parsed()) {
+    auto reply = Call(socket, {{"command", "rollback"}, {"commit", rollback_commit}},
+                      std::chrono::seconds(10));
+    if (!reply) return 1;
+    std::printf("pinned to %s until tetherctl resume\n", Text((*reply)["pinned"]).c_str());
+    return 0;
+  }
   if (suspend->parsed() || resume->parsed()) {
     nlohmann::json request = {{"command", suspend->parsed() ? "suspend" : "resume"}};
     if (suspend->parsed()) request["reason"] = suspend_reason;

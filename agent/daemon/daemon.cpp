@@ -1,6 +1,7 @@
 #include "agent/daemon/daemon.hpp"
 
 #include <grp.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -145,6 +146,10 @@ class Worker {
       auto result = std::make_shared<CycleResult>();
       result->trigger = job->trigger;
       RunCapturedCycle(job->options, *result);
+      job->options = CycleOptions();
+      // What the cycle allocated (the desired state, the plan, libgit2's caches) goes back
+      // to the system, not only to malloc: an idle daemon stays small.
+      malloc_trim(0);
       asio::post(io_, [this, result, done = std::move(job->done)] {
         busy_ = false;
         done(*result);
@@ -264,6 +269,7 @@ class Daemon {
     Accept();
     commit_ = AppliedCommit(options_.cycle.state_dir);
     LoadSuspension();
+    LoadPin();
     sd_notify(0, "READY=1");
     log_->info("tetherd {} started; control socket {}", TETHER_VERSION, options_.socket_path);
     StartCycle("start");
@@ -338,6 +344,35 @@ class Daemon {
       return connection->Reply(
           Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"text", Metrics()}});
     }
+    if (command == "rollback") {
+      if (connection->role() != Role::kAdmin) {
+        return connection->Reply(Refusal("permission denied: 'rollback' needs root"));
+      }
+      // From the local history: an applied commit, named by a prefix of its id.
+      const std::string wanted = request.value("commit", "");
+      auto entries = LoadHistory(options_.cycle.state_dir);
+      if (!entries) return connection->Reply(Refusal(entries.error().message()));
+      std::string found;
+      for (const auto& entry : *entries) {
+        if (entry.outcome == "applied" && wanted.size() >= 4 &&
+            entry.commit.rfind(wanted, 0) == 0) {
+          found = entry.commit;
+        }
+      }
+      if (found.empty()) {
+        return connection->Reply(
+            Refusal("no applied commit '" + wanted + "' in the local history (tetherctl history)"));
+      }
+      pinned_ = found;
+      SavePin();
+      log_->info("rollback to {}: pinned until resumed", found);
+      if (worker_.busy()) {
+        pending_ = "manual";
+      } else if (!stopping_) {
+        StartCycle("manual");
+      }
+      return connection->Reply(StatusReply());
+    }
     if (command == "suspend" || command == "resume") {
       if (connection->role() != Role::kAdmin) {
         return connection->Reply(Refusal("permission denied: '" + command + "' needs root"));
@@ -348,6 +383,8 @@ class Daemon {
                    *suspended_);
       } else {
         suspended_.reset();
+        pinned_.reset();
+        SavePin();
         log_->info("resumed");
         if (!worker_.busy() && !stopping_) StartCycle("manual");
       }
@@ -392,6 +429,27 @@ class Daemon {
   void LoadSuspension() {
     auto text = ReadLocalFile(options_.cycle.state_dir + "/suspended", 4096);
     if (text) suspended_ = *text;
+  }
+
+  // A rollback's pin survives a restart too: state_dir/pinned (the commit).
+  void LoadPin() {
+    auto text = ReadLocalFile(options_.cycle.state_dir + "/pinned", 4096);
+    if (text && text->size() >= 40) pinned_ = text->substr(0, 40);
+  }
+
+  void SavePin() {
+    const std::string path = options_.cycle.state_dir + "/pinned";
+    auto host = RootedFilesystem::Open("/");
+    if (!host) return;
+    if (pinned_) {
+      WriteOptions write;
+      write.mode = 0600;
+      if (auto saved = (*host)->WriteFileAtomic(path, *pinned_, write); !saved) {
+        log_->error("rollback: {}", saved.error().message());
+      }
+    } else {
+      (void)(*host)->Remove(path);
+    }
   }
 
   void SaveSuspension() {
@@ -613,6 +671,7 @@ class Daemon {
     next_poll_.reset();
     CycleOptions cycle = options_.cycle;
     if (suspended_) cycle.dry_run = true;  // polling goes on; nothing is applied
+    if (pinned_) cycle.pin = *pinned_;
     worker_.Start(std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
   }
 
@@ -719,6 +778,7 @@ class Daemon {
     status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
     status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
     status["suspended"] = suspended_ ? Json{{"reason", *suspended_}} : Json();
+    status["pinned"] = pinned_ ? Json(*pinned_) : Json();
     if (next_poll_) {
       status["next_poll_ms"] = std::max<std::int64_t>(
           0, std::chrono::duration_cast<std::chrono::milliseconds>(*next_poll_ - SteadyClock::now())
@@ -751,6 +811,7 @@ class Daemon {
   std::optional<SteadyClock::time_point> next_poll_;
   std::optional<std::string> pending_;
   std::optional<std::string> suspended_;  // its reason
+  std::optional<std::string> pinned_;     // tetherctl rollback
   std::string state_before_plan_;
   std::map<std::string, std::uint64_t> cycles_by_trigger_;
   std::map<std::string, std::uint64_t> cycles_by_outcome_;
