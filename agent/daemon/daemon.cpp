@@ -437,30 +437,20 @@ class Daemon {
     if (text && text->size() >= 40) pinned_ = text->substr(0, 40);
   }
 
-  void SavePin() {
-    const std::string path = options_.cycle.state_dir + "/pinned";
-    auto host = RootedFilesystem::Open("/");
-    if (!host) return;
-    if (pinned_) {
-      WriteOptions write;
-      write.mode = 0600;
-      if (auto saved = (*host)->WriteFileAtomic(path, *pinned_, write); !saved) {
-        log_->error("rollback: {}", saved.error().message());
-      }
-    } else {
-      (void)(*host)->Remove(path);
-    }
-  }
+  void SavePin() { SaveStateValue("pinned", pinned_, "rollback"); }
 
-  void SaveSuspension() {
-    const std::string path = options_.cycle.state_dir + "/suspended";
+  void SaveSuspension() { SaveStateValue("suspended", suspended_, "suspend"); }
+
+  // state_dir/NAME holds `value`, or is removed when there is none.
+  void SaveStateValue(const char* name, const std::optional<std::string>& value, const char* what) {
+    const std::string path = options_.cycle.state_dir + "/" + name;
     auto host = RootedFilesystem::Open("/");
     if (!host) return;
-    if (suspended_) {
+    if (value) {
       WriteOptions write;
       write.mode = 0600;
-      if (auto saved = (*host)->WriteFileAtomic(path, *suspended_, write); !saved) {
-        log_->error("suspend: {}", saved.error().message());
+      if (auto saved = (*host)->WriteFileAtomic(path, *value, write); !saved) {
+        log_->error("{}: {}", what, saved.error().message());
       }
     } else {
       (void)(*host)->Remove(path);
