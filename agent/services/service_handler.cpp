@@ -113,18 +113,17 @@ std::vector<std::pair<std::string, std::string>> Triggers(const ServiceSpec& spe
   return triggers;
 }
 
-bool Triggered(const std::string& trigger, std::string_view id) {
+bool Triggered(const std::string& trigger, const std::string& id) {
   return EndsWith(trigger, "/") ? StartsWith(id, trigger) : id == trigger;
 }
 
 // What changed of `spec`'s triggers among `ids`: "unit app.service, /etc/app.conf".
-std::string WhatChanged(const ServiceSpec& spec, const std::vector<std::string_view>& ids) {
+std::string WhatChanged(const ServiceSpec& spec, const std::set<std::string>& ids) {
   std::vector<std::string> seen;
-  for (const auto& pair : Triggers(spec)) {
-    const std::string& trigger = pair.first;  // not a structured binding: clang 14 cannot
-    const std::string& label = pair.second;   // capture one in the lambda below
-    const bool hit = std::any_of(ids.begin(), ids.end(),
-                                 [&](std::string_view id) { return Triggered(trigger, id); });
+  for (const auto& [trigger, label] : Triggers(spec)) {
+    // A prefix: the ids that start with it are sorted right from it.
+    const auto it = ids.lower_bound(trigger);
+    const bool hit = it != ids.end() && Triggered(trigger, *it);
     if (hit && std::find(seen.begin(), seen.end(), label) == seen.end()) seen.push_back(label);
   }
   std::string text;
@@ -498,7 +497,7 @@ class ServiceHandler final : public KindHandler {
   }
 
   static Action PlanService(const std::string& id, const ServiceSpec& spec, const UnitState& state,
-                            const std::vector<std::string_view>& changed) {
+                            const std::set<std::string>& changed) {
     Action action;
     action.id = id;
     const std::string& file_state = state.unit_file_state;
