@@ -6,24 +6,32 @@
 
 namespace tether {
 
-std::string Sha256(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
+Sha256Digest Sha256Bytes(std::string_view data) {
+  Sha256Digest digest{};
   unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+  if (EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1 ||
+      length != digest.size()) {
     std::abort();  // cannot fail with a built-in digest; a broken libcrypto is an invariant
   }
-  return std::string(reinterpret_cast<const char*>(digest), length);
+  return digest;
 }
 
-std::string Sha256Hex(std::string_view data) {
+std::string Sha256(std::string_view data) {
+  const Sha256Digest digest = Sha256Bytes(data);
+  return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());
+}
+
+std::string Sha256Hex(const Sha256Digest& digest) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
   hex.reserve(64);
-  for (unsigned char byte : Sha256(data)) {
+  for (unsigned char byte : digest) {
     hex += kHex[byte >> 4];
     hex += kHex[byte & 0xf];
   }
   return hex;
 }
+
+std::string Sha256Hex(std::string_view data) { return Sha256Hex(Sha256Bytes(data)); }
 
 }  // namespace tether

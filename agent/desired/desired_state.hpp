@@ -14,6 +14,7 @@
 #include "agent/config/agent_config.hpp"
 #include "agent/diagnostics.hpp"
 #include "common/error.hpp"
+#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -31,12 +32,14 @@ struct FileSpec {
   // `source` of that tree, read again (ContentOf) only to be written or diffed, so that a
   // desired state of many files does not hold them all.
   std::string content;
-  std::string content_sha256;         // of the content: set by the renderer (or empty)
   std::size_t content_size = 0;       // of the content, when `lazy` is set
   std::optional<std::string> source;  // the repo file it came from, if any
   std::shared_ptr<Tree> lazy;
   bool templated = false;
   bool secret = false;  // content never shown in logs, diffs or reports
+  // Of the content, as bytes (ContentSha256 gives its hex): set by the renderer (or unset).
+  // Placed here, it takes the room the fields around it leave, not room of its own.
+  std::optional<Sha256Digest> content_sha256;
   std::uint32_t mode = 0644;
   std::optional<std::string> owner;  // a user name or a numeric id; unset: root on create
   std::optional<std::string> group;

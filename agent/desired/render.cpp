@@ -399,7 +399,7 @@ class Renderer {
     FileSpec spec;
     spec.path = ManagedPath(t);
     Content content = ReadContent(t);
-    spec.content_sha256 = Sha256Hex(content.text);
+    spec.content_sha256 = Sha256Bytes(content.text);
     spec.content_size = content.text.size();
     if (options_.content_tree && content.source && !content.templated) {
       spec.lazy = options_.content_tree;  // read again when it is written or diffed
@@ -642,7 +642,7 @@ Result<std::string> ContentOf(const FileSpec& file) {
     return Fail(text.error().WithContext("read the content of '" + file.path + "' from '" +
                                          file.source.value_or("") + "'"));
   }
-  if (Sha256Hex(*text) != file.content_sha256) {
+  if (!file.content_sha256 || Sha256Bytes(*text) != *file.content_sha256) {
     return Fail(std::errc::io_error, "the content of '" + file.path + "' ('" +
                                          file.source.value_or("") +
                                          "') is not what was rendered; refusing to write it");
@@ -651,7 +651,7 @@ Result<std::string> ContentOf(const FileSpec& file) {
 }
 
 std::string ContentSha256(const FileSpec& file) {
-  return file.content_sha256.empty() ? Sha256Hex(file.content) : file.content_sha256;
+  return file.content_sha256 ? Sha256Hex(*file.content_sha256) : Sha256Hex(file.content);
 }
 
 std::size_t ContentSize(const FileSpec& file) {

@@ -105,15 +105,30 @@ class Journal final : public Transaction {
   // kept in memory as well.
   std::vector<JournalStep> steps() const {
     std::vector<JournalStep> steps;
-    auto text = ReadLocalFile(path_, kMaxStateFile);
-    if (!text) return steps;
-    std::size_t pos = 0;
-    for (std::size_t end; (end = text->find('\n', pos)) != std::string::npos; pos = end + 1) {
-      if (auto step = ParseStep(Json::parse(text->substr(pos, end - pos), nullptr, false))) {
-        steps.push_back(std::move(*step));
-      }
-    }
+    ForEachStep([&](JournalStep&& step) { steps.push_back(std::move(step)); });
     return steps;
+  }
+
+  // Calls `fn` with each step recorded so far, in order, reading the journal a chunk at a
+  // time: neither its text nor its steps are ever held whole (both cost several times the
+  // inventory when every file of a first apply is a step).
+  void ForEachStep(const std::function<void(JournalStep&&)>& fn) const {
+    UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return;
+    std::string pending;
+    char buffer[65536];
+    while (true) {
+      const ssize_t n = read(fd.get(), buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // a torn last line was never a step
+      pending.append(buffer, static_cast<std::size_t>(n));
+      std::size_t pos = 0;
+      for (std::size_t end; (end = pending.find('\n', pos)) != std::string::npos; pos = end + 1) {
+        const std::string_view line(pending.data() + pos, end - pos);
+        if (auto step = ParseStep(Json::parse(line, nullptr, false))) fn(std::move(*step));
+      }
+      pending.erase(0, pos);
+    }
   }
 
  private:
@@ -181,6 +196,75 @@ Status WriteInventory(const std::string& path, const Inventory& inventory) {
   if (close(fd.Release()) != 0) return FailErrno(errno, "close '" + path + "'");
   return {};
 }
+
+// The edits of one Apply to the inventory, made in place: what they took out or replaced
+// is kept until the apply is over, so that Revert() can put the inventory back as it was.
+class InventoryEdits {
+ public:
+  explicit InventoryEdits(Inventory& inventory)
+      : inventory_(inventory), old_commit_(inventory.commit) {}
+
+  const std::string& old_commit() const { return old_commit_; }
+  // True while no entry was added, removed or changed in anything but its fingerprint.
+  bool only_fingerprints() const { return only_fingerprints_; }
+
+  // Makes `entry` the entry of `id` (which must outlive this object).
+  void Put(std::string_view id, InventoryEntry entry) {
+    auto it = inventory_.entries.find(id);
+    if (it != inventory_.entries.end() && it->second.kind == entry.kind &&
+        it->second.path == entry.path && it->second.created == entry.created &&
+        it->second.original == entry.original) {
+      SetFingerprint(it->second, std::move(entry.fingerprint));
+      return;
+    }
+    only_fingerprints_ = false;
+    if (it != inventory_.entries.end()) taken_.push_back(inventory_.entries.extract(it));
+    inventory_.entries.emplace(id, std::move(entry));
+    added_.push_back(id);
+  }
+
+  void Remove(std::string_view id) {
+    auto it = inventory_.entries.find(id);
+    if (it == inventory_.entries.end()) return;
+    only_fingerprints_ = false;
+    taken_.push_back(inventory_.entries.extract(it));
+  }
+
+  void SetFingerprint(InventoryEntry& entry, std::string fingerprint) {
+    if (entry.fingerprint == fingerprint) return;
+    fingerprints_.emplace_back(&entry, std::move(entry.fingerprint));
+    entry.fingerprint = std::move(fingerprint);
+  }
+
+  // Undoes every edit.
+  void Revert() {
+    for (auto it = fingerprints_.rbegin(); it != fingerprints_.rend(); ++it) {
+      it->first->fingerprint = std::move(it->second);
+    }
+    for (auto it = added_.rbegin(); it != added_.rend(); ++it) {
+      if (auto added = inventory_.entries.find(*it); added != inventory_.entries.end()) {
+        inventory_.entries.erase(added);
+      }
+    }
+    // Oldest first: when one id was taken out twice, its first entry is the one it had.
+    for (auto& node : taken_) inventory_.entries.insert(std::move(node));
+    inventory_.commit = old_commit_;
+    fingerprints_.clear();
+    added_.clear();
+    taken_.clear();
+    only_fingerprints_ = true;
+  }
+
+ private:
+  Inventory& inventory_;
+  std::string old_commit_;
+  bool only_fingerprints_ = true;
+  // Each is kept in a node of its own, which stays where it is: PlannedAction::previous
+  // may point at it.
+  std::vector<decltype(Inventory::entries)::node_type> taken_;
+  std::vector<std::string_view> added_;
+  std::vector<std::pair<InventoryEntry*, std::string>> fingerprints_;  // entry, old one
+};
 
 }  // namespace
 
@@ -259,7 +343,7 @@ Result<Inventory> Engine::LoadInventory() const {
     if (!entry.is_object()) return corrupt("bad entry '" + id + "'");
     auto kind = KindFromName(entry.value("kind", ""));
     if (!kind || !entry.contains("path")) return corrupt("bad entry '" + id + "'");
-    inventory.entries[id] = {*kind, entry.value("path", ""), entry.value("created", false),
+    inventory.entries[id] = {*kind, entry.value("created", false), entry.value("path", ""),
                              entry.value("original", Json()), entry.value("fingerprint", "")};
   }
   return inventory;
@@ -268,69 +352,81 @@ Result<Inventory> Engine::LoadInventory() const {
 Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
                                                 const Inventory& inventory, bool full_audit,
                                                 const std::set<std::string>* only) {
-  std::vector<PlannedAction> plan;
-  plan.reserve(desired.resources.size() + (only != nullptr ? 0 : inventory.entries.size()));
   for (auto* handler : handlers_) handler->Prepare(desired);
-  std::set<std::string> wanted;
-  for (const auto& resource : desired.resources) wanted.insert(resource.id);
+  // The ids the desired state has, sorted: views of its strings rather than copies.
+  std::vector<std::string_view> wanted;
+  wanted.reserve(desired.resources.size());
+  for (const auto& resource : desired.resources) wanted.push_back(resource.id);
+  std::sort(wanted.begin(), wanted.end());
+  auto is_wanted = [&](std::string_view id) {
+    return std::binary_search(wanted.begin(), wanted.end(), id);
+  };
   // Entries no longer wanted, by what they name ("KIND:WHAT" -> WHAT): a wanted resource of
   // another kind, with the same handler, naming the same thing takes their place.
-  std::map<std::string, std::string> gone_by_name;
+  std::map<std::string_view, const std::string*> gone_by_name;
+  std::size_t gone_count = 0;
   for (const auto& [id, entry] : inventory.entries) {
-    if (wanted.count(id) == 0) gone_by_name[entry.path] = id;
+    if (is_wanted(id)) continue;
+    gone_by_name[entry.path] = &id;
+    ++gone_count;
   }
-  std::set<std::string> taken_over;
+  std::vector<PlannedAction> plan;
+  plan.reserve(only != nullptr ? std::min(only->size(), desired.resources.size())
+                               : desired.resources.size() + gone_count);
+  std::set<std::string_view> taken_over;
   PlanContext context;
+  if (only == nullptr) context.changed.reserve(desired.resources.size());
   for (const auto& resource : desired.resources) {
     if (only != nullptr && only->count(resource.id) == 0) continue;
     KindHandler* handler = HandlerFor(resource.kind);
     if (handler == nullptr) continue;  // its kind is not built yet
     auto previous = inventory.entries.find(resource.id);
     const InventoryEntry* entry = previous == inventory.entries.end() ? nullptr : &previous->second;
-    std::string replaces;
+    const std::string* replaces = nullptr;
     if (entry == nullptr) {
-      auto other = gone_by_name.find(resource.id.substr(resource.id.find(':') + 1));
-      if (other != gone_by_name.end() &&
-          HandlerFor(inventory.entries.at(other->second).kind) == handler &&
-          handler->Replaces(inventory.entries.at(other->second).kind, resource.kind)) {
-        replaces = other->second;
-        entry = &inventory.entries.at(replaces);
-        taken_over.insert(replaces);
+      auto other =
+          gone_by_name.find(std::string_view(resource.id).substr(resource.id.find(':') + 1));
+      if (other != gone_by_name.end()) {
+        const InventoryEntry& gone = inventory.entries.at(*other->second);
+        if (HandlerFor(gone.kind) == handler && handler->Replaces(gone.kind, resource.kind)) {
+          replaces = other->second;
+          entry = &gone;
+          taken_over.insert(*replaces);
+        }
       }
     }
     auto action = handler->Plan(resource, entry, full_audit, context);
     if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
-    if (action->type != ActionType::kInSync) context.changed.insert(resource.id);
+    if (action->type != ActionType::kInSync) context.changed.push_back(resource.id);
     plan.push_back({std::move(*action), &resource, entry, replaces});
   }
   // Prunes, deepest paths first (a file before its directory).
   if (only != nullptr) return plan;  // no prunes in a partial plan
-  std::vector<std::pair<std::string, const InventoryEntry*>> gone;
+  std::vector<std::pair<const std::string*, const InventoryEntry*>> gone;
+  gone.reserve(gone_count);
   for (const auto& [id, entry] : inventory.entries) {
-    if (wanted.count(id) == 0 && taken_over.count(id) == 0) gone.emplace_back(id, &entry);
+    if (!is_wanted(id) && taken_over.count(id) == 0) gone.emplace_back(&id, &entry);
   }
   std::sort(gone.begin(), gone.end(),
             [](const auto& a, const auto& b) { return a.second->path > b.second->path; });
   for (const auto& [id, entry] : gone) {
     KindHandler* handler = HandlerFor(entry->kind);
     if (handler == nullptr) continue;
-    auto action = handler->PlanPrune(id, *entry);
-    if (!action) return Fail(action.error().WithContext("plan removing '" + id + "'"));
-    plan.push_back({std::move(*action), nullptr, entry, ""});
+    auto action = handler->PlanPrune(*id, *entry);
+    if (!action) return Fail(action.error().WithContext("plan removing '" + *id + "'"));
+    plan.push_back({std::move(*action), nullptr, entry, nullptr});
   }
   return plan;
 }
 
-void Engine::DiscardAll(const std::vector<JournalStep>& steps) const {
+void Engine::Discard(const JournalStep& step) const {
   // The apply is committed whatever happens here: a backup that cannot be removed is left
   // behind (its name says what it is), and said so.
-  for (const auto& step : steps) {
-    KindHandler* handler = HandlerFor(step.kind);
-    if (handler == nullptr) continue;
-    if (auto discarded = handler->Discard(step); !discarded) {
-      GetLogger("engine")->warn("'{}': what was kept to undo it stays: {}", step.id,
-                                discarded.error().message());
-    }
+  KindHandler* handler = HandlerFor(step.kind);
+  if (handler == nullptr) return;
+  if (auto discarded = handler->Discard(step); !discarded) {
+    GetLogger("engine")->warn("'{}': what was kept to undo it stays: {}", step.id,
+                              discarded.error().message());
   }
 }
 
@@ -354,10 +450,9 @@ Status Engine::RollBack(const std::vector<JournalStep>& steps) {
   return first_failure;
 }
 
-ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventory& inventory,
+ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inventory,
                           const std::string& commit, const DesiredState* desired) {
   ApplyResult result;
-  result.inventory = inventory;
   for (const auto& planned : plan) {
     if (planned.action.type == ActionType::kConflict) {
       result.ok = false;
@@ -366,13 +461,14 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
           {planned.action.id, ActionType::kConflict, false, planned.action.reason});
     }
   }
-  if (!result.ok) return result;  // nothing was changed
+  if (!result.ok) {
+    result.inventory = std::move(inventory);
+    return result;  // nothing was changed
+  }
 
   int counter = 0;
   const std::string journal_path = options_.state_dir + "/journal";
   Journal journal(journal_path, RandomTag(), options_.after_step, &counter);
-  Inventory next = inventory;  // entries not in the plan stay as they are
-  next.commit = commit;
   bool any_change = std::any_of(plan.begin(), plan.end(), [](const PlannedAction& p) {
     return p.action.type != ActionType::kInSync;
   });
@@ -383,41 +479,70 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
       // Nothing was changed: a journal this call created must not stay (one that was
       // already there is another story, and stays for Recover()).
       if (!opened.error().Is(std::errc::file_exists)) unlink(journal_path.c_str());
+      result.inventory = std::move(inventory);
       return result;
     }
   }
+  // The inventory is updated in place (entries not in the plan stay as they are); what
+  // each update took away is kept, so that a rollback gives the caller the inventory back
+  // as it was.
+  InventoryEdits edits(inventory);
+  inventory.commit = commit;
   std::vector<std::size_t> changed;  // indexes into plan
+  changed.reserve(
+      static_cast<std::size_t>(std::count_if(plan.begin(), plan.end(), [](const PlannedAction& p) {
+        return p.action.type != ActionType::kInSync;
+      })));
   for (std::size_t i = 0; i < plan.size(); ++i) {
     const PlannedAction& planned = plan[i];
-    const std::string& id = planned.action.id;
+    const std::string_view id = planned.action.id;
     if (planned.action.type != ActionType::kInSync) {
       changed.push_back(i);
       continue;
     }
-    result.outcomes.push_back({id, ActionType::kInSync, true, ""});
-    if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
-    if (planned.resource != nullptr) {
-      next.entries[id] = planned.previous != nullptr
-                             ? *planned.previous
-                             : InventoryEntry{planned.resource->kind, "", false, Json(), ""};
-      next.entries[id].kind = planned.resource->kind;  // a replaced entry had another
-      if (next.entries[id].path.empty()) next.entries[id].path = id.substr(id.find(':') + 1);
-      if (!planned.action.fingerprint.empty()) {
-        next.entries[id].fingerprint = planned.action.fingerprint;
-      }
-    } else {
-      next.entries.erase(id);  // a prune with nothing to do: no longer tether's
+    if (planned.resource == nullptr) {
+      edits.Remove(id);  // a prune with nothing to do: no longer tether's
+      continue;
     }
+    auto current = inventory.entries.find(id);
+    if (planned.previous != nullptr && current != inventory.entries.end() &&
+        planned.previous == &current->second) {
+      // Its own entry: only what it looks like now may have moved.
+      if (!planned.action.fingerprint.empty()) {
+        edits.SetFingerprint(current->second, planned.action.fingerprint);
+      }
+      continue;
+    }
+    InventoryEntry entry = planned.previous != nullptr
+                               ? *planned.previous
+                               : InventoryEntry{planned.resource->kind, false, "", Json(), ""};
+    entry.kind = planned.resource->kind;  // a replaced entry had another
+    if (entry.path.empty()) entry.path = id.substr(id.find(':') + 1);
+    if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
+    if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
+    edits.Put(id, std::move(entry));
   }
   auto handler_of = [&](std::size_t i) {
     const PlannedAction& planned = plan[i];
     return HandlerFor(planned.resource != nullptr ? planned.resource->kind
                                                   : planned.previous->kind);
   };
-  auto roll_back = [&](const std::string& id, ActionType type, const std::string& error) {
+  // On a failure, the outcomes: the changes made until then (now undone), in plan order.
+  std::size_t made = 0;  // of `changed`
+  auto made_outcomes = [&]() {
+    result.outcomes.reserve(made + 1);
+    for (std::size_t k = 0; k < made; ++k) {
+      const Action& action = plan[changed[k]].action;
+      result.outcomes.push_back({action.id, action.type, true, ""});
+    }
+  };
+  auto roll_back = [&](std::string_view id, ActionType type, const std::string& error) {
+    edits.Revert();
+    result.inventory = std::move(inventory);
     result.ok = false;
-    result.error = "apply '" + id + "': " + error;
-    result.outcomes.push_back({id, type, false, error});
+    result.error = "apply '" + std::string(id) + "': " + error;
+    made_outcomes();
+    result.outcomes.push_back({std::string(id), type, false, error});
     auto undone = RollBack(journal.steps());
     result.rolled_back = static_cast<bool>(undone);
     if (!undone) result.error += "; rollback: " + undone.error().message();
@@ -464,37 +589,33 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
       if (!change.done) {
         return roll_back(planned.action.id, planned.action.type, "not applied by its handler");
       }
-      result.outcomes.push_back({planned.action.id, planned.action.type, true, ""});
-      if (!planned.replaces.empty()) next.entries.erase(planned.replaces);
+      ++made;
+      if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
       if (change.entry) {
-        next.entries[planned.action.id] = std::move(*change.entry);
+        edits.Put(planned.action.id, std::move(*change.entry));
       } else {
-        next.entries.erase(planned.action.id);
+        edits.Remove(planned.action.id);
       }
     }
     first = last;
   }
-  result.inventory = std::move(next);
-  const Inventory& applied = result.inventory;
   // Between commits, when nothing but fingerprints moved (a no-op cycle, or a drift
   // repair), the inventory on disk stays: a stale fingerprint costs one read later, not a
   // rewrite of every entry now.
-  const bool same_but_fingerprints =
-      inventory.commit == commit && inventory.entries.size() == applied.entries.size() &&
-      std::all_of(applied.entries.begin(), applied.entries.end(), [&](const auto& item) {
-        auto old = inventory.entries.find(item.first);
-        return old != inventory.entries.end() && old->second.kind == item.second.kind &&
-               old->second.path == item.second.path && old->second.created == item.second.created &&
-               old->second.original == item.second.original;
-      });
-  if (!any_change && same_but_fingerprints) return result;
+  const bool same_but_fingerprints = edits.old_commit() == commit && edits.only_fingerprints();
+  if (!any_change && same_but_fingerprints) {
+    result.inventory = std::move(inventory);
+    return result;
+  }
 
   // Commit: the new inventory aside, the commit record, then the inventory into place.
   const std::string inventory_path = options_.state_dir + "/inventory.json";
   auto fail = [&](const Error& error) {
-    result.inventory = inventory;
+    edits.Revert();
+    result.inventory = std::move(inventory);
     result.ok = false;
     result.error = error.message();
+    made_outcomes();
     auto undone = RollBack(journal.steps());
     result.rolled_back = static_cast<bool>(undone);
     if (undone) (void)HostFs().Remove(journal_path);
@@ -517,26 +638,28 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, const Inventor
     }
     if (result.unhealthy) result.ok = false;
   }
-  if (same_but_fingerprints && !inventory.commit.empty()) {
+  if (same_but_fingerprints && !edits.old_commit().empty()) {
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());
-    DiscardAll(journal.steps());
+    journal.ForEachStep([&](JournalStep&& step) { Discard(step); });
     (void)HostFs().Remove(journal_path);
+    result.inventory = std::move(inventory);
     return result;
   }
-  if (auto written = WriteInventory(inventory_path + ".new", applied); !written) {
+  if (auto written = WriteInventory(inventory_path + ".new", inventory); !written) {
     return fail(written.error());
   }
   if (options_.after_step) options_.after_step(++counter, "inventory");
   if (any_change) {
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());
   }
+  result.inventory = std::move(inventory);
   if (auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path); !renamed) {
     result.ok = false;  // committed: Recover() puts it into place
     result.error = renamed.error().message();
     return result;
   }
   (void)HostFs().SyncDirectory(options_.state_dir);
-  DiscardAll(journal.steps());
+  journal.ForEachStep([&](JournalStep&& step) { Discard(step); });
   if (any_change) (void)HostFs().Remove(journal_path);
   return result;
 }
@@ -582,7 +705,7 @@ Status Engine::Recover() {
   if (committed) {
     auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path);
     if (!renamed && !renamed.error().Is(std::errc::no_such_file_or_directory)) return renamed;
-    DiscardAll(steps);
+    for (const auto& step : steps) Discard(step);
   } else {
     if (auto undone = RollBack(steps); !undone) {
       return Fail(undone.error().WithContext("roll back the interrupted apply"));

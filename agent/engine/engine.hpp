@@ -20,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -33,15 +34,16 @@ namespace tether {
 // What tether applied: one entry per resource id.
 struct InventoryEntry {
   ResourceKind kind = ResourceKind::kFile;
+  bool created = false;     // tether created it (prune deletes it); next to `kind`: no padding
   std::string path;         // the managed path or name
-  bool created = false;     // tether created it (prune deletes it)
   nlohmann::json original;  // what was there before tether took it over (prune restores it)
   std::string fingerprint;  // what it looked like after the last apply or check
 };
 
 struct Inventory {
   std::string commit;
-  std::map<std::string, InventoryEntry> entries;
+  // Ordered by id; looked up by a view of one too (an Action's id), without a copy.
+  std::map<std::string, InventoryEntry, std::less<>> entries;
 };
 
 // One journaled step: how to undo one change.
@@ -55,12 +57,13 @@ struct JournalStep {
 struct PlannedAction {
   Action action;
   const Resource* resource = nullptr;  // null for a prune
-  // Its entry in the inventory the plan was made from (which must outlive the plan), if
-  // any.
+  // Its entry in the inventory the plan was made from (which must outlive the plan, or be
+  // given to Apply), if any.
   const InventoryEntry* previous = nullptr;
-  // The inventory id this resource takes the place of: the same path under another kind
-  // (a file that becomes a symlink). Its entry goes; what it created or took over stays.
-  std::string replaces;
+  // The inventory id (a key of that inventory) this resource takes the place of, if any:
+  // the same path under another kind (a file that becomes a symlink). Its entry goes; what
+  // it created or took over stays.
+  const std::string* replaces = nullptr;
 };
 
 // One change of a transaction, as its handler sees it.
@@ -88,7 +91,9 @@ class Transaction {
 // service restarts when its unit or a path in its restart_on changes in this plan.
 // Resources are planned in kind order (packages, the filesystem, units, services, checks).
 struct PlanContext {
-  std::set<std::string> changed;  // ids with a create, update or delete planned so far
+  // Ids with a create, update or delete planned so far, in plan order: views of the
+  // desired state's.
+  std::vector<std::string_view> changed;
 };
 
 // One kind of resource (or several), as the engine sees it.
@@ -159,6 +164,10 @@ struct ApplyResult {
   bool rolled_back = false;  // a change or the health gate failed; every done step undone
   bool unhealthy = false;    // what failed was the health gate (Verify), not a change
   std::string error;         // the first failure
+  // What did not go as planned, in plan order: each conflict that refused the apply; on a
+  // failure, each change made before it (ok, then undone when rolled back) and the change
+  // that failed. Empty after a successful apply: every planned change was made (a plan of
+  // many changes does not get a second list of them).
   std::vector<ResourceOutcome> outcomes;
   Inventory inventory;  // as it stands after the apply: keep it for the next plan
 };
@@ -201,14 +210,18 @@ class Engine {
   // is changed. When anything changed, every handler's Verify must pass within
   // health_timeout before the commit; otherwise (and on any failure) the transaction is
   // rolled back and settled. `desired` is what the plan was made from.
-  [[nodiscard]] ApplyResult Apply(const std::vector<PlannedAction>& plan,
-                                  const Inventory& inventory, const std::string& commit,
-                                  const DesiredState* desired = nullptr);
+  // `inventory` is the one the plan was made from. It is updated in place and returned in
+  // ApplyResult::inventory: pass it with std::move, rather than have it copied, and take
+  // it back from the result. On a failure it comes back as it was given. Either way, the
+  // plan's `previous` pointers are valid until the call returns, not after.
+  [[nodiscard]] ApplyResult Apply(const std::vector<PlannedAction>& plan, Inventory inventory,
+                                  const std::string& commit, const DesiredState* desired = nullptr);
 
  private:
   KindHandler* HandlerFor(ResourceKind kind) const;
   Status RollBack(const std::vector<JournalStep>& steps);
-  void DiscardAll(const std::vector<JournalStep>& steps) const;
+  // Drops what a committed step kept for undoing it; a failure is logged, not returned.
+  void Discard(const JournalStep& step) const;
 
   EngineOptions options_;
   std::vector<KindHandler*> handlers_;

@@ -22,20 +22,6 @@ std::string Parent(const std::string& path) {
 
 std::string Name(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
-const char* TypeName(const PathObservation& observed) {
-  if (!observed.exists) return "none";
-  switch (observed.stat.type) {
-    case FileType::kRegular:
-      return "file";
-    case FileType::kDirectory:
-      return "directory";
-    case FileType::kSymlink:
-      return "symlink";
-    default:
-      return "other";
-  }
-}
-
 class PathHandler final : public KindHandler {
  public:
   explicit PathHandler(Filesystem& fs) : fs_(fs) {}
@@ -158,7 +144,7 @@ class PathHandler final : public KindHandler {
     // How to undo: what was there, and a hard link to it when it gets replaced or removed.
     // The backup's name is journaled before the link is made, so that recovery knows of
     // every name this step may leave behind.
-    Json undo = {{"path", path}, {"before", TypeName(*observed)}};
+    Json undo = {{"path", path}, {"before", ObservedTypeName(*observed)}};
     if (observed->exists) {
       undo["mode"] = observed->stat.mode;
       undo["uid"] = observed->stat.uid;
@@ -392,12 +378,13 @@ class PathHandler final : public KindHandler {
                std::to_string(stat.ctime_ns) + ":" + std::to_string(stat.mode) + ":" +
                std::to_string(stat.uid) + ":" + std::to_string(stat.gid) + ":" + desired)
             .substr(0, 11));
-    hash.pop_back();  // the '=' of 11 bytes
-    return hash;
+    // Without the '=' of 11 bytes; a new string, as the encoded one's capacity is past what
+    // fits inline.
+    return hash.substr(0, hash.size() - 1);
   }
 
   static Json Snapshot(const PathObservation& observed) {
-    Json original = {{"type", TypeName(observed)},
+    Json original = {{"type", ObservedTypeName(observed)},
                      {"mode", observed.stat.mode},
                      {"uid", observed.stat.uid},
                      {"gid", observed.stat.gid}};

@@ -69,6 +69,20 @@ const char* ActionTypeName(ActionType type) {
   return "unknown";
 }
 
+const char* ObservedTypeName(const PathObservation& observed) {
+  if (!observed.exists) return "none";
+  switch (observed.stat.type) {
+    case FileType::kRegular:
+      return "file";
+    case FileType::kDirectory:
+      return "directory";
+    case FileType::kSymlink:
+      return "symlink";
+    default:
+      return "other";
+  }
+}
+
 Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool read_content,
                                     std::size_t max_size) {
   PathObservation observed;

@@ -46,6 +46,10 @@ struct PathObservation {
   std::optional<std::string> target;  // of a symlink
 };
 
+// What the observation found, as undo records and inventories name it: "none", "file",
+// "directory", "symlink" or "other".
+[[nodiscard]] const char* ObservedTypeName(const PathObservation& observed);
+
 // Reads what is at `path` (never following a symlink). A missing path is an observation
 // (exists = false), not an error.
 [[nodiscard]] Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path,

@@ -39,20 +39,6 @@ bool StartsWith(std::string_view text, std::string_view prefix) {
   return text.substr(0, prefix.size()) == prefix;
 }
 
-const char* TypeName(const PathObservation& observed) {
-  if (!observed.exists) return "none";
-  switch (observed.stat.type) {
-    case FileType::kRegular:
-      return "file";
-    case FileType::kDirectory:
-      return "directory";
-    case FileType::kSymlink:
-      return "symlink";
-    default:
-      return "other";
-  }
-}
-
 // Unit states, as systemctl's is-active and is-enabled name them.
 bool IsActive(const std::string& active_state) {
   return active_state == "active" || active_state == "reloading";
@@ -113,17 +99,18 @@ std::vector<std::pair<std::string, std::string>> Triggers(const ServiceSpec& spe
   return triggers;
 }
 
-bool Triggered(const std::string& trigger, const std::string& id) {
+bool Triggered(const std::string& trigger, std::string_view id) {
   return EndsWith(trigger, "/") ? StartsWith(id, trigger) : id == trigger;
 }
 
 // What changed of `spec`'s triggers among `ids`: "unit app.service, /etc/app.conf".
-std::string WhatChanged(const ServiceSpec& spec, const std::set<std::string>& ids) {
+std::string WhatChanged(const ServiceSpec& spec, const std::vector<std::string_view>& ids) {
   std::vector<std::string> seen;
-  for (const auto& [trigger, label] : Triggers(spec)) {
-    // A prefix: the ids that start with it are sorted right from it.
-    const auto it = ids.lower_bound(trigger);
-    const bool hit = it != ids.end() && Triggered(trigger, *it);
+  for (const auto& pair : Triggers(spec)) {
+    const std::string& trigger = pair.first;  // not a structured binding: clang 14 cannot
+    const std::string& label = pair.second;   // capture one in the lambda below
+    const bool hit = std::any_of(ids.begin(), ids.end(),
+                                 [&](std::string_view id) { return Triggered(trigger, id); });
     if (hit && std::find(seen.begin(), seen.end(), label) == seen.end()) seen.push_back(label);
   }
   std::string text;
@@ -497,7 +484,7 @@ class ServiceHandler final : public KindHandler {
   }
 
   static Action PlanService(const std::string& id, const ServiceSpec& spec, const UnitState& state,
-                            const std::set<std::string>& changed) {
+                            const std::vector<std::string_view>& changed) {
     Action action;
     action.id = id;
     const std::string& file_state = state.unit_file_state;
@@ -635,7 +622,7 @@ class ServiceHandler final : public KindHandler {
     if (!observed) return Fail(observed.error());
     // The backup's name is journaled before the link is made, so that recovery knows of
     // every name this step may leave behind.
-    Json undo = {{"path", path}, {"before", TypeName(*observed)}};
+    Json undo = {{"path", path}, {"before", ObservedTypeName(*observed)}};
     if (observed->exists && observed->stat.type != FileType::kDirectory) {
       undo["backup"] = Parent(path) + "/" + TemporaryPrefix(Name(path)) + "backup-" + tag + "-" +
                        std::to_string(++steps_);
@@ -682,7 +669,7 @@ class ServiceHandler final : public KindHandler {
       // Taken over: what was there is kept in the inventory, for a prune to give back.
       auto observed = ObservePath(fs_, path, true, kMaxUnitSize);
       if (!observed) return Fail(observed.error());
-      entry.original = {{"type", TypeName(*observed)},
+      entry.original = {{"type", ObservedTypeName(*observed)},
                         {"mode", observed->stat.mode},
                         {"uid", observed->stat.uid},
                         {"gid", observed->stat.gid}};

@@ -858,7 +858,7 @@ TEST_CASE("Kinds that only share a name are not replacements: the dropped one is
   options.state_dir = state.path();
   Engine engine(options, {&handler});
   tether::Inventory inventory;
-  inventory.entries["service:app.service"] = {tether::ResourceKind::kService, "app.service", true,
+  inventory.entries["service:app.service"] = {tether::ResourceKind::kService, true, "app.service",
                                               nlohmann::json(), ""};
   DesiredState desired;
   tether::Resource unit;

@@ -50,13 +50,15 @@ void Stage(const char* what) {
   if (!verbose) return;
   std::ifstream status("/proc/self/status");
   std::string line;
-  std::string rss;
-  std::string hwm;
+  std::string text = "  " + std::string(what) + ":";
   while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) rss = line.substr(6);
-    if (line.rfind("VmHWM:", 0) == 0) hwm = line.substr(6);
+    for (const char* field : {"VmHWM:", "VmRSS:", "RssAnon:", "RssFile:"}) {
+      if (line.rfind(field, 0) != 0) continue;
+      const auto value = line.find_first_not_of(" \t", std::string(field).size());
+      text += " " + line.substr(0, std::string(field).size()) + " " + line.substr(value);
+    }
   }
-  std::fprintf(stderr, "  %-22s VmRSS %12s   VmHWM %12s\n", what, rss.c_str(), hwm.c_str());
+  std::fprintf(stderr, "%s\n", text.c_str());
 }
 
 std::string Content(int i) {
@@ -90,7 +92,7 @@ tether::DesiredState MakeDesired(int n, const std::shared_ptr<tether::Tree>& tre
     tether::FileSpec spec;
     spec.path = FilePath(i);
     const std::string content = Content(i);
-    spec.content_sha256 = tether::Sha256Hex(content);
+    spec.content_sha256 = tether::Sha256Bytes(content);
     spec.content_size = content.size();
     spec.source = "files/f" + std::to_string(i);
     spec.lazy = tree;
@@ -151,7 +153,7 @@ void Bench(int n) {
   auto converge = [&](const std::set<std::string>* only = nullptr) {
     auto plan = engine.Plan(desired, inventory, false, only).value();
     if (only == nullptr) Stage("plan");
-    auto result = engine.Apply(plan, inventory, "c1");
+    auto result = engine.Apply(plan, std::move(inventory), "c1");
     if (only == nullptr) Stage("apply");
     if (!result.ok) {
       std::fprintf(stderr, "apply: %s\n", result.error.c_str());
@@ -180,11 +182,14 @@ void Bench(int n) {
 
   // Drift latency: edit -> event -> plan of what the event names -> reverted.
   auto watcher = tether::DriftWatcher::Create(root.path()).value();
-  std::map<std::string, std::string> watched;
-  for (const auto& resource : desired.resources) {
-    watched[resource.id.substr(resource.id.find(':') + 1)] = resource.id;
+  {
+    // Gone once watched, as in the daemon.
+    std::map<std::string, std::string> watched;
+    for (const auto& resource : desired.resources) {
+      watched[resource.id.substr(resource.id.find(':') + 1)] = resource.id;
+    }
+    if (!watcher->Watch(watched)) std::abort();
   }
-  if (!watcher->Watch(watched)) std::abort();
   std::vector<double> latencies;
   for (int k = 0; k < 20; ++k) {
     const int i = (k * 37) % n;
