@@ -38,12 +38,29 @@ bool EnsureDirectory(const std::string& path, std::FILE* err) {
 
 std::string Short(const std::string& commit) { return commit.substr(0, 12); }
 
+// "content, mode 0644 -> 0600"
+std::string ChangesText(const Action& action) {
+  std::string text;
+  for (const auto& change : action.changes) {
+    if (!text.empty()) text += ", ";
+    text += change;
+  }
+  return text;
+}
+
 }  // namespace
 
 int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
                  CycleSummary* given_summary) {
   CycleSummary ignored;
   CycleSummary& summary = given_summary != nullptr ? *given_summary : ignored;
+  // A problem that ends the cycle: said on `err`, and kept in the summary.
+  auto problem = [&](const std::string& message, const char* outcome = "failed") {
+    std::fprintf(err, "tetherd: %s\n", message.c_str());
+    summary.error = message;
+    summary.outcome = outcome;
+    return 1;
+  };
   const auto start = Clock::now();
   if (!EnsureDirectory(given.state_dir, err) || !EnsureDirectory(given.cache_dir, err)) {
     return 1;
@@ -52,10 +69,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   CycleOptions options = given;
   for (std::string* dir : {&options.state_dir, &options.cache_dir}) {
     char* real = realpath(dir->c_str(), nullptr);
-    if (real == nullptr) {
-      std::fprintf(err, "tetherd: '%s': %s\n", dir->c_str(), std::strerror(errno));
-      return 1;
-    }
+    if (real == nullptr) return problem("'" + *dir + "': " + std::strerror(errno));
     *dir = real;
     std::free(real);
   }
@@ -64,15 +78,11 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   UniqueFd lock(
       open((options.state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock.valid() || flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-    std::fprintf(err, "tetherd: another tetherd is working on '%s'%s\n", options.state_dir.c_str(),
-                 errno == EWOULDBLOCK ? "" : (std::string(": ") + std::strerror(errno)).c_str());
-    return 1;
+    return problem("another tetherd is working on '" + options.state_dir + "'" +
+                   (errno == EWOULDBLOCK ? "" : std::string(": ") + std::strerror(errno)));
   }
   auto fs = RootedFilesystem::Open(options.root);
-  if (!fs) {
-    std::fprintf(err, "tetherd: --root: %s\n", fs.error().message().c_str());
-    return 1;
-  }
+  if (!fs) return problem("--root: " + fs.error().message());
   auto paths = MakePathHandler(**fs);
   auto checks = MakeCheckHandler();
   // Packages and services belong to the host itself: under a --root sandbox only its
@@ -111,18 +121,15 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
 
   // An apply a crash interrupted is finished before anything else.
   if (auto recovered = engine.Recover(); !recovered) {
-    std::fprintf(err, "tetherd: recovery: %s\n", recovered.error().message().c_str());
-    return 1;
+    return problem("recovery: " + recovered.error().message());
   }
   auto inventory = engine.LoadInventory();
   if (!inventory) {
-    std::fprintf(err, "tetherd: %s\n", inventory.error().message().c_str());
-    return 1;
+    return problem(inventory.error().message());
   }
   auto policy = LoadTrustPolicy(options.config.trust);
   if (!policy) {
-    std::fprintf(err, "tetherd: %s\n", policy.error().message().c_str());
-    return 1;
+    return problem(policy.error().message());
   }
 
   GitSourceOptions source_options;
@@ -131,8 +138,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   source_options.worker_argv = options.worker_argv;
   auto source = GitSource::Create(source_options);
   if (!source) {
-    std::fprintf(err, "tetherd: %s\n", source.error().message().c_str());
-    return 1;
+    return problem(source.error().message());
   }
   std::string commit;
   auto update = options.pin.empty()
@@ -149,11 +155,12 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   } else if (!inventory->commit.empty()) {
     // Offline: keep enforcing what was applied last.
     commit = inventory->commit;
+    summary.offline = true;
+    summary.error = update.error().message();
     std::fprintf(err, "tetherd: %s\n", update.error().message().c_str());
     std::fprintf(out, "offline  enforcing the applied commit %s\n", Short(commit).c_str());
   } else {
-    std::fprintf(err, "tetherd: %s\n", update.error().message().c_str());
-    return 1;
+    return problem(update.error().message());
   }
 
   summary.commit = commit;
@@ -165,16 +172,12 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
                                                       ? std::nullopt
                                                       : std::optional(inventory->commit);
   auto accepted = CheckCommit(**source, commit, last_applied, *policy, now);
-  if (!accepted) {
-    std::fprintf(err, "tetherd: %s\n", accepted.error().message().c_str());
-    return 1;
-  }
+  if (!accepted) return problem(accepted.error().message(), "refused");
   // A quarantined head is not applied again (until a newer commit, or an operator asks):
   // the last applied commit keeps being enforced.
   auto quarantine = LoadQuarantine(options.state_dir);
   if (!quarantine) {
-    std::fprintf(err, "tetherd: %s\n", quarantine.error().message().c_str());
-    return 1;
+    return problem(quarantine.error().message());
   }
   bool quarantined_head = false;
   if (*quarantine && (*quarantine)->commit == commit && commit != inventory->commit &&
@@ -201,8 +204,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
 
   auto opened = (*source)->OpenTree(commit);
   if (!opened) {
-    std::fprintf(err, "tetherd: %s\n", opened.error().message().c_str());
-    return 1;
+    return problem(opened.error().message());
   }
   std::shared_ptr<Tree> tree = std::move(*opened);
   RenderOptions render;
@@ -217,9 +219,16 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     std::fprintf(err, "%s\n", diagnostic.ToString().c_str());
   }
   if (diagnostics.has_errors()) {
-    std::fprintf(err, "tetherd: refusing commit %s: its profile for this host is invalid\n",
-                 Short(commit).c_str());
-    return 1;
+    std::string first;
+    for (const auto& diagnostic : diagnostics.all()) {
+      if (!diagnostic.warning) {
+        first = ": " + diagnostic.ToString();
+        break;
+      }
+    }
+    return problem(
+        "refusing commit " + Short(commit) + ": its profile for this host is invalid" + first,
+        "refused");
   }
 
   // A full audit, when one is due, reads and hashes every managed path whatever its
@@ -229,28 +238,35 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
       FullAuditDue(options.state_dir, options.config.apply.audit_every, wall_now);
   if (full_audit) std::fprintf(out, "audit    every managed path is read and hashed\n");
   auto plan = engine.Plan(desired, *inventory, full_audit);
-  if (!plan) {
-    std::fprintf(err, "tetherd: %s\n", plan.error().message().c_str());
-    return 1;
-  }
+  if (!plan) return problem(plan.error().message());
   const bool same_commit = inventory->commit == commit;
   summary.commit = commit;
   const std::vector<Action> drifted =
       ApplyDriftPolicy(*plan, options.config.apply.drift, same_commit);
+  for (const auto& resource : desired.resources) ++summary.kinds[ResourceKindName(resource.kind)];
+  auto list = [&](const Action& action, const char* what) {
+    if (summary.resources.size() >= kMaxResourcesListed) return;
+    summary.resources.push_back({action.id, what, ChangesText(action), true, ""});
+  };
   std::vector<Action> actions;
   std::size_t changes = 0;
   for (const auto& planned : *plan) {
-    if (planned.action.type != ActionType::kInSync) ++changes;
+    if (planned.action.type != ActionType::kInSync) {
+      ++changes;
+      list(planned.action, ActionTypeName(planned.action.type));
+    } else if (planned.resource != nullptr) {
+      ++summary.in_sync;
+    }
     if (planned.action.type != ActionType::kInSync || options.show_in_sync) {
       actions.push_back(planned.action);
     }
   }
   std::fputs(FormatPlan(actions).c_str(), out);
   for (const auto& action : drifted) {
-    std::string what;
-    for (const auto& change : action.changes) what += (what.empty() ? "" : ", ") + change;
+    list(action, "drifted");
+    if (summary.in_sync > 0) --summary.in_sync;  // planned as in sync: left as it is
     std::fprintf(out, "drifted  %s: %s (drift = \"report\": left as it is)\n", action.id.c_str(),
-                 what.c_str());
+                 ChangesText(action).c_str());
     std::fputs(action.diff.c_str(), out);
   }
   for (const auto& resource : desired.resources) {
@@ -259,9 +275,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     if (handled) continue;
     if (no_bus &&
         (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
-      std::fprintf(err, "tetherd: %s: systemd cannot be reached: %s\n", resource.id.c_str(),
-                   no_bus->message().c_str());
-      return 1;
+      return problem(resource.id + ": systemd cannot be reached: " + no_bus->message());
     }
     const bool host_only =
         resource.kind == ResourceKind::kPackage || resource.kind == ResourceKind::kUnit ||
@@ -279,11 +293,21 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
                  changes == 1 ? "" : "s");
     return 0;
   }
-  const ApplyResult result = engine.Apply(*plan, *inventory, commit, &desired);
+  // The inventory is handed over (the plan points into it): Apply edits it in place.
+  const ApplyResult result = engine.Apply(*plan, std::move(*inventory), commit, &desired);
   const auto elapsed =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
   if (!result.ok) {
     std::fprintf(err, "tetherd: %s\n", result.error.c_str());
+    summary.error = result.error;
+    for (const auto& outcome : result.outcomes) {
+      if (outcome.ok) continue;
+      for (auto& listed : summary.resources) {
+        if (listed.id != outcome.id) continue;
+        listed.ok = false;
+        listed.error = outcome.error;
+      }
+    }
     if (result.rolled_back) {
       std::string undone;
       for (const auto& outcome : result.outcomes) {

@@ -2,9 +2,13 @@
 // plan, apply, and say what happened. The daemon loop will run the same cycle.
 #pragma once
 
+#include <cstddef>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "agent/config/agent_config.hpp"
 
@@ -25,14 +29,38 @@ struct CycleOptions {
   std::vector<std::string> worker_argv;  // how to start the git worker
 };
 
-// What a cycle did, for the daemon's history and status.
+// One resource that was not in sync, as a cycle found or left it. Never its contents.
+struct ResourceSummary {
+  std::string id;       // "file:/etc/motd"
+  std::string action;   // "create", "update", "delete", "conflict", or "drifted" (reported only)
+  std::string changes;  // what differs: "content, mode 0644 -> 0600"
+  bool ok = true;       // false: this change failed (the apply failed or was rolled back)
+  std::string error{};
+};
+
+// What a cycle did, for the daemon's history, status, events and reports.
 struct CycleSummary {
   std::string commit;  // the commit planned (the head, or the applied one when offline)
   std::string signer;  // its verified signer ("principal (key type fingerprint)"), if any
   std::size_t changes = 0;
-  // "in sync", "applied", "dry run", "rolled back", "failed" (also refused and errors)
+  // "in sync", "applied", "dry run", "rolled back", "failed" (errors), "refused" (a commit
+  // not signed by a trusted key, a rewind, a profile that does not render)
   std::string outcome = "failed";
+  std::string error{};   // the first problem, when there was one
+  bool offline = false;  // the Git source could not be reached; the applied commit was enforced
+  // The desired state: resources per kind ("file" -> 12), and how many were in sync.
+  std::map<std::string, std::size_t> kinds{};
+  std::size_t in_sync = 0;
+  // Every resource not in sync, in plan order (at most kMaxResourcesListed).
+  std::vector<ResourceSummary> resources{};
 };
+
+inline constexpr std::size_t kMaxResourcesListed = 1000;
+
+// The summary as JSON, and back (for the daemon's cycle process): unknown or missing
+// fields take their defaults.
+[[nodiscard]] nlohmann::json CycleSummaryToJson(const CycleSummary& summary);
+[[nodiscard]] CycleSummary CycleSummaryFromJson(const nlohmann::json& json);
 
 // Runs one cycle and prints its course on `out` (problems on `err`). Returns the exit
 // status of `tetherd --once`: 0 in sync or applied, 1 failed, refused or rolled back.

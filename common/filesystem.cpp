@@ -11,9 +11,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <set>
 
-#include "common/sha256.hpp"
 #include "common/unique_fd.hpp"
 
 namespace tether {
@@ -85,8 +86,23 @@ Status RefuseDirectory(const Located& at, const char* what) {
 }  // namespace
 
 std::string TemporaryPrefix(std::string_view name) {
-  // Long names are hashed, not cut: two names must never share a prefix.
-  if (name.size() > 160) return "." + Sha256Hex(name).substr(0, 32) + ".tether-";
+  // Long names are hashed, not cut: two names must never share a prefix. 128 bits of two
+  // FNV-1a hashes, not SHA-256: the daemon writes state files too, and must not link
+  // OpenSSL for it (it stays small; docs/performance.md). The names come from signed
+  // commits, not from an attacker choosing collisions.
+  if (name.size() > 160) {
+    std::uint64_t first = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
+    std::uint64_t second = 0x84222325cbf29ce4ULL;
+    for (const char c : name) {
+      first = (first ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+      second = (second ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+      second ^= second >> 29;
+    }
+    char hex[33];
+    std::snprintf(hex, sizeof(hex), "%016llx%016llx", static_cast<unsigned long long>(first),
+                  static_cast<unsigned long long>(second));
+    return "." + std::string(hex) + ".tether-";
+  }
   return "." + std::string(name) + ".tether-";
 }
 

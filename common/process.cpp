@@ -231,6 +231,28 @@ Result<Child> Spawn(const SpawnOptions& options) {
   return Child(*pid);
 }
 
+bool WriteFully(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool ReadToEnd(int fd, std::string& data, std::size_t limit) {
+  char buffer[65536];
+  while (true) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) return true;
+    if (data.size() + static_cast<std::size_t>(n) > limit) return false;
+    data.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
 Result<PipedChild> SpawnPiped(const std::vector<std::string>& argv,
                               const std::vector<std::string>& env) {
   auto in_pipe = MakePipe();

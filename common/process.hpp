@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.hpp"
@@ -99,6 +100,14 @@ struct PipedChild {
   int to_child = -1;    // owned: close it (EOF for the child) when done
   int from_child = -1;  // owned
 };
+
+// Writes all of `data` to `fd` (a pipe), retrying after EINTR and short writes. False on
+// an error (errno says which).
+[[nodiscard]] bool WriteFully(int fd, std::string_view data);
+
+// Appends what `fd` gives until its end. False on an error, or when more than `limit`
+// bytes in all would be read (what was read stays in `data`).
+[[nodiscard]] bool ReadToEnd(int fd, std::string& data, std::size_t limit);
 
 // Starts a program with stdin and stdout connected to pipes (close-on-exec on our ends)
 // and stderr shared with the caller's, for a long-lived worker process.

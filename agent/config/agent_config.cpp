@@ -405,7 +405,7 @@ AgentConfig ParseAgentConfig(const std::vector<ConfigFile>& files, const ConfigO
   return config;
 }
 
-Result<AgentConfig> LoadAgentConfig(const std::string& path, const ConfigOptions& options) {
+Result<std::vector<ConfigFile>> ReadAgentConfigFiles(const std::string& path) {
   std::vector<ConfigFile> files;
   auto main_text = ReadLocalFile(path, kMaxConfigSize);
   if (!main_text) return AddContext(main_text, "read agent config");
@@ -426,9 +426,14 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path, const ConfigOptions
     if (!text) return AddContext(text, "read agent config drop-in");
     files.push_back({dropin, std::move(*text)});
   }
+  return files;
+}
 
+Result<AgentConfig> LoadAgentConfig(const std::string& path, const ConfigOptions& options) {
+  auto files = ReadAgentConfigFiles(path);
+  if (!files) return Fail(files.error());
   Diagnostics diagnostics;
-  AgentConfig config = ParseAgentConfig(files, options, diagnostics);
+  AgentConfig config = ParseAgentConfig(*files, options, diagnostics);
   if (diagnostics.has_errors()) {
     std::string message = diagnostics.ToString();
     if (!message.empty() && message.back() == '\n') message.pop_back();

@@ -105,7 +105,11 @@ struct ConfigOptions {
                                            const ConfigOptions& options, Diagnostics& diagnostics);
 
 // Reads `path`, then every `*.toml` in the directory `agent.d` beside it, in lexical
-// order. On failure the error's message lists every diagnostic, one per line.
+// order (what LoadAgentConfig parses).
+[[nodiscard]] Result<std::vector<ConfigFile>> ReadAgentConfigFiles(const std::string& path);
+
+// Reads the files (ReadAgentConfigFiles) and parses them. On failure the error's message
+// lists every diagnostic, one per line.
 [[nodiscard]] Result<AgentConfig> LoadAgentConfig(const std::string& path,
                                                   const ConfigOptions& options = {});
 

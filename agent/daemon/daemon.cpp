@@ -33,6 +33,8 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/config/agent_config.hpp"
+#include "agent/daemon/cycle_process.hpp"
+#include "agent/diagnostics.hpp"
 #include "agent/engine/drift_watcher.hpp"
 #include "agent/git/poll_schedule.hpp"
 #include "agent/state/history.hpp"
@@ -52,7 +54,6 @@ using SystemClock = std::chrono::system_clock;
 
 constexpr std::size_t kMaxRequest = 64 << 10;
 constexpr auto kRequestTimeout = std::chrono::seconds(10);
-constexpr std::size_t kMaxOutputKept = 256 << 10;
 // A burst of edits (an editor's write, rename and chmod) is one drift repair.
 constexpr auto kDriftSettle = std::chrono::milliseconds(100);
 
@@ -62,7 +63,7 @@ std::int64_t UnixSeconds(SystemClock::time_point when) {
 
 // What one cycle did.
 struct CycleResult {
-  std::string trigger;  // "start", "poll", "manual"
+  std::string trigger;  // "start", "poll", "manual", "drift"
   int exit_code = -1;
   std::string out;
   std::string err;
@@ -71,32 +72,11 @@ struct CycleResult {
   CycleSummary summary;
 };
 
-// Runs a cycle (RunCycleOnce, its output captured) into `result`.
-void RunCapturedCycle(const CycleOptions& options, CycleResult& result) {
-  char* out_buffer = nullptr;
-  std::size_t out_size = 0;
-  char* err_buffer = nullptr;
-  std::size_t err_size = 0;
-  std::FILE* out = open_memstream(&out_buffer, &out_size);
-  std::FILE* err = open_memstream(&err_buffer, &err_size);
-  const auto start = SteadyClock::now();
-  result.started = SystemClock::now();
-  if (out == nullptr || err == nullptr) {
-    result.exit_code = 1;
-    result.err = "tetherd: cannot capture the cycle's output";
-  } else {
-    result.exit_code = RunCycleOnce(options, out, err, &result.summary);
-  }
-  if (out != nullptr) std::fclose(out);
-  if (err != nullptr) std::fclose(err);
-  result.out.assign(out_buffer != nullptr ? out_buffer : "", out_size);
-  result.err.assign(err_buffer != nullptr ? err_buffer : "", err_size);
-  std::free(out_buffer);
-  std::free(err_buffer);
-  result.duration =
-      std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start);
-  if (result.out.size() > kMaxOutputKept) result.out.resize(kMaxOutputKept);
-}
+// How the worker starts a cycle's process.
+struct CycleRunner {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+};
 
 // The worker thread: one cycle at a time, its result handed back on the loop.
 class Worker {
@@ -115,11 +95,12 @@ class Worker {
 
   // Starts a cycle; `done` runs on the loop afterwards. The caller makes sure that only
   // one runs at a time (busy()).
-  void Start(CycleOptions options, std::string trigger,
-             std::function<void(const CycleResult&)> done) {
+  void Start(CycleRunner runner, std::vector<ConfigFile> config_files, CycleOptions options,
+             std::string trigger, std::function<void(const CycleResult&)> done) {
     {
       std::lock_guard lock(mutex_);
-      job_ = Job{std::move(options), std::move(trigger), std::move(done)};
+      job_ = Job{std::move(runner), std::move(config_files), std::move(options), std::move(trigger),
+                 std::move(done)};
     }
     busy_ = true;
     wake_.notify_one();
@@ -128,6 +109,8 @@ class Worker {
 
  private:
   struct Job {
+    CycleRunner runner;
+    std::vector<ConfigFile> config_files;
     CycleOptions options;
     std::string trigger;
     std::function<void(const CycleResult&)> done;
@@ -145,10 +128,20 @@ class Worker {
       }
       auto result = std::make_shared<CycleResult>();
       result->trigger = job->trigger;
-      RunCapturedCycle(job->options, *result);
+      result->started = SystemClock::now();
+      const auto start = SteadyClock::now();
+      CycleOutput output =
+          RunCycleProcess(job->runner.argv, job->runner.env, job->config_files, job->options);
+      result->duration =
+          std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start);
+      result->exit_code = output.exit_code;
+      result->out = std::move(output.out);
+      result->err = std::move(output.err);
+      result->summary = std::move(output.summary);
       job->options = CycleOptions();
-      // What the cycle allocated (the desired state, the plan, libgit2's caches) goes back
-      // to the system, not only to malloc: an idle daemon stays small.
+      job->config_files.clear();
+      // What the cycle allocated goes back to the system, not only to malloc: an idle
+      // daemon stays small.
       malloc_trim(0);
       asio::post(io_, [this, result, done = std::move(job->done)] {
         busy_ = false;
@@ -306,20 +299,22 @@ class Daemon {
       }
       CycleOptions dry = options_.cycle;
       dry.dry_run = true;
+      if (pinned_) dry.pin = *pinned_;  // what the next cycle would do
       state_before_plan_ = state_;
       state_ = "planning";
-      worker_.Start(std::move(dry), "plan", [this, connection](const CycleResult& result) {
-        state_ = state_before_plan_;
-        connection->Reply(Json{{"ok", result.exit_code == 0},
-                               {"schema", "tether.ctl/v1"},
-                               {"cycle", CycleJson(result)}});
-        if (stopping_) return Finish();
-        if (pending_) {
-          const std::string trigger = *pending_;
-          pending_.reset();
-          StartCycle(trigger);
-        }
-      });
+      worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
+                    std::move(dry), "plan", [this, connection](const CycleResult& result) {
+                      state_ = state_before_plan_;
+                      connection->Reply(Json{{"ok", result.exit_code == 0},
+                                             {"schema", "tether.ctl/v1"},
+                                             {"cycle", CycleJson(result)}});
+                      if (stopping_) return Finish();
+                      if (pending_) {
+                        const std::string trigger = *pending_;
+                        pending_.reset();
+                        StartCycle(trigger);
+                      }
+                    });
       return;
     }
     if (command == "history" || command == "show") {
@@ -562,11 +557,17 @@ class Daemon {
         std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now().time_since_epoch())
             .count();
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%lld", static_cast<long long>(now));
-    auto config = LoadAgentConfig(options_.config_path);
-    if (!config) {
-      log_->error("reload: {}; keeping the configuration in use", config.error().message());
+    auto files = ReadAgentConfigFiles(options_.config_path);
+    Diagnostics diagnostics;
+    AgentConfig config;
+    if (files) config = ParseAgentConfig(*files, ConfigOptions(), diagnostics);
+    if (!files || diagnostics.has_errors()) {
+      std::string message = files ? diagnostics.ToString() : files.error().message();
+      while (!message.empty() && message.back() == '\n') message.pop_back();
+      log_->error("reload: {}; keeping the configuration in use", message);
     } else {
-      options_.cycle.config = std::move(*config);
+      options_.cycle.config = std::move(config);
+      options_.config_files = std::move(*files);
       schedule_ = MakeSchedule();
       log_->info("reloaded {}", options_.config_path);
     }
@@ -662,7 +663,8 @@ class Daemon {
     CycleOptions cycle = options_.cycle;
     if (suspended_) cycle.dry_run = true;  // polling goes on; nothing is applied
     if (pinned_) cycle.pin = *pinned_;
-    worker_.Start(std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
+    worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
+                  std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
   }
 
   void Done(const CycleResult& result) {

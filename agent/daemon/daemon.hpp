@@ -15,14 +15,21 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "agent/config/agent_config.hpp"
 #include "agent/cycle.hpp"
 
 namespace tether {
 
 struct DaemonOptions {
-  std::string config_path;            // reloaded on SIGHUP
-  CycleOptions cycle;                 // config, state and cache dirs, --root, the git worker
+  std::string config_path;               // reloaded on SIGHUP
+  std::vector<ConfigFile> config_files;  // as read from it: what `cycle.config` was parsed from
+  CycleOptions cycle;                    // config, state and cache dirs, --root, the git worker
+  // Each cycle runs in a child process started with this (tetherd-cycle --cycle-process)
+  // and this environment, so that nothing a cycle loads stays in the daemon.
+  std::vector<std::string> cycle_argv{};
+  std::vector<std::string> cycle_env{};
   std::string socket_path;            // the control socket, unless systemd passes one
   std::string read_group = "tether";  // members may read (status); root may do anything
 };
