@@ -13,6 +13,7 @@
 #include "agent/cycle.hpp"
 #include "agent/daemon/cycle_process.hpp"
 #include "agent/git/git_worker.hpp"
+#include "agent/report/send_process.hpp"
 #include "agent/tetherd_flags.hpp"
 #include "common/log.hpp"
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   // A git worker that died must be an error on the next request, not our death.
   std::signal(SIGPIPE, SIG_IGN);
 
+  if (flags.http_fetch) return tether::ServeHttpFetch(stdin, stdout);
   if (flags.git_worker) {
     return tether::RunGitWorker({.ca_file = flags.worker_ca_file, .user = flags.worker_user});
   }

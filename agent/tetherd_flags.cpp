@@ -85,6 +85,7 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags) {
   app.add_option("--git-worker-ca-file", flags.worker_ca_file)->group("");
   app.add_option("--git-worker-user", flags.worker_user)->group("");
   app.add_flag("--cycle-process", flags.cycle_process)->group("");
+  app.add_flag("--http-fetch", flags.http_fetch)->group("");
 }
 
 std::string SelfPath(const char* argv0) {

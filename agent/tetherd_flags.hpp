@@ -27,6 +27,8 @@ struct TetherdFlags {
   std::string worker_user{};
   // Internal: a cycle of the daemon's (agent/daemon/cycle_process.hpp).
   bool cycle_process = false;
+  // Internal: one HTTP request of the daemon's reports (agent/report/send_process.hpp).
+  bool http_fetch = false;
 };
 
 // Describes tetherd and adds every flag to `app`, bound to `flags`.

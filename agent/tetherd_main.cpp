@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   tether::AddTetherdFlags(app, flags);
   if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
   const std::string cycle_program = CycleProgram(tether::SelfPath(argv[0]));
-  if (flags.once || flags.git_worker || flags.cycle_process) {
+  if (flags.once || flags.git_worker || flags.cycle_process || flags.http_fetch) {
     std::vector<char*> args(argv, argv + argc);
     args.push_back(nullptr);
     execv(cycle_program.c_str(), args.data());
@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   daemon.cycle.root_checks = flags.root_checks;
   daemon.cycle.show_in_sync = false;  // the log says what changed, not what did not
   daemon.cycle_argv = {cycle_program, "--cycle-process", "--log-level", flags.log_level};
+  daemon.http_argv = {cycle_program, "--http-fetch"};
   daemon.cycle_env = tether::kCleanEnvironment;
   // The cycle's log goes where ours goes: to the journal under systemd.
   if (const char* journal = std::getenv("JOURNAL_STREAM")) {

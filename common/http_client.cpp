@@ -232,15 +232,6 @@ class Session {
 
 }  // namespace
 
-std::string HttpResponse::Header(std::string_view name) const {
-  for (const auto& [key, value] : headers) {
-    if (key.size() == name.size() && strncasecmp(key.data(), name.data(), key.size()) == 0) {
-      return value;
-    }
-  }
-  return "";
-}
-
 Result<HttpResponse> HttpFetch(const HttpRequest& request) {
   auto url = ParseUrl(request.url);
   if (!url) return Fail(url.error());

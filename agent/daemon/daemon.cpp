@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -34,9 +35,11 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/daemon/cycle_process.hpp"
+#include "agent/daemon/daemon_reports.hpp"
 #include "agent/diagnostics.hpp"
 #include "agent/engine/drift_watcher.hpp"
 #include "agent/git/poll_schedule.hpp"
+#include "agent/report/send_process.hpp"
 #include "agent/state/history.hpp"
 #include "common/filesystem.hpp"
 #include "common/log.hpp"
@@ -245,6 +248,7 @@ class Daemon {
         poll_timer_(io_),
         watchdog_timer_(io_),
         drift_timer_(io_),
+        heartbeat_timer_(io_),
         acceptor_(io_),
         worker_(io_),
         random_(std::random_device{}()),
@@ -252,6 +256,11 @@ class Daemon {
 
   int Run() {
     log_ = GetLogger("daemon");
+    // The state dir holds the suspension, the pin and the report outbox from the start.
+    if (mkdir(options_.cycle.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      log_->error("state dir '{}': {}", options_.cycle.state_dir, std::strerror(errno));
+      return 1;
+    }
     if (auto opened = OpenSocket(); !opened) {
       log_->error("control socket: {}", opened.error().message());
       return 1;
@@ -263,6 +272,7 @@ class Daemon {
     commit_ = AppliedCommit(options_.cycle.state_dir);
     LoadSuspension();
     LoadPin();
+    StartReports();
     sd_notify(0, "READY=1");
     log_->info("tetherd {} started; control socket {}", TETHER_VERSION, options_.socket_path);
     StartCycle("start");
@@ -282,6 +292,7 @@ class Daemon {
       }
       const bool wait = request.value("wait", false);
       if (wait) waiters_.push_back(connection);
+      if (reports_) reports_->RetryNow();  // queued reports too, now
       if (stopping_) return connection->Reply(Refusal("tetherd is stopping"));
       if (worker_.busy()) {
         pending_ = "manual";  // once more after the one in progress, which may predate it
@@ -566,8 +577,15 @@ class Daemon {
       while (!message.empty() && message.back() == '\n') message.pop_back();
       log_->error("reload: {}; keeping the configuration in use", message);
     } else {
+      const bool reports_changed = ReportConfigChanged(options_.cycle.config.report, config.report);
       options_.cycle.config = std::move(config);
       options_.config_files = std::move(*files);
+      if (reports_changed) {
+        if (reports_) reports_->Stop();
+        reports_.reset();
+        heartbeat_timer_.cancel();
+        StartReports();
+      }
       schedule_ = MakeSchedule();
       log_->info("reloaded {}", options_.config_path);
     }
@@ -589,6 +607,10 @@ class Daemon {
 
   void Finish() {
     signals_.cancel();
+    heartbeat_timer_.cancel();
+    // Queued reports stay in the outbox for the next start; an attempt in progress ends
+    // within its deadline.
+    if (reports_) reports_->Stop();
     watchdog_timer_.cancel();
     drift_timer_.cancel();
     if (watch_fd_) watch_fd_->close();
@@ -599,6 +621,37 @@ class Daemon {
       unlink(options_.socket_path.c_str());
     }
     io_.stop();
+  }
+
+  // Reports, when report.url is set: the outbox is delivered from the start (what a
+  // previous run left), and a heartbeat goes out every report.heartbeat.
+  void StartReports() {
+    const AgentConfig& config = options_.cycle.config;
+    if (!config.report.url) return;
+    auto started = DaemonReports::Start(config, options_.cycle.state_dir, options_.cycle.root,
+                                        MakeProcessSender(options_.http_argv, options_.cycle_env));
+    if (!started) {
+      log_->error("reports: {}; no reports are sent", started.error().message());
+      return;
+    }
+    reports_ = std::move(*started);
+    ScheduleHeartbeat();
+  }
+
+  void ScheduleHeartbeat() {
+    const auto period = options_.cycle.config.report.heartbeat;
+    if (period <= std::chrono::milliseconds(0)) return;
+    heartbeat_timer_.expires_after(period);
+    heartbeat_timer_.async_wait([this](boost::system::error_code code) {
+      if (code || stopping_ || !reports_) return;
+      reports_->Heartbeat(state_, last_ ? last_->summary : CycleSummary());
+      ScheduleHeartbeat();
+    });
+  }
+
+  static bool ReportConfigChanged(const ReportConfig& a, const ReportConfig& b) {
+    return a.url != b.url || a.token_file != b.token_file || a.client_cert != b.client_cert ||
+           a.client_key != b.client_key || a.ca_file != b.ca_file || a.heartbeat != b.heartbeat;
   }
 
   void StartWatchdog() {
@@ -675,6 +728,10 @@ class Daemon {
     LogOutput(result);
     Count(result);
     Record(result);
+    if (reports_) {
+      reports_->CycleDone({result.trigger, result.summary, UnixSeconds(result.started) * 1000,
+                           result.duration.count()});
+    }
     NotifyStatus();
     const Json reply = CycleJson(result);
     for (auto& waiter : waiters_) {
@@ -769,6 +826,7 @@ class Daemon {
     const std::string quarantined = QuarantinedCommit(options_.cycle.state_dir);
     status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
     status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
+    status["endpoint"] = reports_ ? reports_->Status() : Json();
     status["suspended"] = suspended_ ? Json{{"reason", *suspended_}} : Json();
     status["pinned"] = pinned_ ? Json(*pinned_) : Json();
     if (next_poll_) {
@@ -787,6 +845,8 @@ class Daemon {
   asio::steady_timer poll_timer_;
   asio::steady_timer watchdog_timer_;
   asio::steady_timer drift_timer_;
+  asio::steady_timer heartbeat_timer_;
+  std::unique_ptr<DaemonReports> reports_;  // none without report.url
   std::unique_ptr<DriftWatcher> watcher_;
   std::optional<asio::posix::stream_descriptor> watch_fd_;
   Local::acceptor acceptor_;

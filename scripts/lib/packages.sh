@@ -13,7 +13,7 @@ TETHER_BUILD_PACKAGES=(
 TETHER_TEST_PACKAGES=(
   git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates
   systemd systemd-container dbus util-linux iproute2 dpkg-dev
-  clang clang-format libclang-rt-14-dev python3 curl
+  clang clang-format libclang-rt-14-dev python3 python3-jsonschema curl
 )
 
 # ensure_packages PKG...: installs whichever of PKG are missing, with one apt-get call.

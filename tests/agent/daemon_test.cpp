@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -21,7 +22,10 @@
 #include "common/unique_fd.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
+#include "tests/support/https_server.hpp"
+#include "tests/support/report_schema.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_ca.hpp"
 #include "tests/support/wait_for.hpp"
 
 using namespace std::chrono_literals;
@@ -94,13 +98,14 @@ struct Fleet {
   }
 
   std::string interval = "1s";
+  std::string extra_config;  // appended to agent.toml
 
   std::string Config() const {
     return "[source]\nurl = \"" + server->url("fleet.git") +
            "\"\nprofile = \"hosts/h.toml\"\ntimeout = \"5s\"\ninterval = \"" + interval +
            "\"\n"
            "[trust]\nallowed_signers = \"" +
-           dir.Path("allowed_signers") + "\"\n";
+           dir.Path("allowed_signers") + "\"\n" + extra_config;
   }
 
   std::string Commit(const std::string& motd) {
@@ -385,4 +390,162 @@ TEST_CASE("Socket activation: tetherd serves the socket systemd passes") {
   CHECK_FALSE(std::filesystem::exists(fleet.dir.Path("unused.sock")));
   fleet.tetherd.Signal(SIGTERM);
   CHECK(fleet.tetherd.Wait(20s));
+}
+
+namespace {
+
+using tether::testing::HttpsServer;
+using tether::testing::RecordedRequest;
+using tether::testing::ScriptedResponse;
+
+nlohmann::json Body(const RecordedRequest& request) {
+  return nlohmann::json::parse(request.body, nullptr, false);
+}
+
+// The reports received with `event`.
+std::vector<nlohmann::json> Reports(const HttpsServer& server, const std::string& event) {
+  std::vector<nlohmann::json> reports;
+  for (const auto& request : server.requests()) {
+    auto body = Body(request);
+    if (body.is_object() && body.value("event", "") == event) reports.push_back(body);
+  }
+  return reports;
+}
+
+struct ReportEndpoint {
+  TempDir pki{"daemon-pki"};
+  tether::testing::TestCa ca{pki.path()};
+  HttpsServer server{{ca.Issue("server", {"localhost"}), "", false}};
+
+  std::string Config(const TempDir& dir) {
+    dir.WriteFile("report-token", "s3cret-token\n");
+    return "[report]\nurl = \"" + server.url("/v1/reports") + "\"\nca_file = \"" + ca.cert() +
+           "\"\ntoken_file = \"" + dir.Path("report-token") + "\"\nheartbeat = \"1s\"\n";
+  }
+};
+
+}  // namespace
+
+TEST_CASE(
+    "tetherd reports applies, drift, refusals and heartbeats; a slow endpoint delays nothing") {
+  Fleet fleet;
+  ReportEndpoint endpoint;
+  fleet.extra_config = endpoint.Config(fleet.dir);
+  fleet.interval = "1h";
+  fleet.dir.WriteFile("agent.toml", fleet.Config());
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+
+  // The first apply.
+  REQUIRE_MESSAGE(WaitFor([&] { return !Reports(endpoint.server, "apply").empty(); }, 30s),
+                  fleet.Log());
+  auto apply = Reports(endpoint.server, "apply").front();
+  CHECK(apply["state"] == "applied");
+  CHECK(apply["source"]["commit"] == first);
+  CHECK(apply["source"]["signer"] == "ops@example.com");
+  CHECK(apply["resources"].dump().find("file:/etc/motd") != std::string::npos);
+  CHECK(apply["resources"].dump().find("hello") == std::string::npos);  // never contents
+  const auto requests = endpoint.server.requests();
+  REQUIRE_FALSE(requests.empty());
+  CHECK(requests.front().Header("Authorization").value_or("") == "Bearer s3cret-token");
+  CHECK(fleet.Log().find("s3cret-token") == std::string::npos);
+
+  // A hand edit: reverted and reported as drift.
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
+  REQUIRE(WaitFor([&] { return !Reports(endpoint.server, "drift").empty(); }, 20s));
+  CHECK(Reports(endpoint.server, "drift").front()["state"] == "reverted");
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // An unsigned commit: refused, reported once however many polls see it.
+  tether::testing::CommitFiles(fleet.repo, {{"motd", "unsigned\n"}});
+  REQUIRE(fleet.Ctl({"sync", "--wait"}).exit_code == 1);
+  REQUIRE(fleet.Ctl({"sync", "--wait"}).exit_code == 1);
+  REQUIRE(WaitFor([&] { return !Reports(endpoint.server, "refused").empty(); }, 20s));
+  CHECK(Reports(endpoint.server, "refused").size() == 1);
+  CHECK(Reports(endpoint.server, "refused").front()["state"] == "refused");
+
+  // Heartbeats, every second here.
+  REQUIRE(WaitFor([&] { return Reports(endpoint.server, "heartbeat").size() >= 2; }, 20s));
+
+  // The endpoint state in status.
+  auto status = fleet.Status();
+  REQUIRE(status["endpoint"].is_object());
+  CHECK(status["endpoint"]["last_delivery"].is_number());
+
+  // A hanging endpoint: an apply and the control socket go on regardless.
+  endpoint.server.SetDefaultResponse(ScriptedResponse::Hang());
+  fleet.Commit("third\n");
+  const auto before = std::chrono::steady_clock::now();
+  auto synced = fleet.Ctl({"sync", "--wait"});
+  CHECK(synced.exit_code == 0);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "third\n");
+  const auto ask = std::chrono::steady_clock::now();
+  CHECK(fleet.Ctl({"status"}).exit_code == 0);
+  CHECK(std::chrono::steady_clock::now() - ask < 2s);
+  CHECK(std::chrono::steady_clock::now() - before < 10s);
+
+  // Every report delivered is valid against docs/report-schema.json.
+  std::vector<nlohmann::json> bodies;
+  for (const auto& request : endpoint.server.requests()) bodies.push_back(Body(request));
+  const std::string problems = tether::testing::ReportSchemaProblems(bodies);
+  CHECK_MESSAGE(problems.empty(), problems);
+
+  fleet.tetherd.Signal(SIGTERM);
+  auto stopped = fleet.tetherd.Wait(40s);
+  REQUIRE(stopped);
+  CHECK(WIFEXITED(*stopped));
+}
+
+TEST_CASE("reports queued when tetherd is killed with SIGKILL are delivered after a restart") {
+  Fleet fleet;
+  ReportEndpoint endpoint;
+  fleet.extra_config = endpoint.Config(fleet.dir);
+  fleet.interval = "1h";
+  fleet.dir.WriteFile("agent.toml", fleet.Config());
+  // The endpoint is down (503) while tetherd applies and changes its mind.
+  endpoint.server.SetDefaultResponse(ScriptedResponse::Respond(503, "down"));
+  const std::string one = fleet.Commit("one\n");
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+  const std::string two = fleet.Commit("two\n");
+  REQUIRE(fleet.Ctl({"sync", "--wait"}).exit_code == 0);
+  auto status = fleet.Status();
+  REQUIRE_MESSAGE(status["endpoint"].is_object(), fleet.Log());
+  CHECK(status["endpoint"]["queued"].get<int>() >= 2);
+  CHECK(status["endpoint"]["last_error"].get<std::string>().find("503") != std::string::npos);
+  fleet.tetherd.Signal(SIGKILL);
+  REQUIRE(fleet.tetherd.Wait(10s));
+
+  // Up again, and tetherd restarted: the queued reports arrive, in order, each once.
+  endpoint.server.SetDefaultResponse(ScriptedResponse::Respond(200));
+  const std::size_t before = endpoint.server.request_count();
+  fleet.Start();
+  auto applies_since_restart = [&] {
+    std::size_t count = 0;
+    const auto requests = endpoint.server.requests();
+    for (std::size_t i = before; i < requests.size(); ++i) {
+      if (Body(requests[i]).value("event", "") == "apply") ++count;
+    }
+    return count;
+  };
+  REQUIRE_MESSAGE(WaitFor([&] { return applies_since_restart() >= 2; }, 30s), fleet.Log());
+  std::vector<std::string> delivered;  // ids of the apply reports after the restart
+  std::vector<std::string> commits;
+  const auto requests = endpoint.server.requests();
+  for (std::size_t i = before; i < requests.size(); ++i) {
+    auto body = Body(requests[i]);
+    if (body.value("event", "") != "apply") continue;
+    delivered.push_back(body.value("id", ""));
+    commits.push_back(body["source"]["commit"].get<std::string>());
+  }
+  // In order, each once.
+  std::string seen;
+  for (const auto& commit : commits) seen += commit.substr(0, 8) + " ";
+  CHECK_MESSAGE((commits == std::vector<std::string>{one, two}),
+                (seen + "; expected " + one.substr(0, 8) + " " + two.substr(0, 8)));
+  std::set<std::string> unique(delivered.begin(), delivered.end());
+  CHECK(unique.size() == delivered.size());
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
 }

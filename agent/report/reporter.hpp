@@ -1,0 +1,150 @@
+// The Reporter: delivers status reports to report.url, in order, one at a time, from a
+// durable outbox (agent/report/outbox.hpp), on a thread of its own.
+//
+// Delivery: POST with "Content-Type: application/json" and, with a token file,
+// "Authorization: Bearer TOKEN" (the file is read at every attempt, so a rotated token is
+// picked up; the token is never logged or shown). HTTPS is verified against the system CAs
+// or ca_file with the host name checked; mutual TLS with client_cert/client_key. Redirects
+// are not followed. Before each attempt the report gets "sent_at" and "dropped_reports"
+// (reports the full outbox dropped and no delivered report has told yet).
+//
+// Outcomes, by answer:
+//   2xx                                   delivered: removed from the outbox
+//   4xx but 408 and 429                   refused for good: removed, logged once, counted
+//                                         in `rejected`; later reports go on
+//   5xx, 408, 429, 3xx, no answer,        kept at the head of the outbox and retried after
+//   timeout, TLS failure, unreadable token  an exponential backoff with jitter
+//                                         (initial_backoff doubling up to max_backoff), or
+//                                         after Retry-After when that is later (capped at
+//                                         max_retry_after)
+//
+// Threading: Submit, Snapshot, RetryNow and Stop are thread-safe. Submit and Snapshot never
+// wait for the network: Submit returns once the report is on disk (a few fsyncs).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/config/agent_config.hpp"
+#include "agent/report/outbox.hpp"
+#include "common/error.hpp"
+#include "common/http_client.hpp"
+
+namespace tether {
+
+// Sends one request and reads its response, as HttpFetch does (common/http_client.hpp):
+// HttpFetch itself, or the same in a child process (agent/report/send_process.hpp), which
+// keeps OpenSSL out of the daemon.
+using HttpSender = std::function<Result<HttpResponse>(const HttpRequest&)>;
+
+struct ReporterOptions {
+  HttpSender send{};          // REQUIRED
+  std::string url;            // https://... or, explicitly, http://...
+  std::string token_file{};   // empty: no Authorization header
+  std::string client_cert{};  // PEM files for mutual TLS; both or neither
+  std::string client_key{};
+  std::string ca_file{};     // empty: the system CAs
+  std::string outbox_dir{};  // state_dir + "/outbox"
+  OutboxLimits limits{};
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
+  std::chrono::milliseconds timeout{std::chrono::seconds(15)};  // one whole attempt
+  std::chrono::milliseconds initial_backoff{std::chrono::seconds(1)};
+  std::chrono::milliseconds max_backoff{std::chrono::minutes(5)};
+  std::chrono::milliseconds max_retry_after{std::chrono::minutes(30)};
+  double jitter = 0.25;  // each backoff is cut by a random fraction of up to this much
+};
+
+// The options for `config` (REQUIRES: config.url is set), with the outbox in
+// state_dir/outbox; `send` is left to the caller.
+[[nodiscard]] ReporterOptions ReporterOptionsFrom(const ReportConfig& config,
+                                                  const std::string& state_dir);
+
+// What tetherctl status shows about the endpoint. Times are unix seconds, 0 for never.
+struct ReporterStatus {
+  std::string url;         // without credentials or query string
+  std::string state;       // "idle", "sending", "retrying" (waiting for a retry), "stopped"
+  std::size_t queued = 0;  // reports in the outbox (the one being sent included)
+  std::uint64_t queued_bytes = 0;
+  std::uint64_t dropped = 0;          // dropped from a full outbox and not yet reported
+  std::uint64_t delivered = 0;        // since this process started
+  std::uint64_t rejected = 0;         // refused by the endpoint (4xx) since this process started
+  std::uint64_t failed_attempts = 0;  // failed attempts in a row (0 after a delivery)
+  std::int64_t last_delivery = 0;
+  std::int64_t last_attempt = 0;
+  std::string last_error;  // the latest failure or refusal, kept after a delivery
+  std::int64_t last_error_at = 0;
+  std::int64_t next_attempt = 0;  // when "retrying": the time of the next attempt
+};
+
+[[nodiscard]] nlohmann::json ReporterStatusToJson(const ReporterStatus& status);
+
+class Reporter {
+ public:
+  // Opens the outbox (creating it) and starts the delivery thread, which first delivers
+  // what a previous process left queued. Fails on a URL that is not http(s):// and on an
+  // outbox that cannot be opened. Warns (once) when the URL is plain http://, and about
+  // corrupt outbox files found.
+  [[nodiscard]] static Result<std::unique_ptr<Reporter>> Start(ReporterOptions options);
+  Reporter(const Reporter&) = delete;
+  Reporter& operator=(const Reporter&) = delete;
+  // Stop().
+  ~Reporter();
+
+  // Queues `report` (a BuildReport result) durably and wakes the delivery thread. On
+  // success the report survives a crash of this process; it is delivered in Submit order.
+  // Never waits for the network. Fails when the report cannot be written (disk full,
+  // EFBIG when it alone is over the outbox's byte limit). After Stop, reports are still
+  // queued, for the next process to deliver.
+  [[nodiscard]] Status Submit(const nlohmann::json& report);
+
+  // Ends a backoff wait: the next attempt starts now (e.g. after tetherctl sync).
+  void RetryNow();
+
+  // Stops the delivery thread and joins it. Returns at once when idle or waiting for a
+  // retry; during an attempt, when the attempt ends (options.timeout at most). Queued
+  // reports stay in the outbox. Idempotent.
+  void Stop();
+
+  [[nodiscard]] ReporterStatus Snapshot() const;
+
+ private:
+  Reporter(ReporterOptions options, std::unique_ptr<Outbox> outbox);
+
+  using SteadyClock = std::chrono::steady_clock;
+
+  void Run();
+  // One attempt to deliver `entry`; updates the status and the outbox.
+  void Deliver(const OutboxEntry& entry);
+  // Records a failed attempt that is to be retried: backoff, error, log.
+  void RetryLater(const std::string& error, std::optional<std::chrono::milliseconds> retry_after);
+  [[nodiscard]] std::chrono::milliseconds NextBackoff();
+  void LogProblems(const std::vector<Error>& problems);
+
+  const ReporterOptions options_;
+  const std::string shown_url_;
+  const std::unique_ptr<Outbox> outbox_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool pending_ = false;    // a report was submitted since the outbox was last looked at
+  bool retry_now_ = false;  // RetryNow was called
+  bool sending_ = false;
+  std::optional<SteadyClock::time_point> next_attempt_;
+  std::chrono::milliseconds backoff_{0};  // the last backoff; 0 after a delivery
+  ReporterStatus status_;                 // the fields the thread keeps (not queue sizes)
+
+  std::thread thread_;
+};
+
+}  // namespace tether

@@ -1,0 +1,62 @@
+// The child's side of agent/report/send_process.hpp, apart from the parent's: it links
+// the HTTP client (Beast, OpenSSL), which the daemon must not.
+#include <nlohmann/json.hpp>
+
+#include "agent/report/send_process.hpp"
+#include "common/process.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::size_t kMaxRequest = 16 << 20;  // a report is bounded by the outbox's limit
+
+}  // namespace
+
+int ServeHttpFetch(std::FILE* in, std::FILE* out) {
+  std::string text;
+  const Json job =
+      ReadToEnd(fileno(in), text, kMaxRequest) ? Json::parse(text, nullptr, false) : Json();
+  if (!job.is_object()) {
+    std::fprintf(stderr, "tetherd: --http-fetch: no request on stdin\n");
+    return 2;
+  }
+  HttpRequest request;
+  request.method = job.value("method", "POST");
+  request.url = job.value("url", "");
+  if (auto headers = job.find("headers"); headers != job.end() && headers->is_array()) {
+    for (const auto& header : *headers) {
+      if (header.is_array() && header.size() == 2 && header[0].is_string() &&
+          header[1].is_string()) {
+        request.headers.emplace_back(header[0].get<std::string>(), header[1].get<std::string>());
+      }
+    }
+  }
+  request.body = job.value("body", "");
+  request.ca_file = job.value("ca_file", "");
+  request.client_cert = job.value("client_cert", "");
+  request.client_key = job.value("client_key", "");
+  request.connect_timeout = std::chrono::milliseconds(job.value("connect_timeout_ms", 5000));
+  request.timeout = std::chrono::milliseconds(job.value("timeout_ms", 15000));
+  request.max_response_body = job.value("max_response_body", std::size_t{64 << 10});
+  auto response = HttpFetch(request);
+  Json outcome;
+  if (!response) {
+    outcome = {{"ok", false},
+               {"code", response.error().code().value()},
+               {"message", response.error().message()}};
+  } else {
+    Json headers = Json::array();
+    for (const auto& [name, value] : response->headers) headers.push_back({name, value});
+    outcome = {{"ok", true},
+               {"status", response->status},
+               {"headers", std::move(headers)},
+               {"body", response->body}};
+  }
+  const std::string dumped = outcome.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return WriteFully(fileno(out), dumped) ? 0 : 1;
+}
+
+}  // namespace tether

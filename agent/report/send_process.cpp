@@ -1,0 +1,66 @@
+#include "agent/report/send_process.hpp"
+
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "common/process.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+Json RequestJson(const HttpRequest& request) {
+  Json headers = Json::array();
+  for (const auto& [name, value] : request.headers) headers.push_back({name, value});
+  return {{"method", request.method},
+          {"url", request.url},
+          {"headers", std::move(headers)},
+          {"body", request.body},
+          {"ca_file", request.ca_file},
+          {"client_cert", request.client_cert},
+          {"client_key", request.client_key},
+          {"connect_timeout_ms", request.connect_timeout.count()},
+          {"timeout_ms", request.timeout.count()},
+          {"max_response_body", request.max_response_body}};
+}
+
+}  // namespace
+
+HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::string> env) {
+  return [argv = std::move(argv),
+          env = std::move(env)](const HttpRequest& request) -> Result<HttpResponse> {
+    RunOptions run;
+    run.argv = argv;
+    run.env = env;
+    run.input = RequestJson(request).dump(-1, ' ', false, Json::error_handler_t::replace);
+    run.timeout = request.connect_timeout + request.timeout + std::chrono::seconds(5);
+    run.max_output = request.max_response_body * 2 + (64 << 10);
+    auto ran = Run(run);
+    if (!ran) return Fail(ran.error().WithContext("start the HTTP child"));
+    const Json outcome = Json::parse(ran->out, nullptr, false);
+    if (!ran->ok() || !outcome.is_object()) {
+      return Fail(std::errc::io_error, "the HTTP child " + ran->Describe(run.timeout));
+    }
+    if (!outcome.value("ok", false)) {
+      return Fail(Error(std::error_code(outcome.value("code", EIO), std::generic_category()),
+                        outcome.value("message", "the HTTP child failed")));
+    }
+    HttpResponse response;
+    response.status = outcome.value("status", 0);
+    response.body = outcome.value("body", "");
+    if (auto headers = outcome.find("headers"); headers != outcome.end() && headers->is_array()) {
+      for (const auto& header : *headers) {
+        if (header.is_array() && header.size() == 2 && header[0].is_string() &&
+            header[1].is_string()) {
+          response.headers.emplace_back(header[0].get<std::string>(), header[1].get<std::string>());
+        }
+      }
+    }
+    return response;
+  };
+}
+
+}  // namespace tether

@@ -1,0 +1,28 @@
+// Sending a report's HTTP request from a child process (`tetherd-cycle --http-fetch`): the
+// daemon delivers reports without linking OpenSSL or Beast (it stays small), and the TLS
+// and HTTP parsing of what an endpoint answers happen outside the daemon.
+//
+// The request goes to the child's stdin as JSON (the bearer token with it, through the
+// pipe only); the response or the error comes back on its stdout.
+//
+// Threading: the sender is thread-safe (each call has its own child).
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "agent/report/reporter.hpp"
+
+namespace tether {
+
+// A sender that runs `argv` (tetherd-cycle --http-fetch) with `env` for each request, and
+// kills it when it outlives the request's own deadline by a few seconds.
+[[nodiscard]] HttpSender MakeProcessSender(std::vector<std::string> argv,
+                                           std::vector<std::string> env);
+
+// The child's side: reads a request from `in`, fetches it with HttpFetch, writes the
+// outcome on `out`. Returns the exit status: 0 when an outcome was written.
+[[nodiscard]] int ServeHttpFetch(std::FILE* in, std::FILE* out);
+
+}  // namespace tether

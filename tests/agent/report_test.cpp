@@ -1,0 +1,554 @@
+// Status reports: the report, the durable outbox and the Reporter, against the real HTTPS
+// server of the test harness. Every report a server receives is validated against
+// docs/report-schema.json with python3-jsonschema.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/report/outbox.hpp"
+#include "agent/report/report.hpp"
+#include "agent/report/reporter.hpp"
+#include "common/process.hpp"
+#include "tests/support/https_server.hpp"
+#include "tests/support/report_schema.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_ca.hpp"
+#include "tests/support/wait_for.hpp"
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+using tether::BuildReport;
+using tether::Outbox;
+using tether::OutboxLimits;
+using tether::Reporter;
+using tether::ReporterOptions;
+using tether::ReporterStatus;
+using tether::testing::HttpsServer;
+using tether::testing::RecordedRequest;
+using tether::testing::ScriptedResponse;
+using tether::testing::TempDir;
+using tether::testing::TestCa;
+using tether::testing::WaitFor;
+
+namespace {
+
+// Keys are slow to make: one set for the whole program.
+struct Pki {
+  TempDir dir{"report-pki"};
+  TestCa ca{dir.path()};
+  TempDir other_dir{"report-other-ca"};
+  TestCa other{other_dir.path()};
+  tether::testing::CertificateFiles server = ca.Issue("server", {"localhost"});
+  tether::testing::CertificateFiles elsewhere = ca.Issue("elsewhere", {"elsewhere.example"});
+  tether::testing::CertificateFiles client = ca.Issue("agent", {"agent"});
+};
+
+Pki& Certs() {
+  static Pki pki;
+  return pki;
+}
+
+tether::HostIdentity Host() {
+  return {"web-01", "0123456789abcdef0123456789abcdef", {{"env", "test"}, {"role", "web"}}};
+}
+
+// A report of an apply of commit number `n`.
+Json ApplyReport(int n) {
+  tether::ReportInput input;
+  input.event = "apply";
+  input.state = "applied";
+  input.trigger = "poll";
+  input.source = {"https://deploy:hunter2@git.example.com/fleet/config.git?private_token=x",
+                  "refs/heads/main", std::string(39, 'a') + std::to_string(n % 10),
+                  "ops@example.com"};
+  input.resources = {{"file:/etc/motd", "update", true, "content, mode", ""},
+                     {"service:nginx.service", "restart", true, "", ""}};
+  input.in_sync = 7;
+  input.timings = {tether::NowUnixMs() - 1500, 1500};
+  return BuildReport(input, Host());
+}
+
+ReporterOptions Options(const std::string& url, const TempDir& state) {
+  ReporterOptions options;
+  options.send = tether::HttpFetch;
+  options.url = url;
+  options.ca_file = Certs().ca.cert();
+  options.outbox_dir = state.Path("outbox");
+  options.connect_timeout = 1s;
+  options.timeout = 2s;
+  options.initial_backoff = 20ms;
+  options.max_backoff = 200ms;
+  options.jitter = 0;
+  return options;
+}
+
+std::unique_ptr<Reporter> Start(const ReporterOptions& options) {
+  auto reporter = Reporter::Start(options);
+  REQUIRE_MESSAGE(reporter, (reporter ? "" : reporter.error().message()));
+  return std::move(*reporter);
+}
+
+void Submit(Reporter& reporter, const Json& report) {
+  auto submitted = reporter.Submit(report);
+  REQUIRE_MESSAGE(submitted, (submitted ? "" : submitted.error().message()));
+}
+
+Json Body(const RecordedRequest& request) { return Json::parse(request.body); }
+
+std::vector<std::string> Ids(const std::vector<RecordedRequest>& requests) {
+  std::vector<std::string> ids;
+  for (const auto& request : requests) ids.push_back(Body(request).value("id", ""));
+  return ids;
+}
+
+std::vector<std::string> Ids(const std::vector<Json>& reports) {
+  std::vector<std::string> ids;
+  for (const auto& report : reports) ids.push_back(report["id"].get<std::string>());
+  return ids;
+}
+
+// Checks every body received against docs/report-schema.json (draft 2020-12).
+void CheckSchema(const std::vector<RecordedRequest>& requests) {
+  REQUIRE_FALSE(requests.empty());
+  std::vector<Json> bodies;
+  for (const auto& request : requests) bodies.push_back(Body(request));
+  const std::string problems = tether::testing::ReportSchemaProblems(bodies);
+  CHECK_MESSAGE(problems.empty(), problems);
+}
+
+ReporterStatus WaitForStatus(const Reporter& reporter, bool (*done)(const ReporterStatus&),
+                             std::chrono::milliseconds timeout = 10s) {
+  ReporterStatus status;
+  const bool reached = WaitFor(
+      [&] {
+        status = reporter.Snapshot();
+        return done(status);
+      },
+      timeout);
+  CHECK_MESSAGE(reached, ReporterStatusToJson(status).dump());
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("A report names the host, the agent, the source without credentials, and outcomes") {
+  const Json report = ApplyReport(1);
+  CHECK(report["schema"] == "tether.report/v1");
+  CHECK(report["event"] == "apply");
+  CHECK(report["state"] == "applied");
+  CHECK(report["host"]["hostname"] == "web-01");
+  CHECK(report["host"]["machine_id"] == "0123456789abcdef0123456789abcdef");
+  CHECK(report["host"]["labels"] == Json({{"env", "test"}, {"role", "web"}}));
+  CHECK(report["agent"]["version"] == std::string(std::getenv("TETHER_VERSION")));
+  CHECK(report["source"]["url"] == "https://git.example.com/fleet/config.git");
+  CHECK(report["source"]["signer"] == "ops@example.com");
+  CHECK(report["resources"].size() == 2);
+  CHECK(report["resources"][0]["changes"] == "content, mode");
+  CHECK(report["resources"][1]["changes"].is_null());
+  CHECK(report["summary"] == Json({{"changed", 2}, {"failed", 0}, {"in_sync", 7}, {"total", 9}}));
+  CHECK(report["timings"]["duration_ms"] == 1500);
+  CHECK(report["error"].is_null());
+  const std::string text = report.dump();
+  CHECK(text.find("hunter2") == std::string::npos);
+  CHECK(text.find("private_token") == std::string::npos);
+
+  // Every report has its own id, a UUID v4.
+  const std::string id = report["id"];
+  CHECK(id.size() == 36);
+  CHECK(id[14] == '4');
+  CHECK(ApplyReport(1)["id"] != id);
+
+  CHECK(tether::UrlWithoutCredentials("ssh://git@git.example.com:2222/fleet.git") ==
+        "ssh://git.example.com:2222/fleet.git");
+  CHECK(tether::UrlWithoutCredentials("https://h.example/p#frag") == "https://h.example/p");
+  CHECK(tether::UrlWithoutCredentials("https://t0ken@h.example") == "https://h.example");
+  CHECK(tether::UrlWithoutCredentials("/srv/fleet.git") == "/srv/fleet.git");
+  CHECK(tether::FormatReportTime(1714564800123) == "2024-05-01T12:00:00.123Z");
+
+  // Free text is bounded.
+  tether::ReportInput failed;
+  failed.event = "apply";
+  failed.state = "failed";
+  failed.error = std::string(100000, 'x');
+  failed.resources = {{"package:nginx", "install", false, "", "apt-get failed"}};
+  const Json bounded = BuildReport(failed, Host());
+  CHECK(bounded["error"].get<std::string>().size() < tether::kReportTextLimit + 4);
+  CHECK(bounded["summary"]["failed"] == 1);
+  CHECK(bounded["source"]["commit"].is_null());
+}
+
+TEST_CASE("Reports are delivered in order over verified HTTPS with the bearer token") {
+  HttpsServer server({Certs().server, "", false});
+  TempDir state("report-state");
+  state.WriteFile("report-token", "s3cret-t0ken\n", 0600);
+  ReporterOptions options = Options(server.url("/v1/reports"), state);
+  options.token_file = state.Path("report-token");
+  auto reporter = Start(options);
+  std::vector<Json> sent;
+  for (int i = 0; i < 3; ++i) {
+    sent.push_back(ApplyReport(i));
+    Submit(*reporter, sent.back());
+  }
+  REQUIRE(server.WaitForRequests(3, 10s));
+  const auto requests = server.requests();
+  CHECK(Ids(requests) == Ids(sent));
+  for (const auto& request : requests) {
+    CHECK(request.method == "POST");
+    CHECK(request.target == "/v1/reports");
+    CHECK(request.Header("authorization") == "Bearer s3cret-t0ken");
+    CHECK(request.Header("content-type") == "application/json");
+    CHECK(Body(request)["dropped_reports"] == 0);
+  }
+  const auto status = WaitForStatus(*reporter, [](const ReporterStatus& s) {
+    return s.delivered == 3 && s.queued == 0 && s.state == "idle";
+  });
+  CHECK(status.last_delivery > 0);
+  CHECK(status.last_error.empty());
+  CHECK(status.url == server.url("/v1/reports"));
+  CHECK(ReporterStatusToJson(status).dump().find("s3cret") == std::string::npos);
+  CheckSchema(requests);
+}
+
+TEST_CASE("An untrusted certificate or a wrong host name is refused; the report stays queued") {
+  TempDir state("report-state");
+  const Json report = ApplyReport(1);
+  {
+    INFO("a certificate from another CA");
+    HttpsServer server({Certs().server, "", false});
+    ReporterOptions options = Options(server.url("/"), state);
+    options.ca_file = Certs().other.cert();
+    auto reporter = Start(options);
+    Submit(*reporter, report);
+    const auto status =
+        WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.failed_attempts >= 2; });
+    CHECK(status.last_error.find("TLS handshake") != std::string::npos);
+    CHECK(status.queued == 1);
+    CHECK(server.request_count() == 0);
+    CHECK(server.failed_handshakes() >= 1);
+  }
+  {
+    INFO("a certificate for another host name, from the trusted CA");
+    HttpsServer server({Certs().elsewhere, "", false});
+    auto reporter = Start(Options(server.url("/"), state));
+    const auto status =
+        WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.failed_attempts >= 2; });
+    CHECK(status.last_error.find("TLS handshake") != std::string::npos);
+    CHECK(status.queued == 1);
+    CHECK(server.request_count() == 0);
+  }
+  {
+    INFO("the right server at last gets the report, once");
+    HttpsServer server({Certs().server, "", false});
+    auto reporter = Start(Options(server.url("/"), state));
+    WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 1; });
+    CHECK(Ids(server.requests()) == std::vector<std::string>{report["id"]});
+    CheckSchema(server.requests());
+  }
+}
+
+TEST_CASE("Mutual TLS presents the client certificate") {
+  HttpsServer server({Certs().server, Certs().ca.cert(), false});
+  TempDir state("report-state");
+  ReporterOptions options = Options(server.url("/"), state);
+  options.client_cert = Certs().client.cert;
+  options.client_key = Certs().client.key;
+  auto reporter = Start(options);
+  Submit(*reporter, ApplyReport(1));
+  REQUIRE(server.WaitForRequests(1, 10s));
+  CHECK(server.requests()[0].client_cn == "agent");
+  CHECK_FALSE(server.requests()[0].Header("authorization").has_value());
+  CheckSchema(server.requests());
+}
+
+TEST_CASE("Plain http:// is used when configured; other schemes are refused") {
+  HttpsServer server({{}, "", true});
+  TempDir state("report-state");
+  auto reporter = Start(Options(server.url("/"), state));
+  Submit(*reporter, ApplyReport(1));
+  REQUIRE(server.WaitForRequests(1, 10s));
+  CheckSchema(server.requests());
+
+  ReporterOptions ftp = Options("ftp://reports.example/", state);
+  auto refused = Reporter::Start(ftp);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().Is(std::errc::invalid_argument));
+}
+
+TEST_CASE("An endpoint down for a while: every queued report delivered once, in order") {
+  HttpsServer server({Certs().server, "", false});
+  // Down: connections dropped without an answer, then errors; up after that.
+  server.Enqueue(ScriptedResponse::Close());
+  server.Enqueue(ScriptedResponse::Close());
+  server.Enqueue(ScriptedResponse::Respond(502));
+  server.Enqueue(ScriptedResponse::Close());
+  server.Enqueue(ScriptedResponse::Respond(503, "maintenance"));
+  TempDir state("report-state");
+  auto reporter = Start(Options(server.url("/"), state));
+  std::vector<Json> sent;
+  sent.push_back(ApplyReport(0));
+  Submit(*reporter, sent.back());
+  const auto down =
+      WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.failed_attempts >= 2; });
+  CHECK(down.last_error_at > 0);
+  for (int i = 1; i < 5; ++i) {
+    sent.push_back(ApplyReport(i));
+    Submit(*reporter, sent.back());
+  }
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 5; });
+  const auto requests = server.requests();
+  REQUIRE(requests.size() == 10);
+  const auto ids = Ids(requests);
+  // The first five attempts were all for the oldest report: nothing overtakes it.
+  for (int i = 0; i < 5; ++i) CHECK(ids[static_cast<std::size_t>(i)] == sent[0]["id"]);
+  // Answered: each report exactly once, in order.
+  CHECK(std::vector<std::string>(ids.begin() + 5, ids.end()) == Ids(sent));
+  const auto status = reporter->Snapshot();
+  CHECK(status.failed_attempts == 0);
+  CHECK(status.queued == 0);
+  CHECK(status.last_error.find("503") != std::string::npos);  // kept after the recovery
+  CheckSchema(requests);
+}
+
+TEST_CASE("Reports queued when tetherd is killed with SIGKILL are delivered after a restart") {
+  TempDir state("report-state");
+  HttpsServer hanging({Certs().server, "", false});
+  hanging.SetDefaultResponse(ScriptedResponse::Hang());
+  int ids_pipe[2];
+  REQUIRE(pipe(ids_pipe) == 0);
+  const ReporterOptions child_options = Options(hanging.url("/"), state);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The "daemon": queues three reports (the first goes out and hangs), tells their ids,
+    // and waits to be killed.
+    close(ids_pipe[0]);
+    auto reporter = Reporter::Start(child_options);
+    if (!reporter) _exit(2);
+    std::string ids;
+    for (int i = 0; i < 3; ++i) {
+      const Json report = ApplyReport(i);
+      if (!(*reporter)->Submit(report)) _exit(3);
+      ids += report["id"].get<std::string>() + "\n";
+    }
+    if (write(ids_pipe[1], ids.data(), ids.size()) != static_cast<ssize_t>(ids.size())) _exit(4);
+    while (true) pause();
+  }
+  close(ids_pipe[1]);
+  std::string told;
+  char buffer[256];
+  ssize_t got = 0;
+  while (told.size() < 3 * 37 && (got = read(ids_pipe[0], buffer, sizeof(buffer))) > 0) {
+    told.append(buffer, static_cast<std::size_t>(got));
+  }
+  close(ids_pipe[0]);
+  const bool in_flight = hanging.WaitForRequests(1, 10s);
+  kill(child, SIGKILL);
+  int wait_status = 0;
+  REQUIRE(waitpid(child, &wait_status, 0) == child);
+  CHECK(WIFSIGNALED(wait_status));
+  REQUIRE(in_flight);
+  REQUIRE(told.size() == 3 * 37);
+  const std::vector<std::string> queued = {told.substr(0, 36), told.substr(37, 36),
+                                           told.substr(74, 36)};
+  CHECK(Ids(hanging.requests()).front() == queued[0]);
+
+  HttpsServer server({Certs().server, "", false});
+  auto reporter = Start(Options(server.url("/"), state));
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 3; });
+  // All three, in order; the one in flight at the kill again, with the same id.
+  CHECK(Ids(server.requests()) == queued);
+  CheckSchema(server.requests());
+}
+
+TEST_CASE("A 5xx with Retry-After is retried, not before Retry-After") {
+  HttpsServer server({Certs().server, "", false});
+  server.Enqueue(ScriptedResponse::Respond(503, "busy", {{"Retry-After", "1"}}));
+  TempDir state("report-state");
+  auto reporter = Start(Options(server.url("/"), state));
+  const Json report = ApplyReport(1);
+  Submit(*reporter, report);
+  const auto waiting =
+      WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.state == "retrying"; });
+  CHECK(waiting.last_error.find("HTTP 503") != std::string::npos);
+  CHECK(waiting.next_attempt > 0);
+  REQUIRE(server.WaitForRequests(2, 10s));
+  const auto requests = server.requests();
+  // Without Retry-After the retry would come after the 20 ms backoff.
+  CHECK(requests[1].arrival - requests[0].arrival >= 1s);
+  CHECK(Ids(requests) == std::vector<std::string>{report["id"], report["id"]});
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 1; });
+  CheckSchema(requests);
+}
+
+TEST_CASE("A 400 is not retried; the reports after it are delivered") {
+  HttpsServer server({Certs().server, "", false});
+  server.Enqueue(ScriptedResponse::Respond(400, "schema violation: state"));
+  TempDir state("report-state");
+  auto reporter = Start(Options(server.url("/"), state));
+  std::vector<Json> sent = {ApplyReport(1), ApplyReport(2)};
+  for (const auto& report : sent) Submit(*reporter, report);
+  auto status = WaitForStatus(*reporter, [](const ReporterStatus& s) {
+    return s.delivered == 1 && s.rejected == 1 && s.queued == 0;
+  });
+  CHECK(status.last_error.find("HTTP 400") != std::string::npos);
+  CHECK(status.last_error.find("schema violation: state") != std::string::npos);
+  CHECK(status.last_error.find(sent[0]["id"].get<std::string>()) != std::string::npos);
+  // Even when asked to retry now, the refused report is gone: the next request is a new one.
+  reporter->RetryNow();
+  sent.push_back(ApplyReport(3));
+  Submit(*reporter, sent.back());
+  REQUIRE(server.WaitForRequests(3, 10s));
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 2; });
+  CHECK(Ids(server.requests()) == Ids(sent));
+  CheckSchema(server.requests());
+}
+
+TEST_CASE("The outbox is bounded: the oldest are dropped, counted, and the count is reported") {
+  TempDir state("report-state");
+  std::vector<Json> sent;
+  {
+    std::vector<tether::Error> problems;
+    auto outbox = Outbox::Open(state.Path("outbox"), OutboxLimits{3, 1 << 20}, problems);
+    REQUIRE(outbox);
+    CHECK(problems.empty());
+    std::vector<std::size_t> drops;
+    for (int i = 0; i < 5; ++i) {
+      sent.push_back(ApplyReport(i));
+      auto appended = (*outbox)->Append(sent.back().dump());
+      REQUIRE(appended);
+      drops.push_back(*appended);
+    }
+    CHECK(drops == std::vector<std::size_t>{0, 0, 0, 1, 1});
+    CHECK((*outbox)->size() == 3);
+    CHECK((*outbox)->dropped() == 2);
+  }
+  {
+    INFO("the count survives a restart");
+    std::vector<tether::Error> problems;
+    auto outbox = Outbox::Open(state.Path("outbox"), OutboxLimits{3, 1 << 20}, problems);
+    REQUIRE(outbox);
+    CHECK((*outbox)->dropped() == 2);
+    CHECK((*outbox)->size() == 3);
+    auto front = (*outbox)->Front(problems);
+    REQUIRE(front);
+    REQUIRE(*front);
+    CHECK(Json::parse((*front)->body)["id"] == sent[2]["id"]);
+  }
+  {
+    INFO("the byte bound, and a report too big for the outbox");
+    TempDir small("report-state");
+    std::vector<tether::Error> problems;
+    auto outbox = Outbox::Open(small.Path("outbox"), OutboxLimits{100, 250}, problems);
+    REQUIRE(outbox);
+    for (int i = 0; i < 3; ++i) REQUIRE((*outbox)->Append(std::string(100, ' ') + "{}"));
+    CHECK((*outbox)->size() == 2);
+    CHECK((*outbox)->bytes() == 204);
+    CHECK((*outbox)->dropped() == 1);
+    auto too_big = (*outbox)->Append(std::string(300, ' ') + "{}");
+    REQUIRE_FALSE(too_big);
+    CHECK(too_big.error().Is(std::errc::file_too_large));
+    CHECK((*outbox)->size() == 2);
+  }
+
+  HttpsServer server({Certs().server, "", false});
+  ReporterOptions options = Options(server.url("/"), state);
+  options.limits = OutboxLimits{3, 1 << 20};
+  auto reporter = Start(options);
+  CHECK(reporter->Snapshot().dropped == 2);
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 3; });
+  const auto requests = server.requests();
+  CHECK(Ids(requests) == std::vector<std::string>{sent[2]["id"], sent[3]["id"], sent[4]["id"]});
+  CHECK(Body(requests[0])["dropped_reports"] == 2);
+  CHECK(Body(requests[1])["dropped_reports"] == 0);
+  CHECK(Body(requests[2])["dropped_reports"] == 0);
+  CHECK(reporter->Snapshot().dropped == 0);
+  CHECK_FALSE(std::filesystem::exists(state.Path("outbox/dropped.json")));
+  CheckSchema(requests);
+}
+
+TEST_CASE("Corrupt outbox entries are set aside; the others are delivered") {
+  TempDir state("report-state");
+  std::vector<Json> sent = {ApplyReport(1), ApplyReport(2), ApplyReport(3)};
+  {
+    std::vector<tether::Error> problems;
+    auto outbox = Outbox::Open(state.Path("outbox"), OutboxLimits{}, problems);
+    REQUIRE(outbox);
+    for (const auto& report : sent) REQUIRE((*outbox)->Append(report.dump()));
+  }
+  state.WriteFile("outbox/00000000000000000002.json", "{\"id\": \"trunc", 0600);
+  state.WriteFile("outbox/.00000000000000000004.json.tether-0123456789ab", "{\"half", 0600);
+  state.WriteFile("outbox/notes.txt", "an operator's file", 0600);
+
+  HttpsServer server({Certs().server, "", false});
+  auto reporter = Start(Options(server.url("/"), state));
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 2; });
+  CHECK(Ids(server.requests()) == std::vector<std::string>{sent[0]["id"], sent[2]["id"]});
+  CHECK(std::filesystem::exists(state.Path("outbox/00000000000000000002.json.corrupt")));
+  CHECK_FALSE(
+      std::filesystem::exists(state.Path("outbox/.00000000000000000004.json.tether-0123456789ab")));
+  CHECK(std::filesystem::exists(state.Path("outbox/notes.txt")));
+
+  // A new report does not reuse the set-aside entry's number.
+  sent.push_back(ApplyReport(4));
+  Submit(*reporter, sent.back());
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 3; });
+  CHECK(std::filesystem::exists(state.Path("outbox/00000000000000000002.json.corrupt")));
+  CheckSchema(server.requests());
+}
+
+TEST_CASE("A hanging endpoint never makes Submit wait, and Stop returns within the deadline") {
+  HttpsServer server({Certs().server, "", false});
+  server.SetDefaultResponse(ScriptedResponse::Hang());
+  TempDir state("report-state");
+  ReporterOptions options = Options(server.url("/"), state);
+  options.timeout = 3s;
+  auto reporter = Start(options);
+  Submit(*reporter, ApplyReport(0));
+  REQUIRE(server.WaitForRequests(1, 10s));
+  CHECK(reporter->Snapshot().state == "sending");
+
+  const auto submitting = std::chrono::steady_clock::now();
+  for (int i = 1; i <= 10; ++i) Submit(*reporter, ApplyReport(i));
+  const auto status = reporter->Snapshot();
+  // Had Submit waited for the delivery, it would have waited for the 3 s deadline, and the
+  // first attempt would be over.
+  CHECK(std::chrono::steady_clock::now() - submitting < 2s);
+  CHECK(status.state == "sending");
+  CHECK(status.failed_attempts == 0);
+  CHECK(status.queued == 11);
+  CHECK(server.request_count() == 1);
+
+  const auto stopping = std::chrono::steady_clock::now();
+  reporter->Stop();
+  CHECK(std::chrono::steady_clock::now() - stopping < options.timeout + 1s);
+  CHECK(reporter->Snapshot().state == "stopped");
+  CHECK(reporter->Snapshot().queued == 11);
+  CheckSchema(server.requests());
+}
+
+TEST_CASE("Stop does not wait for a backoff to end") {
+  HttpsServer server({Certs().server, "", false});
+  server.SetDefaultResponse(ScriptedResponse::Respond(500));
+  TempDir state("report-state");
+  ReporterOptions options = Options(server.url("/"), state);
+  options.initial_backoff = 10min;
+  options.max_backoff = 10min;
+  auto reporter = Start(options);
+  Submit(*reporter, ApplyReport(0));
+  const auto waiting =
+      WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.state == "retrying"; });
+  CHECK(waiting.next_attempt >= waiting.last_attempt + 9 * 60);
+  const auto stopping = std::chrono::steady_clock::now();
+  reporter->Stop();
+  CHECK(std::chrono::steady_clock::now() - stopping < 500ms);
+  CHECK(server.request_count() == 1);
+}
