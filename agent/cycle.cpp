@@ -77,7 +77,13 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   // recover, that is roll back, an apply that is still going on.
   UniqueFd lock(
       open((options.state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock.valid() || flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+  int locked = lock.valid() ? flock(lock.get(), LOCK_EX | LOCK_NB) : -1;
+  if (locked != 0 && lock.valid() && errno == EWOULDBLOCK && options.wait_for_lock) {
+    std::fprintf(out, "waiting  for another cycle on '%s' to end\n", options.state_dir.c_str());
+    while ((locked = flock(lock.get(), LOCK_EX)) != 0 && errno == EINTR) {
+    }
+  }
+  if (locked != 0) {
     return problem("another tetherd is working on '" + options.state_dir + "'" +
                    (errno == EWOULDBLOCK ? "" : std::string(": ") + std::strerror(errno)));
   }
@@ -273,6 +279,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     const bool handled = std::any_of(handlers.begin(), handlers.end(),
                                      [&](KindHandler* h) { return h->Handles(resource.kind); });
     if (handled) continue;
+    ++summary.skipped;
     if (no_bus &&
         (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
       return problem(resource.id + ": systemd cannot be reached: " + no_bus->message());

@@ -26,6 +26,9 @@ struct CycleOptions {
   // signature still verified): tetherctl rollback.
   std::string pin;
   bool show_in_sync = true;              // list resources in sync too (not in the daemon's log)
+  // Another cycle on the same state dir: wait for it to end (the daemon, whose previous
+  // cycle may outlive a crash of its own) instead of failing (tetherd --once).
+  bool wait_for_lock = false;
   std::vector<std::string> worker_argv;  // how to start the git worker
 };
 
@@ -51,6 +54,7 @@ struct CycleSummary {
   // The desired state: resources per kind ("file" -> 12), and how many were in sync.
   std::map<std::string, std::size_t> kinds{};
   std::size_t in_sync = 0;
+  std::size_t skipped = 0;  // of kinds not managed here (under --root: packages, services, ...)
   // Every resource not in sync, in plan order (at most kMaxResourcesListed).
   std::vector<ResourceSummary> resources{};
 };

@@ -13,11 +13,11 @@ nlohmann::json CycleSummaryToJson(const CycleSummary& summary) {
     if (!resource.error.empty()) item["error"] = resource.error;
     resources.push_back(std::move(item));
   }
-  return {{"commit", summary.commit},         {"signer", summary.signer},
-          {"changes", summary.changes},       {"outcome", summary.outcome},
-          {"error", summary.error},           {"offline", summary.offline},
-          {"kinds", summary.kinds},           {"in_sync", summary.in_sync},
-          {"resources", std::move(resources)}};
+  return {{"commit", summary.commit},   {"signer", summary.signer},
+          {"changes", summary.changes}, {"outcome", summary.outcome},
+          {"error", summary.error},     {"offline", summary.offline},
+          {"kinds", summary.kinds},     {"in_sync", summary.in_sync},
+          {"skipped", summary.skipped}, {"resources", std::move(resources)}};
 }
 
 CycleSummary CycleSummaryFromJson(const nlohmann::json& json) {
@@ -30,6 +30,7 @@ CycleSummary CycleSummaryFromJson(const nlohmann::json& json) {
   summary.error = json.value("error", "");
   summary.offline = json.value("offline", false);
   summary.in_sync = json.value("in_sync", std::size_t{0});
+  summary.skipped = json.value("skipped", std::size_t{0});
   if (auto kinds = json.find("kinds"); kinds != json.end() && kinds->is_object()) {
     for (const auto& [kind, count] : kinds->items()) {
       if (count.is_number_unsigned()) summary.kinds[kind] = count.get<std::size_t>();

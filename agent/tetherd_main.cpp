@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   daemon.cycle.dry_run = flags.dry_run;
   daemon.cycle.root_checks = flags.root_checks;
   daemon.cycle.show_in_sync = false;  // the log says what changed, not what did not
+  daemon.cycle.wait_for_lock = true;  // a cycle that outlived our crash finishes first
   daemon.cycle_argv = {cycle_program, "--cycle-process", "--log-level", flags.log_level};
   daemon.http_argv = {cycle_program, "--http-fetch"};
   daemon.cycle_env = tether::kCleanEnvironment;

@@ -12,8 +12,9 @@
 
 namespace tether {
 
-Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann::json& request,
-                                  std::chrono::milliseconds timeout) {
+Status StreamDaemon(const std::string& socket_path, const nlohmann::json& request,
+                    std::chrono::milliseconds first_timeout,
+                    const std::function<bool(const nlohmann::json&)>& on_reply) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof(address.sun_path)) {
@@ -48,16 +49,30 @@ Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann
     }
     left.remove_prefix(static_cast<std::size_t>(n));
   }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string reply;
+  const auto deadline = std::chrono::steady_clock::now() + first_timeout;
+  bool first = true;
+  std::string pending;
   char buffer[65536];
-  while (reply.find('\n') == std::string::npos) {
-    const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             deadline - std::chrono::steady_clock::now())
-                             .count();
-    if (left_ms <= 0) return Fail(std::errc::timed_out, "tetherd did not answer in time");
+  while (true) {
+    for (std::size_t end; (end = pending.find('\n')) != std::string::npos;) {
+      auto parsed = nlohmann::json::parse(pending.substr(0, end), nullptr, false);
+      pending.erase(0, end + 1);
+      if (parsed.is_discarded() || !parsed.is_object()) {
+        return Fail(std::errc::bad_message, "tetherd's reply is not JSON");
+      }
+      first = false;
+      if (!on_reply(parsed)) return {};
+    }
+    int wait_ms = -1;  // after the first reply: as long as it takes
+    if (first) {
+      const auto left_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               deadline - std::chrono::steady_clock::now())
+                               .count();
+      if (left_ms <= 0) return Fail(std::errc::timed_out, "tetherd did not answer in time");
+      wait_ms = static_cast<int>(left_ms);
+    }
     pollfd ready{fd.get(), POLLIN, 0};
-    const int polled = poll(&ready, 1, static_cast<int>(left_ms));
+    const int polled = poll(&ready, 1, wait_ms);
     if (polled < 0 && errno == EINTR) continue;
     if (polled < 0) return FailErrno(errno, "wait for tetherd");
     if (polled == 0) continue;
@@ -66,14 +81,20 @@ Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann
     if (n <= 0 && send_error != 0) return FailErrno(send_error, "send to tetherd");
     if (n < 0) return FailErrno(errno, "read from tetherd");
     if (n == 0) return Fail(std::errc::connection_reset, "tetherd closed the connection");
-    reply.append(buffer, static_cast<std::size_t>(n));
-    if (reply.size() > (64u << 20)) return Fail(std::errc::message_size, "reply too long");
+    pending.append(buffer, static_cast<std::size_t>(n));
+    if (pending.size() > (64u << 20)) return Fail(std::errc::message_size, "reply too long");
   }
-  auto parsed = nlohmann::json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
-  if (parsed.is_discarded() || !parsed.is_object()) {
-    return Fail(std::errc::bad_message, "tetherd's reply is not JSON");
-  }
-  return parsed;
+}
+
+Result<nlohmann::json> CallDaemon(const std::string& socket_path, const nlohmann::json& request,
+                                  std::chrono::milliseconds timeout) {
+  nlohmann::json reply;
+  auto done = StreamDaemon(socket_path, request, timeout, [&](const nlohmann::json& line) {
+    reply = line;
+    return false;
+  });
+  if (!done) return Fail(done.error());
+  return reply;
 }
 
 }  // namespace tether

@@ -1,7 +1,9 @@
-// tetherctl's side of the control socket: one request, one reply (docs/control-socket.md).
+// tetherctl's side of the control socket (docs/control-socket.md): one request, then one
+// reply, or a stream of them (events).
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -16,5 +18,12 @@ namespace tether {
 [[nodiscard]] Result<nlohmann::json> CallDaemon(const std::string& socket_path,
                                                 const nlohmann::json& request,
                                                 std::chrono::milliseconds timeout);
+
+// Sends `request`, then calls `on_reply` with each line tetherd sends, until it returns
+// false (success) or the connection ends (an error: tetherd stopped or closed it).
+// `first_timeout` bounds the wait for the first line; later ones take as long as they take.
+[[nodiscard]] Status StreamDaemon(const std::string& socket_path, const nlohmann::json& request,
+                                  std::chrono::milliseconds first_timeout,
+                                  const std::function<bool(const nlohmann::json&)>& on_reply);
 
 }  // namespace tether

@@ -1,9 +1,15 @@
 // tetherctl: query and drive tetherd; validate a fleet repo offline.
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
@@ -17,8 +23,8 @@ namespace {
 constexpr char kDescription[] =
     "tetherctl - control the tether agent and check fleet repos\n\n"
     "tetherctl talks to tetherd over its control socket (status, plan, sync, history,\n"
-    "show, rollback, suspend, resume, metrics; events is not built yet) and checks a\n"
-    "fleet repo checkout offline (validate, render), for the fleet repo's own CI.";
+    "show, rollback, suspend, resume, events, metrics) and checks a fleet repo checkout\n"
+    "offline (validate, render), for the fleet repo's own CI.";
 
 constexpr char kFooter[] =
     "EXAMPLES\n"
@@ -26,10 +32,14 @@ constexpr char kFooter[] =
     "  tetherctl sync --wait                     poll and apply now, wait for the result\n"
     "  tetherctl validate .                      check every hosts/*.toml of this checkout\n"
     "  tetherctl validate . --host web-01        check one host\n"
-    "  tetherctl render . --host web-01 --json   what web-01 would get, as JSON\n\n"
+    "  tetherctl render . --host web-01 --json   what web-01 would get, as JSON\n"
+    "  tetherctl events                          follow what tetherd does, as it happens\n\n"
     "ACCESS\n"
     "  root may do everything; members of the group tether may only read (status, plan,\n"
-    "  history, show, metrics).\n\n"
+    "  history, show, events, metrics).\n\n"
+    "COLOUR\n"
+    "  Human output is coloured when stdout is a terminal, unless NO_COLOR is set or\n"
+    "  TERM is dumb; --json output never is.\n\n"
     "EXIT STATUS\n"
     "  0 success, 1 failure (an invalid profile, a failed cycle, tetherd not running or\n"
     "  access denied), 2 usage error.\n\n"
@@ -39,6 +49,67 @@ constexpr char kFooter[] =
 constexpr char kFactsHelp[] =
     "Host facts when rendering another host: hostname and fqdn are the host name, machine_id\n"
     "is 32 zeros, os_id, os_version and arch are this machine's; --fact overrides any.";
+
+// Colour: only on a terminal, never with NO_COLOR (no-color.org) or TERM=dumb.
+bool colour = false;
+
+constexpr char kGreen[] = "32";
+constexpr char kYellow[] = "33";
+constexpr char kRed[] = "31";
+constexpr char kBold[] = "1";
+constexpr char kDim[] = "2";
+
+bool WantColour() {
+  if (isatty(STDOUT_FILENO) == 0 || std::getenv("NO_COLOR") != nullptr) return false;
+  const char* term = std::getenv("TERM");
+  return term == nullptr || std::strcmp(term, "dumb") != 0;
+}
+
+std::string Paint(std::string_view text, const char* code) {
+  if (!colour || text.empty()) return std::string(text);
+  return "\033[" + std::string(code) + "m" + std::string(text) + "\033[0m";
+}
+
+// The colour of a state or an outcome: good, under way, bad.
+const char* ColourOf(std::string_view word) {
+  if (word == "synced" || word == "applied" || word == "in sync" || word == "reverted") {
+    return kGreen;
+  }
+  if (word == "failed" || word == "rolled back" || word == "rolled-back" || word == "refused" ||
+      word == "quarantined") {
+    return kRed;
+  }
+  return kYellow;
+}
+
+// A cycle's printed course, coloured by line: changes, diffs, problems.
+std::string PaintCourse(const std::string& text) {
+  if (!colour) return text;
+  std::string painted;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + pos, end - pos);
+    const char* code = nullptr;
+    if (line.rfind("create", 0) == 0 || (line.rfind("+", 0) == 0 && line.rfind("+++", 0) != 0)) {
+      code = kGreen;
+    } else if (line.rfind("delete", 0) == 0 || line.rfind("FAILED", 0) == 0 ||
+               line.rfind("rolled back", 0) == 0 || line.rfind("quarantined", 0) == 0 ||
+               (line.rfind("-", 0) == 0 && line.rfind("---", 0) != 0)) {
+      code = kRed;
+    } else if (line.rfind("update", 0) == 0 || line.rfind("drifted", 0) == 0 ||
+               line.rfind("restart", 0) == 0 || line.rfind("reload", 0) == 0) {
+      code = kYellow;
+    } else if (line.rfind("@@", 0) == 0) {
+      code = kDim;
+    }
+    painted += code != nullptr ? Paint(line, code) : std::string(line);
+    if (end < text.size()) painted += '\n';
+    pos = end + 1;
+  }
+  return painted;
+}
 
 void AddOfflineOptions(CLI::App* command, tether::OfflineOptions& options) {
   command->add_option("DIR", options.dir, "The fleet repo checkout")->required();
@@ -76,10 +147,99 @@ std::string Text(const nlohmann::json& value) {
   return value.is_string() ? value.get<std::string>() : (value.is_null() ? "" : value.dump());
 }
 
+std::string When(std::int64_t unix_seconds);
+
 void PrintCycle(const nlohmann::json& cycle) {
   if (!cycle.is_object()) return;
-  std::printf("%-10s %s, exit %d, %lld ms\n", "last", Text(cycle["trigger"]).c_str(),
-              cycle.value("exit", -1), static_cast<long long>(cycle.value("duration_ms", 0)));
+  const std::string outcome = Text(cycle["outcome"]);
+  std::printf("%-10s %s, %s, %lld ms\n", "last", Text(cycle["trigger"]).c_str(),
+              Paint(outcome, ColourOf(outcome)).c_str(),
+              static_cast<long long>(cycle.value("duration_ms", 0)));
+  const nlohmann::json& summary = cycle["summary"];
+  if (!summary.is_object()) return;
+  if (!Text(summary["error"]).empty()) {
+    std::printf("%-10s %s\n", "error", Paint(Text(summary["error"]), kRed).c_str());
+  }
+  // Resources: how many of each kind, how many in sync, then each one that is not.
+  std::size_t total = 0;
+  std::string kinds;
+  if (summary["kinds"].is_object()) {
+    for (const auto& [kind, count] : summary["kinds"].items()) {
+      if (!count.is_number_unsigned()) continue;
+      total += count.get<std::size_t>();
+      kinds += (kinds.empty() ? "" : ", ") + std::to_string(count.get<std::size_t>()) + " " + kind;
+    }
+  }
+  if (total == 0) return;
+  // What the listed resources are, by the cycle's outcome: changed by an apply, undone by
+  // a rollback, to change in a dry run; drifted (drift = "report") or failed either way.
+  const auto& listed = summary["resources"];
+  const char* verb = outcome == "rolled back" ? " undone"
+                     : outcome == "dry run"   ? " to change"
+                     : outcome == "applied"   ? " changed"
+                                              : " not applied";
+  std::size_t failed = 0;
+  std::size_t drifted = 0;
+  std::size_t other = 0;
+  if (listed.is_array()) {
+    for (const auto& resource : listed) {
+      if (!resource.value("ok", true)) {
+        ++failed;
+      } else if (resource.value("action", "") == "drifted") {
+        ++drifted;
+      } else {
+        ++other;
+      }
+    }
+  }
+  std::string counts = std::to_string(summary.value("in_sync", std::size_t{0})) + " in sync";
+  if (other > 0) counts += ", " + std::to_string(other) + verb;
+  if (drifted > 0) counts += ", " + Paint(std::to_string(drifted) + " drifted", kYellow);
+  if (failed > 0) counts += ", " + Paint(std::to_string(failed) + " failed", kRed);
+  if (summary.value("skipped", std::size_t{0}) > 0) {
+    counts += ", " + std::to_string(summary.value("skipped", std::size_t{0})) + " skipped";
+  }
+  std::printf("%-10s %zu (%s): %s\n", "resources", total, kinds.c_str(), counts.c_str());
+  if (!listed.is_array()) return;
+  constexpr std::size_t kShown = 20;
+  std::size_t shown = 0;
+  for (const auto& resource : listed) {
+    if (shown++ == kShown) {
+      std::printf("%-10s ... %zu more (tetherctl status --json)\n", "", listed.size() - kShown);
+      break;
+    }
+    const std::string action = Text(resource["action"]);
+    const bool ok = resource.value("ok", true);
+    std::string line = Paint(action, ok ? (action == "drifted" ? kYellow : kGreen) : kRed) +
+                       std::string(action.size() < 8 ? 8 - action.size() : 1, ' ') +
+                       Text(resource["id"]);
+    if (!Text(resource["changes"]).empty()) line += " (" + Text(resource["changes"]) + ")";
+    if (!ok && !Text(resource["error"]).empty()) {
+      line += ": " + Paint(Text(resource["error"]), kRed);
+    }
+    std::printf("%-10s %s\n", "", line.c_str());
+  }
+}
+
+// The report endpoint: where reports go and how delivery fares.
+void PrintEndpoint(const nlohmann::json& endpoint) {
+  if (!endpoint.is_object()) return;
+  std::string line = Text(endpoint["url"]) + ", " +
+                     std::to_string(endpoint.value("queued", std::size_t{0})) + " queued";
+  if (endpoint["last_delivery"].is_number()) {
+    line += ", last delivery " + When(endpoint["last_delivery"].get<std::int64_t>());
+  }
+  if (endpoint.value("dropped", std::uint64_t{0}) > 0) {
+    line += ", " + std::to_string(endpoint.value("dropped", std::uint64_t{0})) + " dropped";
+  }
+  std::printf("%-10s %s\n", "reports", line.c_str());
+  if (!Text(endpoint["last_error"]).empty()) {
+    std::string error = Text(endpoint["last_error"]);
+    if (endpoint["next_attempt"].is_number()) {
+      error += " (next attempt " + When(endpoint["next_attempt"].get<std::int64_t>()) + ")";
+    }
+    std::printf("%-10s %s\n", "", Paint("last error: " + error, kYellow).c_str());
+  }
 }
 
 int RunStatus(const std::string& socket, bool json) {
@@ -89,19 +249,100 @@ int RunStatus(const std::string& socket, bool json) {
     std::printf("%s\n", reply->dump(2).c_str());
     return 0;
   }
-  std::printf("%-10s %s\n", "state", Text((*reply)["state"]).c_str());
+  const std::string state = Text((*reply)["state"]);
+  std::printf("%-10s %s\n", "state", Paint(state, ColourOf(state)).c_str());
+  if ((*reply)["suspended"].is_object()) {
+    const std::string reason = Text((*reply)["suspended"]["reason"]);
+    std::printf("%-10s %s\n", "suspended",
+                Paint(reason.empty() ? "yes (tetherctl resume)" : reason, kYellow).c_str());
+  }
+  if (!(*reply)["pinned"].is_null()) {
+    std::printf("%-10s %s (tetherctl resume)\n", "pinned",
+                Paint(Text((*reply)["pinned"]), kYellow).c_str());
+  }
   std::printf("%-10s %s\n", "commit", Text((*reply)["commit"]).c_str());
   std::printf("%-10s %s (%s)\n", "source", Text((*reply)["source"]).c_str(),
               Text((*reply)["ref"]).c_str());
   if (!(*reply)["quarantined"].is_null()) {
-    std::printf("%-10s %s\n", "quarantined", Text((*reply)["quarantined"]).c_str());
+    std::printf("%-10s %s\n", "quarantined", Paint(Text((*reply)["quarantined"]), kRed).c_str());
   }
   PrintCycle((*reply)["last_cycle"]);
   if ((*reply)["next_poll_ms"].is_number()) {
     std::printf("%-10s in %lld s\n", "next poll",
                 static_cast<long long>((*reply)["next_poll_ms"].get<std::int64_t>() / 1000));
   }
+  PrintEndpoint((*reply)["endpoint"]);
   return 0;
+}
+
+// One event, as a line (or a few) for a person.
+void PrintEvent(const nlohmann::json& event) {
+  const std::string name = Text(event["event"]);
+  const std::string time = When(event.value("time", std::int64_t{0})).substr(11);
+  std::string text;
+  if (name == "cycle-started") {
+    text = "cycle started (" + Text(event["trigger"]) + ")";
+  } else if (name == "cycle-finished") {
+    const std::string outcome = Text(event["outcome"]);
+    text = Paint(outcome, ColourOf(outcome)) + " " + Text(event["commit"]).substr(0, 12) + " (" +
+           Text(event["trigger"]) + "): " + std::to_string(event.value("changes", 0)) +
+           " change(s) in " + std::to_string(event.value("duration_ms", 0)) + " ms";
+    if (!Text(event["error"]).empty()) text += "\n         " + Paint(Text(event["error"]), kRed);
+    if (event["resources"].is_array()) {
+      for (const auto& resource : event["resources"]) {
+        text += "\n         " + Text(resource["action"]) + " " + Text(resource["id"]);
+        if (!resource.value("ok", true)) text += ": " + Paint(Text(resource["error"]), kRed);
+      }
+    }
+  } else if (name == "drift-detected") {
+    std::string ids;
+    if (event["resources"].is_array()) {
+      for (const auto& id : event["resources"]) ids += (ids.empty() ? "" : ", ") + Text(id);
+    }
+    text = Paint("drift", kYellow) + " " +
+           (event.value("overflow", false) ? "(too many events: a full audit) " : "") + ids;
+  } else if (name == "reloaded") {
+    text = event.value("ok", false) ? "agent.toml reloaded"
+                                    : Paint("reload refused: " + Text(event["error"]), kRed);
+  } else if (name == "suspended") {
+    text = Paint("suspended", kYellow) +
+           (Text(event["reason"]).empty() ? "" : ": " + Text(event["reason"]));
+  } else if (name == "resumed") {
+    text = "resumed";
+  } else if (name == "pinned") {
+    text = Paint("pinned", kYellow) + " to " + Text(event["commit"]) + " (tetherctl rollback)";
+  } else if (name == "stopping") {
+    text = "tetherd is stopping";
+  } else {
+    text = name;
+  }
+  std::printf("%s %s\n", Paint(time, kDim).c_str(), text.c_str());
+  std::fflush(stdout);
+}
+
+int RunEvents(const std::string& socket, bool json) {
+  bool stopping = false;
+  auto streamed = tether::StreamDaemon(
+      socket, {{"command", "events"}}, std::chrono::seconds(10), [&](const nlohmann::json& line) {
+        if (line.contains("ok")) {
+          if (!line.value("ok", false)) {
+            std::fprintf(stderr, "tetherctl: %s\n", Text(line["error"]).c_str());
+            return false;
+          }
+          return true;  // subscribed
+        }
+        if (json) {
+          std::printf("%s\n", line.dump().c_str());
+          std::fflush(stdout);
+        } else {
+          PrintEvent(line);
+        }
+        stopping = stopping || line.value("event", "") == "stopping";
+        return true;
+      });
+  if (streamed || stopping) return 0;  // tetherd stopped: the stream is over
+  std::fprintf(stderr, "tetherctl: %s\n", streamed.error().message().c_str());
+  return 1;
 }
 
 std::string When(std::int64_t unix_seconds) {
@@ -123,11 +364,14 @@ int RunHistory(const std::string& socket, bool json) {
   std::printf("%-5s %-19s %-7s %-12s %7s  %-11s %s\n", "ID", "STARTED", "TRIGGER", "COMMIT",
               "CHANGES", "OUTCOME", "DURATION");
   for (const auto& entry : (*reply)["entries"]) {
-    std::printf("%-5lld %-19s %-7s %-12s %7zu  %-11s %lld ms\n",
+    std::string outcome = entry.value("outcome", "");
+    outcome = Paint(outcome, ColourOf(outcome)) +
+              std::string(outcome.size() < 11 ? 11 - outcome.size() : 0, ' ');
+    std::printf("%-5lld %-19s %-7s %-12s %7zu  %s %lld ms\n",
                 static_cast<long long>(entry.value("id", std::int64_t{0})),
                 When(entry.value("started", std::int64_t{0})).c_str(),
                 entry.value("trigger", "").c_str(), entry.value("commit", "").substr(0, 12).c_str(),
-                entry.value("changes", std::size_t{0}), entry.value("outcome", "").c_str(),
+                entry.value("changes", std::size_t{0}), outcome.c_str(),
                 static_cast<long long>(entry.value("duration_ms", std::int64_t{0})));
   }
   return 0;
@@ -150,7 +394,7 @@ int RunShow(const std::string& socket, std::int64_t id, bool json) {
   std::printf("commit %s%s%s (trigger: %s)\n\n", entry.value("commit", "").c_str(),
               entry.value("signer", "").empty() ? "" : ", signed by ",
               entry.value("signer", "").c_str(), entry.value("trigger", "").c_str());
-  std::fputs(entry.value("output", "").c_str(), stdout);
+  std::fputs(PaintCourse(entry.value("output", "")).c_str(), stdout);
   std::fputs(entry.value("errors", "").c_str(), stdout);
   return 0;
 }
@@ -175,7 +419,7 @@ int RunSync(const std::string& socket, bool wait, bool json) {
     return 0;
   }
   const auto& cycle = (*reply)["cycle"];
-  std::fputs(Text(cycle["output"]).c_str(), stdout);
+  std::fputs(PaintCourse(Text(cycle["output"])).c_str(), stdout);
   std::fputs(Text(cycle["errors"]).c_str(), stderr);
   return reply->value("ok", false) ? 0 : 1;
 }
@@ -253,19 +497,27 @@ int main(int argc, char** argv) {
   CLI::App* resume = app.add_subcommand(
       "resume", "Apply again, and follow the fleet repo again after a rollback (root only).");
   CLI::App* metrics = app.add_subcommand("metrics", "Print metrics in Prometheus text format.");
+  bool events_json = false;
+  CLI::App* events = app.add_subcommand(
+      "events",
+      "Follow what tetherd does as it happens (cycles started and finished, drift, reloads,\n"
+      "suspend, resume, rollback) until interrupted or tetherd stops.");
+  events->add_flag("--json", events_json, "One JSON object per line (schema tether.ctl/v1)");
 
   if (auto parsed = tether::ParseCommandLine(app, argc, argv)) return *parsed;
+  colour = WantColour();
   if (plan->parsed()) {
     auto reply = Call(socket, {{"command", "plan"}}, std::chrono::hours(1));
     if (!reply) return 1;
     if (plan_json) {
       std::printf("%s\n", reply->dump(2).c_str());
     } else {
-      std::fputs(Text((*reply)["cycle"]["output"]).c_str(), stdout);
+      std::fputs(PaintCourse(Text((*reply)["cycle"]["output"])).c_str(), stdout);
       std::fputs(Text((*reply)["cycle"]["errors"]).c_str(), stderr);
     }
     return reply->value("ok", false) ? 0 : 1;
   }
+  if (events->parsed()) return RunEvents(socket, events_json);
   if (history->parsed()) return RunHistory(socket, history_json);
   if (show->parsed()) return RunShow(socket, show_id, show_json);
   if (rollback->parsed()) {

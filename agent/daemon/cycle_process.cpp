@@ -36,7 +36,8 @@ Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& op
           {"cache_dir", options.cache_dir},      {"root", options.root},
           {"dry_run", options.dry_run},          {"retry_quarantined", options.retry_quarantined},
           {"root_checks", options.root_checks},  {"pin", options.pin},
-          {"show_in_sync", options.show_in_sync}};
+          {"show_in_sync", options.show_in_sync},
+          {"wait_for_lock", options.wait_for_lock}};
 }
 
 }  // namespace

@@ -57,6 +57,8 @@ using SystemClock = std::chrono::system_clock;
 
 constexpr std::size_t kMaxRequest = 64 << 10;
 constexpr auto kRequestTimeout = std::chrono::seconds(10);
+// Events not yet written to a subscriber before it is dropped.
+constexpr std::size_t kMaxEventsQueued = 1024;
 // A burst of edits (an editor's write, rename and chmod) is one drift repair.
 constexpr auto kDriftSettle = std::chrono::milliseconds(100);
 
@@ -227,6 +229,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Start() { ReadRequest(); }
   void Reply(const Json& reply);
   [[nodiscard]] Role role() const { return role_; }
+  // An events subscriber: no request deadline any more; a reader that falls too far
+  // behind is dropped (its connection closed) rather than buffered without end.
+  void Subscribe() { subscribed_ = true; }
 
  private:
   void ReadRequest();
@@ -237,6 +242,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer timer_;
   asio::streambuf input_;
   Role role_;
+  bool subscribed_ = false;
   std::deque<std::string> outbox_;
 };
 
@@ -346,6 +352,12 @@ class Daemon {
       }
       return connection->Reply(Refusal("no apply " + std::to_string(id) + " in the history"));
     }
+    if (command == "events") {
+      connection->Subscribe();
+      subscribers_.push_back(connection);
+      return connection->Reply(
+          Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"subscribed", true}});
+    }
     if (command == "metrics") {
       return connection->Reply(
           Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"text", Metrics()}});
@@ -372,6 +384,7 @@ class Daemon {
       pinned_ = found;
       SavePin();
       log_->info("rollback to {}: pinned until resumed", found);
+      Publish("pinned", {{"commit", found}});
       if (worker_.busy()) {
         pending_ = "manual";
       } else if (!stopping_) {
@@ -387,12 +400,18 @@ class Daemon {
         suspended_ = request.value("reason", "");
         log_->info("suspended{}{}: cycles only plan until resumed", suspended_->empty() ? "" : ": ",
                    *suspended_);
+        Publish("suspended", {{"reason", *suspended_}});
       } else {
         suspended_.reset();
         pinned_.reset();
         SavePin();
         log_->info("resumed");
-        if (!worker_.busy() && !stopping_) StartCycle("manual");
+        Publish("resumed", Json::object());
+        if (worker_.busy()) {
+          pending_ = "manual";  // the cycle in progress may still be pinned
+        } else if (!stopping_) {
+          StartCycle("manual");
+        }
       }
       SaveSuspension();
       NotifyStatus();
@@ -400,6 +419,23 @@ class Daemon {
     }
     connection->Reply(Refusal(command.empty() ? "a request is {\"command\": NAME, ...}"
                                               : "unknown command '" + command + "'"));
+  }
+
+  // Sends an event to every subscriber (tetherctl events): {"event": NAME, "time": unix
+  // seconds, ...fields}.
+  void Publish(const std::string& name, Json fields) {
+    if (subscribers_.empty()) return;
+    Json event = {{"event", name}, {"time", UnixSeconds(SystemClock::now())}};
+    for (auto& [key, value] : fields.items()) event[key] = value;
+    auto it = subscribers_.begin();
+    while (it != subscribers_.end()) {
+      if (auto connection = it->lock()) {
+        connection->Reply(event);
+        ++it;
+      } else {
+        it = subscribers_.erase(it);
+      }
+    }
   }
 
   static Json HistoryJson(const HistoryEntry& entry, bool with_output) {
@@ -576,6 +612,7 @@ class Daemon {
       std::string message = files ? diagnostics.ToString() : files.error().message();
       while (!message.empty() && message.back() == '\n') message.pop_back();
       log_->error("reload: {}; keeping the configuration in use", message);
+      Publish("reloaded", {{"ok", false}, {"error", message}});
     } else {
       const bool reports_changed = ReportConfigChanged(options_.cycle.config.report, config.report);
       options_.cycle.config = std::move(config);
@@ -588,6 +625,7 @@ class Daemon {
       }
       schedule_ = MakeSchedule();
       log_->info("reloaded {}", options_.config_path);
+      Publish("reloaded", {{"ok", true}});
     }
     sd_notify(0, "READY=1");
     NotifyStatus();
@@ -597,6 +635,7 @@ class Daemon {
     if (stopping_) return;
     stopping_ = true;
     sd_notify(0, "STOPPING=1");
+    Publish("stopping", {{"signal", signal}});
     log_->info("signal {}: stopping{}", signal,
                worker_.busy() ? " once the cycle in progress is over" : "");
     boost::system::error_code ignored;
@@ -685,32 +724,51 @@ class Daemon {
     WaitForDrift();
   }
 
-  void Rewatch() {
-    if (!watcher_) return;
-    (void)watcher_->Read();  // this cycle's own writes
+  // Watches what the inventory now names. Returns true when events came in during the
+  // cycle: its own writes, or a hand edit made while it ran (after its write of that
+  // path, say); they cannot be told apart, so the caller confirms with one more cycle,
+  // which writes nothing when all was ours (and so ends there).
+  bool Rewatch() {
+    if (!watcher_) return false;
+    auto events = watcher_->Read();
+    const bool pending = events && (!events->ids.empty() || events->overflow);
     if (auto watched = watcher_->Watch(ManagedPaths(options_.cycle.state_dir)); !watched) {
       log_->warn("drift watch: {}", watched.error().message());
     }
+    return pending;
   }
 
   void WaitForDrift() {
-    watch_fd_->async_wait(
-        asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code code) {
-          if (code || stopping_) return;
-          auto events = watcher_->Read();
-          if (events && (!events->ids.empty() || events->overflow) && !worker_.busy()) {
-            drift_timer_.expires_after(kDriftSettle);
-            drift_timer_.async_wait([this](boost::system::error_code late) {
-              if (!late && !stopping_ && !worker_.busy()) StartCycle("drift");
-            });
-          }
-          WaitForDrift();
-        });
+    watch_fd_->async_wait(asio::posix::stream_descriptor::wait_read,
+                          [this](boost::system::error_code code) {
+                            if (code || stopping_) return;
+                            auto events = watcher_->Read();
+                            if (events && (!events->ids.empty() || events->overflow))
+                              OnDrift(*events);
+                            WaitForDrift();
+                          });
+  }
+
+  void OnDrift(const DriftEvents& events) {
+    Json ids = Json::array();
+    for (const auto& id : events.ids) ids.push_back(id);
+    Publish("drift-detected", {{"resources", std::move(ids)}, {"overflow", events.overflow}});
+    if (worker_.busy()) {
+      // The cycle's own writes, or a hand edit made while it runs: one more cycle once
+      // it is over tells (it writes nothing when all was ours).
+      if (!pending_) pending_ = "drift";
+      return;
+    }
+    drift_timer_.expires_after(kDriftSettle);
+    drift_timer_.async_wait([this](boost::system::error_code late) {
+      if (!late && !stopping_ && !worker_.busy()) StartCycle("drift");
+    });
   }
 
   void StartCycle(const std::string& trigger) {
     state_ = "applying";
     NotifyStatus();
+    Publish("cycle-started", {{"trigger", trigger}});
     poll_timer_.cancel();
     next_poll_.reset();
     CycleOptions cycle = options_.cycle;
@@ -723,7 +781,8 @@ class Daemon {
   void Done(const CycleResult& result) {
     last_ = result;
     commit_ = AppliedCommit(options_.cycle.state_dir);
-    Rewatch();
+    // Paths touched while the cycle ran: confirmed by a drift cycle (see Rewatch).
+    if (Rewatch() && !pending_ && !stopping_) pending_ = "drift";
     state_ = result.exit_code == 0 ? (suspended_ ? "suspended" : "synced") : "failed";
     LogOutput(result);
     Count(result);
@@ -733,6 +792,12 @@ class Daemon {
                            result.duration.count()});
     }
     NotifyStatus();
+    Json finished = CycleSummaryToJson(result.summary);
+    finished["trigger"] = result.trigger;
+    finished["exit"] = result.exit_code;
+    finished["duration_ms"] = result.duration.count();
+    finished["state"] = state_;
+    Publish("cycle-finished", std::move(finished));
     const Json reply = CycleJson(result);
     for (auto& waiter : waiters_) {
       waiter->Reply(
@@ -811,6 +876,7 @@ class Daemon {
                 {"duration_ms", result.duration.count()},
                 {"outcome", result.summary.outcome},
                 {"changes", result.summary.changes},
+                {"summary", CycleSummaryToJson(result.summary)},
                 {"output", result.out},
                 {"errors", result.err}};
   }
@@ -872,17 +938,20 @@ class Daemon {
   double cycle_seconds_ = 0;
   std::int64_t last_success_ = 0;
   std::vector<std::shared_ptr<Connection>> waiters_;
+  std::vector<std::weak_ptr<Connection>> subscribers_;  // tetherctl events
 };
 
 void Connection::ReadRequest() {
   auto self = shared_from_this();
-  timer_.expires_after(kRequestTimeout);
-  timer_.async_wait([self](boost::system::error_code code) {
-    if (!code) {
-      boost::system::error_code ignored;
-      self->socket_.close(ignored);  // too slow: the read below ends with an error
-    }
-  });
+  if (!subscribed_) {
+    timer_.expires_after(kRequestTimeout);
+    timer_.async_wait([self](boost::system::error_code code) {
+      if (!code) {
+        boost::system::error_code ignored;
+        self->socket_.close(ignored);  // too slow: the read below ends with an error
+      }
+    });
+  }
   asio::async_read_until(
       socket_, input_, '\n', [self](boost::system::error_code code, std::size_t length) {
         self->timer_.cancel();
@@ -905,6 +974,13 @@ void Connection::ReadRequest() {
 }
 
 void Connection::Reply(const Json& reply) {
+  if (!socket_.is_open()) return;
+  if (subscribed_ && outbox_.size() >= kMaxEventsQueued) {
+    boost::system::error_code ignored;
+    socket_.close(ignored);  // a subscriber that does not read: dropped
+    outbox_.clear();
+    return;
+  }
   const bool idle = outbox_.empty();
   outbox_.push_back(reply.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
   if (idle) WriteNext();
