@@ -7,11 +7,15 @@
 // Threading: one caller at a time. fd() may be polled by an event loop.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
@@ -39,13 +43,42 @@ class DriftWatcher {
   [[nodiscard]] Result<DriftEvents> Read();
 
  private:
+  // One managed path: the directory it is in (an index, shared by the paths in one
+  // directory), and its name and resource id, kept in names_. A table of these, rather than
+  // a map of strings, is what a daemon watching many paths holds all the time.
+  struct Entry {
+    std::uint32_t dir = 0;
+    std::uint32_t offset = 0;  // in names_: the name, then the id
+    std::uint32_t name_size = 0;
+    std::uint32_t id_size = 0;
+  };
+  // A watched directory.
+  struct Directory {
+    std::uint32_t dir = 0;  // its index, as in Entry::dir
+    // The entry of the directory itself, when it is a managed path too; else entries_.size().
+    std::size_t self = 0;
+  };
+
   DriftWatcher(std::string root, UniqueFd inotify)
       : root_(std::move(root)), inotify_(std::move(inotify)) {}
 
+  [[nodiscard]] std::string_view NameOf(const Entry& entry) const {
+    return std::string_view(names_).substr(entry.offset, entry.name_size);
+  }
+  [[nodiscard]] std::string_view IdOf(const Entry& entry) const {
+    return std::string_view(names_).substr(entry.offset + entry.name_size, entry.id_size);
+  }
+  // The index in entries_ of the first entry of directory `dir` whose name is not before
+  // `name`: with "", the first of the directory. entries_.size() when there is none.
+  [[nodiscard]] std::size_t LowerBound(std::uint32_t dir, std::string_view name) const;
+  // The index in entries_ of `name` in directory `dir`; entries_.size() when there is none.
+  [[nodiscard]] std::size_t Find(std::uint32_t dir, std::string_view name) const;
+
   std::string root_;
   UniqueFd inotify_;
-  std::map<int, std::string> directories_;                          // wd -> managed dir path
-  std::map<std::pair<std::string, std::string>, std::string> ids_;  // (dir, name) -> id
+  std::map<int, Directory> directories_;  // wd -> the directory
+  std::vector<Entry> entries_;            // ordered by directory, then name
+  std::string names_;
 };
 
 }  // namespace tether

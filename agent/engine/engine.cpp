@@ -21,6 +21,7 @@ using Json = nlohmann::json;
 
 constexpr std::size_t kMaxStateFile = 256 << 20;
 constexpr std::size_t kMaxBatch = 1024;
+constexpr std::size_t kJournalChunk = 16 << 10;
 
 std::string RandomTag() {
   unsigned char bytes[6] = {};
@@ -81,15 +82,24 @@ class Journal final : public Transaction {
     return Append(Json{{"begin", tag_}, {"commit", commit}}.dump() + "\n", "journal");
   }
 
-  // Makes every step of `changes` durable, in one write and one sync.
+  // Makes every step of `changes` durable, with one sync. The records are written a chunk
+  // at a time (the text of a whole batch costs more than the batch): a crash may leave some
+  // of them, but only synced steps are ever made, and undoing one that was not is harmless.
   Status Record(const std::vector<Change>& changes) {
     std::string lines;
+    lines.reserve(kJournalChunk);
     for (const auto& change : changes) {
       const JournalStep& step = change.step;
-      lines += Json{{"step",
-                     {{"id", step.id}, {"kind", ResourceKindName(step.kind)}, {"undo", step.undo}}}}
-                   .dump(-1, ' ', false, Json::error_handler_t::replace);
-      lines += '\n';
+      std::string line =
+          Json{{"step",
+                {{"id", step.id}, {"kind", ResourceKindName(step.kind)}, {"undo", step.undo}}}}
+              .dump(-1, ' ', false, Json::error_handler_t::replace);
+      line += '\n';
+      if (!lines.empty() && lines.size() + line.size() > kJournalChunk) {
+        if (auto written = Write(lines); !written) return written;
+        lines.clear();
+      }
+      lines += line;
     }
     return Append(lines, "journal");
   }
@@ -132,7 +142,7 @@ class Journal final : public Transaction {
   }
 
  private:
-  Status Append(std::string_view left, const char* what) {
+  Status Write(std::string_view left) {
     while (!left.empty()) {
       const ssize_t n = write(fd_.get(), left.data(), left.size());
       if (n < 0) {
@@ -141,6 +151,11 @@ class Journal final : public Transaction {
       }
       left.remove_prefix(static_cast<std::size_t>(n));
     }
+    return {};
+  }
+
+  Status Append(std::string_view text, const char* what) {
+    if (auto written = Write(text); !written) return written;
     if (fdatasync(fd_.get()) != 0) return FailErrno(errno, "sync journal '" + path_ + "'");
     Progress(what);
     return {};
@@ -201,15 +216,17 @@ Status WriteInventory(const std::string& path, const Inventory& inventory) {
 // is kept until the apply is over, so that Revert() can put the inventory back as it was.
 class InventoryEdits {
  public:
-  explicit InventoryEdits(Inventory& inventory)
-      : inventory_(inventory), old_commit_(inventory.commit) {}
+  // `plan` is the apply's, whose ids name the entries (and outlives this object).
+  InventoryEdits(Inventory& inventory, const std::vector<PlannedAction>& plan)
+      : inventory_(inventory), plan_(plan), old_commit_(inventory.commit), added_(plan.size()) {}
 
   const std::string& old_commit() const { return old_commit_; }
   // True while no entry was added, removed or changed in anything but its fingerprint.
   bool only_fingerprints() const { return only_fingerprints_; }
 
-  // Makes `entry` the entry of `id` (which must outlive this object).
-  void Put(std::string_view id, InventoryEntry entry) {
+  // Makes `entry` the entry of the resource of plan[i].
+  void Put(std::size_t i, InventoryEntry entry) {
+    const std::string& id = plan_[i].action.id;
     auto it = inventory_.entries.find(id);
     if (it != inventory_.entries.end() && it->second.kind == entry.kind &&
         it->second.path == entry.path && it->second.created == entry.created &&
@@ -220,7 +237,7 @@ class InventoryEdits {
     only_fingerprints_ = false;
     if (it != inventory_.entries.end()) taken_.push_back(inventory_.entries.extract(it));
     inventory_.entries.emplace(id, std::move(entry));
-    added_.push_back(id);
+    added_[i] = true;
   }
 
   void Remove(std::string_view id) {
@@ -241,8 +258,10 @@ class InventoryEdits {
     for (auto it = fingerprints_.rbegin(); it != fingerprints_.rend(); ++it) {
       it->first->fingerprint = std::move(it->second);
     }
-    for (auto it = added_.rbegin(); it != added_.rend(); ++it) {
-      if (auto added = inventory_.entries.find(*it); added != inventory_.entries.end()) {
+    for (std::size_t i = 0; i < added_.size(); ++i) {
+      if (!added_[i]) continue;
+      if (auto added = inventory_.entries.find(plan_[i].action.id);
+          added != inventory_.entries.end()) {
         inventory_.entries.erase(added);
       }
     }
@@ -250,19 +269,20 @@ class InventoryEdits {
     for (auto& node : taken_) inventory_.entries.insert(std::move(node));
     inventory_.commit = old_commit_;
     fingerprints_.clear();
-    added_.clear();
+    added_.assign(added_.size(), false);
     taken_.clear();
     only_fingerprints_ = true;
   }
 
  private:
   Inventory& inventory_;
+  const std::vector<PlannedAction>& plan_;
   std::string old_commit_;
   bool only_fingerprints_ = true;
   // Each is kept in a node of its own, which stays where it is: PlannedAction::previous
   // may point at it.
   std::vector<decltype(Inventory::entries)::node_type> taken_;
-  std::vector<std::string_view> added_;
+  std::vector<bool> added_;  // by index in the plan: a bit, rather than an id, per entry added
   std::vector<std::pair<InventoryEntry*, std::string>> fingerprints_;  // entry, old one
 };
 
@@ -456,7 +476,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
   for (const auto& planned : plan) {
     if (planned.action.type == ActionType::kConflict) {
       result.ok = false;
-      result.error = "refused: " + planned.action.reason;
+      result.error = "refused: " + planned.action.reason.str();
       result.outcomes.push_back(
           {planned.action.id, ActionType::kConflict, false, planned.action.reason});
     }
@@ -486,9 +506,9 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
   // The inventory is updated in place (entries not in the plan stay as they are); what
   // each update took away is kept, so that a rollback gives the caller the inventory back
   // as it was.
-  InventoryEdits edits(inventory);
+  InventoryEdits edits(inventory, plan);
   inventory.commit = commit;
-  std::vector<std::size_t> changed;  // indexes into plan
+  std::vector<std::uint32_t> changed;  // indexes into plan (half the room of a size_t)
   changed.reserve(
       static_cast<std::size_t>(std::count_if(plan.begin(), plan.end(), [](const PlannedAction& p) {
         return p.action.type != ActionType::kInSync;
@@ -497,7 +517,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
     const PlannedAction& planned = plan[i];
     const std::string_view id = planned.action.id;
     if (planned.action.type != ActionType::kInSync) {
-      changed.push_back(i);
+      changed.push_back(static_cast<std::uint32_t>(i));
       continue;
     }
     if (planned.resource == nullptr) {
@@ -520,7 +540,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
     if (entry.path.empty()) entry.path = id.substr(id.find(':') + 1);
     if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
     if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
-    edits.Put(id, std::move(entry));
+    edits.Put(i, std::move(entry));
   }
   auto handler_of = [&](std::size_t i) {
     const PlannedAction& planned = plan[i];
@@ -584,7 +604,8 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
       const PlannedAction& planned = *(culprit == batch.end() ? batch.back() : *culprit).planned;
       return roll_back(planned.action.id, planned.action.type, applied.error().message());
     }
-    for (auto& change : batch) {
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      Change& change = batch[k];
       const PlannedAction& planned = *change.planned;
       if (!change.done) {
         return roll_back(planned.action.id, planned.action.type, "not applied by its handler");
@@ -592,10 +613,12 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
       ++made;
       if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
       if (change.entry) {
-        edits.Put(planned.action.id, std::move(*change.entry));
+        edits.Put(changed[first + k], std::move(*change.entry));
       } else {
         edits.Remove(planned.action.id);
       }
+      // Its undo record is in the journal: the memory goes to the inventory's new entries.
+      change.step = {};
     }
     first = last;
   }

@@ -299,7 +299,9 @@ class PathHandler final : public KindHandler {
     }
     InventoryEntry entry;
     entry.kind = planned.resource->kind;
-    entry.path = path;
+    // A new string of the path's size: one assigned to an empty string takes twice that
+    // (up to 30 characters), in every entry of the inventory.
+    entry.path = std::string(path);
     if (planned.previous) {
       entry.created = planned.previous->created;
       entry.original = planned.previous->original;

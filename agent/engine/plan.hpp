@@ -3,7 +3,11 @@
 // these actions; dry-run is observe + plan.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,12 +30,118 @@ enum class ActionType {
 // "in sync", "create", "update", "delete", "conflict".
 [[nodiscard]] const char* ActionTypeName(ActionType type);
 
+// What differs, in order: "content", "mode 0644 -> 0600", ... Used like a vector of
+// strings, but it takes the room of one pointer, and its changes are held in one block of
+// their exact size (a plan has an action per resource, and most have one change or none).
+// An element is a view into the block, valid until the list changes. A change is a
+// non-empty text: pushing an empty one does nothing, and a NUL in one (which no path,
+// name or version holds) would split it in two.
+class ChangeList {
+ public:
+  class const_iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = std::string_view;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = std::string_view;
+
+    const_iterator() = default;
+    std::string_view operator*() const;
+    const_iterator& operator++();
+    const_iterator operator++(int) {
+      const_iterator before = *this;
+      ++*this;
+      return before;
+    }
+    bool operator==(const const_iterator& other) const { return pos_ == other.pos_; }
+
+   private:
+    friend class ChangeList;
+    const_iterator(std::string_view text, std::size_t pos) : text_(text), pos_(pos) {}
+
+    std::string_view text_;
+    std::size_t pos_ = 0;  // where the current change starts; text_.size() + 1 at the end
+  };
+
+  ChangeList() = default;
+  ChangeList(std::initializer_list<std::string_view> changes);
+  ChangeList(const ChangeList& other) { Assign(other.text(), {}); }
+  ChangeList(ChangeList&&) noexcept = default;
+  ChangeList& operator=(const ChangeList& other) {
+    if (this != &other) Assign(other.text(), {});
+    return *this;
+  }
+  ChangeList& operator=(ChangeList&&) noexcept = default;
+  ~ChangeList() = default;
+
+  [[nodiscard]] bool empty() const { return block_ == nullptr; }
+  [[nodiscard]] std::size_t size() const;
+  [[nodiscard]] const_iterator begin() const { return {text(), empty() ? 1u : 0u}; }
+  [[nodiscard]] const_iterator end() const { return {text(), text().size() + 1}; }
+
+  void push_back(std::string_view change);
+  void push_front(std::string_view change);
+  void clear() { block_.reset(); }
+
+  // The changes separated by `separator`: "content, mode 0644 -> 0600".
+  [[nodiscard]] std::string Join(std::string_view separator) const;
+
+  friend bool operator==(const ChangeList& a, const ChangeList& b) { return a.text() == b.text(); }
+  friend bool operator==(const ChangeList& list, const std::vector<std::string>& changes);
+
+ private:
+  // The changes, each after the first preceded by a NUL.
+  [[nodiscard]] std::string_view text() const;
+  // Makes the list `first`, then `second` (if any) after a NUL.
+  void Assign(std::string_view first, std::string_view second);
+
+  // The length of the text (a std::size_t), then the text; null while there is none.
+  std::unique_ptr<char[]> block_;
+};
+
+// A text that most actions leave empty (a diff, a reason): it takes the room of one
+// pointer while empty, rather than a std::string's 32 bytes in every action of a plan. It
+// reads as a const std::string&.
+class SparseText {
+ public:
+  SparseText() = default;
+  SparseText(std::string text) { Set(std::move(text)); }  // NOLINT(google-explicit-constructor)
+  SparseText(const char* text) : SparseText(std::string(text)) {}  // NOLINT
+  SparseText(const SparseText& other) : SparseText(other.str()) {}
+  SparseText(SparseText&&) noexcept = default;
+  SparseText& operator=(const SparseText& other) {
+    if (this != &other) Set(other.str());
+    return *this;
+  }
+  SparseText& operator=(SparseText&&) noexcept = default;
+  ~SparseText() = default;
+
+  // The text; an empty string when there is none.
+  [[nodiscard]] const std::string& str() const;
+  operator const std::string&() const { return str(); }  // NOLINT(google-explicit-constructor)
+  [[nodiscard]] const char* c_str() const { return str().c_str(); }
+  [[nodiscard]] bool empty() const { return text_ == nullptr; }
+  [[nodiscard]] std::size_t size() const { return str().size(); }
+  [[nodiscard]] std::size_t find(std::string_view what, std::size_t pos = 0) const {
+    return str().find(what, pos);
+  }
+  void clear() { text_.reset(); }
+
+  friend bool operator==(const SparseText& a, std::string_view b) { return a.str() == b; }
+
+ private:
+  void Set(std::string text);
+
+  std::unique_ptr<std::string> text_;  // null while empty
+};
+
 struct Action {
   std::string id;
   ActionType type = ActionType::kInSync;
-  std::vector<std::string> changes;  // what differs: "content", "mode 0644 -> 0600", ...
-  std::string diff;                  // a unified diff of the content; a summary for secrets
-  std::string reason;                // why, for kConflict
+  ChangeList changes;  // what differs: "content", "mode 0644 -> 0600", ...
+  SparseText diff;     // a unified diff of the content; a summary for secrets
+  SparseText reason;   // why, for kConflict
   // For an in-sync path: what it looked like (size, times, inode, attributes, content
   // hash), so the next plan can trust an unchanged stat instead of reading it again.
   std::string fingerprint;

@@ -190,8 +190,7 @@ class ServiceHandler final : public KindHandler {
     if (work.mask) action.changes.push_back("mask again");
     if (!action.changes.empty()) {
       action.type = ActionType::kDelete;
-      action.changes.insert(action.changes.begin(),
-                            "started by tether from nothing, no longer in the profile");
+      action.changes.push_front("started by tether from nothing, no longer in the profile");
     }
     return action;
   }

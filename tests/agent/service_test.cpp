@@ -14,6 +14,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include <doctest/doctest.h>
 
@@ -253,7 +254,7 @@ const PlannedAction* Find(const std::vector<PlannedAction>& plan, const std::str
 bool HasChange(const PlannedAction* planned, const std::string& prefix) {
   if (planned == nullptr) return false;
   return std::any_of(planned->action.changes.begin(), planned->action.changes.end(),
-                     [&](const std::string& change) { return change.rfind(prefix, 0) == 0; });
+                     [&](std::string_view change) { return change.rfind(prefix, 0) == 0; });
 }
 
 bool AllInSync(const std::vector<PlannedAction>& plan) {
