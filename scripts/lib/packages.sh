@@ -16,6 +16,12 @@ TETHER_TEST_PACKAGES=(
   clang clang-format libclang-rt-14-dev python3 python3-jsonschema curl
 )
 
+# The demo: a systemd container (tests/support/container_run), a git server and signed
+# commits inside it, and the example's package (curl), found installed on this machine.
+TETHER_DEMO_PACKAGES=(
+  git openssh-client systemd systemd-container dbus util-linux python3 curl
+)
+
 # ensure_packages PKG...: installs whichever of PKG are missing, with one apt-get call.
 # Makes no apt call at all when everything is installed.
 ensure_packages() {
