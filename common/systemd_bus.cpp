@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <set>
 
 namespace tether {
 
@@ -374,6 +376,125 @@ const char* UnitJobName(UnitJob job) {
       return "reload";
   }
   return "start";
+}
+
+namespace {
+
+class SdUnitWatcher final : public UnitWatcher {
+ public:
+  explicit SdUnitWatcher(BusPtr bus) : bus_(std::move(bus)) {}
+
+  Status Start() {
+    BusError error;
+    sd_bus_message* raw = nullptr;
+    int r = sd_bus_call_method(bus_.get(), kService, kManagerPath, kManager, "Subscribe",
+                               &error.error, &raw, "");
+    MessagePtr reply(raw);
+    if (r < 0) return Fail(BusFailure(r, error.error, "subscribe to systemd's signals"));
+    sd_bus_slot* slot = nullptr;
+    r = sd_bus_match_signal(bus_.get(), &slot, kService, kManagerPath, kManager, "UnitFilesChanged",
+                            &SdUnitWatcher::OnUnitFilesChanged, this);
+    if (r < 0) return FailErrno(-r, "watch systemd's unit files");
+    files_slot_.reset(slot);
+    return {};
+  }
+
+  int fd() const override { return sd_bus_get_fd(bus_.get()); }
+
+  Status Watch(const std::vector<std::string>& units) override {
+    std::map<std::string, std::unique_ptr<Watched>> watched;
+    for (const auto& unit : units) {
+      if (auto kept = watched_.find(unit); kept != watched_.end()) {
+        watched[unit] = std::move(kept->second);
+        continue;
+      }
+      auto entry = std::make_unique<Watched>();
+      entry->owner = this;
+      entry->unit = unit;
+      char* path = nullptr;
+      int r = sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit.c_str(), &path);
+      if (r < 0) return FailErrno(-r, "unit '" + unit + "'");
+      sd_bus_slot* slot = nullptr;
+      r = sd_bus_match_signal(bus_.get(), &slot, kService, path, kProperties, "PropertiesChanged",
+                              &SdUnitWatcher::OnPropertiesChanged, entry.get());
+      std::free(path);
+      if (r < 0) return FailErrno(-r, "watch unit '" + unit + "'");
+      entry->slot.reset(slot);
+      watched[unit] = std::move(entry);
+    }
+    watched_ = std::move(watched);  // the slots of units no longer watched go
+    return {};
+  }
+
+  Result<std::vector<std::string>> Process() override {
+    int r = 0;
+    while ((r = sd_bus_process(bus_.get(), nullptr)) > 0) {
+    }
+    if (r < 0) return FailErrno(-r, "read systemd's signals");
+    std::vector<std::string> units;
+    if (all_changed_) {
+      for (const auto& [unit, entry] : watched_) units.push_back(unit);
+    } else {
+      for (const auto& unit : changed_) {
+        if (watched_.count(unit) != 0) units.push_back(unit);
+      }
+    }
+    all_changed_ = false;
+    changed_.clear();
+    return units;
+  }
+
+ private:
+  struct Watched {
+    SdUnitWatcher* owner = nullptr;
+    std::string unit;
+    SlotPtr slot;
+  };
+
+  static int OnUnitFilesChanged(sd_bus_message* /*message*/, void* userdata,
+                                sd_bus_error* /*error*/) {
+    static_cast<SdUnitWatcher*>(userdata)->all_changed_ = true;
+    return 0;
+  }
+
+  // PropertiesChanged(s interface, a{sv} changed, as invalidated): a change of the Unit
+  // interface's ActiveState.
+  static int OnPropertiesChanged(sd_bus_message* message, void* userdata, sd_bus_error* /*error*/) {
+    auto* watched = static_cast<Watched*>(userdata);
+    const char* interface = nullptr;
+    if (sd_bus_message_read(message, "s", &interface) < 0 || interface == nullptr ||
+        std::strcmp(interface, kUnit) != 0) {
+      return 0;
+    }
+    if (sd_bus_message_enter_container(message, 'a', "{sv}") < 0) return 0;
+    while (sd_bus_message_enter_container(message, 'e', "sv") > 0) {
+      const char* name = nullptr;
+      if (sd_bus_message_read(message, "s", &name) < 0) return 0;
+      if (name != nullptr && std::strcmp(name, "ActiveState") == 0) {
+        watched->owner->changed_.insert(watched->unit);
+      }
+      if (sd_bus_message_skip(message, "v") < 0 || sd_bus_message_exit_container(message) < 0) {
+        return 0;
+      }
+    }
+    return 0;
+  }
+
+  BusPtr bus_;
+  SlotPtr files_slot_;
+  std::map<std::string, std::unique_ptr<Watched>> watched_;
+  std::set<std::string> changed_;
+  bool all_changed_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<UnitWatcher>> OpenUnitWatcher(const std::string& address) {
+  auto bus = Connect(address);
+  if (!bus) return Fail(bus.error());
+  auto watcher = std::make_unique<SdUnitWatcher>(std::move(*bus));
+  if (auto started = watcher->Start(); !started) return Fail(started.error());
+  return std::unique_ptr<UnitWatcher>(std::move(watcher));
 }
 
 Result<std::unique_ptr<SystemdBus>> OpenSystemdBus(const std::string& address) {

@@ -79,4 +79,26 @@ class SystemdBus {
 // connection is made again, once, when a call finds it closed (dbus or systemd restarted).
 [[nodiscard]] Result<std::unique_ptr<SystemdBus>> OpenSystemdBus(const std::string& address = "");
 
+// Tells when units change on their own between cycles, from systemd's signals: a watched
+// unit's ActiveState moves (stopped, crashed or started by hand) or unit files change
+// (enabled, disabled, masked by hand: the manager's UnitFilesChanged). For an event loop:
+// wait until fd() is readable, then call Process().
+//
+// Threading: not thread-safe; one loop owns it.
+class UnitWatcher {
+ public:
+  virtual ~UnitWatcher() = default;
+  // Readable when signals wait to be processed.
+  [[nodiscard]] virtual int fd() const = 0;
+  // Watches exactly `units` ("nginx.service") from now on.
+  [[nodiscard]] virtual Status Watch(const std::vector<std::string>& units) = 0;
+  // Handles what arrived and returns the watched units that changed since the last call
+  // (all of them after UnitFilesChanged), sorted.
+  [[nodiscard]] virtual Result<std::vector<std::string>> Process() = 0;
+};
+
+// Connects to the system bus (or `address`), subscribes to the manager's signals
+// (Manager.Subscribe) and watches no unit yet.
+[[nodiscard]] Result<std::unique_ptr<UnitWatcher>> OpenUnitWatcher(const std::string& address = "");
+
 }  // namespace tether

@@ -43,6 +43,7 @@
 #include "agent/state/history.hpp"
 #include "common/filesystem.hpp"
 #include "common/log.hpp"
+#include "common/systemd_bus.hpp"
 #include "version.hpp"
 
 namespace tether {
@@ -191,6 +192,23 @@ std::map<std::string, std::string> ManagedPaths(const std::string& state_dir) {
   return paths;
 }
 
+// The services tether manages (unit name -> resource id), from the inventory.
+std::map<std::string, std::string> ManagedServices(const std::string& state_dir) {
+  std::map<std::string, std::string> services;
+  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
+  if (!text) return services;
+  const Json json = Json::parse(*text, nullptr, false);
+  if (!json.is_object() || !json.contains("entries") || !json["entries"].is_object()) {
+    return services;
+  }
+  for (const auto& [id, entry] : json["entries"].items()) {
+    if (entry.is_object() && entry.value("kind", "") == "service") {
+      services[entry.value("path", "")] = id;
+    }
+  }
+  return services;
+}
+
 std::string QuarantinedCommit(const std::string& state_dir) {
   auto text = ReadLocalFile(state_dir + "/quarantine.json", 1 << 20);
   if (!text) return "";
@@ -274,6 +292,7 @@ class Daemon {
     WaitForSignal();
     StartWatchdog();
     StartDriftWatch();
+    StartUnitWatch();
     Accept();
     commit_ = AppliedCommit(options_.cycle.state_dir);
     LoadSuspension();
@@ -653,6 +672,7 @@ class Daemon {
     watchdog_timer_.cancel();
     drift_timer_.cancel();
     if (watch_fd_) watch_fd_->close();
+    if (unit_fd_) unit_fd_->close();
     poll_timer_.cancel();
     for (auto& waiter : waiters_) waiter->Reply(Refusal("tetherd stopped"));
     waiters_.clear();
@@ -738,6 +758,56 @@ class Daemon {
     return pending;
   }
 
+  // Service drift between polls: systemd's signals for the services tether manages (a
+  // stop, a crash, a start, an enable or disable by hand) start a drift cycle, as inotify
+  // does for paths. On the whole host only: under --root services are not managed.
+  void StartUnitWatch() {
+    if (options_.cycle.root != "/") return;
+    auto watcher = OpenUnitWatcher();
+    if (!watcher) {
+      log_->warn("service watch: {}; service drift is found by the polls and audits only",
+                 watcher.error().message());
+      return;
+    }
+    unit_watcher_ = std::move(*watcher);
+    unit_fd_.emplace(io_, dup(unit_watcher_->fd()));
+    RewatchUnits();
+    WaitForUnits();
+  }
+
+  // Watches the services the inventory names; true when changes came in meanwhile (see
+  // Rewatch).
+  bool RewatchUnits() {
+    if (!unit_watcher_) return false;
+    services_ = ManagedServices(options_.cycle.state_dir);
+    std::vector<std::string> units;
+    for (const auto& [unit, id] : services_) units.push_back(unit);
+    if (auto watched = unit_watcher_->Watch(units); !watched) {
+      log_->warn("service watch: {}", watched.error().message());
+    }
+    auto changed = unit_watcher_->Process();
+    return changed && !changed->empty();
+  }
+
+  void WaitForUnits() {
+    unit_fd_->async_wait(
+        asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code code) {
+          if (code || stopping_) return;
+          auto changed = unit_watcher_->Process();
+          if (!changed) {
+            log_->warn("service watch: {}", changed.error().message());
+          } else if (!changed->empty()) {
+            DriftEvents events;
+            for (const auto& unit : *changed) {
+              auto id = services_.find(unit);
+              events.ids.insert(id != services_.end() ? id->second : "service:" + unit);
+            }
+            OnDrift(events);
+          }
+          WaitForUnits();
+        });
+  }
+
   void WaitForDrift() {
     watch_fd_->async_wait(asio::posix::stream_descriptor::wait_read,
                           [this](boost::system::error_code code) {
@@ -782,7 +852,9 @@ class Daemon {
     last_ = result;
     commit_ = AppliedCommit(options_.cycle.state_dir);
     // Paths touched while the cycle ran: confirmed by a drift cycle (see Rewatch).
-    if (Rewatch() && !pending_ && !stopping_) pending_ = "drift";
+    const bool paths_touched = Rewatch();
+    const bool units_changed = RewatchUnits();
+    if ((paths_touched || units_changed) && !pending_ && !stopping_) pending_ = "drift";
     state_ = result.exit_code == 0 ? (suspended_ ? "suspended" : "synced") : "failed";
     LogOutput(result);
     Count(result);
@@ -915,6 +987,9 @@ class Daemon {
   std::unique_ptr<DaemonReports> reports_;  // none without report.url
   std::unique_ptr<DriftWatcher> watcher_;
   std::optional<asio::posix::stream_descriptor> watch_fd_;
+  std::unique_ptr<UnitWatcher> unit_watcher_;  // none under --root
+  std::optional<asio::posix::stream_descriptor> unit_fd_;
+  std::map<std::string, std::string> services_;  // watched unit -> resource id
   Local::acceptor acceptor_;
   Worker worker_;
   std::mt19937 random_;

@@ -287,6 +287,32 @@ TEST_CASE("e2e: tetherd under systemd applies the example fleet, reverts drift, 
   CHECK(ReadText(host.Path("/etc/motd")) == second_motd);
   CHECK(host.IsActive("example-app.service") == "active");
 
+  // A service stopped by hand is started again at once, from systemd's signals, without
+  // waiting for a poll: polls are made rare first (systemctl reload: SIGHUP).
+  std::string config = ReadText(host.Path("/etc/tether/agent.toml"));
+  const std::string interval = std::string("interval = \"") + kInterval + "\"";
+  REQUIRE(config.find(interval) != std::string::npos);
+  config.replace(config.find(interval), interval.size(), "interval = \"1h\"");
+  WriteText(host.Path("/etc/tether/agent.toml"), config);
+  REQUIRE(host.Run({"systemctl", "reload", "tetherd"}).ok());
+  CHECK(WaitFor(
+      [&] {
+        const auto next = host.Status()["next_poll_ms"];
+        return next.is_number() && next.get<std::int64_t>() > 60000;
+      },
+      20s));
+  const auto stopped_app = host.Run({"systemctl", "stop", "example-app.service"});
+  REQUIRE_MESSAGE(stopped_app.ok(), stopped_app.err);
+  CHECK_MESSAGE(WaitFor([&] { return host.IsActive("example-app.service") == "active"; }, 20s),
+                host.Journal());
+  CHECK(WaitFor(
+      [&] {
+        auto now = host.Status();
+        return now.value("state", "") == "synced" &&
+               now["last_cycle"].value("trigger", "") == "drift";
+      },
+      20s));
+
   // A clean stop: SIGTERM from systemd, the unit inactive (not failed), no transaction
   // left open, the socket gone. The watchdog never fired.
   CHECK(host.Show("NRestarts") == "0");

@@ -2,8 +2,10 @@
 // from the host.
 #include "common/systemd_bus.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -274,5 +276,51 @@ TimeoutStartSec=60
     REQUIRE_FALSE(missing);
     MESSAGE(missing.error().message());
     CHECK(missing.error().message().find("enable 'tether-nowhere.service'") == 0);
+  }
+
+  TEST_CASE("The unit watcher tells when a watched unit is stopped, started or disabled by hand" *
+            doctest::skip(kNotRoot)) {
+    World world;
+    world.WriteUnit("tether-watched.service", kSleeper);
+    world.WriteUnit("tether-other.service", kSleeper);
+    RequireOk(world.bus->DaemonReload(30s));
+    RequireOk(world.bus->RunJob(UnitJob::kStart, "tether-watched.service", 30s));
+    RequireOk(world.bus->RunJob(UnitJob::kStart, "tether-other.service", 30s));
+    auto opened = tether::OpenUnitWatcher(world.container.bus_address());
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().message()));
+    auto& watcher = **opened;
+    RequireOk(watcher.Watch({"tether-watched.service"}));
+    REQUIRE(watcher.Process());  // nothing yet
+
+    // Waits (event-driven, bounded) until the watcher names something, and returns it.
+    auto next = [&](std::chrono::milliseconds timeout) {
+      const auto deadline = Clock::now() + timeout;
+      while (Clock::now() < deadline) {
+        pollfd ready{watcher.fd(), POLLIN, 0};
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (poll(&ready, 1, static_cast<int>(std::max<long long>(left.count(), 1))) < 0) break;
+        auto changed = watcher.Process();
+        REQUIRE(changed);
+        if (!changed->empty()) return *changed;
+      }
+      return std::vector<std::string>{};
+    };
+
+    // An unwatched unit stopped: nothing.
+    world.Systemctl({"stop", "tether-other.service"});
+    CHECK(next(1500ms).empty());
+    // The watched one stopped by hand, then started by hand.
+    world.Systemctl({"stop", "tether-watched.service"});
+    CHECK(next(10s) == std::vector<std::string>{"tether-watched.service"});
+    world.Systemctl({"start", "tether-watched.service"});
+    CHECK(next(10s) == std::vector<std::string>{"tether-watched.service"});
+    // Enabled by hand: unit files changed, every watched unit is named.
+    world.Systemctl({"enable", "tether-watched.service"});
+    CHECK(next(10s) == std::vector<std::string>{"tether-watched.service"});
+    // Watched no more: its changes are not named.
+    RequireOk(watcher.Watch({}));
+    world.Systemctl({"stop", "tether-watched.service"});
+    CHECK(next(1500ms).empty());
   }
 }
