@@ -26,14 +26,7 @@ int ServeHttpFetch(std::FILE* in, std::FILE* out) {
   HttpRequest request;
   request.method = job.value("method", "POST");
   request.url = job.value("url", "");
-  if (auto headers = job.find("headers"); headers != job.end() && headers->is_array()) {
-    for (const auto& header : *headers) {
-      if (header.is_array() && header.size() == 2 && header[0].is_string() &&
-          header[1].is_string()) {
-        request.headers.emplace_back(header[0].get<std::string>(), header[1].get<std::string>());
-      }
-    }
-  }
+  request.headers = HeadersFromJson(job.value("headers", Json()));
   request.body = job.value("body", "");
   request.ca_file = job.value("ca_file", "");
   request.client_cert = job.value("client_cert", "");
@@ -48,11 +41,9 @@ int ServeHttpFetch(std::FILE* in, std::FILE* out) {
                {"code", response.error().code().value()},
                {"message", response.error().message()}};
   } else {
-    Json headers = Json::array();
-    for (const auto& [name, value] : response->headers) headers.push_back({name, value});
     outcome = {{"ok", true},
                {"status", response->status},
-               {"headers", std::move(headers)},
+               {"headers", HeadersToJson(response->headers)},
                {"body", response->body}};
   }
   const std::string dumped = outcome.dump(-1, ' ', false, Json::error_handler_t::replace);

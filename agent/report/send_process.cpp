@@ -13,11 +13,9 @@ namespace {
 using Json = nlohmann::json;
 
 Json RequestJson(const HttpRequest& request) {
-  Json headers = Json::array();
-  for (const auto& [name, value] : request.headers) headers.push_back({name, value});
   return {{"method", request.method},
           {"url", request.url},
-          {"headers", std::move(headers)},
+          {"headers", HeadersToJson(request.headers)},
           {"body", request.body},
           {"ca_file", request.ca_file},
           {"client_cert", request.client_cert},
@@ -28,6 +26,23 @@ Json RequestJson(const HttpRequest& request) {
 }
 
 }  // namespace
+
+Json HeadersToJson(const std::vector<std::pair<std::string, std::string>>& headers) {
+  Json json = Json::array();
+  for (const auto& [name, value] : headers) json.push_back({name, value});
+  return json;
+}
+
+std::vector<std::pair<std::string, std::string>> HeadersFromJson(const Json& json) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!json.is_array()) return headers;
+  for (const auto& header : json) {
+    if (header.is_array() && header.size() == 2 && header[0].is_string() && header[1].is_string()) {
+      headers.emplace_back(header[0].get<std::string>(), header[1].get<std::string>());
+    }
+  }
+  return headers;
+}
 
 HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::string> env) {
   return [argv = std::move(argv),
@@ -51,14 +66,7 @@ HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::str
     HttpResponse response;
     response.status = outcome.value("status", 0);
     response.body = outcome.value("body", "");
-    if (auto headers = outcome.find("headers"); headers != outcome.end() && headers->is_array()) {
-      for (const auto& header : *headers) {
-        if (header.is_array() && header.size() == 2 && header[0].is_string() &&
-            header[1].is_string()) {
-          response.headers.emplace_back(header[0].get<std::string>(), header[1].get<std::string>());
-        }
-      }
-    }
+    response.headers = HeadersFromJson(outcome.value("headers", Json()));
     return response;
   };
 }

@@ -10,7 +10,10 @@
 
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "agent/report/reporter.hpp"
 
@@ -20,6 +23,12 @@ namespace tether {
 // kills it when it outlives the request's own deadline by a few seconds.
 [[nodiscard]] HttpSender MakeProcessSender(std::vector<std::string> argv,
                                            std::vector<std::string> env);
+
+// Headers as JSON ([[name, value], ...]) and back; malformed items are skipped.
+[[nodiscard]] nlohmann::json HeadersToJson(
+    const std::vector<std::pair<std::string, std::string>>& headers);
+[[nodiscard]] std::vector<std::pair<std::string, std::string>> HeadersFromJson(
+    const nlohmann::json& json);
 
 // The child's side: reads a request from `in`, fetches it with HttpFetch, writes the
 // outcome on `out`. Returns the exit status: 0 when an outcome was written.
