@@ -322,11 +322,13 @@ void PrintEvent(const nlohmann::json& event) {
 
 int RunEvents(const std::string& socket, bool json) {
   bool stopping = false;
+  bool refused = false;
   auto streamed = tether::StreamDaemon(
       socket, {{"command", "events"}}, std::chrono::seconds(10), [&](const nlohmann::json& line) {
         if (line.contains("ok")) {
           if (!line.value("ok", false)) {
             std::fprintf(stderr, "tetherctl: %s\n", Text(line["error"]).c_str());
+            refused = true;
             return false;
           }
           return true;  // subscribed
@@ -340,6 +342,7 @@ int RunEvents(const std::string& socket, bool json) {
         stopping = stopping || line.value("event", "") == "stopping";
         return true;
       });
+  if (refused) return 1;
   if (streamed || stopping) return 0;  // tetherd stopped: the stream is over
   std::fprintf(stderr, "tetherctl: %s\n", streamed.error().message().c_str());
   return 1;

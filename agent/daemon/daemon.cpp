@@ -903,6 +903,13 @@ class Daemon {
   void Record(const CycleResult& result) {
     const std::string& outcome = result.summary.outcome;
     if (outcome == "in sync" || outcome == "dry run") return;
+    // A refused head is refused again at every poll: recorded once per commit and reason,
+    // so that it does not push the applies out of the bounded history.
+    if (outcome == "refused") {
+      const std::string refusal = result.summary.commit + "\n" + result.summary.error;
+      if (refusal == last_refusal_recorded_) return;
+      last_refusal_recorded_ = refusal;
+    }
     HistoryEntry entry;
     entry.commit = result.summary.commit;
     entry.signer = result.summary.signer;
@@ -1014,6 +1021,7 @@ class Daemon {
   std::int64_t last_success_ = 0;
   std::vector<std::shared_ptr<Connection>> waiters_;
   std::vector<std::weak_ptr<Connection>> subscribers_;  // tetherctl events
+  std::string last_refusal_recorded_;  // commit and reason of the last refusal in the history
 };
 
 void Connection::ReadRequest() {

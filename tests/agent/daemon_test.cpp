@@ -473,6 +473,11 @@ TEST_CASE(
   REQUIRE(fleet.Ctl({"sync", "--wait"}).exit_code == 1);
   REQUIRE(WaitFor([&] { return !Reports(endpoint.server, "refused").empty(); }, 20s));
   CHECK(Reports(endpoint.server, "refused").size() == 1);
+  // ... and recorded once in the history.
+  const auto history = nlohmann::json::parse(fleet.Ctl({"history", "--json"}).out);
+  std::size_t refusals = 0;
+  for (const auto& entry : history["entries"]) refusals += entry["outcome"] == "refused" ? 1 : 0;
+  CHECK(refusals == 1);
   CHECK(Reports(endpoint.server, "refused").front()["state"] == "refused");
 
   // Heartbeats, every second here.
