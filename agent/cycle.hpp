@@ -25,7 +25,7 @@ struct CycleOptions {
   // Apply this commit (full id, from the local mirror; no fetch, no anti-rewind check,
   // signature still verified): tetherctl rollback.
   std::string pin;
-  bool show_in_sync = true;              // list resources in sync too (not in the daemon's log)
+  bool show_in_sync = true;  // list resources in sync too (not in the daemon's log)
   // Another cycle on the same state dir: wait for it to end (the daemon, whose previous
   // cycle may outlive a crash of its own) instead of failing (tetherd --once).
   bool wait_for_lock = false;

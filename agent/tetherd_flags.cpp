@@ -42,7 +42,8 @@ constexpr char kFooter[] =
     "PROGRAMS\n"
     "  tetherd is the daemon only. Each of its cycles (in a child process), --once, the\n"
     "  Git worker and each report delivery run in tetherd-cycle, found beside tetherd or\n"
-    "  in " TETHER_LIBEXECDIR "; it is not meant to be run by hand.\n\n"
+    "  in " TETHER_LIBEXECDIR
+    "; it is not meant to be run by hand.\n\n"
     "--root\n"
     "  Under --root DIR only files, directories and symlinks are managed, below DIR;\n"
     "  packages, units, services and checks belong to the host and are skipped\n"
