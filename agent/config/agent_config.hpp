@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -16,7 +17,7 @@
 
 namespace tether {
 
-enum class DriftMode { kRevert, kReport, kIgnore };
+enum class DriftMode : std::uint8_t { kRevert, kReport, kIgnore };
 enum class RollbackMode { kAuto, kOff };
 
 [[nodiscard]] const char* DriftModeName(DriftMode mode);

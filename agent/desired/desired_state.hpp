@@ -32,8 +32,11 @@ struct FileSpec {
   // `source` of that tree, read again (ContentOf) only to be written or diffed, so that a
   // desired state of many files does not hold them all.
   std::string content;
-  std::size_t content_size = 0;       // of the content, when `lazy` is set
-  std::optional<std::string> source;  // the repo file it came from, if any
+  std::size_t content_size = 0;  // of the content, when `lazy` is set
+  // The repo file it came from; empty: none. (Here and for owner and group below, an empty
+  // string means unset: the renderer refuses an empty value, and a plain string is 8 bytes
+  // smaller than an optional one, which counts when a desired state has many files.)
+  std::string source;
   std::shared_ptr<Tree> lazy;
   bool templated = false;
   bool secret = false;  // content never shown in logs, diffs or reports
@@ -41,8 +44,8 @@ struct FileSpec {
   // Placed here, it takes the room the fields around it leave, not room of its own.
   std::optional<Sha256Digest> content_sha256;
   std::uint32_t mode = 0644;
-  std::optional<std::string> owner;  // a user name or a numeric id; unset: root on create
-  std::optional<std::string> group;
+  std::string owner;  // a user name or a numeric id; empty: unset (root on create)
+  std::string group;  // likewise
 };
 
 // The content of `file`: held, or read again from its tree and checked against its hash
@@ -56,8 +59,8 @@ struct FileSpec {
 struct DirectorySpec {
   std::string path;
   std::uint32_t mode = 0755;
-  std::optional<std::string> owner;
-  std::optional<std::string> group;
+  std::string owner;  // as in FileSpec: empty when unset
+  std::string group;
 };
 
 struct SymlinkSpec {
@@ -98,9 +101,10 @@ struct CheckSpec {
 
 struct Resource {
   ResourceKind kind = ResourceKind::kFile;
+  // Per-resource override of apply.drift; placed after `kind`, it fits in that word's padding.
+  std::optional<DriftMode> drift;
   std::string id;        // "file:/etc/motd", "package:nginx", ...
   Location declared_at;  // the [[kind]] table that declared it (the last one, after merging)
-  std::optional<DriftMode> drift;  // per-resource override of apply.drift
   std::variant<FileSpec, DirectorySpec, SymlinkSpec, PackageSpec, UnitSpec, ServiceSpec, CheckSpec>
       spec;
 };

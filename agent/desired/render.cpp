@@ -334,12 +334,13 @@ class Renderer {
     return fallback;
   }
 
-  std::optional<std::string> Owner(TomlTable& t, const char* key) {
+  // Empty when not given (an empty name is refused, so cannot be meant).
+  std::string Owner(TomlTable& t, const char* key) {
     auto name = t.String(key);
     if (name && !IsUserName(*name)) {
       t.Error(key, "'" + *name + "' is not a valid user or group name (nor a numeric id)");
     }
-    return name;
+    return std::move(name).value_or("");
   }
 
   // Reads `source` or `content` (exactly one) and expands it when `template` is true.
@@ -406,7 +407,7 @@ class Renderer {
     } else {
       spec.content = std::move(content.text);
     }
-    spec.source = std::move(content.source);
+    spec.source = std::move(content.source).value_or("");
     spec.templated = content.templated;
     spec.secret = t.Bool("secret").value_or(false);
     spec.mode = Mode(t, 0644);
@@ -637,14 +638,13 @@ namespace tether {
 
 Result<std::string> ContentOf(const FileSpec& file) {
   if (!file.lazy) return file.content;
-  auto text = ReadTreeFile(*file.lazy, file.source.value_or(""), file.content_size + 1);
+  auto text = ReadTreeFile(*file.lazy, file.source, file.content_size + 1);
   if (!text) {
     return Fail(text.error().WithContext("read the content of '" + file.path + "' from '" +
-                                         file.source.value_or("") + "'"));
+                                         file.source + "'"));
   }
   if (!file.content_sha256 || Sha256Bytes(*text) != *file.content_sha256) {
-    return Fail(std::errc::io_error, "the content of '" + file.path + "' ('" +
-                                         file.source.value_or("") +
+    return Fail(std::errc::io_error, "the content of '" + file.path + "' ('" + file.source +
                                          "') is not what was rendered; refusing to write it");
   }
   return text;

@@ -23,10 +23,11 @@ std::string Indented(const std::string& content) {
   return result;
 }
 
-std::string Ownership(const std::optional<std::string>& owner,
-                      const std::optional<std::string>& group) {
-  if (!owner && !group) return "";
-  return ", " + owner.value_or("-") + ":" + group.value_or("-");
+// Empty: unset.
+std::string Ownership(const std::string& owner, const std::string& group) {
+  if (owner.empty() && group.empty()) return "";
+  return ", " + (owner.empty() ? std::string("-") : owner) + ":" +
+         (group.empty() ? std::string("-") : group);
 }
 
 std::string Quoted(const std::vector<std::string>& words) {
@@ -68,7 +69,7 @@ std::string DesiredStateToText(const DesiredState& state, const HostFacts& host)
           if constexpr (std::is_same_v<Spec, FileSpec>) {
             out += "  file, mode " + FormatMode(spec.mode) + Ownership(spec.owner, spec.group) +
                    ", " + std::to_string(ContentSize(spec)) + " bytes" +
-                   (spec.source ? ", from " + *spec.source : "") +
+                   (spec.source.empty() ? "" : ", from " + spec.source) +
                    (spec.templated ? ", template" : "") + "\n";
             out += spec.secret ? "    (secret: content hidden)\n"
                                : Indented(ContentOf(spec).value_or("(unreadable)\n"));
@@ -120,16 +121,16 @@ Json DesiredStateToJson(const DesiredState& state, const HostFacts& host) {
           if constexpr (std::is_same_v<Spec, FileSpec>) {
             out["path"] = spec.path;
             out["mode"] = FormatMode(spec.mode);
-            if (spec.owner) out["owner"] = *spec.owner;
-            if (spec.group) out["group"] = *spec.group;
-            if (spec.source) out["source"] = *spec.source;
+            if (!spec.owner.empty()) out["owner"] = spec.owner;
+            if (!spec.group.empty()) out["group"] = spec.group;
+            if (!spec.source.empty()) out["source"] = spec.source;
             out["template"] = spec.templated;
             ContentToJson(out, ContentOf(spec).value_or(""), spec.secret);
           } else if constexpr (std::is_same_v<Spec, DirectorySpec>) {
             out["path"] = spec.path;
             out["mode"] = FormatMode(spec.mode);
-            if (spec.owner) out["owner"] = *spec.owner;
-            if (spec.group) out["group"] = *spec.group;
+            if (!spec.owner.empty()) out["owner"] = spec.owner;
+            if (!spec.group.empty()) out["group"] = spec.group;
           } else if constexpr (std::is_same_v<Spec, SymlinkSpec>) {
             out["path"] = spec.path;
             out["target"] = spec.target;

@@ -344,18 +344,18 @@ class PathHandler final : public KindHandler {
     return std::holds_alternative<SymlinkSpec>(planned.resource->spec);
   }
 
-  Result<Ownership> Owner(const std::optional<std::string>& user,
-                          const std::optional<std::string>& group) {
+  // An empty user or group is unset.
+  Result<Ownership> Owner(const std::string& user, const std::string& group) {
     Ownership owner;
-    if (user) {
+    if (!user.empty()) {
       auto passwd = fs_.ReadFile("/etc/passwd", 16 << 20);
-      auto id = LookupId(passwd ? *passwd : "", *user, "/etc/passwd");
+      auto id = LookupId(passwd ? *passwd : "", user, "/etc/passwd");
       if (!id) return Fail(id.error());
       owner.uid = *id;
     }
-    if (group) {
+    if (!group.empty()) {
       auto groups = fs_.ReadFile("/etc/group", 16 << 20);
-      auto id = LookupId(groups ? *groups : "", *group, "/etc/group");
+      auto id = LookupId(groups ? *groups : "", group, "/etc/group");
       if (!id) return Fail(id.error());
       owner.gid = *id;
     }

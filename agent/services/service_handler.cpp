@@ -462,7 +462,7 @@ class ServiceHandler final : public KindHandler {
     FileSpec file;
     file.path = unit.path;
     file.content = unit.content;
-    file.source = unit.source;
+    file.source = unit.source.value_or("");
     file.templated = unit.templated;
     file.mode = 0644;
     return file;
