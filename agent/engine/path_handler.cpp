@@ -439,28 +439,8 @@ class PathHandler final : public KindHandler {
       return std::optional<InventoryEntry>();
     }
     // Give the original back.
-    const Json& original = entry.original;
-    const std::string type = original.value("type", "none");
-    if (type == "file") {
-      auto content = Base64Decode(original.value("content_base64", ""));
-      if (!content) return Fail(std::errc::illegal_byte_sequence, "corrupt original of " + path);
-      WriteOptions options;
-      options.mode = original.value("mode", 0644u);
-      options.uid = original.value("uid", 0u);
-      options.gid = original.value("gid", 0u);
-      if (auto written = fs_.WriteFileAtomic(path, *content, options); !written) {
-        return Fail(written.error());
-      }
-    } else if (type == "symlink") {
-      if (auto made = fs_.CreateSymlink(path, original.value("target", "")); !made) {
-        return Fail(made.error());
-      }
-    } else if (type == "directory") {
-      if (auto set = fs_.SetAttributes(path, original.value("mode", 0755u),
-                                       original.value("uid", 0u), original.value("gid", 0u));
-          !set) {
-        return Fail(set.error());
-      }
+    if (auto restored = RestoreOriginal(fs_, path, entry.original); !restored) {
+      return Fail(restored.error());
     }
     return std::optional<InventoryEntry>();
   }

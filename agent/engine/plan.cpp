@@ -6,6 +6,7 @@
 
 #include "agent/desired/render_output.hpp"
 #include "common/diff.hpp"
+#include "common/encoding.hpp"
 #include "common/sha256.hpp"
 
 namespace tether {
@@ -331,6 +332,25 @@ Result<std::uint32_t> LookupId(std::string_view database, std::string_view name,
   }
   return Fail(std::errc::no_such_file_or_directory,
               "no '" + std::string(name) + "' in " + database_name);
+}
+
+Status RestoreOriginal(Filesystem& fs, const std::string& path, const nlohmann::json& original) {
+  const std::string type = original.value("type", "none");
+  if (type == "file") {
+    auto content = Base64Decode(original.value("content_base64", ""));
+    if (!content) return Fail(std::errc::illegal_byte_sequence, "corrupt original of " + path);
+    WriteOptions options;
+    options.mode = original.value("mode", 0644u);
+    options.uid = original.value("uid", 0u);
+    options.gid = original.value("gid", 0u);
+    return fs.WriteFileAtomic(path, *content, options);
+  }
+  if (type == "symlink") return fs.CreateSymlink(path, original.value("target", ""));
+  if (type == "directory") {
+    return fs.SetAttributes(path, original.value("mode", 0755u), original.value("uid", 0u),
+                            original.value("gid", 0u));
+  }
+  return {};
 }
 
 }  // namespace tether

@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/desired/desired_state.hpp"
 #include "common/error.hpp"
 #include "common/filesystem.hpp"
@@ -155,6 +157,12 @@ struct PathObservation {
   std::string content_sha256;         // of `content`, when read
   std::optional<std::string> target;  // of a symlink
 };
+
+// Puts back at `path` what tether took over there, as the inventory's `original` recorded
+// it: a file's content, mode and owner; a symlink's target; a directory's mode and owner.
+// "none" (nothing was there) does nothing. Shared by the kinds that take over paths.
+[[nodiscard]] Status RestoreOriginal(Filesystem& fs, const std::string& path,
+                                     const nlohmann::json& original);
 
 // What the observation found, as undo records and inventories name it: "none", "file",
 // "directory", "symlink" or "other".

@@ -694,19 +694,7 @@ class ServiceHandler final : public KindHandler {
       if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
       return {};
     }
-    const Json& original = entry.original;
-    const std::string type = original.value("type", "none");
-    if (type == "file") {
-      auto content = Base64Decode(original.value("content_base64", ""));
-      if (!content) return Fail(std::errc::illegal_byte_sequence, "corrupt original of " + path);
-      WriteOptions options;
-      options.mode = original.value("mode", 0644u);
-      options.uid = original.value("uid", 0u);
-      options.gid = original.value("gid", 0u);
-      return fs_.WriteFileAtomic(path, *content, options);
-    }
-    if (type == "symlink") return fs_.CreateSymlink(path, original.value("target", ""));
-    return {};
+    return RestoreOriginal(fs_, path, entry.original);
   }
 
   Status UndoUnit(const Json& undo) {

@@ -17,6 +17,7 @@
 #include <doctest/doctest.h>
 
 #include "agent/desired/render.hpp"
+#include "tests/agent/desired_fixture.hpp"
 #include "tests/support/forwarding_filesystem.hpp"
 #include "tests/support/https_server.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -53,28 +54,8 @@ Snapshot Take(const std::string& root) {
   return snapshot;
 }
 
-// A desired state rendered from profile text, like the daemon will.
-struct Desired {
-  TempDir repo{"engine-repo"};
-  DesiredState state;
-
-  explicit Desired(const std::string& profile,
-                   const std::map<std::string, std::string>& files = {}) {
-    repo.WriteFile("hosts/h.toml", profile);
-    for (const auto& [path, content] : files) repo.WriteFile(path, content);
-    auto opened = tether::DirectoryTree::Open(repo.path());
-    REQUIRE(opened);
-    // As tetherd renders: source contents are read again from the tree when needed.
-    std::shared_ptr<tether::Tree> tree = std::move(*opened);
-    tether::RenderOptions options;
-    options.content_tree = tree;
-    options.profile = "hosts/h.toml";
-    options.host.hostname = "h";
-    tether::Diagnostics diagnostics;
-    state = tether::RenderProfile(*tree, options, diagnostics);
-    REQUIRE_MESSAGE(!diagnostics.has_errors(), diagnostics.ToString());
-  }
-};
+// A desired state rendered from profile text, like the daemon does.
+using tether::testing::Desired;
 
 // Injects a fault: the Nth change fails with ENOSPC, as on a full disk (0: never). Counts
 // reads. Everything else goes to the real filesystem.

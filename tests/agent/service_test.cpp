@@ -20,6 +20,7 @@
 
 #include "agent/desired/render.hpp"
 #include "agent/engine/engine.hpp"
+#include "tests/agent/desired_fixture.hpp"
 #include "tests/support/systemd_container.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait_for.hpp"
@@ -76,24 +77,9 @@ struct Profile {
 };
 
 // A desired state rendered from profile text, as tetherd renders it.
-struct Desired {
-  TempDir repo{"service-repo"};
-  DesiredState state;
-
-  explicit Desired(const std::string& profile) {
-    repo.WriteFile("hosts/h.toml", profile);
-    auto opened = tether::DirectoryTree::Open(repo.path());
-    REQUIRE(opened);
-    std::shared_ptr<tether::Tree> tree = std::move(*opened);
-    tether::RenderOptions options;
-    options.content_tree = tree;
-    options.profile = "hosts/h.toml";
-    options.host.hostname = "h";
-    tether::Diagnostics diagnostics;
-    state = tether::RenderProfile(*tree, options, diagnostics);
-    REQUIRE_MESSAGE(!diagnostics.has_errors(), diagnostics.ToString());
-  }
-  explicit Desired(const Profile& profile) : Desired(profile.Text()) {}
+struct Desired : tether::testing::Desired {
+  using tether::testing::Desired::Desired;
+  explicit Desired(const Profile& profile) : tether::testing::Desired(profile.Text()) {}
 };
 
 tether::ServiceHandlerOptions TestOptions() {
