@@ -94,7 +94,6 @@ struct Fleet {
     key = tether::testing::GenerateSshKey(dir.Path("ops"));
     dir.WriteFile("allowed_signers", "ops@example.com " + key.public_line + "\n");
     server = std::make_unique<tether::testing::GitDaemonServer>(git_root.path());
-    dir.WriteFile("agent.toml", Config());
     std::filesystem::create_directories(dir.Path("root/etc"));
   }
 
@@ -119,7 +118,9 @@ struct Fleet {
         options);
   }
 
+  // Writes agent.toml (Config(), with the settings above) and starts tetherd.
   void Start() {
+    dir.WriteFile("agent.toml", Config());
     tether::SpawnOptions options;
     options.argv = {std::getenv("TETHERD"),
                     "--config",
@@ -252,7 +253,6 @@ TEST_CASE("The control socket refuses peers that are neither root nor in the gro
 TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
   Fleet fleet;
   fleet.interval = "1h";
-  fleet.dir.WriteFile("agent.toml", fleet.Config());
   const std::string first = fleet.Commit("hello\n");
   fleet.Start();
   REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
@@ -281,7 +281,6 @@ TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
 TEST_CASE("History, show, suspend, resume and metrics over the control socket") {
   Fleet fleet;
   fleet.interval = "1h";
-  fleet.dir.WriteFile("agent.toml", fleet.Config());
   const std::string first = fleet.Commit("hello\n");
   fleet.Start();
   REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
@@ -370,6 +369,7 @@ TEST_CASE("History, show, suspend, resume and metrics over the control socket") 
 
 TEST_CASE("Socket activation: tetherd serves the socket systemd passes") {
   Fleet fleet;
+  fleet.dir.WriteFile("agent.toml", fleet.Config());  // started here, not by Start()
   const std::string first = fleet.Commit("hello\n");
   // systemd-socket-activate listens like tetherd.socket and starts tetherd on the first
   // connection, passing the socket (LISTEN_FDS).
@@ -442,7 +442,6 @@ TEST_CASE(
   ReportEndpoint endpoint;
   fleet.extra_config = endpoint.Config(fleet.dir);
   fleet.interval = "1h";
-  fleet.dir.WriteFile("agent.toml", fleet.Config());
   const std::string first = fleet.Commit("hello\n");
   fleet.Start();
 
@@ -517,7 +516,6 @@ TEST_CASE("reports queued when tetherd is killed with SIGKILL are delivered afte
   ReportEndpoint endpoint;
   fleet.extra_config = endpoint.Config(fleet.dir);
   fleet.interval = "1h";
-  fleet.dir.WriteFile("agent.toml", fleet.Config());
   // The endpoint is down (503) while tetherd applies and changes its mind.
   endpoint.server.SetDefaultResponse(ScriptedResponse::Respond(503, "down"));
   const std::string one = fleet.Commit("one\n");
@@ -575,7 +573,6 @@ TEST_CASE("reports queued when tetherd is killed with SIGKILL are delivered afte
 TEST_CASE("tetherctl events streams what tetherd does; status summarises the resources") {
   Fleet fleet;
   fleet.interval = "1h";
-  fleet.dir.WriteFile("agent.toml", fleet.Config());
   const std::string first = fleet.Commit("hello\n");
   fleet.Start();
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
@@ -653,7 +650,6 @@ TEST_CASE("a hand edit made while a repair is still running is reverted too") {
   Fleet fleet;
   fleet.interval = "1h";  // no poll comes to the rescue
   fleet.extra_args = {"--root-checks"};
-  fleet.dir.WriteFile("agent.toml", fleet.Config());
   // A check that takes 2 s: each apply that changes something runs it after its writes.
   tether::testing::CommitOptions options;
   options.signing_key = fleet.key.private_key;
