@@ -15,13 +15,22 @@
 #include "agent/diagnostics.hpp"
 #include "common/error.hpp"
 #include "common/sha256.hpp"
+#include "common/sparse_text.hpp"
 
 namespace tether {
 
 class Tree;
 
 // In apply order: packages, then the filesystem, then units, services, and checks last.
-enum class ResourceKind { kPackage, kDirectory, kFile, kSymlink, kUnit, kService, kCheck };
+enum class ResourceKind : std::uint8_t {
+  kPackage,
+  kDirectory,
+  kFile,
+  kSymlink,
+  kUnit,
+  kService,
+  kCheck
+};
 
 // "package", "directory", "file", "symlink", "unit", "service", "check".
 [[nodiscard]] const char* ResourceKindName(ResourceKind kind);
@@ -30,12 +39,12 @@ struct FileSpec {
   std::string path;
   // Final (templates expanded). Empty when `lazy` is set: the content is then the file
   // `source` of that tree, read again (ContentOf) only to be written or diffed, so that a
-  // desired state of many files does not hold them all.
-  std::string content;
+  // desired state of many files does not hold them all. (A SparseText, as are owner and
+  // group below: one pointer while empty, which counts when a desired state has many files.)
+  SparseText content;
   std::size_t content_size = 0;  // of the content, when `lazy` is set
   // The repo file it came from; empty: none. (Here and for owner and group below, an empty
-  // string means unset: the renderer refuses an empty value, and a plain string is 8 bytes
-  // smaller than an optional one, which counts when a desired state has many files.)
+  // text means unset: the renderer refuses an empty value.)
   std::string source;
   std::shared_ptr<Tree> lazy;
   bool templated = false;
@@ -44,8 +53,8 @@ struct FileSpec {
   // Placed here, it takes the room the fields around it leave, not room of its own.
   std::optional<Sha256Digest> content_sha256;
   std::uint32_t mode = 0644;
-  std::string owner;  // a user name or a numeric id; empty: unset (root on create)
-  std::string group;  // likewise
+  SparseText owner;  // a user name or a numeric id; empty: unset (root on create)
+  SparseText group;  // likewise
 };
 
 // The content of `file`: held, or read again from its tree and checked against its hash
@@ -59,8 +68,8 @@ struct FileSpec {
 struct DirectorySpec {
   std::string path;
   std::uint32_t mode = 0755;
-  std::string owner;  // as in FileSpec: empty when unset
-  std::string group;
+  SparseText owner;  // as in FileSpec: empty when unset
+  SparseText group;
 };
 
 struct SymlinkSpec {
@@ -99,12 +108,22 @@ struct CheckSpec {
   std::chrono::milliseconds timeout = std::chrono::seconds(10);
 };
 
+// Where a resource was declared: the profile file, as an index into its desired state's
+// `files`, and the line and column of its table (0 when unknown). DeclaredLocation gives
+// it as a Location: this takes twelve bytes in each resource rather than a Location's 40
+// and a copy of the file's name.
+struct DeclaredAt {
+  std::uint32_t file = 0;
+  std::uint32_t line = 0;
+  std::uint32_t column = 0;
+};
+
 struct Resource {
   ResourceKind kind = ResourceKind::kFile;
-  // Per-resource override of apply.drift; placed after `kind`, it fits in that word's padding.
+  // Per-resource override of apply.drift. It and `declared_at` fit in the word before `id`.
   std::optional<DriftMode> drift;
-  std::string id;        // "file:/etc/motd", "package:nginx", ...
-  Location declared_at;  // the [[kind]] table that declared it (the last one, after merging)
+  DeclaredAt declared_at;  // the [[kind]] table that declared it (the last one, after merging)
+  std::string id;          // "file:/etc/motd", "package:nginx", ...
   std::variant<FileSpec, DirectorySpec, SymlinkSpec, PackageSpec, UnitSpec, ServiceSpec, CheckSpec>
       spec;
 };
@@ -115,5 +134,8 @@ struct DesiredState {
   std::map<std::string, std::string> vars;  // merged [vars], as text
   std::vector<Resource> resources;          // sorted by kind, then id: deterministic
 };
+
+// Where `resource`, one of `state`'s, was declared: "hosts/web-01.toml:12:1".
+[[nodiscard]] Location DeclaredLocation(const DesiredState& state, const Resource& resource);
 
 }  // namespace tether

@@ -252,6 +252,12 @@ class Renderer {
     }
   }
 
+  // The index in state_.files of a profile file read (its size for another: none).
+  std::uint32_t FileIndex(const std::string& file) const {
+    const auto it = std::find(state_.files.begin(), state_.files.end(), file);
+    return static_cast<std::uint32_t>(it - state_.files.begin());
+  }
+
   std::optional<Resource> Build(const Declaration& declaration) {
     const std::size_t errors_before = diagnostics_.error_count();
     TomlTable t(*declaration.table, declaration.file, ResourceKindName(declaration.kind),
@@ -259,7 +265,8 @@ class Renderer {
     Resource resource;
     resource.kind = declaration.kind;
     resource.id = declaration.id;
-    resource.declared_at = declaration.where;
+    resource.declared_at = {FileIndex(declaration.where.file), declaration.where.line,
+                            declaration.where.column};
     if (declaration.kind != ResourceKind::kCheck) resource.drift = Drift(t);
     switch (declaration.kind) {
       case ResourceKind::kFile:
@@ -563,9 +570,10 @@ class Renderer {
       if (path.empty()) continue;
       auto [it, inserted] = by_path.emplace(path, &resource);
       if (!inserted) {
-        diagnostics_.Error(resource.declared_at,
+        diagnostics_.Error(DeclaredLocation(state_, resource),
                            "'" + path + "' is declared twice: as " + it->second->id + " (" +
-                               it->second->declared_at.ToString() + ") and as " + resource.id);
+                               DeclaredLocation(state_, *it->second).ToString() + ") and as " +
+                               resource.id);
       }
     }
     for (const auto& [path, resource] : by_path) {
@@ -573,10 +581,10 @@ class Renderer {
            slash = path.rfind('/', slash - 1)) {
         auto parent = by_path.find(path.substr(0, slash));
         if (parent != by_path.end() && parent->second->kind != ResourceKind::kDirectory) {
-          diagnostics_.Error(resource->declared_at, "'" + path + "' is below " +
-                                                        parent->second->id + " (" +
-                                                        parent->second->declared_at.ToString() +
-                                                        "), which is not a directory");
+          diagnostics_.Error(DeclaredLocation(state_, *resource),
+                             "'" + path + "' is below " + parent->second->id + " (" +
+                                 DeclaredLocation(state_, *parent->second).ToString() +
+                                 "), which is not a directory");
           break;
         }
       }
@@ -637,7 +645,7 @@ DesiredState RenderProfile(Tree& tree, const RenderOptions& options, Diagnostics
 namespace tether {
 
 Result<std::string> ContentOf(const FileSpec& file) {
-  if (!file.lazy) return file.content;
+  if (!file.lazy) return file.content.str();
   auto text = ReadTreeFile(*file.lazy, file.source, file.content_size + 1);
   if (!text) {
     return Fail(text.error().WithContext("read the content of '" + file.path + "' from '" +
@@ -651,7 +659,12 @@ Result<std::string> ContentOf(const FileSpec& file) {
 }
 
 std::string ContentSha256(const FileSpec& file) {
-  return file.content_sha256 ? Sha256Hex(*file.content_sha256) : Sha256Hex(file.content);
+  return file.content_sha256 ? Sha256Hex(*file.content_sha256) : Sha256Hex(file.content.str());
+}
+
+Location DeclaredLocation(const DesiredState& state, const Resource& resource) {
+  const DeclaredAt& at = resource.declared_at;
+  return {at.file < state.files.size() ? state.files[at.file] : std::string(), at.line, at.column};
 }
 
 std::size_t ContentSize(const FileSpec& file) {

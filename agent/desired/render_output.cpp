@@ -62,7 +62,7 @@ std::string DesiredStateToText(const DesiredState& state, const HostFacts& host)
   std::string out = "# " + state.profile + " for host " + host.hostname + ": " +
                     std::to_string(state.resources.size()) + " resources\n";
   for (const auto& resource : state.resources) {
-    out += "\n" + resource.id + "  (" + resource.declared_at.ToString() + ")\n";
+    out += "\n" + resource.id + "  (" + DeclaredLocation(state, resource).ToString() + ")\n";
     std::visit(
         [&](const auto& spec) {
           using Spec = std::decay_t<decltype(spec)>;
@@ -113,7 +113,7 @@ Json DesiredStateToJson(const DesiredState& state, const HostFacts& host) {
     Json out;
     out["id"] = resource.id;
     out["kind"] = ResourceKindName(resource.kind);
-    out["declared_at"] = resource.declared_at.ToString();
+    out["declared_at"] = DeclaredLocation(state, resource).ToString();
     if (resource.drift) out["drift"] = DriftModeName(*resource.drift);
     std::visit(
         [&](const auto& spec) {

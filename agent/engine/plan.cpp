@@ -56,21 +56,6 @@ std::string SecretSummary(std::size_t before, std::size_t after) {
 
 }  // namespace
 
-const std::string& SparseText::str() const {
-  static const std::string* const kEmpty = new std::string;
-  return text_ != nullptr ? *text_ : *kEmpty;
-}
-
-void SparseText::Set(std::string text) {
-  if (text.empty()) {
-    text_.reset();
-  } else if (text_ != nullptr) {
-    *text_ = std::move(text);
-  } else {
-    text_ = std::make_unique<std::string>(std::move(text));
-  }
-}
-
 std::string_view ChangeList::const_iterator::operator*() const {
   const auto end = text_.find('\0', pos_);
   return text_.substr(pos_, (end == std::string_view::npos ? text_.size() : end) - pos_);
@@ -215,7 +200,7 @@ Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& ow
   Action action;
   action.id = id;
   const std::string label = spec.path;
-  const std::string_view desired = spec.lazy ? content : std::string_view(spec.content);
+  const std::string_view desired = spec.lazy ? content : std::string_view(spec.content.str());
   if (!observed.exists) {
     action.type = ActionType::kCreate;
     action.changes.push_back(FormatMode(spec.mode) + ", " + std::to_string(ContentSize(spec)) +

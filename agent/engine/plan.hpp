@@ -18,6 +18,7 @@
 #include "agent/desired/desired_state.hpp"
 #include "common/error.hpp"
 #include "common/filesystem.hpp"
+#include "common/sparse_text.hpp"
 
 namespace tether {
 
@@ -100,42 +101,6 @@ class ChangeList {
 
   // The length of the text (a std::size_t), then the text; null while there is none.
   std::unique_ptr<char[]> block_;
-};
-
-// A text that most actions leave empty (a diff, a reason): it takes the room of one
-// pointer while empty, rather than a std::string's 32 bytes in every action of a plan. It
-// reads as a const std::string&.
-class SparseText {
- public:
-  SparseText() = default;
-  SparseText(std::string text) { Set(std::move(text)); }  // NOLINT(google-explicit-constructor)
-  SparseText(const char* text) : SparseText(std::string(text)) {}  // NOLINT
-  SparseText(const SparseText& other) : SparseText(other.str()) {}
-  SparseText(SparseText&&) noexcept = default;
-  SparseText& operator=(const SparseText& other) {
-    if (this != &other) Set(other.str());
-    return *this;
-  }
-  SparseText& operator=(SparseText&&) noexcept = default;
-  ~SparseText() = default;
-
-  // The text; an empty string when there is none.
-  [[nodiscard]] const std::string& str() const;
-  operator const std::string&() const { return str(); }  // NOLINT(google-explicit-constructor)
-  [[nodiscard]] const char* c_str() const { return str().c_str(); }
-  [[nodiscard]] bool empty() const { return text_ == nullptr; }
-  [[nodiscard]] std::size_t size() const { return str().size(); }
-  [[nodiscard]] std::size_t find(std::string_view what, std::size_t pos = 0) const {
-    return str().find(what, pos);
-  }
-  void clear() { text_.reset(); }
-
-  friend bool operator==(const SparseText& a, std::string_view b) { return a.str() == b; }
-
- private:
-  void Set(std::string text);
-
-  std::unique_ptr<std::string> text_;  // null while empty
 };
 
 struct Action {

@@ -76,7 +76,7 @@ TEST_CASE("Includes merge in order: later wins per resource id and per variable"
   CHECK(FileAt(rendered.state, "file:/etc/role").content == "base:8080");
   const auto& role = rendered.state.resources.at(2);
   CHECK(role.id == "file:/etc/role");
-  CHECK(role.declared_at.ToString() == "roles/web.toml:1:1");
+  CHECK(tether::DeclaredLocation(rendered.state, role).ToString() == "roles/web.toml:1:1");
   // Sorted by kind (packages first), then id.
   std::vector<std::string> ids;
   for (const auto& resource : rendered.state.resources) ids.push_back(resource.id);
