@@ -23,6 +23,9 @@ constexpr std::size_t kMaxStateFile = 256 << 20;
 constexpr std::size_t kMaxBatch = 1024;
 constexpr std::size_t kJournalChunk = 16 << 10;
 
+// What an id names after "KIND:": "/etc/motd" of "file:/etc/motd".
+std::string_view NamedBy(std::string_view id) { return id.substr(id.find(':') + 1); }
+
 std::string RandomTag() {
   unsigned char bytes[6] = {};
   if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
@@ -196,7 +199,7 @@ Status WriteInventory(const std::string& path, const Inventory& inventory) {
     chunk += Json(id).dump(-1, ' ', false, Json::error_handler_t::replace);
     chunk += ':';
     chunk += Json{{"kind", ResourceKindName(entry.kind)},
-                  {"path", entry.path},
+                  {"path", InventoryPath(id, entry)},
                   {"created", entry.created},
                   {"original", entry.original},
                   {"fingerprint", entry.fingerprint}}
@@ -227,9 +230,10 @@ class InventoryEdits {
   // Makes `entry` the entry of the resource of plan[i].
   void Put(std::size_t i, InventoryEntry entry) {
     const std::string& id = plan_[i].action.id;
+    if (entry.path == NamedBy(id)) entry.path.clear();
     auto it = inventory_.entries.find(id);
     if (it != inventory_.entries.end() && it->second.kind == entry.kind &&
-        it->second.path == entry.path && it->second.created == entry.created &&
+        it->second.path.str() == entry.path.str() && it->second.created == entry.created &&
         it->second.original == entry.original) {
       SetFingerprint(it->second, std::move(entry.fingerprint));
       return;
@@ -287,6 +291,16 @@ class InventoryEdits {
 };
 
 }  // namespace
+
+std::string_view InventoryPath(std::string_view id, const InventoryEntry& entry) {
+  return entry.path.empty() ? NamedBy(id) : std::string_view(entry.path.str());
+}
+
+std::string_view PreviousPath(const PlannedAction& planned) {
+  // A replaced entry (a file that becomes a symlink) is under the id it replaces.
+  return InventoryPath(planned.replaces != nullptr ? *planned.replaces : planned.action.id,
+                       *planned.previous);
+}
 
 std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode default_mode,
                                      bool same_commit) {
@@ -363,7 +377,9 @@ Result<Inventory> Engine::LoadInventory() const {
     if (!entry.is_object()) return corrupt("bad entry '" + id + "'");
     auto kind = KindFromName(entry.value("kind", ""));
     if (!kind || !entry.contains("path")) return corrupt("bad entry '" + id + "'");
-    inventory.entries[id] = {*kind, entry.value("created", false), entry.value("path", ""),
+    std::string path = entry.value("path", "");
+    if (path == NamedBy(id)) path.clear();
+    inventory.entries[id] = {*kind, entry.value("created", false), std::move(path),
                              entry.value("original", Json()), entry.value("fingerprint", "")};
   }
   return inventory;
@@ -387,7 +403,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   std::size_t gone_count = 0;
   for (const auto& [id, entry] : inventory.entries) {
     if (is_wanted(id)) continue;
-    gone_by_name[entry.path] = &id;
+    gone_by_name[InventoryPath(id, entry)] = &id;
     ++gone_count;
   }
   std::vector<PlannedAction> plan;
@@ -404,8 +420,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     const InventoryEntry* entry = previous == inventory.entries.end() ? nullptr : &previous->second;
     const std::string* replaces = nullptr;
     if (entry == nullptr) {
-      auto other =
-          gone_by_name.find(std::string_view(resource.id).substr(resource.id.find(':') + 1));
+      auto other = gone_by_name.find(NamedBy(resource.id));
       if (other != gone_by_name.end()) {
         const InventoryEntry& gone = inventory.entries.at(*other->second);
         if (HandlerFor(gone.kind) == handler && handler->Replaces(gone.kind, resource.kind)) {
@@ -427,8 +442,9 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   for (const auto& [id, entry] : inventory.entries) {
     if (!is_wanted(id) && taken_over.count(id) == 0) gone.emplace_back(&id, &entry);
   }
-  std::sort(gone.begin(), gone.end(),
-            [](const auto& a, const auto& b) { return a.second->path > b.second->path; });
+  std::sort(gone.begin(), gone.end(), [](const auto& a, const auto& b) {
+    return InventoryPath(*a.first, *a.second) > InventoryPath(*b.first, *b.second);
+  });
   for (const auto& [id, entry] : gone) {
     KindHandler* handler = HandlerFor(entry->kind);
     if (handler == nullptr) continue;
@@ -537,7 +553,6 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
                                ? *planned.previous
                                : InventoryEntry{planned.resource->kind, false, "", Json(), ""};
     entry.kind = planned.resource->kind;  // a replaced entry had another
-    if (entry.path.empty()) entry.path = id.substr(id.find(':') + 1);
     if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
     if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
     edits.Put(i, std::move(entry));

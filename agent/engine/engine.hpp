@@ -34,11 +34,18 @@ namespace tether {
 // What tether applied: one entry per resource id.
 struct InventoryEntry {
   ResourceKind kind = ResourceKind::kFile;
-  bool created = false;     // tether created it (prune deletes it); next to `kind`: no padding
-  std::string path;         // the managed path or name
+  bool created = false;  // tether created it (prune deletes it); next to `kind`: no padding
+  // The managed path or name, when it is not what the entry's id names after "KIND:" (a
+  // unit's file: /etc/systemd/system/NAME); empty when it is (most entries: a file's id
+  // holds its path), so that an inventory of many files holds each path once. Read it
+  // with InventoryPath.
+  SparseText path;
   nlohmann::json original;  // what was there before tether took it over (prune restores it)
   std::string fingerprint;  // what it looked like after the last apply or check
 };
+
+// What the inventory entry of `id` manages: its path or name.
+[[nodiscard]] std::string_view InventoryPath(std::string_view id, const InventoryEntry& entry);
 
 struct Inventory {
   std::string commit;
@@ -65,6 +72,10 @@ struct PlannedAction {
   // it created or took over stays.
   const std::string* replaces = nullptr;
 };
+
+// What the inventory entry a planned action was planned over (`previous`, which must be
+// set) manages: its path or name.
+[[nodiscard]] std::string_view PreviousPath(const PlannedAction& planned);
 
 // One change of a transaction, as its handler sees it.
 struct Change {

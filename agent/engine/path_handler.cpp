@@ -118,7 +118,7 @@ class PathHandler final : public KindHandler {
   Result<Action> PlanPrune(const std::string& id, const InventoryEntry& entry) override {
     Action action;
     action.id = id;
-    auto observed = ObservePath(fs_, entry.path, false, 0);
+    auto observed = ObservePath(fs_, InventoryPath(id, entry), false, 0);
     if (!observed) return Fail(observed.error());
     if (entry.created) {
       if (!observed->exists) return action;  // already gone
@@ -137,8 +137,8 @@ class PathHandler final : public KindHandler {
   }
 
   Result<Json> Begin(const PlannedAction& planned, const std::string& tag) override {
-    const std::string& path =
-        planned.resource != nullptr ? PathOf(*planned.resource) : planned.previous->path;
+    const std::string path = planned.resource != nullptr ? PathOf(*planned.resource)
+                                                         : std::string(PreviousPath(planned));
     auto observed = ObservePath(fs_, path, true, kMaxContent);
     if (!observed) return Fail(observed.error());
     // How to undo: what was there, and a hard link to it when it gets replaced or removed.

@@ -95,7 +95,7 @@ class PackageHandler final : public KindHandler {
     if (!entry.created) return action;  // tether found it installed: it stays
     auto installed = packages_.Installed();
     if (!installed) return Fail(installed.error());
-    const auto current = installed->find(entry.path);
+    const auto current = installed->find(std::string(InventoryPath(id, entry)));
     if (current == installed->end()) return action;  // already gone
     action.type = ActionType::kDelete;
     action.changes.push_back("installed by tether, no longer in the profile: remove " +
@@ -106,7 +106,7 @@ class PackageHandler final : public KindHandler {
   Result<Json> Begin(const PlannedAction& planned, const std::string& /*tag*/) override {
     const PackageSpec* spec =
         planned.resource != nullptr ? std::get_if<PackageSpec>(&planned.resource->spec) : nullptr;
-    const std::string name = spec != nullptr ? spec->name : planned.previous->path;
+    const std::string name = spec != nullptr ? spec->name : std::string(PreviousPath(planned));
     auto installed = packages_.Installed();
     if (!installed) return Fail(installed.error());
     const auto current = installed->find(name);

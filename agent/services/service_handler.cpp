@@ -167,7 +167,7 @@ class ServiceHandler final : public KindHandler {
     Action action;
     action.id = id;
     if (entry.kind == ResourceKind::kUnit) {
-      const std::string path = UnitPath(entry);
+      const std::string path = UnitPath(InventoryPath(id, entry));
       auto observed = ObservePath(fs_, path, false, 0);
       if (!observed) return Fail(observed.error());
       if (entry.created) {
@@ -182,7 +182,7 @@ class ServiceHandler final : public KindHandler {
     }
     // A service is left as it is, unless tether started or enabled it from nothing.
     if (!entry.created) return action;
-    auto state = bus_.State(entry.path, options_.call_timeout);
+    auto state = bus_.State(std::string(InventoryPath(id, entry)), options_.call_timeout);
     if (!state) return Fail(state.error());
     const ServiceWork work = PruneWork(entry, state->active_state, state->unit_file_state);
     if (work.job) action.changes.push_back("stop");
@@ -201,7 +201,7 @@ class ServiceHandler final : public KindHandler {
     if (kind == ResourceKind::kUnit) return BeginUnit(planned, tag);
     const std::string name = planned.resource != nullptr
                                  ? std::get<ServiceSpec>(planned.resource->spec).name
-                                 : planned.previous->path;
+                                 : std::string(PreviousPath(planned));
     auto state = bus_.State(name, options_.call_timeout);
     if (!state) return Fail(state.error());
     Json undo = {{"name", name},
@@ -468,11 +468,11 @@ class ServiceHandler final : public KindHandler {
     return file;
   }
 
-  // Where a unit of the inventory lives (an entry made by the engine for a unit found in
-  // sync holds just its name).
-  static std::string UnitPath(const InventoryEntry& entry) {
-    if (!entry.path.empty() && entry.path.front() == '/') return entry.path;
-    return std::string(kUnitDirectory) + "/" + entry.path;
+  // Where a unit of the inventory lives, from its entry's path (InventoryPath): an entry
+  // made by the engine for a unit found in sync holds just its name.
+  static std::string UnitPath(std::string_view entry_path) {
+    if (!entry_path.empty() && entry_path.front() == '/') return std::string(entry_path);
+    return std::string(kUnitDirectory) + "/" + std::string(entry_path);
   }
 
   // The entry this resource had, unless it is one of the other kind (the engine pairs a
@@ -616,7 +616,7 @@ class ServiceHandler final : public KindHandler {
   Result<Json> BeginUnit(const PlannedAction& planned, const std::string& tag) {
     const std::string path = planned.resource != nullptr
                                  ? std::get<UnitSpec>(planned.resource->spec).path
-                                 : UnitPath(*planned.previous);
+                                 : UnitPath(PreviousPath(planned));
     auto observed = ObservePath(fs_, path, false, 0);
     if (!observed) return Fail(observed.error());
     // The backup's name is journaled before the link is made, so that recovery knows of

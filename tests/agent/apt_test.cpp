@@ -380,7 +380,7 @@ TEST_CASE("inside: install" * doctest::skip(!kInside)) {
   CHECK(AptRuns() == runs + 1);
   const InventoryEntry& entry = result.inventory.entries.at("package:tether-a");
   CHECK(entry.kind == ResourceKind::kPackage);
-  CHECK(entry.path == "tether-a");
+  CHECK(tether::InventoryPath("package:tether-a", entry) == "tether-a");
   CHECK(entry.created);  // tether installed it
   CHECK(entry.fingerprint == "1.0-1");
 

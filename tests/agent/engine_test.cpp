@@ -201,6 +201,29 @@ TEST_CASE("A first apply creates everything; the next plan is all in sync") {
   CHECK(inventory->commit == "c1");
   CHECK(inventory->entries.size() == 4);
   CHECK(inventory->entries.at("file:/etc/motd").created);
+  // On disk, each entry names its path.
+  const auto json = nlohmann::json::parse(host.state.ReadFile("inventory.json"));
+  CHECK(json["entries"]["file:/etc/motd"]["path"] == "/etc/motd");
+  CHECK(json["entries"]["symlink:/etc/site"]["path"] == "/etc/site");
+}
+
+TEST_CASE("An inventory entry holds its path only when its id does not name it") {
+  Host host;
+  host.state.WriteFile("inventory.json",
+                       R"({"schema": "tether.inventory/v1", "commit": "c1", "entries": {
+    "file:/etc/motd": {"kind": "file", "path": "/etc/motd", "created": true},
+    "unit:app.service": {"kind": "unit", "path": "/etc/systemd/system/app.service",
+                         "created": true},
+    "package:nginx": {"kind": "package", "path": "nginx", "created": false}}})");
+  auto inventory = host.MakeEngine().LoadInventory();
+  REQUIRE(inventory);
+  const auto& motd = inventory->entries.at("file:/etc/motd");
+  const auto& unit = inventory->entries.at("unit:app.service");
+  CHECK(motd.path.empty());  // its id says it
+  CHECK(tether::InventoryPath("file:/etc/motd", motd) == "/etc/motd");
+  CHECK(unit.path == "/etc/systemd/system/app.service");
+  CHECK(tether::InventoryPath("unit:app.service", unit) == "/etc/systemd/system/app.service");
+  CHECK(tether::InventoryPath("package:nginx", inventory->entries.at("package:nginx")) == "nginx");
 }
 
 TEST_CASE("An update shows a diff, replaces atomically and leaves no backup behind") {

@@ -291,7 +291,8 @@ TEST_SUITE("system") {
     REQUIRE(inventory.entries.count("service:tether-app.service") == 1);
     CHECK(inventory.entries.at("service:tether-app.service").created);  // from nothing
     CHECK(inventory.entries.at("unit:tether-app.service").created);
-    CHECK(inventory.entries.at("unit:tether-app.service").path ==
+    CHECK(tether::InventoryPath("unit:tether-app.service",
+                                inventory.entries.at("unit:tether-app.service")) ==
           "/etc/systemd/system/tether-app.service");
 
     CHECK(AllInSync(world.PlanOf(desired.state)));
