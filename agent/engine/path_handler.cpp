@@ -299,9 +299,10 @@ class PathHandler final : public KindHandler {
     }
     InventoryEntry entry;
     entry.kind = planned.resource->kind;
-    // A new string of the path's size: one assigned to an empty string takes twice that
-    // (up to 30 characters), in every entry of the inventory.
-    entry.path = std::string(path);
+    // The path only when the id does not name it (the renderer's ids always do): the
+    // inventory holds it once, in the id (see InventoryEntry::path).
+    const std::string_view id = planned.action.id;
+    if (id.substr(id.find(':') + 1) != path) entry.path = std::string(path);
     if (planned.previous) {
       entry.created = planned.previous->created;
       entry.original = planned.previous->original;
