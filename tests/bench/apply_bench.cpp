@@ -14,6 +14,7 @@
 //   peak RSS         of a child process that does all of the above for this N
 // Results go in docs/performance.md.
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -43,8 +44,9 @@ double Ms(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// With APPLY_BENCH_STAGES set, the resident set (and its peak so far) after each stage, on
-// stderr: what the peak RSS column is made of.
+// With APPLY_BENCH_STAGES set, the resident set (and its peak so far) and malloc's heap
+// (its size, in use and free; and what is mapped apart) after each stage, on stderr: what
+// the peak RSS column is made of.
 void Stage(const char* what) {
   static const bool verbose = std::getenv("APPLY_BENCH_STAGES") != nullptr;
   if (!verbose) return;
@@ -58,6 +60,10 @@ void Stage(const char* what) {
       text += " " + line.substr(0, std::string(field).size()) + " " + line.substr(value);
     }
   }
+  const struct mallinfo2 info = mallinfo2();
+  text += " heap " + std::to_string(info.arena >> 10) + " kB (in use " +
+          std::to_string(info.uordblks >> 10) + ", free " + std::to_string(info.fordblks >> 10) +
+          ") mmap " + std::to_string(info.hblkhd >> 10) + " kB";
   std::fprintf(stderr, "%s\n", text.c_str());
 }
 
