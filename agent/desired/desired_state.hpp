@@ -109,18 +109,20 @@ struct CheckSpec {
 };
 
 // Where a resource was declared: the profile file, as an index into its desired state's
-// `files`, and the line and column of its table (0 when unknown). DeclaredLocation gives
-// it as a Location: this takes twelve bytes in each resource rather than a Location's 40
-// and a copy of the file's name.
+// `files` (kUnknownFile for none), and the line and column of its table (0 when unknown).
+// DeclaredLocation gives it as a Location: this takes twelve bytes in each resource rather
+// than a Location's 40 and a copy of the file's name.
 struct DeclaredAt {
-  std::uint32_t file = 0;
+  static constexpr std::uint32_t kUnknownFile = 0xffffffff;
+  std::uint32_t file = kUnknownFile;
   std::uint32_t line = 0;
   std::uint32_t column = 0;
 };
 
 struct Resource {
   ResourceKind kind = ResourceKind::kFile;
-  // Per-resource override of apply.drift. It and `declared_at` fit in the word before `id`.
+  // Per-resource override of apply.drift. With `kind` and `declared_at`, it takes the two
+  // words before `id`.
   std::optional<DriftMode> drift;
   DeclaredAt declared_at;  // the [[kind]] table that declared it (the last one, after merging)
   std::string id;          // "file:/etc/motd", "package:nginx", ...

@@ -29,6 +29,7 @@ struct Declaration {
   const toml::table* table;
   std::string file;
   Location where;
+  std::uint32_t file_index;  // of `file` in DesiredState::files
 };
 
 bool OnlyChars(std::string_view text, std::string_view allowed) {
@@ -204,6 +205,8 @@ class Renderer {
   void Declare(ResourceKind kind, const toml::table& table, const std::string& file,
                std::map<std::string, Location>& ids_in_file) {
     const Location where = NodeLocation(table, file);
+    // Declared while its file is read, which is the last one in the state's files so far.
+    const auto file_index = static_cast<std::uint32_t>(state_.files.size() - 1);
     const char* key = IsIdentifierKind(kind) ? "path" : "name";
     const toml::node* identifier = table.get(key);
     if (identifier == nullptr || !identifier->is_string() ||
@@ -222,9 +225,9 @@ class Renderer {
     }
     auto existing = declared_.find(id);
     if (existing != declared_.end()) {
-      existing->second = Declaration{kind, id, &table, file, where};  // later wins
+      existing->second = Declaration{kind, id, &table, file, where, file_index};  // later wins
     } else {
-      declared_.emplace(id, Declaration{kind, id, &table, file, where});
+      declared_.emplace(id, Declaration{kind, id, &table, file, where, file_index});
     }
   }
 
@@ -252,12 +255,6 @@ class Renderer {
     }
   }
 
-  // The index in state_.files of a profile file read (its size for another: none).
-  std::uint32_t FileIndex(const std::string& file) const {
-    const auto it = std::find(state_.files.begin(), state_.files.end(), file);
-    return static_cast<std::uint32_t>(it - state_.files.begin());
-  }
-
   std::optional<Resource> Build(const Declaration& declaration) {
     const std::size_t errors_before = diagnostics_.error_count();
     TomlTable t(*declaration.table, declaration.file, ResourceKindName(declaration.kind),
@@ -265,7 +262,7 @@ class Renderer {
     Resource resource;
     resource.kind = declaration.kind;
     resource.id = declaration.id;
-    resource.declared_at = {FileIndex(declaration.where.file), declaration.where.line,
+    resource.declared_at = {declaration.file_index, declaration.where.line,
                             declaration.where.column};
     if (declaration.kind != ResourceKind::kCheck) resource.drift = Drift(t);
     switch (declaration.kind) {

@@ -23,9 +23,6 @@ constexpr std::size_t kMaxStateFile = 256 << 20;
 constexpr std::size_t kMaxBatch = 1024;
 constexpr std::size_t kJournalChunk = 16 << 10;
 
-// What an id names after "KIND:": "/etc/motd" of "file:/etc/motd".
-std::string_view NamedBy(std::string_view id) { return id.substr(id.find(':') + 1); }
-
 std::string RandomTag() {
   unsigned char bytes[6] = {};
   if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
@@ -233,8 +230,8 @@ class InventoryEdits {
     if (entry.path == NamedBy(id)) entry.path.clear();
     auto it = inventory_.entries.find(id);
     if (it != inventory_.entries.end() && it->second.kind == entry.kind &&
-        it->second.path.str() == entry.path.str() && it->second.created == entry.created &&
-        it->second.original == entry.original) {
+        InventoryPath(id, it->second) == InventoryPath(id, entry) &&
+        it->second.created == entry.created && it->second.original == entry.original) {
       SetFingerprint(it->second, std::move(entry.fingerprint));
       return;
     }
@@ -291,6 +288,8 @@ class InventoryEdits {
 };
 
 }  // namespace
+
+std::string_view NamedBy(std::string_view id) { return id.substr(id.find(':') + 1); }
 
 std::string_view InventoryPath(std::string_view id, const InventoryEntry& entry) {
   return entry.path.empty() ? NamedBy(id) : std::string_view(entry.path.str());

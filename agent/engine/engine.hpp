@@ -28,6 +28,7 @@
 #include "agent/desired/desired_state.hpp"
 #include "agent/engine/plan.hpp"
 #include "common/error.hpp"
+#include "common/sparse_text.hpp"
 
 namespace tether {
 
@@ -43,6 +44,9 @@ struct InventoryEntry {
   nlohmann::json original;  // what was there before tether took it over (prune restores it)
   std::string fingerprint;  // what it looked like after the last apply or check
 };
+
+// What an id names after "KIND:": "/etc/motd" of "file:/etc/motd".
+[[nodiscard]] std::string_view NamedBy(std::string_view id);
 
 // What the inventory entry of `id` manages: its path or name.
 [[nodiscard]] std::string_view InventoryPath(std::string_view id, const InventoryEntry& entry);

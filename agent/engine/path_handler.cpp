@@ -301,8 +301,7 @@ class PathHandler final : public KindHandler {
     entry.kind = planned.resource->kind;
     // The path only when the id does not name it (the renderer's ids always do): the
     // inventory holds it once, in the id (see InventoryEntry::path).
-    const std::string_view id = planned.action.id;
-    if (id.substr(id.find(':') + 1) != path) entry.path = std::string(path);
+    if (NamedBy(planned.action.id) != path) entry.path = std::string(path);
     if (planned.previous) {
       entry.created = planned.previous->created;
       entry.original = planned.previous->original;

@@ -475,8 +475,8 @@ class ServiceHandler final : public KindHandler {
     return std::string(kUnitDirectory) + "/" + std::string(entry_path);
   }
 
-  // The entry this resource had, unless it is one of the other kind (the engine pairs a
-  // dropped "service:X" with a wanted "unit:X", as it pairs a file with a symlink).
+  // The entry this resource had, unless it is one of the other kind (a replaced entry: the
+  // engine pairs kinds only when Replaces() says so, which this handler never does).
   static const InventoryEntry* Previous(const PlannedAction& planned) {
     if (planned.previous == nullptr || planned.resource == nullptr) return planned.previous;
     return planned.previous->kind == planned.resource->kind ? planned.previous : nullptr;

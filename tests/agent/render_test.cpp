@@ -77,6 +77,8 @@ TEST_CASE("Includes merge in order: later wins per resource id and per variable"
   const auto& role = rendered.state.resources.at(2);
   CHECK(role.id == "file:/etc/role");
   CHECK(tether::DeclaredLocation(rendered.state, role).ToString() == "roles/web.toml:1:1");
+  // A resource no profile declared (made by hand) has no location, not the first file's.
+  CHECK(tether::DeclaredLocation(rendered.state, tether::Resource{}).ToString().empty());
   // Sorted by kind (packages first), then id.
   std::vector<std::string> ids;
   for (const auto& resource : rendered.state.resources) ids.push_back(resource.id);
