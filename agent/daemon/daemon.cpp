@@ -36,6 +36,7 @@
 #include "agent/config/agent_config.hpp"
 #include "agent/daemon/cycle_process.hpp"
 #include "agent/daemon/daemon_reports.hpp"
+#include "agent/daemon/managed.hpp"
 #include "agent/diagnostics.hpp"
 #include "agent/engine/drift_watcher.hpp"
 #include "agent/git/poll_schedule.hpp"
@@ -174,39 +175,6 @@ std::string AppliedCommit(const std::string& state_dir) {
   // Only the beginning is needed: the commit comes before the entries.
   const Json json = Json::parse(*text, nullptr, false);
   return json.is_object() ? json.value("commit", "") : "";
-}
-
-// The paths tether manages (path -> resource id), from state_dir/inventory.json.
-std::map<std::string, std::string> ManagedPaths(const std::string& state_dir) {
-  std::map<std::string, std::string> paths;
-  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
-  if (!text) return paths;
-  const Json json = Json::parse(*text, nullptr, false);
-  if (!json.is_object() || !json.contains("entries") || !json["entries"].is_object()) return paths;
-  for (const auto& [id, entry] : json["entries"].items()) {
-    const std::string kind = entry.is_object() ? entry.value("kind", "") : "";
-    if (kind == "file" || kind == "directory" || kind == "symlink" || kind == "unit") {
-      paths[entry.value("path", "")] = id;
-    }
-  }
-  return paths;
-}
-
-// The services tether manages (unit name -> resource id), from the inventory.
-std::map<std::string, std::string> ManagedServices(const std::string& state_dir) {
-  std::map<std::string, std::string> services;
-  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
-  if (!text) return services;
-  const Json json = Json::parse(*text, nullptr, false);
-  if (!json.is_object() || !json.contains("entries") || !json["entries"].is_object()) {
-    return services;
-  }
-  for (const auto& [id, entry] : json["entries"].items()) {
-    if (entry.is_object() && entry.value("kind", "") == "service") {
-      services[entry.value("path", "")] = id;
-    }
-  }
-  return services;
 }
 
 std::string QuarantinedCommit(const std::string& state_dir) {

@@ -19,7 +19,6 @@ constexpr std::size_t kMaxUnitSize = 16 << 20;
 // A look at a service's state in the health gate gets at least this long, however close
 // the deadline.
 constexpr std::chrono::milliseconds kMinimumCallTimeout{1000};
-constexpr char kUnitDirectory[] = "/etc/systemd/system";
 // How a planned restart or reload shows in Action::changes (and is found again by Apply).
 constexpr std::string_view kRestartPrefix = "restart: ";
 constexpr std::string_view kReloadPrefix = "reload: ";

@@ -32,6 +32,9 @@
 
 namespace tether {
 
+// Where unit files are written: NAME is /etc/systemd/system/NAME.
+inline constexpr char kUnitDirectory[] = "/etc/systemd/system";
+
 struct ServiceHandlerOptions {
   // How long one systemd job (start, stop, restart, reload) may take; systemd's own
   // default start timeout is 90 s.

@@ -1,0 +1,43 @@
+// What the daemon watches between cycles, from the inventory a cycle left.
+#include "agent/daemon/managed.hpp"
+
+#include <map>
+#include <string>
+
+#include <doctest/doctest.h>
+
+#include "tests/support/temp_dir.hpp"
+
+using tether::testing::TempDir;
+using Managed = std::map<std::string, std::string>;
+
+TEST_CASE("The daemon watches the inventory's paths, a unit found in sync in the unit dir") {
+  TempDir state("managed-state");
+  CHECK(tether::ManagedPaths(state.path()).empty());  // no inventory yet
+  state.WriteFile("inventory.json", R"({"schema": "tether.inventory/v1", "commit": "c1",
+    "entries": {
+      "file:/etc/motd": {"kind": "file", "path": "/etc/motd", "created": true},
+      "directory:/srv/www": {"kind": "directory", "path": "/srv/www", "created": true},
+      "symlink:/etc/site": {"kind": "symlink", "path": "/etc/site", "created": true},
+      "unit:made.service": {"kind": "unit", "path": "/etc/systemd/system/made.service"},
+      "unit:found.service": {"kind": "unit", "path": "found.service"},
+      "unit:found.service.d/x.conf": {"kind": "unit", "path": "found.service.d/x.conf"},
+      "service:found.service": {"kind": "service", "path": "found.service"},
+      "package:nginx": {"kind": "package", "path": "nginx"}}})");
+  CHECK(tether::ManagedPaths(state.path()) ==
+        Managed{{"/etc/motd", "file:/etc/motd"},
+                {"/etc/site", "symlink:/etc/site"},
+                {"/etc/systemd/system/found.service", "unit:found.service"},
+                {"/etc/systemd/system/found.service.d/x.conf", "unit:found.service.d/x.conf"},
+                {"/etc/systemd/system/made.service", "unit:made.service"},
+                {"/srv/www", "directory:/srv/www"}});
+  CHECK(tether::ManagedServices(state.path()) ==
+        Managed{{"found.service", "service:found.service"}});
+}
+
+TEST_CASE("An unreadable inventory leaves nothing watched, and no error") {
+  TempDir state("managed-state");
+  state.WriteFile("inventory.json", "{\"schema\": \"tether.inv");
+  CHECK(tether::ManagedPaths(state.path()).empty());
+  CHECK(tether::ManagedServices(state.path()).empty());
+}
