@@ -463,10 +463,11 @@ int main(int argc, char** argv) {
   bool status_json = false;
   CLI::App* status = app.add_subcommand(
       "status",
-      "Show what tetherd applied and is doing: state (applying, synced, failed, suspended),\n"
-      "the applied commit, a pin or a quarantined commit, the last cycle with its resources\n"
-      "(per kind; in sync, changed, drifted, failed, skipped; each one not in sync), the next\n"
-      "poll and the report endpoint (last delivery, queued reports, last error).");
+      "Show what tetherd applied and is doing: state (applying, synced, drifted, offline,\n"
+      "suspended, refused, rolled-back, failed), the applied commit, a pin or a quarantined\n"
+      "commit, the last cycle with its resources (per kind; in sync, changed, drifted,\n"
+      "failed, skipped; each one not in sync), the next poll and the report endpoint (last\n"
+      "delivery, queued reports, last error).");
   status->add_flag("--json", status_json, "Print the reply as JSON (schema tether.ctl/v1)");
   bool sync_wait = false;
   bool sync_json = false;

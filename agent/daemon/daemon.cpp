@@ -823,7 +823,7 @@ class Daemon {
     const bool paths_touched = Rewatch();
     const bool units_changed = RewatchUnits();
     if ((paths_touched || units_changed) && !pending_ && !stopping_) pending_ = "drift";
-    state_ = result.exit_code == 0 ? (suspended_ ? "suspended" : "synced") : "failed";
+    state_ = StateAfterCycle(result.summary, result.exit_code, suspended_.has_value());
     LogOutput(result);
     Count(result);
     Record(result);

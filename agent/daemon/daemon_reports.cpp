@@ -9,22 +9,35 @@ namespace tether {
 
 namespace {
 
-// The report's state for a cycle's outcome.
+bool Failed(const std::string& outcome) {
+  return outcome == "refused" || outcome == "rolled back" || outcome == "failed";
+}
+
+// The report's state for a cycle's outcome: the daemon's, or what the event did
+// ("applied", "reverted").
 std::string StateOf(const std::string& trigger, const CycleSummary& summary) {
-  const std::string& outcome = summary.outcome;
-  if (outcome == "refused") return "refused";
-  if (outcome == "rolled back") return "rolled-back";
-  if (outcome == "failed") return "failed";
-  if (outcome == "dry run") return "suspended";
+  if (Failed(summary.outcome)) return StateAfterCycle(summary, 1, false);
+  if (summary.outcome == "dry run") return "suspended";
   if (trigger == "drift" && summary.changes > 0) return "reverted";
+  const std::string state = StateAfterCycle(summary, 0, false);
+  return state == "synced" && summary.outcome == "applied" ? "applied" : state;
+}
+
+}  // namespace
+
+std::string StateAfterCycle(const CycleSummary& summary, int exit_code, bool suspended) {
+  if (exit_code != 0 || Failed(summary.outcome)) {
+    if (summary.outcome == "refused") return "refused";
+    if (summary.outcome == "rolled back") return "rolled-back";
+    return "failed";
+  }
+  if (suspended) return "suspended";
   if (summary.offline) return "offline";
   for (const auto& resource : summary.resources) {
     if (resource.action == "drifted") return "drifted";
   }
-  return outcome == "applied" ? "applied" : "synced";
+  return "synced";
 }
-
-}  // namespace
 
 Result<std::unique_ptr<DaemonReports>> DaemonReports::Start(const AgentConfig& config,
                                                             const std::string& state_dir,
@@ -77,7 +90,6 @@ void DaemonReports::CycleDone(const CycleReportInput& cycle) {
 void DaemonReports::Heartbeat(const std::string& daemon_state, const CycleSummary& last) {
   std::string state = daemon_state;
   if (state == "starting" || state == "planning") state = "applying";
-  if (state == "synced" && last.offline) state = "offline";
   Submit("heartbeat", state, "heartbeat", last, 0, 0);
 }
 

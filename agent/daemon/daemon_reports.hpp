@@ -20,6 +20,19 @@
 
 namespace tether {
 
+// The daemon's state after a cycle, as `tetherctl status`, events and heartbeats show it:
+//   synced       the host is as the commit says
+//   drifted      it differs where drift = "report" leaves it so
+//   offline      the source could not be reached; the applied commit was enforced
+//   suspended    a dry run while suspended
+//   refused      the head was refused (untrusted signature, rewind, invalid profile); the
+//                last applied commit is still enforced
+//   rolled-back  a change or the health gate failed; the apply was undone
+//   failed       anything else that went wrong
+// `exit_code` is the cycle's (0: in sync or applied).
+[[nodiscard]] std::string StateAfterCycle(const CycleSummary& summary, int exit_code,
+                                          bool suspended);
+
 struct CycleReportInput {
   std::string trigger;  // "start", "poll", "manual", "drift"
   CycleSummary summary;
@@ -39,7 +52,7 @@ class DaemonReports {
   // Reports the cycle when it is worth a report (see above). Errors are logged, never
   // passed on: a report that cannot be queued must not fail the daemon.
   void CycleDone(const CycleReportInput& cycle);
-  // A heartbeat: the daemon's state ("synced", "failed", "suspended", ...) and the last
+  // A heartbeat: the daemon's state (StateAfterCycle's, or "applying") and the last
   // cycle's summary.
   void Heartbeat(const std::string& daemon_state, const CycleSummary& last);
   // For tetherctl status: the endpoint's state (ReporterStatusToJson).

@@ -478,6 +478,9 @@ TEST_CASE(
   for (const auto& entry : history["entries"]) refusals += entry["outcome"] == "refused" ? 1 : 0;
   CHECK(refusals == 1);
   CHECK(Reports(endpoint.server, "refused").front()["state"] == "refused");
+  // The daemon says so too, while it goes on enforcing the last applied commit.
+  CHECK(fleet.Status()["state"] == "refused");
+  CHECK(fleet.Status()["commit"] == first);
 
   // Heartbeats, every second here.
   REQUIRE(WaitFor([&] { return Reports(endpoint.server, "heartbeat").size() >= 2; }, 20s));

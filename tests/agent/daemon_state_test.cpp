@@ -1,4 +1,5 @@
-// What the daemon watches between cycles, from the inventory a cycle left.
+// What the daemon watches between cycles, from the inventory a cycle left; the state it
+// shows after a cycle.
 #include "agent/daemon/managed.hpp"
 
 #include <map>
@@ -6,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include "agent/daemon/daemon_reports.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::testing::TempDir;
@@ -40,4 +42,34 @@ TEST_CASE("An unreadable inventory leaves nothing watched, and no error") {
   state.WriteFile("inventory.json", "{\"schema\": \"tether.inv");
   CHECK(tether::ManagedPaths(state.path()).empty());
   CHECK(tether::ManagedServices(state.path()).empty());
+}
+
+TEST_CASE("The state after a cycle says what the host is: synced, drifted, offline, ...") {
+  auto summary = [](const std::string& outcome) {
+    tether::CycleSummary summary;
+    summary.outcome = outcome;
+    return summary;
+  };
+  using tether::StateAfterCycle;
+  CHECK(StateAfterCycle(summary("in sync"), 0, false) == "synced");
+  CHECK(StateAfterCycle(summary("applied"), 0, false) == "synced");
+  CHECK(StateAfterCycle(summary("dry run"), 0, true) == "suspended");
+  CHECK(StateAfterCycle(summary("refused"), 1, false) == "refused");
+  CHECK(StateAfterCycle(summary("refused"), 1, true) == "refused");  // even while suspended
+  CHECK(StateAfterCycle(summary("rolled back"), 1, false) == "rolled-back");
+  CHECK(StateAfterCycle(summary("failed"), 1, false) == "failed");
+  // A cycle process that died: its summary says nothing better than the default.
+  CHECK(StateAfterCycle(tether::CycleSummary{}, 137, false) == "failed");
+  CHECK(StateAfterCycle(summary("applied"), 137, false) == "failed");
+
+  auto offline = summary("in sync");
+  offline.offline = true;
+  CHECK(StateAfterCycle(offline, 0, false) == "offline");
+
+  auto reported = summary("in sync");  // drift = "report": found, left as it is
+  reported.resources.push_back({"file:/etc/motd", "drifted", "content", true, ""});
+  CHECK(StateAfterCycle(reported, 0, false) == "drifted");
+  auto repaired = summary("applied");
+  repaired.resources.push_back({"file:/etc/motd", "update", "content", true, ""});
+  CHECK(StateAfterCycle(repaired, 0, false) == "synced");
 }
