@@ -27,6 +27,10 @@ struct HttpRequest {
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds timeout{std::chrono::seconds(10)};  // the whole exchange
   std::size_t max_response_body = 1 << 20;
+  // For a sender that runs the request in a child process (the daemon's reports): when
+  // this fd becomes readable, the attempt is given up at once (RunOptions::cancel_fd).
+  // HttpFetch itself does not watch it. -1: none.
+  int cancel_fd = -1;
 };
 
 struct HttpResponse {

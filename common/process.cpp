@@ -123,6 +123,7 @@ int Reap(pid_t pid) {
 
 std::string RunResult::Describe(std::chrono::milliseconds timeout) const {
   if (timed_out) return "timed out after " + std::to_string(timeout.count()) + " ms";
+  if (cancelled) return "cancelled";
   if (signal != 0) {
     return "killed by signal " + std::to_string(signal) + " (" + strsignal(signal) + ")";
   }
@@ -176,15 +177,21 @@ Result<RunResult> Run(const RunOptions& options) {
       result.timed_out = true;
       break;
     }
-    pollfd fds[3] = {
-        {out_fd.get(), POLLIN, 0}, {err_fd.get(), POLLIN, 0}, {in_fd.get(), POLLOUT, 0}};
-    const int ready = poll(fds, 3, static_cast<int>(std::min<long long>(left.count() + 1, 60000)));
+    pollfd fds[4] = {{out_fd.get(), POLLIN, 0},
+                     {err_fd.get(), POLLIN, 0},
+                     {in_fd.get(), POLLOUT, 0},
+                     {options.cancel_fd, POLLIN, 0}};
+    const int ready = poll(fds, 4, static_cast<int>(std::min<long long>(left.count() + 1, 60000)));
     if (ready < 0) {
       if (errno == EINTR) continue;
       const int err = errno;
       KillGroup(*pid, SIGKILL);
       Reap(*pid);
       return FailErrno(err, "poll");
+    }
+    if (fds[3].revents != 0) {
+      result.cancelled = true;
+      break;
     }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].revents == 0) continue;
@@ -207,7 +214,7 @@ Result<RunResult> Run(const RunOptions& options) {
     }
   }
 
-  if (result.timed_out) {
+  if (result.timed_out || result.cancelled) {
     KillGroup(*pid, SIGKILL);
   }
   const int status = Reap(*pid);

@@ -33,18 +33,23 @@ struct RunOptions {
   std::optional<std::string> input{};                // written to stdin; none: /dev/null
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   std::size_t max_output = 16 << 20;  // per stream; more is read and dropped (truncated)
+  // When this fd (e.g. an eventfd another thread writes) becomes readable, the run ends as
+  // at its deadline: the process group is killed, and the result says `cancelled`. -1: none.
+  int cancel_fd = -1;
 };
 
 struct RunResult {
   int exit_code = -1;      // the exit status, or -1 when killed by a signal
   int signal = 0;          // the terminating signal, or 0
   bool timed_out = false;  // the deadline passed and the process group was killed
+  bool cancelled = false;  // cancel_fd became readable and the process group was killed
   bool truncated = false;  // an output stream went past max_output
   std::string out;         // captured stdout
   std::string err;         // captured stderr
 
-  [[nodiscard]] bool ok() const { return exit_code == 0 && !timed_out; }
-  // "exited with status 3", "killed by signal 9 (Killed)", "timed out after 5000 ms".
+  [[nodiscard]] bool ok() const { return exit_code == 0 && !timed_out && !cancelled; }
+  // "exited with status 3", "killed by signal 9 (Killed)", "timed out after 5000 ms",
+  // "cancelled".
   [[nodiscard]] std::string Describe(std::chrono::milliseconds timeout) const;
 };
 

@@ -1,5 +1,8 @@
 #include "agent/report/reporter.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <ctime>
@@ -101,7 +104,8 @@ Json ReporterStatusToJson(const ReporterStatus& status) {
 Reporter::Reporter(ReporterOptions options, std::unique_ptr<Outbox> outbox)
     : options_(std::move(options)),
       shown_url_(UrlWithoutCredentials(options_.url)),
-      outbox_(std::move(outbox)) {
+      outbox_(std::move(outbox)),
+      cancel_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   status_.url = shown_url_;
 }
 
@@ -140,6 +144,10 @@ void Reporter::Stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  if (cancel_.valid()) {
+    const std::uint64_t one = 1;
+    (void)!write(cancel_.get(), &one, sizeof(one));
+  }
   if (thread_.joinable()) thread_.join();
 }
 
@@ -281,6 +289,7 @@ void Reporter::Deliver(const OutboxEntry& entry) {
   request.connect_timeout = options_.connect_timeout;
   request.timeout = options_.timeout;
   request.max_response_body = 64 << 10;
+  request.cancel_fd = cancel_.get();
   request.headers.emplace_back("Content-Type", "application/json");
   if (!options_.token_file.empty()) {
     auto token = ReadLocalFile(options_.token_file, kMaxTokenSize);
@@ -303,6 +312,10 @@ void Reporter::Deliver(const OutboxEntry& entry) {
   auto response = options_.send(request);
   if (!response) {
     outbox_->Release();
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;  // cut short by Stop: queued for the next start, not a failure
+    }
     return RetryLater(response.error().message(), std::nullopt);
   }
   const int code = response->status;

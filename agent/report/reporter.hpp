@@ -39,6 +39,7 @@
 #include "agent/report/outbox.hpp"
 #include "common/error.hpp"
 #include "common/http_client.hpp"
+#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -111,8 +112,10 @@ class Reporter {
   void RetryNow();
 
   // Stops the delivery thread and joins it. Returns at once when idle or waiting for a
-  // retry; during an attempt, when the attempt ends (options.timeout at most). Queued
-  // reports stay in the outbox. Idempotent.
+  // retry; during an attempt, at once with a sender that watches HttpRequest::cancel_fd
+  // (the daemon's child process sender), else when the attempt ends (options.timeout at
+  // most). Queued reports stay in the outbox, including one whose attempt was cut short
+  // (the endpoint may then see it twice, with the same id). Idempotent.
   void Stop();
 
   [[nodiscard]] ReporterStatus Snapshot() const;
@@ -144,6 +147,9 @@ class Reporter {
   std::chrono::milliseconds backoff_{0};  // the last backoff; 0 after a delivery
   ReporterStatus status_;                 // the fields the thread keeps (not queue sizes)
 
+  // An eventfd that Stop writes: a sender that watches it (HttpRequest::cancel_fd) ends an
+  // attempt in progress at once. The report stays queued.
+  UniqueFd cancel_;
   std::thread thread_;
 };
 

@@ -53,6 +53,7 @@ HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::str
     run.input = RequestJson(request).dump(-1, ' ', false, Json::error_handler_t::replace);
     run.timeout = request.connect_timeout + request.timeout + std::chrono::seconds(5);
     run.max_output = request.max_response_body * 2 + (64 << 10);
+    run.cancel_fd = request.cancel_fd;
     auto ran = Run(run);
     if (!ran) return Fail(ran.error().WithContext("start the HTTP child"));
     const Json outcome = Json::parse(ran->out, nullptr, false);

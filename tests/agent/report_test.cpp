@@ -17,6 +17,7 @@
 #include "agent/report/outbox.hpp"
 #include "agent/report/report.hpp"
 #include "agent/report/reporter.hpp"
+#include "agent/report/send_process.hpp"
 #include "common/process.hpp"
 #include "tests/support/https_server.hpp"
 #include "tests/support/report_schema.hpp"
@@ -533,6 +534,33 @@ TEST_CASE("A hanging endpoint never makes Submit wait, and Stop returns within t
   CHECK(reporter->Snapshot().state == "stopped");
   CHECK(reporter->Snapshot().queued == 11);
   CheckSchema(server.requests());
+}
+
+TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt short") {
+  const char* cycle = std::getenv("TETHERD_CYCLE");
+  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  HttpsServer hanging({Certs().server, "", false});
+  hanging.SetDefaultResponse(ScriptedResponse::Hang());
+  TempDir state("report-state");
+  ReporterOptions options = Options(hanging.url("/"), state);
+  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  options.timeout = 60s;  // the child would be waited for 60 s and more
+  auto reporter = Start(options);
+  const Json report = ApplyReport(0);
+  Submit(*reporter, report);
+  REQUIRE(hanging.WaitForRequests(1, 10s));
+  const auto stopping = std::chrono::steady_clock::now();
+  reporter->Stop();
+  CHECK(std::chrono::steady_clock::now() - stopping < 20s);
+  CHECK(reporter->Snapshot().queued == 1);         // still queued
+  CHECK(reporter->Snapshot().last_error.empty());  // cut short by the stop, not a failure
+
+  // The next start delivers it, with the same id.
+  HttpsServer server({Certs().server, "", false});
+  options.url = server.url("/");
+  auto next = Start(options);
+  WaitForStatus(*next, [](const ReporterStatus& s) { return s.delivered == 1; });
+  CHECK(Ids(server.requests()) == std::vector<std::string>{report["id"].get<std::string>()});
 }
 
 TEST_CASE("Stop does not wait for a backoff to end") {

@@ -2,11 +2,14 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -94,6 +97,34 @@ TEST_CASE("Run kills the whole process group at the deadline") {
   CHECK(result->signal == SIGKILL);
   CHECK(std::chrono::steady_clock::now() - start < 5s);
   CHECK(result->Describe(options.timeout) == "timed out after 300 ms");
+  const pid_t grandchild = std::stoi(dir.ReadFile("grandchild.pid"));
+  CHECK(tether::testing::WaitFor([&] { return !ProcessExists(grandchild); }, 5s));
+}
+
+TEST_CASE("Run ends at once, killing the process group, when its cancel fd is written") {
+  tether::testing::TempDir dir("process");
+  const std::string pid_file = dir.Path("grandchild.pid");
+  auto options = Sh("sleep 100 & echo $! > " + pid_file + "; wait");
+  options.timeout = 60s;
+  const int cancel = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  REQUIRE(cancel >= 0);
+  options.cancel_fd = cancel;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(300ms);
+    const std::uint64_t one = 1;
+    CHECK(write(cancel, &one, sizeof(one)) == sizeof(one));
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto result = Run(options);
+  canceller.join();
+  close(cancel);
+  REQUIRE(result);
+  CHECK(result->cancelled);
+  CHECK_FALSE(result->timed_out);
+  CHECK_FALSE(result->ok());
+  CHECK(result->signal == SIGKILL);
+  CHECK(std::chrono::steady_clock::now() - start < 30s);  // not the 60 s deadline, nor 100 s
+  CHECK(result->Describe(options.timeout) == "cancelled");
   const pid_t grandchild = std::stoi(dir.ReadFile("grandchild.pid"));
   CHECK(tether::testing::WaitFor([&] { return !ProcessExists(grandchild); }, 5s));
 }
