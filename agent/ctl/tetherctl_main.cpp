@@ -471,8 +471,13 @@ int main(int argc, char** argv) {
   status->add_flag("--json", status_json, "Print the reply as JSON (schema tether.ctl/v1)");
   bool sync_wait = false;
   bool sync_json = false;
-  CLI::App* sync = app.add_subcommand("sync", "Poll and apply now (root only).");
-  sync->add_flag("--wait", sync_wait, "Wait for the cycle to finish and show its outcome");
+  CLI::App* sync = app.add_subcommand(
+      "sync",
+      "Poll and apply now (root only), or right after the cycle in progress; a backoff wait\n"
+      "of the report queue ends too.");
+  sync->add_flag("--wait", sync_wait,
+                 "Wait for the cycle it starts (never one already running): show\n"
+                 "its plan and outcome; exit 1 if it failed or was refused");
   sync->add_flag("--json", sync_json, "Print the reply as JSON");
 
   bool plan_json = false;

@@ -283,10 +283,12 @@ class Daemon {
       if (connection->role() != Role::kAdmin) {
         return connection->Reply(Refusal("permission denied: 'sync' needs root"));
       }
-      const bool wait = request.value("wait", false);
-      if (wait) waiters_.push_back(connection);
-      if (reports_) reports_->RetryNow();  // queued reports too, now
       if (stopping_) return connection->Reply(Refusal("tetherd is stopping"));
+      const bool wait = request.value("wait", false);
+      // Answered by the cycle this request starts, never by one already running, which
+      // may predate it (and the commit the caller just pushed).
+      if (wait) next_waiters_.push_back(connection);
+      if (reports_) reports_->RetryNow();  // queued reports too, now
       if (worker_.busy()) {
         pending_ = "manual";  // once more after the one in progress, which may predate it
       } else {
@@ -643,7 +645,9 @@ class Daemon {
     if (unit_fd_) unit_fd_->close();
     poll_timer_.cancel();
     for (auto& waiter : waiters_) waiter->Reply(Refusal("tetherd stopped"));
+    for (auto& waiter : next_waiters_) waiter->Reply(Refusal("tetherd stopped"));
     waiters_.clear();
+    next_waiters_.clear();
     if (options_.socket_path.size() > 0 && sd_listen_fds(0) <= 0) {
       unlink(options_.socket_path.c_str());
     }
@@ -804,6 +808,8 @@ class Daemon {
   }
 
   void StartCycle(const std::string& trigger) {
+    for (auto& waiter : next_waiters_) waiters_.push_back(std::move(waiter));
+    next_waiters_.clear();
     state_ = "applying";
     NotifyStatus();
     Publish("cycle-started", {{"trigger", trigger}});
@@ -987,8 +993,9 @@ class Daemon {
   std::uint64_t cycle_count_ = 0;
   double cycle_seconds_ = 0;
   std::int64_t last_success_ = 0;
-  std::vector<std::shared_ptr<Connection>> waiters_;
-  std::vector<std::weak_ptr<Connection>> subscribers_;  // tetherctl events
+  std::vector<std::shared_ptr<Connection>> waiters_;       // `sync --wait`: the running cycle
+  std::vector<std::shared_ptr<Connection>> next_waiters_;  // ... and the one pending_ starts
+  std::vector<std::weak_ptr<Connection>> subscribers_;     // tetherctl events
   std::string last_refusal_recorded_;  // commit and reason of the last refusal in the history
 };
 
