@@ -147,12 +147,18 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     return problem(source.error().message());
   }
   std::string commit;
-  auto update = options.pin.empty()
+  const bool enforce_applied =
+      options.pin.empty() && options.enforce_applied && !inventory->commit.empty();
+  auto update = options.pin.empty() && !enforce_applied
                     ? (*source)->Update()
-                    : Result<UpdateResult>(Fail(std::errc::operation_canceled, "pinned"));
+                    : Result<UpdateResult>(Fail(std::errc::operation_canceled, "not fetched"));
   if (!options.pin.empty()) {
     commit = options.pin;
     std::fprintf(out, "pinned   %s (tetherctl rollback), until tetherctl resume\n",
+                 Short(commit).c_str());
+  } else if (enforce_applied) {
+    commit = inventory->commit;
+    std::fprintf(out, "applied  %s enforced again (a drift repair: no fetch)\n",
                  Short(commit).c_str());
   } else if (update) {
     commit = update->commit;

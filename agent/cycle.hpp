@@ -25,6 +25,10 @@ struct CycleOptions {
   // Apply this commit (full id, from the local mirror; no fetch, no anti-rewind check,
   // signature still verified): tetherctl rollback.
   std::string pin;
+  // A drift repair: re-apply the last applied commit from the local mirror, without
+  // asking the Git source (which may be slow or down, or have moved on: its head is the
+  // polls' business). With nothing applied yet, the source is asked as usual.
+  bool enforce_applied = false;
   bool show_in_sync = true;  // list resources in sync too (not in the daemon's log)
   // Another cycle on the same state dir: wait for it to end (the daemon, whose previous
   // cycle may outlive a crash of its own) instead of failing (tetherd --once).

@@ -79,6 +79,7 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
     options.retry_quarantined = job.value("retry_quarantined", false);
     options.root_checks = job.value("root_checks", false);
     options.pin = job.value("pin", "");
+    options.enforce_applied = job.value("enforce_applied", false);
     options.show_in_sync = job.value("show_in_sync", false);
     options.wait_for_lock = job.value("wait_for_lock", false);
     options.worker_argv = worker_argv;

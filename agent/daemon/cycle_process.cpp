@@ -32,11 +32,17 @@ CycleOutput Failed(std::string message) {
 Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& options) {
   Json files = Json::array();
   for (const auto& file : config_files) files.push_back({{"name", file.name}, {"text", file.text}});
-  return {{"config", std::move(files)},           {"state_dir", options.state_dir},
-          {"cache_dir", options.cache_dir},       {"root", options.root},
-          {"dry_run", options.dry_run},           {"retry_quarantined", options.retry_quarantined},
-          {"root_checks", options.root_checks},   {"pin", options.pin},
-          {"show_in_sync", options.show_in_sync}, {"wait_for_lock", options.wait_for_lock}};
+  return {{"config", std::move(files)},
+          {"state_dir", options.state_dir},
+          {"cache_dir", options.cache_dir},
+          {"root", options.root},
+          {"dry_run", options.dry_run},
+          {"retry_quarantined", options.retry_quarantined},
+          {"root_checks", options.root_checks},
+          {"pin", options.pin},
+          {"enforce_applied", options.enforce_applied},
+          {"show_in_sync", options.show_in_sync},
+          {"wait_for_lock", options.wait_for_lock}};
 }
 
 }  // namespace

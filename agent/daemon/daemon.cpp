@@ -813,11 +813,15 @@ class Daemon {
     state_ = "applying";
     NotifyStatus();
     Publish("cycle-started", {{"trigger", trigger}});
-    poll_timer_.cancel();
-    next_poll_.reset();
+    if (trigger != "drift") {  // it asks the source: the next poll is an interval after it
+      poll_timer_.cancel();
+      next_poll_.reset();
+    }
     CycleOptions cycle = options_.cycle;
     if (suspended_) cycle.dry_run = true;  // polling goes on; nothing is applied
     if (pinned_) cycle.pin = *pinned_;
+    // Drift is repaired from the applied commit, at once, whatever the source is doing.
+    cycle.enforce_applied = trigger == "drift";
     worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
                   std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
   }
@@ -830,6 +834,8 @@ class Daemon {
     const bool units_changed = RewatchUnits();
     if ((paths_touched || units_changed) && !pending_ && !stopping_) pending_ = "drift";
     state_ = StateAfterCycle(result.summary, result.exit_code, suspended_.has_value());
+    if (result.trigger == "drift") state_ = StateAfterDriftRepair(settled_state_, state_);
+    settled_state_ = state_;
     LogOutput(result);
     Count(result);
     Record(result);
@@ -856,11 +862,18 @@ class Daemon {
       pending_.reset();
       return StartCycle(trigger);
     }
+    // A drift repair did not ask the source: the poll it found scheduled stays as it was.
+    if (result.trigger == "drift" && next_poll_) return;
     const auto delay = result.exit_code == 0 ? schedule_.AfterSuccess() : schedule_.AfterFailure();
     next_poll_ = SteadyClock::now() + delay;
     poll_timer_.expires_after(delay);
     poll_timer_.async_wait([this](boost::system::error_code code) {
-      if (!code && !stopping_ && !worker_.busy()) StartCycle("poll");
+      if (code || stopping_) return;
+      next_poll_.reset();
+      if (!worker_.busy()) return StartCycle("poll");
+      // A drift repair or a plan is running: the poll comes right after it. It repairs
+      // drift too, so it takes the place of a drift cycle queued meanwhile.
+      if (!pending_ || *pending_ == "drift") pending_ = "poll";
     });
   }
 
@@ -980,6 +993,7 @@ class Daemon {
   std::chrono::microseconds watchdog_period_{0};
   bool stopping_ = false;
   std::string state_ = "starting";
+  std::string settled_state_;  // state_ after the last cycle
   std::string commit_;
   std::optional<CycleResult> last_;
   std::optional<SteadyClock::time_point> next_poll_;

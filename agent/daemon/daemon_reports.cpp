@@ -39,6 +39,11 @@ std::string StateAfterCycle(const CycleSummary& summary, int exit_code, bool sus
   return "synced";
 }
 
+std::string StateAfterDriftRepair(const std::string& before, const std::string& after) {
+  if (after == "synced" && (before == "refused" || before == "offline")) return before;
+  return after;
+}
+
 Result<std::unique_ptr<DaemonReports>> DaemonReports::Start(const AgentConfig& config,
                                                             const std::string& state_dir,
                                                             const std::string& root,

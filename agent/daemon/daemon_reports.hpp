@@ -33,6 +33,12 @@ namespace tether {
 [[nodiscard]] std::string StateAfterCycle(const CycleSummary& summary, int exit_code,
                                           bool suspended);
 
+// The state after a drift repair, which re-applies the applied commit without asking the
+// Git source: what the source last said (`before`: refused, offline) still stands when
+// the repair leaves the host in sync (`after`: synced). Any other `after` wins.
+[[nodiscard]] std::string StateAfterDriftRepair(const std::string& before,
+                                                const std::string& after);
+
 struct CycleReportInput {
   std::string trigger;  // "start", "poll", "manual", "drift"
   CycleSummary summary;

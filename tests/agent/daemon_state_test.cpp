@@ -73,3 +73,17 @@ TEST_CASE("The state after a cycle says what the host is: synced, drifted, offli
   repaired.resources.push_back({"file:/etc/motd", "update", "content", true, ""});
   CHECK(StateAfterCycle(repaired, 0, false) == "synced");
 }
+
+TEST_CASE("A drift repair, which does not ask the source, keeps what the source last said") {
+  using tether::StateAfterDriftRepair;
+  CHECK(StateAfterDriftRepair("refused", "synced") == "refused");
+  CHECK(StateAfterDriftRepair("offline", "synced") == "offline");
+  CHECK(StateAfterDriftRepair("synced", "synced") == "synced");
+  CHECK(StateAfterDriftRepair("", "synced") == "synced");
+  // What the repair found or did itself wins.
+  CHECK(StateAfterDriftRepair("refused", "failed") == "failed");
+  CHECK(StateAfterDriftRepair("offline", "rolled-back") == "rolled-back");
+  CHECK(StateAfterDriftRepair("refused", "drifted") == "drifted");
+  CHECK(StateAfterDriftRepair("offline", "suspended") == "suspended");
+  CHECK(StateAfterDriftRepair("failed", "synced") == "synced");
+}

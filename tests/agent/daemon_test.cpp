@@ -683,6 +683,81 @@ TEST_CASE("a hand edit made while a repair is still running is reverted too") {
   REQUIRE(fleet.tetherd.Wait(40s));
 }
 
+TEST_CASE("a drift repair re-applies the applied commit, without asking the Git source") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  auto settled = [&](const std::string& state) {
+    return WaitFor(
+        [&] {
+          auto status = fleet.Status();
+          return status.value("state", "") == state &&
+                 status["last_cycle"].value("trigger", "") == "drift";
+        },
+        20s);
+  };
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+
+  // A commit is pushed, then a hand edit: the repair puts back the applied commit's
+  // file; the pushed commit waits for a poll or a sync.
+  fleet.Commit("pushed\n");
+  fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
+  REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
+  REQUIRE_MESSAGE(settled("synced"), fleet.Log());
+  auto status = fleet.Status();
+  CHECK(status["commit"] == first);
+  CHECK(status["last_cycle"]["output"].get<std::string>().find("drift repair: no fetch") !=
+        std::string::npos);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // The Git server gone: a sync finds the host offline, and a repair leaves it so.
+  fleet.server.reset();
+  fleet.Ctl({"sync", "--wait"});
+  REQUIRE(fleet.Status().value("state", "") == "offline");
+  fleet.dir.WriteFile("root/etc/motd", "second edit\n");
+  REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
+  CHECK_MESSAGE(settled("offline"), fleet.Log());
+
+  // The server back: the pushed commit comes with the next sync.
+  fleet.server = std::make_unique<tether::testing::GitDaemonServer>(fleet.git_root.path());
+  fleet.dir.WriteFile("agent.toml", fleet.Config());
+  fleet.tetherd.Signal(SIGHUP);
+  REQUIRE(WaitFor([&] { return fleet.Log().find("reloaded ") != std::string::npos; }, 10s));
+  CHECK(fleet.Ctl({"sync", "--wait"}).exit_code == 0);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "pushed\n");
+  // (A drift cycle may follow: the apply's own writes, confirmed.)
+  CHECK(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
+}
+
+TEST_CASE("polls go on while drift repairs keep coming") {
+  Fleet fleet;
+  fleet.interval = "2s";
+  fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+  // A pushed commit, and a file edited by hand again each time it is put back: the
+  // repairs (which do not fetch) must not push the poll that brings the commit away.
+  const std::string pushed = fleet.Commit("pushed\n");
+  std::size_t edits = 0;
+  CHECK_MESSAGE(WaitFor(
+                    [&] {
+                      if (fleet.dir.ReadFile("root/etc/motd") != "hand edit\n") {
+                        fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
+                        ++edits;
+                      }
+                      return fleet.Status().value("commit", "") == pushed;
+                    },
+                    20s),
+                fleet.Log());
+  CHECK(edits >= 2);
+  CHECK(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "pushed\n"; }, 20s));
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
+}
+
 TEST_CASE("sync --wait answers with the cycle it started, not one already running") {
   Fleet fleet;
   fleet.interval = "1h";
@@ -710,8 +785,7 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
   const auto reply = nlohmann::json::parse(synced.out);
   CHECK(reply["cycle"]["trigger"] == "manual");
   CHECK(reply["cycle"]["summary"]["commit"] == pushed);
-  CHECK(reply["cycle"]["output"].get<std::string>().find("-hello\n+pushed\n") !=
-        std::string::npos);
+  CHECK(reply["cycle"]["output"].get<std::string>().find("-hello\n+pushed\n") != std::string::npos);
   CHECK(fleet.dir.ReadFile("root/etc/motd") == "pushed\n");
   fleet.tetherd.Signal(SIGTERM);
   REQUIRE(fleet.tetherd.Wait(40s));
