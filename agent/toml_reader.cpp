@@ -6,34 +6,87 @@
 
 namespace tether {
 
-std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text, const std::string& file) {
+namespace {
+
+constexpr std::string_view kBom = "\xEF\xBB\xBF";  // a UTF-8 byte order mark
+
+// The line and column of byte `offset` of `text`; columns count characters, not the
+// continuation bytes of UTF-8 sequences, nor a byte order mark.
+Location Locate(std::string_view text, std::size_t offset, const std::string& file) {
+  Location where{file, 1, 1};
+  std::size_t i = text.substr(0, 3) == kBom ? 3 : 0;
+  for (; i < offset && i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      ++where.line;
+      where.column = 1;
+    } else if ((c & 0xC0) != 0x80) {
+      ++where.column;
+    }
+  }
+  return where;
+}
+
+bool IsBlank(char c) { return c == ' ' || c == '\t'; }
+bool IsNonAscii(char c) { return static_cast<unsigned char>(c) >= 0x80; }
+
+}  // namespace
+
+std::optional<TomlHazard> FindTomlHazard(std::string_view text, const std::string& file) {
   enum class State { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
   State state = State::kCode;
-  std::uint32_t line = 1;
-  std::uint32_t column = 0;
-  std::size_t i = text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;  // a UTF-8 byte order mark
-  for (; i < text.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    // Columns count characters, not the continuation bytes of UTF-8 sequences.
-    if ((c & 0xC0) != 0x80) ++column;
+  // Whether a value may start here (after "=", in an array), and the arrays ('[') and
+  // inline tables ('{') open around it.
+  bool expect_value = false;
+  std::string open;
+  auto hazard = [&](std::size_t at, std::string message) {
+    return TomlHazard{Locate(text, at, file), std::move(message)};
+  };
+  const std::string non_ascii = "a non-ASCII character outside a string or comment";
+  for (std::size_t i = text.substr(0, 3) == kBom ? 3 : 0; i < text.size(); ++i) {
+    const char c = text[i];
     const std::string_view rest = text.substr(i);
     switch (state) {
       case State::kCode:
-        if (c >= 0x80) return Location{file, line, column};
+        if (IsNonAscii(c)) return hazard(i, non_ascii);
         if (c == '#') {
           state = State::kComment;
-        } else if (rest.substr(0, 3) == "\"\"\"") {
-          state = State::kMultiBasic;
-          i += 2;
-          column += 2;
-        } else if (rest.substr(0, 3) == "'''") {
-          state = State::kMultiLiteral;
-          i += 2;
-          column += 2;
-        } else if (c == '"') {
-          state = State::kBasic;
-        } else if (c == '\'') {
-          state = State::kLiteral;
+        } else if (c == '"' || c == '\'') {
+          const bool multi = rest.substr(0, 3) == std::string(3, c);
+          if (c == '"') {
+            state = multi ? State::kMultiBasic : State::kBasic;
+          } else {
+            state = multi ? State::kMultiLiteral : State::kLiteral;
+          }
+          if (multi) i += 2;
+          expect_value = false;
+        } else if (c == '\n') {
+          if (open.empty()) expect_value = false;
+        } else if (IsBlank(c) || c == '\r') {
+          // nothing changes
+        } else if (c == '=') {
+          expect_value = true;
+        } else if (c == '[' || c == '{') {
+          if (expect_value) open.push_back(c);  // else a table header
+          expect_value = c == '[' && !open.empty() && open.back() == '[';
+        } else if (c == ']' || c == '}') {
+          if (!open.empty() && open.back() == (c == ']' ? '[' : '{')) open.pop_back();
+          expect_value = false;
+        } else if (c == ',') {
+          expect_value = !open.empty() && open.back() == '[';
+        } else if (expect_value) {
+          // A bare value: a number, a boolean, a date and time (which may hold a space).
+          // toml++ reads on to the value's end whatever comes, asking of each character
+          // whether it ends the value.
+          std::size_t end = i;
+          for (; end < text.size(); ++end) {
+            const char v = text[end];
+            if (v == '\n' || v == ',' || v == ']' || v == '}' || v == '#') break;
+            if (IsNonAscii(v)) return hazard(end, non_ascii);
+            if (v == '"' || v == '\'') return hazard(end, "unexpected quote after a value");
+          }
+          i = end - 1;
+          expect_value = false;
         }
         break;
       case State::kComment:
@@ -41,9 +94,28 @@ std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text, const 
         break;
       case State::kBasic:
       case State::kMultiBasic:
+        if (c == '\\' && state == State::kMultiBasic) {
+          // A line-ending backslash: toml++ skips the blanks and line breaks after it and
+          // asks of the next character whether it is blank.
+          std::size_t next = i + 1;
+          while (next < text.size() && IsBlank(text[next])) ++next;
+          if (next < text.size() && (text[next] == '\n' || text[next] == '\r')) {
+            while (next < text.size() &&
+                   (IsBlank(text[next]) || text[next] == '\n' || text[next] == '\r')) {
+              ++next;
+            }
+            if (next < text.size() && IsNonAscii(text[next])) {
+              return hazard(next,
+                            "a non-ASCII character right after a line-ending backslash, which "
+                            "this TOML parser cannot read: write it as a \\u escape, or put an "
+                            "ASCII character before it");
+            }
+            i = next - 1;
+            break;
+          }
+        }
         if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
-          ++i;  // an escaped character, e.g. \" (an escaped newline is a line break below)
-          ++column;
+          ++i;  // an escaped character, e.g. \"
         } else if (state == State::kBasic && (c == '"' || c == '\n')) {
           state = State::kCode;
         } else if (state == State::kMultiBasic && rest.substr(0, 3) == "\"\"\"") {
@@ -51,7 +123,6 @@ std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text, const 
           const std::size_t run = std::min<std::size_t>(rest.find_first_not_of('"'), rest.size());
           state = State::kCode;
           i += run - 1;
-          column += static_cast<std::uint32_t>(run - 1);
         }
         break;
       case State::kLiteral:
@@ -62,13 +133,8 @@ std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text, const 
           const std::size_t run = std::min<std::size_t>(rest.find_first_not_of('\''), rest.size());
           state = State::kCode;
           i += run - 1;
-          column += static_cast<std::uint32_t>(run - 1);
         }
         break;
-    }
-    if (c == '\n') {
-      ++line;
-      column = 0;
     }
   }
   return std::nullopt;
@@ -76,11 +142,10 @@ std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text, const 
 
 std::optional<toml::table> ParseToml(std::string_view text, const std::string& file,
                                      Diagnostics& diagnostics) {
-  // TOML allows non-ASCII text only in strings and comments. toml++ 3.3 (Debian 12) reaches
-  // undefined behaviour on some non-ASCII characters elsewhere, so they never get to it.
-  if (auto where = FindNonAsciiOutsideStrings(text, file)) {
-    diagnostics.Error(*where,
-                      "TOML syntax error: a non-ASCII character outside a string or comment");
+  // toml++ 3.3 (Debian 12) reaches undefined behaviour on some non-ASCII characters where
+  // it asks whether they are blank: such text never gets to it.
+  if (auto found = FindTomlHazard(text, file)) {
+    diagnostics.Error(found->where, "TOML syntax error: " + found->message);
     return std::nullopt;
   }
   try {

@@ -24,10 +24,20 @@ namespace tether {
 [[nodiscard]] std::optional<toml::table> ParseToml(std::string_view text, const std::string& file,
                                                    Diagnostics& diagnostics);
 
-// The first non-ASCII character that is not inside a string or a comment (always a TOML
-// syntax error), or nothing.
-[[nodiscard]] std::optional<Location> FindNonAsciiOutsideStrings(std::string_view text,
-                                                                 const std::string& file);
+// Text that toml++ 3.3 (Debian 12) must not be given: on it, the parser asks of a
+// non-ASCII character whether it is blank, and that question reaches undefined behaviour
+// (a __builtin_unreachable in its Unicode tables) instead of a syntax error. The first of:
+// - a non-ASCII character outside strings and comments;
+// - a quote after a bare value (toml++ reads a bare value up to its end, across quotes, so
+//   a string that follows is not a string to it), e.g. `port = 80"é"`;
+// - a non-ASCII character first after a line-ending backslash in a multi-line basic
+//   string, the one case of the three that is valid TOML.
+struct TomlHazard {
+  Location where;
+  std::string message;  // "a non-ASCII character outside a string or comment"
+};
+[[nodiscard]] std::optional<TomlHazard> FindTomlHazard(std::string_view text,
+                                                       const std::string& file);
 
 // The location of `node` in `file`.
 [[nodiscard]] Location NodeLocation(const toml::node& node, const std::string& file);
