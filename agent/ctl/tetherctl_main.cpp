@@ -251,6 +251,13 @@ int RunStatus(const std::string& socket, bool json) {
   }
   const std::string state = Text((*reply)["state"]);
   std::printf("%-10s %s\n", "state", Paint(state, ColourOf(state)).c_str());
+  // The reason for a state a drift repair kept (the last cycle's own error is below).
+  const std::string why = Text((*reply)["state_error"]);
+  const auto& last = (*reply)["last_cycle"];
+  if (!why.empty() &&
+      !(last.is_object() && last["summary"].is_object() && Text(last["summary"]["error"]) == why)) {
+    std::printf("%-10s %s\n", "because", Paint(why, kRed).c_str());
+  }
   if ((*reply)["suspended"].is_object()) {
     const std::string reason = Text((*reply)["suspended"]["reason"]);
     std::printf("%-10s %s\n", "suspended",

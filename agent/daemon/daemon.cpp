@@ -214,6 +214,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Start() { ReadRequest(); }
   void Reply(const Json& reply);
+  // A reply that comes later (sync --wait, plan), when a cycle is over: the request
+  // deadline does not run while one is owed, however long the cycle takes.
+  void Defer() {
+    ++deferred_;
+    timer_.cancel();
+  }
+  void ReplyDeferred(const Json& reply) {
+    if (deferred_ > 0 && --deferred_ == 0 && !subscribed_) ArmDeadline();
+    Reply(reply);
+  }
   [[nodiscard]] Role role() const { return role_; }
   // An events subscriber: no request deadline any more; a reader that falls too far
   // behind is dropped (its connection closed) rather than buffered without end.
@@ -221,6 +231,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void ReadRequest();
+  void ArmDeadline();
   void WriteNext();
 
   Daemon& daemon_;
@@ -229,6 +240,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::streambuf input_;
   Role role_;
   bool subscribed_ = false;
+  int deferred_ = 0;  // replies owed (Defer)
   std::deque<std::string> outbox_;
 };
 
@@ -287,7 +299,10 @@ class Daemon {
       const bool wait = request.value("wait", false);
       // Answered by the cycle this request starts, never by one already running, which
       // may predate it (and the commit the caller just pushed).
-      if (wait) next_waiters_.push_back(connection);
+      if (wait) {
+        connection->Defer();
+        next_waiters_.push_back(connection);
+      }
       if (reports_) reports_->RetryNow();  // queued reports too, now
       if (worker_.busy()) {
         pending_ = "manual";  // once more after the one in progress, which may predate it
@@ -308,12 +323,13 @@ class Daemon {
       if (pinned_) dry.pin = *pinned_;  // what the next cycle would do
       state_before_plan_ = state_;
       state_ = "planning";
+      connection->Defer();
       worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
                     std::move(dry), "plan", [this, connection](const CycleResult& result) {
                       state_ = state_before_plan_;
-                      connection->Reply(Json{{"ok", result.exit_code == 0},
-                                             {"schema", "tether.ctl/v1"},
-                                             {"cycle", CycleJson(result)}});
+                      connection->ReplyDeferred(Json{{"ok", result.exit_code == 0},
+                                                     {"schema", "tether.ctl/v1"},
+                                                     {"cycle", CycleJson(result)}});
                       if (stopping_) return Finish();
                       if (pending_) {
                         const std::string trigger = *pending_;
@@ -644,8 +660,8 @@ class Daemon {
     if (watch_fd_) watch_fd_->close();
     if (unit_fd_) unit_fd_->close();
     poll_timer_.cancel();
-    for (auto& waiter : waiters_) waiter->Reply(Refusal("tetherd stopped"));
-    for (auto& waiter : next_waiters_) waiter->Reply(Refusal("tetherd stopped"));
+    for (auto& waiter : waiters_) waiter->ReplyDeferred(Refusal("tetherd stopped"));
+    for (auto& waiter : next_waiters_) waiter->ReplyDeferred(Refusal("tetherd stopped"));
     waiters_.clear();
     next_waiters_.clear();
     if (options_.socket_path.size() > 0 && sd_listen_fds(0) <= 0) {
@@ -675,7 +691,11 @@ class Daemon {
     heartbeat_timer_.expires_after(period);
     heartbeat_timer_.async_wait([this](boost::system::error_code code) {
       if (code || stopping_ || !reports_) return;
-      reports_->Heartbeat(state_, last_ ? last_->summary : CycleSummary());
+      // A state a drift repair kept goes with the summary that explains it.
+      const CycleSummary& summary = state_kept_ ? source_summary_
+                                    : last_     ? last_->summary
+                                                : source_summary_;
+      reports_->Heartbeat(state_, summary);
       ScheduleHeartbeat();
     });
   }
@@ -803,7 +823,9 @@ class Daemon {
     }
     drift_timer_.expires_after(kDriftSettle);
     drift_timer_.async_wait([this](boost::system::error_code late) {
-      if (!late && !stopping_ && !worker_.busy()) StartCycle("drift");
+      if (late || stopping_) return;
+      if (!worker_.busy()) return StartCycle("drift");
+      if (!pending_) pending_ = "drift";  // a plan started meanwhile: it repairs nothing
     });
   }
 
@@ -815,6 +837,7 @@ class Daemon {
     Publish("cycle-started", {{"trigger", trigger}});
     if (trigger != "drift") {  // it asks the source: the next poll is an interval after it
       poll_timer_.cancel();
+      ++poll_generation_;  // even a poll whose timer has fired, its handler not yet run
       next_poll_.reset();
     }
     CycleOptions cycle = options_.cycle;
@@ -834,8 +857,15 @@ class Daemon {
     const bool units_changed = RewatchUnits();
     if ((paths_touched || units_changed) && !pending_ && !stopping_) pending_ = "drift";
     state_ = StateAfterCycle(result.summary, result.exit_code, suspended_.has_value());
-    if (result.trigger == "drift") state_ = StateAfterDriftRepair(settled_state_, state_);
-    settled_state_ = state_;
+    if (result.trigger != "drift") {
+      source_state_ = state_;
+      source_summary_ = result.summary;
+      state_kept_ = false;
+    } else {
+      const std::string repaired = state_;
+      state_ = StateAfterDriftRepair(source_state_, repaired);
+      state_kept_ = state_ != repaired;
+    }
     LogOutput(result);
     Count(result);
     Record(result);
@@ -852,7 +882,7 @@ class Daemon {
     Publish("cycle-finished", std::move(finished));
     const Json reply = CycleJson(result);
     for (auto& waiter : waiters_) {
-      waiter->Reply(
+      waiter->ReplyDeferred(
           Json{{"ok", result.exit_code == 0}, {"schema", "tether.ctl/v1"}, {"cycle", reply}});
     }
     waiters_.clear();
@@ -867,8 +897,8 @@ class Daemon {
     const auto delay = result.exit_code == 0 ? schedule_.AfterSuccess() : schedule_.AfterFailure();
     next_poll_ = SteadyClock::now() + delay;
     poll_timer_.expires_after(delay);
-    poll_timer_.async_wait([this](boost::system::error_code code) {
-      if (code || stopping_) return;
+    poll_timer_.async_wait([this, generation = poll_generation_](boost::system::error_code code) {
+      if (code || stopping_ || generation != poll_generation_) return;
       next_poll_.reset();
       if (!worker_.busy()) return StartCycle("poll");
       // A drift repair or a plan is running: the poll comes right after it. It repairs
@@ -958,6 +988,12 @@ class Daemon {
     const std::string quarantined = QuarantinedCommit(options_.cycle.state_dir);
     status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
     status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
+    // Why the state is what it is: the last cycle's error, or, when a drift repair kept
+    // the state of the last cycle that asked the source, that cycle's.
+    const std::string& why = state_kept_ ? source_summary_.error
+                             : last_     ? last_->summary.error
+                                         : source_summary_.error;
+    status["state_error"] = why.empty() ? Json() : Json(why);
     status["endpoint"] = reports_ ? reports_->Status() : Json();
     status["suspended"] = suspended_ ? Json{{"reason", *suspended_}} : Json();
     status["pinned"] = pinned_ ? Json(*pinned_) : Json();
@@ -993,10 +1029,15 @@ class Daemon {
   std::chrono::microseconds watchdog_period_{0};
   bool stopping_ = false;
   std::string state_ = "starting";
-  std::string settled_state_;  // state_ after the last cycle
+  // The state and summary the last cycle that asked the source left (every one but a
+  // drift repair), and whether state_ is still that state after a repair.
+  std::string source_state_;
+  CycleSummary source_summary_;
+  bool state_kept_ = false;
   std::string commit_;
   std::optional<CycleResult> last_;
   std::optional<SteadyClock::time_point> next_poll_;
+  std::uint64_t poll_generation_ = 0;  // a poll timer's handler is stale once it changed
   std::optional<std::string> pending_;
   std::optional<std::string> suspended_;  // its reason
   std::optional<std::string> pinned_;     // tetherctl rollback
@@ -1013,17 +1054,21 @@ class Daemon {
   std::string last_refusal_recorded_;  // commit and reason of the last refusal in the history
 };
 
+// A client that sends no request for kRequestTimeout is disconnected.
+void Connection::ArmDeadline() {
+  auto self = shared_from_this();
+  timer_.expires_after(kRequestTimeout);
+  timer_.async_wait([self](boost::system::error_code code) {
+    if (!code) {
+      boost::system::error_code ignored;
+      self->socket_.close(ignored);  // too slow: the read in progress ends with an error
+    }
+  });
+}
+
 void Connection::ReadRequest() {
   auto self = shared_from_this();
-  if (!subscribed_) {
-    timer_.expires_after(kRequestTimeout);
-    timer_.async_wait([self](boost::system::error_code code) {
-      if (!code) {
-        boost::system::error_code ignored;
-        self->socket_.close(ignored);  // too slow: the read below ends with an error
-      }
-    });
-  }
+  if (!subscribed_ && deferred_ == 0) ArmDeadline();
   asio::async_read_until(
       socket_, input_, '\n', [self](boost::system::error_code code, std::size_t length) {
         self->timer_.cancel();

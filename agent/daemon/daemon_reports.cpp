@@ -40,7 +40,10 @@ std::string StateAfterCycle(const CycleSummary& summary, int exit_code, bool sus
 }
 
 std::string StateAfterDriftRepair(const std::string& before, const std::string& after) {
-  if (after == "synced" && (before == "refused" || before == "offline")) return before;
+  if (after == "synced" && (before == "refused" || before == "offline" || before == "rolled-back" ||
+                            before == "failed")) {
+    return before;
+  }
   return after;
 }
 

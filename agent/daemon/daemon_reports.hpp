@@ -34,8 +34,9 @@ namespace tether {
                                           bool suspended);
 
 // The state after a drift repair, which re-applies the applied commit without asking the
-// Git source: what the source last said (`before`: refused, offline) still stands when
-// the repair leaves the host in sync (`after`: synced). Any other `after` wins.
+// Git source: what the last cycle that did ask left (`before`: the head refused, the
+// source offline, the head's apply rolled back or failed and quarantined) still stands
+// when the repair leaves the host in sync (`after`: synced). Any other `after` wins.
 [[nodiscard]] std::string StateAfterDriftRepair(const std::string& before,
                                                 const std::string& after);
 

@@ -78,6 +78,8 @@ TEST_CASE("A drift repair, which does not ask the source, keeps what the source 
   using tether::StateAfterDriftRepair;
   CHECK(StateAfterDriftRepair("refused", "synced") == "refused");
   CHECK(StateAfterDriftRepair("offline", "synced") == "offline");
+  CHECK(StateAfterDriftRepair("rolled-back", "synced") == "rolled-back");  // quarantined head
+  CHECK(StateAfterDriftRepair("failed", "synced") == "failed");
   CHECK(StateAfterDriftRepair("synced", "synced") == "synced");
   CHECK(StateAfterDriftRepair("", "synced") == "synced");
   // What the repair found or did itself wins.
@@ -85,5 +87,5 @@ TEST_CASE("A drift repair, which does not ask the source, keeps what the source 
   CHECK(StateAfterDriftRepair("offline", "rolled-back") == "rolled-back");
   CHECK(StateAfterDriftRepair("refused", "drifted") == "drifted");
   CHECK(StateAfterDriftRepair("offline", "suspended") == "suspended");
-  CHECK(StateAfterDriftRepair("failed", "synced") == "synced");
+  CHECK(StateAfterDriftRepair("drifted", "synced") == "synced");  // the hand edit undone
 }

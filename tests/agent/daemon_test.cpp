@@ -758,13 +758,83 @@ TEST_CASE("polls go on while drift repairs keep coming") {
   REQUIRE(fleet.tetherd.Wait(40s));
 }
 
+TEST_CASE("a rolled-back head stays the daemon's state through drift repairs") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  fleet.extra_args = {"--root-checks"};
+  fleet.extra_config = "[apply]\nhealth_timeout = \"1s\"\n";
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+
+  // A head whose health check fails: applied, rolled back, quarantined.
+  tether::testing::CommitOptions options;
+  options.signing_key = fleet.key.private_key;
+  const std::string broken =
+      tether::testing::CommitFiles(fleet.repo,
+                                   {{"hosts/h.toml",
+                                     "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
+                                     "[[check]]\nname = \"never\"\nexec = [\"/bin/false\"]\n"},
+                                    {"motd", "broken\n"}},
+                                   options);
+  CHECK(fleet.Ctl({"sync", "--wait"}).exit_code == 1);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // A hand edit: the repair (and the one confirming the rollback's own writes) finds the
+  // host in sync with the first commit, and the state still tells of the head.
+  fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
+  REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
+  REQUIRE_MESSAGE(WaitFor(
+                      [&] {
+                        auto status = fleet.Status();
+                        return status["last_cycle"].value("trigger", "") == "drift" &&
+                               status.value("state", "") != "applying";
+                      },
+                      20s),
+                  fleet.Log());
+  auto status = fleet.Status();
+  CHECK(status["state"] == "rolled-back");
+  CHECK(status["commit"] == first);
+  CHECK(status["quarantined"] == broken);
+  REQUIRE(status["state_error"].is_string());
+  CHECK(status["state_error"].get<std::string>().find("never") != std::string::npos);
+  CHECK(fleet.Ctl({"status"}).out.find("because") != std::string::npos);
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
+}
+
+TEST_CASE("sync --wait waits for a cycle longer than the request deadline (10 s)") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  fleet.extra_args = {"--root-checks"};
+  fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+  // An apply whose health check takes 11 s.
+  tether::testing::CommitOptions options;
+  options.signing_key = fleet.key.private_key;
+  tether::testing::CommitFiles(fleet.repo,
+                               {{"hosts/h.toml",
+                                 "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
+                                 "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"11\"]\n"
+                                 "timeout = \"20s\"\n"},
+                                {"motd", "slow\n"}},
+                               options);
+  const auto synced = fleet.Ctl({"sync", "--wait"});
+  CHECK_MESSAGE(synced.exit_code == 0, synced.err);
+  CHECK(synced.out.find("-hello\n+slow\n") != std::string::npos);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "slow\n");
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
+}
+
 TEST_CASE("sync --wait answers with the cycle it started, not one already running") {
   Fleet fleet;
   fleet.interval = "1h";
   fleet.extra_args = {"--root-checks"};
   const std::string profile =
       "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
-      "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"2\"]\n";
+      "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"4\"]\n";
   tether::testing::CommitOptions options;
   options.signing_key = fleet.key.private_key;
   tether::testing::CommitFiles(fleet.repo, {{"hosts/h.toml", profile}, {"motd", "hello\n"}},
@@ -772,7 +842,7 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
   fleet.Start();
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
 
-  // A repair is running (it waits 2 s for its check) when a new commit is pushed and a
+  // A repair is running (it waits 4 s for its check) when a new commit is pushed and a
   // sync asked for.
   fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
   REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
