@@ -471,10 +471,12 @@ int main(int argc, char** argv) {
   CLI::App* status = app.add_subcommand(
       "status",
       "Show what tetherd applied and is doing: state (applying, synced, drifted, offline,\n"
-      "suspended, refused, rolled-back, failed), the applied commit, a pin or a quarantined\n"
-      "commit, the last cycle with its resources (per kind; in sync, changed, drifted,\n"
-      "failed, skipped; each one not in sync), the next poll and the report endpoint (last\n"
-      "delivery, queued reports, last error).");
+      "suspended, refused, rolled-back, failed) and why; a drift repair, which does not\n"
+      "ask the Git source, leaves refused, offline, rolled-back and failed as they were.\n"
+      "Then the applied commit, a pin or a quarantined commit, the last cycle with its\n"
+      "resources (per kind; in sync, changed, drifted, failed, skipped; each one not in\n"
+      "sync), the next poll and the report endpoint (last delivery, queued reports, last\n"
+      "error).");
   status->add_flag("--json", status_json, "Print the reply as JSON (schema tether.ctl/v1)");
   bool sync_wait = false;
   bool sync_json = false;
