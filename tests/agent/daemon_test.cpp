@@ -109,12 +109,14 @@ struct Fleet {
            dir.Path("allowed_signers") + "\"\n" + extra_config;
   }
 
-  std::string Commit(const std::string& motd) {
+  // A signed commit of a profile with /etc/motd, and `checks` (TOML) after it.
+  std::string Commit(const std::string& motd, const std::string& checks = "") {
     tether::testing::CommitOptions options;
     options.signing_key = key.private_key;
     return CommitFiles(
         repo,
-        {{"hosts/h.toml", "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"}, {"motd", motd}},
+        {{"hosts/h.toml", "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n" + checks},
+         {"motd", motd}},
         options);
   }
 
@@ -660,14 +662,7 @@ TEST_CASE("a hand edit made while a repair is still running is reverted too") {
   fleet.interval = "1h";  // no poll comes to the rescue
   fleet.extra_args = {"--root-checks"};
   // A check that takes 2 s: each apply that changes something runs it after its writes.
-  tether::testing::CommitOptions options;
-  options.signing_key = fleet.key.private_key;
-  tether::testing::CommitFiles(fleet.repo,
-                               {{"hosts/h.toml",
-                                 "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
-                                 "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"2\"]\n"},
-                                {"motd", "hello\n"}},
-                               options);
+  fleet.Commit("hello\n", "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"2\"]\n");
   fleet.Start();
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
 
@@ -768,15 +763,8 @@ TEST_CASE("a rolled-back head stays the daemon's state through drift repairs") {
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
 
   // A head whose health check fails: applied, rolled back, quarantined.
-  tether::testing::CommitOptions options;
-  options.signing_key = fleet.key.private_key;
   const std::string broken =
-      tether::testing::CommitFiles(fleet.repo,
-                                   {{"hosts/h.toml",
-                                     "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
-                                     "[[check]]\nname = \"never\"\nexec = [\"/bin/false\"]\n"},
-                                    {"motd", "broken\n"}},
-                                   options);
+      fleet.Commit("broken\n", "[[check]]\nname = \"never\"\nexec = [\"/bin/false\"]\n");
   CHECK(fleet.Ctl({"sync", "--wait"}).exit_code == 1);
   CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
 
@@ -811,15 +799,8 @@ TEST_CASE("sync --wait waits for a cycle longer than the request deadline (10 s)
   fleet.Start();
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
   // An apply whose health check takes 11 s.
-  tether::testing::CommitOptions options;
-  options.signing_key = fleet.key.private_key;
-  tether::testing::CommitFiles(fleet.repo,
-                               {{"hosts/h.toml",
-                                 "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
-                                 "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"11\"]\n"
-                                 "timeout = \"20s\"\n"},
-                                {"motd", "slow\n"}},
-                               options);
+  fleet.Commit("slow\n",
+               "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"11\"]\ntimeout = \"20s\"\n");
   const auto synced = fleet.Ctl({"sync", "--wait"});
   CHECK_MESSAGE(synced.exit_code == 0, synced.err);
   CHECK(synced.out.find("-hello\n+slow\n") != std::string::npos);
@@ -832,13 +813,8 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
   Fleet fleet;
   fleet.interval = "1h";
   fleet.extra_args = {"--root-checks"};
-  const std::string profile =
-      "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n"
-      "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"4\"]\n";
-  tether::testing::CommitOptions options;
-  options.signing_key = fleet.key.private_key;
-  tether::testing::CommitFiles(fleet.repo, {{"hosts/h.toml", profile}, {"motd", "hello\n"}},
-                               options);
+  const std::string slow = "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"4\"]\n";
+  fleet.Commit("hello\n", slow);
   fleet.Start();
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
 
@@ -847,8 +823,7 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
   fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
   REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
   REQUIRE(fleet.Status().value("state", "") == "applying");
-  const std::string pushed = tether::testing::CommitFiles(
-      fleet.repo, {{"hosts/h.toml", profile}, {"motd", "pushed\n"}}, options);
+  const std::string pushed = fleet.Commit("pushed\n", slow);
   auto synced = fleet.Ctl({"sync", "--wait", "--json"});
   CHECK(synced.exit_code == 0);
   // The answer is the manual cycle's, which applied the pushed commit.
