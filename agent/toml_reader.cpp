@@ -95,10 +95,14 @@ std::optional<TomlHazard> FindTomlHazard(std::string_view text, const std::strin
       case State::kBasic:
       case State::kMultiBasic:
         if (c == '\\' && state == State::kMultiBasic) {
-          // A line-ending backslash: toml++ skips the blanks and line breaks after it and
-          // asks of the next character whether it is blank.
+          // After a backslash, toml++ skips blanks (a line-ending backslash may have some
+          // after it), asking of each character whether it is blank.
           std::size_t next = i + 1;
           while (next < text.size() && IsBlank(text[next])) ++next;
+          if (next < text.size() && IsNonAscii(text[next])) {
+            return hazard(next, "a backslash before a non-ASCII character, which is no escape");
+          }
+          // A line-ending backslash: the same after the line breaks too.
           if (next < text.size() && (text[next] == '\n' || text[next] == '\r')) {
             while (next < text.size() &&
                    (IsBlank(text[next]) || text[next] == '\n' || text[next] == '\r')) {

@@ -30,8 +30,9 @@ namespace tether {
 // - a non-ASCII character outside strings and comments;
 // - a quote after a bare value (toml++ reads a bare value up to its end, across quotes, so
 //   a string that follows is not a string to it), e.g. `port = 80"é"`;
-// - a non-ASCII character first after a line-ending backslash in a multi-line basic
-//   string, the one case of the three that is valid TOML.
+// - in a multi-line basic string, a non-ASCII character after a backslash and blanks
+//   (not an escape), or first after a line-ending backslash: the one case here that is
+//   valid TOML.
 struct TomlHazard {
   Location where;
   std::string message;  // "a non-ASCII character outside a string or comment"

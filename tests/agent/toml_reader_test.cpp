@@ -121,3 +121,16 @@ TEST_CASE("A non-ASCII character first after a line-ending backslash is refused"
   REQUIRE(parsed);
   CHECK((*parsed)["s"].value<std::string>() == "x\xC2\xA7");
 }
+
+TEST_CASE("A backslash before a non-ASCII character in a multi-line string is refused") {
+  // Found by the profile fuzzer: toml++ 3.3 skips the blanks after the backslash, asking
+  // of U+00A7 whether it is one. It is no escape either.
+  const std::string no_escape = "a backslash before a non-ASCII character, which is no escape";
+  CHECK(Hazard("s = \"\"\"\\\xC2\xA7\"\"\"\n") == "f.toml:1:9: " + no_escape);
+  CHECK(Hazard("s = \"\"\"x\\ \t\xC2\xA7\"\"\"\n") == "f.toml:1:12: " + no_escape);
+  // In a one-line basic string toml++ does not ask (and reports the bad escape itself).
+  CHECK(Where("s = \"\\\xC2\xA7\"\n") == "none");
+  Diagnostics diagnostics;
+  CHECK_FALSE(tether::ParseToml("s = \"\\\xC2\xA7\"\n", "a.toml", diagnostics));
+  CHECK(diagnostics.ToString().find("a.toml:1:") == 0);
+}
