@@ -55,7 +55,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   CycleSummary ignored;
   CycleSummary& summary = given_summary != nullptr ? *given_summary : ignored;
   // A problem that ends the cycle: said on `err`, and kept in the summary.
-  auto problem = [&](const std::string& message, const char* outcome = "failed") {
+  auto problem = [&](const std::string& message, Outcome outcome = Outcome::kFailed) {
     std::fprintf(err, "tetherd: %s\n", message.c_str());
     summary.error = message;
     summary.outcome = outcome;
@@ -184,7 +184,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
                                                       ? std::nullopt
                                                       : std::optional(inventory->commit);
   auto accepted = CheckCommit(**source, commit, last_applied, *policy, now);
-  if (!accepted) return problem(accepted.error().message(), "refused");
+  if (!accepted) return problem(accepted.error().message(), Outcome::kRefused);
   // A quarantined head is not applied again (until a newer commit, or an operator asks):
   // the last applied commit keeps being enforced.
   auto quarantine = LoadQuarantine(options.state_dir);
@@ -240,7 +240,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     }
     return problem(
         "refusing commit " + Short(commit) + ": its profile for this host is invalid" + first,
-        "refused");
+        Outcome::kRefused);
   }
 
   // A full audit, when one is due, reads and hashes every managed path whatever its
@@ -301,7 +301,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   }
   if (options.dry_run) {
     summary.changes = changes;
-    summary.outcome = "dry run";
+    summary.outcome = Outcome::kDryRun;
     std::fprintf(out, "dry run: %zu change%s planned, nothing changed\n", changes,
                  changes == 1 ? "" : "s");
     return 0;
@@ -330,7 +330,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
       if (!undone.empty()) std::fprintf(out, "undone   %s\n", undone.c_str());
     }
     summary.changes = changes;
-    summary.outcome = result.rolled_back ? "rolled back" : "failed";
+    summary.outcome = result.rolled_back ? Outcome::kRolledBack : Outcome::kFailed;
     std::fprintf(out, "%s commit %s after %lld ms\n",
                  result.rolled_back ? "rolled back" : "FAILED to apply", Short(commit).c_str(),
                  static_cast<long long>(elapsed));
@@ -356,7 +356,9 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     }
   }
   summary.changes = changes;
-  summary.outcome = quarantined_head ? "failed" : (changes == 0 ? "in sync" : "applied");
+  summary.outcome = quarantined_head ? Outcome::kFailed
+                    : changes == 0   ? Outcome::kInSync
+                                     : Outcome::kApplied;
   if (changes == 0) {
     std::fprintf(out, "in sync with %s (%lld ms)\n", Short(commit).c_str(),
                  static_cast<long long>(elapsed));

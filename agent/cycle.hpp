@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +38,23 @@ struct CycleOptions {
   std::vector<std::string> worker_argv;  // how to start the git worker
 };
 
+// How a cycle ended.
+enum class Outcome {
+  kInSync,      // the host was as the commit says
+  kApplied,     // changes were made, and the health checks passed
+  kDryRun,      // planned only (suspended, tetherctl plan)
+  kRolledBack,  // a change or the health gate failed: the apply was undone
+  kFailed,      // an error
+  kRefused,     // a commit not signed by a trusted key, a rewind, a profile that does not render
+};
+
+// "in sync", "applied", "dry run", "rolled back", "failed", "refused": the names of the
+// control socket, the history and the reports.
+[[nodiscard]] std::string_view OutcomeName(Outcome outcome);
+[[nodiscard]] std::optional<Outcome> OutcomeFromName(std::string_view name);
+// Refused, rolled back or failed.
+[[nodiscard]] bool IsFailure(Outcome outcome);
+
 // One resource that was not in sync, as a cycle found or left it. Never its contents.
 struct ResourceSummary {
   std::string id;       // "file:/etc/motd"
@@ -50,9 +69,7 @@ struct CycleSummary {
   std::string commit;  // the commit planned (the head, or the applied one when offline)
   std::string signer;  // its verified signer ("principal (key type fingerprint)"), if any
   std::size_t changes = 0;
-  // "in sync", "applied", "dry run", "rolled back", "failed" (errors), "refused" (a commit
-  // not signed by a trusted key, a rewind, a profile that does not render)
-  std::string outcome = "failed";
+  Outcome outcome = Outcome::kFailed;
   std::string error{};   // the first problem, when there was one
   bool offline = false;  // the Git source could not be reached; the applied commit was enforced
   // The desired state: resources per kind ("file" -> 12), and how many were in sync.

@@ -1,50 +1,39 @@
 #include "agent/daemon/daemon.hpp"
 
-#include <grp.h>
 #include <malloc.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/read_until.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/streambuf.hpp>
-#include <boost/asio/write.hpp>
 #include <chrono>
-#include <condition_variable>
-#include <cstdio>
 #include <cstring>
-#include <deque>
-#include <fstream>
-#include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <sstream>
-#include <thread>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/daemon/cycle_process.hpp"
+#include "agent/daemon/control_server.hpp"
 #include "agent/daemon/daemon_reports.hpp"
-#include "agent/daemon/managed.hpp"
+#include "agent/daemon/daemon_state.hpp"
+#include "agent/daemon/metrics.hpp"
+#include "agent/daemon/watchers.hpp"
+#include "agent/daemon/worker.hpp"
 #include "agent/diagnostics.hpp"
-#include "agent/engine/drift_watcher.hpp"
 #include "agent/git/poll_schedule.hpp"
+#include "agent/protocol/protocol.hpp"
 #include "agent/report/send_process.hpp"
 #include "agent/state/history.hpp"
 #include "common/filesystem.hpp"
 #include "common/log.hpp"
-#include "common/systemd_bus.hpp"
 #include "version.hpp"
 
 namespace tether {
@@ -52,15 +41,10 @@ namespace tether {
 namespace {
 
 namespace asio = boost::asio;
-using Local = asio::local::stream_protocol;
 using Json = nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 using SystemClock = std::chrono::system_clock;
 
-constexpr std::size_t kMaxRequest = 64 << 10;
-constexpr auto kRequestTimeout = std::chrono::seconds(10);
-// Events not yet written to a subscriber before it is dropped.
-constexpr std::size_t kMaxEventsQueued = 1024;
 // A burst of edits (an editor's write, rename and chmod) is one drift repair.
 constexpr auto kDriftSettle = std::chrono::milliseconds(100);
 
@@ -68,183 +52,21 @@ std::int64_t UnixSeconds(SystemClock::time_point when) {
   return std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
 }
 
-// What one cycle did.
-struct CycleResult {
-  std::string trigger;  // "start", "poll", "manual", "drift"
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-  SystemClock::time_point started;
-  std::chrono::milliseconds duration{0};
-  CycleSummary summary;
-};
-
-// How the worker starts a cycle's process.
-struct CycleRunner {
-  std::vector<std::string> argv;
-  std::vector<std::string> env;
-};
-
-// The worker thread: one cycle at a time, its result handed back on the loop.
-class Worker {
- public:
-  explicit Worker(asio::io_context& io) : io_(io), thread_([this] { Loop(); }) {}
-  ~Worker() {
-    {
-      std::lock_guard lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_one();
-    thread_.join();
-  }
-  Worker(const Worker&) = delete;
-  Worker& operator=(const Worker&) = delete;
-
-  // Starts a cycle; `done` runs on the loop afterwards. The caller makes sure that only
-  // one runs at a time (busy()).
-  void Start(CycleRunner runner, std::vector<ConfigFile> config_files, CycleOptions options,
-             std::string trigger, std::function<void(const CycleResult&)> done) {
-    {
-      std::lock_guard lock(mutex_);
-      job_ = Job{std::move(runner), std::move(config_files), std::move(options), std::move(trigger),
-                 std::move(done)};
-    }
-    busy_ = true;
-    wake_.notify_one();
-  }
-  [[nodiscard]] bool busy() const { return busy_; }
-
- private:
-  struct Job {
-    CycleRunner runner;
-    std::vector<ConfigFile> config_files;
-    CycleOptions options;
-    std::string trigger;
-    std::function<void(const CycleResult&)> done;
-  };
-
-  void Loop() {
-    while (true) {
-      std::optional<Job> job;
-      {
-        std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || job_.has_value(); });
-        if (!job_) return;  // stopping, nothing left to do
-        job = std::move(job_);
-        job_.reset();
-      }
-      auto result = std::make_shared<CycleResult>();
-      result->trigger = job->trigger;
-      result->started = SystemClock::now();
-      const auto start = SteadyClock::now();
-      CycleOutput output =
-          RunCycleProcess(job->runner.argv, job->runner.env, job->config_files, job->options);
-      result->duration =
-          std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start);
-      result->exit_code = output.exit_code;
-      result->out = std::move(output.out);
-      result->err = std::move(output.err);
-      result->summary = std::move(output.summary);
-      job->options = CycleOptions();
-      job->config_files.clear();
-      // What the cycle allocated goes back to the system, not only to malloc: an idle
-      // daemon stays small.
-      malloc_trim(0);
-      asio::post(io_, [this, result, done = std::move(job->done)] {
-        busy_ = false;
-        done(*result);
-      });
-    }
-  }
-
-  asio::io_context& io_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::optional<Job> job_;
-  bool stop_ = false;
-  bool busy_ = false;  // touched on the loop only
-  std::thread thread_;
-};
-
-enum class Role { kNone, kReader, kAdmin };
-
 // The commit in state_dir/inventory.json, or "".
 std::string AppliedCommit(const std::string& state_dir) {
   auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
   if (!text) return "";
   // Only the beginning is needed: the commit comes before the entries.
-  const Json json = Json::parse(*text, nullptr, false);
-  return json.is_object() ? json.value("commit", "") : "";
+  return protocol::Fields(Json::parse(*text, nullptr, false)).StringOr("commit");
 }
 
 std::string QuarantinedCommit(const std::string& state_dir) {
   auto text = ReadLocalFile(state_dir + "/quarantine.json", 1 << 20);
   if (!text) return "";
-  const Json json = Json::parse(*text, nullptr, false);
-  return json.is_object() ? json.value("commit", "") : "";
+  return protocol::Fields(Json::parse(*text, nullptr, false)).StringOr("commit");
 }
 
-// Whether the process `pid` (a socket peer) has group `gid`, primary or supplementary.
-bool HasGroup(pid_t pid, gid_t primary, gid_t gid) {
-  if (primary == gid) return true;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Groups:", 0) != 0) continue;
-    std::istringstream groups(line.substr(7));
-    long id = 0;
-    while (groups >> id) {
-      if (static_cast<gid_t>(id) == gid) return true;
-    }
-  }
-  return false;
-}
-
-class Daemon;
-
-// One control connection: requests in, replies out, each bounded in size and time.
-class Connection : public std::enable_shared_from_this<Connection> {
- public:
-  Connection(Daemon& daemon, Local::socket socket, Role role)
-      : daemon_(daemon),
-        socket_(std::move(socket)),
-        timer_(socket_.get_executor()),
-        input_(kMaxRequest),
-        role_(role) {}
-
-  void Start() { ReadRequest(); }
-  void Reply(const Json& reply);
-  // A reply that comes later (sync --wait, plan), when a cycle is over: the request
-  // deadline does not run while one is owed, however long the cycle takes.
-  void Defer() {
-    ++deferred_;
-    timer_.cancel();
-  }
-  void ReplyDeferred(const Json& reply) {
-    if (deferred_ > 0 && --deferred_ == 0 && !subscribed_) ArmDeadline();
-    Reply(reply);
-  }
-  [[nodiscard]] Role role() const { return role_; }
-  // An events subscriber: no request deadline any more; a reader that falls too far
-  // behind is dropped (its connection closed) rather than buffered without end.
-  void Subscribe() { subscribed_ = true; }
-
- private:
-  void ReadRequest();
-  void ArmDeadline();
-  void WriteNext();
-
-  Daemon& daemon_;
-  Local::socket socket_;
-  asio::steady_timer timer_;
-  asio::streambuf input_;
-  Role role_;
-  bool subscribed_ = false;
-  int deferred_ = 0;  // replies owed (Defer)
-  std::deque<std::string> outbox_;
-};
-
-class Daemon {
+class Daemon final : public RequestHandler {
  public:
   explicit Daemon(DaemonOptions options)
       : options_(std::move(options)),
@@ -253,7 +75,7 @@ class Daemon {
         watchdog_timer_(io_),
         drift_timer_(io_),
         heartbeat_timer_(io_),
-        acceptor_(io_),
+        control_(io_, *this, options_.read_group),
         worker_(io_),
         random_(std::random_device{}()),
         schedule_(MakeSchedule()) {}
@@ -265,165 +87,187 @@ class Daemon {
       log_->error("state dir '{}': {}", options_.cycle.state_dir, std::strerror(errno));
       return 1;
     }
-    if (auto opened = OpenSocket(); !opened) {
+    if (auto opened = control_.Open(options_.socket_path); !opened) {
       log_->error("control socket: {}", opened.error().message());
       return 1;
     }
     WaitForSignal();
     StartWatchdog();
-    StartDriftWatch();
-    StartUnitWatch();
-    Accept();
+    StartWatches();
+    control_.Start();
     commit_ = AppliedCommit(options_.cycle.state_dir);
     LoadSuspension();
     LoadPin();
     StartReports();
     sd_notify(0, "READY=1");
     log_->info("tetherd {} started; control socket {}", TETHER_VERSION, options_.socket_path);
-    StartCycle("start");
+    StartCycle(Trigger::kStart);
     io_.run();
     sd_notify(0, "STATUS=stopped");
     log_->info("stopped");
     return 0;
   }
 
-  // Control requests.
-  void Handle(const std::shared_ptr<Connection>& connection, const Json& request) {
-    const std::string command = request.is_object() ? request.value("command", "") : "";
-    if (command == "status") return connection->Reply(StatusReply());
-    if (command == "sync") {
-      if (connection->role() != Role::kAdmin) {
-        return connection->Reply(Refusal("permission denied: 'sync' needs root"));
-      }
-      if (stopping_) return connection->Reply(Refusal("tetherd is stopping"));
-      const bool wait = request.value("wait", false);
-      // Answered by the cycle this request starts, never by one already running, which
-      // may predate it (and the commit the caller just pushed).
-      if (wait) {
-        connection->Defer();
-        next_waiters_.push_back(connection);
-      }
-      if (reports_) reports_->RetryNow();  // queued reports too, now
-      if (worker_.busy()) {
-        pending_ = "manual";  // once more after the one in progress, which may predate it
-      } else {
-        StartCycle("manual");
-      }
-      if (!wait) connection->Reply(Json{{"ok", true}, {"started", true}});
-      return;
+  // A control request the peer may send (the control server checked its role).
+  void Handle(const std::shared_ptr<Connection>& connection,
+              const protocol::Request& request) override {
+    using Handler = void (Daemon::*)(const std::shared_ptr<Connection>&, const protocol::Request&);
+    static constexpr std::pair<protocol::Command, Handler> kHandlers[] = {
+        {protocol::Command::kStatus, &Daemon::OnStatus},
+        {protocol::Command::kSync, &Daemon::OnSync},
+        {protocol::Command::kPlan, &Daemon::OnPlan},
+        {protocol::Command::kHistory, &Daemon::OnHistory},
+        {protocol::Command::kShow, &Daemon::OnShow},
+        {protocol::Command::kEvents, &Daemon::OnEvents},
+        {protocol::Command::kMetrics, &Daemon::OnMetrics},
+        {protocol::Command::kRollback, &Daemon::OnRollback},
+        {protocol::Command::kSuspend, &Daemon::OnSuspend},
+        {protocol::Command::kResume, &Daemon::OnResume},
+    };
+    for (const auto& [command, handler] : kHandlers) {
+      if (command == request.command) return (this->*handler)(connection, request);
     }
-    if (command == "plan") {
-      // A dry run now, its output the reply; it changes nothing, not even the status.
-      if (stopping_) return connection->Reply(Refusal("tetherd is stopping"));
-      if (worker_.busy()) {
-        return connection->Reply(Refusal("a cycle is running; ask again when it is over"));
-      }
-      CycleOptions dry = options_.cycle;
-      dry.dry_run = true;
-      if (pinned_) dry.pin = *pinned_;  // what the next cycle would do
-      state_before_plan_ = state_;
-      state_ = "planning";
+    connection->Reply(protocol::Refusal("this tetherd does not handle '" +
+                                        std::string(protocol::InfoOf(request.command).name) + "'"));
+  }
+
+ private:
+  using ConnectionPtr = std::shared_ptr<Connection>;
+
+  void OnStatus(const ConnectionPtr& connection, const protocol::Request&) {
+    connection->Reply(StatusReply());
+  }
+
+  void OnSync(const ConnectionPtr& connection, const protocol::Request& request) {
+    if (stopping_) return connection->Reply(protocol::Refusal("tetherd is stopping"));
+    // Answered by the cycle this request starts, never by one already running, which
+    // may predate it (and the commit the caller just pushed).
+    if (request.wait) {
       connection->Defer();
-      worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
-                    std::move(dry), "plan", [this, connection](const CycleResult& result) {
-                      state_ = state_before_plan_;
-                      connection->ReplyDeferred(Json{{"ok", result.exit_code == 0},
-                                                     {"schema", "tether.ctl/v1"},
-                                                     {"cycle", CycleJson(result)}});
-                      if (stopping_) return Finish();
-                      if (pending_) {
-                        const std::string trigger = *pending_;
-                        pending_.reset();
-                        StartCycle(trigger);
-                      }
-                    });
-      return;
+      next_waiters_.push_back(connection);
     }
-    if (command == "history" || command == "show") {
-      auto entries = LoadHistory(options_.cycle.state_dir);
-      if (!entries) return connection->Reply(Refusal(entries.error().message()));
-      if (command == "history") {
-        Json list = Json::array();
-        for (const auto& entry : *entries) list.push_back(HistoryJson(entry, false));
+    if (reports_) reports_->RetryNow();  // queued reports too, now
+    CycleSoon();
+    if (!request.wait) connection->Reply(Json{{"ok", true}, {"started", true}});
+  }
+
+  void OnPlan(const ConnectionPtr& connection, const protocol::Request&) {
+    // A dry run now, its output the reply; it changes nothing, not even the status.
+    if (stopping_) return connection->Reply(protocol::Refusal("tetherd is stopping"));
+    if (worker_.busy()) {
+      return connection->Reply(protocol::Refusal("a cycle is running; ask again when it is over"));
+    }
+    CycleOptions dry = options_.cycle;
+    dry.dry_run = true;
+    if (pinned_) dry.pin = *pinned_;  // what the next cycle would do
+    state_before_plan_ = state_;
+    state_ = DaemonState::kPlanning;
+    connection->Defer();
+    worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files, std::move(dry),
+                  Trigger::kPlan, [this, connection](const CycleResult& result) {
+                    state_ = state_before_plan_;
+                    connection->ReplyDeferred(Json{{"ok", result.exit_code == 0},
+                                                   {"schema", protocol::kSchema},
+                                                   {"cycle", CycleJson(result)}});
+                    if (stopping_) return Finish();
+                    StartPending();
+                  });
+  }
+
+  void OnHistory(const ConnectionPtr& connection, const protocol::Request&) {
+    auto entries = LoadHistory(options_.cycle.state_dir);
+    if (!entries) return connection->Reply(protocol::Refusal(entries.error().message()));
+    Json list = Json::array();
+    for (const auto& entry : *entries) list.push_back(HistoryJson(entry, false));
+    connection->Reply(Json{{"ok", true}, {"schema", protocol::kSchema}, {"entries", list}});
+  }
+
+  void OnShow(const ConnectionPtr& connection, const protocol::Request& request) {
+    auto entries = LoadHistory(options_.cycle.state_dir);
+    if (!entries) return connection->Reply(protocol::Refusal(entries.error().message()));
+    for (const auto& entry : *entries) {
+      if (entry.id == request.id) {
         return connection->Reply(
-            Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"entries", list}});
+            Json{{"ok", true}, {"schema", protocol::kSchema}, {"entry", HistoryJson(entry, true)}});
       }
-      const auto id = request.value("id", std::int64_t{0});
-      for (const auto& entry : *entries) {
-        if (entry.id == id) {
-          return connection->Reply(
-              Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"entry", HistoryJson(entry, true)}});
-        }
-      }
-      return connection->Reply(Refusal("no apply " + std::to_string(id) + " in the history"));
     }
-    if (command == "events") {
-      connection->Subscribe();
-      subscribers_.push_back(connection);
-      return connection->Reply(
-          Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"subscribed", true}});
+    connection->Reply(
+        protocol::Refusal("no apply " + std::to_string(request.id) + " in the history"));
+  }
+
+  void OnEvents(const ConnectionPtr& connection, const protocol::Request&) {
+    connection->Subscribe();
+    subscribers_.push_back(connection);
+    connection->Reply(Json{{"ok", true}, {"schema", protocol::kSchema}, {"subscribed", true}});
+  }
+
+  void OnMetrics(const ConnectionPtr& connection, const protocol::Request&) {
+    connection->Reply(Json{{"ok", true},
+                           {"schema", protocol::kSchema},
+                           {"text", metrics_.Text(suspended_.has_value())}});
+  }
+
+  void OnRollback(const ConnectionPtr& connection, const protocol::Request& request) {
+    // From the local history: an applied commit, named by a prefix of its id.
+    auto entries = LoadHistory(options_.cycle.state_dir);
+    if (!entries) return connection->Reply(protocol::Refusal(entries.error().message()));
+    std::string found;
+    for (const auto& entry : *entries) {
+      if (entry.outcome == OutcomeName(Outcome::kApplied) && request.commit.size() >= 4 &&
+          entry.commit.rfind(request.commit, 0) == 0) {
+        found = entry.commit;
+      }
     }
-    if (command == "metrics") {
-      return connection->Reply(
-          Json{{"ok", true}, {"schema", "tether.ctl/v1"}, {"text", Metrics()}});
+    if (found.empty()) {
+      return connection->Reply(protocol::Refusal("no applied commit '" + request.commit +
+                                                 "' in the local history (tetherctl history)"));
     }
-    if (command == "rollback") {
-      if (connection->role() != Role::kAdmin) {
-        return connection->Reply(Refusal("permission denied: 'rollback' needs root"));
-      }
-      // From the local history: an applied commit, named by a prefix of its id.
-      const std::string wanted = request.value("commit", "");
-      auto entries = LoadHistory(options_.cycle.state_dir);
-      if (!entries) return connection->Reply(Refusal(entries.error().message()));
-      std::string found;
-      for (const auto& entry : *entries) {
-        if (entry.outcome == "applied" && wanted.size() >= 4 &&
-            entry.commit.rfind(wanted, 0) == 0) {
-          found = entry.commit;
-        }
-      }
-      if (found.empty()) {
-        return connection->Reply(
-            Refusal("no applied commit '" + wanted + "' in the local history (tetherctl history)"));
-      }
-      pinned_ = found;
-      SavePin();
-      log_->info("rollback to {}: pinned until resumed", found);
-      Publish("pinned", {{"commit", found}});
-      if (worker_.busy()) {
-        pending_ = "manual";
-      } else if (!stopping_) {
-        StartCycle("manual");
-      }
-      return connection->Reply(StatusReply());
+    pinned_ = found;
+    SavePin();
+    log_->info("rollback to {}: pinned until resumed", found);
+    Publish("pinned", {{"commit", found}});
+    if (!stopping_) CycleSoon();
+    connection->Reply(StatusReply());
+  }
+
+  void OnSuspend(const ConnectionPtr& connection, const protocol::Request& request) {
+    suspended_ = request.reason;
+    log_->info("suspended{}{}: cycles only plan until resumed", suspended_->empty() ? "" : ": ",
+               *suspended_);
+    Publish("suspended", {{"reason", *suspended_}});
+    SaveSuspension();
+    NotifyStatus();
+    connection->Reply(StatusReply());
+  }
+
+  void OnResume(const ConnectionPtr& connection, const protocol::Request&) {
+    suspended_.reset();
+    pinned_.reset();
+    SavePin();
+    log_->info("resumed");
+    Publish("resumed", Json::object());
+    // The cycle in progress may still be pinned: one more after it.
+    if (!stopping_) CycleSoon();
+    SaveSuspension();
+    NotifyStatus();
+    connection->Reply(StatusReply());
+  }
+
+  // A manual cycle now, or right after the one in progress (which may predate the request).
+  void CycleSoon() {
+    if (worker_.busy()) {
+      pending_ = Trigger::kManual;
+    } else {
+      StartCycle(Trigger::kManual);
     }
-    if (command == "suspend" || command == "resume") {
-      if (connection->role() != Role::kAdmin) {
-        return connection->Reply(Refusal("permission denied: '" + command + "' needs root"));
-      }
-      if (command == "suspend") {
-        suspended_ = request.value("reason", "");
-        log_->info("suspended{}{}: cycles only plan until resumed", suspended_->empty() ? "" : ": ",
-                   *suspended_);
-        Publish("suspended", {{"reason", *suspended_}});
-      } else {
-        suspended_.reset();
-        pinned_.reset();
-        SavePin();
-        log_->info("resumed");
-        Publish("resumed", Json::object());
-        if (worker_.busy()) {
-          pending_ = "manual";  // the cycle in progress may still be pinned
-        } else if (!stopping_) {
-          StartCycle("manual");
-        }
-      }
-      SaveSuspension();
-      NotifyStatus();
-      return connection->Reply(StatusReply());
-    }
-    connection->Reply(Refusal(command.empty() ? "a request is {\"command\": NAME, ...}"
-                                              : "unknown command '" + command + "'"));
+  }
+
+  // Starts the cycle queued while another ran, if any.
+  void StartPending() {
+    if (!pending_) return;
+    const Trigger trigger = *pending_;
+    pending_.reset();
+    StartCycle(trigger);
   }
 
   // Sends an event to every subscriber (tetherctl events): {"event": NAME, "time": unix
@@ -455,23 +299,6 @@ class Daemon {
     return json;
   }
 
-  [[nodiscard]] Role RoleOf(const Local::socket& socket) {
-    ucred peer{};
-    socklen_t length = sizeof(peer);
-    if (getsockopt(const_cast<Local::socket&>(socket).native_handle(), SOL_SOCKET, SO_PEERCRED,
-                   &peer, &length) != 0) {
-      return Role::kNone;
-    }
-    if (peer.uid == 0) return Role::kAdmin;
-    if (read_gid_ && HasGroup(peer.pid, peer.gid, *read_gid_)) return Role::kReader;
-    return Role::kNone;
-  }
-
-  static Json Refusal(const std::string& error) {
-    return Json{{"ok", false}, {"schema", "tether.ctl/v1"}, {"error", error}};
-  }
-
- private:
   // Suspension survives a restart: state_dir/suspended (its reason).
   void LoadSuspension() {
     auto text = ReadLocalFile(options_.cycle.state_dir + "/suspended", 4096);
@@ -504,92 +331,9 @@ class Daemon {
     }
   }
 
-  // Prometheus text format.
-  std::string Metrics() const {
-    std::string text;
-    auto metric = [&](const std::string& name, const char* type, const char* help,
-                      const std::vector<std::pair<std::string, double>>& samples) {
-      text += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-      for (const auto& [labels, value] : samples) {
-        char number[64];
-        std::snprintf(number, sizeof(number), "%.17g", value);
-        text += name + labels + " " + number + "\n";
-      }
-    };
-    metric("tether_info", "gauge", "The agent's version.",
-           {{std::string("{version=\"") + TETHER_VERSION + "\"}", 1}});
-    std::vector<std::pair<std::string, double>> cycles;
-    for (const auto& [trigger, count] : cycles_by_trigger_) {
-      cycles.emplace_back("{trigger=\"" + trigger + "\"}", static_cast<double>(count));
-    }
-    metric("tether_cycles_total", "counter", "Cycles run (each polls, plans and applies).", cycles);
-    std::vector<std::pair<std::string, double>> outcomes;
-    for (const auto& [outcome, count] : cycles_by_outcome_) {
-      outcomes.emplace_back("{outcome=\"" + outcome + "\"}", static_cast<double>(count));
-    }
-    metric("tether_cycle_outcomes_total", "counter",
-           "Cycles by outcome: in sync, applied, rolled back, failed, dry run.", outcomes);
-    metric(
-        "tether_drift_events_total", "counter", "Cycles started by a change of a managed path.",
-        {{"", static_cast<double>(
-                  cycles_by_trigger_.count("drift") != 0 ? cycles_by_trigger_.at("drift") : 0)}});
-    metric("tether_failures_total", "counter", "Cycles that failed, were refused or rolled back.",
-           {{"", static_cast<double>(failures_)}});
-    metric("tether_cycle_duration_seconds", "summary", "How long cycles took.",
-           {{"_sum", cycle_seconds_}, {"_count", static_cast<double>(cycle_count_)}});
-    metric("tether_last_success_timestamp_seconds", "gauge",
-           "When a cycle last ended in sync or applied (unix time; 0: never).",
-           {{"", static_cast<double>(last_success_)}});
-    metric("tether_suspended", "gauge", "1 while applying is suspended.",
-           {{"", suspended_ ? 1.0 : 0.0}});
-    return text;
-  }
-
   PollSchedule MakeSchedule() {
     return PollSchedule(options_.cycle.config.source.interval, options_.cycle.config.source.jitter,
                         [this] { return std::uniform_real_distribution<double>(0, 1)(random_); });
-  }
-
-  Status OpenSocket() {
-    if (group* found = getgrnam(options_.read_group.c_str())) read_gid_ = found->gr_gid;
-    // Socket activation: systemd passes the listening socket.
-    if (sd_listen_fds(1) == 1) {
-      boost::system::error_code code;
-      acceptor_.assign(Local(), SD_LISTEN_FDS_START, code);
-      if (code)
-        return Fail(std::errc::bad_file_descriptor, "the socket systemd passed: " + code.message());
-      return {};
-    }
-    const std::string& path = options_.socket_path;
-    const auto slash = path.rfind('/');
-    if (slash != std::string::npos && slash > 0) mkdir(path.substr(0, slash).c_str(), 0755);
-    unlink(path.c_str());  // a socket left by a killed tetherd
-    boost::system::error_code code;
-    acceptor_.open(Local(), code);
-    if (!code) acceptor_.bind(Local::endpoint(path), code);
-    if (!code) acceptor_.listen(64, code);
-    if (code) return Fail(std::errc::address_in_use, "bind '" + path + "': " + code.message());
-    // Readers (group tether) may connect; the peer check decides what they may do.
-    if (read_gid_) (void)chown(path.c_str(), 0, *read_gid_);
-    (void)chmod(path.c_str(), read_gid_ ? 0660 : 0600);
-    return {};
-  }
-
-  void Accept() {
-    acceptor_.async_accept([this](boost::system::error_code code, Local::socket socket) {
-      if (code == asio::error::operation_aborted || stopping_) return;
-      if (!code) {
-        const Role role = RoleOf(socket);
-        auto connection = std::make_shared<Connection>(*this, std::move(socket), role);
-        if (role == Role::kNone) {
-          connection->Reply(
-              Refusal("permission denied: root or the group '" + options_.read_group + "' only"));
-        } else {
-          connection->Start();
-        }
-      }
-      Accept();
-    });
   }
 
   void WaitForSignal() {
@@ -643,8 +387,7 @@ class Daemon {
     Publish("stopping", {{"signal", signal}});
     log_->info("signal {}: stopping{}", signal,
                worker_.busy() ? " once the cycle in progress is over" : "");
-    boost::system::error_code ignored;
-    acceptor_.close(ignored);
+    control_.StopAccepting();
     poll_timer_.cancel();
     if (!worker_.busy()) Finish();
   }
@@ -657,16 +400,13 @@ class Daemon {
     if (reports_) reports_->Stop();
     watchdog_timer_.cancel();
     drift_timer_.cancel();
-    if (watch_fd_) watch_fd_->close();
-    if (unit_fd_) unit_fd_->close();
+    for (auto& watch : watches_) watch.fd.close();
     poll_timer_.cancel();
-    for (auto& waiter : waiters_) waiter->ReplyDeferred(Refusal("tetherd stopped"));
-    for (auto& waiter : next_waiters_) waiter->ReplyDeferred(Refusal("tetherd stopped"));
+    for (auto& waiter : waiters_) waiter->ReplyDeferred(protocol::Refusal("tetherd stopped"));
+    for (auto& waiter : next_waiters_) waiter->ReplyDeferred(protocol::Refusal("tetherd stopped"));
     waiters_.clear();
     next_waiters_.clear();
-    if (options_.socket_path.size() > 0 && sd_listen_fds(0) <= 0) {
-      unlink(options_.socket_path.c_str());
-    }
+    control_.Close();
     io_.stop();
   }
 
@@ -720,20 +460,25 @@ class Daemon {
     });
   }
 
-  // Drift: inotify on every managed path; an event starts a cycle (after a short settle),
-  // which reverts or reports what changed. The daemon's own writes are drained after each
-  // cycle, so they never start another.
-  void StartDriftWatch() {
-    auto watcher = DriftWatcher::Create(options_.cycle.root);
-    if (!watcher) {
-      log_->warn("drift watch: {}; drift is found by the polls and audits only",
-                 watcher.error().message());
-      return;
-    }
-    watcher_ = std::move(*watcher);
-    watch_fd_.emplace(io_, dup(watcher_->fd()));
+  // Drift: inotify on every managed path, and systemd's signals for every managed service
+  // (a stop, a crash, a start, an enable or disable by hand; on the whole host only: under
+  // --root services are not managed). An event starts a cycle after a short settle, which
+  // reverts or reports what changed.
+  void StartWatches() {
+    auto add = [&](Result<std::unique_ptr<ChangeWatch>> opened, const char* what) {
+      if (!opened) {
+        log_->warn("{}: {}; {} drift is found by the polls and audits only", what,
+                   opened.error().message(),
+                   what == std::string("drift watch") ? "file" : "service");
+        return;
+      }
+      const int fd = dup((*opened)->fd());
+      watches_.push_back({std::move(*opened), asio::posix::stream_descriptor(io_, fd)});
+    };
+    add(OpenPathWatch(options_.cycle.root), "drift watch");
+    if (options_.cycle.root == "/") add(OpenServiceWatch(), "service watch");
     Rewatch();
-    WaitForDrift();
+    for (std::size_t i = 0; i < watches_.size(); ++i) WaitForChanges(i);
   }
 
   // Watches what the inventory now names. Returns true when events came in during the
@@ -741,74 +486,31 @@ class Daemon {
   // path, say); they cannot be told apart, so the caller confirms with one more cycle,
   // which writes nothing when all was ours (and so ends there).
   bool Rewatch() {
-    if (!watcher_) return false;
-    auto events = watcher_->Read();
-    const bool pending = events && (!events->ids.empty() || events->overflow);
-    if (auto watched = watcher_->Watch(ManagedPaths(options_.cycle.state_dir)); !watched) {
-      log_->warn("drift watch: {}", watched.error().message());
+    bool pending = false;
+    for (auto& watch : watches_) {
+      auto touched = watch.watch->Rewatch(options_.cycle.state_dir);
+      if (!touched) {
+        log_->warn("{}: {}", watch.watch->name(), touched.error().message());
+      } else {
+        pending = pending || *touched;
+      }
     }
     return pending;
   }
 
-  // Service drift between polls: systemd's signals for the services tether manages (a
-  // stop, a crash, a start, an enable or disable by hand) start a drift cycle, as inotify
-  // does for paths. On the whole host only: under --root services are not managed.
-  void StartUnitWatch() {
-    if (options_.cycle.root != "/") return;
-    auto watcher = OpenUnitWatcher();
-    if (!watcher) {
-      log_->warn("service watch: {}; service drift is found by the polls and audits only",
-                 watcher.error().message());
-      return;
-    }
-    unit_watcher_ = std::move(*watcher);
-    unit_fd_.emplace(io_, dup(unit_watcher_->fd()));
-    RewatchUnits();
-    WaitForUnits();
-  }
-
-  // Watches the services the inventory names; true when changes came in meanwhile (see
-  // Rewatch).
-  bool RewatchUnits() {
-    if (!unit_watcher_) return false;
-    services_ = ManagedServices(options_.cycle.state_dir);
-    std::vector<std::string> units;
-    for (const auto& [unit, id] : services_) units.push_back(unit);
-    if (auto watched = unit_watcher_->Watch(units); !watched) {
-      log_->warn("service watch: {}", watched.error().message());
-    }
-    auto changed = unit_watcher_->Process();
-    return changed && !changed->empty();
-  }
-
-  void WaitForUnits() {
-    unit_fd_->async_wait(
-        asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code code) {
-          if (code || stopping_) return;
-          auto changed = unit_watcher_->Process();
-          if (!changed) {
-            log_->warn("service watch: {}", changed.error().message());
-          } else if (!changed->empty()) {
-            DriftEvents events;
-            for (const auto& unit : *changed) {
-              auto id = services_.find(unit);
-              events.ids.insert(id != services_.end() ? id->second : "service:" + unit);
-            }
-            OnDrift(events);
-          }
-          WaitForUnits();
-        });
-  }
-
-  void WaitForDrift() {
-    watch_fd_->async_wait(asio::posix::stream_descriptor::wait_read,
-                          [this](boost::system::error_code code) {
-                            if (code || stopping_) return;
-                            auto events = watcher_->Read();
-                            if (events && (!events->ids.empty() || events->overflow))
-                              OnDrift(*events);
-                            WaitForDrift();
-                          });
+  void WaitForChanges(std::size_t index) {
+    watches_[index].fd.async_wait(asio::posix::stream_descriptor::wait_read,
+                                  [this, index](boost::system::error_code code) {
+                                    if (code || stopping_) return;
+                                    ChangeWatch& watch = *watches_[index].watch;
+                                    auto events = watch.Read();
+                                    if (!events) {
+                                      log_->warn("{}: {}", watch.name(), events.error().message());
+                                    } else if (!events->ids.empty() || events->overflow) {
+                                      OnDrift(*events);
+                                    }
+                                    WaitForChanges(index);
+                                  });
   }
 
   void OnDrift(const DriftEvents& events) {
@@ -818,24 +520,24 @@ class Daemon {
     if (worker_.busy()) {
       // The cycle's own writes, or a hand edit made while it runs: one more cycle once
       // it is over tells (it writes nothing when all was ours).
-      if (!pending_) pending_ = "drift";
+      if (!pending_) pending_ = Trigger::kDrift;
       return;
     }
     drift_timer_.expires_after(kDriftSettle);
     drift_timer_.async_wait([this](boost::system::error_code late) {
       if (late || stopping_) return;
-      if (!worker_.busy()) return StartCycle("drift");
-      if (!pending_) pending_ = "drift";  // a plan started meanwhile: it repairs nothing
+      if (!worker_.busy()) return StartCycle(Trigger::kDrift);
+      if (!pending_) pending_ = Trigger::kDrift;  // a plan started meanwhile: it repairs nothing
     });
   }
 
-  void StartCycle(const std::string& trigger) {
+  void StartCycle(Trigger trigger) {
     for (auto& waiter : next_waiters_) waiters_.push_back(std::move(waiter));
     next_waiters_.clear();
-    state_ = "applying";
+    state_ = DaemonState::kApplying;
     NotifyStatus();
-    Publish("cycle-started", {{"trigger", trigger}});
-    if (trigger != "drift") {  // it asks the source: the next poll is an interval after it
+    Publish("cycle-started", {{"trigger", TriggerName(trigger)}});
+    if (trigger != Trigger::kDrift) {  // it asks the source: the next poll is an interval after it
       poll_timer_.cancel();
       ++poll_generation_;  // even a poll whose timer has fired, its handler not yet run
       next_poll_.reset();
@@ -844,7 +546,7 @@ class Daemon {
     if (suspended_) cycle.dry_run = true;  // polling goes on; nothing is applied
     if (pinned_) cycle.pin = *pinned_;
     // Drift is repaired from the applied commit, at once, whatever the source is doing.
-    cycle.enforce_applied = trigger == "drift";
+    cycle.enforce_applied = trigger == Trigger::kDrift;
     worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
                   std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
   }
@@ -852,77 +554,79 @@ class Daemon {
   void Done(const CycleResult& result) {
     last_ = result;
     commit_ = AppliedCommit(options_.cycle.state_dir);
-    // Paths touched while the cycle ran: confirmed by a drift cycle (see Rewatch).
-    const bool paths_touched = Rewatch();
-    const bool units_changed = RewatchUnits();
-    if ((paths_touched || units_changed) && !pending_ && !stopping_) pending_ = "drift";
-    state_ = StateAfterCycle(result.summary, result.exit_code, suspended_.has_value());
-    if (result.trigger != "drift") {
-      source_state_ = state_;
-      source_summary_ = result.summary;
-      state_kept_ = false;
-    } else {
-      const std::string repaired = state_;
-      state_ = StateAfterDriftRepair(source_state_, repaired);
-      state_kept_ = state_ != repaired;
-    }
+    // Paths or services touched while the cycle ran: confirmed by a drift cycle (see
+    // Rewatch).
+    if (Rewatch() && !pending_ && !stopping_) pending_ = Trigger::kDrift;
+    UpdateState(result);
     LogOutput(result);
-    Count(result);
+    metrics_.CountCycle(result.trigger, result.summary.outcome, result.exit_code == 0,
+                        result.duration, UnixSeconds(SystemClock::now()));
     Record(result);
     if (reports_) {
       reports_->CycleDone({result.trigger, result.summary, UnixSeconds(result.started) * 1000,
                            result.duration.count()});
     }
     NotifyStatus();
+    Announce(result);
+    if (stopping_) return Finish();
+    if (pending_) return StartPending();
+    // A drift repair did not ask the source: the poll it found scheduled stays as it was.
+    if (result.trigger == Trigger::kDrift && next_poll_) return;
+    SchedulePoll(result.exit_code == 0 ? schedule_.AfterSuccess() : schedule_.AfterFailure());
+  }
+
+  // The state the cycle left; a drift repair keeps what the last cycle that asked the
+  // source said (StateAfterDriftRepair).
+  void UpdateState(const CycleResult& result) {
+    const DaemonState after =
+        StateAfterCycle(result.summary, result.exit_code, suspended_.has_value());
+    if (result.trigger != Trigger::kDrift) {
+      state_ = after;
+      source_state_ = after;
+      source_summary_ = result.summary;
+      state_kept_ = false;
+    } else {
+      state_ = StateAfterDriftRepair(source_state_, after);
+      state_kept_ = state_ != after;
+    }
+  }
+
+  // Tells the subscribers and the `sync --wait` callers how the cycle ended.
+  void Announce(const CycleResult& result) {
     Json finished = CycleSummaryToJson(result.summary);
-    finished["trigger"] = result.trigger;
+    finished["trigger"] = TriggerName(result.trigger);
     finished["exit"] = result.exit_code;
     finished["duration_ms"] = result.duration.count();
-    finished["state"] = state_;
+    finished["state"] = StateName(state_);
     Publish("cycle-finished", std::move(finished));
     const Json reply = CycleJson(result);
     for (auto& waiter : waiters_) {
       waiter->ReplyDeferred(
-          Json{{"ok", result.exit_code == 0}, {"schema", "tether.ctl/v1"}, {"cycle", reply}});
+          Json{{"ok", result.exit_code == 0}, {"schema", protocol::kSchema}, {"cycle", reply}});
     }
     waiters_.clear();
-    if (stopping_) return Finish();
-    if (pending_) {
-      const std::string trigger = *pending_;
-      pending_.reset();
-      return StartCycle(trigger);
-    }
-    // A drift repair did not ask the source: the poll it found scheduled stays as it was.
-    if (result.trigger == "drift" && next_poll_) return;
-    const auto delay = result.exit_code == 0 ? schedule_.AfterSuccess() : schedule_.AfterFailure();
+  }
+
+  void SchedulePoll(std::chrono::milliseconds delay) {
     next_poll_ = SteadyClock::now() + delay;
     poll_timer_.expires_after(delay);
     poll_timer_.async_wait([this, generation = poll_generation_](boost::system::error_code code) {
       if (code || stopping_ || generation != poll_generation_) return;
       next_poll_.reset();
-      if (!worker_.busy()) return StartCycle("poll");
+      if (!worker_.busy()) return StartCycle(Trigger::kPoll);
       // A drift repair or a plan is running: the poll comes right after it. It repairs
       // drift too, so it takes the place of a drift cycle queued meanwhile.
-      if (!pending_ || *pending_ == "drift") pending_ = "poll";
+      if (!pending_ || *pending_ == Trigger::kDrift) pending_ = Trigger::kPoll;
     });
-  }
-
-  void Count(const CycleResult& result) {
-    ++cycles_by_trigger_[result.trigger];
-    ++cycles_by_outcome_[result.summary.outcome];
-    if (result.exit_code != 0) ++failures_;
-    ++cycle_count_;
-    cycle_seconds_ += static_cast<double>(result.duration.count()) / 1000.0;
-    if (result.exit_code == 0) last_success_ = UnixSeconds(SystemClock::now());
   }
 
   // Applies, failures and rollbacks go into the history; cycles in sync do not.
   void Record(const CycleResult& result) {
-    const std::string& outcome = result.summary.outcome;
-    if (outcome == "in sync" || outcome == "dry run") return;
+    const Outcome outcome = result.summary.outcome;
+    if (outcome == Outcome::kInSync || outcome == Outcome::kDryRun) return;
     // A refused head is refused again at every poll: recorded once per commit and reason,
     // so that it does not push the applies out of the bounded history.
-    if (outcome == "refused") {
+    if (outcome == Outcome::kRefused) {
       const std::string refusal = result.summary.commit + "\n" + result.summary.error;
       if (refusal == last_refusal_recorded_) return;
       last_refusal_recorded_ = refusal;
@@ -930,8 +634,8 @@ class Daemon {
     HistoryEntry entry;
     entry.commit = result.summary.commit;
     entry.signer = result.summary.signer;
-    entry.trigger = result.trigger;
-    entry.outcome = outcome;
+    entry.trigger = TriggerName(result.trigger);
+    entry.outcome = OutcomeName(outcome);
     entry.changes = result.summary.changes;
     entry.started = UnixSeconds(result.started);
     entry.duration_ms = result.duration.count();
@@ -960,17 +664,17 @@ class Daemon {
   }
 
   void NotifyStatus() {
-    std::string status = "STATUS=" + state_;
+    std::string status = "STATUS=" + std::string(StateName(state_));
     if (!commit_.empty()) status += " at " + commit_.substr(0, 12);
     sd_notify(0, status.c_str());
   }
 
   static Json CycleJson(const CycleResult& result) {
-    return Json{{"trigger", result.trigger},
+    return Json{{"trigger", TriggerName(result.trigger)},
                 {"exit", result.exit_code},
                 {"started", UnixSeconds(result.started)},
                 {"duration_ms", result.duration.count()},
-                {"outcome", result.summary.outcome},
+                {"outcome", OutcomeName(result.summary.outcome)},
                 {"changes", result.summary.changes},
                 {"summary", CycleSummaryToJson(result.summary)},
                 {"output", result.out},
@@ -979,9 +683,9 @@ class Daemon {
 
   Json StatusReply() const {
     Json status = {{"ok", true},
-                   {"schema", "tether.ctl/v1"},
+                   {"schema", protocol::kSchema},
                    {"version", TETHER_VERSION},
-                   {"state", state_},
+                   {"state", StateName(state_)},
                    {"commit", commit_},
                    {"source", options_.cycle.config.source.url},
                    {"ref", options_.cycle.config.source.ref}};
@@ -1007,6 +711,12 @@ class Daemon {
     return status;
   }
 
+  // A watch and its descriptor on the loop.
+  struct Watch {
+    std::unique_ptr<ChangeWatch> watch;
+    asio::posix::stream_descriptor fd;
+  };
+
   DaemonOptions options_;
   asio::io_context io_;
   asio::signal_set signals_;
@@ -1015,103 +725,34 @@ class Daemon {
   asio::steady_timer drift_timer_;
   asio::steady_timer heartbeat_timer_;
   std::unique_ptr<DaemonReports> reports_;  // none without report.url
-  std::unique_ptr<DriftWatcher> watcher_;
-  std::optional<asio::posix::stream_descriptor> watch_fd_;
-  std::unique_ptr<UnitWatcher> unit_watcher_;  // none under --root
-  std::optional<asio::posix::stream_descriptor> unit_fd_;
-  std::map<std::string, std::string> services_;  // watched unit -> resource id
-  Local::acceptor acceptor_;
+  std::vector<Watch> watches_;              // managed paths; services on the whole host
+  ControlServer control_;
   Worker worker_;
   std::mt19937 random_;
   PollSchedule schedule_;
+  DaemonMetrics metrics_;
   std::shared_ptr<spdlog::logger> log_;
-  std::optional<gid_t> read_gid_;
   std::chrono::microseconds watchdog_period_{0};
   bool stopping_ = false;
-  std::string state_ = "starting";
+  DaemonState state_ = DaemonState::kStarting;
   // The state and summary the last cycle that asked the source left (every one but a
   // drift repair), and whether state_ is still that state after a repair.
-  std::string source_state_;
+  std::optional<DaemonState> source_state_;
   CycleSummary source_summary_;
   bool state_kept_ = false;
   std::string commit_;
   std::optional<CycleResult> last_;
   std::optional<SteadyClock::time_point> next_poll_;
-  std::uint64_t poll_generation_ = 0;  // a poll timer's handler is stale once it changed
-  std::optional<std::string> pending_;
+  std::uint64_t poll_generation_ = 0;     // a poll timer's handler is stale once it changed
+  std::optional<Trigger> pending_;        // a cycle to start once the one in progress is over
   std::optional<std::string> suspended_;  // its reason
   std::optional<std::string> pinned_;     // tetherctl rollback
-  std::string state_before_plan_;
-  std::map<std::string, std::uint64_t> cycles_by_trigger_;
-  std::map<std::string, std::uint64_t> cycles_by_outcome_;
-  std::uint64_t failures_ = 0;
-  std::uint64_t cycle_count_ = 0;
-  double cycle_seconds_ = 0;
-  std::int64_t last_success_ = 0;
-  std::vector<std::shared_ptr<Connection>> waiters_;       // `sync --wait`: the running cycle
-  std::vector<std::shared_ptr<Connection>> next_waiters_;  // ... and the one pending_ starts
-  std::vector<std::weak_ptr<Connection>> subscribers_;     // tetherctl events
+  DaemonState state_before_plan_ = DaemonState::kStarting;
+  std::vector<ConnectionPtr> waiters_;                  // `sync --wait`: the running cycle
+  std::vector<ConnectionPtr> next_waiters_;             // ... and the one pending_ starts
+  std::vector<std::weak_ptr<Connection>> subscribers_;  // tetherctl events
   std::string last_refusal_recorded_;  // commit and reason of the last refusal in the history
 };
-
-// A client that sends no request for kRequestTimeout is disconnected.
-void Connection::ArmDeadline() {
-  auto self = shared_from_this();
-  timer_.expires_after(kRequestTimeout);
-  timer_.async_wait([self](boost::system::error_code code) {
-    if (!code) {
-      boost::system::error_code ignored;
-      self->socket_.close(ignored);  // too slow: the read in progress ends with an error
-    }
-  });
-}
-
-void Connection::ReadRequest() {
-  auto self = shared_from_this();
-  if (!subscribed_ && deferred_ == 0) ArmDeadline();
-  asio::async_read_until(
-      socket_, input_, '\n', [self](boost::system::error_code code, std::size_t length) {
-        self->timer_.cancel();
-        if (code == asio::error::not_found) {
-          return self->Reply(Daemon::Refusal("request too long (the limit is 64 KiB)"));
-        }
-        if (code) return;  // closed, or too slow
-        std::string line(
-            asio::buffers_begin(self->input_.data()),
-            asio::buffers_begin(self->input_.data()) + static_cast<std::ptrdiff_t>(length));
-        self->input_.consume(length);
-        const Json request = Json::parse(line, nullptr, false);
-        if (request.is_discarded()) {
-          self->Reply(Daemon::Refusal("a request is one line of JSON"));
-        } else {
-          self->daemon_.Handle(self, request);
-        }
-        self->ReadRequest();
-      });
-}
-
-void Connection::Reply(const Json& reply) {
-  if (!socket_.is_open()) return;
-  if (subscribed_ && outbox_.size() >= kMaxEventsQueued) {
-    boost::system::error_code ignored;
-    socket_.close(ignored);  // a subscriber that does not read: dropped
-    outbox_.clear();
-    return;
-  }
-  const bool idle = outbox_.empty();
-  outbox_.push_back(reply.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
-  if (idle) WriteNext();
-}
-
-void Connection::WriteNext() {
-  auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(outbox_.front()),
-                    [self](boost::system::error_code code, std::size_t) {
-                      if (code) return;
-                      self->outbox_.pop_front();
-                      if (!self->outbox_.empty()) self->WriteNext();
-                    });
-}
 
 }  // namespace
 

@@ -9,43 +9,18 @@ namespace tether {
 
 namespace {
 
-bool Failed(const std::string& outcome) {
-  return outcome == "refused" || outcome == "rolled back" || outcome == "failed";
-}
-
 // The report's state for a cycle's outcome: the daemon's, or what the event did
 // ("applied", "reverted").
-std::string StateOf(const std::string& trigger, const CycleSummary& summary) {
-  if (Failed(summary.outcome)) return StateAfterCycle(summary, 1, false);
-  if (summary.outcome == "dry run") return "suspended";
-  if (trigger == "drift" && summary.changes > 0) return "reverted";
-  const std::string state = StateAfterCycle(summary, 0, false);
-  return state == "synced" && summary.outcome == "applied" ? "applied" : state;
+std::string_view StateOf(Trigger trigger, const CycleSummary& summary) {
+  if (IsFailure(summary.outcome)) return StateName(StateAfterCycle(summary, 1, false));
+  if (summary.outcome == Outcome::kDryRun) return "suspended";
+  if (trigger == Trigger::kDrift && summary.changes > 0) return "reverted";
+  const DaemonState state = StateAfterCycle(summary, 0, false);
+  return state == DaemonState::kSynced && summary.outcome == Outcome::kApplied ? "applied"
+                                                                               : StateName(state);
 }
 
 }  // namespace
-
-std::string StateAfterCycle(const CycleSummary& summary, int exit_code, bool suspended) {
-  if (exit_code != 0 || Failed(summary.outcome)) {
-    if (summary.outcome == "refused") return "refused";
-    if (summary.outcome == "rolled back") return "rolled-back";
-    return "failed";
-  }
-  if (suspended) return "suspended";
-  if (summary.offline) return "offline";
-  for (const auto& resource : summary.resources) {
-    if (resource.action == "drifted") return "drifted";
-  }
-  return "synced";
-}
-
-std::string StateAfterDriftRepair(const std::string& before, const std::string& after) {
-  if (after == "synced" && (before == "refused" || before == "offline" || before == "rolled-back" ||
-                            before == "failed")) {
-    return before;
-  }
-  return after;
-}
 
 Result<std::unique_ptr<DaemonReports>> DaemonReports::Start(const AgentConfig& config,
                                                             const std::string& state_dir,
@@ -76,38 +51,39 @@ void DaemonReports::CycleDone(const CycleReportInput& cycle) {
     if (resource.action == "drifted") drifted.insert(resource.id);
   }
   std::string event;
-  if (summary.outcome == "refused") {
+  if (summary.outcome == Outcome::kRefused) {
     // A refused head is refused again at every poll: reported once.
     const std::string refusal = summary.commit + "\n" + summary.error;
     if (refusal != last_refused_) event = "refused";
     last_refused_ = refusal;
-  } else if (cycle.trigger == "drift" && summary.changes > 0) {
+  } else if (cycle.trigger == Trigger::kDrift && summary.changes > 0) {
     event = "drift";
-  } else if (summary.outcome == "applied" || summary.outcome == "failed" ||
-             summary.outcome == "rolled back") {
-    event = cycle.trigger == "drift" ? "drift" : "apply";
+  } else if (summary.outcome == Outcome::kApplied || summary.outcome == Outcome::kFailed ||
+             summary.outcome == Outcome::kRolledBack) {
+    event = cycle.trigger == Trigger::kDrift ? "drift" : "apply";
   } else if (!drifted.empty() && drifted != last_drifted_) {
     event = "drift";  // drift = "report": found, left as it is
   }
   last_drifted_ = std::move(drifted);
   if (event.empty()) return;
-  Submit(event, StateOf(cycle.trigger, summary), cycle.trigger, summary, cycle.started_ms,
-         cycle.duration_ms);
+  Submit(event, StateOf(cycle.trigger, summary), TriggerName(cycle.trigger), summary,
+         cycle.started_ms, cycle.duration_ms);
 }
 
-void DaemonReports::Heartbeat(const std::string& daemon_state, const CycleSummary& last) {
-  std::string state = daemon_state;
-  if (state == "starting" || state == "planning") state = "applying";
-  Submit("heartbeat", state, "heartbeat", last, 0, 0);
+void DaemonReports::Heartbeat(DaemonState daemon_state, const CycleSummary& last) {
+  const bool busy =
+      daemon_state == DaemonState::kStarting || daemon_state == DaemonState::kPlanning;
+  Submit("heartbeat", StateName(busy ? DaemonState::kApplying : daemon_state), "heartbeat", last, 0,
+         0);
 }
 
-void DaemonReports::Submit(const std::string& event, const std::string& state,
-                           const std::string& trigger, const CycleSummary& summary,
+void DaemonReports::Submit(const std::string& event, std::string_view state,
+                           std::string_view trigger, const CycleSummary& summary,
                            std::int64_t started_ms, std::int64_t duration_ms) {
   ReportInput input;
   input.event = event;
-  input.state = state;
-  input.trigger = trigger;
+  input.state = std::string(state);
+  input.trigger = std::string(trigger);
   input.source = source_;
   input.source.commit = summary.commit;
   // "principal (key type fingerprint)": the schema wants the principal.

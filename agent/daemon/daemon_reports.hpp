@@ -15,33 +15,14 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/cycle.hpp"
+#include "agent/daemon/daemon_state.hpp"
 #include "agent/report/report.hpp"
 #include "agent/report/reporter.hpp"
 
 namespace tether {
 
-// The daemon's state after a cycle, as `tetherctl status`, events and heartbeats show it:
-//   synced       the host is as the commit says
-//   drifted      it differs where drift = "report" leaves it so
-//   offline      the source could not be reached; the applied commit was enforced
-//   suspended    a dry run while suspended
-//   refused      the head was refused (untrusted signature, rewind, invalid profile); the
-//                last applied commit is still enforced
-//   rolled-back  a change or the health gate failed; the apply was undone
-//   failed       anything else that went wrong
-// `exit_code` is the cycle's (0: in sync or applied).
-[[nodiscard]] std::string StateAfterCycle(const CycleSummary& summary, int exit_code,
-                                          bool suspended);
-
-// The state after a drift repair, which re-applies the applied commit without asking the
-// Git source: what the last cycle that did ask left (`before`: the head refused, the
-// source offline, the head's apply rolled back or failed and quarantined) still stands
-// when the repair leaves the host in sync (`after`: synced). Any other `after` wins.
-[[nodiscard]] std::string StateAfterDriftRepair(const std::string& before,
-                                                const std::string& after);
-
 struct CycleReportInput {
-  std::string trigger;  // "start", "poll", "manual", "drift"
+  Trigger trigger = Trigger::kPoll;
   CycleSummary summary;
   std::int64_t started_ms = 0;
   std::int64_t duration_ms = 0;
@@ -59,9 +40,8 @@ class DaemonReports {
   // Reports the cycle when it is worth a report (see above). Errors are logged, never
   // passed on: a report that cannot be queued must not fail the daemon.
   void CycleDone(const CycleReportInput& cycle);
-  // A heartbeat: the daemon's state (StateAfterCycle's, or "applying") and the last
-  // cycle's summary.
-  void Heartbeat(const std::string& daemon_state, const CycleSummary& last);
+  // A heartbeat: the daemon's state and the last cycle's summary.
+  void Heartbeat(DaemonState daemon_state, const CycleSummary& last);
   // For tetherctl status: the endpoint's state (ReporterStatusToJson).
   [[nodiscard]] nlohmann::json Status() const;
   // Ends a backoff wait: the next attempt starts now.
@@ -71,7 +51,7 @@ class DaemonReports {
  private:
   DaemonReports(const AgentConfig& config, const std::string& root,
                 std::unique_ptr<Reporter> reporter);
-  void Submit(const std::string& event, const std::string& state, const std::string& trigger,
+  void Submit(const std::string& event, std::string_view state, std::string_view trigger,
               const CycleSummary& summary, std::int64_t started_ms, std::int64_t duration_ms);
 
   ReportSource source_;

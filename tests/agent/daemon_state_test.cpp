@@ -3,11 +3,12 @@
 #include "agent/daemon/managed.hpp"
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include <doctest/doctest.h>
 
-#include "agent/daemon/daemon_reports.hpp"
+#include "agent/daemon/daemon_state.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::testing::TempDir;
@@ -45,37 +46,55 @@ TEST_CASE("An unreadable inventory leaves nothing watched, and no error") {
 }
 
 TEST_CASE("The state after a cycle says what the host is: synced, drifted, offline, ...") {
-  auto summary = [](const std::string& outcome) {
+  using tether::Outcome;
+  auto summary = [](Outcome outcome) {
     tether::CycleSummary summary;
     summary.outcome = outcome;
     return summary;
   };
-  using tether::StateAfterCycle;
-  CHECK(StateAfterCycle(summary("in sync"), 0, false) == "synced");
-  CHECK(StateAfterCycle(summary("applied"), 0, false) == "synced");
-  CHECK(StateAfterCycle(summary("dry run"), 0, true) == "suspended");
-  CHECK(StateAfterCycle(summary("refused"), 1, false) == "refused");
-  CHECK(StateAfterCycle(summary("refused"), 1, true) == "refused");  // even while suspended
-  CHECK(StateAfterCycle(summary("rolled back"), 1, false) == "rolled-back");
-  CHECK(StateAfterCycle(summary("failed"), 1, false) == "failed");
+  auto StateAfterCycle = [](const tether::CycleSummary& summary, int exit_code, bool suspended) {
+    return std::string(tether::StateName(tether::StateAfterCycle(summary, exit_code, suspended)));
+  };
+  CHECK(StateAfterCycle(summary(Outcome::kInSync), 0, false) == "synced");
+  CHECK(StateAfterCycle(summary(Outcome::kApplied), 0, false) == "synced");
+  CHECK(StateAfterCycle(summary(Outcome::kDryRun), 0, true) == "suspended");
+  CHECK(StateAfterCycle(summary(Outcome::kRefused), 1, false) == "refused");
+  CHECK(StateAfterCycle(summary(Outcome::kRefused), 1, true) == "refused");  // even while suspended
+  CHECK(StateAfterCycle(summary(Outcome::kRolledBack), 1, false) == "rolled-back");
+  CHECK(StateAfterCycle(summary(Outcome::kFailed), 1, false) == "failed");
   // A cycle process that died: its summary says nothing better than the default.
   CHECK(StateAfterCycle(tether::CycleSummary{}, 137, false) == "failed");
-  CHECK(StateAfterCycle(summary("applied"), 137, false) == "failed");
+  CHECK(StateAfterCycle(summary(Outcome::kApplied), 137, false) == "failed");
 
-  auto offline = summary("in sync");
+  auto offline = summary(Outcome::kInSync);
   offline.offline = true;
   CHECK(StateAfterCycle(offline, 0, false) == "offline");
 
-  auto reported = summary("in sync");  // drift = "report": found, left as it is
+  auto reported = summary(Outcome::kInSync);  // drift = "report": found, left as it is
   reported.resources.push_back({"file:/etc/motd", "drifted", "content", true, ""});
   CHECK(StateAfterCycle(reported, 0, false) == "drifted");
-  auto repaired = summary("applied");
+  auto repaired = summary(Outcome::kApplied);
   repaired.resources.push_back({"file:/etc/motd", "update", "content", true, ""});
   CHECK(StateAfterCycle(repaired, 0, false) == "synced");
 }
 
 TEST_CASE("A drift repair, which does not ask the source, keeps what the source last said") {
-  using tether::StateAfterDriftRepair;
+  using tether::DaemonState;
+  // States by name, as tetherctl status shows them ("" before any cycle asked the source).
+  auto state = [](const std::string& name) -> std::optional<DaemonState> {
+    for (auto value : {DaemonState::kStarting, DaemonState::kApplying, DaemonState::kPlanning,
+                       DaemonState::kSynced, DaemonState::kDrifted, DaemonState::kOffline,
+                       DaemonState::kSuspended, DaemonState::kRefused, DaemonState::kRolledBack,
+                       DaemonState::kFailed}) {
+      if (tether::StateName(value) == name) return value;
+    }
+    return std::nullopt;
+  };
+  auto StateAfterDriftRepair = [&](const std::string& before, const std::string& after) {
+    auto repaired = state(after);
+    REQUIRE(repaired);
+    return std::string(tether::StateName(tether::StateAfterDriftRepair(state(before), *repaired)));
+  };
   CHECK(StateAfterDriftRepair("refused", "synced") == "refused");
   CHECK(StateAfterDriftRepair("offline", "synced") == "offline");
   CHECK(StateAfterDriftRepair("rolled-back", "synced") == "rolled-back");  // quarantined head

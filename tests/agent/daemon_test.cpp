@@ -254,6 +254,45 @@ TEST_CASE("The control socket refuses peers that are neither root nor in the gro
   CHECK(fleet.Ctl({"status", "--json"}).ok());
 }
 
+TEST_CASE("Malformed requests of every type are refused; tetherd stays up and serving") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
+                  fleet.Log());
+  // 10,000 malformed requests from a client that is not ours: every one is refused.
+  tether::RunOptions options;
+  options.argv = {"python3", std::getenv("TETHER_CONTROL_GARBAGE"), fleet.socket, "10000"};
+  options.timeout = 240s;
+  auto sent = tether::Run(options);
+  REQUIRE(sent);
+  REQUIRE_MESSAGE(sent->ok(), (sent->err + fleet.Log()));
+  const auto result = nlohmann::json::parse(sent->out, nullptr, false);
+  REQUIRE_MESSAGE(result.is_object(), sent->out);
+  CHECK(result["sent"] == 10000);
+  CHECK_MESSAGE(result["refused"] == 10000, result["bad"].dump());
+  CHECK(result["too_long_refused"] == true);
+  // The two requests that aborted tetherd before, sent by tetherd's own client code path.
+  for (const char* line : {R"({"command":5})", R"({"command":"show","id":"abc"})"}) {
+    options.argv = {"python3", "-c",
+                    "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                    "s.sendall(sys.argv[2].encode()+b'\\n'); print(s.makefile().readline())",
+                    fleet.socket, line};
+    auto reply = tether::Run(options);
+    REQUIRE(reply);
+    CHECK_MESSAGE(reply->out.find("\"ok\":false") != std::string::npos, reply->out);
+  }
+  // Still the same process, still serving, nothing changed by any of it.
+  CHECK(kill(fleet.tetherd.pid(), 0) == 0);
+  auto status = fleet.Status();
+  CHECK(status["state"] == "synced");
+  CHECK(status["suspended"].is_null());
+  CHECK(status["pinned"].is_null());
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+  CHECK(fleet.Ctl({"sync", "--wait"}).ok());
+}
+
 TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
   Fleet fleet;
   fleet.interval = "1h";

@@ -1,0 +1,200 @@
+#include "agent/daemon/control_server.hpp"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
+
+namespace tether {
+
+namespace {
+
+namespace asio = boost::asio;
+using Local = asio::local::stream_protocol;
+using Json = nlohmann::json;
+
+constexpr auto kRequestTimeout = std::chrono::seconds(10);
+// Events not yet written to a subscriber before it is dropped.
+constexpr std::size_t kMaxEventsQueued = 1024;
+
+// Whether the process `pid` (a socket peer) has group `gid`, primary or supplementary.
+bool HasGroup(pid_t pid, gid_t primary, gid_t gid) {
+  if (primary == gid) return true;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    std::istringstream groups(line.substr(7));
+    long id = 0;
+    while (groups >> id) {
+      if (static_cast<gid_t>(id) == gid) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+Connection::Connection(RequestHandler& handler, Socket socket, protocol::Role role)
+    : handler_(handler),
+      socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      input_(protocol::kMaxRequest),
+      role_(role) {}
+
+void Connection::Defer() {
+  ++deferred_;
+  timer_.cancel();
+}
+
+void Connection::ReplyDeferred(const Json& reply) {
+  if (deferred_ > 0 && --deferred_ == 0 && !subscribed_) ArmDeadline();
+  Reply(reply);
+}
+
+// A client that sends no request for kRequestTimeout is disconnected.
+void Connection::ArmDeadline() {
+  auto self = shared_from_this();
+  timer_.expires_after(kRequestTimeout);
+  timer_.async_wait([self](boost::system::error_code code) {
+    if (!code) {
+      boost::system::error_code ignored;
+      self->socket_.close(ignored);  // too slow: the read in progress ends with an error
+    }
+  });
+}
+
+void Connection::ReadRequest() {
+  auto self = shared_from_this();
+  if (!subscribed_ && deferred_ == 0) ArmDeadline();
+  asio::async_read_until(
+      socket_, input_, '\n', [self](boost::system::error_code code, std::size_t length) {
+        self->timer_.cancel();
+        if (code == asio::error::not_found) {
+          return self->Reply(protocol::Refusal("request too long (the limit is 64 KiB)"));
+        }
+        if (code) return;  // closed, or too slow
+        const std::string line(
+            asio::buffers_begin(self->input_.data()),
+            asio::buffers_begin(self->input_.data()) + static_cast<std::ptrdiff_t>(length));
+        self->input_.consume(length);
+        self->OnRequest(line);
+        self->ReadRequest();
+      });
+}
+
+void Connection::OnRequest(std::string_view line) {
+  auto request = protocol::ParseRequest(line);
+  if (!request) return Reply(protocol::Refusal(request.error().message()));
+  if (!protocol::Allows(role_, request->command)) {
+    return Reply(protocol::Refusal("permission denied: '" +
+                                   std::string(protocol::InfoOf(request->command).name) +
+                                   "' needs root"));
+  }
+  handler_.Handle(shared_from_this(), *request);
+}
+
+void Connection::Reply(const Json& reply) {
+  if (!socket_.is_open()) return;
+  if (subscribed_ && outbox_.size() >= kMaxEventsQueued) {
+    boost::system::error_code ignored;
+    socket_.close(ignored);  // a subscriber that does not read: dropped
+    outbox_.clear();
+    return;
+  }
+  const bool idle = outbox_.empty();
+  outbox_.push_back(reply.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
+  if (idle) WriteNext();
+}
+
+void Connection::WriteNext() {
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(outbox_.front()),
+                    [self](boost::system::error_code code, std::size_t) {
+                      if (code) return;
+                      self->outbox_.pop_front();
+                      if (!self->outbox_.empty()) self->WriteNext();
+                    });
+}
+
+ControlServer::ControlServer(asio::io_context& io, RequestHandler& handler, std::string read_group)
+    : handler_(handler), acceptor_(io), read_group_(std::move(read_group)) {}
+
+Status ControlServer::Open(const std::string& socket_path) {
+  if (group* found = getgrnam(read_group_.c_str())) read_gid_ = found->gr_gid;
+  // Socket activation: systemd passes the listening socket.
+  if (sd_listen_fds(1) == 1) {
+    boost::system::error_code code;
+    acceptor_.assign(Local(), SD_LISTEN_FDS_START, code);
+    if (code) {
+      return Fail(std::errc::bad_file_descriptor, "the socket systemd passed: " + code.message());
+    }
+    return {};
+  }
+  const std::string& path = socket_path;
+  const auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) mkdir(path.substr(0, slash).c_str(), 0755);
+  unlink(path.c_str());  // a socket left by a killed tetherd
+  boost::system::error_code code;
+  acceptor_.open(Local(), code);
+  if (!code) acceptor_.bind(Local::endpoint(path), code);
+  if (!code) acceptor_.listen(64, code);
+  if (code) return Fail(std::errc::address_in_use, "bind '" + path + "': " + code.message());
+  bound_path_ = path;
+  // Readers (group tether) may connect; the peer check decides what they may do.
+  if (read_gid_) (void)chown(path.c_str(), 0, *read_gid_);
+  (void)chmod(path.c_str(), read_gid_ ? 0660 : 0600);
+  return {};
+}
+
+void ControlServer::Start() { Accept(); }
+
+void ControlServer::StopAccepting() {
+  accepting_ = false;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+void ControlServer::Close() {
+  StopAccepting();
+  if (!bound_path_.empty()) unlink(bound_path_.c_str());
+  bound_path_.clear();
+}
+
+protocol::Role ControlServer::RoleOf(Connection::Socket& socket) const {
+  ucred peer{};
+  socklen_t length = sizeof(peer);
+  if (getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    return protocol::Role::kNone;
+  }
+  if (peer.uid == 0) return protocol::Role::kAdmin;
+  if (read_gid_ && HasGroup(peer.pid, peer.gid, *read_gid_)) return protocol::Role::kReader;
+  return protocol::Role::kNone;
+}
+
+void ControlServer::Accept() {
+  acceptor_.async_accept([this](boost::system::error_code code, Local::socket socket) {
+    if (code == asio::error::operation_aborted || !accepting_) return;
+    if (!code) {
+      const protocol::Role role = RoleOf(socket);
+      auto connection = std::make_shared<Connection>(handler_, std::move(socket), role);
+      if (role == protocol::Role::kNone) {
+        connection->Reply(
+            protocol::Refusal("permission denied: root or the group '" + read_group_ + "' only"));
+      } else {
+        connection->Start();
+      }
+    }
+    Accept();
+  });
+}
+
+}  // namespace tether

@@ -1,0 +1,103 @@
+// tetherd's control socket (docs/control-socket.md): the listening socket (or the one
+// systemd passes), peer authorisation with SO_PEERCRED, and one Connection per client.
+// Requests are size- and time-bounded and parsed with protocol::ParseRequest, which never
+// throws; a request the peer's role does not allow is refused here, so the handler sees
+// only requests it may act on.
+//
+// Threading: everything runs on the daemon's loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/protocol/protocol.hpp"
+#include "common/error.hpp"
+
+namespace tether {
+
+class Connection;
+
+// What the daemon does with a request.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  // A request the peer may send. The handler answers with connection->Reply (now) or
+  // Defer + ReplyDeferred (later).
+  virtual void Handle(const std::shared_ptr<Connection>& connection,
+                      const protocol::Request& request) = 0;
+};
+
+// One control connection: requests in, replies out, in order.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  using Socket = boost::asio::local::stream_protocol::socket;
+
+  Connection(RequestHandler& handler, Socket socket, protocol::Role role);
+
+  void Start() { ReadRequest(); }
+  void Reply(const nlohmann::json& reply);
+  // A reply that comes later (sync --wait, plan), when a cycle is over: the request
+  // deadline does not run while one is owed, however long the cycle takes.
+  void Defer();
+  void ReplyDeferred(const nlohmann::json& reply);
+  // An events subscriber: no request deadline any more; a reader that falls too far
+  // behind is dropped (its connection closed) rather than buffered without end.
+  void Subscribe() { subscribed_ = true; }
+  [[nodiscard]] protocol::Role role() const { return role_; }
+
+ private:
+  void ReadRequest();
+  void OnRequest(std::string_view line);
+  void ArmDeadline();
+  void WriteNext();
+
+  RequestHandler& handler_;
+  Socket socket_;
+  boost::asio::steady_timer timer_;
+  boost::asio::streambuf input_;
+  protocol::Role role_;
+  bool subscribed_ = false;
+  int deferred_ = 0;  // replies owed (Defer)
+  std::deque<std::string> outbox_;
+};
+
+class ControlServer {
+ public:
+  // Members of `read_group` may send read-only commands; root may send every command.
+  ControlServer(boost::asio::io_context& io, RequestHandler& handler, std::string read_group);
+
+  // Listens on the socket systemd passed (LISTEN_FDS), or binds `socket_path` (mode 0660,
+  // group read_group; 0600 when there is no such group), replacing a stale socket file.
+  [[nodiscard]] Status Open(const std::string& socket_path);
+  // Accepts connections until StopAccepting.
+  void Start();
+  // Stops accepting. Connections already open stay until their peers or the loop end them.
+  void StopAccepting();
+  // Stops accepting and removes the socket file tetherd bound itself (not one systemd
+  // passed).
+  void Close();
+
+ private:
+  void Accept();
+  [[nodiscard]] protocol::Role RoleOf(Connection::Socket& socket) const;
+
+  RequestHandler& handler_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  std::string read_group_;
+  std::optional<gid_t> read_gid_;
+  std::string bound_path_;  // "" with socket activation
+  bool accepting_ = true;
+};
+
+}  // namespace tether

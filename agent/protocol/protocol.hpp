@@ -1,0 +1,98 @@
+// The control protocol (`tether.ctl/v1`, docs/control-socket.md), shared by tetherd's
+// control server and tetherctl: the command table (name, who may send it), requests as
+// typed values, and typed reads of JSON that never throw.
+//
+// Everything here reads input a client or a daemon sent: no function throws, whatever the
+// JSON holds; a wrong type or value is an Error that says which field and what it takes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+
+namespace tether::protocol {
+
+inline constexpr char kSchema[] = "tether.ctl/v1";
+
+// The longest request line tetherd reads.
+inline constexpr std::size_t kMaxRequest = 64 << 10;
+
+enum class Command {
+  kStatus,
+  kSync,
+  kPlan,
+  kHistory,
+  kShow,
+  kEvents,
+  kMetrics,
+  kRollback,
+  kSuspend,
+  kResume
+};
+
+// Who may send a command: root (kAdmin) may send every command, members of the read
+// group only kReader ones, anyone else none.
+enum class Role { kNone, kReader, kAdmin };
+
+struct CommandInfo {
+  Command command;
+  std::string_view name;  // on the wire: {"command": NAME}
+  Role needs;             // the least role that may send it
+};
+
+// Every command, in the order docs/control-socket.md lists them.
+[[nodiscard]] std::span<const CommandInfo> Commands();
+[[nodiscard]] const CommandInfo& InfoOf(Command command);
+[[nodiscard]] std::optional<Command> FindCommand(std::string_view name);
+// Whether `role` may send `command`.
+[[nodiscard]] bool Allows(Role role, Command command);
+
+// A request, as tetherd acts on it. Fields a command does not take keep their defaults.
+struct Request {
+  Command command = Command::kStatus;
+  bool wait = false;    // sync: reply when the cycle this request starts is over
+  std::int64_t id = 0;  // show: the history entry
+  std::string commit;   // rollback: an applied commit, or a prefix of at least 4 characters
+  std::string reason;   // suspend: why (may be empty)
+};
+
+// Parses one request line. On failure, the error is a sentence for the client: "a request
+// is one line of JSON", "unknown command 'x'", "'id' must be an integer".
+[[nodiscard]] Result<Request> ParseRequest(std::string_view line);
+
+// The request as tetherctl sends it.
+[[nodiscard]] nlohmann::json RequestJson(const Request& request);
+
+// Typed, non-throwing reads of a JSON object's members. A missing member (or a non-object)
+// yields the fallback; a member of another type yields an Error naming it.
+class Fields {
+ public:
+  explicit Fields(const nlohmann::json& json) : json_(json) {}
+
+  [[nodiscard]] Result<bool> Bool(std::string_view key, bool fallback) const;
+  [[nodiscard]] Result<std::int64_t> Int(std::string_view key, std::int64_t fallback) const;
+  [[nodiscard]] Result<std::string> String(std::string_view key,
+                                           std::string_view fallback = {}) const;
+
+  // Lenient reads for showing what a daemon sent: the fallback also for a wrong type.
+  [[nodiscard]] bool BoolOr(std::string_view key, bool fallback) const;
+  [[nodiscard]] std::int64_t IntOr(std::string_view key, std::int64_t fallback) const;
+  [[nodiscard]] std::string StringOr(std::string_view key, std::string_view fallback = {}) const;
+
+ private:
+  // The member, or nullptr when there is none (or json_ is not an object).
+  [[nodiscard]] const nlohmann::json* Find(std::string_view key) const;
+
+  const nlohmann::json& json_;
+};
+
+// A reply refusing a request: {"ok": false, "schema": ..., "error": ERROR}.
+[[nodiscard]] nlohmann::json Refusal(std::string_view error);
+
+}  // namespace tether::protocol
