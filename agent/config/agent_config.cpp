@@ -7,7 +7,7 @@
 #include <functional>
 #include <map>
 
-#include "agent/toml_reader.hpp"
+#include "agent/toml/toml_reader.hpp"
 #include "common/duration.hpp"
 #include "common/filesystem.hpp"
 

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "agent/diagnostics.hpp"
+#include "agent/toml/diagnostics.hpp"
 #include "common/error.hpp"
 
 namespace tether {

@@ -13,9 +13,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "agent/cli.hpp"
 #include "agent/ctl/control_client.hpp"
 #include "agent/ctl/offline.hpp"
+#include "agent/tetherd/cli.hpp"
 #include "version.hpp"
 
 namespace {

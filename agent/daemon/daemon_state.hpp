@@ -5,7 +5,7 @@
 #include <optional>
 #include <string_view>
 
-#include "agent/cycle.hpp"
+#include "agent/cycle/cycle.hpp"
 
 namespace tether {
 

@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/services/service_handler.hpp"
+#include "agent/desired/desired_state.hpp"
 #include "common/filesystem.hpp"
 
 namespace tether {

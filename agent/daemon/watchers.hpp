@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "agent/engine/drift_watcher.hpp"
+#include "agent/daemon/drift_watcher.hpp"
 #include "common/error.hpp"
 
 namespace tether {

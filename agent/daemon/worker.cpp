@@ -6,7 +6,7 @@
 
 #include <boost/asio/post.hpp>
 
-#include "agent/daemon/cycle_process.hpp"
+#include "agent/cycle/cycle_process.hpp"
 
 namespace tether {
 

@@ -16,7 +16,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/cycle.hpp"
+#include "agent/cycle/cycle.hpp"
 #include "agent/daemon/daemon_state.hpp"
 
 namespace tether {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/diagnostics.hpp"
+#include "agent/toml/diagnostics.hpp"
 #include "common/error.hpp"
 #include "common/sha256.hpp"
 #include "common/sparse_text.hpp"
@@ -82,6 +82,9 @@ struct PackageSpec {
   std::optional<std::string> version;  // exact ("1.22.1-1") or a pattern ("1.22.*")
   bool present = true;
 };
+
+// Where unit files are written: NAME is /etc/systemd/system/NAME.
+inline constexpr char kUnitDirectory[] = "/etc/systemd/system";
 
 struct UnitSpec {
   std::string name;  // "app.service", or a drop-in: "app.service.d/override.conf"

@@ -5,7 +5,7 @@
 #include <set>
 
 #include "agent/desired/template.hpp"
-#include "agent/toml_reader.hpp"
+#include "agent/toml/toml_reader.hpp"
 #include "common/filesystem.hpp"
 #include "common/sha256.hpp"
 

@@ -16,7 +16,7 @@
 #include "agent/desired/desired_state.hpp"
 #include "agent/desired/facts.hpp"
 #include "agent/desired/tree.hpp"
-#include "agent/diagnostics.hpp"
+#include "agent/toml/diagnostics.hpp"
 
 namespace tether {
 

@@ -16,7 +16,7 @@
 #include <string_view>
 
 #include "agent/desired/facts.hpp"
-#include "agent/diagnostics.hpp"
+#include "agent/toml/diagnostics.hpp"
 
 namespace tether {
 

@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/desired/desired_state.hpp"
-#include "agent/engine/plan.hpp"
+#include "agent/engine/action.hpp"
 #include "common/error.hpp"
 #include "common/sparse_text.hpp"
 
@@ -259,13 +259,5 @@ class Engine {
 // Records that a full audit completed at `now`.
 [[nodiscard]] Status RecordFullAudit(const std::string& state_dir,
                                      std::chrono::system_clock::time_point now);
-
-// The handler of [[check]] resources: nothing to apply; Verify runs every check (exec or
-// HTTP), each retried until it passes or the health gate's deadline passes.
-[[nodiscard]] std::unique_ptr<KindHandler> MakeCheckHandler();
-
-// The handler of files, directories and symlinks, on a Filesystem (rooted at --root).
-// Owners and groups are looked up in the root's /etc/passwd and /etc/group.
-[[nodiscard]] std::unique_ptr<KindHandler> MakePathHandler(Filesystem& fs);
 
 }  // namespace tether

@@ -29,8 +29,8 @@
 #include <doctest/doctest.h>
 
 #include "agent/engine/engine.hpp"
-#include "agent/packages/apt.hpp"
-#include "agent/packages/package_handler.hpp"
+#include "agent/kinds/packages/apt.hpp"
+#include "agent/kinds/packages/package_handler.hpp"
 #include "common/process.hpp"
 #include "tests/support/systemd_container.hpp"
 #include "tests/support/temp_dir.hpp"

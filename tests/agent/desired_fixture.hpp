@@ -11,7 +11,7 @@
 
 #include "agent/desired/render.hpp"
 #include "agent/desired/tree.hpp"
-#include "agent/diagnostics.hpp"
+#include "agent/toml/diagnostics.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace tether::testing {

@@ -1,4 +1,4 @@
-#include "agent/engine/drift_watcher.hpp"
+#include "agent/daemon/drift_watcher.hpp"
 
 #include <poll.h>
 #include <sys/stat.h>

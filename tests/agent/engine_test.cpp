@@ -1,6 +1,8 @@
 // The engine on real files under a temp root: plans, transactions, rollback, prune, and
 // recovery after a SIGKILL at every step.
 #include "agent/engine/engine.hpp"
+#include "agent/kinds/checks/check_handler.hpp"
+#include "agent/kinds/files/path_handler.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -6,9 +6,9 @@
 
 #include <doctest/doctest.h>
 
-#include "agent/packages/apt.hpp"
-#include "agent/packages/debian_version.hpp"
-#include "agent/packages/package_manager.hpp"
+#include "agent/kinds/packages/apt.hpp"
+#include "agent/kinds/packages/debian_version.hpp"
+#include "agent/kinds/packages/package_manager.hpp"
 #include "common/process.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait_for.hpp"

@@ -1,4 +1,4 @@
-#include "agent/engine/plan.hpp"
+#include "agent/kinds/paths/path_plan.hpp"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "agent/git/poll_schedule.hpp"
+#include "agent/daemon/poll_schedule.hpp"
 
 #include <doctest/doctest.h>
 

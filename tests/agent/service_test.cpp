@@ -1,7 +1,9 @@
 // Units and services on a real systemd: the engine, with the path handler and the service
 // handler, applies rendered profiles to a container's root and its own systemd (reached
 // over its system bus from the host). Nothing happens on the host itself.
-#include "agent/services/service_handler.hpp"
+#include "agent/kinds/checks/check_handler.hpp"
+#include "agent/kinds/files/path_handler.hpp"
+#include "agent/kinds/services/service_handler.hpp"
 
 #include <signal.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "agent/toml_reader.hpp"
+#include "agent/toml/toml_reader.hpp"
 
 #include <string>
 

@@ -30,9 +30,11 @@
 #include <string>
 #include <vector>
 
+#include "agent/daemon/drift_watcher.hpp"
 #include "agent/desired/tree.hpp"
-#include "agent/engine/drift_watcher.hpp"
 #include "agent/engine/engine.hpp"
+#include "agent/kinds/checks/check_handler.hpp"
+#include "agent/kinds/files/path_handler.hpp"
 #include "common/sha256.hpp"
 #include "tests/support/temp_dir.hpp"
 

@@ -1,0 +1,93 @@
+#include "agent/cycle/cycle_process.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "common/process.hpp"
+#include "common/unique_fd.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+// The result: the output (bounded above) and the summary (at most kMaxResourcesListed).
+constexpr std::size_t kMaxResult = 64 << 20;
+
+CycleOutput Failed(std::string message) {
+  CycleOutput output;
+  output.exit_code = 1;
+  output.summary.error = message;
+  output.err = "tetherd: " + message + "\n";
+  return output;
+}
+
+Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& options) {
+  Json files = Json::array();
+  for (const auto& file : config_files) files.push_back({{"name", file.name}, {"text", file.text}});
+  return {{"config", std::move(files)},
+          {"state_dir", options.state_dir},
+          {"cache_dir", options.cache_dir},
+          {"root", options.root},
+          {"dry_run", options.dry_run},
+          {"retry_quarantined", options.retry_quarantined},
+          {"root_checks", options.root_checks},
+          {"pin", options.pin},
+          {"enforce_applied", options.enforce_applied},
+          {"show_in_sync", options.show_in_sync},
+          {"wait_for_lock", options.wait_for_lock}};
+}
+
+}  // namespace
+
+CycleOutput RunCycleProcess(const std::vector<std::string>& argv,
+                            const std::vector<std::string>& env,
+                            const std::vector<ConfigFile>& config_files,
+                            const CycleOptions& options) {
+  auto spawned = SpawnPiped(argv, env);
+  if (!spawned) return Failed("start the cycle's process: " + spawned.error().message());
+  UniqueFd to_child(spawned->to_child);
+  UniqueFd from_child(spawned->from_child);
+  // The child reads the whole job before it writes anything: no deadlock.
+  const bool sent = WriteFully(to_child.get(), JobJson(config_files, options).dump());
+  to_child.Reset();
+  std::string text;
+  const bool read_all = ReadToEnd(from_child.get(), text, kMaxResult);
+  from_child.Reset();
+  // A cycle may take long (a package transaction, a health timeout): wait for it to end.
+  Result<int> status = Fail(std::errc::timed_out, "");
+  while (!(status = spawned->child.Wait(std::chrono::hours(1))) &&
+         status.error().Is(std::errc::timed_out)) {
+  }
+  std::string ended;
+  if (!status) {
+    ended = status.error().message();
+  } else if (WIFSIGNALED(*status)) {
+    ended = "killed by signal " + std::to_string(WTERMSIG(*status)) + " (" +
+            strsignal(WTERMSIG(*status)) + ")";
+  } else if (WIFEXITED(*status) && WEXITSTATUS(*status) != 0) {
+    ended = "exited with status " + std::to_string(WEXITSTATUS(*status));
+  }
+  if (!sent || !read_all || !ended.empty()) {
+    return Failed("the cycle's process " + (ended.empty() ? std::string("failed") : ended) +
+                  (sent ? "" : "; it did not take its job") +
+                  (read_all ? "" : "; its result was unreadable"));
+  }
+  const Json result = Json::parse(text, nullptr, false);
+  if (!result.is_object()) return Failed("the cycle's process said nothing readable");
+  CycleOutput output;
+  output.exit_code = result.value("exit", 1);
+  output.out = result.value("out", "");
+  output.err = result.value("err", "");
+  output.summary = CycleSummaryFromJson(result.value("summary", Json()));
+  return output;
+}
+
+}  // namespace tether

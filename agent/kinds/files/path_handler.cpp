@@ -1,0 +1,478 @@
+// The KindHandler of files, directories and symlinks.
+#include <algorithm>
+#include <set>
+
+#include "agent/kinds/files/path_handler.hpp"
+#include "agent/kinds/paths/path_plan.hpp"
+#include "common/encoding.hpp"
+#include "common/filesystem.hpp"
+#include "common/sha256.hpp"
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::size_t kMaxContent = 64 << 20;
+
+std::string Parent(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string Name(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+class PathHandler final : public KindHandler {
+ public:
+  explicit PathHandler(Filesystem& fs) : fs_(fs) {}
+
+  bool Handles(ResourceKind kind) const override {
+    return kind == ResourceKind::kFile || kind == ResourceKind::kDirectory ||
+           kind == ResourceKind::kSymlink;
+  }
+
+  bool Replaces(ResourceKind from, ResourceKind to) const override {
+    return Handles(from) && Handles(to);  // one path, another kind of thing at it
+  }
+
+  void Prepare(const DesiredState& desired) override {
+    declared_directories_.clear();
+    for (const auto& resource : desired.resources) {
+      if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
+        declared_directories_.insert(dir->path);
+      }
+    }
+  }
+
+  Result<Action> Plan(const Resource& resource, const InventoryEntry* previous, bool full_audit,
+                      const PlanContext& /*context*/) override {
+    auto action = PlanPath(resource, previous, full_audit);
+    if (action && action->type == ActionType::kCreate) {
+      // Refused now rather than rolled back later: a parent that is missing and that no
+      // directory resource of this plan creates.
+      const std::string& path = PathOf(resource);
+      for (std::string parent = Parent(path); parent != "/"; parent = Parent(parent)) {
+        if (declared_directories_.count(parent) > 0) break;
+        auto stat = fs_.Stat(parent);
+        if (stat) break;
+        if (!stat.error().Is(std::errc::no_such_file_or_directory)) return Fail(stat.error());
+        if (Parent(parent) == "/" || fs_.Stat(Parent(parent)) ||
+            declared_directories_.count(Parent(parent)) > 0) {
+          Action conflict;
+          conflict.id = resource.id;
+          conflict.type = ActionType::kConflict;
+          conflict.reason = "its parent directory '" + parent +
+                            "' does not exist and the profile does not declare it";
+          return conflict;
+        }
+      }
+    }
+    return action;
+  }
+
+ private:
+  Result<Action> PlanPath(const Resource& resource, const InventoryEntry* previous,
+                          bool full_audit) {
+    if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
+      auto owner = Owner(file->owner, file->group);
+      if (!owner) return Fail(owner.error());
+      const std::string desired = Fingerprintless(*file, *owner);
+      if (!full_audit && previous != nullptr && !previous->fingerprint.empty()) {
+        // Unchanged metadata (ctime moves on any write, chmod, chown or rename) and an
+        // unchanged desired state: in sync, without reading the file.
+        auto stat = fs_.Stat(file->path);
+        if (stat && Fingerprint(*stat, desired) == previous->fingerprint) {
+          Action action;
+          action.id = resource.id;
+          action.fingerprint = previous->fingerprint;
+          return action;
+        }
+      }
+      auto observed = ObservePath(fs_, file->path, true, kMaxContent);
+      if (!observed) return Fail(observed.error());
+      std::string content;
+      if (file->lazy && NeedsContent(*file, *observed)) {
+        auto loaded = ContentOf(*file);
+        if (!loaded) return Fail(loaded.error());
+        content = std::move(*loaded);
+      }
+      Action action = PlanFile(resource.id, *file, *owner, *observed, content);
+      if (action.type == ActionType::kInSync)
+        action.fingerprint = Fingerprint(observed->stat, desired);
+      return action;
+    }
+    if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
+      auto owner = Owner(dir->owner, dir->group);
+      if (!owner) return Fail(owner.error());
+      auto observed = ObservePath(fs_, dir->path, false, 0);
+      if (!observed) return Fail(observed.error());
+      return PlanDirectory(resource.id, *dir, *owner, *observed);
+    }
+    const auto& link = std::get<SymlinkSpec>(resource.spec);
+    auto observed = ObservePath(fs_, link.path, false, 0);
+    if (!observed) return Fail(observed.error());
+    return PlanSymlink(resource.id, link, *observed);
+  }
+
+ public:
+  Result<Action> PlanPrune(const std::string& id, const InventoryEntry& entry) override {
+    Action action;
+    action.id = id;
+    auto observed = ObservePath(fs_, InventoryPath(id, entry), false, 0);
+    if (!observed) return Fail(observed.error());
+    if (entry.created) {
+      if (!observed->exists) return action;  // already gone
+      action.type = ActionType::kDelete;
+      action.changes.push_back(observed->stat.type == FileType::kDirectory
+                                   ? "created by tether, no longer in the profile; kept if "
+                                     "anything tether does not manage is in it"
+                                   : "created by tether, no longer in the profile");
+      return action;
+    }
+    if (!entry.original.is_null()) {
+      action.type = ActionType::kUpdate;
+      action.changes.push_back("restore the original from before tether took it over");
+    }
+    return action;
+  }
+
+  Result<Json> Begin(const PlannedAction& planned, const std::string& tag) override {
+    const std::string path = planned.resource != nullptr ? PathOf(*planned.resource)
+                                                         : std::string(PreviousPath(planned));
+    auto observed = ObservePath(fs_, path, true, kMaxContent);
+    if (!observed) return Fail(observed.error());
+    // How to undo: what was there, and a hard link to it when it gets replaced or removed.
+    // The backup's name is journaled before the link is made, so that recovery knows of
+    // every name this step may leave behind.
+    Json undo = {{"path", path}, {"before", ObservedTypeName(*observed)}};
+    if (observed->exists) {
+      undo["mode"] = observed->stat.mode;
+      undo["uid"] = observed->stat.uid;
+      undo["gid"] = observed->stat.gid;
+    }
+    if (observed->exists && observed->stat.type != FileType::kDirectory &&
+        Replaces(planned, *observed)) {
+      undo["backup"] =
+          Parent(path) + (Parent(path) == "/" ? "" : "/") + BackupName(path, tag, ++steps_);
+    }
+    return undo;
+  }
+
+  Status Apply(std::vector<Change>& changes, Transaction& transaction) override {
+    for (std::size_t first = 0; first < changes.size();) {
+      if (!WritesContent(changes[first])) {
+        if (auto made = ApplyOne(changes[first], nullptr); !made) {
+          changes[first].failed = true;
+          return made;
+        }
+        transaction.Progress("change");
+        ++first;
+        continue;
+      }
+      // A run of file contents to write: every one is written aside, all are made durable
+      // with one sync per filesystem, then each is renamed into place. A crash before a
+      // rename leaves only a temporary file, which recovery removes.
+      std::size_t last = first;
+      std::vector<std::string> temps;
+      for (; last < changes.size() && WritesContent(changes[last]); ++last) {
+        const auto& file = std::get<FileSpec>(changes[last].planned->resource->spec);
+        auto options = WriteOptionsFor(file, changes[last].step.undo);
+        auto content = options ? ContentOf(file) : Result<std::string>(Fail(options.error()));
+        auto temp = content ? fs_.WriteTemporary(file.path, *content, *options)
+                            : Result<std::string>(Fail(content.error()));
+        if (!temp) {
+          changes[last].failed = true;
+          return Fail(temp.error());
+        }
+        temps.push_back(std::move(*temp));
+        transaction.Progress("staged");
+      }
+      if (auto synced = fs_.SyncFilesystems(temps); !synced) return synced;
+      for (std::size_t k = first; k < last; ++k) {
+        if (auto made = ApplyOne(changes[k], &temps[k - first]); !made) {
+          changes[k].failed = true;
+          return made;
+        }
+        transaction.Progress("change");
+      }
+      first = last;
+    }
+    return {};
+  }
+
+  Status Undo(const JournalStep& step) override {
+    const std::string path = step.undo.value("path", "");
+    const std::string before = step.undo.value("before", "none");
+    if (step.undo.contains("backup")) {
+      const std::string backup = step.undo["backup"].get<std::string>();
+      auto restored = fs_.Rename(backup, path);
+      // Already restored by an earlier, interrupted recovery: nothing left to do.
+      if (!restored && !restored.error().Is(std::errc::no_such_file_or_directory)) {
+        return restored;
+      }
+      // When the change never happened, the backup and the path are links to one inode,
+      // and rename(2) then leaves both: the backup goes now.
+      auto removed = fs_.Remove(backup);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    } else if (before == "none") {
+      auto removed = fs_.Remove(path);
+      // A directory this step made that has since got something tether does not manage in
+      // it stays: removing that is not ours to do, and must not block recovery forever.
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory) &&
+          !removed.error().Is(std::errc::directory_not_empty)) {
+        return removed;
+      }
+    } else {
+      auto set = fs_.SetAttributes(path, step.undo.value("mode", 0644u), step.undo.value("uid", 0u),
+                                   step.undo.value("gid", 0u));
+      if (!set && set.error().Is(std::errc::no_such_file_or_directory) && before == "directory") {
+        // A pruned directory (it has no backup): made again as it was.
+        auto made = fs_.CreateDirectory(path, step.undo.value("mode", 0755u));
+        if (!made && !made.error().Is(std::errc::file_exists)) return made;
+        set = fs_.SetAttributes(path, step.undo.value("mode", 0755u), step.undo.value("uid", 0u),
+                                step.undo.value("gid", 0u));
+      }
+      if (!set && !set.error().Is(std::errc::no_such_file_or_directory)) return set;
+    }
+    return RemoveTemporaries(path);
+  }
+
+  Status Flush() override {
+    // Renames, links, symlinks and removals become durable with their directory: one
+    // sync per filesystem, rather than one per directory.
+    std::vector<std::string> dirs;
+    for (const auto& dir : touched_directories_) {
+      if (fs_.Stat(dir)) dirs.push_back(dir);  // a pruned directory is gone
+    }
+    touched_directories_.clear();
+    return fs_.SyncFilesystems(dirs);
+  }
+
+  Status Discard(const JournalStep& step) override {
+    if (!step.undo.contains("backup")) return {};
+    auto removed = fs_.Remove(step.undo["backup"].get<std::string>());
+    if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    return {};
+  }
+
+ private:
+  // True for a change that writes a file's content (rather than chmod it, or make a
+  // directory or symlink): those are written aside and synced together.
+  static bool WritesContent(const Change& change) {
+    const Resource* resource = change.planned->resource;
+    if (resource == nullptr || !std::holds_alternative<FileSpec>(resource->spec)) return false;
+    return change.step.undo.value("before", "none") != "file" ||
+           change.step.undo.contains("backup");
+  }
+
+  // Mode and owner of a file's new content. Unset in the profile: whatever owns it now
+  // keeps it (a new file gets the writer's).
+  Result<WriteOptions> WriteOptionsFor(const FileSpec& file, const Json& undo) {
+    auto owner = Owner(file.owner, file.group);
+    if (!owner) return Fail(owner.error());
+    const bool existed = undo.value("before", "none") != "none";
+    WriteOptions options;
+    options.mode = file.mode;
+    options.uid =
+        owner->uid ? owner->uid : (existed ? std::optional(undo.value("uid", 0u)) : std::nullopt);
+    options.gid =
+        owner->gid ? owner->gid : (existed ? std::optional(undo.value("gid", 0u)) : std::nullopt);
+    return options;
+  }
+
+  // Makes one begun change: the backup link, then the change itself; `temp` is its new
+  // content, already written aside and synced (for a change that WritesContent).
+  Status ApplyOne(Change& change, const std::string* temp) {
+    const PlannedAction& planned = *change.planned;
+    const Json& undo = change.step.undo;
+    const std::string path = undo.value("path", "");
+    touched_directories_.insert(Parent(path));
+    if (undo.contains("backup")) {
+      if (auto linked = fs_.Link(path, undo["backup"].get<std::string>()); !linked) return linked;
+    }
+    if (planned.resource == nullptr) {
+      auto pruned = Prune(planned, path);
+      if (!pruned) return Fail(pruned.error());
+      change.entry = std::move(*pruned);
+      change.done = true;
+      return {};
+    }
+    InventoryEntry entry;
+    entry.kind = planned.resource->kind;
+    // The path only when the id does not name it (the renderer's ids always do): the
+    // inventory holds it once, in the id (see InventoryEntry::path).
+    if (NamedBy(planned.action.id) != path) entry.path = std::string(path);
+    if (planned.previous) {
+      entry.created = planned.previous->created;
+      entry.original = planned.previous->original;
+    } else if (undo.value("before", "none") == "none") {
+      entry.created = true;
+    } else {
+      // Taken over: what was there is kept in the inventory, for a prune to give back. It
+      // is still in place (or in the backup, which is the same inode).
+      auto observed = ObservePath(fs_, path, true, kMaxContent);
+      if (!observed) return Fail(observed.error());
+      entry.original = Snapshot(*observed);
+    }
+    if (temp != nullptr) {
+      if (auto renamed = fs_.Rename(*temp, path); !renamed) return renamed;
+    } else if (auto made = Make(*planned.resource, undo); !made) {
+      return made;
+    }
+    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
+      auto owner = Owner(file->owner, file->group);
+      auto stat = fs_.Stat(path);
+      if (owner && stat) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
+    }
+    change.entry = std::move(entry);
+    change.done = true;
+    return {};
+  }
+
+  static const std::string& PathOf(const Resource& resource) {
+    if (const auto* file = std::get_if<FileSpec>(&resource.spec)) return file->path;
+    if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) return dir->path;
+    return std::get<SymlinkSpec>(resource.spec).path;
+  }
+
+  // True when the change replaces what is at the path (rather than chmod/chown it).
+  static bool Replaces(const PlannedAction& planned, const PathObservation& observed) {
+    if (planned.resource == nullptr) return true;  // removed or restored
+    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
+      return NeedsContent(*file, observed);
+    }
+    return std::holds_alternative<SymlinkSpec>(planned.resource->spec);
+  }
+
+  // An empty user or group is unset.
+  Result<Ownership> Owner(const std::string& user, const std::string& group) {
+    Ownership owner;
+    if (!user.empty()) {
+      auto passwd = fs_.ReadFile("/etc/passwd", 16 << 20);
+      auto id = LookupId(passwd ? *passwd : "", user, "/etc/passwd");
+      if (!id) return Fail(id.error());
+      owner.uid = *id;
+    }
+    if (!group.empty()) {
+      auto groups = fs_.ReadFile("/etc/group", 16 << 20);
+      auto id = LookupId(groups ? *groups : "", group, "/etc/group");
+      if (!id) return Fail(id.error());
+      owner.gid = *id;
+    }
+    return owner;
+  }
+
+  // What the profile asks of a file, as a hash: content, mode and ownership.
+  static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
+    return ContentSha256(file) + "/" + std::to_string(file.mode) + "/" +
+           (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
+           (owner.gid ? std::to_string(*owner.gid) : "-");
+  }
+
+  // The metadata of a file as tether left it, with what the profile asked of it. Only
+  // equality matters and the inventory keeps one per file, so it is a hash: 88 bits, in
+  // 15 characters (a std::string holds that many without a heap allocation).
+  static std::string Fingerprint(const FileStat& stat, const std::string& desired) {
+    if (stat.type != FileType::kRegular) return "";
+    std::string hash = Base64Encode(
+        Sha256(std::to_string(stat.device) + ":" + std::to_string(stat.inode) + ":" +
+               std::to_string(stat.size) + ":" + std::to_string(stat.mtime_ns) + ":" +
+               std::to_string(stat.ctime_ns) + ":" + std::to_string(stat.mode) + ":" +
+               std::to_string(stat.uid) + ":" + std::to_string(stat.gid) + ":" + desired)
+            .substr(0, 11));
+    // Without the '=' of 11 bytes; a new string, as the encoded one's capacity is past what
+    // fits inline.
+    return hash.substr(0, hash.size() - 1);
+  }
+
+  static Json Snapshot(const PathObservation& observed) {
+    Json original = {{"type", ObservedTypeName(observed)},
+                     {"mode", observed.stat.mode},
+                     {"uid", observed.stat.uid},
+                     {"gid", observed.stat.gid}};
+    if (observed.content) original["content_base64"] = Base64Encode(*observed.content);
+    if (observed.target) original["target"] = *observed.target;
+    return original;
+  }
+
+  // A change made in place: a file's mode and owner (its content is unchanged), a
+  // directory, a symlink. `undo` says what was there.
+  Status Make(const Resource& resource, const Json& undo) {
+    const bool existed = undo.value("before", "none") != "none";
+    if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
+      auto options = WriteOptionsFor(*file, undo);
+      if (!options) return Fail(options.error());
+      if (existed && !undo.contains("backup")) {
+        return fs_.SetAttributes(file->path, file->mode, options->uid, options->gid);
+      }
+      auto content = ContentOf(*file);
+      if (!content) return Fail(content.error());
+      return fs_.WriteFileAtomic(file->path, *content, *options);
+    }
+    if (const auto* dir = std::get_if<DirectorySpec>(&resource.spec)) {
+      auto owner = Owner(dir->owner, dir->group);
+      if (!owner) return Fail(owner.error());
+      if (!existed) {
+        if (auto made = fs_.CreateDirectory(dir->path, dir->mode); !made) return made;
+      }
+      return fs_.SetAttributes(dir->path, dir->mode, owner->uid, owner->gid);
+    }
+    const auto& link = std::get<SymlinkSpec>(resource.spec);
+    return fs_.CreateSymlink(link.path, link.target);
+  }
+
+  Result<std::optional<InventoryEntry>> Prune(const PlannedAction& planned,
+                                              const std::string& path) {
+    const InventoryEntry& entry = *planned.previous;
+    if (entry.created) {
+      // Decided now, after the prunes of what was inside it: a directory that still holds
+      // something tether does not manage stays, and stays in the inventory.
+      if (auto stat = fs_.Stat(path); stat && stat->type == FileType::kDirectory) {
+        auto names = fs_.ListDirectory(path);
+        if (!names) return Fail(names.error());
+        if (!names->empty()) return std::optional(entry);
+      }
+      auto removed = fs_.Remove(path);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) {
+        return Fail(removed.error());
+      }
+      return std::optional<InventoryEntry>();
+    }
+    // Give the original back.
+    if (auto restored = RestoreOriginal(fs_, path, entry.original); !restored) {
+      return Fail(restored.error());
+    }
+    return std::optional<InventoryEntry>();
+  }
+
+  // The name of the backup that `transaction` keeps of `path` in step `step`.
+  static std::string BackupName(const std::string& path, const std::string& tag, int step) {
+    return TemporaryPrefix(Name(path)) + "backup-" + tag + "-" + std::to_string(step);
+  }
+
+  // Leftovers of an interrupted atomic write of `path`: only exact temporary names.
+  Status RemoveTemporaries(const std::string& path) {
+    auto names = fs_.ListDirectory(Parent(path));
+    if (!names) return {};  // the directory itself is gone: nothing left in it
+    for (const auto& name : *names) {
+      if (!IsTemporaryName(name, Name(path))) continue;
+      auto removed = fs_.Remove(Parent(path) + (Parent(path) == "/" ? "" : "/") + name);
+      if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    }
+    return {};
+  }
+
+  Filesystem& fs_;
+  std::set<std::string> declared_directories_;
+  int steps_ = 0;                              // numbers backups, so no two steps ever share one
+  std::set<std::string> touched_directories_;  // to fsync before the commit
+};
+
+}  // namespace
+
+std::unique_ptr<KindHandler> MakePathHandler(Filesystem& fs) {
+  return std::make_unique<PathHandler>(fs);
+}
+
+}  // namespace tether

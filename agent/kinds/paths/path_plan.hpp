@@ -1,0 +1,73 @@
+// Planning paths, for the kinds that manage them (files, directories and symlinks; unit
+// files): observe a path (reads only), then decide, in pure functions, what an apply would
+// do to it. Dry-run is observe + plan.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/desired/desired_state.hpp"
+#include "agent/engine/action.hpp"
+#include "common/error.hpp"
+#include "common/filesystem.hpp"
+#include "common/sparse_text.hpp"
+
+namespace tether {
+
+// What is at a path now. `content` is read only for regular files when asked.
+struct PathObservation {
+  bool exists = false;
+  FileStat stat;
+  std::optional<std::string> content;
+  std::string content_sha256;         // of `content`, when read
+  std::optional<std::string> target;  // of a symlink
+};
+
+// Puts back at `path` what tether took over there, as the inventory's `original` recorded
+// it: a file's content, mode and owner; a symlink's target; a directory's mode and owner.
+// "none" (nothing was there) does nothing. Shared by the kinds that take over paths.
+[[nodiscard]] Status RestoreOriginal(Filesystem& fs, const std::string& path,
+                                     const nlohmann::json& original);
+
+// What the observation found, as undo records and inventories name it: "none", "file",
+// "directory", "symlink" or "other".
+[[nodiscard]] const char* ObservedTypeName(const PathObservation& observed);
+
+// Reads what is at `path` (never following a symlink). A missing path is an observation
+// (exists = false), not an error.
+[[nodiscard]] Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path,
+                                                  bool read_content, std::size_t max_size);
+
+// The owner and group a resource asks for, as ids (names resolved by the caller); unset:
+// whatever is there (new paths get the writer's).
+struct Ownership {
+  std::optional<std::uint32_t> uid;
+  std::optional<std::uint32_t> gid;
+};
+
+// True when a plan of `spec` against `observed` shows the desired content itself (a
+// diff): something is there, and it is not that content. The caller then passes the
+// content (ContentOf) to PlanFile; otherwise the content is never read.
+[[nodiscard]] bool NeedsContent(const FileSpec& spec, const PathObservation& observed);
+
+// `content`: the desired content when NeedsContent and the spec does not hold it.
+[[nodiscard]] Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& owner,
+                              const PathObservation& observed, std::string_view content = {});
+[[nodiscard]] Action PlanDirectory(const std::string& id, const DirectorySpec& spec,
+                                   const Ownership& owner, const PathObservation& observed);
+[[nodiscard]] Action PlanSymlink(const std::string& id, const SymlinkSpec& spec,
+                                 const PathObservation& observed);
+
+// Looks `name` up in the text of a passwd (or group) file: the third field of the line
+// whose first field is `name`. A number is taken as an id. ENOENT when there is no such
+// line.
+[[nodiscard]] Result<std::uint32_t> LookupId(std::string_view database, std::string_view name,
+                                             const std::string& database_name);
+
+}  // namespace tether

@@ -1,0 +1,60 @@
+// tetherd-cycle: what runs a cycle for tetherd. `tetherd --once` is this program (tetherd
+// hands it over), so is each cycle of the daemon (--cycle-process) and the git worker
+// (--git-worker). Same flags as tetherd.
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "agent/config/agent_config.hpp"
+#include "agent/cycle/cycle.hpp"
+#include "agent/git/git_worker.hpp"
+#include "agent/report/send_process.hpp"
+#include "agent/tetherd/cli.hpp"
+#include "agent/tetherd/cycle_child.hpp"
+#include "agent/tetherd/tetherd_flags.hpp"
+#include "common/log.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app;
+  tether::TetherdFlags flags;
+  tether::AddTetherdFlags(app, flags);
+  if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
+  // A git worker that died must be an error on the next request, not our death.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  if (flags.http_fetch) return tether::ServeHttpFetch(stdin, stdout);
+  if (flags.git_worker) {
+    return tether::RunGitWorker({.ca_file = flags.worker_ca_file, .user = flags.worker_user});
+  }
+  auto level = tether::ParseLogLevel(flags.log_level);
+  if (!level) {
+    std::fprintf(stderr, "tetherd: --log-level: %s\n", level.error().message().c_str());
+    return 2;
+  }
+  tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
+  const std::vector<std::string> worker_argv = {tether::SelfPath(argv[0]), "--git-worker"};
+  if (flags.cycle_process) return tether::ServeCycleProcess(stdin, stdout, worker_argv);
+  if (!flags.once) {
+    std::fprintf(stderr, "tetherd-cycle runs cycles for tetherd: use tetherd\n");
+    return 2;
+  }
+
+  auto config = tether::LoadAgentConfig(flags.config_path);
+  if (!config) {
+    std::fprintf(stderr, "%s\n", config.error().message().c_str());
+    return 2;
+  }
+  tether::CycleOptions options;
+  options.config = std::move(*config);
+  options.state_dir = flags.state_dir;
+  options.cache_dir = flags.cache_dir;
+  options.root = flags.root;
+  options.dry_run = flags.dry_run;
+  options.retry_quarantined = flags.retry_quarantined;
+  options.root_checks = flags.root_checks;
+  options.worker_argv = worker_argv;
+  return tether::RunCycleOnce(options, stdout, stderr);
+}

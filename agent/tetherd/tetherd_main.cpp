@@ -1,0 +1,96 @@
+// tetherd: the tether agent daemon.
+//
+// This binary is the daemon only, and stays small: it does not link libgit2 or OpenSSL.
+// What runs a cycle (tetherd --once, each of the daemon's cycles, the git worker) is
+// tetherd-cycle, found beside this program or in tether's libexec directory; tetherd
+// hands those modes over to it.
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "agent/config/agent_config.hpp"
+#include "agent/daemon/daemon.hpp"
+#include "agent/tetherd/cli.hpp"
+#include "agent/tetherd/tetherd_flags.hpp"
+#include "agent/toml/diagnostics.hpp"
+#include "common/log.hpp"
+#include "common/process.hpp"
+#include "version.hpp"
+
+namespace {
+
+// tetherd-cycle: beside this program (a build tree, a test) or where it is installed.
+std::string CycleProgram(const std::string& self) {
+  const std::string beside = self.substr(0, self.rfind('/') + 1) + "tetherd-cycle";
+  if (access(beside.c_str(), X_OK) == 0) return beside;
+  return std::string(TETHER_LIBEXECDIR) + "/tetherd-cycle";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app;
+  tether::TetherdFlags flags;
+  tether::AddTetherdFlags(app, flags);
+  if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
+  const std::string cycle_program = CycleProgram(tether::SelfPath(argv[0]));
+  if (flags.once || flags.git_worker || flags.cycle_process || flags.http_fetch) {
+    std::vector<char*> args(argv, argv + argc);
+    args.push_back(nullptr);
+    execv(cycle_program.c_str(), args.data());
+    std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", cycle_program.c_str(),
+                 std::strerror(errno));
+    return 2;
+  }
+  // A child that died must be an error on the next request, not our death.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto level = tether::ParseLogLevel(flags.log_level);
+  if (!level) {
+    std::fprintf(stderr, "tetherd: --log-level: %s\n", level.error().message().c_str());
+    return 2;
+  }
+  tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
+
+  auto files = tether::ReadAgentConfigFiles(flags.config_path);
+  if (!files) {
+    std::fprintf(stderr, "%s\n", files.error().message().c_str());
+    return 2;
+  }
+  tether::Diagnostics diagnostics;
+  tether::AgentConfig config = tether::ParseAgentConfig(*files, {}, diagnostics);
+  if (diagnostics.has_errors()) {
+    std::fprintf(stderr, "%s", diagnostics.ToString().c_str());
+    return 2;
+  }
+  tether::DaemonOptions daemon;
+  daemon.config_path = flags.config_path;
+  daemon.config_files = std::move(*files);
+  daemon.cycle.config = std::move(config);
+  // Absolute: state files are written by absolute path only.
+  daemon.cycle.state_dir = std::filesystem::absolute(flags.state_dir).lexically_normal();
+  daemon.cycle.cache_dir = std::filesystem::absolute(flags.cache_dir).lexically_normal();
+  daemon.cycle.root = flags.root;
+  daemon.cycle.dry_run = flags.dry_run;
+  daemon.cycle.root_checks = flags.root_checks;
+  daemon.cycle.show_in_sync = false;  // the log says what changed, not what did not
+  daemon.cycle.wait_for_lock = true;  // a cycle that outlived our crash finishes first
+  daemon.cycle_argv = {cycle_program, "--cycle-process", "--log-level", flags.log_level};
+  daemon.http_argv = {cycle_program, "--http-fetch"};
+  daemon.cycle_env = tether::kCleanEnvironment;
+  // The cycle's log goes where ours goes: to the journal under systemd.
+  if (const char* journal = std::getenv("JOURNAL_STREAM")) {
+    daemon.cycle_env.push_back(std::string("JOURNAL_STREAM=") + journal);
+  }
+  daemon.socket_path = flags.socket;
+  return tether::RunDaemon(std::move(daemon));
+}
