@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,8 @@
 
 #include "agent/ctl/control_client.hpp"
 #include "agent/ctl/offline.hpp"
+#include "agent/cycle/cycle_report.hpp"
+#include "agent/protocol/protocol.hpp"
 #include "agent/tetherd/cli.hpp"
 #include "version.hpp"
 
@@ -82,33 +85,27 @@ const char* ColourOf(std::string_view word) {
   return kYellow;
 }
 
-// A cycle's printed course, coloured by line: changes, diffs, problems.
-std::string PaintCourse(const std::string& text) {
-  if (!colour) return text;
-  std::string painted;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    const std::string_view line(text.data() + pos, end - pos);
-    const char* code = nullptr;
-    if (line.rfind("create", 0) == 0 || (line.rfind("+", 0) == 0 && line.rfind("+++", 0) != 0)) {
-      code = kGreen;
-    } else if (line.rfind("delete", 0) == 0 || line.rfind("FAILED", 0) == 0 ||
-               line.rfind("rolled back", 0) == 0 || line.rfind("quarantined", 0) == 0 ||
-               (line.rfind("-", 0) == 0 && line.rfind("---", 0) != 0)) {
-      code = kRed;
-    } else if (line.rfind("update", 0) == 0 || line.rfind("drifted", 0) == 0 ||
-               line.rfind("restart", 0) == 0 || line.rfind("reload", 0) == 0) {
-      code = kYellow;
-    } else if (line.rfind("@@", 0) == 0) {
-      code = kDim;
-    }
-    painted += code != nullptr ? Paint(line, code) : std::string(line);
-    if (end < text.size()) painted += '\n';
-    pos = end + 1;
+// A cycle's course as tetherd printed it, coloured from its report (changes, diffs,
+// failures); an entry without a report (from an older tetherd) as it was printed.
+std::string Course(const nlohmann::json& holder) {
+  const auto report = holder.find("report");
+  if (report == holder.end() || !report->is_object()) {
+    return tether::protocol::Fields(holder).StringOr("output");
   }
-  return painted;
+  return tether::FormatCourse(tether::CycleReportFromJson(*report),
+                              [](std::string_view text, tether::Tone tone) {
+                                switch (tone) {
+                                  case tether::Tone::kGood:
+                                    return Paint(text, kGreen);
+                                  case tether::Tone::kChange:
+                                    return Paint(text, kYellow);
+                                  case tether::Tone::kBad:
+                                    return Paint(text, kRed);
+                                  case tether::Tone::kDim:
+                                    return Paint(text, kDim);
+                                }
+                                return std::string(text);
+                              });
 }
 
 void AddOfflineOptions(CLI::App* command, tether::OfflineOptions& options) {
@@ -126,6 +123,17 @@ void AddOfflineOptions(CLI::App* command, tether::OfflineOptions& options) {
       ->add_option("--config", options.config,
                    "Take source.profile, apply.allowed_paths and [labels] from this agent.toml")
       ->type_name("FILE");
+}
+
+using tether::protocol::Command;
+using tether::protocol::Request;
+
+// A request line for tetherd: `command`, with what `fill` sets.
+nlohmann::json Ask(Command command, const std::function<void(Request&)>& fill = {}) {
+  Request request;
+  request.command = command;
+  if (fill) fill(request);
+  return tether::protocol::RequestJson(request);
 }
 
 // The reply, or a message on stderr and exit status 1.
@@ -243,7 +251,7 @@ void PrintEndpoint(const nlohmann::json& endpoint) {
 }
 
 int RunStatus(const std::string& socket, bool json) {
-  auto reply = Call(socket, {{"command", "status"}}, std::chrono::seconds(10));
+  auto reply = Call(socket, Ask(Command::kStatus), std::chrono::seconds(10));
   if (!reply) return 1;
   if (json) {
     std::printf("%s\n", reply->dump(2).c_str());
@@ -331,7 +339,7 @@ int RunEvents(const std::string& socket, bool json) {
   bool stopping = false;
   bool refused = false;
   auto streamed = tether::StreamDaemon(
-      socket, {{"command", "events"}}, std::chrono::seconds(10), [&](const nlohmann::json& line) {
+      socket, Ask(Command::kEvents), std::chrono::seconds(10), [&](const nlohmann::json& line) {
         if (line.contains("ok")) {
           if (!line.value("ok", false)) {
             std::fprintf(stderr, "tetherctl: %s\n", Text(line["error"]).c_str());
@@ -365,7 +373,7 @@ std::string When(std::int64_t unix_seconds) {
 }
 
 int RunHistory(const std::string& socket, bool json) {
-  auto reply = Call(socket, {{"command", "history"}}, std::chrono::seconds(10));
+  auto reply = Call(socket, Ask(Command::kHistory), std::chrono::seconds(10));
   if (!reply) return 1;
   if (json) {
     std::printf("%s\n", reply->dump(2).c_str());
@@ -388,7 +396,8 @@ int RunHistory(const std::string& socket, bool json) {
 }
 
 int RunShow(const std::string& socket, std::int64_t id, bool json) {
-  auto reply = Call(socket, {{"command", "show"}, {"id", id}}, std::chrono::seconds(10));
+  auto reply =
+      Call(socket, Ask(Command::kShow, [&](Request& r) { r.id = id; }), std::chrono::seconds(10));
   if (!reply) return 1;
   if (json) {
     std::printf("%s\n", reply->dump(2).c_str());
@@ -404,13 +413,13 @@ int RunShow(const std::string& socket, std::int64_t id, bool json) {
   std::printf("commit %s%s%s (trigger: %s)\n\n", entry.value("commit", "").c_str(),
               entry.value("signer", "").empty() ? "" : ", signed by ",
               entry.value("signer", "").c_str(), entry.value("trigger", "").c_str());
-  std::fputs(PaintCourse(entry.value("output", "")).c_str(), stdout);
+  std::fputs(Course(entry).c_str(), stdout);
   std::fputs(entry.value("errors", "").c_str(), stdout);
   return 0;
 }
 
 int RunSync(const std::string& socket, bool wait, bool json) {
-  auto reply = tether::CallDaemon(socket, {{"command", "sync"}, {"wait", wait}},
+  auto reply = tether::CallDaemon(socket, Ask(Command::kSync, [&](Request& r) { r.wait = wait; }),
                                   wait ? std::chrono::hours(2) : std::chrono::seconds(10));
   if (!reply) {
     std::fprintf(stderr, "tetherctl: %s\n", reply.error().message().c_str());
@@ -429,7 +438,7 @@ int RunSync(const std::string& socket, bool wait, bool json) {
     return 0;
   }
   const auto& cycle = (*reply)["cycle"];
-  std::fputs(PaintCourse(Text(cycle["output"])).c_str(), stdout);
+  std::fputs(Course(cycle).c_str(), stdout);
   std::fputs(Text(cycle["errors"]).c_str(), stderr);
   return reply->value("ok", false) ? 0 : 1;
 }
@@ -527,12 +536,12 @@ int main(int argc, char** argv) {
   if (auto parsed = tether::ParseCommandLine(app, argc, argv)) return *parsed;
   colour = WantColour();
   if (plan->parsed()) {
-    auto reply = Call(socket, {{"command", "plan"}}, std::chrono::hours(1));
+    auto reply = Call(socket, Ask(Command::kPlan), std::chrono::hours(1));
     if (!reply) return 1;
     if (plan_json) {
       std::printf("%s\n", reply->dump(2).c_str());
     } else {
-      std::fputs(PaintCourse(Text((*reply)["cycle"]["output"])).c_str(), stdout);
+      std::fputs(Course((*reply)["cycle"]).c_str(), stdout);
       std::fputs(Text((*reply)["cycle"]["errors"]).c_str(), stderr);
     }
     return reply->value("ok", false) ? 0 : 1;
@@ -541,22 +550,24 @@ int main(int argc, char** argv) {
   if (history->parsed()) return RunHistory(socket, history_json);
   if (show->parsed()) return RunShow(socket, show_id, show_json);
   if (rollback->parsed()) {
-    auto reply = Call(socket, {{"command", "rollback"}, {"commit", rollback_commit}},
-                      std::chrono::seconds(10));
+    auto reply =
+        Call(socket, Ask(Command::kRollback, [&](Request& r) { r.commit = rollback_commit; }),
+             std::chrono::seconds(10));
     if (!reply) return 1;
     std::printf("pinned to %s until tetherctl resume\n", Text((*reply)["pinned"]).c_str());
     return 0;
   }
   if (suspend->parsed() || resume->parsed()) {
-    nlohmann::json request = {{"command", suspend->parsed() ? "suspend" : "resume"}};
-    if (suspend->parsed()) request["reason"] = suspend_reason;
-    auto reply = Call(socket, request, std::chrono::seconds(10));
+    auto reply = Call(socket,
+                      Ask(suspend->parsed() ? Command::kSuspend : Command::kResume,
+                          [&](Request& r) { r.reason = suspend_reason; }),
+                      std::chrono::seconds(10));
     if (!reply) return 1;
     std::printf("%s\n", suspend->parsed() ? "suspended" : "resumed");
     return 0;
   }
   if (metrics->parsed()) {
-    auto reply = Call(socket, {{"command", "metrics"}}, std::chrono::seconds(10));
+    auto reply = Call(socket, Ask(Command::kMetrics), std::chrono::seconds(10));
     if (!reply) return 1;
     std::fputs(Text((*reply)["text"]).c_str(), stdout);
     return 0;

@@ -1,238 +1,185 @@
 #include "agent/cycle/cycle.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
+#include <memory>
+#include <utility>
 
 #include "agent/desired/facts.hpp"
 #include "agent/desired/render.hpp"
-#include "agent/engine/engine.hpp"
 #include "agent/git/commit_check.hpp"
-#include "agent/git/git_source.hpp"
-#include "agent/kinds/checks/check_handler.hpp"
-#include "agent/kinds/files/path_handler.hpp"
-#include "agent/kinds/packages/apt.hpp"
-#include "agent/kinds/packages/package_handler.hpp"
-#include "agent/kinds/services/service_handler.hpp"
 #include "agent/state/quarantine.hpp"
-#include "common/filesystem.hpp"
-#include "common/systemd_bus.hpp"
-#include "common/unique_fd.hpp"
 
 namespace tether {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-bool EnsureDirectory(const std::string& path, std::FILE* err) {
-  if (mkdir(path.c_str(), 0700) == 0 || errno == EEXIST) return true;
-  std::fprintf(err, "tetherd: create '%s': %s\n", path.c_str(), std::strerror(errno));
-  return false;
-}
-
-std::string Short(const std::string& commit) { return commit.substr(0, 12); }
-
 // "content, mode 0644 -> 0600"
-std::string ChangesText(const Action& action) {
-  std::string text;
-  for (const auto& change : action.changes) {
-    if (!text.empty()) text += ", ";
-    text += change;
-  }
-  return text;
+std::string ChangesText(const Action& action) { return action.changes.Join(", "); }
+
+ReportedAction Reported(const Action& action) {
+  ReportedAction reported;
+  reported.id = action.id;
+  reported.type = ActionTypeName(action.type);
+  reported.changes = ChangesText(action);
+  if (action.type == ActionType::kUpdate) reported.diff = action.diff.str();
+  if (action.type == ActionType::kConflict) reported.reason = action.reason.str();
+  return reported;
 }
 
-}  // namespace
+bool HostOnly(ResourceKind kind) {
+  return kind == ResourceKind::kPackage || kind == ResourceKind::kUnit ||
+         kind == ResourceKind::kService || kind == ResourceKind::kCheck;
+}
 
-int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
-                 CycleSummary* given_summary) {
-  CycleSummary ignored;
-  CycleSummary& summary = given_summary != nullptr ? *given_summary : ignored;
-  // A problem that ends the cycle: said on `err`, and kept in the summary.
-  auto problem = [&](const std::string& message, Outcome outcome = Outcome::kFailed) {
-    std::fprintf(err, "tetherd: %s\n", message.c_str());
-    summary.error = message;
-    summary.outcome = outcome;
-    return 1;
-  };
-  const auto start = Clock::now();
-  if (!EnsureDirectory(given.state_dir, err) || !EnsureDirectory(given.cache_dir, err)) {
-    return 1;
-  }
-  // Absolute and symlink-free from here on: state files are never written through a link.
-  CycleOptions options = given;
-  for (std::string* dir : {&options.state_dir, &options.cache_dir}) {
-    char* real = realpath(dir->c_str(), nullptr);
-    if (real == nullptr) return problem("'" + *dir + "': " + std::strerror(errno));
-    *dir = real;
-    std::free(real);
-  }
-  // One cycle at a time per state dir: a second tetherd (even a dry run) must never
-  // recover, that is roll back, an apply that is still going on.
-  UniqueFd lock(
-      open((options.state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  int locked = lock.valid() ? flock(lock.get(), LOCK_EX | LOCK_NB) : -1;
-  if (locked != 0 && lock.valid() && errno == EWOULDBLOCK && options.wait_for_lock) {
-    std::fprintf(out, "waiting  for another cycle on '%s' to end\n", options.state_dir.c_str());
-    while ((locked = flock(lock.get(), LOCK_EX)) != 0 && errno == EINTR) {
+// One cycle, step by step; each step records what it found in report_.
+class Cycle {
+ public:
+  Cycle(Host& host, const CycleOptions& options,
+        const std::function<void(const CycleReport&)>& planned)
+      : host_(host), options_(options), planned_(planned), start_(host.clock->Steady()) {}
+
+  Result<CycleReport> Run() {
+    EngineOptions engine_options;
+    engine_options.state_dir = options_.state_dir;
+    engine_options.health_timeout = options_.config.apply.health_timeout;
+    engine_options.roll_back_unhealthy = options_.config.apply.rollback == RollbackMode::kAuto;
+    engine_ = std::make_unique<Engine>(engine_options, host_.kinds);
+    // An apply a crash interrupted is finished before anything else.
+    if (auto recovered = engine_->Recover(); !recovered) {
+      return Fail(recovered.error().WithContext("recovery"));
     }
+    auto inventory = engine_->LoadInventory();
+    if (!inventory) return Fail(inventory.error());
+    inventory_ = std::move(*inventory);
+    auto policy = LoadTrustPolicy(options_.config.trust);
+    if (!policy) return Fail(policy.error());
+    auto quarantine = LoadQuarantine(options_.state_dir);
+    if (!quarantine) return Fail(quarantine.error());
+    quarantine_ = std::move(*quarantine);
+    if (host_.source == nullptr) {
+      return Fail(host_.no_source.value_or(Error(std::errc::invalid_argument, "no Git source")));
+    }
+
+    if (!ChooseCommit() || !Accept(*policy) || !CheckQuarantine()) return Finish();
+    auto tree = host_.source->OpenTree(commit_);
+    if (!tree) {
+      (void)Stop(tree.error().message());
+      return Finish();
+    }
+    const auto desired = Render(std::move(*tree));
+    if (!desired) return Finish();
+    auto plan = Plan(*desired);
+    if (!plan) return Finish();
+    if (options_.dry_run) {
+      report_.outcome = Outcome::kDryRun;
+      return Finish();
+    }
+    if (planned_) planned_(report_);
+    Apply(*plan, *desired);
+    return Finish();
   }
-  if (locked != 0) {
-    return problem("another tetherd is working on '" + options.state_dir + "'" +
-                   (errno == EWOULDBLOCK ? "" : std::string(": ") + std::strerror(errno)));
+
+ private:
+  CycleReport Finish() {
+    report_.elapsed_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(host_.clock->Steady() - start_)
+            .count();
+    return std::move(report_);
   }
-  auto fs = RootedFilesystem::Open(options.root);
-  if (!fs) return problem("--root: " + fs.error().message());
-  auto paths = MakePathHandler(**fs);
-  auto checks = MakeCheckHandler();
-  // Packages and services belong to the host itself: under a --root sandbox only its
-  // files are managed.
-  const bool whole_host = options.root == "/";
-  AptOptions apt_options;
-  apt_options.install_recommends = options.config.packages.install_recommends;
-  apt_options.lock_timeout =
-      std::chrono::ceil<std::chrono::seconds>(options.config.packages.lock_timeout);
-  AptPackageManager apt(apt_options);
-  auto packages = MakePackageHandler(apt);
-  // Checks verify the host's services: under --root they are skipped too, unless asked.
-  std::vector<KindHandler*> handlers = {paths.get()};
-  if (whole_host || options.root_checks) handlers.push_back(checks.get());
-  if (whole_host) handlers.insert(handlers.begin(), packages.get());
-  // Units and services: systemd's, over the system bus; connected when the profile has
-  // any (a later error names what could not be reached).
-  std::unique_ptr<SystemdBus> bus;
-  std::unique_ptr<KindHandler> services;
-  std::optional<Error> no_bus;
-  if (whole_host) {
-    auto opened = OpenSystemdBus();
-    if (opened) {
-      bus = std::move(*opened);
-      services = MakeServiceHandler(**fs, *bus);
-      handlers.insert(handlers.end() - 1, services.get());  // before the checks (last)
+
+  // A problem that ends the cycle: recorded; returns false, to stop.
+  bool Stop(const std::string& message, Outcome outcome = Outcome::kFailed) {
+    Note(message);
+    report_.error = message;
+    report_.outcome = outcome;
+    return false;
+  }
+  void Note(const std::string& message) { report_.problems.push_back("tetherd: " + message); }
+
+  void Step(StepKind kind, std::string commit = {}, std::string detail = {}, bool flag = false) {
+    report_.course.push_back({kind, std::move(commit), std::move(detail), flag});
+  }
+
+  // The commit to plan: pinned, the applied one (a drift repair, or offline), or the
+  // source's head.
+  bool ChooseCommit() {
+    const bool enforce_applied =
+        options_.pin.empty() && options_.enforce_applied && !inventory_.commit.empty();
+    if (!options_.pin.empty()) {
+      commit_ = options_.pin;
+      Step(StepKind::kPinned, commit_);
+    } else if (enforce_applied) {
+      commit_ = inventory_.commit;
+      Step(StepKind::kEnforced, commit_);
+    } else if (auto update = host_.source->Update()) {
+      commit_ = update->commit;
+      Step(StepKind::kSource, commit_, host_.source->urls()[update->source], update->fetched);
+    } else if (!inventory_.commit.empty()) {
+      // Offline: keep enforcing what was applied last.
+      commit_ = inventory_.commit;
+      report_.offline = true;
+      report_.error = update.error().message();
+      Note(update.error().message());
+      Step(StepKind::kOffline, commit_);
     } else {
-      no_bus = opened.error();
+      return Stop(update.error().message());
     }
-  }
-  EngineOptions engine_options;
-  engine_options.state_dir = options.state_dir;
-  engine_options.health_timeout = options.config.apply.health_timeout;
-  engine_options.roll_back_unhealthy = options.config.apply.rollback == RollbackMode::kAuto;
-  Engine engine(engine_options, handlers);
-
-  // An apply a crash interrupted is finished before anything else.
-  if (auto recovered = engine.Recover(); !recovered) {
-    return problem("recovery: " + recovered.error().message());
-  }
-  auto inventory = engine.LoadInventory();
-  if (!inventory) {
-    return problem(inventory.error().message());
-  }
-  auto policy = LoadTrustPolicy(options.config.trust);
-  if (!policy) {
-    return problem(policy.error().message());
+    report_.commit = commit_;
+    return true;
   }
 
-  GitSourceOptions source_options;
-  source_options.source = options.config.source;
-  source_options.cache_dir = options.cache_dir;
-  source_options.worker_argv = options.worker_argv;
-  auto source = GitSource::Create(source_options);
-  if (!source) {
-    return problem(source.error().message());
-  }
-  std::string commit;
-  const bool enforce_applied =
-      options.pin.empty() && options.enforce_applied && !inventory->commit.empty();
-  auto update = options.pin.empty() && !enforce_applied
-                    ? (*source)->Update()
-                    : Result<UpdateResult>(Fail(std::errc::operation_canceled, "not fetched"));
-  if (!options.pin.empty()) {
-    commit = options.pin;
-    std::fprintf(out, "pinned   %s (tetherctl rollback), until tetherctl resume\n",
-                 Short(commit).c_str());
-  } else if (enforce_applied) {
-    commit = inventory->commit;
-    std::fprintf(out, "applied  %s enforced again (a drift repair: no fetch)\n",
-                 Short(commit).c_str());
-  } else if (update) {
-    commit = update->commit;
-    std::fprintf(out, "source   %s at %s%s\n", (*source)->urls()[update->source].c_str(),
-                 Short(commit).c_str(), update->fetched ? " (fetched)" : "");
-  } else if (!inventory->commit.empty()) {
-    // Offline: keep enforcing what was applied last.
-    commit = inventory->commit;
-    summary.offline = true;
-    summary.error = update.error().message();
-    std::fprintf(err, "tetherd: %s\n", update.error().message().c_str());
-    std::fprintf(out, "offline  enforcing the applied commit %s\n", Short(commit).c_str());
-  } else {
-    return problem(update.error().message());
+  // The commit's signature, and that it does not go back in history.
+  bool Accept(const TrustPolicy& policy) {
+    const std::int64_t now =
+        std::chrono::duration_cast<std::chrono::seconds>(host_.clock->Now().time_since_epoch())
+            .count();
+    // A rollback an operator asked for goes back on purpose: no anti-rewind check.
+    const std::optional<std::string> last_applied =
+        inventory_.commit.empty() || !options_.pin.empty() ? std::nullopt
+                                                           : std::optional(inventory_.commit);
+    auto accepted = CheckCommit(*host_.source, commit_, last_applied, policy, now);
+    if (!accepted) return Stop(accepted.error().message(), Outcome::kRefused);
+    signer_ = accepted->signer;
+    return true;
   }
 
-  summary.commit = commit;
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-  // A rollback an operator asked for goes back on purpose: no anti-rewind check.
-  const std::optional<std::string> last_applied = inventory->commit.empty() || !options.pin.empty()
-                                                      ? std::nullopt
-                                                      : std::optional(inventory->commit);
-  auto accepted = CheckCommit(**source, commit, last_applied, *policy, now);
-  if (!accepted) return problem(accepted.error().message(), Outcome::kRefused);
   // A quarantined head is not applied again (until a newer commit, or an operator asks):
   // the last applied commit keeps being enforced.
-  auto quarantine = LoadQuarantine(options.state_dir);
-  if (!quarantine) {
-    return problem(quarantine.error().message());
-  }
-  bool quarantined_head = false;
-  if (*quarantine && (*quarantine)->commit == commit && commit != inventory->commit &&
-      options.pin.empty()) {
-    if (options.retry_quarantined) {
-      std::fprintf(out, "retry    quarantined commit %s, as asked\n", Short(commit).c_str());
-    } else {
-      quarantined_head = true;
-      std::fprintf(out,
-                   "quarantined commit %s: it failed before (%s); not applied again until a "
-                   "newer commit arrives (or --retry-quarantined)\n",
-                   Short(commit).c_str(), (*quarantine)->reason.c_str());
-      if (inventory->commit.empty()) return 1;
-      commit = inventory->commit;
-      std::fprintf(out, "enforcing the applied commit %s\n", Short(commit).c_str());
+  bool CheckQuarantine() {
+    if (quarantine_ && quarantine_->commit == commit_ && commit_ != inventory_.commit &&
+        options_.pin.empty()) {
+      if (options_.retry_quarantined) {
+        Step(StepKind::kRetryQuarantined, commit_);
+      } else {
+        quarantined_head_ = true;
+        Step(StepKind::kQuarantinedHead, commit_, quarantine_->reason);
+        if (inventory_.commit.empty()) return false;  // outcome: failed
+        commit_ = inventory_.commit;
+        Step(StepKind::kEnforcingApplied, commit_);
+      }
     }
-  }
-  if (accepted->signer) {
-    std::fprintf(out, "verified signed by %s (%s %s)\n", accepted->signer->principal.c_str(),
-                 accepted->signer->key_type.c_str(), accepted->signer->fingerprint.c_str());
-    summary.signer = accepted->signer->principal + " (" + accepted->signer->key_type + " " +
-                     accepted->signer->fingerprint + ")";
+    if (signer_) {
+      report_.signer =
+          signer_->principal + " (" + signer_->key_type + " " + signer_->fingerprint + ")";
+      Step(StepKind::kVerified, commit_, report_.signer);
+    }
+    return true;
   }
 
-  auto opened = (*source)->OpenTree(commit);
-  if (!opened) {
-    return problem(opened.error().message());
-  }
-  std::shared_ptr<Tree> tree = std::move(*opened);
-  RenderOptions render;
-  render.content_tree = tree;  // contents are read again from the commit when written
-  render.host = GatherHostFacts(options.root);
-  render.profile = ExpandProfilePath(options.config.source.profile, render.host);
-  render.labels = options.config.labels;
-  render.allowed_paths = options.config.apply.allowed_paths;
-  Diagnostics diagnostics;
-  const DesiredState desired = RenderProfile(*tree, render, diagnostics);
-  for (const auto& diagnostic : diagnostics.all()) {
-    std::fprintf(err, "%s\n", diagnostic.ToString().c_str());
-  }
-  if (diagnostics.has_errors()) {
+  std::optional<DesiredState> Render(std::shared_ptr<Tree> tree) {
+    RenderOptions render;
+    render.content_tree = tree;  // contents are read again from the commit when written
+    render.host = GatherHostFacts(options_.root);
+    render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
+    render.labels = options_.config.labels;
+    render.allowed_paths = options_.config.apply.allowed_paths;
+    Diagnostics diagnostics;
+    DesiredState desired = RenderProfile(*tree, render, diagnostics);
+    for (const auto& diagnostic : diagnostics.all()) {
+      report_.problems.push_back(diagnostic.ToString());
+    }
+    if (!diagnostics.has_errors()) return desired;
     std::string first;
     for (const auto& diagnostic : diagnostics.all()) {
       if (!diagnostic.warning) {
@@ -240,135 +187,136 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
         break;
       }
     }
-    return problem(
-        "refusing commit " + Short(commit) + ": its profile for this host is invalid" + first,
-        Outcome::kRefused);
+    report_.error = "refusing commit " + commit_.substr(0, 12) +
+                    ": its profile for this host is invalid" + first;
+    report_.problems.push_back("tetherd: " + report_.error);
+    report_.outcome = Outcome::kRefused;
+    return std::nullopt;
   }
 
-  // A full audit, when one is due, reads and hashes every managed path whatever its
-  // fingerprint says.
-  const auto wall_now = std::chrono::system_clock::now();
-  const bool full_audit =
-      FullAuditDue(options.state_dir, options.config.apply.audit_every, wall_now);
-  if (full_audit) std::fprintf(out, "audit    every managed path is read and hashed\n");
-  auto plan = engine.Plan(desired, *inventory, full_audit);
-  if (!plan) return problem(plan.error().message());
-  const bool same_commit = inventory->commit == commit;
-  summary.commit = commit;
-  const std::vector<Action> drifted =
-      ApplyDriftPolicy(*plan, options.config.apply.drift, same_commit);
-  for (const auto& resource : desired.resources) ++summary.kinds[ResourceKindName(resource.kind)];
-  auto list = [&](const Action& action, const char* what) {
-    if (summary.resources.size() >= kMaxResourcesListed) return;
-    summary.resources.push_back({action.id, what, ChangesText(action), true, ""});
-  };
-  std::vector<Action> actions;
-  std::size_t changes = 0;
-  for (const auto& planned : *plan) {
-    if (planned.action.type != ActionType::kInSync) {
-      ++changes;
-      list(planned.action, ActionTypeName(planned.action.type));
-    } else if (planned.resource != nullptr) {
-      ++summary.in_sync;
+  std::optional<std::vector<PlannedAction>> Plan(const DesiredState& desired) {
+    // A full audit, when one is due, reads and hashes every managed path whatever its
+    // fingerprint says.
+    wall_now_ = host_.clock->Now();
+    full_audit_ = FullAuditDue(options_.state_dir, options_.config.apply.audit_every, wall_now_);
+    if (full_audit_) Step(StepKind::kAudit);
+    auto plan = engine_->Plan(desired, inventory_, full_audit_);
+    if (!plan) {
+      (void)Stop(plan.error().message());
+      return std::nullopt;
     }
-    if (planned.action.type != ActionType::kInSync || options.show_in_sync) {
-      actions.push_back(planned.action);
+    report_.commit = commit_;
+    const bool same_commit = inventory_.commit == commit_;
+    const std::vector<Action> drifted =
+        ApplyDriftPolicy(*plan, options_.config.apply.drift, same_commit);
+    for (const auto& resource : desired.resources) {
+      ++report_.kinds[ResourceKindName(resource.kind)];
     }
-  }
-  std::fputs(FormatPlan(actions).c_str(), out);
-  for (const auto& action : drifted) {
-    list(action, "drifted");
-    if (summary.in_sync > 0) --summary.in_sync;  // planned as in sync: left as it is
-    std::fprintf(out, "drifted  %s: %s (drift = \"report\": left as it is)\n", action.id.c_str(),
-                 ChangesText(action).c_str());
-    std::fputs(action.diff.c_str(), out);
-  }
-  for (const auto& resource : desired.resources) {
-    const bool handled = std::any_of(handlers.begin(), handlers.end(),
-                                     [&](KindHandler* h) { return h->Handles(resource.kind); });
-    if (handled) continue;
-    ++summary.skipped;
-    if (no_bus &&
-        (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
-      return problem(resource.id + ": systemd cannot be reached: " + no_bus->message());
+    for (const auto& planned : *plan) {
+      if (planned.action.type != ActionType::kInSync) {
+        ++report_.changes;
+        report_.actions.push_back(Reported(planned.action));
+      } else {
+        if (planned.resource != nullptr) ++report_.in_sync;
+        if (options_.show_in_sync) report_.actions.push_back(Reported(planned.action));
+      }
     }
-    const bool host_only =
-        resource.kind == ResourceKind::kPackage || resource.kind == ResourceKind::kUnit ||
-        resource.kind == ResourceKind::kService || resource.kind == ResourceKind::kCheck;
-    std::fprintf(out, "skipped  %s: %s\n", resource.id.c_str(),
-                 host_only && !whole_host ? "a --root sandbox manages files only"
-                                          : (std::string(ResourceKindName(resource.kind)) +
-                                             "s are not managed by this version yet")
-                                                .c_str());
+    for (const auto& action : drifted) {
+      report_.drifted.push_back(Reported(action));
+      report_.drifted.back().type = "drifted";
+      if (report_.in_sync > 0) --report_.in_sync;  // planned as in sync: left as it is
+    }
+    if (!Skip(desired)) return std::nullopt;
+    return std::move(*plan);
   }
-  if (options.dry_run) {
-    summary.changes = changes;
-    summary.outcome = Outcome::kDryRun;
-    std::fprintf(out, "dry run: %zu change%s planned, nothing changed\n", changes,
-                 changes == 1 ? "" : "s");
-    return 0;
+
+  // Resources of kinds no handler here manages.
+  bool Skip(const DesiredState& desired) {
+    for (const auto& resource : desired.resources) {
+      const bool handled = std::any_of(host_.kinds.begin(), host_.kinds.end(),
+                                       [&](KindHandler* h) { return h->Handles(resource.kind); });
+      if (handled) continue;
+      if (host_.no_systemd &&
+          (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
+        return Stop(resource.id + ": systemd cannot be reached: " + host_.no_systemd->message());
+      }
+      report_.skipped.emplace_back(resource.id, HostOnly(resource.kind) && !host_.whole_host
+                                                    ? "a --root sandbox manages files only"
+                                                    : std::string(ResourceKindName(resource.kind)) +
+                                                          "s are not managed by this version yet");
+    }
+    return true;
   }
-  // The inventory is handed over (the plan points into it): Apply edits it in place.
-  const ApplyResult result = engine.Apply(*plan, std::move(*inventory), commit, &desired);
-  const auto elapsed =
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
-  if (!result.ok) {
-    std::fprintf(err, "tetherd: %s\n", result.error.c_str());
-    summary.error = result.error;
+
+  void Apply(std::vector<PlannedAction>& plan, const DesiredState& desired) {
+    const bool same_commit = inventory_.commit == commit_;
+    // The inventory is handed over (the plan points into it): Apply edits it in place.
+    const ApplyResult result = engine_->Apply(plan, std::move(inventory_), commit_, &desired);
+    report_.applied = true;
+    if (!result.ok) return Failed(result, same_commit);
+    if (!same_commit && quarantine_) {
+      if (auto cleared = ClearQuarantine(options_.state_dir); !cleared) {
+        Note(cleared.error().message());
+      }
+    }
+    if (full_audit_) {
+      if (auto recorded = RecordFullAudit(options_.state_dir, wall_now_); !recorded) {
+        Note(recorded.error().message());
+      }
+    }
+    report_.outcome = quarantined_head_      ? Outcome::kFailed
+                      : report_.changes == 0 ? Outcome::kInSync
+                                             : Outcome::kApplied;
+  }
+
+  void Failed(const ApplyResult& result, bool same_commit) {
+    report_.apply_failed = true;
+    Note(result.error);
+    report_.error = result.error;
     for (const auto& outcome : result.outcomes) {
       if (outcome.ok) continue;
-      for (auto& listed : summary.resources) {
+      for (auto& listed : report_.actions) {
         if (listed.id != outcome.id) continue;
         listed.ok = false;
         listed.error = outcome.error;
       }
     }
-    if (result.rolled_back) {
-      std::string undone;
-      for (const auto& outcome : result.outcomes) {
-        if (outcome.type == ActionType::kInSync || outcome.type == ActionType::kConflict) continue;
-        undone += (undone.empty() ? "" : ", ") + outcome.id;
-      }
-      if (!undone.empty()) std::fprintf(out, "undone   %s\n", undone.c_str());
+    report_.outcome = result.rolled_back ? Outcome::kRolledBack : Outcome::kFailed;
+    if (!result.rolled_back) return;
+    for (const auto& outcome : result.outcomes) {
+      if (outcome.type == ActionType::kInSync || outcome.type == ActionType::kConflict) continue;
+      report_.undone.push_back(outcome.id);
     }
-    summary.changes = changes;
-    summary.outcome = result.rolled_back ? Outcome::kRolledBack : Outcome::kFailed;
-    std::fprintf(out, "%s commit %s after %lld ms\n",
-                 result.rolled_back ? "rolled back" : "FAILED to apply", Short(commit).c_str(),
-                 static_cast<long long>(elapsed));
-    if (!same_commit && result.rolled_back) {
-      const Quarantine quarantined{commit, result.error, now};
-      if (auto saved = SaveQuarantine(options.state_dir, quarantined); !saved) {
-        std::fprintf(err, "tetherd: %s\n", saved.error().message().c_str());
-      } else {
-        std::fprintf(out, "quarantined commit %s: not applied again until a newer commit\n",
-                     Short(commit).c_str());
-      }
-    }
-    return 1;
-  }
-  if (!same_commit && *quarantine) {
-    if (auto cleared = ClearQuarantine(options.state_dir); !cleared) {
-      std::fprintf(err, "tetherd: %s\n", cleared.error().message().c_str());
+    if (same_commit) return;
+    const std::int64_t now =
+        std::chrono::duration_cast<std::chrono::seconds>(wall_now_.time_since_epoch()).count();
+    if (auto saved = SaveQuarantine(options_.state_dir, {commit_, result.error, now}); !saved) {
+      Note(saved.error().message());
+    } else {
+      report_.quarantined = true;
     }
   }
-  if (full_audit) {
-    if (auto recorded = RecordFullAudit(options.state_dir, wall_now); !recorded) {
-      std::fprintf(err, "tetherd: %s\n", recorded.error().message().c_str());
-    }
-  }
-  summary.changes = changes;
-  summary.outcome = quarantined_head ? Outcome::kFailed
-                    : changes == 0   ? Outcome::kInSync
-                                     : Outcome::kApplied;
-  if (changes == 0) {
-    std::fprintf(out, "in sync with %s (%lld ms)\n", Short(commit).c_str(),
-                 static_cast<long long>(elapsed));
-  } else {
-    std::fprintf(out, "applied %s: %zu change%s in %lld ms\n", Short(commit).c_str(), changes,
-                 changes == 1 ? "" : "s", static_cast<long long>(elapsed));
-  }
-  return quarantined_head ? 1 : 0;
+
+  Host& host_;
+  const CycleOptions& options_;
+  const std::function<void(const CycleReport&)>& planned_;
+  const std::chrono::steady_clock::time_point start_;
+  std::unique_ptr<Engine> engine_;
+  Inventory inventory_;
+  std::optional<Quarantine> quarantine_;
+  std::string commit_;
+  std::optional<SignatureVerdict> signer_;
+  bool quarantined_head_ = false;
+  bool full_audit_ = false;
+  std::chrono::system_clock::time_point wall_now_;
+  CycleReport report_;
+};
+
+}  // namespace
+
+Result<CycleReport> RunCycle(Host& host, const CycleOptions& options,
+                             const std::function<void(const CycleReport&)>& planned) {
+  return Cycle(host, options, planned).Run();
 }
 
 }  // namespace tether

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/protocol/protocol.hpp"
 #include "common/process.hpp"
 #include "common/unique_fd.hpp"
 
@@ -18,14 +19,14 @@ namespace {
 
 using Json = nlohmann::json;
 
-// The result: the output (bounded above) and the summary (at most kMaxResourcesListed).
+// The result: the report (its diffs bounded by the child, kMaxCycleOutput).
 constexpr std::size_t kMaxResult = 64 << 20;
 
 CycleOutput Failed(std::string message) {
   CycleOutput output;
   output.exit_code = 1;
-  output.summary.error = message;
-  output.err = "tetherd: " + message + "\n";
+  output.report.error = message;
+  output.report.problems.push_back("tetherd: " + message);
   return output;
 }
 
@@ -83,10 +84,11 @@ CycleOutput RunCycleProcess(const std::vector<std::string>& argv,
   const Json result = Json::parse(text, nullptr, false);
   if (!result.is_object()) return Failed("the cycle's process said nothing readable");
   CycleOutput output;
-  output.exit_code = result.value("exit", 1);
-  output.out = result.value("out", "");
-  output.err = result.value("err", "");
-  output.summary = CycleSummaryFromJson(result.value("summary", Json()));
+  const protocol::Fields fields(result);
+  output.exit_code = static_cast<int>(fields.IntOr("exit", 1));
+  if (auto report = result.find("report"); report != result.end()) {
+    output.report = CycleReportFromJson(*report);
+  }
   return output;
 }
 

@@ -15,16 +15,14 @@
 #include <vector>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 
 namespace tether {
 
 // What one cycle did.
 struct CycleOutput {
   int exit_code = -1;  // as tetherd --once: 0 in sync or applied, 1 failed, 2 config error
-  std::string out;     // what it printed (its course), truncated to kMaxCycleOutput
-  std::string err;     // its problems
-  CycleSummary summary;
+  CycleReport report;  // its diffs cut to about kMaxCycleOutput (TrimReport)
 };
 
 inline constexpr std::size_t kMaxCycleOutput = 256 << 10;

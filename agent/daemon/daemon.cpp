@@ -295,6 +295,7 @@ class Daemon final : public RequestHandler {
     if (with_output) {
       json["output"] = entry.output;
       json["errors"] = entry.errors;
+      json["report"] = entry.report;
     }
     return json;
   }
@@ -639,8 +640,11 @@ class Daemon final : public RequestHandler {
     entry.changes = result.summary.changes;
     entry.started = UnixSeconds(result.started);
     entry.duration_ms = result.duration.count();
-    entry.output = result.out;
-    entry.errors = result.err;
+    entry.output = FormatCourse(result.report);
+    entry.errors = FormatProblems(result.report);
+    CycleReport kept = result.report;
+    TrimReport(kept, kHistoryOutput);
+    entry.report = CycleReportToJson(kept);
     if (auto recorded = AppendHistory(options_.cycle.state_dir, std::move(entry)); !recorded) {
       log_->error("history: {}", recorded.error().message());
     }
@@ -659,8 +663,8 @@ class Daemon final : public RequestHandler {
         }
       }
     };
-    log_lines(result.out, false);
-    log_lines(result.err, true);
+    log_lines(FormatCourse(result.report), false);
+    log_lines(FormatProblems(result.report), true);
   }
 
   void NotifyStatus() {
@@ -677,8 +681,9 @@ class Daemon final : public RequestHandler {
                 {"outcome", OutcomeName(result.summary.outcome)},
                 {"changes", result.summary.changes},
                 {"summary", CycleSummaryToJson(result.summary)},
-                {"output", result.out},
-                {"errors", result.err}};
+                {"output", FormatCourse(result.report)},
+                {"errors", FormatProblems(result.report)},
+                {"report", CycleReportToJson(result.report)}};
   }
 
   Json StatusReply() const {

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 
 namespace tether {
 

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 #include "agent/daemon/daemon_state.hpp"
 #include "agent/report/report.hpp"
 #include "agent/report/reporter.hpp"

@@ -5,7 +5,7 @@
 #include <optional>
 #include <string_view>
 
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 
 namespace tether {
 

@@ -8,7 +8,7 @@
 #include <map>
 #include <string>
 
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 #include "agent/daemon/daemon_state.hpp"
 
 namespace tether {

@@ -51,9 +51,8 @@ void Worker::Loop() {
     result->duration = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - start);
     result->exit_code = output.exit_code;
-    result->out = std::move(output.out);
-    result->err = std::move(output.err);
-    result->summary = std::move(output.summary);
+    result->summary = Summarize(output.report);
+    result->report = std::move(output.report);
     job->options = CycleOptions();
     job->config_files.clear();
     // What the cycle allocated goes back to the system, not only to malloc: an idle

@@ -16,7 +16,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 #include "agent/daemon/daemon_state.hpp"
 
 namespace tether {
@@ -25,11 +25,10 @@ namespace tether {
 struct CycleResult {
   Trigger trigger = Trigger::kStart;
   int exit_code = -1;
-  std::string out;
-  std::string err;
   std::chrono::system_clock::time_point started;
   std::chrono::milliseconds duration{0};
-  CycleSummary summary;
+  CycleReport report;
+  CycleSummary summary;  // of the report
 };
 
 // How the worker starts a cycle's process.

@@ -13,11 +13,13 @@ using Json = nlohmann::json;
 std::string PathIn(const std::string& state_dir) { return state_dir + "/history.json"; }
 
 Json ToJson(const HistoryEntry& entry) {
-  return Json{{"id", entry.id},           {"commit", entry.commit},
-              {"signer", entry.signer},   {"trigger", entry.trigger},
-              {"outcome", entry.outcome}, {"changes", entry.changes},
-              {"started", entry.started}, {"duration_ms", entry.duration_ms},
-              {"output", entry.output},   {"errors", entry.errors}};
+  Json json{{"id", entry.id},           {"commit", entry.commit},
+            {"signer", entry.signer},   {"trigger", entry.trigger},
+            {"outcome", entry.outcome}, {"changes", entry.changes},
+            {"started", entry.started}, {"duration_ms", entry.duration_ms},
+            {"output", entry.output},   {"errors", entry.errors}};
+  if (entry.report.is_object()) json["report"] = entry.report;
+  return json;
 }
 
 }  // namespace
@@ -49,6 +51,9 @@ Result<std::vector<HistoryEntry>> LoadHistory(const std::string& state_dir) {
     entry.duration_ms = item.value("duration_ms", std::int64_t{0});
     entry.output = item.value("output", "");
     entry.errors = item.value("errors", "");
+    if (auto report = item.find("report"); report != item.end() && report->is_object()) {
+      entry.report = *report;
+    }
     entries.push_back(std::move(entry));
   }
   return entries;

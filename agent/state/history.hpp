@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.hpp"
 
 namespace tether {
@@ -27,6 +29,9 @@ struct HistoryEntry {
   std::int64_t duration_ms = 0;
   std::string output;  // what the cycle printed (its plan, diffs and result)
   std::string errors;
+  // The cycle's report (agent/cycle/cycle_report.hpp) as JSON, its diffs cut to about
+  // kHistoryOutput; null in entries written before reports were kept.
+  nlohmann::json report;
 };
 
 [[nodiscard]] Result<std::vector<HistoryEntry>> LoadHistory(const std::string& state_dir);

@@ -10,9 +10,6 @@
 
 namespace tether {
 
-// Runs a cycle in this process, its output captured (the child's side).
-[[nodiscard]] CycleOutput RunCapturedCycle(const CycleOptions& options);
-
 // The child's side: reads the job from `in`, runs the cycle with `worker_argv` for its
 // git worker, writes the result on `out`. Returns the process's exit status (0 whenever
 // a result was written, whatever the cycle's outcome; 2 for a job it cannot read).

@@ -9,11 +9,12 @@
 #include <CLI/CLI.hpp>
 
 #include "agent/config/agent_config.hpp"
-#include "agent/cycle/cycle.hpp"
+#include "agent/cycle/cycle_report.hpp"
 #include "agent/git/git_worker.hpp"
 #include "agent/report/send_process.hpp"
 #include "agent/tetherd/cli.hpp"
 #include "agent/tetherd/cycle_child.hpp"
+#include "agent/tetherd/host.hpp"
 #include "agent/tetherd/tetherd_flags.hpp"
 #include "common/log.hpp"
 
@@ -56,5 +57,23 @@ int main(int argc, char** argv) {
   options.retry_quarantined = flags.retry_quarantined;
   options.root_checks = flags.root_checks;
   options.worker_argv = worker_argv;
-  return tether::RunCycleOnce(options, stdout, stderr);
+  // The plan is printed as soon as it is made: an apply and its health checks may take
+  // minutes. Problems go to stderr as they are known.
+  bool printed_plan = false;
+  std::size_t problems_printed = 0;
+  auto problems = [&](const tether::CycleReport& report) {
+    std::fputs(tether::FormatProblems(report, problems_printed).c_str(), stderr);
+    problems_printed = report.problems.size();
+  };
+  const tether::CycleReport report =
+      tether::RunCycleOnHost(options, [&](const tether::CycleReport& planned) {
+        problems(planned);
+        std::fputs(tether::FormatCourse(planned, {}, tether::CoursePart::kPlan).c_str(), stdout);
+        std::fflush(stdout);
+        printed_plan = true;
+      });
+  problems(report);
+  const auto part = printed_plan ? tether::CoursePart::kResult : tether::CoursePart::kAll;
+  std::fputs(tether::FormatCourse(report, {}, part).c_str(), stdout);
+  return tether::ExitCode(report);
 }

@@ -1,0 +1,142 @@
+#include "agent/tetherd/host.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+
+#include "agent/cycle/cycle.hpp"
+#include "agent/git/git_source.hpp"
+#include "agent/kinds/checks/check_handler.hpp"
+#include "agent/kinds/files/path_handler.hpp"
+#include "agent/kinds/packages/apt.hpp"
+#include "agent/kinds/packages/package_handler.hpp"
+#include "agent/kinds/services/service_handler.hpp"
+#include "common/clock.hpp"
+#include "common/filesystem.hpp"
+#include "common/systemd_bus.hpp"
+#include "common/unique_fd.hpp"
+
+namespace tether {
+
+namespace {
+
+// The state or cache dir, made if missing, absolute and symlink-free: state files are
+// never written through a link.
+Result<std::string> PrepareDirectory(const std::string& path) {
+  if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return FailErrno(errno, "create '" + path + "'");
+  }
+  char* real = realpath(path.c_str(), nullptr);
+  if (real == nullptr) return FailErrno(errno, "'" + path + "'");
+  std::string resolved = real;
+  std::free(real);
+  return resolved;
+}
+
+// The state dir's lock, held until the returned descriptor is closed.
+Result<UniqueFd> LockStateDir(const std::string& state_dir, bool wait, bool& waited) {
+  UniqueFd lock(
+      open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  int locked = lock.valid() ? flock(lock.get(), LOCK_EX | LOCK_NB) : -1;
+  if (locked != 0 && lock.valid() && errno == EWOULDBLOCK && wait) {
+    waited = true;
+    while ((locked = flock(lock.get(), LOCK_EX)) != 0 && errno == EINTR) {
+    }
+  }
+  if (locked != 0) {
+    return Fail(std::errc::resource_unavailable_try_again,
+                "another tetherd is working on '" + state_dir + "'" +
+                    (errno == EWOULDBLOCK ? "" : std::string(": ") + std::strerror(errno)));
+  }
+  return lock;
+}
+
+Result<CycleReport> Run(const CycleOptions& given,
+                        const std::function<void(const CycleReport&)>& planned) {
+  CycleOptions options = given;
+  for (std::string* dir : {&options.state_dir, &options.cache_dir}) {
+    auto prepared = PrepareDirectory(*dir);
+    if (!prepared) return Fail(prepared.error());
+    *dir = std::move(*prepared);
+  }
+  bool waited = false;
+  auto lock = LockStateDir(options.state_dir, options.wait_for_lock, waited);
+  if (!lock) return Fail(lock.error());
+
+  auto fs = RootedFilesystem::Open(options.root);
+  if (!fs) return Fail(fs.error().WithContext("--root"));
+  GitSourceOptions source_options;
+  source_options.source = options.config.source;
+  source_options.cache_dir = options.cache_dir;
+  source_options.worker_argv = options.worker_argv;
+  auto source = GitSource::Create(source_options);
+
+  // Packages, units, services and checks belong to the host itself: under a --root
+  // sandbox only its files are managed (checks too when asked).
+  const bool whole_host = options.root == "/";
+  auto paths = MakePathHandler(**fs);
+  auto checks = MakeCheckHandler();
+  AptOptions apt_options;
+  apt_options.install_recommends = options.config.packages.install_recommends;
+  apt_options.lock_timeout =
+      std::chrono::ceil<std::chrono::seconds>(options.config.packages.lock_timeout);
+  AptPackageManager apt(apt_options);
+  auto packages = MakePackageHandler(apt);
+  std::unique_ptr<SystemdBus> bus;
+  std::unique_ptr<KindHandler> services;
+  Host host;
+  host.whole_host = whole_host;
+  if (source) {
+    host.source = source->get();
+  } else {
+    host.no_source = source.error();
+  }
+  if (whole_host) {
+    host.kinds.push_back(packages.get());
+    host.kinds.push_back(paths.get());
+    // Units and services: systemd's, over the system bus (a later error names what could
+    // not be reached, when the profile has any).
+    if (auto opened = OpenSystemdBus()) {
+      bus = std::move(*opened);
+      services = MakeServiceHandler(**fs, *bus);
+      host.kinds.push_back(services.get());
+    } else {
+      host.no_systemd = opened.error();
+    }
+    host.kinds.push_back(checks.get());
+  } else {
+    host.kinds.push_back(paths.get());
+    if (options.root_checks) host.kinds.push_back(checks.get());
+  }
+  // The wait, when there was one, comes first in the course.
+  auto with_wait = [&](CycleReport& report) {
+    if (waited && (report.course.empty() || report.course[0].kind != StepKind::kWaitingForLock)) {
+      report.course.insert(report.course.begin(),
+                           {StepKind::kWaitingForLock, "", options.state_dir, false});
+    }
+  };
+  auto report = RunCycle(host, options, [&](const CycleReport& so_far) {
+    if (!planned) return;
+    CycleReport shown = so_far;
+    with_wait(shown);
+    planned(shown);
+  });
+  if (report) with_wait(*report);
+  return report;
+}
+
+}  // namespace
+
+CycleReport RunCycleOnHost(const CycleOptions& options,
+                           const std::function<void(const CycleReport&)>& planned) {
+  auto report = Run(options, planned);
+  return report ? std::move(*report) : FailedReport(report.error());
+}
+
+}  // namespace tether
