@@ -9,6 +9,7 @@
 #include "agent/kinds/packages/apt.hpp"
 #include "agent/kinds/packages/debian_version.hpp"
 #include "agent/kinds/packages/package_manager.hpp"
+#include "agent/kinds/packages/package_plan.hpp"
 #include "common/process.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait_for.hpp"
@@ -525,3 +526,76 @@ TEST_CASE("A transaction refuses invalid names before running anything") {
 
 }  // namespace
 }  // namespace tether
+
+TEST_CASE("A package's plan: install, upgrade, downgrade, remove, or in sync") {
+  struct Row {
+    bool present;
+    std::optional<std::string> request;
+    std::optional<std::string> installed;
+    std::string wanted;  // what the archives would give ("" : none satisfies)
+    tether::ActionType type;
+    std::vector<std::string> changes;
+  };
+  const std::vector<Row> rows = {
+      {true, std::nullopt, "1.22.1-1", "1.24.0-1", tether::ActionType::kInSync, {}},
+      {true, "1.22.*", "1.22.1-1", "1.22.5-1", tether::ActionType::kInSync, {}},
+      {true,
+       std::nullopt,
+       std::nullopt,
+       "1.22.1-1",
+       tether::ActionType::kCreate,
+       {"install 1.22.1-1"}},
+      {true,
+       "1.24.*",
+       "1.22.1-1",
+       "1.24.0-1",
+       tether::ActionType::kUpdate,
+       {"upgrade 1.22.1-1 -> 1.24.0-1"}},
+      {true,
+       "1.20.0-1",
+       "1.22.1-1",
+       "1.20.0-1",
+       tether::ActionType::kUpdate,
+       {"downgrade 1.22.1-1 -> 1.20.0-1"}},
+      {false, std::nullopt, "1.22.1-1", "", tether::ActionType::kDelete, {"remove 1.22.1-1"}},
+      {false, std::nullopt, std::nullopt, "", tether::ActionType::kInSync, {}},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(row.request.value_or("(any)"));
+    CAPTURE(row.installed.value_or("(none)"));
+    tether::PackageSpec spec;
+    spec.name = "nginx";
+    spec.version = row.request;
+    spec.present = row.present;
+    bool asked = false;
+    auto action = tether::PlanPackage("package:nginx", spec, row.installed,
+                                      &tether::CompareDebianVersions, [&] {
+                                        asked = true;
+                                        return tether::Result<std::string>(row.wanted);
+                                      });
+    REQUIRE(action);
+    CHECK(action->type == row.type);
+    CHECK(action->changes == row.changes);
+    // The archives are asked only when something must be installed.
+    CHECK(asked ==
+          (row.type == tether::ActionType::kCreate || row.type == tether::ActionType::kUpdate));
+  }
+  tether::PackageSpec missing;
+  missing.name = "nginx";
+  missing.version = "9.*";
+  auto none = tether::PlanPackage(
+      "package:nginx", missing, std::nullopt, &tether::CompareDebianVersions, [] {
+        return tether::Result<std::string>(
+            tether::Fail(std::errc::no_such_file_or_directory, "no version of nginx matches 9.*"));
+      });
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message() == "no version of nginx matches 9.*");
+}
+
+TEST_CASE("A dropped package is removed only when tether installed it") {
+  CHECK(tether::PlanPackagePrune("package:jq", true, "1.6-2").changes ==
+        std::vector<std::string>{"installed by tether, no longer in the profile: remove 1.6-2"});
+  CHECK(tether::PlanPackagePrune("package:jq", false, "1.6-2").type == tether::ActionType::kInSync);
+  CHECK(tether::PlanPackagePrune("package:jq", true, std::nullopt).type ==
+        tether::ActionType::kInSync);
+}

@@ -1,6 +1,8 @@
 // The KindHandler of packages.
 #include "agent/kinds/packages/package_handler.hpp"
 
+#include "agent/kinds/packages/package_plan.hpp"
+
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -59,48 +61,18 @@ class PackageHandler final : public KindHandler {
     auto installed = packages_.Installed();
     if (!installed) return Fail(installed.error());
     const auto current = installed->find(spec.name);
-    const bool is_installed = current != installed->end();
-    Action action;
-    action.id = resource.id;
-    if (!spec.present) {
-      if (is_installed) {
-        action.type = ActionType::kDelete;
-        action.changes.push_back("remove " + current->second);
-      }
-      return action;
-    }
-    const VersionCompare order = packages_.version_order();
-    if (is_installed && VersionSatisfies(spec.version, current->second, order)) {
-      action.fingerprint = current->second;
-      return action;
-    }
-    auto want = WantedVersion(spec);
-    if (!want) return Fail(want.error());
-    if (!is_installed) {
-      action.type = ActionType::kCreate;
-      action.changes.push_back("install " + *want);
-      return action;
-    }
-    const int direction = order(*want, current->second);
-    if (direction == 0) return action;
-    action.type = ActionType::kUpdate;
-    action.changes.push_back((direction > 0 ? "upgrade " : "downgrade ") + current->second +
-                             " -> " + *want);
-    return action;
+    return PlanPackage(resource.id, spec,
+                       current == installed->end() ? std::nullopt : std::optional(current->second),
+                       packages_.version_order(), [&] { return WantedVersion(spec); });
   }
 
   Result<Action> PlanPrune(const std::string& id, const InventoryEntry& entry) override {
-    Action action;
-    action.id = id;
-    if (!entry.created) return action;  // tether found it installed: it stays
+    if (!entry.created) return PlanPackagePrune(id, false, std::nullopt);  // found installed
     auto installed = packages_.Installed();
     if (!installed) return Fail(installed.error());
     const auto current = installed->find(std::string(InventoryPath(id, entry)));
-    if (current == installed->end()) return action;  // already gone
-    action.type = ActionType::kDelete;
-    action.changes.push_back("installed by tether, no longer in the profile: remove " +
-                             current->second);
-    return action;
+    return PlanPackagePrune(
+        id, true, current == installed->end() ? std::nullopt : std::optional(current->second));
   }
 
   Result<Json> Begin(const PlannedAction& planned, const std::string& /*tag*/) override {
