@@ -1,0 +1,483 @@
+// Benchmark: the programs as a user runs them, on a fleet repo of N files of 1 KiB each,
+// declared with `source =` (require_signed = false, a file:// source, a --root sandbox).
+// Each tether figure is beside a reference measured in the same run, as a ratio.
+//
+//   ninja -C build tests/bench/fleet_bench agent/tetherd agent/tetherd-cycle
+//   TETHERD=build/agent/tetherd build/tests/bench/fleet_bench
+//       [--sizes 1000,10000,50000] [--layouts flat,nested] [--edits 200] [--dir DIR]
+//       [--no-daemon] [--timeout SECONDS]
+//
+// For each layout (flat: every source in files/; nested: 100 per folder) and size:
+//   first apply  tetherd --once into an empty root, against a C loop that writes each file
+//                (write + fsync + rename) into another empty directory
+//   no-op        tetherd --once again, against a C loop of lstat + read + SHA-256 over the
+//                applied files (what any agent must at least do to know nothing changed)
+//   1% drift     1% of the files edited by hand, then tetherd --once, against the same loop
+//   daemon       tetherd as a daemon (poll interval 1 h): a managed file edited by hand
+//                until it is back, --edits times (every 10th edit lands while a repair of
+//                the previous one runs); median, p99, max and edits not back within 10 s;
+//                the daemon's idle RSS and peak RSS
+// Wall times are medians of 3 runs (first apply: 1); peak RSS is ru_maxrss of the process
+// and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
+// the git worker). --dir puts the trees on another filesystem (default: $TMPDIR or /tmp).
+// Results go in docs/performance.md.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/inotify.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/ctl/control_client.hpp"
+#include "common/sha256.hpp"
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+struct Options {
+  std::vector<std::size_t> sizes = {1000, 10000};
+  std::vector<std::string> layouts = {"flat", "nested"};
+  std::size_t edits = 200;
+  std::string dir;
+  bool daemon = true;
+  int timeout_s = 600;
+};
+
+struct Run {
+  double seconds = -1;  // -1: did not finish in time
+  long max_rss_kib = 0;
+  int exit_code = -1;
+};
+
+[[noreturn]] void Die(const std::string& message) {
+  std::fprintf(stderr, "fleet_bench: %s\n", message.c_str());
+  std::exit(1);
+}
+
+std::vector<std::string> Split(const std::string& text) {
+  std::vector<std::string> parts;
+  std::stringstream stream(text);
+  std::string part;
+  while (std::getline(stream, part, ',')) parts.push_back(part);
+  return parts;
+}
+
+// Runs argv as a process, waits at most `timeout`, with its output to `log`.
+Run RunProcess(const std::vector<std::string>& argv, const std::string& log, int timeout_s) {
+  std::vector<char*> args;
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = 0;
+  const auto start = Clock::now();
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) {
+    Die("cannot start " + argv[0]);
+  }
+  posix_spawn_file_actions_destroy(&actions);
+  Run run;
+  int status = 0;
+  rusage usage{};
+  while (true) {
+    const pid_t done = wait4(pid, &status, WNOHANG, &usage);
+    if (done == pid) break;
+    if (Clock::now() - start > std::chrono::seconds(timeout_s)) {
+      kill(pid, SIGKILL);
+      wait4(pid, &status, 0, &usage);
+      run.max_rss_kib = usage.ru_maxrss;
+      return run;
+    }
+    std::this_thread::sleep_for(1ms);  // the benchmark's own wait, not the product's
+  }
+  run.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  run.max_rss_kib = usage.ru_maxrss;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return run;
+}
+
+// Runs `work` in a child process (a reference loop), like RunProcess.
+Run RunReference(const std::function<void()>& work) {
+  const auto start = Clock::now();
+  const pid_t pid = fork();
+  if (pid < 0) Die("fork");
+  if (pid == 0) {
+    work();
+    _exit(0);
+  }
+  Run run;
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  run.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  run.max_rss_kib = usage.ru_maxrss;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  return run;
+}
+
+std::string Content(std::size_t i) {
+  std::mt19937 random(static_cast<unsigned>(i));
+  std::string text = "file " + std::to_string(i) + "\n";
+  while (text.size() < 1023) text += static_cast<char>('a' + random() % 26);
+  return text + "\n";
+}
+
+// The repo-relative name of file i: flat "f/00042", nested "f/d000/00042".
+std::string NameOf(const std::string& layout, std::size_t i) {
+  char name[32];
+  if (layout == "flat") {
+    std::snprintf(name, sizeof(name), "f/%05zu", i);
+  } else {
+    std::snprintf(name, sizeof(name), "f/d%03zu/%05zu", i / 100, i);
+  }
+  return name;
+}
+
+// A fleet repo with `n` files and hosts/bench.toml declaring them (in roles of 1,000, as a
+// profile file may hold at most 1 MiB), made with git fast-import.
+void MakeRepo(const std::string& repo, const std::string& layout, std::size_t n) {
+  fs::remove_all(repo);
+  if (std::system(("git init -q -b main '" + repo + "'").c_str()) != 0) Die("git init");
+  std::string stream = "commit refs/heads/main\ncommitter bench <b@example.com> 0 +0000\n";
+  stream += "data 5\nbench\n";
+  auto add = [&](const std::string& path, const std::string& data) {
+    stream +=
+        "M 100644 inline " + path + "\ndata " + std::to_string(data.size()) + "\n" + data + "\n";
+  };
+  std::string host = "include = [";
+  for (std::size_t role = 0; role * 1000 < n; ++role) {
+    std::string text;
+    for (std::size_t i = role * 1000; i < std::min(n, (role + 1) * 1000); ++i) {
+      const std::string name = NameOf(layout, i);
+      text += "[[file]]\npath = \"/srv/b/" + name + "\"\nsource = \"" + name + "\"\n";
+      add(name, Content(i));
+    }
+    char role_name[32];
+    std::snprintf(role_name, sizeof(role_name), "roles/r%03zu.toml", role);
+    add(role_name, text);
+    host += std::string(role == 0 ? "" : ", ") + "\"" + role_name + "\"";
+  }
+  // The directories (/srv itself is there: the root is made with it).
+  host += "]\n[[directory]]\npath = \"/srv/b\"\n[[directory]]\npath = \"/srv/b/f\"\n";
+  if (layout != "flat") {
+    for (std::size_t d = 0; d * 100 < n; ++d) {
+      char dir[32];
+      std::snprintf(dir, sizeof(dir), "/srv/b/f/d%03zu", d);
+      host += "[[directory]]\npath = \"" + std::string(dir) + "\"\n";
+    }
+  }
+  add("hosts/bench.toml", host);
+  const std::string import = repo + "/import";
+  std::ofstream(import) << stream;
+  if (std::system(("git -C '" + repo + "' fast-import --quiet < '" + import + "'").c_str()) != 0) {
+    Die("git fast-import");
+  }
+  fs::remove(import);
+}
+
+std::string Config(const std::string& repo) {
+  return "[source]\nurl = \"file://" + repo +
+         "\"\nref = \"refs/heads/main\"\nprofile = \"hosts/bench.toml\"\ninterval = \"1h\"\n"
+         "timeout = \"600s\"\n[trust]\nrequire_signed = false\n"
+         "[apply]\nallowed_paths = [\"/srv\"]\n";
+}
+
+// The reference of a no-op: lstat, read and SHA-256 of every file.
+void HashAll(const std::vector<std::string>& paths) {
+  std::string buffer;
+  for (const auto& path : paths) {
+    struct stat st {};
+    if (lstat(path.c_str(), &st) != 0) _exit(1);
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) _exit(1);
+    buffer.resize(static_cast<std::size_t>(st.st_size));
+    if (read(fd, buffer.data(), buffer.size()) != st.st_size) _exit(1);
+    close(fd);
+    volatile auto digest = tether::Sha256Bytes(buffer)[0];
+    (void)digest;
+  }
+}
+
+// The reference of a first apply: write + fsync + rename of every file, then fsync of
+// each directory.
+void WriteAll(const std::string& root, const std::string& layout, std::size_t n) {
+  std::string last_dir;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string path = root + "/" + NameOf(layout, i);
+    const std::string dir = path.substr(0, path.rfind('/'));
+    if (dir != last_dir) {
+      fs::create_directories(dir);
+      last_dir = dir;
+    }
+    const std::string temp = path + ".tmp";
+    const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const std::string data = Content(i);
+    if (fd < 0 || write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size()) ||
+        fsync(fd) != 0) {
+      _exit(1);
+    }
+    close(fd);
+    if (rename(temp.c_str(), path.c_str()) != 0) _exit(1);
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_directory()) continue;
+    const int fd = open(entry.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fsync(fd);
+    close(fd);
+  }
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? -1 : values[values.size() / 2];
+}
+
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return -1;
+  std::sort(values.begin(), values.end());
+  const auto index = static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
+  return values[std::min(index, values.size() - 1)];
+}
+
+std::string Seconds(double s) {
+  char text[32];
+  if (s < 0) return "timed out";
+  std::snprintf(text, sizeof(text), s < 1 ? "%.0f ms" : "%.2f s", s < 1 ? s * 1000 : s);
+  return text;
+}
+
+std::string Ratio(double tether, double reference) {
+  char text[32];
+  if (tether < 0 || reference <= 0) return "-";
+  std::snprintf(text, sizeof(text), "%.2fx", tether / reference);
+  return text;
+}
+
+std::string MiB(long kib) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MiB", static_cast<double>(kib) / 1024);
+  return text;
+}
+
+long StatusField(pid_t pid, const char* name) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(name, 0) == 0) return std::atol(line.c_str() + std::strlen(name));
+  }
+  return -1;
+}
+
+// Waits until `path` holds `want` (watching its directory), at most `limit`.
+bool WaitForContent(int inotify, const std::string& path, const std::string& want,
+                    std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  auto matches = [&] {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str() == want;
+  };
+  while (true) {
+    if (matches()) return true;
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left <= 0ms) return false;
+    pollfd ready{inotify, POLLIN, 0};
+    if (poll(&ready, 1, static_cast<int>(std::min<long>(left.count(), 50))) == 1) {
+      char buffer[4096];
+      (void)read(inotify, buffer, sizeof(buffer));
+    }
+  }
+}
+
+struct DaemonFigures {
+  std::vector<double> latencies;  // seconds, of the edits that came back
+  std::size_t missed = 0;
+  long idle_rss_kib = 0;
+  long peak_rss_kib = 0;
+};
+
+DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
+                            const std::string& layout, std::size_t n, std::size_t edits) {
+  DaemonFigures figures;
+  const std::string socket = work + "/tether.sock";
+  std::vector<std::string> argv = {tetherd,         "--config",      work + "/agent.toml",
+                                   "--state-dir",   work + "/state", "--cache-dir",
+                                   work + "/cache", "--root",        work + "/root",
+                                   "--socket",      socket};
+  std::vector<char*> args;
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  const std::string log = work + "/daemon.log";
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) Die("tetherd");
+  posix_spawn_file_actions_destroy(&actions);
+  // Synced, and idle: no cycle running.
+  const auto until = Clock::now() + 600s;
+  while (Clock::now() < until) {
+    auto status = tether::CallDaemon(socket, {{"command", "status"}}, 10s);
+    if (status && status->value("state", "") == "synced") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  std::this_thread::sleep_for(2s);
+  figures.idle_rss_kib = StatusField(pid, "VmRSS:");
+  const int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  std::mt19937 random(7);
+  for (std::size_t e = 0; e < edits; ++e) {
+    const std::size_t i = random() % n;
+    const std::string path = work + "/root/srv/b/" + NameOf(layout, i);
+    const int watch = inotify_add_watch(inotify, fs::path(path).parent_path().c_str(),
+                                        IN_CLOSE_WRITE | IN_MOVED_TO | IN_ATTRIB);
+    const std::string want = Content(i);
+    // Every 10th edit comes while the repair of another one is under way.
+    if (e % 10 == 9) {
+      const std::size_t j = (i + 1) % n;
+      std::ofstream(work + "/root/srv/b/" + NameOf(layout, j)) << "edited by hand first\n";
+      std::this_thread::sleep_for(20ms);
+    }
+    const auto start = Clock::now();
+    std::ofstream(path) << "edited by hand\n";
+    if (WaitForContent(inotify, path, want, 10s)) {
+      figures.latencies.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    } else {
+      ++figures.missed;
+    }
+    inotify_rm_watch(inotify, watch);
+  }
+  close(inotify);
+  figures.peak_rss_kib = StatusField(pid, "VmHWM:");
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return figures;
+}
+
+void Bench(const Options& options, const std::string& tetherd) {
+  std::printf(
+      "| layout | files | first apply (ref) | ratio | no-op (ref) | ratio | 1%% drift (ref) | "
+      "ratio | peak RSS --once |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::vector<std::string> daemon_rows;
+  for (const auto& layout : options.layouts) {
+    for (const std::size_t n : options.sizes) {
+      const std::string work = options.dir + "/fleet-bench-" + layout + "-" + std::to_string(n);
+      fs::remove_all(work);
+      fs::create_directories(work + "/root/srv");
+      MakeRepo(work + "/repo", layout, n);
+      std::ofstream(work + "/agent.toml") << Config(work + "/repo");
+      const std::vector<std::string> once = {
+          tetherd,         "--once", "--config",     work + "/agent.toml", "--state-dir",
+          work + "/state", "--root", work + "/root", "--cache-dir",        work + "/cache"};
+      const std::string log = work + "/once.log";
+      std::vector<std::string> paths;
+      for (std::size_t i = 0; i < n; ++i)
+        paths.push_back(work + "/root/srv/b/" + NameOf(layout, i));
+
+      const Run first = RunProcess(once, log, options.timeout_s);
+      if (first.exit_code != 0) Die("first apply failed (see " + log + ")");
+      const Run write_ref = RunReference([&] { WriteAll(work + "/ref", layout, n); });
+      std::vector<double> noop, noop_ref, drift, drift_ref;
+      long peak = first.max_rss_kib;
+      for (int round = 0; round < 3; ++round) {
+        const Run run = RunProcess(once, log, options.timeout_s);
+        noop.push_back(run.seconds);
+        peak = std::max(peak, run.max_rss_kib);
+        noop_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
+      }
+      for (int round = 0; round < 3; ++round) {
+        for (std::size_t i = round; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
+        const Run run = RunProcess(once, log, options.timeout_s);
+        drift.push_back(run.seconds);
+        peak = std::max(peak, run.max_rss_kib);
+        drift_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
+      }
+      std::printf("| %s | %zu | %s (%s) | %s | %s (%s) | %s | %s (%s) | %s | %s |\n",
+                  layout.c_str(), n, Seconds(first.seconds).c_str(),
+                  Seconds(write_ref.seconds).c_str(),
+                  Ratio(first.seconds, write_ref.seconds).c_str(), Seconds(Median(noop)).c_str(),
+                  Seconds(Median(noop_ref)).c_str(), Ratio(Median(noop), Median(noop_ref)).c_str(),
+                  Seconds(Median(drift)).c_str(), Seconds(Median(drift_ref)).c_str(),
+                  Ratio(Median(drift), Median(drift_ref)).c_str(), MiB(peak).c_str());
+      std::fflush(stdout);
+      if (options.daemon) {
+        const DaemonFigures daemon = MeasureDaemon(tetherd, work, layout, n, options.edits);
+        char row[256];
+        std::snprintf(row, sizeof(row), "| %s | %zu | %s | %s | %s | %zu of %zu | %s | %s |",
+                      layout.c_str(), n, Seconds(Median(daemon.latencies)).c_str(),
+                      Seconds(Percentile(daemon.latencies, 0.99)).c_str(),
+                      Seconds(Percentile(daemon.latencies, 1.0)).c_str(), daemon.missed,
+                      options.edits, MiB(daemon.idle_rss_kib).c_str(),
+                      MiB(daemon.peak_rss_kib).c_str());
+        daemon_rows.push_back(row);
+      }
+      fs::remove_all(work);
+    }
+  }
+  if (!daemon_rows.empty()) {
+    std::printf(
+        "\n| layout | files | edit reverted: median | p99 | max | missed | daemon idle RSS | "
+        "daemon peak RSS |\n|---|---|---|---|---|---|---|---|\n");
+    for (const auto& row : daemon_rows) std::printf("%s\n", row.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  const char* tmp = std::getenv("TMPDIR");
+  options.dir = tmp != nullptr ? tmp : "/tmp";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Die(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--sizes") {
+      options.sizes.clear();
+      for (const auto& size : Split(value())) options.sizes.push_back(std::stoul(size));
+    } else if (arg == "--layouts") {
+      options.layouts = Split(value());
+    } else if (arg == "--edits") {
+      options.edits = std::stoul(value());
+    } else if (arg == "--dir") {
+      options.dir = value();
+    } else if (arg == "--no-daemon") {
+      options.daemon = false;
+    } else if (arg == "--timeout") {
+      options.timeout_s = std::stoi(value());
+    } else {
+      Die("unknown argument " + arg + " (see the comment at the top of fleet_bench.cpp)");
+    }
+  }
+  const char* tetherd = std::getenv("TETHERD");
+  if (tetherd == nullptr) Die("set TETHERD to the built tetherd");
+  Bench(options, fs::absolute(tetherd).string());
+  return 0;
+}
