@@ -21,7 +21,7 @@
 #include "agent/kinds/packages/apt.hpp"
 #include "agent/kinds/packages/package_handler.hpp"
 #include "agent/kinds/services/service_handler.hpp"
-#include "agent/state/quarantine.hpp"
+#include "agent/state/state_store.hpp"
 #include "common/filesystem.hpp"
 #include "common/systemd_bus.hpp"
 #include "common/unique_fd.hpp"
@@ -77,17 +77,18 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   }
   // One cycle at a time per state dir: a second tetherd (even a dry run) must never
   // recover, that is roll back, an apply that is still going on.
-  UniqueFd lock(
-      open((options.state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  int locked = lock.valid() ? flock(lock.get(), LOCK_EX | LOCK_NB) : -1;
-  if (locked != 0 && lock.valid() && errno == EWOULDBLOCK && options.wait_for_lock) {
+  auto host = RootedFilesystem::Open("/");
+  if (!host) return problem(host.error().message());
+  StateStore state(**host, options.state_dir);
+  auto lock = state.Lock(false);
+  const auto busy = std::make_error_code(std::errc::operation_would_block);
+  if (!lock && lock.error().code() == busy && options.wait_for_lock) {
     std::fprintf(out, "waiting  for another cycle on '%s' to end\n", options.state_dir.c_str());
-    while ((locked = flock(lock.get(), LOCK_EX)) != 0 && errno == EINTR) {
-    }
+    lock = state.Lock(true);
   }
-  if (locked != 0) {
+  if (!lock) {
     return problem("another tetherd is working on '" + options.state_dir + "'" +
-                   (errno == EWOULDBLOCK ? "" : std::string(": ") + std::strerror(errno)));
+                   (lock.error().code() == busy ? "" : ": " + lock.error().message()));
   }
   auto fs = RootedFilesystem::Open(options.root);
   if (!fs) return problem("--root: " + fs.error().message());
@@ -122,10 +123,9 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     }
   }
   EngineOptions engine_options;
-  engine_options.state_dir = options.state_dir;
   engine_options.health_timeout = options.config.apply.health_timeout;
   engine_options.roll_back_unhealthy = options.config.apply.rollback == RollbackMode::kAuto;
-  Engine engine(engine_options, handlers);
+  Engine engine(state, engine_options, handlers);
 
   // An apply a crash interrupted is finished before anything else.
   if (auto recovered = engine.Recover(); !recovered) {
@@ -189,7 +189,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   if (!accepted) return problem(accepted.error().message(), Outcome::kRefused);
   // A quarantined head is not applied again (until a newer commit, or an operator asks):
   // the last applied commit keeps being enforced.
-  auto quarantine = LoadQuarantine(options.state_dir);
+  auto quarantine = state.LoadQuarantine();
   if (!quarantine) {
     return problem(quarantine.error().message());
   }
@@ -248,8 +248,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
   // A full audit, when one is due, reads and hashes every managed path whatever its
   // fingerprint says.
   const auto wall_now = std::chrono::system_clock::now();
-  const bool full_audit =
-      FullAuditDue(options.state_dir, options.config.apply.audit_every, wall_now);
+  const bool full_audit = FullAuditDue(state, options.config.apply.audit_every, wall_now);
   if (full_audit) std::fprintf(out, "audit    every managed path is read and hashed\n");
   auto plan = engine.Plan(desired, *inventory, full_audit);
   if (!plan) return problem(plan.error().message());
@@ -338,7 +337,7 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
                  static_cast<long long>(elapsed));
     if (!same_commit && result.rolled_back) {
       const Quarantine quarantined{commit, result.error, now};
-      if (auto saved = SaveQuarantine(options.state_dir, quarantined); !saved) {
+      if (auto saved = state.SaveQuarantine(quarantined); !saved) {
         std::fprintf(err, "tetherd: %s\n", saved.error().message().c_str());
       } else {
         std::fprintf(out, "quarantined commit %s: not applied again until a newer commit\n",
@@ -348,12 +347,12 @@ int RunCycleOnce(const CycleOptions& given, std::FILE* out, std::FILE* err,
     return 1;
   }
   if (!same_commit && *quarantine) {
-    if (auto cleared = ClearQuarantine(options.state_dir); !cleared) {
+    if (auto cleared = state.ClearQuarantine(); !cleared) {
       std::fprintf(err, "tetherd: %s\n", cleared.error().message().c_str());
     }
   }
   if (full_audit) {
-    if (auto recorded = RecordFullAudit(options.state_dir, wall_now); !recorded) {
+    if (auto recorded = state.RecordAudit(wall_now); !recorded) {
       std::fprintf(err, "tetherd: %s\n", recorded.error().message().c_str());
     }
   }

@@ -1,15 +1,13 @@
 // The history of applies, for tetherctl history and show: every cycle that changed
 // something, failed, was refused or rolled back (cycles in sync are not recorded). Kept
-// in state_dir/history.json, bounded (the newest kHistoryKept entries; each cycle's output
-// cut at kHistoryOutput bytes), written atomically. A corrupt file is an error, never
-// silently reset.
+// in the state dir by StateStore (LoadHistory, AppendHistory), bounded (the newest
+// kHistoryKept entries; each cycle's output cut at kHistoryOutput bytes), written
+// atomically. A corrupt file is an error, never silently reset.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "common/error.hpp"
 
 namespace tether {
 
@@ -28,11 +26,5 @@ struct HistoryEntry {
   std::string output;  // what the cycle printed (its plan, diffs and result)
   std::string errors;
 };
-
-[[nodiscard]] Result<std::vector<HistoryEntry>> LoadHistory(const std::string& state_dir);
-
-// Appends `entry` (its id is assigned: one more than the last) and drops the oldest past
-// kHistoryKept. Returns the id.
-[[nodiscard]] Result<std::int64_t> AppendHistory(const std::string& state_dir, HistoryEntry entry);
 
 }  // namespace tether
