@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -512,6 +513,99 @@ Status RootedFilesystem::SyncDirectory(std::string_view path) {
   if (!fd.valid()) return FailErrno(errno, "open directory " + Quote(at->path));
   if (fsync(fd.get()) != 0) return FailErrno(errno, "fsync directory " + Quote(at->path));
   return {};
+}
+
+Status RootedFilesystem::AppendFile(std::string_view path, std::string_view data,
+                                    const AppendOptions& options) {
+  auto at = Locate(root_fd_, path, options.create);
+  if (!at) return Fail(at.error());
+  if (at->name == ".") return Fail(std::errc::is_a_directory, "'/' is a directory");
+  const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC |
+                    (options.create ? O_CREAT | O_EXCL : 0);
+  UniqueFd fd(openat(at->parent.get(), at->name.c_str(), flags, options.mode & 07777));
+  if (!fd.valid()) {
+    return FailErrno(errno, (options.create ? "create " : "open ") + Quote(at->path));
+  }
+  if (options.create) {
+    // Exactly the mode asked, whatever the umask.
+    if (fchmod(fd.get(), options.mode & 07777) != 0) {
+      return FailErrno(errno, "chmod " + Quote(at->path));
+    }
+  } else {
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
+    if (!S_ISREG(st.st_mode)) {
+      return Fail(std::errc::invalid_argument, Quote(at->path) + " is not a regular file");
+    }
+  }
+  std::string_view left = data;
+  while (!left.empty()) {
+    const ssize_t n = write(fd.get(), left.data(), left.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno(errno, "write " + Quote(at->path));
+    }
+    left.remove_prefix(static_cast<std::size_t>(n));
+  }
+  if (options.sync && fdatasync(fd.get()) != 0) return FailErrno(errno, "sync " + Quote(at->path));
+  if (close(fd.Release()) != 0) return FailErrno(errno, "close " + Quote(at->path));
+  if (options.create && fsync(at->parent.get()) != 0) {
+    return FailErrno(errno, "fsync directory of " + Quote(at->path));
+  }
+  return {};
+}
+
+Result<std::string> RootedFilesystem::ReadFileRange(std::string_view path, std::uint64_t offset,
+                                                    std::size_t max_size) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  UniqueFd fd(openat(at->parent.get(), at->name.c_str(),
+                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return FailErrno(errno, "open " + Quote(at->path));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(std::errc::invalid_argument, Quote(at->path) + " is not a regular file");
+  }
+  std::string content(max_size, '\0');
+  std::size_t done = 0;
+  while (done < max_size) {
+    const ssize_t n =
+        pread(fd.get(), content.data() + done, max_size - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno(errno, "read " + Quote(at->path));
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  content.resize(done);
+  return content;
+}
+
+namespace {
+
+class FlockLock final : public FileLock {
+ public:
+  explicit FlockLock(UniqueFd fd) : fd_(std::move(fd)) {}
+
+ private:
+  UniqueFd fd_;  // closing it releases the lock
+};
+
+}  // namespace
+
+Result<std::unique_ptr<FileLock>> RootedFilesystem::LockFile(std::string_view path, bool wait) {
+  auto at = Locate(root_fd_, path, false);
+  if (!at) return Fail(at.error());
+  UniqueFd fd(openat(at->parent.get(), at->name.c_str(),
+                     O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600));
+  if (!fd.valid()) return FailErrno(errno, "open " + Quote(at->path));
+  int locked;
+  while ((locked = flock(fd.get(), LOCK_EX | (wait ? 0 : LOCK_NB))) != 0 && errno == EINTR) {
+  }
+  if (locked != 0) return FailErrno(errno, "lock " + Quote(at->path));
+  return std::unique_ptr<FileLock>(new FlockLock(std::move(fd)));
 }
 
 }  // namespace tether

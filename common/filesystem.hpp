@@ -46,6 +46,20 @@ struct WriteOptions {
   bool sync = true;                  // fsync the file and its directory (durable on return)
 };
 
+struct AppendOptions {
+  std::uint32_t mode = 0600;  // exact permission bits of a file this call creates
+  // Creates the file, which must not exist (EEXIST), and syncs its directory: the new
+  // name is durable on return. Otherwise the file must exist (ENOENT).
+  bool create = false;
+  bool sync = true;  // fdatasync: the appended bytes (and the size) durable on return
+};
+
+// A lock held on a file (flock), released when this object is destroyed.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
 class Filesystem {
  public:
   virtual ~Filesystem() = default;
@@ -107,6 +121,24 @@ class Filesystem {
   // Makes what was renamed or created in directory `path` durable (fsync of the
   // directory).
   [[nodiscard]] virtual Status SyncDirectory(std::string_view path) = 0;
+
+  // Appends `data` to the regular file `path`, as one write in the order of the calls (a
+  // log, or a large file written a chunk at a time). Not atomic: a crash may leave a
+  // prefix of `data`; readers must tolerate a torn end.
+  [[nodiscard]] virtual Status AppendFile(std::string_view path, std::string_view data,
+                                          const AppendOptions& options) = 0;
+
+  // Up to `max_size` bytes of the regular file `path` from byte `offset` on: fewer at its
+  // end, none past it. For reading a large file a chunk at a time.
+  [[nodiscard]] virtual Result<std::string> ReadFileRange(std::string_view path,
+                                                          std::uint64_t offset,
+                                                          std::size_t max_size) = 0;
+
+  // Takes an exclusive lock on `path` (created with mode 0600 when missing), held until
+  // the returned object is destroyed. When another process holds it: waits for it with
+  // `wait`, else fails at once with EWOULDBLOCK (std::errc::operation_would_block).
+  [[nodiscard]] virtual Result<std::unique_ptr<FileLock>> LockFile(std::string_view path,
+                                                                   bool wait) = 0;
 };
 
 // Temporary files of WriteFileAtomic and CreateSymlink for `name` are named
@@ -151,6 +183,11 @@ class RootedFilesystem final : public Filesystem {
   Status Rename(std::string_view from, std::string_view to) override;
   Status Link(std::string_view from, std::string_view to) override;
   Status SyncDirectory(std::string_view path) override;
+  Status AppendFile(std::string_view path, std::string_view data,
+                    const AppendOptions& options) override;
+  Result<std::string> ReadFileRange(std::string_view path, std::uint64_t offset,
+                                    std::size_t max_size) override;
+  Result<std::unique_ptr<FileLock>> LockFile(std::string_view path, bool wait) override;
 
  private:
   RootedFilesystem(std::string root, int root_fd) : root_(std::move(root)), root_fd_(root_fd) {}

@@ -8,7 +8,7 @@
 #include "agent/desired/facts.hpp"
 #include "agent/desired/render.hpp"
 #include "agent/git/commit_check.hpp"
-#include "agent/state/quarantine.hpp"
+#include "agent/state/state_store.hpp"
 
 namespace tether {
 
@@ -41,10 +41,9 @@ class Cycle {
 
   Result<CycleReport> Run() {
     EngineOptions engine_options;
-    engine_options.state_dir = options_.state_dir;
     engine_options.health_timeout = options_.config.apply.health_timeout;
     engine_options.roll_back_unhealthy = options_.config.apply.rollback == RollbackMode::kAuto;
-    engine_ = std::make_unique<Engine>(engine_options, host_.kinds);
+    engine_ = std::make_unique<Engine>(host_.state, engine_options, host_.kinds);
     // An apply a crash interrupted is finished before anything else.
     if (auto recovered = engine_->Recover(); !recovered) {
       return Fail(recovered.error().WithContext("recovery"));
@@ -54,7 +53,7 @@ class Cycle {
     inventory_ = std::move(*inventory);
     auto policy = LoadTrustPolicy(options_.config.trust);
     if (!policy) return Fail(policy.error());
-    auto quarantine = LoadQuarantine(options_.state_dir);
+    auto quarantine = host_.state.LoadQuarantine();
     if (!quarantine) return Fail(quarantine.error());
     quarantine_ = std::move(*quarantine);
     if (host_.source == nullptr) {
@@ -198,7 +197,7 @@ class Cycle {
     // A full audit, when one is due, reads and hashes every managed path whatever its
     // fingerprint says.
     wall_now_ = host_.clock->Now();
-    full_audit_ = FullAuditDue(options_.state_dir, options_.config.apply.audit_every, wall_now_);
+    full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
     if (full_audit_) Step(StepKind::kAudit);
     auto plan = engine_->Plan(desired, inventory_, full_audit_);
     if (!plan) {
@@ -255,12 +254,12 @@ class Cycle {
     report_.applied = true;
     if (!result.ok) return Failed(result, same_commit);
     if (!same_commit && quarantine_) {
-      if (auto cleared = ClearQuarantine(options_.state_dir); !cleared) {
+      if (auto cleared = host_.state.ClearQuarantine(); !cleared) {
         Note(cleared.error().message());
       }
     }
     if (full_audit_) {
-      if (auto recorded = RecordFullAudit(options_.state_dir, wall_now_); !recorded) {
+      if (auto recorded = host_.state.RecordAudit(wall_now_); !recorded) {
         Note(recorded.error().message());
       }
     }
@@ -290,7 +289,7 @@ class Cycle {
     if (same_commit) return;
     const std::int64_t now =
         std::chrono::duration_cast<std::chrono::seconds>(wall_now_.time_since_epoch()).count();
-    if (auto saved = SaveQuarantine(options_.state_dir, {commit_, result.error, now}); !saved) {
+    if (auto saved = host_.state.SaveQuarantine({commit_, result.error, now}); !saved) {
       Note(saved.error().message());
     } else {
       report_.quarantined = true;

@@ -13,6 +13,7 @@
 #include "agent/cycle/cycle_report.hpp"
 #include "agent/engine/engine.hpp"
 #include "agent/git/git_source.hpp"
+#include "agent/state/state_store.hpp"
 #include "common/clock.hpp"
 #include "common/error.hpp"
 
@@ -20,6 +21,10 @@ namespace tether {
 
 // The ports of a cycle.
 struct Host {
+  explicit Host(StateStore& state_store) : state(state_store) {}
+
+  // The state dir (inventory, journal, quarantine, audit record), its lock held.
+  StateStore& state;
   // The fleet repo; null when it could not be set up (`no_source` says why): the cycle
   // then still recovers an interrupted apply first, and fails after.
   GitSource* source = nullptr;

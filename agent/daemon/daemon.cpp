@@ -30,7 +30,7 @@
 #include "agent/daemon/worker.hpp"
 #include "agent/protocol/protocol.hpp"
 #include "agent/report/send_process.hpp"
-#include "agent/state/history.hpp"
+#include "agent/state/state_store.hpp"
 #include "agent/toml/diagnostics.hpp"
 #include "common/filesystem.hpp"
 #include "common/log.hpp"
@@ -52,18 +52,13 @@ std::int64_t UnixSeconds(SystemClock::time_point when) {
   return std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
 }
 
-// The commit in state_dir/inventory.json, or "".
-std::string AppliedCommit(const std::string& state_dir) {
-  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
-  if (!text) return "";
-  // Only the beginning is needed: the commit comes before the entries.
-  return protocol::Fields(Json::parse(*text, nullptr, false)).StringOr("commit");
-}
+// The commit the inventory names, or "" (none yet, or unreadable: the cycle says why).
+std::string AppliedCommit(const StateStore& state) { return state.AppliedCommit().value_or(""); }
 
-std::string QuarantinedCommit(const std::string& state_dir) {
-  auto text = ReadLocalFile(state_dir + "/quarantine.json", 1 << 20);
-  if (!text) return "";
-  return protocol::Fields(Json::parse(*text, nullptr, false)).StringOr("commit");
+// The quarantined commit, or "" (none, or unreadable: the cycle says why).
+std::string QuarantinedCommit(const StateStore& state) {
+  auto quarantine = state.LoadQuarantine();
+  return quarantine && *quarantine ? (*quarantine)->commit : "";
 }
 
 class Daemon final : public RequestHandler {
@@ -83,10 +78,19 @@ class Daemon final : public RequestHandler {
   int Run() {
     log_ = GetLogger("daemon");
     // The state dir holds the suspension, the pin and the report outbox from the start.
-    if (mkdir(options_.cycle.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      log_->error("state dir '{}': {}", options_.cycle.state_dir, std::strerror(errno));
+    auto state_dir = PrepareStateDir(options_.cycle.state_dir);
+    if (!state_dir) {
+      log_->error("state dir: {}", state_dir.error().message());
       return 1;
     }
+    auto host = RootedFilesystem::Open("/");
+    if (!host) {
+      log_->error("state dir: {}", host.error().message());
+      return 1;
+    }
+    host_ = std::move(*host);
+    options_.cycle.state_dir = *state_dir;
+    store_.emplace(*host_, *state_dir);
     if (auto opened = control_.Open(options_.socket_path); !opened) {
       log_->error("control socket: {}", opened.error().message());
       return 1;
@@ -95,7 +99,7 @@ class Daemon final : public RequestHandler {
     StartWatchdog();
     StartWatches();
     control_.Start();
-    commit_ = AppliedCommit(options_.cycle.state_dir);
+    commit_ = AppliedCommit(*store_);
     LoadSuspension();
     LoadPin();
     StartReports();
@@ -175,7 +179,7 @@ class Daemon final : public RequestHandler {
   }
 
   void OnHistory(const ConnectionPtr& connection, const protocol::Request&) {
-    auto entries = LoadHistory(options_.cycle.state_dir);
+    auto entries = store_->LoadHistory();
     if (!entries) return connection->Reply(protocol::Refusal(entries.error().message()));
     Json list = Json::array();
     for (const auto& entry : *entries) list.push_back(HistoryJson(entry, false));
@@ -183,7 +187,7 @@ class Daemon final : public RequestHandler {
   }
 
   void OnShow(const ConnectionPtr& connection, const protocol::Request& request) {
-    auto entries = LoadHistory(options_.cycle.state_dir);
+    auto entries = store_->LoadHistory();
     if (!entries) return connection->Reply(protocol::Refusal(entries.error().message()));
     for (const auto& entry : *entries) {
       if (entry.id == request.id) {
@@ -209,7 +213,7 @@ class Daemon final : public RequestHandler {
 
   void OnRollback(const ConnectionPtr& connection, const protocol::Request& request) {
     // From the local history: an applied commit, named by a prefix of its id.
-    auto entries = LoadHistory(options_.cycle.state_dir);
+    auto entries = store_->LoadHistory();
     if (!entries) return connection->Reply(protocol::Refusal(entries.error().message()));
     std::string found;
     for (const auto& entry : *entries) {
@@ -300,35 +304,35 @@ class Daemon final : public RequestHandler {
     return json;
   }
 
-  // Suspension survives a restart: state_dir/suspended (its reason).
+  // Suspension survives a restart (its reason is kept in the state dir).
   void LoadSuspension() {
-    auto text = ReadLocalFile(options_.cycle.state_dir + "/suspended", 4096);
-    if (text) suspended_ = *text;
-  }
-
-  // A rollback's pin survives a restart too: state_dir/pinned (the commit).
-  void LoadPin() {
-    auto text = ReadLocalFile(options_.cycle.state_dir + "/pinned", 4096);
-    if (text && text->size() >= 40) pinned_ = text->substr(0, 40);
-  }
-
-  void SavePin() { SaveStateValue("pinned", pinned_, "rollback"); }
-
-  void SaveSuspension() { SaveStateValue("suspended", suspended_, "suspend"); }
-
-  // state_dir/NAME holds `value`, or is removed when there is none.
-  void SaveStateValue(const char* name, const std::optional<std::string>& value, const char* what) {
-    const std::string path = options_.cycle.state_dir + "/" + name;
-    auto host = RootedFilesystem::Open("/");
-    if (!host) return;
-    if (value) {
-      WriteOptions write;
-      write.mode = 0600;
-      if (auto saved = (*host)->WriteFileAtomic(path, *value, write); !saved) {
-        log_->error("{}: {}", what, saved.error().message());
-      }
+    auto suspended = store_->LoadSuspension();
+    if (!suspended) {
+      log_->warn("suspension: {}; not suspended", suspended.error().message());
     } else {
-      (void)(*host)->Remove(path);
+      suspended_ = std::move(*suspended);
+    }
+  }
+
+  // A rollback's pin survives a restart too.
+  void LoadPin() {
+    auto pinned = store_->LoadPin();
+    if (!pinned) {
+      log_->warn("rollback pin: {}; not pinned", pinned.error().message());
+    } else {
+      pinned_ = std::move(*pinned);
+    }
+  }
+
+  void SavePin() {
+    if (auto saved = store_->SavePin(pinned_); !saved && pinned_) {
+      log_->error("rollback: {}", saved.error().message());
+    }
+  }
+
+  void SaveSuspension() {
+    if (auto saved = store_->SaveSuspension(suspended_); !saved && suspended_) {
+      log_->error("suspend: {}", saved.error().message());
     }
   }
 
@@ -416,7 +420,7 @@ class Daemon final : public RequestHandler {
   void StartReports() {
     const AgentConfig& config = options_.cycle.config;
     if (!config.report.url) return;
-    auto started = DaemonReports::Start(config, options_.cycle.state_dir, options_.cycle.root,
+    auto started = DaemonReports::Start(config, store_->OutboxDir(), options_.cycle.root,
                                         MakeProcessSender(options_.http_argv, options_.cycle_env));
     if (!started) {
       log_->error("reports: {}; no reports are sent", started.error().message());
@@ -489,7 +493,7 @@ class Daemon final : public RequestHandler {
   bool Rewatch() {
     bool pending = false;
     for (auto& watch : watches_) {
-      auto touched = watch.watch->Rewatch(options_.cycle.state_dir);
+      auto touched = watch.watch->Rewatch(*store_);
       if (!touched) {
         log_->warn("{}: {}", watch.watch->name(), touched.error().message());
       } else {
@@ -554,7 +558,7 @@ class Daemon final : public RequestHandler {
 
   void Done(const CycleResult& result) {
     last_ = result;
-    commit_ = AppliedCommit(options_.cycle.state_dir);
+    commit_ = AppliedCommit(*store_);
     // Paths or services touched while the cycle ran: confirmed by a drift cycle (see
     // Rewatch).
     if (Rewatch() && !pending_ && !stopping_) pending_ = Trigger::kDrift;
@@ -645,7 +649,7 @@ class Daemon final : public RequestHandler {
     CycleReport kept = result.report;
     TrimReport(kept, kHistoryOutput);
     entry.report = CycleReportToJson(kept);
-    if (auto recorded = AppendHistory(options_.cycle.state_dir, std::move(entry)); !recorded) {
+    if (auto recorded = store_->AppendHistory(std::move(entry)); !recorded) {
       log_->error("history: {}", recorded.error().message());
     }
   }
@@ -694,7 +698,7 @@ class Daemon final : public RequestHandler {
                    {"commit", commit_},
                    {"source", options_.cycle.config.source.url},
                    {"ref", options_.cycle.config.source.ref}};
-    const std::string quarantined = QuarantinedCommit(options_.cycle.state_dir);
+    const std::string quarantined = QuarantinedCommit(*store_);
     status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
     status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
     // Why the state is what it is: the last cycle's error, or, when a drift repair kept
@@ -723,6 +727,8 @@ class Daemon final : public RequestHandler {
   };
 
   DaemonOptions options_;
+  std::unique_ptr<Filesystem> host_;  // the host's filesystem, for the state dir
+  std::optional<StateStore> store_;   // set by Run() before anything else
   asio::io_context io_;
   asio::signal_set signals_;
   asio::steady_timer poll_timer_;

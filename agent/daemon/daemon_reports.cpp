@@ -23,10 +23,10 @@ std::string_view StateOf(Trigger trigger, const CycleSummary& summary) {
 }  // namespace
 
 Result<std::unique_ptr<DaemonReports>> DaemonReports::Start(const AgentConfig& config,
-                                                            const std::string& state_dir,
+                                                            const std::string& outbox_dir,
                                                             const std::string& root,
                                                             HttpSender send) {
-  ReporterOptions options = ReporterOptionsFrom(config.report, state_dir);
+  ReporterOptions options = ReporterOptionsFrom(config.report, outbox_dir);
   options.send = std::move(send);
   auto reporter = Reporter::Start(std::move(options));
   if (!reporter) return Fail(reporter.error());

@@ -31,9 +31,9 @@ struct CycleReportInput {
 class DaemonReports {
  public:
   // Starts the Reporter for `config.report` (REQUIRES: its url is set), with the outbox in
-  // state_dir/outbox and `send` for each attempt.
+  // `outbox_dir` (StateStore::OutboxDir) and `send` for each attempt.
   [[nodiscard]] static Result<std::unique_ptr<DaemonReports>> Start(const AgentConfig& config,
-                                                                    const std::string& state_dir,
+                                                                    const std::string& outbox_dir,
                                                                     const std::string& root,
                                                                     HttpSender send);
 

@@ -1,58 +1,34 @@
 #include "agent/daemon/managed.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include "agent/desired/desired_state.hpp"
-#include "common/filesystem.hpp"
 
 namespace tether {
 
-namespace {
-
-using Json = nlohmann::json;
-
-// The inventory's entries object, or null when there is none (or it is unreadable: the
-// daemon then watches nothing until a cycle writes one).
-Json Entries(const std::string& state_dir) {
-  auto text = ReadLocalFile(state_dir + "/inventory.json", 256 << 20);
-  if (!text) return nullptr;
-  Json json = Json::parse(*text, nullptr, false);
-  if (!json.is_object() || !json.contains("entries") || !json["entries"].is_object()) {
-    return nullptr;
-  }
-  return std::move(json["entries"]);
-}
-
-}  // namespace
-
-std::map<std::string, std::string> ManagedPaths(const std::string& state_dir) {
+std::map<std::string, std::string> ManagedPaths(const StateStore& state) {
   std::map<std::string, std::string> paths;
-  const Json entries = Entries(state_dir);
-  if (entries.is_null()) return paths;
-  for (const auto& [id, entry] : entries.items()) {
-    if (!entry.is_object()) continue;
-    const std::string kind = entry.value("kind", "");
-    std::string path = entry.value("path", "");
+  auto read = state.LoadInventory([&](std::string id, StoredEntry&& entry) {
+    const std::string& kind = entry.kind;
+    std::string path = std::move(entry.path);
     if (kind == "unit" && !path.empty() && path.front() != '/') {
       path = std::string(kUnitDirectory) + "/" + path;
     }
-    if (path.empty() || path.front() != '/') continue;
+    if (path.empty() || path.front() != '/') return true;
     if (kind == "file" || kind == "directory" || kind == "symlink" || kind == "unit") {
-      paths[path] = id;
+      paths[std::move(path)] = std::move(id);
     }
-  }
+    return true;
+  });
+  if (!read) paths.clear();
   return paths;
 }
 
-std::map<std::string, std::string> ManagedServices(const std::string& state_dir) {
+std::map<std::string, std::string> ManagedServices(const StateStore& state) {
   std::map<std::string, std::string> services;
-  const Json entries = Entries(state_dir);
-  if (entries.is_null()) return services;
-  for (const auto& [id, entry] : entries.items()) {
-    if (entry.is_object() && entry.value("kind", "") == "service") {
-      services[entry.value("path", "")] = id;
-    }
-  }
+  auto read = state.LoadInventory([&](std::string id, StoredEntry&& entry) {
+    if (entry.kind == "service") services[std::move(entry.path)] = std::move(id);
+    return true;
+  });
+  if (!read) services.clear();
   return services;
 }
 

@@ -18,10 +18,10 @@ class PathWatch final : public ChangeWatch {
   int fd() const override { return watcher_->fd(); }
   Result<DriftEvents> Read() override { return watcher_->Read(); }
 
-  Result<bool> Rewatch(const std::string& state_dir) override {
+  Result<bool> Rewatch(const StateStore& state) override {
     auto events = watcher_->Read();
     const bool pending = events && (!events->ids.empty() || events->overflow);
-    if (auto watched = watcher_->Watch(ManagedPaths(state_dir)); !watched) {
+    if (auto watched = watcher_->Watch(ManagedPaths(state)); !watched) {
       return Fail(watched.error());
     }
     return pending;
@@ -49,8 +49,8 @@ class ServiceWatch final : public ChangeWatch {
     return events;
   }
 
-  Result<bool> Rewatch(const std::string& state_dir) override {
-    services_ = ManagedServices(state_dir);
+  Result<bool> Rewatch(const StateStore& state) override {
+    services_ = ManagedServices(state);
     std::vector<std::string> units;
     units.reserve(services_.size());
     for (const auto& [unit, id] : services_) units.push_back(unit);

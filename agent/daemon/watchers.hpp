@@ -10,6 +10,7 @@
 #include <string>
 
 #include "agent/daemon/drift_watcher.hpp"
+#include "agent/state/state_store.hpp"
 #include "common/error.hpp"
 
 namespace tether {
@@ -23,10 +24,10 @@ class ChangeWatch {
   [[nodiscard]] virtual int fd() const = 0;
   // Reads what arrived, without blocking: the resources touched.
   [[nodiscard]] virtual Result<DriftEvents> Read() = 0;
-  // Watches what the inventory in `state_dir` now names. Returns whether events arrived
+  // Watches what the inventory in `state` now names. Returns whether events arrived
   // since the last Read (they are drained): a cycle's own writes, or a hand edit made
   // while it ran; the caller confirms with one more cycle.
-  [[nodiscard]] virtual Result<bool> Rewatch(const std::string& state_dir) = 0;
+  [[nodiscard]] virtual Result<bool> Rewatch(const StateStore& state) = 0;
 };
 
 // Managed paths below `root` ("/" normally).

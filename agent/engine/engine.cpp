@@ -1,6 +1,5 @@
 #include "agent/engine/engine.hpp"
 
-#include <fcntl.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -9,9 +8,7 @@
 #include <map>
 #include <set>
 
-#include "common/filesystem.hpp"
 #include "common/log.hpp"
-#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -19,7 +16,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr std::size_t kMaxStateFile = 256 << 20;
 constexpr std::size_t kMaxBatch = 1024;
 constexpr std::size_t kJournalChunk = 16 << 10;
 
@@ -38,12 +34,6 @@ std::string RandomTag() {
   return tag;
 }
 
-// State files live on the host, whatever --root says; never through a symlink either.
-RootedFilesystem& HostFs() {
-  static auto* fs = RootedFilesystem::Open("/").value().release();
-  return *fs;
-}
-
 std::optional<ResourceKind> KindFromName(const std::string& name) {
   for (auto kind : {ResourceKind::kPackage, ResourceKind::kDirectory, ResourceKind::kFile,
                     ResourceKind::kSymlink, ResourceKind::kUnit, ResourceKind::kService,
@@ -60,26 +50,31 @@ std::optional<JournalStep> ParseStep(const Json& record) {
   if (!step.is_object() || !step.contains("undo") || !step["undo"].is_object()) {
     return std::nullopt;
   }
-  auto kind = KindFromName(step.value("kind", ""));
-  if (!kind) return std::nullopt;
-  return JournalStep{step.value("id", ""), *kind, step["undo"]};
+  const auto kind = step.find("kind");
+  const auto id = step.find("id");
+  if (kind == step.end() || !kind->is_string() || (id != step.end() && !id->is_string())) {
+    return std::nullopt;
+  }
+  auto known = KindFromName(kind->get<std::string>());
+  if (!known) return std::nullopt;
+  return JournalStep{id != step.end() ? id->get<std::string>() : "", *known, step["undo"]};
 }
 
-// The journal: JSON lines appended and fsync'd one by one.
+// The journal: JSON lines appended to the state dir's journal and synced one by one.
 class Journal final : public Transaction {
  public:
-  Journal(std::string path, std::string tag, std::function<void(int, const char*)> hook,
+  Journal(StateStore& state, std::string tag, std::function<void(int, const char*)> hook,
           int* counter)
-      : path_(std::move(path)), tag_(std::move(tag)), hook_(std::move(hook)), counter_(counter) {}
+      : state_(state), tag_(std::move(tag)), hook_(std::move(hook)), counter_(counter) {}
 
   Status Open(const std::string& commit) {
-    fd_.Reset(open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600));
-    if (!fd_.valid()) return FailErrno(errno, "create journal '" + path_ + "'");
-    const auto slash = path_.rfind('/');
-    if (auto synced = HostFs().SyncDirectory(path_.substr(0, slash == 0 ? 1 : slash)); !synced) {
-      return synced;
+    if (auto created =
+            state_.CreateJournal(Json{{"begin", tag_}, {"commit", commit}}.dump() + "\n");
+        !created) {
+      return Fail(created.error().WithContext("create journal"));
     }
-    return Append(Json{{"begin", tag_}, {"commit", commit}}.dump() + "\n", "journal");
+    Progress("journal");
+    return {};
   }
 
   // Makes every step of `changes` durable, with one sync. The records are written a chunk
@@ -96,7 +91,7 @@ class Journal final : public Transaction {
               .dump(-1, ' ', false, Json::error_handler_t::replace);
       line += '\n';
       if (!lines.empty() && lines.size() + line.size() > kJournalChunk) {
-        if (auto written = Write(lines); !written) return written;
+        if (auto written = state_.AppendJournal(lines, false); !written) return Failed(written);
         lines.clear();
       }
       lines += line;
@@ -123,93 +118,41 @@ class Journal final : public Transaction {
   // time: neither its text nor its steps are ever held whole (both cost several times the
   // inventory when every file of a first apply is a step).
   void ForEachStep(const std::function<void(JournalStep&&)>& fn) const {
-    UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return;
-    std::string pending;
-    char buffer[65536];
-    while (true) {
-      const ssize_t n = read(fd.get(), buffer, sizeof(buffer));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;  // a torn last line was never a step
-      pending.append(buffer, static_cast<std::size_t>(n));
-      std::size_t pos = 0;
-      for (std::size_t end; (end = pending.find('\n', pos)) != std::string::npos; pos = end + 1) {
-        const std::string_view line(pending.data() + pos, end - pos);
-        if (auto step = ParseStep(Json::parse(line, nullptr, false))) fn(std::move(*step));
-      }
-      pending.erase(0, pos);
-    }
+    (void)state_.ReadJournal([&](std::string_view line) {
+      if (auto step = ParseStep(Json::parse(line, nullptr, false))) fn(std::move(*step));
+    });
   }
 
  private:
-  Status Write(std::string_view left) {
-    while (!left.empty()) {
-      const ssize_t n = write(fd_.get(), left.data(), left.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return FailErrno(errno, "write journal '" + path_ + "'");
-      }
-      left.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return {};
+  static Status Failed(const Status& status) {
+    return Fail(status.error().WithContext("write journal"));
   }
 
   Status Append(std::string_view text, const char* what) {
-    if (auto written = Write(text); !written) return written;
-    if (fdatasync(fd_.get()) != 0) return FailErrno(errno, "sync journal '" + path_ + "'");
+    if (auto written = state_.AppendJournal(text); !written) return Failed(written);
     Progress(what);
     return {};
   }
 
-  std::string path_;
+  StateStore& state_;
   std::string tag_;
   std::function<void(int, const char*)> hook_;
   int* counter_;
-  UniqueFd fd_;
 };
 
-// Writes the inventory to `path` (a new file, synced), entry by entry: neither a JSON tree
-// nor the whole text of it is ever held, as both cost several times the inventory itself.
-Status WriteInventory(const std::string& path, const Inventory& inventory) {
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd.valid()) return FailErrno(errno, "create '" + path + "'");
-  std::string chunk =
-      "{\"schema\":\"tether.inventory/v1\",\"commit\":" + Json(inventory.commit).dump() +
-      ",\"entries\":{";
-  auto flush = [&]() -> Status {
-    std::string_view left = chunk;
-    while (!left.empty()) {
-      const ssize_t n = write(fd.get(), left.data(), left.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return FailErrno(errno, "write '" + path + "'");
-      }
-      left.remove_prefix(static_cast<std::size_t>(n));
-    }
-    chunk.clear();
-    return {};
-  };
-  bool first = true;
+// Writes `inventory` aside in the state dir, entry by entry: neither a JSON tree nor the
+// whole text of it is ever held, as both cost several times the inventory itself.
+Status WriteInventory(StateStore& state, const Inventory& inventory) {
+  auto writer = state.StartInventory(inventory.commit);
+  if (!writer) return Fail(writer.error());
   for (const auto& [id, entry] : inventory.entries) {
-    chunk += first ? "\n" : ",\n";
-    first = false;
-    chunk += Json(id).dump(-1, ' ', false, Json::error_handler_t::replace);
-    chunk += ':';
-    chunk += Json{{"kind", ResourceKindName(entry.kind)},
-                  {"path", InventoryPath(id, entry)},
-                  {"created", entry.created},
-                  {"original", entry.original},
-                  {"fingerprint", entry.fingerprint}}
-                 .dump(-1, ' ', false, Json::error_handler_t::replace);
-    if (chunk.size() >= 64 << 10) {
-      if (auto written = flush(); !written) return written;
+    if (auto added = writer->Add(id, ResourceKindName(entry.kind), InventoryPath(id, entry),
+                                 entry.created, entry.original, entry.fingerprint);
+        !added) {
+      return added;
     }
   }
-  chunk += "\n}}\n";
-  if (auto written = flush(); !written) return written;
-  if (fsync(fd.get()) != 0) return FailErrno(errno, "sync '" + path + "'");
-  if (close(fd.Release()) != 0) return FailErrno(errno, "close '" + path + "'");
-  return {};
+  return writer->Finish();
 }
 
 // The edits of one Apply to the inventory, made in place: what they took out or replaced
@@ -324,28 +267,15 @@ std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode
   return reported;
 }
 
-bool FullAuditDue(const std::string& state_dir, std::chrono::milliseconds every,
+bool FullAuditDue(const StateStore& state, std::chrono::milliseconds every,
                   std::chrono::system_clock::time_point now) {
-  auto text = ReadLocalFile(state_dir + "/last-audit", 64);
-  if (!text) return true;
-  char* end = nullptr;
-  const long long seconds = std::strtoll(text->c_str(), &end, 10);
-  if (end == text->c_str() || (*end != '\n' && *end != '\0')) return true;
-  const auto last = std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
-  return last > now || now - last >= every;
+  auto last = state.LastAudit();
+  if (!last || !*last) return true;
+  return **last > now || now - **last >= every;
 }
 
-Status RecordFullAudit(const std::string& state_dir, std::chrono::system_clock::time_point now) {
-  const auto seconds =
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-  WriteOptions options;
-  options.mode = 0600;
-  return HostFs().WriteFileAtomic(state_dir + "/last-audit", std::to_string(seconds) + "\n",
-                                  options);
-}
-
-Engine::Engine(EngineOptions options, std::vector<KindHandler*> handlers)
-    : options_(std::move(options)), handlers_(std::move(handlers)) {}
+Engine::Engine(StateStore& state, EngineOptions options, std::vector<KindHandler*> handlers)
+    : state_(state), options_(std::move(options)), handlers_(std::move(handlers)) {}
 
 KindHandler* Engine::HandlerFor(ResourceKind kind) const {
   for (auto* handler : handlers_) {
@@ -355,32 +285,19 @@ KindHandler* Engine::HandlerFor(ResourceKind kind) const {
 }
 
 Result<Inventory> Engine::LoadInventory() const {
-  const std::string path = options_.state_dir + "/inventory.json";
-  auto text = ReadLocalFile(path, kMaxStateFile);
-  if (!text) {
-    if (text.error().Is(std::errc::no_such_file_or_directory)) return Inventory{};
-    return Fail(text.error());
-  }
-  const Json json = Json::parse(*text, nullptr, false);
-  auto corrupt = [&](const std::string& why) {
-    return Fail(std::errc::illegal_byte_sequence,
-                "inventory '" + path + "' is corrupt (" + why +
-                    "); it was left as it is: repair or remove it by hand");
-  };
-  if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
-  if (json.value("schema", "") != "tether.inventory/v1") return corrupt("unknown schema");
   Inventory inventory;
-  inventory.commit = json.value("commit", "");
-  if (!json.contains("entries") || !json["entries"].is_object()) return corrupt("no entries");
-  for (const auto& [id, entry] : json["entries"].items()) {
-    if (!entry.is_object()) return corrupt("bad entry '" + id + "'");
-    auto kind = KindFromName(entry.value("kind", ""));
-    if (!kind || !entry.contains("path")) return corrupt("bad entry '" + id + "'");
-    std::string path = entry.value("path", "");
-    if (path == NamedBy(id)) path.clear();
-    inventory.entries[id] = {*kind, entry.value("created", false), std::move(path),
-                             entry.value("original", Json()), entry.value("fingerprint", "")};
-  }
+  auto commit = state_.LoadInventory([&](std::string id, StoredEntry&& stored) {
+    auto kind = KindFromName(stored.kind);
+    if (!kind) return false;
+    if (stored.path == NamedBy(id)) stored.path.clear();
+    inventory.entries.emplace_hint(
+        inventory.entries.end(), std::move(id),
+        InventoryEntry{*kind, stored.created, std::move(stored.path), std::move(stored.original),
+                       std::move(stored.fingerprint)});
+    return true;
+  });
+  if (!commit) return Fail(commit.error());
+  inventory.commit = std::move(*commit);
   return inventory;
 }
 
@@ -502,8 +419,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
   }
 
   int counter = 0;
-  const std::string journal_path = options_.state_dir + "/journal";
-  Journal journal(journal_path, RandomTag(), options_.after_step, &counter);
+  Journal journal(state_, RandomTag(), options_.after_step, &counter);
   bool any_change = std::any_of(plan.begin(), plan.end(), [](const PlannedAction& p) {
     return p.action.type != ActionType::kInSync;
   });
@@ -513,7 +429,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
       result.error = opened.error().message();
       // Nothing was changed: a journal this call created must not stay (one that was
       // already there is another story, and stays for Recover()).
-      if (!opened.error().Is(std::errc::file_exists)) unlink(journal_path.c_str());
+      if (!opened.error().Is(std::errc::file_exists)) (void)state_.RemoveJournal();
       result.inventory = std::move(inventory);
       return result;
     }
@@ -580,7 +496,7 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
     auto undone = RollBack(journal.steps());
     result.rolled_back = static_cast<bool>(undone);
     if (!undone) result.error += "; rollback: " + undone.error().message();
-    if (undone) (void)HostFs().Remove(journal_path);
+    if (undone) (void)state_.RemoveJournal();
     return result;
   };
   // Each run of consecutive changes of one handler (up to kMaxBatch, so that memory stays
@@ -646,7 +562,6 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
   }
 
   // Commit: the new inventory aside, the commit record, then the inventory into place.
-  const std::string inventory_path = options_.state_dir + "/inventory.json";
   auto fail = [&](const Error& error) {
     edits.Revert();
     result.inventory = std::move(inventory);
@@ -655,8 +570,8 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
     made_outcomes();
     auto undone = RollBack(journal.steps());
     result.rolled_back = static_cast<bool>(undone);
-    if (undone) (void)HostFs().Remove(journal_path);
-    (void)HostFs().Remove(inventory_path + ".new");
+    if (undone) (void)state_.RemoveJournal();
+    (void)state_.DiscardInventory();
     return result;
   };
   for (auto* handler : handlers_) {
@@ -678,11 +593,11 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
   if (same_but_fingerprints && !edits.old_commit().empty()) {
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());
     journal.ForEachStep([&](JournalStep&& step) { Discard(step); });
-    (void)HostFs().Remove(journal_path);
+    (void)state_.RemoveJournal();
     result.inventory = std::move(inventory);
     return result;
   }
-  if (auto written = WriteInventory(inventory_path + ".new", inventory); !written) {
+  if (auto written = WriteInventory(state_, inventory); !written) {
     return fail(written.error());
   }
   if (options_.after_step) options_.after_step(++counter, "inventory");
@@ -690,67 +605,61 @@ ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inve
     if (auto committed = journal.Commit(); !committed) return fail(committed.error());
   }
   result.inventory = std::move(inventory);
-  if (auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path); !renamed) {
+  if (auto installed = state_.InstallInventory(); !installed) {
     result.ok = false;  // committed: Recover() puts it into place
-    result.error = renamed.error().message();
+    result.error = installed.error().message();
     return result;
   }
-  (void)HostFs().SyncDirectory(options_.state_dir);
   journal.ForEachStep([&](JournalStep&& step) { Discard(step); });
-  if (any_change) (void)HostFs().Remove(journal_path);
+  if (any_change) (void)state_.RemoveJournal();
   return result;
 }
 
 Status Engine::Recover() {
-  const std::string journal_path = options_.state_dir + "/journal";
-  const std::string inventory_path = options_.state_dir + "/inventory.json";
-  auto text = ReadLocalFile(journal_path, kMaxStateFile);
-  if (!text) {
-    if (!text.error().Is(std::errc::no_such_file_or_directory)) return Fail(text.error());
-    // No transaction was open; an inventory written aside but never committed is void.
-    auto removed = HostFs().Remove(inventory_path + ".new");
-    if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
-    return {};
-  }
   std::vector<JournalStep> steps;
   bool committed = false;
-  std::size_t pos = 0;
-  while (pos < text->size()) {
-    const auto end = text->find('\n', pos);
-    if (end == std::string::npos) break;  // a torn last record: its change was never made
-    const Json record = Json::parse(text->substr(pos, end - pos), nullptr, false);
-    pos = end + 1;
-    if (record.is_discarded() || !record.is_object()) {
-      return Fail(std::errc::illegal_byte_sequence,
-                  "journal '" + journal_path + "' is corrupt; it was left as it is");
+  std::optional<Error> corrupt;
+  auto corrupt_because = [&](const std::string& why) {
+    if (!corrupt) {
+      corrupt = Error(std::errc::illegal_byte_sequence,
+                      "journal '" + state_.JournalPath() + "' " + why + "; it was left as it is");
     }
+  };
+  auto read = state_.ReadJournal([&](std::string_view line) {
+    if (corrupt) return;
+    const Json record = Json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object()) return corrupt_because("is corrupt");
     if (record.contains("committed")) committed = true;
-    if (record.contains("step")) {
-      const Json& step = record["step"];
-      if (!step.is_object() || !step.contains("undo") || !step["undo"].is_object()) {
-        return Fail(std::errc::illegal_byte_sequence,
-                    "journal '" + journal_path + "' has a malformed step; it was left as it is");
-      }
-      auto kind = KindFromName(step.value("kind", ""));
-      if (!kind) {
-        return Fail(std::errc::illegal_byte_sequence,
-                    "journal '" + journal_path + "' has a step of unknown kind");
-      }
-      steps.push_back({step.value("id", ""), *kind, step.value("undo", Json())});
+    if (!record.contains("step")) return;
+    const Json& step = record["step"];
+    if (!step.is_object() || !step.contains("undo") || !step["undo"].is_object()) {
+      return corrupt_because("has a malformed step");
     }
+    const auto kind = step.find("kind");
+    const auto id = step.find("id");
+    auto known = kind != step.end() && kind->is_string() ? KindFromName(kind->get<std::string>())
+                                                         : std::nullopt;
+    if (!known) return corrupt_because("has a step of unknown kind");
+    if (id != step.end() && !id->is_string()) return corrupt_because("has a malformed step");
+    steps.push_back({id != step.end() ? id->get<std::string>() : "", *known, step["undo"]});
+  });
+  if (!read) return Fail(read.error());
+  if (corrupt) return Fail(*corrupt);
+  if (!*read) {
+    // No transaction was open; an inventory written aside but never committed is void.
+    return state_.DiscardInventory();
   }
   if (committed) {
-    auto renamed = HostFs().Rename(inventory_path + ".new", inventory_path);
-    if (!renamed && !renamed.error().Is(std::errc::no_such_file_or_directory)) return renamed;
+    auto installed = state_.InstallInventory();
+    if (!installed && !installed.error().Is(std::errc::no_such_file_or_directory)) return installed;
     for (const auto& step : steps) Discard(step);
   } else {
     if (auto undone = RollBack(steps); !undone) {
       return Fail(undone.error().WithContext("roll back the interrupted apply"));
     }
-    auto removed = HostFs().Remove(inventory_path + ".new");
-    if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+    if (auto discarded = state_.DiscardInventory(); !discarded) return discarded;
   }
-  return HostFs().Remove(journal_path);
+  return state_.RemoveJournal();
 }
 
 }  // namespace tether

@@ -2,7 +2,7 @@
 // applies the plan as one transaction.
 //
 // Transaction (DESIGN.md section 4): before each change, a step saying how to undo it is
-// appended to the journal (state_dir/journal, fsync'd); what a change replaces is kept
+// appended to the journal (StateStore's, synced); what a change replaces is kept
 // first (a hard link next to it: no copy). On a failure every done step is undone in
 // reverse and the host is as before. On success the new inventory is written, a commit
 // record closes the journal, and the backups go. If the process dies mid-way, Recover()
@@ -27,6 +27,7 @@
 
 #include "agent/desired/desired_state.hpp"
 #include "agent/engine/action.hpp"
+#include "agent/state/state_store.hpp"
 #include "common/error.hpp"
 #include "common/sparse_text.hpp"
 
@@ -188,7 +189,6 @@ struct ApplyResult {
 };
 
 struct EngineOptions {
-  std::string state_dir;
   // How long the health gate (KindHandler::Verify) may take after an apply.
   std::chrono::milliseconds health_timeout = std::chrono::seconds(60);
   // apply.rollback = "off": a failing health gate is reported (ok = false, unhealthy) but
@@ -201,7 +201,9 @@ struct EngineOptions {
 
 class Engine {
  public:
-  Engine(EngineOptions options, std::vector<KindHandler*> handlers);
+  // The journal and the inventory are kept in `state`, which must outlive the engine (and
+  // be locked by the caller: one engine at a time per state dir).
+  Engine(StateStore& state, EngineOptions options, std::vector<KindHandler*> handlers);
 
   // Finishes what a killed apply left: rolls back an open transaction, completes a
   // committed one. Call before anything else. Fails when the journal cannot be read.
@@ -238,6 +240,7 @@ class Engine {
   // Drops what a committed step kept for undoing it; a failure is logged, not returned.
   void Discard(const JournalStep& step) const;
 
+  StateStore& state_;
   EngineOptions options_;
   std::vector<KindHandler*> handlers_;
 };
@@ -251,13 +254,11 @@ class Engine {
 
 // The periodic full audit (apply.audit_every): besides the watches and the fingerprints,
 // every managed path is read and hashed again once a period, whether tetherd runs as a
-// daemon or from a timer. The time of the last one is kept in `state_dir`/last-audit.
+// daemon or from a timer. The time of the last one is kept in the state dir
+// (StateStore::LastAudit; StateStore::RecordAudit records one that completed).
 // Due when none was recorded, the record is unreadable, or it is `every` old (or from
 // the future: a clock set back).
-[[nodiscard]] bool FullAuditDue(const std::string& state_dir, std::chrono::milliseconds every,
+[[nodiscard]] bool FullAuditDue(const StateStore& state, std::chrono::milliseconds every,
                                 std::chrono::system_clock::time_point now);
-// Records that a full audit completed at `now`.
-[[nodiscard]] Status RecordFullAudit(const std::string& state_dir,
-                                     std::chrono::system_clock::time_point now);
 
 }  // namespace tether

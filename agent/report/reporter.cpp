@@ -70,14 +70,14 @@ std::string Seconds(std::chrono::milliseconds delay) {
 
 }  // namespace
 
-ReporterOptions ReporterOptionsFrom(const ReportConfig& config, const std::string& state_dir) {
+ReporterOptions ReporterOptionsFrom(const ReportConfig& config, const std::string& outbox_dir) {
   ReporterOptions options;
   options.url = config.url.value_or("");
   options.token_file = config.token_file.value_or("");
   options.client_cert = config.client_cert.value_or("");
   options.client_key = config.client_key.value_or("");
   options.ca_file = config.ca_file.value_or("");
-  options.outbox_dir = state_dir + "/outbox";
+  options.outbox_dir = outbox_dir;
   return options;
 }
 

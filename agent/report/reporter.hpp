@@ -55,7 +55,7 @@ struct ReporterOptions {
   std::string client_cert{};  // PEM files for mutual TLS; both or neither
   std::string client_key{};
   std::string ca_file{};     // empty: the system CAs
-  std::string outbox_dir{};  // state_dir + "/outbox"
+  std::string outbox_dir{};  // StateStore::OutboxDir()
   OutboxLimits limits{};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds timeout{std::chrono::seconds(15)};  // one whole attempt
@@ -65,10 +65,10 @@ struct ReporterOptions {
   double jitter = 0.25;  // each backoff is cut by a random fraction of up to this much
 };
 
-// The options for `config` (REQUIRES: config.url is set), with the outbox in
-// state_dir/outbox; `send` is left to the caller.
+// The options for `config` (REQUIRES: config.url is set), with the outbox in `outbox_dir`
+// (the state dir's: StateStore::OutboxDir); `send` is left to the caller.
 [[nodiscard]] ReporterOptions ReporterOptionsFrom(const ReportConfig& config,
-                                                  const std::string& state_dir);
+                                                  const std::string& outbox_dir);
 
 // What tetherctl status shows about the endpoint. Times are unix seconds, 0 for never.
 struct ReporterStatus {

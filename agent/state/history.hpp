@@ -1,8 +1,8 @@
 // The history of applies, for tetherctl history and show: every cycle that changed
 // something, failed, was refused or rolled back (cycles in sync are not recorded). Kept
-// in state_dir/history.json, bounded (the newest kHistoryKept entries; each cycle's output
-// cut at kHistoryOutput bytes), written atomically. A corrupt file is an error, never
-// silently reset.
+// in the state dir by StateStore (LoadHistory, AppendHistory), bounded (the newest
+// kHistoryKept entries; each cycle's output cut at kHistoryOutput bytes), written
+// atomically. A corrupt file is an error, never silently reset.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +10,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include "common/error.hpp"
 
 namespace tether {
 
@@ -33,11 +31,5 @@ struct HistoryEntry {
   // kHistoryOutput; null in entries written before reports were kept.
   nlohmann::json report;
 };
-
-[[nodiscard]] Result<std::vector<HistoryEntry>> LoadHistory(const std::string& state_dir);
-
-// Appends `entry` (its id is assigned: one more than the last) and drops the oldest past
-// kHistoryKept. Returns the id.
-[[nodiscard]] Result<std::int64_t> AppendHistory(const std::string& state_dir, HistoryEntry entry);
 
 }  // namespace tether

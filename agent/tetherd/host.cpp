@@ -1,7 +1,5 @@
 #include "agent/tetherd/host.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -17,18 +15,17 @@
 #include "agent/kinds/packages/apt.hpp"
 #include "agent/kinds/packages/package_handler.hpp"
 #include "agent/kinds/services/service_handler.hpp"
+#include "agent/state/state_store.hpp"
 #include "common/clock.hpp"
 #include "common/filesystem.hpp"
 #include "common/systemd_bus.hpp"
-#include "common/unique_fd.hpp"
 
 namespace tether {
 
 namespace {
 
-// The state or cache dir, made if missing, absolute and symlink-free: state files are
-// never written through a link.
-Result<std::string> PrepareDirectory(const std::string& path) {
+// The cache dir, made if missing, absolute and symlink-free.
+Result<std::string> PrepareCacheDir(const std::string& path) {
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     return FailErrno(errno, "create '" + path + "'");
   }
@@ -39,35 +36,32 @@ Result<std::string> PrepareDirectory(const std::string& path) {
   return resolved;
 }
 
-// The state dir's lock, held until the returned descriptor is closed.
-Result<UniqueFd> LockStateDir(const std::string& state_dir, bool wait, bool& waited) {
-  UniqueFd lock(
-      open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  int locked = lock.valid() ? flock(lock.get(), LOCK_EX | LOCK_NB) : -1;
-  if (locked != 0 && lock.valid() && errno == EWOULDBLOCK && wait) {
-    waited = true;
-    while ((locked = flock(lock.get(), LOCK_EX)) != 0 && errno == EINTR) {
-    }
-  }
-  if (locked != 0) {
-    return Fail(std::errc::resource_unavailable_try_again,
-                "another tetherd is working on '" + state_dir + "'" +
-                    (errno == EWOULDBLOCK ? "" : std::string(": ") + std::strerror(errno)));
-  }
-  return lock;
-}
-
 Result<CycleReport> Run(const CycleOptions& given,
                         const std::function<void(const CycleReport&)>& planned) {
   CycleOptions options = given;
-  for (std::string* dir : {&options.state_dir, &options.cache_dir}) {
-    auto prepared = PrepareDirectory(*dir);
-    if (!prepared) return Fail(prepared.error());
-    *dir = std::move(*prepared);
-  }
+  auto state_dir = PrepareStateDir(options.state_dir);
+  if (!state_dir) return Fail(state_dir.error());
+  options.state_dir = std::move(*state_dir);
+  auto cache_dir = PrepareCacheDir(options.cache_dir);
+  if (!cache_dir) return Fail(cache_dir.error());
+  options.cache_dir = std::move(*cache_dir);
+  auto host_fs = RootedFilesystem::Open("/");
+  if (!host_fs) return Fail(host_fs.error());
+  StateStore state(**host_fs, options.state_dir);
+  // One cycle at a time per state dir: a second tetherd (even a dry run) must never
+  // recover, that is roll back, an apply that is still going on.
   bool waited = false;
-  auto lock = LockStateDir(options.state_dir, options.wait_for_lock, waited);
-  if (!lock) return Fail(lock.error());
+  const auto busy = std::make_error_code(std::errc::operation_would_block);
+  auto lock = state.Lock(false);
+  if (!lock && lock.error().code() == busy && options.wait_for_lock) {
+    waited = true;
+    lock = state.Lock(true);
+  }
+  if (!lock) {
+    return Fail(std::errc::resource_unavailable_try_again,
+                "another tetherd is working on '" + options.state_dir + "'" +
+                    (lock.error().code() == busy ? "" : ": " + lock.error().message()));
+  }
 
   auto fs = RootedFilesystem::Open(options.root);
   if (!fs) return Fail(fs.error().WithContext("--root"));
@@ -90,7 +84,7 @@ Result<CycleReport> Run(const CycleOptions& given,
   auto packages = MakePackageHandler(apt);
   std::unique_ptr<SystemdBus> bus;
   std::unique_ptr<KindHandler> services;
-  Host host;
+  Host host(state);
   host.whole_host = whole_host;
   if (source) {
     host.source = source->get();

@@ -32,6 +32,7 @@
 #include "agent/kinds/packages/apt.hpp"
 #include "agent/kinds/packages/package_handler.hpp"
 #include "common/process.hpp"
+#include "tests/support/state_stores.hpp"
 #include "tests/support/systemd_container.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait_for.hpp"
@@ -325,9 +326,8 @@ struct Harness {
       : apt(std::move(options)), handler(MakePackageHandler(apt, 120s)) {
     std::vector<KindHandler*> handlers = {handler.get()};
     handlers.insert(handlers.end(), more.begin(), more.end());
-    EngineOptions engine_options;
-    engine_options.state_dir = state.path();
-    engine = std::make_unique<Engine>(engine_options, handlers);
+    engine = std::make_unique<Engine>(tether::testing::HostStateStore(state.path()),
+                                      EngineOptions(), handlers);
   }
 
   Result<std::vector<PlannedAction>> Plan(const std::vector<Resource>& resources) {

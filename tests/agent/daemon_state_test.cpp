@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include "agent/daemon/daemon_state.hpp"
+#include "tests/support/state_stores.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::testing::TempDir;
@@ -16,7 +17,8 @@ using Managed = std::map<std::string, std::string>;
 
 TEST_CASE("The daemon watches the inventory's paths, a unit found in sync in the unit dir") {
   TempDir state("managed-state");
-  CHECK(tether::ManagedPaths(state.path()).empty());  // no inventory yet
+  CHECK(tether::ManagedPaths(tether::testing::HostStateStore(state.path()))
+            .empty());  // no inventory yet
   state.WriteFile("inventory.json", R"({"schema": "tether.inventory/v1", "commit": "c1",
     "entries": {
       "file:/etc/motd": {"kind": "file", "path": "/etc/motd", "created": true},
@@ -27,22 +29,22 @@ TEST_CASE("The daemon watches the inventory's paths, a unit found in sync in the
       "unit:found.service.d/x.conf": {"kind": "unit", "path": "found.service.d/x.conf"},
       "service:found.service": {"kind": "service", "path": "found.service"},
       "package:nginx": {"kind": "package", "path": "nginx"}}})");
-  CHECK(tether::ManagedPaths(state.path()) ==
+  CHECK(tether::ManagedPaths(tether::testing::HostStateStore(state.path())) ==
         Managed{{"/etc/motd", "file:/etc/motd"},
                 {"/etc/site", "symlink:/etc/site"},
                 {"/etc/systemd/system/found.service", "unit:found.service"},
                 {"/etc/systemd/system/found.service.d/x.conf", "unit:found.service.d/x.conf"},
                 {"/etc/systemd/system/made.service", "unit:made.service"},
                 {"/srv/www", "directory:/srv/www"}});
-  CHECK(tether::ManagedServices(state.path()) ==
+  CHECK(tether::ManagedServices(tether::testing::HostStateStore(state.path())) ==
         Managed{{"found.service", "service:found.service"}});
 }
 
 TEST_CASE("An unreadable inventory leaves nothing watched, and no error") {
   TempDir state("managed-state");
   state.WriteFile("inventory.json", "{\"schema\": \"tether.inv");
-  CHECK(tether::ManagedPaths(state.path()).empty());
-  CHECK(tether::ManagedServices(state.path()).empty());
+  CHECK(tether::ManagedPaths(tether::testing::HostStateStore(state.path())).empty());
+  CHECK(tether::ManagedServices(tether::testing::HostStateStore(state.path())).empty());
 }
 
 TEST_CASE("The state after a cycle says what the host is: synced, drifted, offline, ...") {

@@ -22,6 +22,7 @@
 #include "tests/agent/desired_fixture.hpp"
 #include "tests/support/forwarding_filesystem.hpp"
 #include "tests/support/https_server.hpp"
+#include "tests/support/state_stores.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::ActionType;
@@ -129,6 +130,8 @@ struct Host {
   std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler();
   std::chrono::milliseconds health_timeout{std::chrono::seconds(5)};
 
+  tether::StateStore& store() { return tether::testing::HostStateStore(state.path()); }
+
   Host() {
     std::filesystem::create_directories(root.Path("etc"));
     std::filesystem::create_directories(root.Path("srv"));
@@ -138,10 +141,9 @@ struct Host {
 
   Engine MakeEngine(std::function<void(int, const char*)> hook = nullptr) {
     tether::EngineOptions options;
-    options.state_dir = state.path();
     options.after_step = std::move(hook);
     options.health_timeout = health_timeout;
-    return Engine(options, {paths.get(), checks.get()});
+    return Engine(store(), options, {paths.get(), checks.get()});
   }
 
   // Plans and applies `desired` for `commit`; returns the result.
@@ -731,14 +733,15 @@ TEST_CASE("A full audit is due once a period, and when its record is missing or 
   TempDir state("audit-state");
   using std::chrono::minutes;
   const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(1800000000));
-  CHECK(tether::FullAuditDue(state.path(), minutes(10), now));  // never audited
-  REQUIRE(tether::RecordFullAudit(state.path(), now));
+  tether::StateStore& store = tether::testing::HostStateStore(state.path());
+  CHECK(tether::FullAuditDue(store, minutes(10), now));  // never audited
+  REQUIRE(store.RecordAudit(now));
   CHECK(state.ReadFile("last-audit") == "1800000000\n");
-  CHECK_FALSE(tether::FullAuditDue(state.path(), minutes(10), now + minutes(9)));
-  CHECK(tether::FullAuditDue(state.path(), minutes(10), now + minutes(10)));
-  CHECK(tether::FullAuditDue(state.path(), minutes(10), now - minutes(1)));  // clock set back
+  CHECK_FALSE(tether::FullAuditDue(store, minutes(10), now + minutes(9)));
+  CHECK(tether::FullAuditDue(store, minutes(10), now + minutes(10)));
+  CHECK(tether::FullAuditDue(store, minutes(10), now - minutes(1)));  // clock set back
   state.WriteFile("last-audit", "yesterday\n");
-  CHECK(tether::FullAuditDue(state.path(), minutes(10), now));
+  CHECK(tether::FullAuditDue(store, minutes(10), now));
 }
 
 TEST_CASE("A failing health check rolls the whole apply back and says which check failed") {
@@ -769,10 +772,9 @@ TEST_CASE("A failing health check rolls the whole apply back and says which chec
 
   // apply.rollback = "off": the failure is reported, and the apply stays.
   tether::EngineOptions options;
-  options.state_dir = host.state.path();
   options.health_timeout = std::chrono::milliseconds(500);
   options.roll_back_unhealthy = false;
-  Engine keeping(options, {host.paths.get(), host.checks.get()});
+  Engine keeping(host.store(), options, {host.paths.get(), host.checks.get()});
   Desired broken(profile("broken"));
   auto inventory = keeping.LoadInventory().value();
   auto kept =
@@ -860,9 +862,7 @@ class TwoKinds final : public tether::KindHandler {
 TEST_CASE("Kinds that only share a name are not replacements: the dropped one is pruned") {
   TempDir state("two-kinds-state");
   TwoKinds handler;
-  tether::EngineOptions options;
-  options.state_dir = state.path();
-  Engine engine(options, {&handler});
+  Engine engine(tether::testing::HostStateStore(state.path()), tether::EngineOptions(), {&handler});
   tether::Inventory inventory;
   inventory.entries["service:app.service"] = {tether::ResourceKind::kService, true, "app.service",
                                               nlohmann::json(), ""};
@@ -876,4 +876,132 @@ TEST_CASE("Kinds that only share a name are not replacements: the dropped one is
   REQUIRE(plan);
   CHECK(handler.planned_over == std::vector<std::string>{"unit:app.service"});
   CHECK(handler.pruned == std::vector<std::string>{"service:app.service"});
+}
+
+namespace {
+
+// Fails the Nth append to the state dir file `name` ("journal", "inventory.json.new")
+// with ENOSPC, or its rename into place: the state dir's disk is full, or it breaks.
+class FailingStateDisk final : public tether::testing::ForwardingFilesystem {
+ public:
+  FailingStateDisk(tether::Filesystem& real, std::string name, int fail_at)
+      : ForwardingFilesystem(real), name_("/" + std::move(name)), fail_at_(fail_at) {}
+  tether::Status AppendFile(std::string_view p, std::string_view d,
+                            const tether::AppendOptions& o) override {
+    if (Names(p) && ++appends_ == fail_at_) {
+      return tether::FailErrno(ENOSPC, "write '" + std::string(p) + "'");
+    }
+    return real_.AppendFile(p, d, o);
+  }
+  tether::Status Rename(std::string_view a, std::string_view b) override {
+    if (fail_renames && Names(a)) return tether::FailErrno(EIO, "rename '" + std::string(a) + "'");
+    return real_.Rename(a, b);
+  }
+  bool fail_renames = false;
+  int appends() const { return appends_; }
+
+ private:
+  bool Names(std::string_view path) const {
+    return path.size() >= name_.size() && path.substr(path.size() - name_.size()) == name_;
+  }
+
+  std::string name_;
+  int fail_at_;
+  int appends_ = 0;
+};
+
+std::vector<std::string> StateFiles(const TempDir& state) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(state.path())) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("A failed journal write leaves the host and the state dir as they were") {
+  // 1: creating the journal; 2: its first step; 3: the commit record.
+  for (int fail_at = 1; fail_at <= 3; ++fail_at) {
+    CAPTURE(fail_at);
+    Host host;
+    host.root.WriteFile("etc/motd", "original\n", 0644);
+    REQUIRE(
+        host.Converge(Desired("[[file]]\npath = \"/etc/keep\"\ncontent = \"k\\n\"\n").state, "c0")
+            .ok);
+    const Snapshot before = Take(host.root.path());
+    const Snapshot state_before = Take(host.state.path());
+    auto real = tether::RootedFilesystem::Open("/").value();
+    FailingStateDisk disk(*real, "journal", fail_at);
+    tether::StateStore store(disk, host.state.path());
+    Engine engine(store, tether::EngineOptions(), {host.paths.get(), host.checks.get()});
+    Desired desired(kProfile);
+    auto inventory = engine.LoadInventory().value();
+    auto result = engine.Apply(engine.Plan(desired.state, inventory).value(), inventory, "c1",
+                               &desired.state);
+    CHECK_FALSE(result.ok);
+    CHECK(result.rolled_back == (fail_at > 1));  // nothing to roll back before the first step
+    CHECK(result.error.find("No space left on device") != std::string::npos);
+    CHECK(result.inventory.commit == "c0");
+    CHECK(Take(host.root.path()) == before);
+    CHECK(Take(host.state.path()) == state_before);  // no journal, the inventory of c0
+    CHECK(host.MakeEngine().LoadInventory().value().commit == "c0");
+    // The next cycle applies it.
+    REQUIRE(host.MakeEngine().Recover());
+    REQUIRE(host.Converge(desired.state, "c1").ok);
+    CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  }
+}
+
+TEST_CASE("A failed inventory write rolls the apply back: host and state as they were") {
+  // 1: the first chunk of the new inventory (here the only one).
+  Host host;
+  host.root.WriteFile("etc/motd", "original\n", 0644);
+  REQUIRE(host.Converge(Desired("[[file]]\npath = \"/etc/keep\"\ncontent = \"k\\n\"\n").state, "c0")
+              .ok);
+  const Snapshot before = Take(host.root.path());
+  const Snapshot state_before = Take(host.state.path());
+  auto real = tether::RootedFilesystem::Open("/").value();
+  FailingStateDisk disk(*real, "inventory.json.new", 1);
+  tether::StateStore store(disk, host.state.path());
+  Engine engine(store, tether::EngineOptions(), {host.paths.get(), host.checks.get()});
+  Desired desired(kProfile);
+  auto inventory = engine.LoadInventory().value();
+  auto result =
+      engine.Apply(engine.Plan(desired.state, inventory).value(), inventory, "c1", &desired.state);
+  CHECK_FALSE(result.ok);
+  CHECK(result.rolled_back);
+  CHECK(result.error.find("No space left on device") != std::string::npos);
+  CHECK(disk.appends() == 1);
+  CHECK(Take(host.root.path()) == before);
+  CHECK(Take(host.state.path()) == state_before);  // no journal, no inventory.json.new
+  CHECK(host.MakeEngine().LoadInventory().value().commit == "c0");
+}
+
+TEST_CASE("An inventory that cannot be put into place after the commit is, by recovery") {
+  Host host;
+  REQUIRE(host.Converge(Desired("[[file]]\npath = \"/etc/keep\"\ncontent = \"k\\n\"\n").state, "c0")
+              .ok);
+  auto real = tether::RootedFilesystem::Open("/").value();
+  FailingStateDisk disk(*real, "inventory.json.new", 0);
+  disk.fail_renames = true;
+  tether::StateStore store(disk, host.state.path());
+  Engine engine(store, tether::EngineOptions(), {host.paths.get(), host.checks.get()});
+  Desired desired(kProfile);
+  auto inventory = engine.LoadInventory().value();
+  auto result =
+      engine.Apply(engine.Plan(desired.state, inventory).value(), inventory, "c1", &desired.state);
+  CHECK_FALSE(result.ok);
+  CHECK_FALSE(result.rolled_back);  // committed: the host has c1
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  CHECK(StateFiles(host.state) ==
+        std::vector<std::string>{"inventory.json", "inventory.json.new", "journal"});
+  CHECK(host.MakeEngine().LoadInventory().value().commit == "c0");
+  // The next start finishes the job: the committed inventory goes into place.
+  REQUIRE(host.MakeEngine().Recover());
+  CHECK(StateFiles(host.state) == std::vector<std::string>{"inventory.json"});
+  CHECK(host.MakeEngine().LoadInventory().value().commit == "c1");
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  CHECK(AllInSync(host.PlanOf(desired.state)));
 }

@@ -23,6 +23,7 @@
 #include "agent/desired/render.hpp"
 #include "agent/engine/engine.hpp"
 #include "tests/agent/desired_fixture.hpp"
+#include "tests/support/state_stores.hpp"
 #include "tests/support/systemd_container.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait_for.hpp"
@@ -123,10 +124,10 @@ struct Agent {
   Engine MakeEngine(const std::string& state_dir,
                     std::function<void(int, const char*)> hook = nullptr) {
     tether::EngineOptions options;
-    options.state_dir = state_dir;
     options.health_timeout = 20s;
     options.after_step = std::move(hook);
-    return Engine(options, {paths.get(), services.get(), checks.get()});
+    return Engine(tether::testing::HostStateStore(state_dir), options,
+                  {paths.get(), services.get(), checks.get()});
   }
 };
 

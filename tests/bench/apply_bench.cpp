@@ -36,6 +36,7 @@
 #include "agent/kinds/checks/check_handler.hpp"
 #include "agent/kinds/files/path_handler.hpp"
 #include "common/sha256.hpp"
+#include "tests/support/state_stores.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace {
@@ -148,9 +149,8 @@ void Bench(int n) {
 
   auto fs = tether::RootedFilesystem::Open(root.path()).value();
   auto paths = tether::MakePathHandler(*fs);
-  tether::EngineOptions options;
-  options.state_dir = state.path();
-  tether::Engine engine(options, {paths.get()});
+  tether::Engine engine(tether::testing::HostStateStore(state.path()), tether::EngineOptions(),
+                        {paths.get()});
   tether::testing::TempDir repo("bench-apply-repo");
   for (int i = 0; i < n; ++i) repo.WriteFile("files/f" + std::to_string(i), Content(i));
   std::shared_ptr<tether::Tree> tree = tether::DirectoryTree::Open(repo.path()).value();

@@ -321,3 +321,58 @@ TEST_CASE_FIXTURE(Fixture, "WriteTemporary writes aside; SyncFilesystems then Re
   CHECK_FALSE(fs->SyncFilesystems({"/etc/evil/x"}));
   CHECK_FALSE(fs->SyncFilesystems({"/nowhere/x"}));
 }
+
+TEST_CASE_FIXTURE(Fixture, "AppendFile creates once, appends in order, and follows no symlink") {
+  tether::AppendOptions create;
+  create.mode = 0640;
+  create.create = true;
+  REQUIRE(fs->AppendFile("/etc/log", "one\n", create));
+  CHECK((LStat("/etc/log").st_mode & 07777) == 0640);
+  auto again = fs->AppendFile("/etc/log", "x", create);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().Is(std::errc::file_exists));
+  tether::AppendOptions append;
+  append.sync = false;
+  REQUIRE(fs->AppendFile("/etc/log", "two\n", append));
+  REQUIRE(fs->AppendFile("/etc/log", "three\n", tether::AppendOptions()));
+  CHECK(dir.ReadFile("etc/log") == "one\ntwo\nthree\n");
+  CHECK((LStat("/etc/log").st_mode & 07777) == 0640);  // appends keep the mode
+
+  auto missing = fs->AppendFile("/etc/none", "x", append);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().Is(std::errc::no_such_file_or_directory));
+  CHECK(fs->AppendFile("/etc", "x", append).error().Is(std::errc::is_a_directory));
+  std::filesystem::create_directory_symlink(outside.path(), Host("/etc/evil"));
+  CHECK_FALSE(fs->AppendFile("/etc/evil/log", "pwned", create));
+  outside.WriteFile("target", "theirs\n");
+  std::filesystem::create_symlink(outside.Path("target"), Host("/etc/link"));
+  CHECK_FALSE(fs->AppendFile("/etc/link", "pwned", append));
+  CHECK(outside.ReadFile("target") == "theirs\n");
+}
+
+TEST_CASE_FIXTURE(Fixture, "ReadFileRange reads a file a piece at a time, none past its end") {
+  dir.WriteFile("etc/data", "0123456789");
+  CHECK(fs->ReadFileRange("/etc/data", 0, 4).value() == "0123");
+  CHECK(fs->ReadFileRange("/etc/data", 4, 100).value() == "456789");
+  CHECK(fs->ReadFileRange("/etc/data", 10, 4).value().empty());
+  CHECK(fs->ReadFileRange("/etc/data", 50, 4).value().empty());
+  CHECK(fs->ReadFileRange("/etc/none", 0, 4).error().Is(std::errc::no_such_file_or_directory));
+  CHECK(fs->ReadFileRange("/etc", 0, 4).error().Is(std::errc::invalid_argument));
+  std::filesystem::create_symlink(Host("/etc/data"), Host("/etc/link"));
+  CHECK_FALSE(fs->ReadFileRange("/etc/link", 0, 4));
+}
+
+TEST_CASE_FIXTURE(Fixture, "LockFile holds a lock until released; a second one waits or fails") {
+  auto held = fs->LockFile("/etc/lock", false);
+  REQUIRE(held);
+  CHECK((LStat("/etc/lock").st_mode & 07777) == 0600);
+  auto busy = fs->LockFile("/etc/lock", false);
+  REQUIRE_FALSE(busy);
+  CHECK(busy.error().Is(std::errc::operation_would_block));
+  held->reset();
+  auto again = fs->LockFile("/etc/lock", true);  // free: no wait
+  CHECK(again);
+  std::filesystem::create_symlink(outside.Path("lock"), Host("/etc/link"));
+  CHECK_FALSE(fs->LockFile("/etc/link", false));
+  CHECK_FALSE(std::filesystem::exists(outside.Path("lock")));
+}

@@ -42,6 +42,15 @@ class ForwardingFilesystem : public Filesystem {
   Status Rename(std::string_view a, std::string_view b) override { return real_.Rename(a, b); }
   Status Link(std::string_view a, std::string_view b) override { return real_.Link(a, b); }
   Status SyncDirectory(std::string_view p) override { return real_.SyncDirectory(p); }
+  Status AppendFile(std::string_view p, std::string_view d, const AppendOptions& o) override {
+    return real_.AppendFile(p, d, o);
+  }
+  Result<std::string> ReadFileRange(std::string_view p, std::uint64_t o, std::size_t max) override {
+    return real_.ReadFileRange(p, o, max);
+  }
+  Result<std::unique_ptr<FileLock>> LockFile(std::string_view p, bool wait) override {
+    return real_.LockFile(p, wait);
+  }
 
  protected:
   Filesystem& real_;

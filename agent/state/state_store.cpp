@@ -1,0 +1,401 @@
+#include "agent/state/state_store.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+namespace tether {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr char kLock[] = "lock";
+constexpr char kJournal[] = "journal";
+constexpr char kInventory[] = "inventory.json";
+constexpr char kInventoryNew[] = "inventory.json.new";
+constexpr char kQuarantine[] = "quarantine.json";
+constexpr char kHistory[] = "history.json";
+constexpr char kLastAudit[] = "last-audit";
+constexpr char kPinned[] = "pinned";
+constexpr char kSuspended[] = "suspended";
+constexpr char kOutbox[] = "outbox";
+
+constexpr char kInventorySchema[] = "tether.inventory/v1";
+constexpr char kQuarantineSchema[] = "tether.quarantine/v1";
+constexpr char kHistorySchema[] = "tether.history/v1";
+
+constexpr std::size_t kMaxInventory = 256 << 20;
+constexpr std::size_t kMaxHistory = 64 << 20;
+constexpr std::size_t kMaxQuarantine = 1 << 20;
+constexpr std::size_t kMaxSmallFile = 4096;
+constexpr std::size_t kReadChunk = 64 << 10;
+constexpr std::size_t kWriteChunk = 64 << 10;
+constexpr std::size_t kCommitLength = 40;
+
+// Non-throwing, typed reads of an object's members (nlohmann's value() throws on a member
+// of another type): a missing member leaves `out` as it is; another type is false.
+bool ReadString(const Json& object, const char* key, std::string& out) {
+  const auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_string()) return false;
+  out = it->get<std::string>();
+  return true;
+}
+
+bool ReadBool(const Json& object, const char* key, bool& out) {
+  const auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_boolean()) return false;
+  out = it->get<bool>();
+  return true;
+}
+
+template <typename Int>
+bool ReadInt(const Json& object, const char* key, Int& out) {
+  const auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (it->is_number_unsigned()) {
+    const auto value = it->get<std::uint64_t>();
+    if (value > static_cast<std::uint64_t>(std::numeric_limits<Int>::max())) return false;
+    out = static_cast<Int>(value);
+    return true;
+  }
+  if (!it->is_number_integer()) return false;
+  const auto value = it->get<std::int64_t>();
+  if constexpr (std::is_unsigned_v<Int>) {
+    if (value < 0) return false;
+  }
+  out = static_cast<Int>(value);
+  return true;
+}
+
+std::string Dump(const Json& json, int indent = -1) {
+  return json.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+}  // namespace
+
+Result<std::string> PrepareStateDir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return FailErrno(errno, "create '" + dir + "'");
+  }
+  char* real = realpath(dir.c_str(), nullptr);
+  if (real == nullptr) return FailErrno(errno, "'" + dir + "'");
+  std::string resolved = real;
+  std::free(real);
+  return resolved;
+}
+
+std::string StateStore::PathOf(std::string_view name) const {
+  return (dir_ == "/" ? "" : dir_) + "/" + std::string(name);
+}
+
+std::string StateStore::JournalPath() const { return PathOf(kJournal); }
+
+std::string StateStore::OutboxDir() const { return PathOf(kOutbox); }
+
+Result<std::optional<std::string>> StateStore::ReadOptional(std::string_view name,
+                                                            std::size_t max_size) const {
+  auto text = fs_.ReadFile(PathOf(name), max_size);
+  if (!text) {
+    if (text.error().Is(std::errc::no_such_file_or_directory)) return std::nullopt;
+    return Fail(text.error());
+  }
+  return std::optional<std::string>(std::move(*text));
+}
+
+Status StateStore::WritePrivate(std::string_view name, std::string_view content) {
+  WriteOptions options;
+  options.mode = 0600;
+  return fs_.WriteFileAtomic(PathOf(name), content, options);
+}
+
+Status StateStore::RemoveIfThere(std::string_view name) {
+  auto removed = fs_.Remove(PathOf(name));
+  if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
+  return {};
+}
+
+Result<std::unique_ptr<FileLock>> StateStore::Lock(bool wait) {
+  return fs_.LockFile(PathOf(kLock), wait);
+}
+
+// --- The inventory ---
+
+Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) const {
+  const std::string path = PathOf(kInventory);
+  Json json;
+  {
+    auto text = ReadOptional(kInventory, kMaxInventory);
+    if (!text) return Fail(text.error());
+    if (!*text) return std::string();
+    json = Json::parse(**text, nullptr, false);
+  }  // the text goes before the entries are made
+  auto corrupt = [&](const std::string& why) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "inventory '" + path + "' is corrupt (" + why +
+                    "); it was left as it is: repair or remove it by hand");
+  };
+  if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
+  std::string schema;
+  if (!ReadString(json, "schema", schema) || schema != kInventorySchema) {
+    return corrupt("unknown schema");
+  }
+  std::string commit;
+  if (!ReadString(json, "commit", commit)) return corrupt("bad commit");
+  auto entries = json.find("entries");
+  if (entries == json.end() || !entries->is_object()) return corrupt("no entries");
+  for (auto& [id, item] : entries->items()) {
+    StoredEntry entry;
+    if (!item.is_object() || !ReadString(item, "kind", entry.kind) || !item.contains("path") ||
+        !ReadString(item, "path", entry.path) || !ReadBool(item, "created", entry.created) ||
+        !ReadString(item, "fingerprint", entry.fingerprint)) {
+      return corrupt("bad entry '" + id + "'");
+    }
+    if (auto original = item.find("original"); original != item.end()) {
+      entry.original = std::move(*original);
+    }
+    if (!on_entry(id, std::move(entry))) return corrupt("bad entry '" + id + "'");
+  }
+  return commit;
+}
+
+Result<std::string> StateStore::AppliedCommit() const {
+  return LoadInventory([](std::string, StoredEntry&&) { return true; });
+}
+
+Result<InventoryWriter> StateStore::StartInventory(std::string_view commit) {
+  if (auto removed = RemoveIfThere(kInventoryNew); !removed) return Fail(removed.error());
+  return InventoryWriter(fs_, PathOf(kInventoryNew),
+                         std::string("{\"schema\":\"") + kInventorySchema +
+                             "\",\"commit\":" + Dump(Json(commit)) + ",\"entries\":{");
+}
+
+Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::string_view path,
+                            bool created, const nlohmann::json& original,
+                            std::string_view fingerprint) {
+  chunk_ += first_ ? "\n" : ",\n";
+  first_ = false;
+  chunk_ += Dump(Json(id));
+  chunk_ += ':';
+  // An object's members are written in key order, whatever the order given here.
+  chunk_ += Dump(Json{{"kind", kind},
+                      {"path", path},
+                      {"created", created},
+                      {"original", original},
+                      {"fingerprint", fingerprint}});
+  if (chunk_.size() >= kWriteChunk) return Flush(false);
+  return {};
+}
+
+Status InventoryWriter::Finish() {
+  chunk_ += "\n}}\n";
+  return Flush(true);
+}
+
+Status InventoryWriter::Flush(bool sync) {
+  AppendOptions options;
+  options.mode = 0600;
+  options.create = !created_;
+  options.sync = sync;
+  if (auto written = fs_->AppendFile(path_, chunk_, options); !written) return written;
+  created_ = true;
+  chunk_.clear();
+  return {};
+}
+
+Status StateStore::InstallInventory() {
+  if (auto renamed = fs_.Rename(PathOf(kInventoryNew), PathOf(kInventory)); !renamed) {
+    return renamed;
+  }
+  return fs_.SyncDirectory(dir_);
+}
+
+Status StateStore::DiscardInventory() { return RemoveIfThere(kInventoryNew); }
+
+// --- The journal ---
+
+Status StateStore::CreateJournal(std::string_view text) {
+  AppendOptions options;
+  options.mode = 0600;
+  options.create = true;
+  return fs_.AppendFile(PathOf(kJournal), text, options);
+}
+
+Status StateStore::AppendJournal(std::string_view text, bool sync) {
+  AppendOptions options;
+  options.sync = sync;
+  return fs_.AppendFile(PathOf(kJournal), text, options);
+}
+
+Result<bool> StateStore::ReadJournal(
+    const std::function<void(std::string_view line)>& on_line) const {
+  const std::string path = PathOf(kJournal);
+  std::string pending;
+  std::uint64_t offset = 0;
+  while (true) {
+    auto chunk = fs_.ReadFileRange(path, offset, kReadChunk);
+    if (!chunk) {
+      if (offset == 0 && chunk.error().Is(std::errc::no_such_file_or_directory)) return false;
+      return Fail(chunk.error());
+    }
+    if (chunk->empty()) return true;  // a torn last line was never a record
+    offset += chunk->size();
+    pending += *chunk;
+    std::size_t pos = 0;
+    for (std::size_t end; (end = pending.find('\n', pos)) != std::string::npos; pos = end + 1) {
+      on_line(std::string_view(pending).substr(pos, end - pos));
+    }
+    pending.erase(0, pos);
+  }
+}
+
+Status StateStore::RemoveJournal() { return RemoveIfThere(kJournal); }
+
+// --- The quarantine ---
+
+Result<std::optional<Quarantine>> StateStore::LoadQuarantine() const {
+  auto text = ReadOptional(kQuarantine, kMaxQuarantine);
+  if (!text) return Fail(text.error());
+  if (!*text) return std::nullopt;
+  const Json json = Json::parse(**text, nullptr, false);
+  Quarantine quarantine;
+  std::string schema;
+  if (json.is_discarded() || !json.is_object() || !json.contains("commit") ||
+      !ReadString(json, "commit", quarantine.commit) || !ReadString(json, "schema", schema) ||
+      schema != kQuarantineSchema || !ReadString(json, "reason", quarantine.reason) ||
+      !ReadInt(json, "since", quarantine.since)) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "quarantine '" + PathOf(kQuarantine) +
+                    "' is corrupt; it was left as it is: repair or remove it by hand");
+  }
+  return std::optional<Quarantine>(std::move(quarantine));
+}
+
+Status StateStore::SaveQuarantine(const Quarantine& quarantine) {
+  const Json json = {{"schema", kQuarantineSchema},
+                     {"commit", quarantine.commit},
+                     {"reason", quarantine.reason},
+                     {"since", quarantine.since}};
+  return WritePrivate(kQuarantine, Dump(json, 1) + "\n");
+}
+
+Status StateStore::ClearQuarantine() { return RemoveIfThere(kQuarantine); }
+
+// --- The history ---
+
+Result<std::vector<HistoryEntry>> StateStore::LoadHistory() const {
+  auto text = ReadOptional(kHistory, kMaxHistory);
+  if (!text) return Fail(text.error());
+  if (!*text) return std::vector<HistoryEntry>();
+  const Json json = Json::parse(**text, nullptr, false);
+  auto corrupt = [&] {
+    return Fail(
+        std::errc::illegal_byte_sequence,
+        "history '" + PathOf(kHistory) + "' is corrupt; it was left as it is: repair or remove it");
+  };
+  std::string schema;
+  if (json.is_discarded() || !json.is_object() || !ReadString(json, "schema", schema) ||
+      schema != kHistorySchema || !json.contains("entries") || !json["entries"].is_array()) {
+    return corrupt();
+  }
+  std::vector<HistoryEntry> entries;
+  for (const auto& item : json["entries"]) {
+    if (!item.is_object()) continue;
+    HistoryEntry entry;
+    if (!ReadInt(item, "id", entry.id) || !ReadString(item, "commit", entry.commit) ||
+        !ReadString(item, "signer", entry.signer) || !ReadString(item, "trigger", entry.trigger) ||
+        !ReadString(item, "outcome", entry.outcome) || !ReadInt(item, "changes", entry.changes) ||
+        !ReadInt(item, "started", entry.started) ||
+        !ReadInt(item, "duration_ms", entry.duration_ms) ||
+        !ReadString(item, "output", entry.output) || !ReadString(item, "errors", entry.errors)) {
+      return corrupt();
+    }
+    if (auto report = item.find("report"); report != item.end() && report->is_object()) {
+      entry.report = *report;
+    }
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+Result<std::int64_t> StateStore::AppendHistory(HistoryEntry entry) {
+  auto entries = LoadHistory();
+  if (!entries) return Fail(entries.error());
+  entry.id = entries->empty() ? 1 : entries->back().id + 1;
+  if (entry.output.size() > kHistoryOutput) entry.output.resize(kHistoryOutput);
+  if (entry.errors.size() > kHistoryOutput) entry.errors.resize(kHistoryOutput);
+  entries->push_back(std::move(entry));
+  if (entries->size() > kHistoryKept) {
+    entries->erase(entries->begin(),
+                   entries->begin() + static_cast<std::ptrdiff_t>(entries->size() - kHistoryKept));
+  }
+  Json list = Json::array();
+  for (const auto& item : *entries) {
+    Json json{{"id", item.id},           {"commit", item.commit},
+              {"signer", item.signer},   {"trigger", item.trigger},
+              {"outcome", item.outcome}, {"changes", item.changes},
+              {"started", item.started}, {"duration_ms", item.duration_ms},
+              {"output", item.output},   {"errors", item.errors}};
+    if (item.report.is_object()) json["report"] = item.report;
+    list.push_back(std::move(json));
+  }
+  const Json json = {{"schema", kHistorySchema}, {"entries", std::move(list)}};
+  if (auto written = WritePrivate(kHistory, Dump(json) + "\n"); !written) {
+    return Fail(written.error());
+  }
+  return entries->back().id;
+}
+
+// --- The last full audit ---
+
+Result<std::optional<std::chrono::system_clock::time_point>> StateStore::LastAudit() const {
+  auto text = ReadOptional(kLastAudit, 64);
+  if (!text) return Fail(text.error());
+  if (!*text) return std::nullopt;
+  const char* begin = (*text)->c_str();
+  char* end = nullptr;
+  errno = 0;
+  const long long seconds = std::strtoll(begin, &end, 10);
+  if (end == begin || errno == ERANGE || (*end != '\n' && *end != '\0')) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "last audit '" + PathOf(kLastAudit) + "' is corrupt: not unix seconds");
+  }
+  return std::optional(std::chrono::system_clock::time_point(std::chrono::seconds(seconds)));
+}
+
+Status StateStore::RecordAudit(std::chrono::system_clock::time_point when) {
+  const auto seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
+  return WritePrivate(kLastAudit, std::to_string(seconds) + "\n");
+}
+
+// --- The pin and the suspension ---
+
+Result<std::optional<std::string>> StateStore::LoadPin() const {
+  auto text = ReadOptional(kPinned, kMaxSmallFile);
+  if (!text) return Fail(text.error());
+  if (!*text || (*text)->size() < kCommitLength) return std::nullopt;
+  return std::optional((*text)->substr(0, kCommitLength));
+}
+
+Status StateStore::SavePin(const std::optional<std::string>& commit) {
+  if (!commit) return RemoveIfThere(kPinned);
+  return WritePrivate(kPinned, *commit);
+}
+
+Result<std::optional<std::string>> StateStore::LoadSuspension() const {
+  return ReadOptional(kSuspended, kMaxSmallFile);
+}
+
+Status StateStore::SaveSuspension(const std::optional<std::string>& reason) {
+  if (!reason) return RemoveIfThere(kSuspended);
+  return WritePrivate(kSuspended, *reason);
+}
+
+}  // namespace tether

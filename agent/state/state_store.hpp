@@ -1,0 +1,164 @@
+// The state dir (/var/lib/tether, --state-dir): what tether keeps between cycles. StateStore
+// is the one place that knows its layout, its file names and their formats:
+//
+//   lock              held by the cycle working on the state dir (flock)
+//   journal           the open transaction of an apply: JSON lines, appended and synced
+//   inventory.json    what tether applied (tether.inventory/v1); inventory.json.new: the
+//                     next one, written aside until its apply commits
+//   quarantine.json   the commit whose apply failed (tether.quarantine/v1)
+//   history.json      the last applies (tether.history/v1)
+//   last-audit        unix seconds of the last full audit, and a newline
+//   pinned            the commit a rollback holds (its 40 hex digits)
+//   suspended         the reason of a suspension (its text)
+//   outbox/           the status reports waiting for delivery (agent/report/outbox.hpp)
+//
+// Every read and write goes through the injected Filesystem (the host's: state files live
+// on the host whatever --root says, and never through a symlink). A corrupt file is an
+// Error naming it, never an exception, and is left as it is.
+//
+// Threading: no state of its own beyond the path; as thread-safe as its Filesystem.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/state/history.hpp"
+#include "agent/state/quarantine.hpp"
+#include "common/error.hpp"
+#include "common/filesystem.hpp"
+
+namespace tether {
+
+// Creates the state dir `dir` (mode 0700) when it is missing and returns the absolute,
+// symlink-free path the host knows it by: what a StateStore is built on.
+[[nodiscard]] Result<std::string> PrepareStateDir(const std::string& dir);
+
+// One entry of the inventory as stored. The store does not know the kinds: `kind` is the
+// name the engine gave it ("file").
+struct StoredEntry {
+  std::string kind;
+  std::string path;  // the managed path or name
+  bool created = false;
+  nlohmann::json original;
+  std::string fingerprint;
+};
+
+// Writes the next inventory (inventory.json.new) an entry at a time: neither a JSON tree
+// nor the whole text is ever held. Get one from StateStore::StartInventory.
+class InventoryWriter {
+ public:
+  InventoryWriter(InventoryWriter&&) = default;
+  // Adds one entry; ids in increasing order, each once.
+  [[nodiscard]] Status Add(std::string_view id, std::string_view kind, std::string_view path,
+                           bool created, const nlohmann::json& original,
+                           std::string_view fingerprint);
+  // Writes the end and makes the file durable; then StateStore::InstallInventory.
+  [[nodiscard]] Status Finish();
+
+ private:
+  friend class StateStore;
+  InventoryWriter(Filesystem& fs, std::string path, std::string commit)
+      : fs_(&fs), path_(std::move(path)), chunk_(std::move(commit)) {}
+  Status Flush(bool sync);
+
+  Filesystem* fs_;
+  std::string path_;
+  std::string chunk_;  // not yet written
+  bool created_ = false;
+  bool first_ = true;
+};
+
+class StateStore {
+ public:
+  // `fs` is the host's filesystem (RootedFilesystem at "/"); `dir` an absolute,
+  // symlink-free, existing directory (PrepareStateDir). `fs` must outlive the store.
+  StateStore(Filesystem& fs, std::string dir) : fs_(fs), dir_(std::move(dir)) {}
+
+  [[nodiscard]] const std::string& dir() const { return dir_; }
+
+  // The state dir's lock: one cycle at a time, held until destroyed. When another process
+  // holds it: waits with `wait`, else fails with std::errc::operation_would_block.
+  [[nodiscard]] Result<std::unique_ptr<FileLock>> Lock(bool wait);
+
+  // --- The inventory ---
+  // Reads the inventory: returns its commit ("" when there is none yet) after calling
+  // `on_entry` for each entry, in id order. `on_entry` returns false for an entry it
+  // refuses (an unknown kind): the inventory is then corrupt. A corrupt file is an error
+  // that says it was left as it is.
+  using EntryVisitor = std::function<bool(std::string id, StoredEntry&& entry)>;
+  [[nodiscard]] Result<std::string> LoadInventory(const EntryVisitor& on_entry) const;
+  // The commit of the inventory, "" when there is none; an error when it is unreadable.
+  [[nodiscard]] Result<std::string> AppliedCommit() const;
+  // Starts the next inventory aside (inventory.json.new, replacing one left there).
+  [[nodiscard]] Result<InventoryWriter> StartInventory(std::string_view commit);
+  // Puts the inventory written aside into place, durably. ENOENT when there is none.
+  [[nodiscard]] Status InstallInventory();
+  // Removes an inventory written aside; nothing to do when there is none.
+  [[nodiscard]] Status DiscardInventory();
+
+  // --- The journal: lines of text (the engine's records), appended and synced ---
+  // Creates the journal with `text`, durably (the file, its content and its name).
+  // std::errc::file_exists when there is one already.
+  [[nodiscard]] Status CreateJournal(std::string_view text);
+  // Appends `text`, durable on return with `sync`.
+  [[nodiscard]] Status AppendJournal(std::string_view text, bool sync = true);
+  // Calls `on_line` with each complete line of the journal, in order, reading it a chunk at
+  // a time (a torn last line, never synced, is not one). False when there is no journal.
+  [[nodiscard]] Result<bool> ReadJournal(
+      const std::function<void(std::string_view line)>& on_line) const;
+  // Removes the journal; nothing to do when there is none.
+  [[nodiscard]] Status RemoveJournal();
+  // For messages: the journal's path.
+  [[nodiscard]] std::string JournalPath() const;
+
+  // --- The quarantine ---
+  [[nodiscard]] Result<std::optional<Quarantine>> LoadQuarantine() const;
+  [[nodiscard]] Status SaveQuarantine(const Quarantine& quarantine);
+  // Lifts the quarantine; nothing to do when there is none.
+  [[nodiscard]] Status ClearQuarantine();
+
+  // --- The history of applies (bounded: kHistoryKept entries) ---
+  [[nodiscard]] Result<std::vector<HistoryEntry>> LoadHistory() const;
+  // Appends `entry` (its id assigned: one more than the last; its output and errors cut
+  // at kHistoryOutput bytes), drops the oldest past kHistoryKept. Returns the id.
+  [[nodiscard]] Result<std::int64_t> AppendHistory(HistoryEntry entry);
+
+  // --- The last full audit ---
+  // When it completed; none when none was recorded.
+  [[nodiscard]] Result<std::optional<std::chrono::system_clock::time_point>> LastAudit() const;
+  [[nodiscard]] Status RecordAudit(std::chrono::system_clock::time_point when);
+
+  // --- A rollback's pin and a suspension (tetherctl rollback, suspend) ---
+  // The pinned commit; none when there is none (or the file holds no commit).
+  [[nodiscard]] Result<std::optional<std::string>> LoadPin() const;
+  // Pins `commit`, or removes the pin when none.
+  [[nodiscard]] Status SavePin(const std::optional<std::string>& commit);
+  // The suspension's reason (maybe empty); none when not suspended.
+  [[nodiscard]] Result<std::optional<std::string>> LoadSuspension() const;
+  // Suspends with `reason`, or ends the suspension when none.
+  [[nodiscard]] Status SaveSuspension(const std::optional<std::string>& reason);
+
+  // Where the report outbox lives (agent/report/outbox.hpp owns what is in it).
+  [[nodiscard]] std::string OutboxDir() const;
+
+ private:
+  [[nodiscard]] std::string PathOf(std::string_view name) const;
+  // The file `name`, none when it does not exist.
+  [[nodiscard]] Result<std::optional<std::string>> ReadOptional(std::string_view name,
+                                                                std::size_t max_size) const;
+  [[nodiscard]] Status WritePrivate(std::string_view name, std::string_view content);
+  [[nodiscard]] Status RemoveIfThere(std::string_view name);
+
+  Filesystem& fs_;
+  std::string dir_;
+};
+
+}  // namespace tether

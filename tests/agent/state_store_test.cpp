@@ -1,0 +1,372 @@
+// The state dir through StateStore, on real files under a temp dir: every file round trips,
+// a corrupt file is an error naming it (never an exception), and a state dir written by
+// the code before StateStore (its exact bytes, by hand) is read as it is.
+#include "agent/state/state_store.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "tests/support/temp_dir.hpp"
+
+using tether::StateStore;
+using tether::StoredEntry;
+using tether::testing::TempDir;
+using Json = nlohmann::json;
+
+namespace {
+
+struct StateDir {
+  TempDir dir{"state-store"};
+  std::unique_ptr<tether::RootedFilesystem> host = tether::RootedFilesystem::Open("/").value();
+  StateStore store{*host, dir.path()};
+
+  std::uint32_t ModeOf(const std::string& name) {
+    struct stat st {};
+    REQUIRE(lstat(dir.Path(name).c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  }
+};
+
+struct Entry {
+  std::string id;
+  StoredEntry entry;
+};
+
+// The inventory's commit and entries, in the order read.
+tether::Result<std::string> Load(const StateStore& store, std::vector<Entry>& entries) {
+  return store.LoadInventory([&](std::string id, StoredEntry&& entry) {
+    entries.push_back({std::move(id), std::move(entry)});
+    return true;
+  });
+}
+
+std::vector<std::string> JournalLines(const StateStore& store) {
+  std::vector<std::string> lines;
+  auto read = store.ReadJournal([&](std::string_view line) { lines.emplace_back(line); });
+  REQUIRE(read);
+  return lines;
+}
+
+// The exact bytes the code before StateStore wrote (engine.cpp's WriteInventory,
+// quarantine.cpp, history.cpp, the daemon's pin and suspension, the last audit).
+constexpr char kOldInventory[] =
+    "{\"schema\":\"tether.inventory/v1\",\"commit\":\"3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901\","
+    "\"entries\":{\n"
+    "\"file:/etc/motd\":{\"created\":true,\"fingerprint\":\"sha256:ab 0644 0:0\",\"kind\":"
+    "\"file\",\"original\":null,\"path\":\"/etc/motd\"},\n"
+    "\"package:nginx\":{\"created\":false,\"fingerprint\":\"\",\"kind\":\"package\","
+    "\"original\":{\"installed\":false},\"path\":\"nginx\"},\n"
+    "\"unit:app.service\":{\"created\":false,\"fingerprint\":\"x\",\"kind\":\"unit\","
+    "\"original\":{\"content\":\"[Unit]\\n\",\"mode\":420},\"path\":"
+    "\"/etc/systemd/system/app.service\"}\n"
+    "}}\n";
+constexpr char kOldQuarantine[] =
+    "{\n \"commit\": \"c0ffee0000000000000000000000000000000000\",\n \"reason\": \"apply "
+    "'file:/etc/motd': write: No space left on device\",\n \"schema\": "
+    "\"tether.quarantine/v1\",\n \"since\": 1800000000\n}\n";
+constexpr char kOldHistory[] =
+    "{\"entries\":[{\"changes\":2,\"commit\":\"c1\",\"duration_ms\":1532,\"errors\":\"\","
+    "\"id\":7,\"outcome\":\"applied\",\"output\":\"applied c1: 2 changes\\n\",\"signer\":"
+    "\"ops (ssh-ed25519 SHA256:x)\",\"started\":1800000000,\"trigger\":\"poll\"}],\"schema\":"
+    "\"tether.history/v1\"}\n";
+constexpr char kOldJournal[] =
+    "{\"begin\":\"0123456789ab\",\"commit\":\"c2\"}\n"
+    "{\"step\":{\"id\":\"file:/etc/motd\",\"kind\":\"file\",\"undo\":{\"path\":\"/etc/motd\"}}}\n"
+    "{\"committed\":true}\n";
+
+}  // namespace
+
+TEST_CASE("The inventory round trips, written aside and then put into place") {
+  StateDir state;
+  std::vector<Entry> none;
+  auto empty = Load(state.store, none);
+  REQUIRE(empty);
+  CHECK(*empty == "");  // no inventory yet
+  CHECK(none.empty());
+
+  auto writer = state.store.StartInventory("c1");
+  REQUIRE(writer);
+  REQUIRE(writer->Add("file:/etc/motd", "file", "/etc/motd", true, Json(), "fp1"));
+  REQUIRE(writer->Add("package:nginx", "package", "nginx", false, Json{{"installed", false}}, ""));
+  REQUIRE(writer->Finish());
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("inventory.json")));  // aside until...
+  REQUIRE(state.store.InstallInventory());
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("inventory.json.new")));
+  CHECK(state.ModeOf("inventory.json") == 0600);
+
+  std::vector<Entry> entries;
+  auto commit = Load(state.store, entries);
+  REQUIRE(commit);
+  CHECK(*commit == "c1");
+  CHECK(state.store.AppliedCommit().value() == "c1");
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].id == "file:/etc/motd");
+  CHECK(entries[0].entry.kind == "file");
+  CHECK(entries[0].entry.path == "/etc/motd");
+  CHECK(entries[0].entry.created);
+  CHECK(entries[0].entry.original.is_null());
+  CHECK(entries[0].entry.fingerprint == "fp1");
+  CHECK(entries[1].entry.original == Json{{"installed", false}});
+
+  // A next one written aside and discarded leaves the installed one.
+  auto next = state.store.StartInventory("c2");
+  REQUIRE(next);
+  REQUIRE(next->Finish());
+  REQUIRE(state.store.DiscardInventory());
+  REQUIRE(state.store.DiscardInventory());  // none: nothing to do
+  CHECK(state.store.AppliedCommit().value() == "c1");
+  CHECK(state.store.InstallInventory().error().Is(std::errc::no_such_file_or_directory));
+}
+
+TEST_CASE("An inventory of many entries is written a chunk at a time, whole") {
+  StateDir state;
+  auto writer = state.store.StartInventory("c1");
+  REQUIRE(writer);
+  for (int i = 0; i < 3000; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof(id), "file:/srv/f%05d", i);
+    REQUIRE(writer->Add(id, "file", id + 5, true, Json(), std::string(40, 'f')));
+  }
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  std::vector<Entry> entries;
+  REQUIRE(Load(state.store, entries));
+  REQUIRE(entries.size() == 3000);
+  CHECK(entries.back().entry.path == "/srv/f02999");
+}
+
+TEST_CASE("The journal is created once, appended to, read back by lines, and removed") {
+  StateDir state;
+  CHECK_FALSE(state.store.ReadJournal([](std::string_view) {}).value());  // none
+  REQUIRE(state.store.CreateJournal("{\"begin\":\"t\"}\n"));
+  CHECK(state.ModeOf("journal") == 0600);
+  CHECK(state.store.CreateJournal("again\n").error().Is(std::errc::file_exists));
+  REQUIRE(state.store.AppendJournal("one\n", false));
+  REQUIRE(state.store.AppendJournal("two\nthree\ntorn"));
+  CHECK(JournalLines(state.store) ==
+        std::vector<std::string>{"{\"begin\":\"t\"}", "one", "two", "three"});
+  // Longer than a read chunk: lines across chunk boundaries come whole.
+  const std::string line(100000, 'x');
+  REQUIRE(state.store.AppendJournal("\n" + line + "\nlast\n"));
+  auto lines = JournalLines(state.store);
+  REQUIRE(lines.size() == 7);
+  CHECK(lines[4] == "torn");
+  CHECK(lines[5] == line);
+  CHECK(lines[6] == "last");
+  REQUIRE(state.store.RemoveJournal());
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("journal")));
+  REQUIRE(state.store.RemoveJournal());  // none: nothing to do
+}
+
+TEST_CASE("The quarantine, history, last audit, pin and suspension round trip") {
+  StateDir state;
+  CHECK_FALSE(state.store.LoadQuarantine().value());
+  REQUIRE(state.store.SaveQuarantine({"c0ffee", "it failed", 1800000000}));
+  CHECK(state.ModeOf("quarantine.json") == 0600);
+  auto quarantine = state.store.LoadQuarantine();
+  REQUIRE(quarantine);
+  REQUIRE(*quarantine);
+  CHECK((*quarantine)->commit == "c0ffee");
+  CHECK((*quarantine)->reason == "it failed");
+  CHECK((*quarantine)->since == 1800000000);
+  REQUIRE(state.store.ClearQuarantine());
+  CHECK_FALSE(state.store.LoadQuarantine().value());
+  REQUIRE(state.store.ClearQuarantine());  // none: nothing to do
+
+  CHECK(state.store.LoadHistory().value().empty());
+  tether::HistoryEntry entry;
+  entry.commit = "c1";
+  entry.outcome = "applied";
+  entry.changes = 3;
+  entry.output = std::string(tether::kHistoryOutput + 10, 'o');
+  CHECK(state.store.AppendHistory(entry).value() == 1);
+  for (std::size_t i = 0; i < tether::kHistoryKept; ++i) REQUIRE(state.store.AppendHistory(entry));
+  auto history = state.store.LoadHistory();
+  REQUIRE(history);
+  REQUIRE(history->size() == tether::kHistoryKept);
+  CHECK(history->front().id == 2);  // the oldest went
+  CHECK(history->back().id == static_cast<std::int64_t>(tether::kHistoryKept) + 1);
+  CHECK(history->back().changes == 3);
+  CHECK(history->back().output.size() == tether::kHistoryOutput);
+
+  const auto when = std::chrono::system_clock::time_point(std::chrono::seconds(1800000000));
+  CHECK_FALSE(state.store.LastAudit().value());
+  REQUIRE(state.store.RecordAudit(when));
+  CHECK(state.store.LastAudit().value() == when);
+
+  CHECK_FALSE(state.store.LoadPin().value());
+  const std::string commit(40, 'a');
+  REQUIRE(state.store.SavePin(commit));
+  CHECK(state.store.LoadPin().value() == commit);
+  REQUIRE(state.store.SavePin(std::nullopt));
+  CHECK_FALSE(state.store.LoadPin().value());
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("pinned")));
+
+  CHECK_FALSE(state.store.LoadSuspension().value());
+  REQUIRE(state.store.SaveSuspension(std::string()));  // suspended, no reason given
+  CHECK(state.store.LoadSuspension().value() == "");
+  REQUIRE(state.store.SaveSuspension("maintenance"));
+  CHECK(state.store.LoadSuspension().value() == "maintenance");
+  REQUIRE(state.store.SaveSuspension(std::nullopt));
+  CHECK_FALSE(state.store.LoadSuspension().value());
+
+  CHECK(state.store.OutboxDir() == state.dir.Path("outbox"));
+}
+
+TEST_CASE("The state dir's lock is held by one at a time, until released") {
+  StateDir state;
+  auto held = state.store.Lock(false);
+  REQUIRE(held);
+  auto second = state.store.Lock(false);
+  REQUIRE_FALSE(second);
+  CHECK(second.error().Is(std::errc::operation_would_block));
+  held->reset();
+  CHECK(state.store.Lock(false));
+}
+
+TEST_CASE("A corrupt state file is an error naming it, never an exception") {
+  struct Case {
+    const char* file;
+    const char* content;
+  };
+  // Not JSON, the wrong schema, and members of the wrong type (which nlohmann's value()
+  // would throw on).
+  const Case cases[] = {
+      {"inventory.json", "{\"schema\": \"tether.inv"},
+      {"inventory.json", "{\"schema\": 1, \"commit\": \"c\", \"entries\": {}}"},
+      {"inventory.json", "{\"schema\": \"tether.inventory/v1\", \"commit\": 5, \"entries\": {}}"},
+      {"inventory.json",
+       "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": {\"file:/x\": "
+       "{\"kind\": \"file\", \"path\": \"/x\", \"created\": \"yes\"}}}"},
+      {"inventory.json",
+       "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": {\"file:/x\": "
+       "{\"kind\": 3, \"path\": \"/x\"}}}"},
+      {"quarantine.json", "[1, 2]"},
+      {"quarantine.json",
+       "{\"schema\": \"tether.quarantine/v1\", \"commit\": \"c\", \"since\": \"today\"}"},
+      {"quarantine.json",
+       "{\"schema\": \"tether.quarantine/v1\", \"commit\": \"c\", \"reason\": "
+       "{}}"},
+      {"history.json", "{\"schema\": \"tether.history/v1\", \"entries\": {}}"},
+      {"history.json",
+       "{\"schema\": \"tether.history/v1\", \"entries\": [{\"id\": \"one\", \"commit\": \"c\"}]}"},
+      {"history.json",
+       "{\"schema\": \"tether.history/v1\", \"entries\": [{\"id\": 1, \"changes\": -2}]}"},
+      {"last-audit", "yesterday\n"},
+  };
+  for (const auto& [file, content] : cases) {
+    CAPTURE(file);
+    CAPTURE(content);
+    StateDir state;
+    state.dir.WriteFile(file, content);
+    const std::string name = file;
+    tether::Status status;
+    CHECK_NOTHROW(status = [&]() -> tether::Status {
+      if (name == "inventory.json") {
+        std::vector<Entry> entries;
+        if (auto loaded = Load(state.store, entries); !loaded) return tether::Fail(loaded.error());
+        return state.store.AppliedCommit().map([](const std::string&) {});
+      }
+      if (name == "quarantine.json") return state.store.LoadQuarantine().map([](const auto&) {});
+      if (name == "history.json") {
+        if (auto appended = state.store.AppendHistory({}); !appended) {
+          return tether::Fail(appended.error());
+        }
+        return state.store.LoadHistory().map([](const auto&) {});
+      }
+      return state.store.LastAudit().map([](const auto&) {});
+    }());
+    REQUIRE_FALSE(status);
+    CHECK(status.error().message().find("'" + state.dir.Path(file) + "' is corrupt") !=
+          std::string::npos);
+    CHECK(state.dir.ReadFile(file) == content);  // left as it is
+  }
+}
+
+TEST_CASE("An entry the reader refuses (an unknown kind) makes the inventory corrupt") {
+  StateDir state;
+  state.dir.WriteFile("inventory.json",
+                      "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c\",\"entries\":{\n"
+                      "\"gadget:x\":{\"kind\":\"gadget\",\"path\":\"x\"}\n}}\n");
+  auto loaded = state.store.LoadInventory([](std::string, StoredEntry&&) { return false; });
+  REQUIRE_FALSE(loaded);
+  CHECK(loaded.error().message() == "inventory '" + state.dir.Path("inventory.json") +
+                                        "' is corrupt (bad entry 'gadget:x'); it was left as it "
+                                        "is: repair or remove it by hand");
+}
+
+TEST_CASE("A state dir written before StateStore is read as it is, and written the same way") {
+  StateDir state;
+  state.dir.WriteFile("inventory.json", kOldInventory);
+  state.dir.WriteFile("quarantine.json", kOldQuarantine);
+  state.dir.WriteFile("history.json", kOldHistory);
+  state.dir.WriteFile("journal", kOldJournal);
+  state.dir.WriteFile("last-audit", "1800000000\n");
+  state.dir.WriteFile("pinned", "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901");
+  state.dir.WriteFile("suspended", "until the migration is over");
+
+  std::vector<Entry> entries;
+  auto commit = Load(state.store, entries);
+  REQUIRE_MESSAGE(commit, (commit ? "" : commit.error().message()));
+  CHECK(*commit == "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901");
+  REQUIRE(entries.size() == 3);
+  CHECK(entries[0].id == "file:/etc/motd");
+  CHECK(entries[0].entry.fingerprint == "sha256:ab 0644 0:0");
+  CHECK(entries[1].entry.kind == "package");
+  CHECK(entries[1].entry.original == Json{{"installed", false}});
+  CHECK(entries[2].entry.path == "/etc/systemd/system/app.service");
+  CHECK(entries[2].entry.original["content"] == "[Unit]\n");
+
+  auto quarantine = state.store.LoadQuarantine().value();
+  REQUIRE(quarantine);
+  CHECK(quarantine->commit == "c0ffee0000000000000000000000000000000000");
+  CHECK(quarantine->reason == "apply 'file:/etc/motd': write: No space left on device");
+  CHECK(quarantine->since == 1800000000);
+
+  auto history = state.store.LoadHistory().value();
+  REQUIRE(history.size() == 1);
+  CHECK(history[0].id == 7);
+  CHECK(history[0].signer == "ops (ssh-ed25519 SHA256:x)");
+  CHECK(history[0].changes == 2);
+  CHECK(history[0].started == 1800000000);
+  CHECK(history[0].duration_ms == 1532);
+  CHECK(history[0].output == "applied c1: 2 changes\n");
+
+  CHECK(JournalLines(state.store).size() == 3);
+  CHECK(state.store.LastAudit().value() ==
+        std::chrono::system_clock::time_point(std::chrono::seconds(1800000000)));
+  CHECK(state.store.LoadPin().value() == "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901");
+  CHECK(state.store.LoadSuspension().value() == "until the migration is over");
+
+  // Written again, each file has the same bytes: the next version reads what this one
+  // writes as the previous one did.
+  auto writer = state.store.StartInventory(*commit);
+  REQUIRE(writer);
+  for (const auto& [id, entry] : entries) {
+    REQUIRE(
+        writer->Add(id, entry.kind, entry.path, entry.created, entry.original, entry.fingerprint));
+  }
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.dir.ReadFile("inventory.json") == kOldInventory);
+  REQUIRE(state.store.SaveQuarantine(*quarantine));
+  CHECK(state.dir.ReadFile("quarantine.json") == kOldQuarantine);
+  std::filesystem::remove(state.dir.Path("history.json"));
+  tether::HistoryEntry again = history[0];
+  REQUIRE(state.store.AppendHistory(again));
+  std::string expected = kOldHistory;
+  expected.replace(expected.find("\"id\":7"), 6, "\"id\":1");  // ids start over in a new file
+  CHECK(state.dir.ReadFile("history.json") == expected);
+  REQUIRE(state.store.RecordAudit(state.store.LastAudit().value().value()));
+  CHECK(state.dir.ReadFile("last-audit") == "1800000000\n");
+  REQUIRE(state.store.SavePin(std::string("3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901")));
+  CHECK(state.dir.ReadFile("pinned") == "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901");
+  REQUIRE(state.store.SaveSuspension("until the migration is over"));
+  CHECK(state.dir.ReadFile("suspended") == "until the migration is over");
+}
