@@ -402,217 +402,256 @@ Status Engine::RollBack(const std::vector<JournalStep>& steps) {
   return first_failure;
 }
 
-ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inventory,
-                          const std::string& commit, const DesiredState* desired) {
-  ApplyResult result;
-  for (const auto& planned : plan) {
-    if (planned.action.type == ActionType::kConflict) {
-      result.ok = false;
-      result.error = "refused: " + planned.action.reason.str();
-      result.outcomes.push_back(
-          {planned.action.id, ActionType::kConflict, false, planned.action.reason});
+// One Apply: the transaction from its journal's opening to its commit or rollback.
+class Engine::ApplyRun {
+ public:
+  ApplyRun(Engine& engine, const std::vector<PlannedAction>& plan, Inventory inventory,
+           const std::string& commit)
+      : engine_(engine),
+        plan_(plan),
+        inventory_(std::move(inventory)),
+        commit_(commit),
+        journal_(engine.state_, RandomTag(), engine.options_.after_step, &counter_),
+        edits_(inventory_, plan) {}
+
+  ApplyResult Run(const DesiredState* desired) {
+    if (!RefuseConflicts()) return Done();  // nothing was changed
+    any_change_ = std::any_of(plan_.begin(), plan_.end(), [](const PlannedAction& p) {
+      return p.action.type != ActionType::kInSync;
+    });
+    if (any_change_) {
+      if (auto opened = journal_.Open(commit_); !opened) {
+        result_.ok = false;
+        result_.error = opened.error().message();
+        // Nothing was changed: a journal this call created must not stay (one that was
+        // already there is another story, and stays for Recover()).
+        if (!opened.error().Is(std::errc::file_exists)) (void)engine_.state_.RemoveJournal();
+        return Done();
+      }
     }
-  }
-  if (!result.ok) {
-    result.inventory = std::move(inventory);
-    return result;  // nothing was changed
+    inventory_.commit = commit_;
+    EditInSync();
+    // Each run of consecutive changes of one handler (up to kMaxBatch, so that memory
+    // stays bounded) is one batch: begun, journaled in one record, then applied by the
+    // handler at once.
+    for (std::size_t first = 0; first < changed_.size();) {
+      KindHandler* handler = HandlerOf(changed_[first]);
+      std::size_t last = first;
+      while (last < changed_.size() && last - first < kMaxBatch &&
+             HandlerOf(changed_[last]) == handler) {
+        ++last;
+      }
+      if (auto failed = ApplyBatch(*handler, first, last)) return std::move(*failed);
+      first = last;
+    }
+    return Commit(desired);
   }
 
-  int counter = 0;
-  Journal journal(state_, RandomTag(), options_.after_step, &counter);
-  bool any_change = std::any_of(plan.begin(), plan.end(), [](const PlannedAction& p) {
-    return p.action.type != ActionType::kInSync;
-  });
-  if (any_change) {
-    if (auto opened = journal.Open(commit); !opened) {
-      result.ok = false;
-      result.error = opened.error().message();
-      // Nothing was changed: a journal this call created must not stay (one that was
-      // already there is another story, and stays for Recover()).
-      if (!opened.error().Is(std::errc::file_exists)) (void)state_.RemoveJournal();
-      result.inventory = std::move(inventory);
-      return result;
-    }
+ private:
+  ApplyResult Done() {
+    result_.inventory = std::move(inventory_);
+    return std::move(result_);
   }
+
+  // Conflicts refuse the whole apply before anything changes.
+  bool RefuseConflicts() {
+    for (const auto& planned : plan_) {
+      if (planned.action.type == ActionType::kConflict) {
+        result_.ok = false;
+        result_.error = "refused: " + planned.action.reason.str();
+        result_.outcomes.push_back(
+            {planned.action.id, ActionType::kConflict, false, planned.action.reason});
+      }
+    }
+    return result_.ok;
+  }
+
   // The inventory is updated in place (entries not in the plan stay as they are); what
   // each update took away is kept, so that a rollback gives the caller the inventory back
-  // as it was.
-  InventoryEdits edits(inventory, plan);
-  inventory.commit = commit;
-  std::vector<std::uint32_t> changed;  // indexes into plan (half the room of a size_t)
-  changed.reserve(
-      static_cast<std::size_t>(std::count_if(plan.begin(), plan.end(), [](const PlannedAction& p) {
-        return p.action.type != ActionType::kInSync;
-      })));
-  for (std::size_t i = 0; i < plan.size(); ++i) {
-    const PlannedAction& planned = plan[i];
-    const std::string_view id = planned.action.id;
-    if (planned.action.type != ActionType::kInSync) {
-      changed.push_back(static_cast<std::uint32_t>(i));
-      continue;
-    }
-    if (planned.resource == nullptr) {
-      edits.Remove(id);  // a prune with nothing to do: no longer tether's
-      continue;
-    }
-    auto current = inventory.entries.find(id);
-    if (planned.previous != nullptr && current != inventory.entries.end() &&
-        planned.previous == &current->second) {
-      // Its own entry: only what it looks like now may have moved.
-      if (!planned.action.fingerprint.empty()) {
-        edits.SetFingerprint(current->second, planned.action.fingerprint);
+  // as it was. This does the resources in sync, and lists the changes (changed_).
+  void EditInSync() {
+    changed_.reserve(static_cast<std::size_t>(std::count_if(
+        plan_.begin(), plan_.end(),
+        [](const PlannedAction& p) { return p.action.type != ActionType::kInSync; })));
+    for (std::size_t i = 0; i < plan_.size(); ++i) {
+      const PlannedAction& planned = plan_[i];
+      const std::string_view id = planned.action.id;
+      if (planned.action.type != ActionType::kInSync) {
+        changed_.push_back(static_cast<std::uint32_t>(i));
+        continue;
       }
-      continue;
+      if (planned.resource == nullptr) {
+        edits_.Remove(id);  // a prune with nothing to do: no longer tether's
+        continue;
+      }
+      auto current = inventory_.entries.find(id);
+      if (planned.previous != nullptr && current != inventory_.entries.end() &&
+          planned.previous == &current->second) {
+        // Its own entry: only what it looks like now may have moved.
+        if (!planned.action.fingerprint.empty()) {
+          edits_.SetFingerprint(current->second, planned.action.fingerprint);
+        }
+        continue;
+      }
+      InventoryEntry entry = planned.previous != nullptr
+                                 ? *planned.previous
+                                 : InventoryEntry{planned.resource->kind, false, "", Json(), ""};
+      entry.kind = planned.resource->kind;  // a replaced entry had another
+      if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
+      if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
+      edits_.Put(i, std::move(entry));
     }
-    InventoryEntry entry = planned.previous != nullptr
-                               ? *planned.previous
-                               : InventoryEntry{planned.resource->kind, false, "", Json(), ""};
-    entry.kind = planned.resource->kind;  // a replaced entry had another
-    if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
-    if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
-    edits.Put(i, std::move(entry));
   }
-  auto handler_of = [&](std::size_t i) {
-    const PlannedAction& planned = plan[i];
-    return HandlerFor(planned.resource != nullptr ? planned.resource->kind
-                                                  : planned.previous->kind);
-  };
-  // On a failure, the outcomes: the changes made until then (now undone), in plan order.
-  std::size_t made = 0;  // of `changed`
-  auto made_outcomes = [&]() {
-    result.outcomes.reserve(made + 1);
-    for (std::size_t k = 0; k < made; ++k) {
-      const Action& action = plan[changed[k]].action;
-      result.outcomes.push_back({action.id, action.type, true, ""});
-    }
-  };
-  auto roll_back = [&](std::string_view id, ActionType type, const std::string& error) {
-    edits.Revert();
-    result.inventory = std::move(inventory);
-    result.ok = false;
-    result.error = "apply '" + std::string(id) + "': " + error;
-    made_outcomes();
-    result.outcomes.push_back({std::string(id), type, false, error});
-    auto undone = RollBack(journal.steps());
-    result.rolled_back = static_cast<bool>(undone);
-    if (!undone) result.error += "; rollback: " + undone.error().message();
-    if (undone) (void)state_.RemoveJournal();
-    return result;
-  };
-  // Each run of consecutive changes of one handler (up to kMaxBatch, so that memory stays
-  // bounded) is one batch: begun, journaled in one record, then applied by the handler at
-  // once.
-  for (std::size_t first = 0; first < changed.size();) {
-    KindHandler* handler = handler_of(changed[first]);
-    std::size_t last = first;
-    while (last < changed.size() && last - first < kMaxBatch &&
-           handler_of(changed[last]) == handler) {
-      ++last;
-    }
+
+  KindHandler* HandlerOf(std::size_t i) const {
+    const PlannedAction& planned = plan_[i];
+    return engine_.HandlerFor(planned.resource != nullptr ? planned.resource->kind
+                                                          : planned.previous->kind);
+  }
+
+  // Begins, journals and applies the changes changed_[first, last) of `handler`. Returns
+  // the result of the rollback when one failed, nothing when all were made.
+  std::optional<ApplyResult> ApplyBatch(KindHandler& handler, std::size_t first, std::size_t last) {
     std::vector<Change> batch;
     batch.reserve(last - first);
     for (std::size_t k = first; k < last; ++k) {
-      const PlannedAction& planned = plan[changed[k]];
-      auto undo = handler->Begin(planned, journal.tag());
-      if (!undo) return roll_back(planned.action.id, planned.action.type, undo.error().message());
+      const PlannedAction& planned = plan_[changed_[k]];
+      auto undo = handler.Begin(planned, journal_.tag());
+      if (!undo) return RollBackAt(planned, undo.error().message());
       const ResourceKind kind =
           planned.resource != nullptr ? planned.resource->kind : planned.previous->kind;
       batch.push_back({&planned, {planned.action.id, kind, std::move(*undo)}, std::nullopt, false});
     }
-    if (auto recorded = journal.Record(batch); !recorded) {
-      const PlannedAction& planned = *batch.front().planned;
-      return roll_back(planned.action.id, planned.action.type, recorded.error().message());
+    if (auto recorded = journal_.Record(batch); !recorded) {
+      return RollBackAt(*batch.front().planned, recorded.error().message());
     }
-    auto applied = handler->Apply(batch, journal);
-    if (!applied) {
+    if (auto applied = handler.Apply(batch, journal_); !applied) {
       auto culprit = std::find_if(batch.begin(), batch.end(),
                                   [](const Change& change) { return change.failed; });
       if (culprit == batch.end()) {
         culprit = std::find_if(batch.begin(), batch.end(),
                                [](const Change& change) { return !change.done; });
       }
-      const PlannedAction& planned = *(culprit == batch.end() ? batch.back() : *culprit).planned;
-      return roll_back(planned.action.id, planned.action.type, applied.error().message());
+      return RollBackAt(*(culprit == batch.end() ? batch.back() : *culprit).planned,
+                        applied.error().message());
     }
     for (std::size_t k = 0; k < batch.size(); ++k) {
       Change& change = batch[k];
       const PlannedAction& planned = *change.planned;
-      if (!change.done) {
-        return roll_back(planned.action.id, planned.action.type, "not applied by its handler");
-      }
-      ++made;
-      if (planned.replaces != nullptr) edits.Remove(*planned.replaces);
+      if (!change.done) return RollBackAt(planned, "not applied by its handler");
+      ++made_;
+      if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
       if (change.entry) {
-        edits.Put(changed[first + k], std::move(*change.entry));
+        edits_.Put(changed_[first + k], std::move(*change.entry));
       } else {
-        edits.Remove(planned.action.id);
+        edits_.Remove(planned.action.id);
       }
       // Its undo record is in the journal: the memory goes to the inventory's new entries.
       change.step = {};
     }
-    first = last;
-  }
-  // Between commits, when nothing but fingerprints moved (a no-op cycle, or a drift
-  // repair), the inventory on disk stays: a stale fingerprint costs one read later, not a
-  // rewrite of every entry now.
-  const bool same_but_fingerprints = edits.old_commit() == commit && edits.only_fingerprints();
-  if (!any_change && same_but_fingerprints) {
-    result.inventory = std::move(inventory);
-    return result;
+    return std::nullopt;
   }
 
-  // Commit: the new inventory aside, the commit record, then the inventory into place.
-  auto fail = [&](const Error& error) {
-    edits.Revert();
-    result.inventory = std::move(inventory);
-    result.ok = false;
-    result.error = error.message();
-    made_outcomes();
-    auto undone = RollBack(journal.steps());
-    result.rolled_back = static_cast<bool>(undone);
-    if (undone) (void)state_.RemoveJournal();
-    (void)state_.DiscardInventory();
-    return result;
-  };
-  for (auto* handler : handlers_) {
-    if (auto flushed = handler->Flush(); !flushed) return fail(flushed.error());
-  }
-  // The health gate: what changed must work, within health_timeout, before the commit.
-  if (any_change && desired != nullptr) {
-    const auto deadline = std::chrono::steady_clock::now() + options_.health_timeout;
-    for (auto* handler : handlers_) {
-      if (auto healthy = handler->Verify(*desired, deadline); !healthy) {
-        result.unhealthy = true;
-        if (options_.roll_back_unhealthy) return fail(healthy.error().WithContext("health check"));
-        result.error = healthy.error().WithContext("health check").message();
-        break;  // committed as it is, and reported
-      }
+  // On a failure, the outcomes: the changes made until then (now undone), in plan order.
+  void MadeOutcomes() {
+    result_.outcomes.reserve(made_ + 1);
+    for (std::size_t k = 0; k < made_; ++k) {
+      const Action& action = plan_[changed_[k]].action;
+      result_.outcomes.push_back({action.id, action.type, true, ""});
     }
-    if (result.unhealthy) result.ok = false;
   }
-  if (same_but_fingerprints && !edits.old_commit().empty()) {
-    if (auto committed = journal.Commit(); !committed) return fail(committed.error());
-    journal.ForEachStep([&](JournalStep&& step) { Discard(step); });
-    (void)state_.RemoveJournal();
-    result.inventory = std::move(inventory);
-    return result;
+
+  // `planned` failed with `error`: every step done is undone.
+  ApplyResult RollBackAt(const PlannedAction& planned, const std::string& error) {
+    edits_.Revert();
+    result_.ok = false;
+    result_.error = "apply '" + planned.action.id + "': " + error;
+    MadeOutcomes();
+    result_.outcomes.push_back({planned.action.id, planned.action.type, false, error});
+    auto undone = engine_.RollBack(journal_.steps());
+    result_.rolled_back = static_cast<bool>(undone);
+    if (!undone) result_.error += "; rollback: " + undone.error().message();
+    if (undone) (void)engine_.state_.RemoveJournal();
+    return Done();
   }
-  if (auto written = WriteInventory(state_, inventory); !written) {
-    return fail(written.error());
+
+  // The commit failed (or the health gate): every step done is undone.
+  ApplyResult RollBackCommit(const Error& error) {
+    edits_.Revert();
+    result_.ok = false;
+    result_.error = error.message();
+    MadeOutcomes();
+    auto undone = engine_.RollBack(journal_.steps());
+    result_.rolled_back = static_cast<bool>(undone);
+    if (undone) (void)engine_.state_.RemoveJournal();
+    (void)engine_.state_.DiscardInventory();
+    return Done();
   }
-  if (options_.after_step) options_.after_step(++counter, "inventory");
-  if (any_change) {
-    if (auto committed = journal.Commit(); !committed) return fail(committed.error());
+
+  // Every change made: flush, the health gate, then the commit (the new inventory aside,
+  // the commit record, then the inventory into place).
+  ApplyResult Commit(const DesiredState* desired) {
+    // Between commits, when nothing but fingerprints moved (a no-op cycle, or a drift
+    // repair), the inventory on disk stays: a stale fingerprint costs one read later, not
+    // a rewrite of every entry now.
+    const bool same_but_fingerprints = edits_.old_commit() == commit_ && edits_.only_fingerprints();
+    if (!any_change_ && same_but_fingerprints) return Done();
+    for (auto* handler : engine_.handlers_) {
+      if (auto flushed = handler->Flush(); !flushed) return RollBackCommit(flushed.error());
+    }
+    // The health gate: what changed must work, within health_timeout, before the commit.
+    if (any_change_ && desired != nullptr) {
+      const auto deadline = std::chrono::steady_clock::now() + engine_.options_.health_timeout;
+      for (auto* handler : engine_.handlers_) {
+        if (auto healthy = handler->Verify(*desired, deadline); !healthy) {
+          result_.unhealthy = true;
+          const Error error = healthy.error().WithContext("health check");
+          if (engine_.options_.roll_back_unhealthy) return RollBackCommit(error);
+          result_.error = error.message();
+          break;  // committed as it is, and reported
+        }
+      }
+      if (result_.unhealthy) result_.ok = false;
+    }
+    if (same_but_fingerprints && !edits_.old_commit().empty()) {
+      if (auto committed = journal_.Commit(); !committed) return RollBackCommit(committed.error());
+      journal_.ForEachStep([&](JournalStep&& step) { engine_.Discard(step); });
+      (void)engine_.state_.RemoveJournal();
+      return Done();
+    }
+    if (auto written = WriteInventory(engine_.state_, inventory_); !written) {
+      return RollBackCommit(written.error());
+    }
+    if (engine_.options_.after_step) engine_.options_.after_step(++counter_, "inventory");
+    if (any_change_) {
+      if (auto committed = journal_.Commit(); !committed) return RollBackCommit(committed.error());
+    }
+    if (auto installed = engine_.state_.InstallInventory(); !installed) {
+      result_.ok = false;  // committed: Recover() puts it into place
+      result_.error = installed.error().message();
+      return Done();
+    }
+    journal_.ForEachStep([&](JournalStep&& step) { engine_.Discard(step); });
+    if (any_change_) (void)engine_.state_.RemoveJournal();
+    return Done();
   }
-  result.inventory = std::move(inventory);
-  if (auto installed = state_.InstallInventory(); !installed) {
-    result.ok = false;  // committed: Recover() puts it into place
-    result.error = installed.error().message();
-    return result;
-  }
-  journal.ForEachStep([&](JournalStep&& step) { Discard(step); });
-  if (any_change) (void)state_.RemoveJournal();
-  return result;
+
+  Engine& engine_;
+  const std::vector<PlannedAction>& plan_;
+  Inventory inventory_;
+  const std::string& commit_;
+  ApplyResult result_;
+  int counter_ = 0;
+  Journal journal_;
+  InventoryEdits edits_;  // on inventory_
+  bool any_change_ = false;
+  std::vector<std::uint32_t> changed_;  // indexes into plan_ (half the room of a size_t)
+  std::size_t made_ = 0;                // of changed_
+};
+
+ApplyResult Engine::Apply(const std::vector<PlannedAction>& plan, Inventory inventory,
+                          const std::string& commit, const DesiredState* desired) {
+  return ApplyRun(*this, plan, std::move(inventory), commit).Run(desired);
 }
 
 Status Engine::Recover() {

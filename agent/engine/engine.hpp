@@ -216,7 +216,6 @@ class Engine {
   // Observe + plan every resource, and a prune for each inventory entry the desired
   // state no longer has. Changes nothing: this is dry-run.
   // With `full_audit`, every path is read and hashed, whatever the fingerprints say.
-  // With `full_audit`, every path is read and hashed, whatever the fingerprints say.
   // With `only`, just those resources are planned and nothing is pruned (a drift repair
   // of what a watch saw); Apply keeps the inventory's other entries as they are.
   [[nodiscard]] Result<std::vector<PlannedAction>> Plan(
@@ -235,6 +234,8 @@ class Engine {
                                   const std::string& commit, const DesiredState* desired = nullptr);
 
  private:
+  class ApplyRun;  // one Apply's transaction
+
   KindHandler* HandlerFor(ResourceKind kind) const;
   Status RollBack(const std::vector<JournalStep>& steps);
   // Drops what a committed step kept for undoing it; a failure is logged, not returned.
