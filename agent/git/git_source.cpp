@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
+#include <unordered_map>
 
 #include "common/filesystem.hpp"
 #include "common/process.hpp"
@@ -41,16 +43,24 @@ Result<git_oid> ParseOid(const std::string& commit) {
   return oid;
 }
 
-// A commit's tree in the mirror.
+// A commit's tree in the mirror. Each directory's tree is read and parsed once and kept
+// while this object lives, so looking up many paths costs one binary search each in their
+// directory, not a walk from the root through trees libgit2 would parse again (it caches
+// no tree over 4 KiB: a folder of thousands of sources made each lookup cost the folder).
 class CommitTree final : public Tree {
  public:
   CommitTree(git_repository* repo, git_tree* tree) : repo_(repo), tree_(tree) {}
-  ~CommitTree() override { git_tree_free(tree_); }
+  ~CommitTree() override {
+    for (auto& [dir, tree] : trees_) git_tree_free(tree);
+    git_tree_free(tree_);
+  }
+  CommitTree(const CommitTree&) = delete;
+  CommitTree& operator=(const CommitTree&) = delete;
 
   Result<TreeEntryType> Type(std::string_view path) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    const git_filemode_t mode = git_tree_entry_filemode(entry->get());
+    const git_filemode_t mode = git_tree_entry_filemode(*entry);
     if (mode == GIT_FILEMODE_TREE) return TreeEntryType::kDirectory;
     if (mode == GIT_FILEMODE_LINK) return TreeEntryType::kSymlink;
     if (mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE) {
@@ -62,45 +72,62 @@ class CommitTree final : public Tree {
   Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    return ReadBlob(path, entry->get(), max_size);
+    return ReadBlob(path, *entry, max_size);
   }
 
   Result<std::string> ReadSymlink(std::string_view path) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    return ReadBlob(path, entry->get(), 4096);
+    return ReadBlob(path, *entry, 4096);
   }
 
   Result<std::vector<std::string>> List(std::string_view path) override {
-    git_tree* subtree = nullptr;
-    if (path.empty()) {
-      git_tree_dup(&subtree, tree_);
-    } else {
-      auto entry = Entry(path);
-      if (!entry) return Fail(entry.error());
-      if (git_tree_lookup(&subtree, repo_, git_tree_entry_id(entry->get())) != 0) {
-        return Fail(std::errc::not_a_directory, "'" + std::string(path) + "' is not a directory");
-      }
-    }
+    auto tree = Directory(path);
+    if (!tree) return Fail(tree.error());
     std::vector<std::string> names;
-    for (size_t i = 0; i < git_tree_entrycount(subtree); ++i) {
-      names.emplace_back(git_tree_entry_name(git_tree_entry_byindex(subtree, i)));
+    names.reserve(git_tree_entrycount(*tree));
+    for (size_t i = 0; i < git_tree_entrycount(*tree); ++i) {
+      names.emplace_back(git_tree_entry_name(git_tree_entry_byindex(*tree, i)));
     }
-    git_tree_free(subtree);
     std::sort(names.begin(), names.end());
     return names;
   }
 
  private:
-  using EntryPtr = std::unique_ptr<git_tree_entry, decltype(&git_tree_entry_free)>;
+  static tl::unexpected<Error> NoSuchFile(std::string_view path) {
+    return Fail(std::errc::no_such_file_or_directory,
+                "'" + std::string(path) + "': no such file in the commit");
+  }
 
-  Result<EntryPtr> Entry(std::string_view path) {
-    git_tree_entry* entry = nullptr;
-    if (git_tree_entry_bypath(&entry, tree_, std::string(path).c_str()) != 0) {
-      return Fail(std::errc::no_such_file_or_directory,
-                  "'" + std::string(path) + "': no such file in the commit");
+  // The tree of directory `dir` ("" for the top), read once.
+  Result<const git_tree*> Directory(std::string_view dir) {
+    if (dir.empty()) return tree_;
+    if (auto known = trees_.find(dir); known != trees_.end()) return known->second;
+    const auto slash = dir.rfind('/');
+    auto parent = Directory(slash == std::string_view::npos ? "" : dir.substr(0, slash));
+    if (!parent) return Fail(parent.error());
+    const std::string name(slash == std::string_view::npos ? dir : dir.substr(slash + 1));
+    const git_tree_entry* entry = git_tree_entry_byname(*parent, name.c_str());
+    if (entry == nullptr) return NoSuchFile(dir);
+    git_tree* tree = nullptr;
+    if (git_tree_entry_type(entry) != GIT_OBJECT_TREE ||
+        git_tree_lookup(&tree, repo_, git_tree_entry_id(entry)) != 0) {
+      return Fail(std::errc::not_a_directory, "'" + std::string(dir) + "' is not a directory");
     }
-    return EntryPtr(entry, &git_tree_entry_free);
+    trees_.emplace(std::string(dir), tree);
+    return tree;
+  }
+
+  // The entry of `path`, owned by its directory's tree.
+  Result<const git_tree_entry*> Entry(std::string_view path) {
+    const auto slash = path.rfind('/');
+    auto dir = Directory(slash == std::string_view::npos ? "" : path.substr(0, slash));
+    if (!dir) return NoSuchFile(path);
+    const std::string name(slash == std::string_view::npos ? path : path.substr(slash + 1));
+    const git_tree_entry* entry =
+        name.empty() ? nullptr : git_tree_entry_byname(*dir, name.c_str());
+    if (entry == nullptr) return NoSuchFile(path);
+    return entry;
   }
 
   Result<std::string> ReadBlob(std::string_view path, const git_tree_entry* entry,
@@ -123,8 +150,17 @@ class CommitTree final : public Tree {
     return content;
   }
 
+  // Transparent lookup by string_view.
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const {
+      return std::hash<std::string_view>()(text);
+    }
+  };
+
   git_repository* repo_;
   git_tree* tree_;
+  std::unordered_map<std::string, git_tree*, Hash, std::equal_to<>> trees_;  // dir -> its tree
 };
 
 // libgit2 1.5 reads $HOME/.ssh/known_hosts for ssh:// (to choose the host key type) and
