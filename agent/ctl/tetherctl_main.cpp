@@ -19,6 +19,7 @@
 #include "agent/cycle/cycle_report.hpp"
 #include "agent/protocol/protocol.hpp"
 #include "agent/tetherd/cli.hpp"
+#include "common/json_fields.hpp"
 #include "version.hpp"
 
 namespace {
@@ -136,6 +137,21 @@ nlohmann::json Ask(Command command, const std::function<void(Request&)>& fill = 
   return tether::protocol::RequestJson(request);
 }
 
+// What a reply holds, read without throwing whatever tetherd sent (a wrong type reads as
+// the fallback).
+std::string Str(const nlohmann::json& json, std::string_view key) {
+  return tether::JsonFields(json).StringOr(key);
+}
+std::int64_t Int(const nlohmann::json& json, std::string_view key) {
+  return tether::JsonFields(json).IntOr(key, 0);
+}
+std::size_t Count(const nlohmann::json& json, std::string_view key) {
+  return static_cast<std::size_t>(std::max<std::int64_t>(0, Int(json, key)));
+}
+bool Bool(const nlohmann::json& json, std::string_view key, bool fallback) {
+  return tether::JsonFields(json).BoolOr(key, fallback);
+}
+
 // The reply, or a message on stderr and exit status 1.
 std::optional<nlohmann::json> Call(const std::string& socket, const nlohmann::json& request,
                                    std::chrono::milliseconds timeout) {
@@ -144,8 +160,12 @@ std::optional<nlohmann::json> Call(const std::string& socket, const nlohmann::js
     std::fprintf(stderr, "tetherctl: %s\n", reply.error().message().c_str());
     return std::nullopt;
   }
-  if (!reply->value("ok", false) && reply->contains("error")) {
-    std::fprintf(stderr, "tetherctl: %s\n", reply->value("error", "").c_str());
+  if (!reply->is_object()) {
+    std::fprintf(stderr, "tetherctl: tetherd's reply is not a JSON object\n");
+    return std::nullopt;
+  }
+  if (!Bool(*reply, "ok", false) && reply->contains("error")) {
+    std::fprintf(stderr, "tetherctl: %s\n", Str(*reply, "error").c_str());
     return std::nullopt;
   }
   return std::move(*reply);
@@ -162,7 +182,7 @@ void PrintCycle(const nlohmann::json& cycle) {
   const std::string outcome = Text(cycle["outcome"]);
   std::printf("%-10s %s, %s, %lld ms\n", "last", Text(cycle["trigger"]).c_str(),
               Paint(outcome, ColourOf(outcome)).c_str(),
-              static_cast<long long>(cycle.value("duration_ms", 0)));
+              static_cast<long long>(Int(cycle, "duration_ms")));
   const nlohmann::json& summary = cycle["summary"];
   if (!summary.is_object()) return;
   if (!Text(summary["error"]).empty()) {
@@ -191,21 +211,21 @@ void PrintCycle(const nlohmann::json& cycle) {
   std::size_t other = 0;
   if (listed.is_array()) {
     for (const auto& resource : listed) {
-      if (!resource.value("ok", true)) {
+      if (!Bool(resource, "ok", true)) {
         ++failed;
-      } else if (resource.value("action", "") == "drifted") {
+      } else if (Str(resource, "action") == "drifted") {
         ++drifted;
       } else {
         ++other;
       }
     }
   }
-  std::string counts = std::to_string(summary.value("in_sync", std::size_t{0})) + " in sync";
+  std::string counts = std::to_string(Count(summary, "in_sync")) + " in sync";
   if (other > 0) counts += ", " + std::to_string(other) + verb;
   if (drifted > 0) counts += ", " + Paint(std::to_string(drifted) + " drifted", kYellow);
   if (failed > 0) counts += ", " + Paint(std::to_string(failed) + " failed", kRed);
-  if (summary.value("skipped", std::size_t{0}) > 0) {
-    counts += ", " + std::to_string(summary.value("skipped", std::size_t{0})) + " skipped";
+  if (Count(summary, "skipped") > 0) {
+    counts += ", " + std::to_string(Count(summary, "skipped")) + " skipped";
   }
   std::printf("%-10s %zu (%s): %s\n", "resources", total, kinds.c_str(), counts.c_str());
   if (!listed.is_array()) return;
@@ -217,7 +237,7 @@ void PrintCycle(const nlohmann::json& cycle) {
       break;
     }
     const std::string action = Text(resource["action"]);
-    const bool ok = resource.value("ok", true);
+    const bool ok = Bool(resource, "ok", true);
     std::string line = Paint(action, ok ? (action == "drifted" ? kYellow : kGreen) : kRed) +
                        std::string(action.size() < 8 ? 8 - action.size() : 1, ' ') +
                        Text(resource["id"]);
@@ -232,19 +252,19 @@ void PrintCycle(const nlohmann::json& cycle) {
 // The report endpoint: where reports go and how delivery fares.
 void PrintEndpoint(const nlohmann::json& endpoint) {
   if (!endpoint.is_object()) return;
-  std::string line = Text(endpoint["url"]) + ", " +
-                     std::to_string(endpoint.value("queued", std::size_t{0})) + " queued";
+  std::string line =
+      Text(endpoint["url"]) + ", " + std::to_string(Count(endpoint, "queued")) + " queued";
   if (endpoint["last_delivery"].is_number()) {
-    line += ", last delivery " + When(endpoint["last_delivery"].get<std::int64_t>());
+    line += ", last delivery " + When(Int(endpoint, "last_delivery"));
   }
-  if (endpoint.value("dropped", std::uint64_t{0}) > 0) {
-    line += ", " + std::to_string(endpoint.value("dropped", std::uint64_t{0})) + " dropped";
+  if (Count(endpoint, "dropped") > 0) {
+    line += ", " + std::to_string(Count(endpoint, "dropped")) + " dropped";
   }
   std::printf("%-10s %s\n", "reports", line.c_str());
   if (!Text(endpoint["last_error"]).empty()) {
     std::string error = Text(endpoint["last_error"]);
     if (endpoint["next_attempt"].is_number()) {
-      error += " (next attempt " + When(endpoint["next_attempt"].get<std::int64_t>()) + ")";
+      error += " (next attempt " + When(Int(endpoint, "next_attempt")) + ")";
     }
     std::printf("%-10s %s\n", "", Paint("last error: " + error, kYellow).c_str());
   }
@@ -284,7 +304,7 @@ int RunStatus(const std::string& socket, bool json) {
   PrintCycle((*reply)["last_cycle"]);
   if ((*reply)["next_poll_ms"].is_number()) {
     std::printf("%-10s in %lld s\n", "next poll",
-                static_cast<long long>((*reply)["next_poll_ms"].get<std::int64_t>() / 1000));
+                static_cast<long long>(Int(*reply, "next_poll_ms") / 1000));
   }
   PrintEndpoint((*reply)["endpoint"]);
   return 0;
@@ -293,20 +313,20 @@ int RunStatus(const std::string& socket, bool json) {
 // One event, as a line (or a few) for a person.
 void PrintEvent(const nlohmann::json& event) {
   const std::string name = Text(event["event"]);
-  const std::string time = When(event.value("time", std::int64_t{0})).substr(11);
+  const std::string time = When(Int(event, "time")).substr(11);
   std::string text;
   if (name == "cycle-started") {
     text = "cycle started (" + Text(event["trigger"]) + ")";
   } else if (name == "cycle-finished") {
     const std::string outcome = Text(event["outcome"]);
     text = Paint(outcome, ColourOf(outcome)) + " " + Text(event["commit"]).substr(0, 12) + " (" +
-           Text(event["trigger"]) + "): " + std::to_string(event.value("changes", 0)) +
-           " change(s) in " + std::to_string(event.value("duration_ms", 0)) + " ms";
+           Text(event["trigger"]) + "): " + std::to_string(Int(event, "changes")) +
+           " change(s) in " + std::to_string(Int(event, "duration_ms")) + " ms";
     if (!Text(event["error"]).empty()) text += "\n         " + Paint(Text(event["error"]), kRed);
     if (event["resources"].is_array()) {
       for (const auto& resource : event["resources"]) {
         text += "\n         " + Text(resource["action"]) + " " + Text(resource["id"]);
-        if (!resource.value("ok", true)) text += ": " + Paint(Text(resource["error"]), kRed);
+        if (!Bool(resource, "ok", true)) text += ": " + Paint(Text(resource["error"]), kRed);
       }
     }
   } else if (name == "drift-detected") {
@@ -315,9 +335,9 @@ void PrintEvent(const nlohmann::json& event) {
       for (const auto& id : event["resources"]) ids += (ids.empty() ? "" : ", ") + Text(id);
     }
     text = Paint("drift", kYellow) + " " +
-           (event.value("overflow", false) ? "(too many events: a full audit) " : "") + ids;
+           (Bool(event, "overflow", false) ? "(too many events: a full audit) " : "") + ids;
   } else if (name == "reloaded") {
-    text = event.value("ok", false) ? "agent.toml reloaded"
+    text = Bool(event, "ok", false) ? "agent.toml reloaded"
                                     : Paint("reload refused: " + Text(event["error"]), kRed);
   } else if (name == "suspended") {
     text = Paint("suspended", kYellow) +
@@ -341,7 +361,7 @@ int RunEvents(const std::string& socket, bool json) {
   auto streamed = tether::StreamDaemon(
       socket, Ask(Command::kEvents), std::chrono::seconds(10), [&](const nlohmann::json& line) {
         if (line.contains("ok")) {
-          if (!line.value("ok", false)) {
+          if (!Bool(line, "ok", false)) {
             std::fprintf(stderr, "tetherctl: %s\n", Text(line["error"]).c_str());
             refused = true;
             return false;
@@ -354,7 +374,7 @@ int RunEvents(const std::string& socket, bool json) {
         } else {
           PrintEvent(line);
         }
-        stopping = stopping || line.value("event", "") == "stopping";
+        stopping = stopping || Str(line, "event") == "stopping";
         return true;
       });
   if (refused) return 1;
@@ -382,15 +402,14 @@ int RunHistory(const std::string& socket, bool json) {
   std::printf("%-5s %-19s %-7s %-12s %7s  %-11s %s\n", "ID", "STARTED", "TRIGGER", "COMMIT",
               "CHANGES", "OUTCOME", "DURATION");
   for (const auto& entry : (*reply)["entries"]) {
-    std::string outcome = entry.value("outcome", "");
+    std::string outcome = Str(entry, "outcome");
     outcome = Paint(outcome, ColourOf(outcome)) +
               std::string(outcome.size() < 11 ? 11 - outcome.size() : 0, ' ');
     std::printf("%-5lld %-19s %-7s %-12s %7zu  %s %lld ms\n",
-                static_cast<long long>(entry.value("id", std::int64_t{0})),
-                When(entry.value("started", std::int64_t{0})).c_str(),
-                entry.value("trigger", "").c_str(), entry.value("commit", "").substr(0, 12).c_str(),
-                entry.value("changes", std::size_t{0}), outcome.c_str(),
-                static_cast<long long>(entry.value("duration_ms", std::int64_t{0})));
+                static_cast<long long>(Int(entry, "id")), When(Int(entry, "started")).c_str(),
+                Str(entry, "trigger").c_str(), Str(entry, "commit").substr(0, 12).c_str(),
+                Count(entry, "changes"), outcome.c_str(),
+                static_cast<long long>(Int(entry, "duration_ms")));
   }
   return 0;
 }
@@ -404,17 +423,15 @@ int RunShow(const std::string& socket, std::int64_t id, bool json) {
     return 0;
   }
   const auto& entry = (*reply)["entry"];
-  std::printf("apply %lld: %s, %s, %zu change%s, %lld ms\n",
-              static_cast<long long>(entry.value("id", std::int64_t{0})),
-              When(entry.value("started", std::int64_t{0})).c_str(),
-              entry.value("outcome", "").c_str(), entry.value("changes", std::size_t{0}),
-              entry.value("changes", std::size_t{0}) == 1 ? "" : "s",
-              static_cast<long long>(entry.value("duration_ms", std::int64_t{0})));
-  std::printf("commit %s%s%s (trigger: %s)\n\n", entry.value("commit", "").c_str(),
-              entry.value("signer", "").empty() ? "" : ", signed by ",
-              entry.value("signer", "").c_str(), entry.value("trigger", "").c_str());
+  std::printf(
+      "apply %lld: %s, %s, %zu change%s, %lld ms\n", static_cast<long long>(Int(entry, "id")),
+      When(Int(entry, "started")).c_str(), Str(entry, "outcome").c_str(), Count(entry, "changes"),
+      Count(entry, "changes") == 1 ? "" : "s", static_cast<long long>(Int(entry, "duration_ms")));
+  std::printf("commit %s%s%s (trigger: %s)\n\n", Str(entry, "commit").c_str(),
+              Str(entry, "signer").empty() ? "" : ", signed by ", Str(entry, "signer").c_str(),
+              Str(entry, "trigger").c_str());
   std::fputs(Course(entry).c_str(), stdout);
-  std::fputs(entry.value("errors", "").c_str(), stdout);
+  std::fputs(Str(entry, "errors").c_str(), stdout);
   return 0;
 }
 
@@ -427,10 +444,14 @@ int RunSync(const std::string& socket, bool wait, bool json) {
   }
   if (json) {
     std::printf("%s\n", reply->dump(2).c_str());
-    return reply->value("ok", false) ? 0 : 1;
+    return Bool(*reply, "ok", false) ? 0 : 1;
+  }
+  if (!reply->is_object()) {
+    std::fprintf(stderr, "tetherctl: tetherd's reply is not a JSON object\n");
+    return 1;
   }
   if (reply->contains("error")) {
-    std::fprintf(stderr, "tetherctl: %s\n", reply->value("error", "").c_str());
+    std::fprintf(stderr, "tetherctl: %s\n", Str(*reply, "error").c_str());
     return 1;
   }
   if (!wait) {
@@ -439,8 +460,8 @@ int RunSync(const std::string& socket, bool wait, bool json) {
   }
   const auto& cycle = (*reply)["cycle"];
   std::fputs(Course(cycle).c_str(), stdout);
-  std::fputs(Text(cycle["errors"]).c_str(), stderr);
-  return reply->value("ok", false) ? 0 : 1;
+  std::fputs(Str(cycle, "errors").c_str(), stderr);
+  return Bool(*reply, "ok", false) ? 0 : 1;
 }
 
 }  // namespace
@@ -544,7 +565,7 @@ int main(int argc, char** argv) {
       std::fputs(Course((*reply)["cycle"]).c_str(), stdout);
       std::fputs(Text((*reply)["cycle"]["errors"]).c_str(), stderr);
     }
-    return reply->value("ok", false) ? 0 : 1;
+    return Bool(*reply, "ok", false) ? 0 : 1;
   }
   if (events->parsed()) return RunEvents(socket, events_json);
   if (history->parsed()) return RunHistory(socket, history_json);

@@ -53,15 +53,13 @@ class Cycle {
     inventory_ = std::move(*inventory);
     auto policy = LoadTrustPolicy(options_.config.trust);
     if (!policy) return Fail(policy.error());
-    auto quarantine = host_.state.LoadQuarantine();
-    if (!quarantine) return Fail(quarantine.error());
-    quarantine_ = std::move(*quarantine);
-    if (host_.source == nullptr) {
-      return Fail(host_.no_source.value_or(Error(std::errc::invalid_argument, "no Git source")));
-    }
+    if (!host_.open_source) return Fail(std::errc::invalid_argument, "no Git source");
+    auto source = host_.open_source();
+    if (!source) return Fail(source.error());
+    source_ = std::move(*source);
 
     if (!ChooseCommit() || !Accept(*policy) || !CheckQuarantine()) return Finish();
-    auto tree = host_.source->OpenTree(commit_);
+    auto tree = source_->OpenTree(commit_);
     if (!tree) {
       (void)Stop(tree.error().message());
       return Finish();
@@ -111,9 +109,9 @@ class Cycle {
     } else if (enforce_applied) {
       commit_ = inventory_.commit;
       Step(StepKind::kEnforced, commit_);
-    } else if (auto update = host_.source->Update()) {
+    } else if (auto update = source_->Update()) {
       commit_ = update->commit;
-      Step(StepKind::kSource, commit_, host_.source->urls()[update->source], update->fetched);
+      Step(StepKind::kSource, commit_, source_->urls()[update->source], update->fetched);
     } else if (!inventory_.commit.empty()) {
       // Offline: keep enforcing what was applied last.
       commit_ = inventory_.commit;
@@ -137,7 +135,7 @@ class Cycle {
     const std::optional<std::string> last_applied =
         inventory_.commit.empty() || !options_.pin.empty() ? std::nullopt
                                                            : std::optional(inventory_.commit);
-    auto accepted = CheckCommit(*host_.source, commit_, last_applied, policy, now);
+    auto accepted = CheckCommit(*source_, commit_, last_applied, policy, now);
     if (!accepted) return Stop(accepted.error().message(), Outcome::kRefused);
     signer_ = accepted->signer;
     return true;
@@ -146,6 +144,9 @@ class Cycle {
   // A quarantined head is not applied again (until a newer commit, or an operator asks):
   // the last applied commit keeps being enforced.
   bool CheckQuarantine() {
+    auto quarantine = host_.state.LoadQuarantine();
+    if (!quarantine) return Stop(quarantine.error().message());
+    quarantine_ = std::move(*quarantine);
     if (quarantine_ && quarantine_->commit == commit_ && commit_ != inventory_.commit &&
         options_.pin.empty()) {
       if (options_.retry_quarantined) {
@@ -235,6 +236,7 @@ class Cycle {
       const bool handled = std::any_of(host_.kinds.begin(), host_.kinds.end(),
                                        [&](KindHandler* h) { return h->Handles(resource.kind); });
       if (handled) continue;
+      ++report_.skipped_count;
       if (host_.no_systemd &&
           (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
         return Stop(resource.id + ": systemd cannot be reached: " + host_.no_systemd->message());
@@ -301,6 +303,7 @@ class Cycle {
   const std::function<void(const CycleReport&)>& planned_;
   const std::chrono::steady_clock::time_point start_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<GitSource> source_;
   Inventory inventory_;
   std::optional<Quarantine> quarantine_;
   std::string commit_;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -25,10 +26,10 @@ struct Host {
 
   // The state dir (inventory, journal, quarantine, audit record), its lock held.
   StateStore& state;
-  // The fleet repo; null when it could not be set up (`no_source` says why): the cycle
-  // then still recovers an interrupted apply first, and fails after.
-  GitSource* source = nullptr;
-  std::optional<Error> no_source;
+  // Opens the fleet repo's source (its mirror, credentials and worker). Called once the
+  // interrupted apply, if any, was recovered: that apply may have been changing the very
+  // files the source reads (a token, a key, a CA).
+  std::function<Result<std::unique_ptr<GitSource>>()> open_source;
   // The kinds' handlers, in apply order (packages, paths, units and services, checks):
   // what is not handled here is skipped.
   std::vector<KindHandler*> kinds;

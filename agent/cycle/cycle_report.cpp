@@ -222,6 +222,9 @@ std::string FormatPlanPart(const CycleReport& report, const Painter& given, cons
         (action.type == "in sync" || action.type == "conflict" ? line : paint(line, tone)) + "\n";
     if (action.type == "update") out += PaintDiff(action.diff, given);
   }
+  if (report.omitted > 0) {
+    out += "...      " + Plural(report.omitted, "more change") + " not kept in this report\n";
+  }
   for (const auto& action : report.drifted) {
     out += paint("drifted  " + action.id + ": " + action.changes +
                      " (drift = \"report\": left as it is)",
@@ -248,13 +251,15 @@ CycleSummary Summarize(const CycleReport& report) {
   CycleSummary summary;
   summary.commit = report.commit;
   summary.signer = report.signer;
-  summary.changes = report.changes;
+  // Changes are counted once the plan stood: a dry run or an apply (a cycle stopped
+  // before, at an unreachable systemd say, planned nothing it could act on).
+  summary.changes = report.applied || report.outcome == Outcome::kDryRun ? report.changes : 0;
   summary.outcome = report.outcome;
   summary.error = report.error;
   summary.offline = report.offline;
   summary.kinds = report.kinds;
   summary.in_sync = report.in_sync;
-  summary.skipped = report.skipped.size();
+  summary.skipped = report.skipped_count;
   auto list = [&](const ReportedAction& action, const std::string& what) {
     if (summary.resources.size() >= kMaxResourcesListed) return;
     summary.resources.push_back({action.id, what, action.changes, action.ok, action.error});
@@ -298,6 +303,8 @@ Json CycleReportToJson(const CycleReport& report) {
           {"undone", report.undone},
           {"quarantined", report.quarantined},
           {"changes", report.changes},
+          {"skipped_count", report.skipped_count},
+          {"omitted", report.omitted},
           {"kinds", report.kinds},
           {"in_sync", report.in_sync},
           {"elapsed_ms", report.elapsed_ms},
@@ -342,6 +349,8 @@ CycleReport CycleReportFromJson(const Json& json) {
   report.undone = ArrayFromJson<std::string>(json, "undone", text);
   report.quarantined = fields.BoolOr("quarantined", false);
   report.changes = Count(fields, "changes");
+  report.skipped_count = Count(fields, "skipped_count");
+  report.omitted = Count(fields, "omitted");
   if (auto kinds = json.find("kinds"); kinds != json.end() && kinds->is_object()) {
     for (const auto& [kind, n] : kinds->items()) {
       if (n.is_number_unsigned()) report.kinds[kind] = n.get<std::size_t>();
@@ -393,11 +402,12 @@ std::string FormatProblems(const CycleReport& report, std::size_t first) {
 }
 
 void TrimReport(CycleReport& report, std::size_t max_bytes) {
+  constexpr std::size_t kPerAction = 64;  // the JSON around an action's strings
   std::size_t total = 0;
   std::vector<std::string*> diffs;
   for (auto* list : {&report.actions, &report.drifted}) {
     for (auto& action : *list) {
-      total += action.id.size() + action.changes.size() + action.diff.size() + 64;
+      total += action.id.size() + action.changes.size() + action.diff.size() + kPerAction;
       if (!action.diff.empty()) diffs.push_back(&action.diff);
     }
   }
@@ -405,9 +415,17 @@ void TrimReport(CycleReport& report, std::size_t max_bytes) {
             [](const std::string* a, const std::string* b) { return a->size() > b->size(); });
   for (std::string* diff : diffs) {
     if (total <= max_bytes) break;
-    total -= diff->size();
-    *diff = "(a diff of " + std::to_string(diff->size()) + " bytes, not kept)\n";
-    total += diff->size();
+    const std::string note = "(a diff of " + std::to_string(diff->size()) + " bytes, not kept)\n";
+    if (note.size() >= diff->size()) break;  // the rest are smaller than a note
+    total -= diff->size() - note.size();
+    *diff = note;
+  }
+  // Still too large: the changes at the end of the list go, counted.
+  while (total > max_bytes && !report.actions.empty()) {
+    const auto& last = report.actions.back();
+    total -= last.id.size() + last.changes.size() + last.diff.size() + kPerAction;
+    if (last.type != "in sync") ++report.omitted;
+    report.actions.pop_back();
   }
 }
 

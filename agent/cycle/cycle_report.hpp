@@ -134,8 +134,11 @@ struct CycleReport {
   std::vector<ReportedAction> actions;
   std::vector<ReportedAction> drifted;  // found drifted, left as they are (drift = "report")
   std::vector<std::pair<std::string, std::string>> skipped;  // resource id, why
-  bool applied = false;       // the apply ran (not a dry run, nothing stopped the cycle before)
-  bool apply_failed = false;  // ... and failed: rolled back, or failed as it was
+  std::size_t skipped_count = 0;  // resources of kinds not managed here (as `skipped`, and
+                                  // one the cycle stopped at: systemd unreachable)
+  std::size_t omitted = 0;        // changes not listed in `actions` (TrimReport)
+  bool applied = false;           // the apply ran (not a dry run, nothing stopped the cycle before)
+  bool apply_failed = false;      // ... and failed: rolled back, or failed as it was
   std::vector<std::string> undone;           // what a rollback undid (ids)
   bool quarantined = false;                  // this cycle quarantined its commit
   std::size_t changes = 0;                   // changes planned
@@ -176,8 +179,9 @@ enum class CoursePart { kAll, kPlan, kResult };
 // The problems, one per line, as tetherd --once prints them on stderr; from the `first`.
 [[nodiscard]] std::string FormatProblems(const CycleReport& report, std::size_t first = 0);
 
-// Cuts the diffs of a report whose JSON would take more than about `max_bytes`: the
-// largest diffs first, each replaced by a note. What changed stays listed.
+// Keeps a report within about `max_bytes` of JSON: cuts the largest diffs first (each
+// replaced by a note), then, when the list of changes alone is larger, the changes at its
+// end (counted in `omitted`).
 void TrimReport(CycleReport& report, std::size_t max_bytes);
 
 }  // namespace tether

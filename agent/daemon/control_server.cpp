@@ -92,13 +92,8 @@ void Connection::ReadRequest() {
 }
 
 void Connection::OnRequest(std::string_view line) {
-  auto request = protocol::ParseRequest(line);
+  auto request = protocol::ParseRequest(line, role_);
   if (!request) return Reply(protocol::Refusal(request.error().message()));
-  if (!protocol::Allows(role_, request->command)) {
-    return Reply(protocol::Refusal("permission denied: '" +
-                                   std::string(protocol::InfoOf(request->command).name) +
-                                   "' needs root"));
-  }
   handler_.Handle(shared_from_this(), *request);
 }
 

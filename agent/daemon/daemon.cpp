@@ -470,18 +470,19 @@ class Daemon final : public RequestHandler {
   // --root services are not managed). An event starts a cycle after a short settle, which
   // reverts or reports what changed.
   void StartWatches() {
-    auto add = [&](Result<std::unique_ptr<ChangeWatch>> opened, const char* what) {
+    // `what`: "drift watch: ...; drift is found by ...", as the log has always said.
+    auto add = [&](Result<std::unique_ptr<ChangeWatch>> opened, const char* what,
+                   const char* drift) {
       if (!opened) {
-        log_->warn("{}: {}; {} drift is found by the polls and audits only", what,
-                   opened.error().message(),
-                   what == std::string("drift watch") ? "file" : "service");
+        log_->warn("{}: {}; {} is found by the polls and audits only", what,
+                   opened.error().message(), drift);
         return;
       }
       const int fd = dup((*opened)->fd());
       watches_.push_back({std::move(*opened), asio::posix::stream_descriptor(io_, fd)});
     };
-    add(OpenPathWatch(options_.cycle.root), "drift watch");
-    if (options_.cycle.root == "/") add(OpenServiceWatch(), "service watch");
+    add(OpenPathWatch(options_.cycle.root), "drift watch", "drift");
+    if (options_.cycle.root == "/") add(OpenServiceWatch(), "service watch", "service drift");
     Rewatch();
     for (std::size_t i = 0; i < watches_.size(); ++i) WaitForChanges(i);
   }
@@ -493,12 +494,9 @@ class Daemon final : public RequestHandler {
   bool Rewatch() {
     bool pending = false;
     for (auto& watch : watches_) {
-      auto touched = watch.watch->Rewatch(*store_);
-      if (!touched) {
-        log_->warn("{}: {}", watch.watch->name(), touched.error().message());
-      } else {
-        pending = pending || *touched;
-      }
+      const auto rewatched = watch.watch->Rewatch(*store_);
+      if (rewatched.error) log_->warn("{}: {}", watch.watch->name(), rewatched.error->message());
+      pending = pending || rewatched.touched;
     }
     return pending;
   }

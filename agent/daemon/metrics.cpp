@@ -1,5 +1,6 @@
 #include "agent/daemon/metrics.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 #include <vector>
@@ -36,12 +37,14 @@ std::string DaemonMetrics::Text(bool suspended) const {
     cycles.emplace_back("{trigger=\"" + std::string(TriggerName(trigger)) + "\"}",
                         static_cast<double>(count));
   }
+  std::sort(cycles.begin(), cycles.end());  // by label, as scrapers have always seen them
   metric("tether_cycles_total", "counter", "Cycles run (each polls, plans and applies).", cycles);
   std::vector<std::pair<std::string, double>> outcomes;
   for (const auto& [outcome, count] : cycles_by_outcome_) {
     outcomes.emplace_back("{outcome=\"" + std::string(OutcomeName(outcome)) + "\"}",
                           static_cast<double>(count));
   }
+  std::sort(outcomes.begin(), outcomes.end());
   metric("tether_cycle_outcomes_total", "counter",
          "Cycles by outcome: in sync, applied, rolled back, failed, dry run.", outcomes);
   const auto drift = cycles_by_trigger_.find(Trigger::kDrift);

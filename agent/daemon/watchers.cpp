@@ -18,13 +18,14 @@ class PathWatch final : public ChangeWatch {
   int fd() const override { return watcher_->fd(); }
   Result<DriftEvents> Read() override { return watcher_->Read(); }
 
-  Result<bool> Rewatch(const StateStore& state) override {
+  Rewatched Rewatch(const StateStore& state) override {
     auto events = watcher_->Read();
-    const bool pending = events && (!events->ids.empty() || events->overflow);
+    Rewatched result;
+    result.touched = events && (!events->ids.empty() || events->overflow);
     if (auto watched = watcher_->Watch(ManagedPaths(state)); !watched) {
-      return Fail(watched.error());
+      result.error = watched.error();
     }
-    return pending;
+    return result;
   }
 
  private:
@@ -49,15 +50,17 @@ class ServiceWatch final : public ChangeWatch {
     return events;
   }
 
-  Result<bool> Rewatch(const StateStore& state) override {
+  Rewatched Rewatch(const StateStore& state) override {
     services_ = ManagedServices(state);
     std::vector<std::string> units;
     units.reserve(services_.size());
     for (const auto& [unit, id] : services_) units.push_back(unit);
     auto watched = watcher_->Watch(units);
     auto changed = watcher_->Process();
-    if (!watched) return Fail(watched.error());
-    return changed && !changed->empty();
+    Rewatched result;
+    result.touched = changed && !changed->empty();
+    if (!watched) result.error = watched.error();
+    return result;
   }
 
  private:

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "agent/daemon/drift_watcher.hpp"
@@ -24,10 +25,15 @@ class ChangeWatch {
   [[nodiscard]] virtual int fd() const = 0;
   // Reads what arrived, without blocking: the resources touched.
   [[nodiscard]] virtual Result<DriftEvents> Read() = 0;
-  // Watches what the inventory in `state` now names. Returns whether events arrived
-  // since the last Read (they are drained): a cycle's own writes, or a hand edit made
-  // while it ran; the caller confirms with one more cycle.
-  [[nodiscard]] virtual Result<bool> Rewatch(const StateStore& state) = 0;
+  // Watches what the inventory in `state` now names. Returns whether events arrived since
+  // the last Read (they are drained): a cycle's own writes, or a hand edit made while it
+  // ran; the caller confirms with one more cycle. A watch that could not be set up is in
+  // `error`; the events that did arrive are counted all the same.
+  struct Rewatched {
+    bool touched = false;
+    std::optional<Error> error;
+  };
+  [[nodiscard]] virtual Rewatched Rewatch(const StateStore& state) = 0;
 };
 
 // Managed paths below `root` ("/" normally).

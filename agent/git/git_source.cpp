@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "common/filesystem.hpp"
+#include "common/json_fields.hpp"
 #include "common/process.hpp"
 
 namespace tether {
@@ -255,7 +256,8 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
     options.worker_argv.push_back("--git-worker-user");
     options.worker_argv.push_back(*options.worker_user);
   }
-  auto dirs = PrepareWorkerDirs(options.cache_dir, credentials.value("known_hosts", ""), user);
+  auto dirs =
+      PrepareWorkerDirs(options.cache_dir, JsonFields(credentials).StringOr("known_hosts"), user);
   if (!dirs) return Fail(dirs.error().WithContext("prepare the git worker's directories"));
   if (options.source.ca_file) {
     // A copy in the worker's home: the worker's user may not read the original.
@@ -329,10 +331,10 @@ Result<PollResult> GitSource::Poll() {
     std::string error;
     if (!answer) {
       error = answer.error().message();
-    } else if (!answer->value("ok", false)) {
-      error = answer->value("error", "unknown error");
+    } else if (!JsonFields(*answer).BoolOr("ok", false)) {
+      error = JsonFields(*answer).StringOr("error", "unknown error");
     } else {
-      return PollResult{answer->value("commit", ""), i};
+      return PollResult{JsonFields(*answer).StringOr("commit"), i};
     }
     failures += (failures.empty() ? "" : "; ") + std::string("'") + all[i] + "': " + error;
   }
@@ -357,12 +359,13 @@ Result<UpdateResult> GitSource::Update() {
     }
     auto answer = worker_.Call(request, options_.source.timeout);
     if (!answer) return Fail(answer.error().WithContext("fetch '" + urls()[polled->source] + "'"));
-    if (!answer->value("ok", false)) {
-      return Fail(std::errc::io_error, answer->value("error", "fetch failed"));
+    const JsonFields fields(*answer);
+    if (!fields.BoolOr("ok", false)) {
+      return Fail(std::errc::io_error, fields.StringOr("error", "fetch failed"));
     }
     ++fetch_count_;
     result.fetched = true;
-    result.commit = answer->value("commit", polled->commit);
+    result.commit = fields.StringOr("commit", polled->commit);
   }
   if (options_.source.pin) {
     if (!HasCommit(*options_.source.pin)) {

@@ -52,74 +52,26 @@ bool Allows(Role role, Command command) {
   return role == Role::kAdmin || (role == Role::kReader && needs == Role::kReader);
 }
 
-const Json* Fields::Find(std::string_view key) const {
-  if (!json_.is_object()) return nullptr;
-  const auto it = json_.find(key);
-  return it == json_.end() ? nullptr : &*it;
-}
-
-Result<bool> Fields::Bool(std::string_view key, bool fallback) const {
-  const Json* value = Find(key);
-  if (value == nullptr) return fallback;
-  if (!value->is_boolean()) return WrongType(key, "true or false");
-  return value->get<bool>();
-}
-
-Result<std::int64_t> Fields::Int(std::string_view key, std::int64_t fallback) const {
-  const Json* value = Find(key);
-  if (value == nullptr) return fallback;
-  if (value->is_number_integer()) {
-    // An unsigned value above the signed range is refused rather than wrapped.
-    if (value->is_number_unsigned() &&
-        value->get<std::uint64_t>() >
-            static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-      return WrongType(key, "an integer in range");
-    }
-    return value->get<std::int64_t>();
-  }
-  return WrongType(key, "an integer");
-}
-
-Result<std::string> Fields::String(std::string_view key, std::string_view fallback) const {
-  const Json* value = Find(key);
-  if (value == nullptr) return std::string(fallback);
-  if (!value->is_string()) return WrongType(key, "a string");
-  return value->get<std::string>();
-}
-
-bool Fields::BoolOr(std::string_view key, bool fallback) const {
-  return Bool(key, fallback).value_or(fallback);
-}
-
-std::int64_t Fields::IntOr(std::string_view key, std::int64_t fallback) const {
-  const Json* value = Find(key);
-  if (value != nullptr && value->is_number()) {
-    if (value->is_number_float()) return static_cast<std::int64_t>(value->get<double>());
-    return Int(key, fallback).value_or(fallback);
-  }
-  return fallback;
-}
-
-std::string Fields::StringOr(std::string_view key, std::string_view fallback) const {
-  return String(key, fallback).value_or(std::string(fallback));
-}
-
-Result<Request> ParseRequest(std::string_view line) {
+Result<Request> ParseRequest(std::string_view line, Role role) {
   const Json json = Json::parse(line, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) {
-    return Fail(std::errc::invalid_argument,
-                "a request is one line of JSON: {\"command\": NAME, ...}");
+  if (json.is_discarded()) {
+    return Fail(std::errc::invalid_argument, "a request is one line of JSON");
   }
   const Fields fields(json);
   auto name = fields.String("command");
   if (!name) return Fail(name.error());
-  if (name->empty()) {
+  if (!json.is_object() || name->empty()) {
     return Fail(std::errc::invalid_argument, "a request is {\"command\": NAME, ...}");
   }
   const auto command = FindCommand(*name);
   if (!command) {
     return Fail(std::errc::invalid_argument,
                 "unknown command '" + name->substr(0, 64) + (name->size() > 64 ? "...'" : "'"));
+  }
+  // Who may send it, before what it carries: a reader learns no more than that.
+  if (!Allows(role, *command)) {
+    return Fail(std::errc::permission_denied,
+                "permission denied: '" + std::string(InfoOf(*command).name) + "' needs root");
   }
   Request request;
   request.command = *command;

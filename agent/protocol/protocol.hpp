@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/json_fields.hpp"
 
 namespace tether::protocol {
 
@@ -62,35 +63,16 @@ struct Request {
   std::string reason;   // suspend: why (may be empty)
 };
 
-// Parses one request line. On failure, the error is a sentence for the client: "a request
-// is one line of JSON", "unknown command 'x'", "'id' must be an integer".
-[[nodiscard]] Result<Request> ParseRequest(std::string_view line);
+// Parses one request line from a peer of `role`. On failure, the error is a sentence for
+// the client: "a request is one line of JSON", "unknown command 'x'", "permission denied:
+// 'sync' needs root" (checked before the command's members), "'id' must be an integer".
+[[nodiscard]] Result<Request> ParseRequest(std::string_view line, Role role = Role::kAdmin);
 
 // The request as tetherctl sends it.
 [[nodiscard]] nlohmann::json RequestJson(const Request& request);
 
-// Typed, non-throwing reads of a JSON object's members. A missing member (or a non-object)
-// yields the fallback; a member of another type yields an Error naming it.
-class Fields {
- public:
-  explicit Fields(const nlohmann::json& json) : json_(json) {}
-
-  [[nodiscard]] Result<bool> Bool(std::string_view key, bool fallback) const;
-  [[nodiscard]] Result<std::int64_t> Int(std::string_view key, std::int64_t fallback) const;
-  [[nodiscard]] Result<std::string> String(std::string_view key,
-                                           std::string_view fallback = {}) const;
-
-  // Lenient reads for showing what a daemon sent: the fallback also for a wrong type.
-  [[nodiscard]] bool BoolOr(std::string_view key, bool fallback) const;
-  [[nodiscard]] std::int64_t IntOr(std::string_view key, std::int64_t fallback) const;
-  [[nodiscard]] std::string StringOr(std::string_view key, std::string_view fallback = {}) const;
-
- private:
-  // The member, or nullptr when there is none (or json_ is not an object).
-  [[nodiscard]] const nlohmann::json* Find(std::string_view key) const;
-
-  const nlohmann::json& json_;
-};
+// Typed, non-throwing reads of JSON (common/json_fields.hpp).
+using Fields = ::tether::JsonFields;
 
 // A reply refusing a request: {"ok": false, "schema": ..., "error": ERROR}.
 [[nodiscard]] nlohmann::json Refusal(std::string_view error);

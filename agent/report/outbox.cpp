@@ -1,4 +1,5 @@
 #include "agent/report/outbox.hpp"
+#include "common/json_fields.hpp"
 
 #include <cstdio>
 #include <filesystem>
@@ -114,8 +115,9 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::string& dir, OutboxLimit
   const std::string counter = *path + "/" + kDroppedName;
   if (auto text = fs.ReadFile(counter, 4096)) {
     const Json json = Json::parse(*text, nullptr, false);
-    if (!json.is_discarded() && json.is_object() && json.value("schema", "") == kDroppedSchema &&
-        json.contains("dropped") && json["dropped"].is_number_unsigned()) {
+    if (!json.is_discarded() && json.is_object() &&
+        JsonFields(json).StringOr("schema") == kDroppedSchema && json.contains("dropped") &&
+        json["dropped"].is_number_unsigned()) {
       outbox->dropped_ = json["dropped"].get<std::uint64_t>();
     } else {
       problems.emplace_back(std::errc::illegal_byte_sequence,

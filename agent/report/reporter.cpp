@@ -11,6 +11,7 @@
 #include "agent/report/report.hpp"
 #include "common/filesystem.hpp"
 #include "common/http_client.hpp"
+#include "common/json_fields.hpp"
 #include "common/log.hpp"
 
 namespace tether {
@@ -307,7 +308,7 @@ void Reporter::Deliver(const OutboxEntry& entry) {
   report["dropped_reports"] = dropped;
   report["sent_at"] = FormatReportTime(NowUnixMs());
   request.body = report.dump(-1, ' ', false, Json::error_handler_t::replace);
-  const std::string id = report.value("id", "");
+  const std::string id = JsonFields(report).StringOr("id");
 
   auto response = options_.send(request);
   if (!response) {

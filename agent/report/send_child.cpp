@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/report/send_process.hpp"
+#include "common/json_fields.hpp"
 #include "common/process.hpp"
 
 namespace tether {
@@ -24,16 +25,19 @@ int ServeHttpFetch(std::FILE* in, std::FILE* out) {
     return 2;
   }
   HttpRequest request;
-  request.method = job.value("method", "POST");
-  request.url = job.value("url", "");
-  request.headers = HeadersFromJson(job.value("headers", Json()));
-  request.body = job.value("body", "");
-  request.ca_file = job.value("ca_file", "");
-  request.client_cert = job.value("client_cert", "");
-  request.client_key = job.value("client_key", "");
-  request.connect_timeout = std::chrono::milliseconds(job.value("connect_timeout_ms", 5000));
-  request.timeout = std::chrono::milliseconds(job.value("timeout_ms", 15000));
-  request.max_response_body = job.value("max_response_body", std::size_t{64 << 10});
+  const JsonFields fields(job);
+  request.method = fields.StringOr("method", "POST");
+  request.url = fields.StringOr("url");
+  const auto headers = job.find("headers");
+  request.headers = HeadersFromJson(headers != job.end() ? *headers : Json());
+  request.body = fields.StringOr("body");
+  request.ca_file = fields.StringOr("ca_file");
+  request.client_cert = fields.StringOr("client_cert");
+  request.client_key = fields.StringOr("client_key");
+  request.connect_timeout = std::chrono::milliseconds(fields.IntOr("connect_timeout_ms", 5000));
+  request.timeout = std::chrono::milliseconds(fields.IntOr("timeout_ms", 15000));
+  request.max_response_body = static_cast<std::size_t>(
+      std::max<std::int64_t>(0, fields.IntOr("max_response_body", 64 << 10)));
   auto response = HttpFetch(request);
   Json outcome;
   if (!response) {

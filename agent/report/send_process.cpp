@@ -1,4 +1,5 @@
 #include "agent/report/send_process.hpp"
+#include "common/json_fields.hpp"
 
 #include <utility>
 
@@ -60,14 +61,17 @@ HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::str
     if (!ran->ok() || !outcome.is_object()) {
       return Fail(std::errc::io_error, "the HTTP child " + ran->Describe(run.timeout));
     }
-    if (!outcome.value("ok", false)) {
-      return Fail(Error(std::error_code(outcome.value("code", EIO), std::generic_category()),
-                        outcome.value("message", "the HTTP child failed")));
+    const JsonFields fields(outcome);
+    if (!fields.BoolOr("ok", false)) {
+      const auto code = static_cast<int>(fields.IntOr("code", EIO));
+      return Fail(Error(std::error_code(code, std::generic_category()),
+                        fields.StringOr("message", "the HTTP child failed")));
     }
     HttpResponse response;
-    response.status = outcome.value("status", 0);
-    response.body = outcome.value("body", "");
-    response.headers = HeadersFromJson(outcome.value("headers", Json()));
+    response.status = static_cast<int>(fields.IntOr("status", 0));
+    response.body = fields.StringOr("body");
+    const auto headers = outcome.find("headers");
+    response.headers = HeadersFromJson(headers != outcome.end() ? *headers : Json());
     return response;
   };
 }

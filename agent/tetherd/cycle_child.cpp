@@ -66,7 +66,13 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
     output.exit_code = ExitCode(output.report);
     TrimReport(output.report, kMaxCycleOutput);
   }
-  const Json result = {{"exit", output.exit_code}, {"report", CycleReportToJson(output.report)}};
+  // `out`, `err` and `summary` are what a tetherd of the previous release reads: during a
+  // package upgrade, the daemon still running starts the new tetherd-cycle.
+  const Json result = {{"exit", output.exit_code},
+                       {"report", CycleReportToJson(output.report)},
+                       {"out", FormatCourse(output.report)},
+                       {"err", FormatProblems(output.report)},
+                       {"summary", CycleSummaryToJson(Summarize(output.report))}};
   const std::string dumped = result.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (!WriteFully(fileno(out), dumped)) return 1;
   return 0;

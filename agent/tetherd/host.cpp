@@ -65,11 +65,6 @@ Result<CycleReport> Run(const CycleOptions& given,
 
   auto fs = RootedFilesystem::Open(options.root);
   if (!fs) return Fail(fs.error().WithContext("--root"));
-  GitSourceOptions source_options;
-  source_options.source = options.config.source;
-  source_options.cache_dir = options.cache_dir;
-  source_options.worker_argv = options.worker_argv;
-  auto source = GitSource::Create(source_options);
 
   // Packages, units, services and checks belong to the host itself: under a --root
   // sandbox only its files are managed (checks too when asked).
@@ -86,11 +81,13 @@ Result<CycleReport> Run(const CycleOptions& given,
   std::unique_ptr<KindHandler> services;
   Host host(state);
   host.whole_host = whole_host;
-  if (source) {
-    host.source = source->get();
-  } else {
-    host.no_source = source.error();
-  }
+  host.open_source = [&options] {
+    GitSourceOptions source_options;
+    source_options.source = options.config.source;
+    source_options.cache_dir = options.cache_dir;
+    source_options.worker_argv = options.worker_argv;
+    return GitSource::Create(source_options);
+  };
   if (whole_host) {
     host.kinds.push_back(packages.get());
     host.kinds.push_back(paths.get());
@@ -109,20 +106,17 @@ Result<CycleReport> Run(const CycleOptions& given,
     if (options.root_checks) host.kinds.push_back(checks.get());
   }
   // The wait, when there was one, comes first in the course.
-  auto with_wait = [&](CycleReport& report) {
-    if (waited && (report.course.empty() || report.course[0].kind != StepKind::kWaitingForLock)) {
+  auto with_wait = [&](CycleReport report) {
+    if (waited) {
       report.course.insert(report.course.begin(),
                            {StepKind::kWaitingForLock, "", options.state_dir, false});
     }
+    return report;
   };
   auto report = RunCycle(host, options, [&](const CycleReport& so_far) {
-    if (!planned) return;
-    CycleReport shown = so_far;
-    with_wait(shown);
-    planned(shown);
+    if (planned) planned(with_wait(so_far));
   });
-  if (report) with_wait(*report);
-  return report;
+  return with_wait(report ? std::move(*report) : FailedReport(report.error()));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ tether::CycleReport Applied() {
   };
   report.drifted = {{"file:/etc/hosts", "drifted", "mode 0644 -> 0600", "", "", true}};
   report.skipped = {{"package:nginx", "a --root sandbox manages files only"}};
+  report.skipped_count = 1;
   report.applied = true;
   report.changes = 2;
   report.kinds = {{"file", 3}, {"directory", 1}, {"package", 1}};
@@ -151,4 +152,28 @@ TEST_CASE("A report too large for the history or the daemon keeps every change, 
   auto small = Applied();
   tether::TrimReport(small, 1 << 20);
   CHECK(small.actions[0].diff == Applied().actions[0].diff);
+
+  // Thousands of changes: past the diffs, the changes at the end go, counted and said.
+  auto many = Applied();
+  many.actions.clear();
+  for (int i = 0; i < 5000; ++i) {
+    many.actions.push_back(
+        {"file:/srv/f" + std::to_string(i), "create", "0644, 1 KiB", "", "", true});
+  }
+  tether::TrimReport(many, 64 << 10);
+  CHECK(many.actions.size() < 1000);
+  CHECK(many.omitted == 5000 - many.actions.size());
+  CHECK(tether::CycleReportToJson(many).dump().size() < (80 << 10));
+  CHECK(tether::FormatCourse(many).find("...      " + std::to_string(many.omitted) +
+                                        " more changes not kept in this report\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("A cycle stopped before its plan could be acted on counts no changes") {
+  auto stopped = Applied();
+  stopped.outcome = tether::Outcome::kFailed;
+  stopped.applied = false;
+  stopped.error = "service:app.service: systemd cannot be reached: ...";
+  CHECK(tether::Summarize(stopped).changes == 0);
+  CHECK(tether::Summarize(Applied()).changes == 2);
 }

@@ -445,6 +445,39 @@ TEST_CASE("Socket activation: tetherd serves the socket systemd passes") {
   CHECK(fleet.tetherd.Wait(20s));
 }
 
+TEST_CASE("Under socket activation, a stop leaves systemd's socket in place") {
+  // The unit and the socket unit name the same path: tetherd must not remove the socket
+  // systemd listens on, or tetherctl finds nothing after the next restart.
+  Fleet fleet;
+  fleet.dir.WriteFile("agent.toml", fleet.Config());
+  fleet.Commit("hello\n");
+  tether::SpawnOptions options;
+  options.argv = {"systemd-socket-activate",
+                  "-l",
+                  fleet.socket,
+                  std::getenv("TETHERD"),
+                  "--config",
+                  fleet.dir.Path("agent.toml"),
+                  "--state-dir",
+                  fleet.dir.Path("state"),
+                  "--cache-dir",
+                  fleet.dir.Path("cache"),
+                  "--root",
+                  fleet.dir.Path("root"),
+                  "--socket",
+                  fleet.socket};
+  options.stderr_path = fleet.dir.Path("tetherd.log");
+  auto activator = tether::Spawn(options);
+  REQUIRE(activator);
+  fleet.tetherd = std::move(*activator);
+  REQUIRE(WaitFor([&] { return std::filesystem::exists(fleet.socket); }, 10s));
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s),
+                  fleet.Log());
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(20s));
+  CHECK_MESSAGE(std::filesystem::exists(fleet.socket), fleet.Log());
+}
+
 namespace {
 
 using tether::testing::HttpsServer;

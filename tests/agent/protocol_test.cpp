@@ -61,10 +61,10 @@ TEST_CASE("Malformed requests are refused with a sentence, never an exception") 
   const std::vector<Case> cases = {
       {"", "one line of JSON"},
       {"{", "one line of JSON"},
-      {"[1, 2]", "one line of JSON"},
-      {"\"status\"", "one line of JSON"},
-      {"5", "one line of JSON"},
-      {"null", "one line of JSON"},
+      {"[1, 2]", "{\"command\": NAME"},
+      {"\"status\"", "{\"command\": NAME"},
+      {"5", "{\"command\": NAME"},
+      {"null", "{\"command\": NAME"},
       {"{}", "{\"command\": NAME"},
       {R"({"command": ""})", "{\"command\": NAME"},
       {R"({"command": 5})", "'command' must be a string"},
@@ -87,7 +87,7 @@ TEST_CASE("Malformed requests are refused with a sentence, never an exception") 
        "'reason' must be at most 4096 bytes"},
       {"{\"command\": \"" + std::string(1000, 'x') + "\"}", "unknown command 'xxxx"},
       {"{\"command\": \"\xff\xfe\"}", "one line of JSON"},  // not UTF-8
-      {std::string(30000, '[') + std::string(30000, ']'), "one line of JSON"},
+      {std::string(30000, '[') + std::string(30000, ']'), "{\"command\": NAME"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.line.substr(0, 80));
@@ -97,6 +97,16 @@ TEST_CASE("Malformed requests are refused with a sentence, never an exception") 
                   parsed.error().message());
     CHECK(parsed.error().message().size() < 200);  // an unknown name is cut short
   }
+}
+
+TEST_CASE("A reader is refused a command it may not send before its members are looked at") {
+  auto refused = ParseRequest(R"({"command": "sync", "wait": "x"})", Role::kReader);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message() == "permission denied: 'sync' needs root");
+  CHECK(ParseRequest(R"({"command": "status"})", Role::kReader));
+  auto typed = ParseRequest(R"({"command": "show", "id": "x"})", Role::kReader);
+  REQUIRE_FALSE(typed);
+  CHECK(typed.error().message() == "'id' must be an integer");
 }
 
 TEST_CASE("Lenient reads of what a daemon sent take the fallback for a wrong type") {

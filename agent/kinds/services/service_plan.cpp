@@ -1,5 +1,6 @@
 #include "agent/kinds/services/service_plan.hpp"
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
