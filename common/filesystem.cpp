@@ -242,8 +242,17 @@ Result<FileStat> RootedFilesystem::Stat(std::string_view path) {
   return ToFileStat(st);
 }
 
-Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_t max_size) {
-  auto at = Locate(root_fd_, path, false);
+namespace {
+
+// A regular file below `root_fd`, opened for reading without following a symlink.
+struct OpenedFile {
+  std::string path;  // as the caller's errors show it
+  UniqueFd fd;
+  struct stat st;
+};
+
+Result<OpenedFile> OpenRegular(int root_fd, std::string_view path) {
+  auto at = Locate(root_fd, path, false);
   if (!at) return Fail(at.error());
   UniqueFd fd(openat(at->parent.get(), at->name.c_str(),
                      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
@@ -253,9 +262,20 @@ Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_
   if (!S_ISREG(st.st_mode)) {
     return Fail(std::errc::invalid_argument, Quote(at->path) + " is not a regular file");
   }
+  return OpenedFile{at->path, std::move(fd), st};
+}
+
+}  // namespace
+
+Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_t max_size) {
+  auto opened = OpenRegular(root_fd_, path);
+  if (!opened) return Fail(opened.error());
+  const std::string& shown = opened->path;
+  const UniqueFd& fd = opened->fd;
+  const struct stat& st = opened->st;
   if (static_cast<std::uint64_t>(st.st_size) > max_size) {
     return Fail(std::errc::file_too_large,
-                Quote(at->path) + " is larger than " + std::to_string(max_size) + " bytes");
+                Quote(shown) + " is larger than " + std::to_string(max_size) + " bytes");
   }
   std::string content;
   content.resize(static_cast<std::size_t>(st.st_size));
@@ -269,14 +289,14 @@ Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_
     const ssize_t n = read(fd.get(), content.data() + done, content.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return FailErrno(errno, "read " + Quote(at->path));
+      return FailErrno(errno, "read " + Quote(shown));
     }
     if (n == 0) break;
     done += static_cast<std::size_t>(n);
   }
   if (done > max_size) {
     return Fail(std::errc::file_too_large,
-                Quote(at->path) + " is larger than " + std::to_string(max_size) + " bytes");
+                Quote(shown) + " is larger than " + std::to_string(max_size) + " bytes");
   }
   content.resize(done);
   return content;
@@ -557,16 +577,10 @@ Status RootedFilesystem::AppendFile(std::string_view path, std::string_view data
 
 Result<std::string> RootedFilesystem::ReadFileRange(std::string_view path, std::uint64_t offset,
                                                     std::size_t max_size) {
-  auto at = Locate(root_fd_, path, false);
-  if (!at) return Fail(at.error());
-  UniqueFd fd(openat(at->parent.get(), at->name.c_str(),
-                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-  if (!fd.valid()) return FailErrno(errno, "open " + Quote(at->path));
-  struct stat st {};
-  if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
-  if (!S_ISREG(st.st_mode)) {
-    return Fail(std::errc::invalid_argument, Quote(at->path) + " is not a regular file");
-  }
+  auto opened = OpenRegular(root_fd_, path);
+  if (!opened) return Fail(opened.error());
+  const std::string& shown = opened->path;
+  const UniqueFd& fd = opened->fd;
   std::string content(max_size, '\0');
   std::size_t done = 0;
   while (done < max_size) {
@@ -574,7 +588,7 @@ Result<std::string> RootedFilesystem::ReadFileRange(std::string_view path, std::
         pread(fd.get(), content.data() + done, max_size - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return FailErrno(errno, "read " + Quote(at->path));
+      return FailErrno(errno, "read " + Quote(shown));
     }
     if (n == 0) break;
     done += static_cast<std::size_t>(n);

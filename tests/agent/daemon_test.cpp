@@ -144,6 +144,33 @@ struct Fleet {
     tetherd = std::move(*spawned);
   }
 
+  // Starts tetherd the way tetherd.socket does: systemd-socket-activate listens on
+  // `socket`, starts tetherd at the first connection and passes the socket (LISTEN_FDS);
+  // tetherd's own --socket is `tetherd_socket`.
+  void StartActivated(const std::string& tetherd_socket) {
+    tether::SpawnOptions options;
+    options.argv = {"systemd-socket-activate",
+                    "-l",
+                    socket,
+                    "-E",
+                    "NOTIFY_SOCKET=" + notify.path(),
+                    std::getenv("TETHERD"),
+                    "--config",
+                    dir.Path("agent.toml"),
+                    "--state-dir",
+                    dir.Path("state"),
+                    "--cache-dir",
+                    dir.Path("cache"),
+                    "--root",
+                    dir.Path("root"),
+                    "--socket",
+                    tetherd_socket};
+    options.stderr_path = dir.Path("tetherd.log");
+    auto activator = tether::Spawn(options);
+    REQUIRE(activator);
+    tetherd = std::move(*activator);
+  }
+
   // tetherctl ARGS... as root.
   tether::RunResult Ctl(std::vector<std::string> args) const {
     tether::RunOptions options;
@@ -416,27 +443,7 @@ TEST_CASE("Socket activation: tetherd serves the socket systemd passes") {
   const std::string first = fleet.Commit("hello\n");
   // systemd-socket-activate listens like tetherd.socket and starts tetherd on the first
   // connection, passing the socket (LISTEN_FDS).
-  tether::SpawnOptions options;
-  options.argv = {"systemd-socket-activate",
-                  "-l",
-                  fleet.socket,
-                  "-E",
-                  "NOTIFY_SOCKET=" + fleet.notify.path(),
-                  std::getenv("TETHERD"),
-                  "--config",
-                  fleet.dir.Path("agent.toml"),
-                  "--state-dir",
-                  fleet.dir.Path("state"),
-                  "--cache-dir",
-                  fleet.dir.Path("cache"),
-                  "--root",
-                  fleet.dir.Path("root"),
-                  "--socket",
-                  fleet.dir.Path("unused.sock")};
-  options.stderr_path = fleet.dir.Path("tetherd.log");
-  auto activator = tether::Spawn(options);
-  REQUIRE(activator);
-  fleet.tetherd = std::move(*activator);
+  fleet.StartActivated(fleet.dir.Path("unused.sock"));
   REQUIRE(WaitFor([&] { return std::filesystem::exists(fleet.socket); }, 10s));
   CHECK_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
                 fleet.Log());
@@ -451,25 +458,7 @@ TEST_CASE("Under socket activation, a stop leaves systemd's socket in place") {
   Fleet fleet;
   fleet.dir.WriteFile("agent.toml", fleet.Config());
   fleet.Commit("hello\n");
-  tether::SpawnOptions options;
-  options.argv = {"systemd-socket-activate",
-                  "-l",
-                  fleet.socket,
-                  std::getenv("TETHERD"),
-                  "--config",
-                  fleet.dir.Path("agent.toml"),
-                  "--state-dir",
-                  fleet.dir.Path("state"),
-                  "--cache-dir",
-                  fleet.dir.Path("cache"),
-                  "--root",
-                  fleet.dir.Path("root"),
-                  "--socket",
-                  fleet.socket};
-  options.stderr_path = fleet.dir.Path("tetherd.log");
-  auto activator = tether::Spawn(options);
-  REQUIRE(activator);
-  fleet.tetherd = std::move(*activator);
+  fleet.StartActivated(fleet.socket);
   REQUIRE(WaitFor([&] { return std::filesystem::exists(fleet.socket); }, 10s));
   REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s),
                   fleet.Log());
