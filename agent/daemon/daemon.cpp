@@ -573,6 +573,9 @@ class Daemon final : public RequestHandler {
     Announce(result);
     if (stopping_) return Finish();
     if (pending_) return StartPending();
+    // Idle from here: what reading the inventory for the watches took goes back to the
+    // system, not only to malloc, so the waiting daemon stays small.
+    malloc_trim(0);
     // A drift repair did not ask the source: the poll it found scheduled stays as it was.
     if (result.trigger == Trigger::kDrift && next_poll_) return;
     SchedulePoll(result.exit_code == 0 ? schedule_.AfterSuccess() : schedule_.AfterFailure());
