@@ -120,21 +120,26 @@ struct Fleet {
         options);
   }
 
+  // tetherd on this fleet's config, state, cache and root, with `socket_path`.
+  std::vector<std::string> TetherdArgv(const std::string& socket_path) const {
+    return {std::getenv("TETHERD"),
+            "--config",
+            dir.Path("agent.toml"),
+            "--state-dir",
+            dir.Path("state"),
+            "--cache-dir",
+            dir.Path("cache"),
+            "--root",
+            dir.Path("root"),
+            "--socket",
+            socket_path};
+  }
+
   // Writes agent.toml (Config(), with the settings above) and starts tetherd.
   void Start() {
     dir.WriteFile("agent.toml", Config());
     tether::SpawnOptions options;
-    options.argv = {std::getenv("TETHERD"),
-                    "--config",
-                    dir.Path("agent.toml"),
-                    "--state-dir",
-                    dir.Path("state"),
-                    "--cache-dir",
-                    dir.Path("cache"),
-                    "--root",
-                    dir.Path("root"),
-                    "--socket",
-                    socket};
+    options.argv = TetherdArgv(socket);
     options.argv.insert(options.argv.end(), extra_args.begin(), extra_args.end());
     options.env = tether::kCleanEnvironment;
     options.env.push_back("NOTIFY_SOCKET=" + notify.path());
@@ -149,22 +154,10 @@ struct Fleet {
   // tetherd's own --socket is `tetherd_socket`.
   void StartActivated(const std::string& tetherd_socket) {
     tether::SpawnOptions options;
-    options.argv = {"systemd-socket-activate",
-                    "-l",
-                    socket,
-                    "-E",
-                    "NOTIFY_SOCKET=" + notify.path(),
-                    std::getenv("TETHERD"),
-                    "--config",
-                    dir.Path("agent.toml"),
-                    "--state-dir",
-                    dir.Path("state"),
-                    "--cache-dir",
-                    dir.Path("cache"),
-                    "--root",
-                    dir.Path("root"),
-                    "--socket",
-                    tetherd_socket};
+    options.argv = {"systemd-socket-activate", "-l", socket, "-E",
+                    "NOTIFY_SOCKET=" + notify.path()};
+    const auto argv = TetherdArgv(tetherd_socket);
+    options.argv.insert(options.argv.end(), argv.begin(), argv.end());
     options.stderr_path = dir.Path("tetherd.log");
     auto activator = tether::Spawn(options);
     REQUIRE(activator);
