@@ -14,7 +14,7 @@
 #include "agent/config/agent_config.hpp"
 #include "agent/toml/diagnostics.hpp"
 #include "common/error.hpp"
-#include "common/sha256.hpp"
+#include "common/content_id.hpp"
 #include "common/sparse_text.hpp"
 
 namespace tether {
@@ -49,9 +49,10 @@ struct FileSpec {
   std::shared_ptr<Tree> lazy;
   bool templated = false;
   bool secret = false;  // content never shown in logs, diffs or reports
-  // Of the content, as bytes (ContentSha256 gives its hex): set by the renderer (or unset).
+  // Of the content (for a `source` file, the blob id its commit records, so that the file
+  // is not read to know it): set by the renderer (or unset: computed from `content`).
   // Placed here, it takes the room the fields around it leave, not room of its own.
-  std::optional<Sha256Digest> content_sha256;
+  std::optional<ContentId> content_id;
   std::uint32_t mode = 0644;
   SparseText owner;  // a user name or a numeric id; empty: unset (root on create)
   SparseText group;  // likewise
@@ -60,8 +61,8 @@ struct FileSpec {
 // The content of `file`: held, or read again from its tree and checked against its hash
 // (an error when the tree no longer has it as rendered).
 [[nodiscard]] Result<std::string> ContentOf(const FileSpec& file);
-// Its SHA-256 (hex), computed when the spec does not carry it.
-[[nodiscard]] std::string ContentSha256(const FileSpec& file);
+// Its content id, computed when the spec does not carry it.
+[[nodiscard]] ContentId ContentIdOf(const FileSpec& file);
 // Its size in bytes.
 [[nodiscard]] std::size_t ContentSize(const FileSpec& file);
 

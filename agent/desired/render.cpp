@@ -7,7 +7,6 @@
 #include "agent/desired/template.hpp"
 #include "agent/toml/toml_reader.hpp"
 #include "common/filesystem.hpp"
-#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -347,11 +346,15 @@ class Renderer {
     return std::move(name).value_or("");
   }
 
-  // Reads `source` or `content` (exactly one) and expands it when `template` is true.
+  // Reads `source` or `content` (exactly one) and expands it when `template` is true. A
+  // `source` taken as it is, when the tree records its id and size (a commit does) and
+  // contents are read again when needed, is not read here at all: `blob` is set instead.
   struct Content {
     std::string text;
     std::optional<std::string> source;
+    std::optional<TreeBlob> blob;
     bool templated = false;
+    [[nodiscard]] std::size_t size() const { return blob ? blob->size : text.size(); }
   };
   Content ReadContent(TomlTable& t) {
     Content result;
@@ -367,20 +370,15 @@ class Renderer {
     Location origin = t.Where("content");
     bool inline_origin = true;
     if (source) {
-      auto checked = CheckRepoPath(*source);
-      if (!checked) {
-        t.Error("source", checked.error().message());
-        return result;
-      }
-      auto text = ReadTreeFile(tree_, *source, options_.limits.max_file_size);
-      if (!text) {
-        t.Error("source", text.error().Is(std::errc::no_such_file_or_directory)
+      auto read = ReadSource(*source, !result.templated && options_.content_tree != nullptr,
+                             result);
+      if (!read) {
+        t.Error("source", read.error().Is(std::errc::no_such_file_or_directory)
                               ? "'" + *source + "': no such file in the repo"
-                              : text.error().message());
+                              : read.error().message());
         return result;
       }
       result.source = source;
-      result.text = std::move(*text);
       origin = {*source, 1, 1};
       inline_origin = false;
     } else {
@@ -391,21 +389,42 @@ class Renderer {
       auto expanded = ExpandTemplate(result.text, origin, context, diagnostics_, inline_origin);
       if (expanded) result.text = std::move(*expanded);
     }
-    if (result.text.size() > options_.limits.max_file_size) {
+    if (result.size() > options_.limits.max_file_size) {
       t.Error(source ? "source" : "content",
-              "the content is " + std::to_string(result.text.size()) + " bytes (the limit is " +
+              "the content is " + std::to_string(result.size()) + " bytes (the limit is " +
                   std::to_string(options_.limits.max_file_size) + ")");
     }
-    total_size_ += result.text.size();
+    total_size_ += result.size();
     return result;
+  }
+
+  // The repo file `source` into `result`: its blob when `unread` allows and the tree
+  // records it, its text otherwise.
+  Result<void> ReadSource(const std::string& source, bool unread, Content& result) {
+    auto checked = CheckRepoPath(source);
+    if (!checked) return Fail(checked.error());
+    if (unread) {
+      auto path = ResolveInTree(tree_, source);
+      if (!path) return Fail(path.error());
+      auto blob = tree_.Blob(*path);
+      if (!blob) return Fail(blob.error());
+      if (*blob) {
+        result.blob = **blob;
+        return {};
+      }
+    }
+    auto text = ReadTreeFile(tree_, source, options_.limits.max_file_size);
+    if (!text) return Fail(text.error());
+    result.text = std::move(*text);
+    return {};
   }
 
   FileSpec BuildFile(TomlTable& t) {
     FileSpec spec;
     spec.path = ManagedPath(t);
     Content content = ReadContent(t);
-    spec.content_sha256 = Sha256Bytes(content.text);
-    spec.content_size = content.text.size();
+    spec.content_size = content.size();
+    spec.content_id = content.blob ? content.blob->id : ContentIdOf(content.text);
     if (options_.content_tree && content.source && !content.templated) {
       spec.lazy = options_.content_tree;  // read again when it is written or diffed
     } else {
@@ -648,15 +667,15 @@ Result<std::string> ContentOf(const FileSpec& file) {
     return Fail(text.error().WithContext("read the content of '" + file.path + "' from '" +
                                          file.source + "'"));
   }
-  if (!file.content_sha256 || Sha256Bytes(*text) != *file.content_sha256) {
+  if (!file.content_id || ContentIdOf(*text) != *file.content_id) {
     return Fail(std::errc::io_error, "the content of '" + file.path + "' ('" + file.source +
                                          "') is not what was rendered; refusing to write it");
   }
   return text;
 }
 
-std::string ContentSha256(const FileSpec& file) {
-  return file.content_sha256 ? Sha256Hex(*file.content_sha256) : Sha256Hex(file.content.str());
+ContentId ContentIdOf(const FileSpec& file) {
+  return file.content_id ? *file.content_id : ContentIdOf(file.content.str());
 }
 
 Location DeclaredLocation(const DesiredState& state, const Resource& resource) {

@@ -5,17 +5,26 @@
 // and without a leading '/': "hosts/web-01.toml".
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/content_id.hpp"
 #include "common/error.hpp"
 #include "common/filesystem.hpp"
 
 namespace tether {
 
 enum class TreeEntryType { kFile, kDirectory, kSymlink, kOther };
+
+// A regular file as a tree records it, unread: its content id and size.
+struct TreeBlob {
+  ContentId id{};
+  std::uint64_t size = 0;
+};
 
 class Tree {
  public:
@@ -30,6 +39,11 @@ class Tree {
   [[nodiscard]] virtual Result<std::string> ReadSymlink(std::string_view path) = 0;
   // Names in directory `path` ("" for the top), sorted.
   [[nodiscard]] virtual Result<std::vector<std::string>> List(std::string_view path) = 0;
+  // The id and size of the regular file `path` when the tree records them, so that the
+  // file need not be read to know them (a Git tree does); nullopt when it does not.
+  [[nodiscard]] virtual Result<std::optional<TreeBlob>> Blob(std::string_view /*path*/) {
+    return std::optional<TreeBlob>();
+  }
 };
 
 // A checkout in a local directory. Symlinks are never followed by the directory walk

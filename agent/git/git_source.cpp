@@ -54,6 +54,7 @@ class CommitTree final : public Tree {
   ~CommitTree() override {
     for (auto& [dir, tree] : trees_) git_tree_free(tree);
     git_tree_free(tree_);
+    git_odb_free(odb_);
   }
   CommitTree(const CommitTree&) = delete;
   CommitTree& operator=(const CommitTree&) = delete;
@@ -82,6 +83,27 @@ class CommitTree final : public Tree {
     return ReadBlob(path, *entry, 4096);
   }
 
+  // The blob id is in the tree entry; the size is in the object's header, which for a
+  // packed object costs a few bytes of inflate, not the whole content.
+  Result<std::optional<TreeBlob>> Blob(std::string_view path) override {
+    auto entry = Entry(path);
+    if (!entry) return Fail(entry.error());
+    if (git_tree_entry_type(*entry) != GIT_OBJECT_BLOB) return NotAFile(path);
+    if (odb_ == nullptr && git_repository_odb(&odb_, repo_) != 0) {
+      return Fail(std::errc::io_error, "open the object database: " + GitErrorText());
+    }
+    const git_oid* oid = git_tree_entry_id(*entry);
+    std::size_t size = 0;
+    git_object_t type = GIT_OBJECT_INVALID;
+    if (git_odb_read_header(&size, &type, odb_, oid) != 0) {
+      return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
+    }
+    TreeBlob blob;
+    std::copy(std::begin(oid->id), std::end(oid->id), blob.id.begin());
+    blob.size = size;
+    return blob;
+  }
+
   Result<std::vector<std::string>> List(std::string_view path) override {
     auto tree = Directory(path);
     if (!tree) return Fail(tree.error());
@@ -95,6 +117,9 @@ class CommitTree final : public Tree {
   }
 
  private:
+  static tl::unexpected<Error> NotAFile(std::string_view path) {
+    return Fail(std::errc::invalid_argument, "'" + std::string(path) + "' is not a file");
+  }
   static tl::unexpected<Error> NoSuchFile(std::string_view path) {
     return Fail(std::errc::no_such_file_or_directory,
                 "'" + std::string(path) + "': no such file in the commit");
@@ -133,9 +158,7 @@ class CommitTree final : public Tree {
 
   Result<std::string> ReadBlob(std::string_view path, const git_tree_entry* entry,
                                std::size_t max_size) {
-    if (git_tree_entry_type(entry) != GIT_OBJECT_BLOB) {
-      return Fail(std::errc::invalid_argument, "'" + std::string(path) + "' is not a file");
-    }
+    if (git_tree_entry_type(entry) != GIT_OBJECT_BLOB) return NotAFile(path);
     git_blob* blob = nullptr;
     if (git_blob_lookup(&blob, repo_, git_tree_entry_id(entry)) != 0) {
       return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
@@ -161,6 +184,7 @@ class CommitTree final : public Tree {
 
   git_repository* repo_;
   git_tree* tree_;
+  git_odb* odb_ = nullptr;  // opened by the first Blob
   std::unordered_map<std::string, git_tree*, Hash, std::equal_to<>> trees_;  // dir -> its tree
 };
 

@@ -541,6 +541,82 @@ TEST_CASE("The renderer reads a host's profile straight from a fetched commit") 
   CHECK(std::get<tether::FileSpec>(state.resources[0].spec).content == "hello web-01\n");
 }
 
+// A tree that passes everything to a commit's tree, counting file reads.
+class CountingTree final : public tether::Tree {
+ public:
+  explicit CountingTree(tether::Tree& tree) : tree_(tree) {}
+  tether::Result<tether::TreeEntryType> Type(std::string_view path) override {
+    return tree_.Type(path);
+  }
+  tether::Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override {
+    reads.emplace_back(path);
+    return tree_.ReadFile(path, max_size);
+  }
+  tether::Result<std::string> ReadSymlink(std::string_view path) override {
+    return tree_.ReadSymlink(path);
+  }
+  tether::Result<std::vector<std::string>> List(std::string_view path) override {
+    return tree_.List(path);
+  }
+  tether::Result<std::optional<tether::TreeBlob>> Blob(std::string_view path) override {
+    return tree_.Blob(path);
+  }
+  std::vector<std::string> reads;
+
+ private:
+  tether::Tree& tree_;
+};
+
+TEST_CASE("A commit's source files are known by their blob ids, and read only to be written") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  const std::string commit = CommitFiles(
+      fleet.repo, {{"hosts/web-01.toml",
+                    "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n"
+                    "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n"
+                    "template = true\n"},
+                   {"files/app.conf", "port = 1\n"},
+                   {"files/motd", "on {{ host.hostname }}\n"}});
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  REQUIRE(source->Update().value().commit == commit);
+  auto opened = source->OpenTree(commit);
+  REQUIRE(opened);
+  std::shared_ptr<tether::Tree> tree = std::move(*opened);
+
+  // What git itself says the blob is.
+  tether::RunOptions rev_parse;
+  rev_parse.argv = {"git", "-C", fleet.repo, "rev-parse", commit + ":files/app.conf"};
+  rev_parse.timeout = 10s;
+  const std::string blob_id = tether::Run(rev_parse).value().out.substr(0, 40);
+  auto blob = tree->Blob("files/app.conf");
+  REQUIRE(blob);
+  REQUIRE(blob->has_value());
+  CHECK(tether::ContentIdHex((*blob)->id) == blob_id);
+  CHECK((*blob)->size == 9);
+  CHECK(tree->Blob("files").error().message() == "'files' is not a file");
+  CHECK(tree->Blob("files/none").error().Is(std::errc::no_such_file_or_directory));
+
+  // Rendered for tetherd (contents read again when needed): the plain source is not read,
+  // the template is (it must be expanded).
+  auto counting = std::make_shared<CountingTree>(*tree);
+  tether::RenderOptions options;
+  options.profile = "hosts/web-01.toml";
+  options.host.hostname = "web-01";
+  options.content_tree = counting;
+  tether::Diagnostics diagnostics;
+  auto state = tether::RenderProfile(*counting, options, diagnostics);
+  CHECK(diagnostics.ToString() == "");
+  CHECK(counting->reads == std::vector<std::string>{"hosts/web-01.toml", "files/motd"});
+  REQUIRE(state.resources.size() == 2);
+  const auto& app = std::get<tether::FileSpec>(state.resources[0].spec);
+  CHECK(tether::ContentIdHex(tether::ContentIdOf(app)) == blob_id);
+  CHECK(tether::ContentSize(app) == 9);
+  CHECK(app.content.empty());
+  CHECK(tether::ContentOf(app).value() == "port = 1\n");
+  CHECK(counting->reads.back() == "files/app.conf");  // read now, to be written
+}
+
 TEST_CASE("Open pack files stay bounded however many fetches the mirror gathered") {
   Fleet fleet;
   GitDaemonServer server(fleet.root.path());

@@ -101,7 +101,7 @@ tether::DesiredState MakeDesired(int n, const std::shared_ptr<tether::Tree>& tre
     tether::FileSpec spec;
     spec.path = FilePath(i);
     const std::string content = Content(i);
-    spec.content_sha256 = tether::Sha256Bytes(content);
+    spec.content_id = tether::ContentIdOf(content);
     spec.content_size = content.size();
     spec.source = "files/f" + std::to_string(i);
     spec.lazy = tree;

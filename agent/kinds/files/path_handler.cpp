@@ -365,7 +365,7 @@ class PathHandler final : public KindHandler {
 
   // What the profile asks of a file, as a hash: content, mode and ownership.
   static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
-    return ContentSha256(file) + "/" + std::to_string(file.mode) + "/" +
+    return ContentIdHex(ContentIdOf(file)) + "/" + std::to_string(file.mode) + "/" +
            (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
            (owner.gid ? std::to_string(*owner.gid) : "-");
   }

@@ -7,7 +7,6 @@
 #include "agent/desired/render_output.hpp"
 #include "common/diff.hpp"
 #include "common/encoding.hpp"
-#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -83,7 +82,7 @@ Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool 
   if (stat->type == FileType::kRegular && read_content) {
     auto content = fs.ReadFile(path, max_size);
     if (!content) return Fail(content.error());
-    observed.content_sha256 = Sha256Hex(*content);
+    observed.content_id = ContentIdOf(*content);
     observed.content = std::move(*content);
   } else if (stat->type == FileType::kSymlink) {
     auto target = fs.ReadSymlink(path);
@@ -96,9 +95,8 @@ Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool 
 namespace {
 
 bool SameContent(const FileSpec& spec, const PathObservation& observed) {
-  const std::string& current = observed.content_sha256;
-  return (current.empty() ? Sha256Hex(observed.content.value_or("")) : current) ==
-         ContentSha256(spec);
+  const auto& current = observed.content_id;
+  return (current ? *current : ContentIdOf(observed.content.value_or(""))) == ContentIdOf(spec);
 }
 
 }  // namespace

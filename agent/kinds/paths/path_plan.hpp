@@ -25,7 +25,7 @@ struct PathObservation {
   bool exists = false;
   FileStat stat;
   std::optional<std::string> content;
-  std::string content_sha256;         // of `content`, when read
+  std::optional<ContentId> content_id;  // of `content`, when read
   std::optional<std::string> target;  // of a symlink
 };
 
