@@ -127,20 +127,43 @@ Result<std::unique_ptr<FileLock>> StateStore::Lock(bool wait) {
 
 // --- The inventory ---
 
+// Entries are handed over one at a time, as the parser finishes each, and dropped from
+// the document: the inventory of a host with many files is never whole in memory twice.
 Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) const {
   const std::string path = PathOf(kInventory);
-  Json json;
-  {
-    auto text = ReadOptional(kInventory, kMaxInventory);
-    if (!text) return Fail(text.error());
-    if (!*text) return std::string();
-    json = Json::parse(**text, nullptr, false);
-  }  // the text goes before the entries are made
   auto corrupt = [&](const std::string& why) {
     return Fail(std::errc::illegal_byte_sequence,
                 "inventory '" + path + "' is corrupt (" + why +
                     "); it was left as it is: repair or remove it by hand");
   };
+  std::string top_key;       // the member of the top object being read
+  std::string id;            // the entry being read
+  std::string bad_entry;     // the first entry that is not one
+  auto on_event = [&](int depth, Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::key && depth == 1) top_key = parsed.get<std::string>();
+    if (top_key != "entries") return true;
+    if (event == Json::parse_event_t::key && depth == 2) id = parsed.get<std::string>();
+    if (event != Json::parse_event_t::object_end || depth != 2) return true;
+    StoredEntry entry;
+    if (!ReadString(parsed, "kind", entry.kind) || !parsed.contains("path") ||
+        !ReadString(parsed, "path", entry.path) || !ReadBool(parsed, "created", entry.created) ||
+        !ReadString(parsed, "fingerprint", entry.fingerprint)) {
+      if (bad_entry.empty()) bad_entry = id;
+      return false;
+    }
+    if (auto original = parsed.find("original"); original != parsed.end()) {
+      entry.original = std::move(*original);
+    }
+    if (!on_entry(id, std::move(entry)) && bad_entry.empty()) bad_entry = id;
+    return false;  // handed over: not kept in the document
+  };
+  Json json;
+  {
+    auto text = ReadOptional(kInventory, kMaxInventory);
+    if (!text) return Fail(text.error());
+    if (!*text) return std::string();
+    json = Json::parse(**text, on_event, false);
+  }  // the text goes before the entries are used
   if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
   std::string schema;
   if (!ReadString(json, "schema", schema) || schema != kInventorySchema) {
@@ -150,18 +173,9 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
   if (!ReadString(json, "commit", commit)) return corrupt("bad commit");
   auto entries = json.find("entries");
   if (entries == json.end() || !entries->is_object()) return corrupt("no entries");
-  for (auto& [id, item] : entries->items()) {
-    StoredEntry entry;
-    if (!item.is_object() || !ReadString(item, "kind", entry.kind) || !item.contains("path") ||
-        !ReadString(item, "path", entry.path) || !ReadBool(item, "created", entry.created) ||
-        !ReadString(item, "fingerprint", entry.fingerprint)) {
-      return corrupt("bad entry '" + id + "'");
-    }
-    if (auto original = item.find("original"); original != item.end()) {
-      entry.original = std::move(*original);
-    }
-    if (!on_entry(id, std::move(entry))) return corrupt("bad entry '" + id + "'");
-  }
+  if (!bad_entry.empty()) return corrupt("bad entry '" + bad_entry + "'");
+  // Every object was handed over; what is left is not an entry.
+  if (!entries->empty()) return corrupt("bad entry '" + entries->begin().key() + "'");
   return commit;
 }
 

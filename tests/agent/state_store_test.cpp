@@ -247,6 +247,17 @@ TEST_CASE("A corrupt state file is an error naming it, never an exception") {
       {"inventory.json",
        "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": {\"file:/x\": "
        "{\"kind\": 3, \"path\": \"/x\"}}}"},
+      // Entries are read as the parser finishes each: one that is not an object, entries
+      // that are not an object, and a good entry before a bad one.
+      {"inventory.json",
+       "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": {\"file:/x\": 7}}"},
+      {"inventory.json",
+       "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": [{\"kind\": "
+       "\"file\", \"path\": \"\", \"created\": true, \"fingerprint\": \"\"}]}"},
+      {"inventory.json",
+       "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": {\"file:/a\": "
+       "{\"kind\": \"file\", \"path\": \"\", \"created\": true, \"fingerprint\": \"\"}, "
+       "\"file:/b\": {\"kind\": \"file\"}}}"},
       {"quarantine.json", "[1, 2]"},
       {"quarantine.json",
        "{\"schema\": \"tether.quarantine/v1\", \"commit\": \"c\", \"since\": \"today\"}"},
