@@ -233,11 +233,26 @@ Result<std::unique_ptr<RootedFilesystem>> RootedFilesystem::Open(const std::stri
 RootedFilesystem::~RootedFilesystem() { close(root_fd_); }
 
 Result<FileStat> RootedFilesystem::Stat(std::string_view path) {
-  auto at = Locate(root_fd_, path, false);
-  if (!at) return Fail(at.error());
+  auto normal = NormalizePath(path);
+  if (!normal) return Fail(normal.error());
+  const std::size_t last_slash = normal->rfind('/');
   struct stat st {};
+  if (last_slash > 0 && stat_dir_fd_.valid() &&
+      std::string_view(*normal).substr(0, last_slash) == stat_dir_) {
+    const std::string name = normal->substr(last_slash + 1);
+    if (fstatat(stat_dir_fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return FailErrno(errno, "stat " + Quote(*normal));
+    }
+    return ToFileStat(st);
+  }
+  auto at = Locate(root_fd_, *normal, false);
+  if (!at) return Fail(at.error());
   if (fstatat(at->parent.get(), at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return FailErrno(errno, "stat " + Quote(at->path));
+  }
+  if (last_slash > 0) {
+    stat_dir_ = normal->substr(0, last_slash);
+    stat_dir_fd_ = std::move(at->parent);
   }
   return ToFileStat(st);
 }
@@ -427,6 +442,7 @@ Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) 
 }
 
 Status RootedFilesystem::CreateDirectory(std::string_view path, std::uint32_t mode) {
+  ForgetStatDirectory();
   auto at = Locate(root_fd_, path, false);
   if (!at) return Fail(at.error());
   if (mkdirat(at->parent.get(), at->name.c_str(), mode & 0700) != 0) {
@@ -441,6 +457,7 @@ Status RootedFilesystem::CreateDirectory(std::string_view path, std::uint32_t mo
 }
 
 Status RootedFilesystem::CreateSymlink(std::string_view path, std::string_view target) {
+  ForgetStatDirectory();
   auto at = Locate(root_fd_, path, false);
   if (!at) return Fail(at.error());
   if (auto refused = RefuseDirectory(*at, "symlink"); !refused) return refused;
@@ -488,6 +505,7 @@ Status RootedFilesystem::SetAttributes(std::string_view path, std::uint32_t mode
 }
 
 Status RootedFilesystem::Remove(std::string_view path) {
+  ForgetStatDirectory();
   auto at = Locate(root_fd_, path, false);
   if (!at) return Fail(at.error());
   if (at->name == ".") return Fail(std::errc::permission_denied, "refusing to remove '/'");
@@ -499,6 +517,7 @@ Status RootedFilesystem::Remove(std::string_view path) {
 }
 
 Status RootedFilesystem::Rename(std::string_view from, std::string_view to) {
+  ForgetStatDirectory();
   auto source = Locate(root_fd_, from, false);
   if (!source) return Fail(source.error());
   auto destination = Locate(root_fd_, to, false);
@@ -514,6 +533,7 @@ Status RootedFilesystem::Rename(std::string_view from, std::string_view to) {
 }
 
 Status RootedFilesystem::Link(std::string_view from, std::string_view to) {
+  ForgetStatDirectory();
   auto source = Locate(root_fd_, from, false);
   if (!source) return Fail(source.error());
   auto destination = Locate(root_fd_, to, false);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -191,9 +192,18 @@ class RootedFilesystem final : public Filesystem {
 
  private:
   RootedFilesystem(std::string root, int root_fd) : root_(std::move(root)), root_fd_(root_fd) {}
+  // Forgets Stat's directory: called by whatever may move or replace a directory.
+  void ForgetStatDirectory() {
+    stat_dir_.clear();
+    stat_dir_fd_.Reset();
+  }
 
   std::string root_;
   int root_fd_;
+  // The directory of the last Stat, kept open: a plan stats many paths in one directory in
+  // a row, and each then costs one fstatat() rather than an openat2(), fstatat() and close().
+  std::string stat_dir_;
+  UniqueFd stat_dir_fd_;
 };
 
 }  // namespace tether

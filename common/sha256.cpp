@@ -7,9 +7,13 @@
 namespace tether {
 
 Sha256Digest Sha256Bytes(std::string_view data) {
+  // Fetched once: EVP_sha256() would look the algorithm up again on every call, which costs
+  // more than hashing a short text.
+  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   Sha256Digest digest{};
   unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1 ||
+  if (kSha256 == nullptr ||
+      EVP_Digest(data.data(), data.size(), digest.data(), &length, kSha256, nullptr) != 1 ||
       length != digest.size()) {
     std::abort();  // cannot fail with a built-in digest; a broken libcrypto is an invariant
   }

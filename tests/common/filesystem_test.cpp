@@ -155,6 +155,32 @@ TEST_CASE_FIXTURE(Fixture, "A symlink in a parent directory is never followed") 
   CHECK_FALSE(fs->WriteFileAtomic("/host/tmp/x", "x", Mode(0644)));
 }
 
+TEST_CASE_FIXTURE(Fixture, "Stats in one directory in a row, then after it was replaced") {
+  dir.WriteFile("etc/a", "a");
+  dir.WriteFile("etc/b", "bb");
+  CHECK(fs->Stat("/etc/a").value().size == 1);
+  CHECK(fs->Stat("/etc/b").value().size == 2);
+  CHECK(fs->Stat("/etc//b").value().size == 2);
+  auto missing = fs->Stat("/etc/c");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().Is(std::errc::no_such_file_or_directory));
+  CHECK(missing.error().message() == "stat '/etc/c': No such file or directory");
+  dir.WriteFile("etc/c", "ccc");
+  CHECK(fs->Stat("/etc/c").value().size == 3);  // what is there now, not what was
+
+  // The directory removed and made a symlink to outside, through this filesystem: a Stat
+  // after that resolves the path again, and refuses the symlink.
+  outside.WriteFile("a", "outside");
+  REQUIRE(fs->Remove("/etc/a"));
+  REQUIRE(fs->Remove("/etc/b"));
+  REQUIRE(fs->Remove("/etc/c"));
+  REQUIRE(fs->Remove("/etc"));
+  REQUIRE(fs->CreateSymlink("/etc", outside.path()));
+  auto refused = fs->Stat("/etc/a");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().Is(std::errc::too_many_symbolic_link_levels));
+}
+
 TEST_CASE_FIXTURE(Fixture, "A symlink as the last component is replaced or read, never followed") {
   outside.WriteFile("target", "outside");
   std::filesystem::create_symlink(outside.Path("target"), Host("/etc/motd"));
