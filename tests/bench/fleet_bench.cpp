@@ -5,7 +5,7 @@
 //   ninja -C build tests/bench/fleet_bench agent/tetherd agent/tetherd-cycle
 //   TETHERD=build/agent/tetherd build/tests/bench/fleet_bench
 //       [--sizes 1000,10000,50000] [--layouts flat,nested] [--edits 200] [--dir DIR]
-//       [--no-daemon] [--timeout SECONDS]
+//       [--no-daemon] [--keep] [--timeout SECONDS]
 //
 // For each layout (flat: every source in files/; nested: 100 per folder) and size:
 //   first apply  tetherd --once into an empty root, against a C loop that writes each file
@@ -19,7 +19,7 @@
 //                the daemon's idle RSS and peak RSS
 // Wall times are medians of 3 runs (first apply: 1); peak RSS is ru_maxrss of the process
 // and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
-// the git worker). --dir puts the trees on another filesystem (default: $TMPDIR or /tmp).
+// the git worker). --keep leaves each work dir (repo, root, state) in place. --dir puts the trees on another filesystem (default: $TMPDIR or /tmp).
 // Results go in docs/performance.md.
 #include <fcntl.h>
 #include <poll.h>
@@ -62,6 +62,7 @@ struct Options {
   std::size_t edits = 200;
   std::string dir;
   bool daemon = true;
+  bool keep = false;  // leave each work dir (repo, root, state) for a profiler
   int timeout_s = 600;
 };
 
@@ -436,7 +437,7 @@ void Bench(const Options& options, const std::string& tetherd) {
                       MiB(daemon.peak_rss_kib).c_str());
         daemon_rows.push_back(row);
       }
-      fs::remove_all(work);
+      if (!options.keep) fs::remove_all(work);
     }
   }
   if (!daemon_rows.empty()) {
@@ -470,6 +471,8 @@ int main(int argc, char** argv) {
       options.dir = value();
     } else if (arg == "--no-daemon") {
       options.daemon = false;
+    } else if (arg == "--keep") {
+      options.keep = true;
     } else if (arg == "--timeout") {
       options.timeout_s = std::stoi(value());
     } else {
