@@ -13,10 +13,9 @@ ContentId ContentIdOf(std::string_view content) {
   ContentId id{};
   unsigned int length = 0;
   const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
-                                                                          EVP_MD_CTX_free);
+                                                                        EVP_MD_CTX_free);
   // Cannot fail with a built-in digest; a broken libcrypto is an invariant.
-  if (!context || kSha1 == nullptr ||
-      EVP_DigestInit_ex(context.get(), kSha1, nullptr) != 1 ||
+  if (!context || kSha1 == nullptr || EVP_DigestInit_ex(context.get(), kSha1, nullptr) != 1 ||
       EVP_DigestUpdate(context.get(), header.data(), header.size()) != 1 ||
       EVP_DigestUpdate(context.get(), content.data(), content.size()) != 1 ||
       EVP_DigestFinal_ex(context.get(), id.data(), &length) != 1 || length != id.size()) {

@@ -13,8 +13,8 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/toml/diagnostics.hpp"
-#include "common/error.hpp"
 #include "common/content_id.hpp"
+#include "common/error.hpp"
 #include "common/sparse_text.hpp"
 
 namespace tether {

@@ -370,8 +370,8 @@ class Renderer {
     Location origin = t.Where("content");
     bool inline_origin = true;
     if (source) {
-      auto read = ReadSource(*source, !result.templated && options_.content_tree != nullptr,
-                             result);
+      auto read =
+          ReadSource(*source, !result.templated && options_.content_tree != nullptr, result);
       if (!read) {
         t.Error("source", read.error().Is(std::errc::no_such_file_or_directory)
                               ? "'" + *source + "': no such file in the repo"

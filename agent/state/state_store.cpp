@@ -136,9 +136,9 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
                 "inventory '" + path + "' is corrupt (" + why +
                     "); it was left as it is: repair or remove it by hand");
   };
-  std::string top_key;       // the member of the top object being read
-  std::string id;            // the entry being read
-  std::string bad_entry;     // the first entry that is not one
+  std::string top_key;    // the member of the top object being read
+  std::string id;         // the entry being read
+  std::string bad_entry;  // the first entry that is not one
   auto on_event = [&](int depth, Json::parse_event_t event, Json& parsed) {
     if (event == Json::parse_event_t::key && depth == 1) top_key = parsed.get<std::string>();
     if (top_key != "entries") return true;

@@ -570,13 +570,13 @@ class CountingTree final : public tether::Tree {
 TEST_CASE("A commit's source files are known by their blob ids, and read only to be written") {
   Fleet fleet;
   GitDaemonServer server(fleet.root.path());
-  const std::string commit = CommitFiles(
-      fleet.repo, {{"hosts/web-01.toml",
-                    "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n"
-                    "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n"
-                    "template = true\n"},
-                   {"files/app.conf", "port = 1\n"},
-                   {"files/motd", "on {{ host.hostname }}\n"}});
+  const std::string commit =
+      CommitFiles(fleet.repo, {{"hosts/web-01.toml",
+                                "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n"
+                                "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n"
+                                "template = true\n"},
+                               {"files/app.conf", "port = 1\n"},
+                               {"files/motd", "on {{ host.hostname }}\n"}});
   Host host(server.url("fleet.git"));
   auto source = host.Source();
   REQUIRE(source->Update().value().commit == commit);

@@ -19,7 +19,8 @@
 //                the daemon's idle RSS and peak RSS
 // Wall times are medians of 3 runs (first apply: 1); peak RSS is ru_maxrss of the process
 // and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
-// the git worker). --keep leaves each work dir (repo, root, state) in place. --dir puts the trees on another filesystem (default: $TMPDIR or /tmp).
+// the git worker). --keep leaves each work dir (repo, root, state) in place. --dir puts
+// the trees on another filesystem (default: $TMPDIR or /tmp).
 // Results go in docs/performance.md.
 #include <fcntl.h>
 #include <poll.h>

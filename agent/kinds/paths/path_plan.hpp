@@ -26,7 +26,7 @@ struct PathObservation {
   FileStat stat;
   std::optional<std::string> content;
   std::optional<ContentId> content_id;  // of `content`, when read
-  std::optional<std::string> target;  // of a symlink
+  std::optional<std::string> target;    // of a symlink
 };
 
 // Puts back at `path` what tether took over there, as the inventory's `original` recorded
