@@ -346,9 +346,10 @@ class Renderer {
     return std::move(name).value_or("");
   }
 
-  // Reads `source` or `content` (exactly one) and expands it when `template` is true. A
-  // `source` taken as it is, when the tree records its id and size (a commit does) and
-  // contents are read again when needed, is not read here at all: `blob` is set instead.
+  // Reads `source` or `content` (exactly one) and expands it when `template` is true. With
+  // `unread`, a `source` taken as it is, when the tree records its id and size (a commit
+  // does) and contents are read again when needed, is not read here at all: `blob` is set
+  // instead of `text`.
   struct Content {
     std::string text;
     std::optional<std::string> source;
@@ -356,7 +357,7 @@ class Renderer {
     bool templated = false;
     [[nodiscard]] std::size_t size() const { return blob ? blob->size : text.size(); }
   };
-  Content ReadContent(TomlTable& t) {
+  Content ReadContent(TomlTable& t, bool unread = false) {
     Content result;
     auto source = t.String("source");
     auto content = t.String("content");
@@ -370,8 +371,8 @@ class Renderer {
     Location origin = t.Where("content");
     bool inline_origin = true;
     if (source) {
-      auto read =
-          ReadSource(*source, !result.templated && options_.content_tree != nullptr, result);
+      auto read = ReadSource(
+          *source, unread && !result.templated && options_.content_tree != nullptr, result);
       if (!read) {
         t.Error("source", read.error().Is(std::errc::no_such_file_or_directory)
                               ? "'" + *source + "': no such file in the repo"
@@ -422,7 +423,7 @@ class Renderer {
   FileSpec BuildFile(TomlTable& t) {
     FileSpec spec;
     spec.path = ManagedPath(t);
-    Content content = ReadContent(t);
+    Content content = ReadContent(t, true);
     spec.content_size = content.size();
     spec.content_id = content.blob ? content.blob->id : ContentIdOf(content.text);
     if (options_.content_tree && content.source && !content.templated) {

@@ -574,9 +574,11 @@ TEST_CASE("A commit's source files are known by their blob ids, and read only to
       CommitFiles(fleet.repo, {{"hosts/web-01.toml",
                                 "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n"
                                 "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n"
-                                "template = true\n"},
+                                "template = true\n"
+                                "[[unit]]\nname = \"app.service\"\nsource = \"units/app\"\n"},
                                {"files/app.conf", "port = 1\n"},
-                               {"files/motd", "on {{ host.hostname }}\n"}});
+                               {"files/motd", "on {{ host.hostname }}\n"},
+                               {"units/app", "[Service]\nExecStart=/bin/true\n"}});
   Host host(server.url("fleet.git"));
   auto source = host.Source();
   REQUIRE(source->Update().value().commit == commit);
@@ -598,7 +600,7 @@ TEST_CASE("A commit's source files are known by their blob ids, and read only to
   CHECK(tree->Blob("files/none").error().Is(std::errc::no_such_file_or_directory));
 
   // Rendered for tetherd (contents read again when needed): the plain source is not read,
-  // the template is (it must be expanded).
+  // the template is (it must be expanded), and so is a unit (units are held, not re-read).
   auto counting = std::make_shared<CountingTree>(*tree);
   tether::RenderOptions options;
   options.profile = "hosts/web-01.toml";
@@ -607,9 +609,12 @@ TEST_CASE("A commit's source files are known by their blob ids, and read only to
   tether::Diagnostics diagnostics;
   auto state = tether::RenderProfile(*counting, options, diagnostics);
   CHECK(diagnostics.ToString() == "");
-  CHECK(counting->reads == std::vector<std::string>{"hosts/web-01.toml", "files/motd"});
-  REQUIRE(state.resources.size() == 2);
+  CHECK(counting->reads ==
+        std::vector<std::string>{"hosts/web-01.toml", "files/motd", "units/app"});
+  REQUIRE(state.resources.size() == 3);
   const auto& app = std::get<tether::FileSpec>(state.resources[0].spec);
+  CHECK(std::get<tether::UnitSpec>(state.resources[2].spec).content ==
+        "[Service]\nExecStart=/bin/true\n");
   CHECK(tether::ContentIdHex(tether::ContentIdOf(app)) == blob_id);
   CHECK(tether::ContentSize(app) == 9);
   CHECK(app.content.empty());
