@@ -24,7 +24,7 @@ struct RenderLimits {
   std::size_t max_profile_size = 1 << 20;  // one profile TOML file
   std::size_t max_file_size = 4 << 20;     // one file's or unit's content
   std::size_t max_total_size = 64 << 20;   // all contents together
-  std::size_t max_resources = 50'000;
+  std::size_t max_resources = 100'000;
   int max_include_depth = 16;
 };
 
