@@ -45,8 +45,14 @@ using Json = nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 using SystemClock = std::chrono::system_clock;
 
-// A burst of edits (an editor's write, rename and chmod) is one drift repair.
-constexpr auto kDriftSettle = std::chrono::milliseconds(100);
+// A burst of edits (an editor's write, rename and chmod, microseconds apart) is one drift
+// repair. Short: what comes after the settle, while the repair runs, is told from the
+// repair's own writes by its stat, and repaired next.
+constexpr auto kDriftSettle = std::chrono::milliseconds(10);
+
+// Resources touched while a cycle runs, kept by id up to this many; past it, all are
+// looked at.
+constexpr std::size_t kMaxDriftIds = 4096;
 
 std::int64_t UnixSeconds(SystemClock::time_point when) {
   return std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
@@ -483,22 +489,23 @@ class Daemon final : public RequestHandler {
     };
     add(OpenPathWatch(options_.cycle.root), "drift watch", "drift");
     if (options_.cycle.root == "/") add(OpenServiceWatch(), "service watch", "service drift");
-    Rewatch();
+    (void)Rewatch();
     for (std::size_t i = 0; i < watches_.size(); ++i) WaitForChanges(i);
   }
 
-  // Watches what the inventory now names. Returns true when events came in during the
-  // cycle: its own writes, or a hand edit made while it ran (after its write of that
-  // path, say); they cannot be told apart, so the caller confirms with one more cycle,
-  // which writes nothing when all was ours (and so ends there).
-  bool Rewatch() {
-    bool pending = false;
+  // Watches what the inventory now names, and returns what drifted while the cycle ran:
+  // what was touched (`during_cycle_`, and the events still waiting) that is not as the
+  // cycle left it (see ChangeWatch::Rewatch). The cycle's own writes start no cycle.
+  DriftEvents Rewatch() {
+    DriftEvents drifted;
     for (auto& watch : watches_) {
-      const auto rewatched = watch.watch->Rewatch(*store_);
+      auto rewatched = watch.watch->Rewatch(*store_, during_cycle_);
       if (rewatched.error) log_->warn("{}: {}", watch.watch->name(), rewatched.error->message());
-      pending = pending || rewatched.touched;
+      drifted.ids.merge(rewatched.drifted.ids);
+      drifted.overflow = drifted.overflow || rewatched.drifted.overflow;
     }
-    return pending;
+    during_cycle_ = {};
+    return drifted;
   }
 
   void WaitForChanges(std::size_t index) {
@@ -510,28 +517,37 @@ class Daemon final : public RequestHandler {
                                     if (!events) {
                                       log_->warn("{}: {}", watch.name(), events.error().message());
                                     } else if (!events->ids.empty() || events->overflow) {
-                                      OnDrift(*events);
+                                      OnDrift(std::move(*events));
                                     }
                                     WaitForChanges(index);
                                   });
   }
 
-  void OnDrift(const DriftEvents& events) {
-    Json ids = Json::array();
-    for (const auto& id : events.ids) ids.push_back(id);
-    Publish("drift-detected", {{"resources", std::move(ids)}, {"overflow", events.overflow}});
+  void OnDrift(DriftEvents events) {
     if (worker_.busy()) {
-      // The cycle's own writes, or a hand edit made while it runs: one more cycle once
-      // it is over tells (it writes nothing when all was ours).
-      if (!pending_) pending_ = Trigger::kDrift;
+      // The cycle's own writes, or a hand edit made while it runs: told apart once it is
+      // over (Rewatch). A flood is kept as "look at everything".
+      during_cycle_.overflow = during_cycle_.overflow || events.overflow;
+      during_cycle_.ids.merge(events.ids);
+      if (during_cycle_.ids.size() > kMaxDriftIds) {
+        during_cycle_.ids.clear();
+        during_cycle_.overflow = true;
+      }
       return;
     }
+    PublishDrift(events);
     drift_timer_.expires_after(kDriftSettle);
     drift_timer_.async_wait([this](boost::system::error_code late) {
       if (late || stopping_) return;
       if (!worker_.busy()) return StartCycle(Trigger::kDrift);
       if (!pending_) pending_ = Trigger::kDrift;  // a plan started meanwhile: it repairs nothing
     });
+  }
+
+  void PublishDrift(const DriftEvents& events) {
+    Json ids = Json::array();
+    for (const auto& id : events.ids) ids.push_back(id);
+    Publish("drift-detected", {{"resources", std::move(ids)}, {"overflow", events.overflow}});
   }
 
   void StartCycle(Trigger trigger) {
@@ -557,9 +573,11 @@ class Daemon final : public RequestHandler {
   void Done(const CycleResult& result) {
     last_ = result;
     commit_ = AppliedCommit(*store_);
-    // Paths or services touched while the cycle ran: confirmed by a drift cycle (see
-    // Rewatch).
-    if (Rewatch() && !pending_ && !stopping_) pending_ = Trigger::kDrift;
+    // Paths or services a person touched while the cycle ran: repaired by a drift cycle.
+    if (const DriftEvents drifted = Rewatch(); !drifted.ids.empty() || drifted.overflow) {
+      PublishDrift(drifted);
+      if (!pending_ && !stopping_) pending_ = Trigger::kDrift;
+    }
     UpdateState(result);
     LogOutput(result);
     metrics_.CountCycle(result.trigger, result.summary.outcome, result.exit_code == 0,
@@ -756,6 +774,7 @@ class Daemon final : public RequestHandler {
   std::optional<CycleResult> last_;
   std::optional<SteadyClock::time_point> next_poll_;
   std::uint64_t poll_generation_ = 0;     // a poll timer's handler is stale once it changed
+  DriftEvents during_cycle_;              // touched while a cycle runs (see OnDrift)
   std::optional<Trigger> pending_;        // a cycle to start once the one in progress is over
   std::optional<std::string> suspended_;  // its reason
   std::optional<std::string> pinned_;     // tetherctl rollback

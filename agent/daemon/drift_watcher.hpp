@@ -1,8 +1,8 @@
 // Drift detection between applies: inotify on the directories that hold managed paths,
 // so an edit, chmod, chown, delete or replace is seen as it happens. Events only say
-// which resources to look at; whether they drifted is decided by planning them (so
-// tether's own writes, which leave them in sync, never cause a loop). A full audit
-// still runs periodically, and whenever the kernel's event queue overflowed.
+// which resources to look at; whether they drifted is decided by planning them. What a
+// cycle touches is told from a person's edits after it (ChangeWatch::Rewatch), so
+// tether's own writes never cause a loop. A full audit still runs periodically.
 //
 // Threading: one caller at a time. fd() may be polled by an event loop.
 #pragma once

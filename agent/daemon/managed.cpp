@@ -4,8 +4,8 @@
 
 namespace tether {
 
-std::map<std::string, std::string> ManagedPaths(const StateStore& state) {
-  std::map<std::string, std::string> paths;
+Managed ReadManaged(const StateStore& state, const std::set<std::string>& touched) {
+  Managed managed;
   auto read = state.LoadInventory([&](std::string id, StoredEntry&& entry) {
     const std::string& kind = entry.kind;
     std::string path = std::move(entry.path);
@@ -13,13 +13,23 @@ std::map<std::string, std::string> ManagedPaths(const StateStore& state) {
       path = std::string(kUnitDirectory) + "/" + path;
     }
     if (path.empty() || path.front() != '/') return true;
-    if (kind == "file" || kind == "directory" || kind == "symlink" || kind == "unit") {
-      paths[std::move(path)] = std::move(id);
+    if (kind != "file" && kind != "directory" && kind != "symlink" && kind != "unit") return true;
+    if (touched.count(id) > 0) {
+      managed.touched[id] = {path, kind == "file" ? std::move(entry.fingerprint) : ""};
     }
+    managed.paths[std::move(path)] = std::move(id);
     return true;
   });
-  if (!read) paths.clear();
-  return paths;
+  managed.readable = read && !read->empty();
+  if (!read) {
+    managed.paths.clear();
+    managed.touched.clear();
+  }
+  return managed;
+}
+
+std::map<std::string, std::string> ManagedPaths(const StateStore& state) {
+  return ReadManaged(state, {}).paths;
 }
 
 std::map<std::string, std::string> ManagedServices(const StateStore& state) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 
 #include "agent/state/state_store.hpp"
@@ -15,6 +16,21 @@ namespace tether {
 // then in /etc/systemd/system. Empty when there is no inventory or it is unreadable (the
 // daemon then watches nothing until a cycle writes one).
 [[nodiscard]] std::map<std::string, std::string> ManagedPaths(const StateStore& state);
+
+// The managed paths, as ManagedPaths, and what the inventory recorded of some of them:
+// for each id of `touched` that it names, the file's host path and fingerprint ("" for
+// what is not a file tether wrote or found in sync). `readable` is false when there is no
+// inventory to go by (none yet, or unreadable).
+struct ManagedRecord {
+  std::string path;
+  std::string fingerprint;
+};
+struct Managed {
+  std::map<std::string, std::string> paths;      // host path -> resource id
+  std::map<std::string, ManagedRecord> touched;  // resource id -> as recorded
+  bool readable = false;
+};
+[[nodiscard]] Managed ReadManaged(const StateStore& state, const std::set<std::string>& touched);
 
 // The services tether manages (unit name -> resource id); empty likewise.
 [[nodiscard]] std::map<std::string, std::string> ManagedServices(const StateStore& state);

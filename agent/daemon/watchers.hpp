@@ -25,15 +25,18 @@ class ChangeWatch {
   [[nodiscard]] virtual int fd() const = 0;
   // Reads what arrived, without blocking: the resources touched.
   [[nodiscard]] virtual Result<DriftEvents> Read() = 0;
-  // Watches what the inventory in `state` now names. Returns whether events arrived since
-  // the last Read (they are drained): a cycle's own writes, or a hand edit made while it
-  // ran; the caller confirms with one more cycle. A watch that could not be set up is in
-  // `error`; the events that did arrive are counted all the same.
+  // After a cycle: watches what the inventory in `state` now names, and says which of the
+  // resources touched while the cycle ran (`seen`, read meanwhile, and the events still
+  // waiting, which are drained) drifted. A file whose stat is still the one the cycle
+  // recorded after writing it (or finding it in sync) was the cycle's own write; anything
+  // else touched (a person's edit, made before or after the cycle looked, or what cannot be
+  // told by its stat) is drifted, for a drift cycle to look at. A watch that could not be
+  // set up is in `error`; the events that did arrive are counted all the same.
   struct Rewatched {
-    bool touched = false;
+    DriftEvents drifted;
     std::optional<Error> error;
   };
-  [[nodiscard]] virtual Rewatched Rewatch(const StateStore& state) = 0;
+  [[nodiscard]] virtual Rewatched Rewatch(const StateStore& state, const DriftEvents& seen) = 0;
 };
 
 // Managed paths below `root` ("/" normally).

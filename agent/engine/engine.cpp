@@ -591,9 +591,10 @@ class Engine::ApplyRun {
   // Every change made: flush, the health gate, then the commit (the new inventory aside,
   // the commit record, then the inventory into place).
   ApplyResult Commit(const DesiredState* desired) {
-    // Between commits, when nothing but fingerprints moved (a no-op cycle, or a drift
-    // repair), the inventory on disk stays: a stale fingerprint costs one read later, not
-    // a rewrite of every entry now.
+    // Between commits, when nothing changed and nothing but fingerprints moved (a no-op
+    // cycle), the inventory on disk stays: a stale fingerprint costs one read later, not a
+    // rewrite of every entry now. A repair is recorded: the daemon tells its writes from a
+    // person's by the fingerprints (and the next cycle need not read what it wrote).
     const bool same_but_fingerprints = edits_.old_commit() == commit_ && edits_.only_fingerprints();
     if (!any_change_ && same_but_fingerprints) return Done();
     for (auto* handler : engine_.handlers_) {
@@ -612,12 +613,6 @@ class Engine::ApplyRun {
         }
       }
       if (result_.unhealthy) result_.ok = false;
-    }
-    if (same_but_fingerprints && !edits_.old_commit().empty()) {
-      if (auto committed = journal_.Commit(); !committed) return RollBackCommit(committed.error());
-      journal_.ForEachStep([&](JournalStep&& step) { engine_.Discard(step); });
-      (void)engine_.state_.RemoveJournal();
-      return Done();
     }
     if (auto written = WriteInventory(engine_.state_, inventory_); !written) {
       return RollBackCommit(written.error());

@@ -10,6 +10,9 @@
 
 #include <doctest/doctest.h>
 
+#include "agent/daemon/watchers.hpp"
+#include "common/stat_mark.hpp"
+#include "tests/support/state_stores.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using tether::DriftWatcher;
@@ -86,4 +89,58 @@ TEST_CASE("A lost event queue is reported as an overflow") {
   auto events = w.watcher->Read();
   REQUIRE(events);
   CHECK(events->overflow);
+}
+
+TEST_CASE("After a cycle, its own writes are told from a person's by their stat") {
+  TempDir root("rewatch-root");
+  TempDir state("rewatch-state");
+  root.WriteFile("etc/motd", "as tether wrote it\n");
+  root.WriteFile("etc/issue", "as tether wrote it\n");
+  root.WriteFile("etc/hosts", "as tether wrote it\n");
+  auto host = tether::RootedFilesystem::Open(root.path());
+  REQUIRE(host);
+  auto mark = [&](const char* path) {
+    auto stat = (*host)->Stat(path);
+    REQUIRE(stat);
+    return tether::StatMark(*stat) + "AAAAAAAA";  // and the desired state's part
+  };
+  // What a cycle recorded: motd and issue as it left them; hosts with no fingerprint (a
+  // kind tether does not mark); a directory.
+  state.WriteFile("inventory.json", R"({"schema": "tether.inventory/v1", "commit": "c1",
+    "entries": {
+      "file:/etc/motd": {"kind": "file", "path": "/etc/motd", "created": true,
+                         "fingerprint": ")" +
+                                        mark("/etc/motd") + R"("},
+      "file:/etc/issue": {"kind": "file", "path": "/etc/issue", "created": true,
+                          "fingerprint": ")" +
+                                        mark("/etc/issue") + R"("},
+      "file:/etc/hosts": {"kind": "file", "path": "/etc/hosts", "created": true},
+      "directory:/etc": {"kind": "directory", "path": "/etc", "created": false}}})");
+  auto watch = tether::OpenPathWatch(root.path());
+  REQUIRE(watch);
+  auto& store = tether::testing::HostStateStore(state.path());
+  REQUIRE((*watch)->Rewatch(store, {}).drifted.ids.empty());
+
+  // The cycle wrote all four (seen while it ran), then a person edited issue.
+  tether::DriftEvents seen;
+  seen.ids = {"file:/etc/motd", "file:/etc/issue", "file:/etc/hosts", "directory:/etc",
+              "file:/etc/gone"};
+  std::ofstream(root.Path("etc/issue"), std::ios::app) << "and a person's line\n";
+  auto rewatched = (*watch)->Rewatch(store, seen);
+  CHECK_FALSE(rewatched.error);
+  CHECK_FALSE(rewatched.drifted.overflow);
+  // motd is as recorded; issue was edited; hosts and the directory cannot be told by their
+  // stat; gone is no longer managed.
+  CHECK(rewatched.drifted.ids ==
+        std::set<std::string>{"file:/etc/issue", "file:/etc/hosts", "directory:/etc"});
+
+  // A chmod is a person's too; the events still waiting count as much as those seen.
+  chmod(root.Path("etc/motd").c_str(), 0600);
+  rewatched = (*watch)->Rewatch(store, {});
+  CHECK(rewatched.drifted.ids == std::set<std::string>{"file:/etc/motd"});
+
+  // Without an inventory to go by, whatever was touched is looked at.
+  std::filesystem::remove(state.Path("inventory.json"));
+  seen.ids = {"file:/etc/motd"};
+  CHECK((*watch)->Rewatch(store, seen).drifted.ids == seen.ids);
 }

@@ -7,6 +7,7 @@
 #include "common/encoding.hpp"
 #include "common/filesystem.hpp"
 #include "common/sha256.hpp"
+#include "common/stat_mark.hpp"
 
 namespace tether {
 
@@ -370,20 +371,14 @@ class PathHandler final : public KindHandler {
            (owner.gid ? std::to_string(*owner.gid) : "-");
   }
 
-  // The metadata of a file as tether left it, with what the profile asked of it. Only
-  // equality matters and the inventory keeps one per file, so it is a hash: 88 bits, in
-  // 15 characters (a std::string holds that many without a heap allocation).
+  // The metadata of a file as tether left it, with what the profile asked of it: its stat
+  // mark (7 characters, first, so that the daemon can tell its own writes from a person's
+  // with the stat alone), then 8 characters (48 bits) of the SHA-256 of `desired`. Only
+  // equality matters and the inventory keeps one per file: 15 characters, which a
+  // std::string holds without a heap allocation.
   static std::string Fingerprint(const FileStat& stat, const std::string& desired) {
     if (stat.type != FileType::kRegular) return "";
-    std::string hash = Base64Encode(
-        Sha256(std::to_string(stat.device) + ":" + std::to_string(stat.inode) + ":" +
-               std::to_string(stat.size) + ":" + std::to_string(stat.mtime_ns) + ":" +
-               std::to_string(stat.ctime_ns) + ":" + std::to_string(stat.mode) + ":" +
-               std::to_string(stat.uid) + ":" + std::to_string(stat.gid) + ":" + desired)
-            .substr(0, 11));
-    // Without the '=' of 11 bytes; a new string, as the encoded one's capacity is past what
-    // fits inline.
-    return hash.substr(0, hash.size() - 1);
+    return StatMark(stat) + Base64Encode(Sha256(desired).substr(0, 6));
   }
 
   static Json Snapshot(const PathObservation& observed) {

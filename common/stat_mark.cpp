@@ -1,0 +1,56 @@
+#include "common/stat_mark.hpp"
+
+#include <cstdint>
+#include <cstring>
+
+namespace tether {
+
+namespace {
+
+// FNV-1a over the bytes of each field, then SplitMix64's finaliser, so that every bit of
+// the result depends on every field.
+class Mixer {
+ public:
+  template <typename T>
+  void Add(T value) {
+    unsigned char bytes[sizeof(T)];
+    std::memcpy(bytes, &value, sizeof(T));
+    for (const unsigned char byte : bytes) hash_ = (hash_ ^ byte) * 0x100000001b3ULL;
+  }
+
+  std::uint64_t Finish() const {
+    std::uint64_t z = hash_;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  std::uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+}  // namespace
+
+std::string StatMark(const FileStat& stat) {
+  Mixer mixer;
+  mixer.Add(static_cast<std::uint8_t>(stat.type));
+  mixer.Add(stat.device);
+  mixer.Add(stat.inode);
+  mixer.Add(stat.size);
+  mixer.Add(stat.mtime_ns);
+  mixer.Add(stat.ctime_ns);
+  mixer.Add(stat.mode);
+  mixer.Add(stat.uid);
+  mixer.Add(stat.gid);
+  std::uint64_t bits = mixer.Finish();
+  std::string mark(kStatMarkSize, '\0');
+  for (char& c : mark) {
+    c = kAlphabet[bits & 63];
+    bits >>= 6;
+  }
+  return mark;
+}
+
+}  // namespace tether
