@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <set>
 #include <utility>
 
 #include "agent/desired/facts.hpp"
@@ -108,6 +110,7 @@ class Cycle {
       Step(StepKind::kPinned, commit_);
     } else if (enforce_applied) {
       commit_ = inventory_.commit;
+      enforced_ = true;
       Step(StepKind::kEnforced, commit_);
     } else if (auto update = source_->Update()) {
       commit_ = update->commit;
@@ -200,7 +203,20 @@ class Cycle {
     wall_now_ = host_.clock->Now();
     full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
     if (full_audit_) Step(StepKind::kAudit);
-    auto plan = engine_->Plan(desired, inventory_, full_audit_);
+    // A drift repair of what the watches saw: those resources, the services (which may
+    // restart on them) and those whose drift is reported (each report names all of them).
+    // The rest is as the last cycle left it, which the watches and the audits vouch for.
+    std::optional<std::set<std::string>> only;
+    if (enforced_ && !options_.drifted.empty() && !full_audit_) {
+      only.emplace(options_.drifted.begin(), options_.drifted.end());
+      for (const auto& resource : desired.resources) {
+        if (resource.kind == ResourceKind::kService ||
+            resource.drift.value_or(options_.config.apply.drift) == DriftMode::kReport) {
+          only->insert(resource.id);
+        }
+      }
+    }
+    auto plan = engine_->Plan(desired, inventory_, full_audit_, only ? &*only : nullptr);
     if (!plan) {
       (void)Stop(plan.error().message());
       return std::nullopt;
@@ -221,6 +237,13 @@ class Cycle {
         if (options_.show_in_sync) report_.actions.push_back(Reported(planned.action));
       }
     }
+    // Those a drift repair did not plan are in sync as the last cycle left them (of the
+    // kinds handled here: the others are counted as skipped).
+    if (only) {
+      for (const auto& resource : desired.resources) {
+        if (only->count(resource.id) == 0 && Handled(resource.kind)) ++report_.in_sync;
+      }
+    }
     for (const auto& action : drifted) {
       report_.drifted.push_back(Reported(action));
       report_.drifted.back().type = "drifted";
@@ -230,12 +253,15 @@ class Cycle {
     return std::move(*plan);
   }
 
+  bool Handled(ResourceKind kind) const {
+    return std::any_of(host_.kinds.begin(), host_.kinds.end(),
+                       [&](KindHandler* h) { return h->Handles(kind); });
+  }
+
   // Resources of kinds no handler here manages.
   bool Skip(const DesiredState& desired) {
     for (const auto& resource : desired.resources) {
-      const bool handled = std::any_of(host_.kinds.begin(), host_.kinds.end(),
-                                       [&](KindHandler* h) { return h->Handles(resource.kind); });
-      if (handled) continue;
+      if (Handled(resource.kind)) continue;
       ++report_.skipped_count;
       if (host_.no_systemd &&
           (resource.kind == ResourceKind::kUnit || resource.kind == ResourceKind::kService)) {
@@ -309,6 +335,7 @@ class Cycle {
   std::string commit_;
   std::optional<SignatureVerdict> signer_;
   bool quarantined_head_ = false;
+  bool enforced_ = false;  // a drift repair: the applied commit again
   bool full_audit_ = false;
   std::chrono::system_clock::time_point wall_now_;
   CycleReport report_;

@@ -42,6 +42,7 @@ Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& op
           {"root_checks", options.root_checks},
           {"pin", options.pin},
           {"enforce_applied", options.enforce_applied},
+          {"drifted", options.drifted},
           {"show_in_sync", options.show_in_sync},
           {"wait_for_lock", options.wait_for_lock}};
 }

@@ -180,6 +180,12 @@ class Daemon final : public RequestHandler {
                                                    {"schema", protocol::kSchema},
                                                    {"cycle", CycleJson(result)}});
                     if (stopping_) return Finish();
+                    // A plan writes nothing: what was touched meanwhile was a person's.
+                    if (!during_cycle_.ids.empty() || during_cycle_.overflow) {
+                      PublishDrift(during_cycle_);
+                      Add(to_repair_, std::exchange(during_cycle_, {}));
+                      if (!pending_) pending_ = Trigger::kDrift;
+                    }
                     StartPending();
                   });
   }
@@ -526,22 +532,28 @@ class Daemon final : public RequestHandler {
   void OnDrift(DriftEvents events) {
     if (worker_.busy()) {
       // The cycle's own writes, or a hand edit made while it runs: told apart once it is
-      // over (Rewatch). A flood is kept as "look at everything".
-      during_cycle_.overflow = during_cycle_.overflow || events.overflow;
-      during_cycle_.ids.merge(events.ids);
-      if (during_cycle_.ids.size() > kMaxDriftIds) {
-        during_cycle_.ids.clear();
-        during_cycle_.overflow = true;
-      }
+      // over (Rewatch).
+      Add(during_cycle_, std::move(events));
       return;
     }
     PublishDrift(events);
+    Add(to_repair_, std::move(events));
     drift_timer_.expires_after(kDriftSettle);
     drift_timer_.async_wait([this](boost::system::error_code late) {
       if (late || stopping_) return;
       if (!worker_.busy()) return StartCycle(Trigger::kDrift);
       if (!pending_) pending_ = Trigger::kDrift;  // a plan started meanwhile: it repairs nothing
     });
+  }
+
+  // Adds `more` to `events`; a flood is kept as "look at everything".
+  static void Add(DriftEvents& events, DriftEvents more) {
+    events.overflow = events.overflow || more.overflow;
+    events.ids.merge(more.ids);
+    if (events.ids.size() > kMaxDriftIds) {
+      events.ids.clear();
+      events.overflow = true;
+    }
   }
 
   void PublishDrift(const DriftEvents& events) {
@@ -564,8 +576,13 @@ class Daemon final : public RequestHandler {
     CycleOptions cycle = options_.cycle;
     if (suspended_) cycle.dry_run = true;  // polling goes on; nothing is applied
     if (pinned_) cycle.pin = *pinned_;
-    // Drift is repaired from the applied commit, at once, whatever the source is doing.
+    // Drift is repaired from the applied commit, at once, whatever the source is doing;
+    // just what was touched, when that is known. Any other cycle plans everything.
     cycle.enforce_applied = trigger == Trigger::kDrift;
+    if (trigger == Trigger::kDrift && !to_repair_.overflow) {
+      cycle.drifted.assign(to_repair_.ids.begin(), to_repair_.ids.end());
+    }
+    to_repair_ = {};
     worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
                   std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
   }
@@ -574,8 +591,9 @@ class Daemon final : public RequestHandler {
     last_ = result;
     commit_ = AppliedCommit(*store_);
     // Paths or services a person touched while the cycle ran: repaired by a drift cycle.
-    if (const DriftEvents drifted = Rewatch(); !drifted.ids.empty() || drifted.overflow) {
+    if (DriftEvents drifted = Rewatch(); !drifted.ids.empty() || drifted.overflow) {
       PublishDrift(drifted);
+      Add(to_repair_, std::move(drifted));
       if (!pending_ && !stopping_) pending_ = Trigger::kDrift;
     }
     UpdateState(result);
@@ -775,6 +793,7 @@ class Daemon final : public RequestHandler {
   std::optional<SteadyClock::time_point> next_poll_;
   std::uint64_t poll_generation_ = 0;     // a poll timer's handler is stale once it changed
   DriftEvents during_cycle_;              // touched while a cycle runs (see OnDrift)
+  DriftEvents to_repair_;                 // drifted: what the next drift cycle plans
   std::optional<Trigger> pending_;        // a cycle to start once the one in progress is over
   std::optional<std::string> suspended_;  // its reason
   std::optional<std::string> pinned_;     // tetherctl rollback

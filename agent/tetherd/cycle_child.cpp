@@ -59,6 +59,11 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
     options.root_checks = fields.BoolOr("root_checks", false);
     options.pin = fields.StringOr("pin");
     options.enforce_applied = fields.BoolOr("enforce_applied", false);
+    if (auto drifted = job.find("drifted"); drifted != job.end() && drifted->is_array()) {
+      for (const auto& id : *drifted) {
+        if (id.is_string()) options.drifted.push_back(id.get<std::string>());
+      }
+    }
     options.show_in_sync = fields.BoolOr("show_in_sync", false);
     options.wait_for_lock = fields.BoolOr("wait_for_lock", false);
     options.worker_argv = worker_argv;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -373,6 +374,35 @@ TEST_CASE("A hand edit made while a cycle runs, after the cycle wrote that file,
   REQUIRE(fleet.tetherd.Wait(40s));
 }
 
+TEST_CASE("A drift repair plans what was touched; the next full cycle plans the rest") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  fleet.Commit("hello\n", "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n");
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+  REQUIRE(fleet.dir.ReadFile("root/etc/issue") == "issue\n");
+  // /etc/issue changed where no watch sees it: through a hard link in another directory.
+  const std::string link = fleet.dir.Path("issue-link");
+  REQUIRE(::link(fleet.dir.Path("root/etc/issue").c_str(), link.c_str()) == 0);
+  std::ofstream(link, std::ios::app) << "unseen\n";
+  // A hand edit of /etc/motd: its repair plans motd, counts issue as the last cycle left
+  // it, and does not touch it.
+  fleet.dir.WriteFile("root/etc/motd", "edited by hand\n");
+  REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  auto status = fleet.Status();
+  CHECK(status["last_cycle"]["trigger"] == "drift");
+  const auto& summary = status["last_cycle"]["summary"];
+  CHECK_MESSAGE(summary["changes"] == 1, status.dump());
+  CHECK(summary["in_sync"] == 1);
+  CHECK(fleet.dir.ReadFile("root/etc/issue") == "issue\nunseen\n");
+  // A cycle asked for plans everything.
+  CHECK(fleet.Ctl({"sync", "--wait"}).exit_code == 0);
+  CHECK(fleet.dir.ReadFile("root/etc/issue") == "issue\n");
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
+}
+
 TEST_CASE("History, show, suspend, resume and metrics over the control socket") {
   Fleet fleet;
   fleet.interval = "1h";
@@ -702,6 +732,22 @@ TEST_CASE("tetherctl events streams what tetherd does; status summarises the res
       },
       20s));
   REQUIRE(WaitFor([&] { return seen("cycle-finished"); }, 20s));
+  // No cycle running (an edit during one is repaired by it when it comes before its plan,
+  // and is then no drift).
+  auto last_cycle_event = [&] {
+    std::string last;
+    for (const auto& event : lines()) {
+      const std::string name = event.is_object() ? event.value("event", "") : "";
+      if (name == "cycle-started" || name == "cycle-finished") last = name;
+    }
+    return last;
+  };
+  REQUIRE(WaitFor(
+      [&] {
+        return fleet.Status().value("state", "") == "synced" &&
+               last_cycle_event() == "cycle-finished";
+      },
+      20s));
 
   // A hand edit: drift detected, then the repair, named.
   fleet.dir.WriteFile("root/etc/motd", "hand edit\n");

@@ -21,8 +21,9 @@ TEST_CASE("A stat mark is 7 base64 characters and moves with every field of the 
   stat.device = 2049;
   const std::string mark = StatMark(stat);
   CHECK(mark.size() == tether::kStatMarkSize);
-  CHECK(mark.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") ==
-        std::string::npos);
+  CHECK(
+      mark.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") ==
+      std::string::npos);
   CHECK(StatMark(stat) == mark);  // a function of the stat alone
 
   // One step in any one field: a write (size, mtime, ctime), a replacement (inode), a
