@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -76,6 +77,21 @@ bool ReadInt(const Json& object, const char* key, Int& out) {
 
 std::string Dump(const Json& json, int indent = -1) {
   return json.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+// Appends `text` as a JSON string, as Dump writes it: plain printable ASCII as it is, the
+// rest through Dump.
+void AppendString(std::string& out, std::string_view text) {
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += Dump(Json(text));
+    return;
+  }
+  out += '"';
+  out += text;
+  out += '"';
 }
 
 }  // namespace
@@ -195,14 +211,20 @@ Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::str
                             std::string_view fingerprint) {
   chunk_ += first_ ? "\n" : ",\n";
   first_ = false;
-  chunk_ += Dump(Json(id));
-  chunk_ += ':';
-  // An object's members are written in key order, whatever the order given here.
-  chunk_ += Dump(Json{{"kind", kind},
-                      {"path", path},
-                      {"created", created},
-                      {"original", original},
-                      {"fingerprint", fingerprint}});
+  // As Dump of the entry's object would write it (members in key order), without
+  // building one for each of many entries.
+  AppendString(chunk_, id);
+  chunk_ += R"(:{"created":)";
+  chunk_ += created ? "true" : "false";
+  chunk_ += R"(,"fingerprint":)";
+  AppendString(chunk_, fingerprint);
+  chunk_ += R"(,"kind":)";
+  AppendString(chunk_, kind);
+  chunk_ += R"(,"original":)";
+  chunk_ += Dump(original);
+  chunk_ += R"(,"path":)";
+  AppendString(chunk_, path);
+  chunk_ += '}';
   if (chunk_.size() >= kWriteChunk) return Flush(false);
   return {};
 }

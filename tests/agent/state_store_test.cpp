@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -139,6 +140,41 @@ TEST_CASE("An inventory of many entries is written a chunk at a time, whole") {
   REQUIRE(Load(state.store, entries));
   REQUIRE(entries.size() == 3000);
   CHECK(entries.back().entry.path == "/srv/f02999");
+}
+
+TEST_CASE("Any bytes in an inventory entry's strings are written as JSON writes them") {
+  StateDir state;
+  std::vector<std::string> names = {
+      "/srv/plain",       "/srv/with \"quotes\" and \\", "/srv/tab\there\nnewline",
+      "/srv/caf\xc3\xa9", "/srv/bad\xff\xfeutf8",        std::string("/srv/nul\0x", 10),
+      "/srv/del\x7f"};
+  std::sort(names.begin(), names.end());  // ids in order
+  auto writer = state.store.StartInventory("c1");
+  REQUIRE(writer);
+  std::string expected = "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c1\",\"entries\":{";
+  bool first = true;
+  auto dump = [](const Json& json) {
+    return json.dump(-1, ' ', false, Json::error_handler_t::replace);
+  };
+  for (const auto& name : names) {
+    const std::string id = "file:" + name;
+    REQUIRE(writer->Add(id, "file", name, false, Json{{"type", name}}, name));
+    expected += first ? "\n" : ",\n";
+    first = false;
+    expected += dump(Json(id)) + ":" +
+                dump(Json{{"kind", "file"},
+                          {"path", name},
+                          {"created", false},
+                          {"original", {{"type", name}}},
+                          {"fingerprint", name}});
+  }
+  expected += "\n}}\n";
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.dir.ReadFile("inventory.json") == expected);
+  std::vector<Entry> entries;
+  REQUIRE(Load(state.store, entries));
+  CHECK(entries.size() == names.size());
 }
 
 TEST_CASE("The journal is created once, appended to, read back by lines, and removed") {
