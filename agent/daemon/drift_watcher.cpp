@@ -47,8 +47,6 @@ std::size_t DriftWatcher::Find(std::uint32_t dir, std::string_view name) const {
 }
 
 Status DriftWatcher::Watch(const std::map<std::string, std::string>& paths) {
-  for (const auto& [wd, dir] : directories_) inotify_rm_watch(inotify_.get(), wd);
-  directories_.clear();
   entries_.clear();
   names_.clear();
   // The directories, numbered; then the table, its names and ids in one string of the
@@ -79,20 +77,30 @@ Status DriftWatcher::Watch(const std::map<std::string, std::string>& paths) {
   std::sort(entries_.begin(), entries_.end(), [&](const Entry& a, const Entry& b) {
     return std::pair(a.dir, NameOf(a)) < std::pair(b.dir, NameOf(b));
   });
+  // A directory watched already keeps its watch (inotify_add_watch gives its wd again):
+  // no event on it is lost, neither in between nor queued under its wd. Only the watches
+  // of directories no longer named go.
+  std::map<int, Directory> watched;
+  Status status;
   for (const auto& [dir, index] : dirs) {
     const std::string host_dir = root_ + (dir == "/" && !root_.empty() ? "" : std::string(dir));
     const int wd =
         inotify_add_watch(inotify_.get(), host_dir.empty() ? "/" : host_dir.c_str(), kEvents);
     if (wd < 0) {
       if (errno == ENOENT || errno == ENOTDIR) continue;  // not there yet: the audit sees it
-      return FailErrno(errno, "watch '" + std::string(dir) + "'");
+      if (status) status = FailErrno(errno, "watch '" + std::string(dir) + "'");
+      continue;
     }
     const auto [parent, name] = Split(dir);
     auto parent_index = dirs.find(parent);
-    directories_[wd] = {
-        index, parent_index == dirs.end() ? entries_.size() : Find(parent_index->second, name)};
+    watched[wd] = {index,
+                   parent_index == dirs.end() ? entries_.size() : Find(parent_index->second, name)};
   }
-  return {};
+  for (const auto& [wd, dir] : directories_) {
+    if (watched.count(wd) == 0) inotify_rm_watch(inotify_.get(), wd);
+  }
+  directories_ = std::move(watched);
+  return status;
 }
 
 Result<DriftEvents> DriftWatcher::Read() {

@@ -78,6 +78,24 @@ TEST_CASE("Edits, chmod, delete and replace of managed paths are seen; others ar
   CHECK(w.Quiet());
 }
 
+TEST_CASE("Watching the paths again loses no event, and drops directories no longer named") {
+  Watched w;
+  const std::map<std::string, std::string> paths = {
+      {"/etc/motd", "file:/etc/motd"}, {"/srv/www/index.html", "file:/srv/www/index.html"}};
+  // An edit queued before the paths are watched again (as after each cycle) is still read.
+  std::ofstream(w.root.Path("etc/motd"), std::ios::app) << "edit\n";
+  REQUIRE(w.watcher->Watch(paths));
+  CHECK(w.Next() == std::set<std::string>{"file:/etc/motd"});
+  // And one made after, of course.
+  std::ofstream(w.root.Path("srv/www/index.html"), std::ios::app) << "edit\n";
+  CHECK(w.Next() == std::set<std::string>{"file:/srv/www/index.html"});
+  // /srv/www is no longer watched for itself, /etc/motd no longer at all.
+  REQUIRE(w.watcher->Watch({{"/srv/www/index.html", "file:/srv/www/index.html"}}));
+  std::ofstream(w.root.Path("etc/motd"), std::ios::app) << "edit\n";
+  chmod(w.root.Path("srv/www").c_str(), 0700);
+  CHECK(w.Quiet());
+}
+
 TEST_CASE("A lost event queue is reported as an overflow") {
   Watched w;
   const std::string path = w.root.Path("etc/motd");

@@ -37,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -319,6 +320,15 @@ bool WaitForContent(int inotify, const std::string& path, const std::string& wan
   }
 }
 
+// The wall clock, to find a missed edit in the daemon's log.
+std::string Stamp() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  char text[32];
+  std::strftime(text, sizeof(text), "%H:%M:%S", std::gmtime(&seconds));
+  return text;
+}
+
 struct DaemonFigures {
   std::vector<double> latencies;  // seconds, of the edits that came back
   std::size_t missed = 0;
@@ -373,6 +383,8 @@ DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
       figures.latencies.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     } else {
       ++figures.missed;
+      std::fprintf(stderr, "fleet_bench: edit %zu of %s not back within 10 s (at %s)\n", e,
+                   path.c_str(), Stamp().c_str());
     }
     inotify_rm_watch(inotify, watch);
   }
