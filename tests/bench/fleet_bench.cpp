@@ -19,9 +19,11 @@
 //                the daemon's idle RSS and peak RSS
 // Wall times are medians of 3 runs (first apply: 1); peak RSS is ru_maxrss of the process
 // and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
-// the git worker). --keep leaves each work dir (repo, root, state) in place. --dir puts
-// the trees on another filesystem (default: $TMPDIR or /tmp).
-// Results go in docs/performance.md.
+// the git worker). A last table has each process's own peak (VmHWM: tetherd, the cycle,
+// the git worker; of --once and of the daemon), sampled every millisecond in untimed
+// runs. An edit not back within 10 s is printed to stderr with the time. --keep leaves each work
+// dir (repo, root, state) in place. --dir puts the trees on another filesystem (default: $TMPDIR or
+// /tmp). Results go in docs/performance.md.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -33,6 +35,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +44,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -90,7 +95,11 @@ std::vector<std::string> Split(const std::string& text) {
 // Runs argv as a process, waits at most `timeout`, with its output to `log`. Its
 // ru_maxrss is at least the benchmark's own peak RSS at the time: a spawned child takes its
 // parent's memory high-water mark with it through exec. main() prints that floor.
-Run RunProcess(const std::vector<std::string>& argv, const std::string& log, int timeout_s) {
+struct TreePeaks;
+void SamplePeaks(TreePeaks& peaks, pid_t root);
+
+Run RunProcess(const std::vector<std::string>& argv, const std::string& log, int timeout_s,
+               TreePeaks* peaks = nullptr) {
   std::vector<char*> args;
   for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
@@ -110,6 +119,7 @@ Run RunProcess(const std::vector<std::string>& argv, const std::string& log, int
   while (true) {
     const pid_t done = wait4(pid, &status, WNOHANG, &usage);
     if (done == pid) break;
+    if (peaks != nullptr) SamplePeaks(*peaks, pid);
     if (Clock::now() - start > std::chrono::seconds(timeout_s)) {
       kill(pid, SIGKILL);
       wait4(pid, &status, 0, &usage);
@@ -297,6 +307,52 @@ long StatusField(pid_t pid, const char* name) {
   return -1;
 }
 
+// The peak RSS (VmHWM) of each process of a tree, by role: "tetherd" (the daemon, or
+// tetherd --once before it hands over), "cycle" (tetherd-cycle), "git worker". Sampled: a
+// process's peak up to the last sample before it ended. Sampling costs the machine a
+// little, so the timed runs are not sampled.
+struct TreePeaks {
+  std::map<std::string, long> kib;
+
+  void Sample(pid_t root) { Visit(root); }
+
+ private:
+  static std::string RoleOf(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    std::vector<std::string> args;
+    for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+    if (args.empty()) return "";
+    for (const auto& arg : args) {
+      if (arg == "--git-worker") return "git worker";
+    }
+    // The program, not argv[0]: tetherd --once becomes tetherd-cycle in place (exec).
+    std::error_code error;
+    const auto exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", error);
+    const std::string program = (error ? fs::path(args[0]) : exe).filename().string();
+    return program == "tetherd-cycle" ? "cycle" : program;
+  }
+
+  void Visit(pid_t pid) {
+    const long peak = StatusField(pid, "VmHWM:");
+    const std::string role = RoleOf(pid);
+    if (peak > 0 && !role.empty()) kib[role] = std::max(kib[role], peak);
+    // Every thread's children: the daemon starts cycles from a worker thread.
+    std::error_code error;
+    for (const auto& task :
+         fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", error)) {
+      std::ifstream children(task.path() / "children");
+      for (pid_t child = 0; children >> child;) Visit(child);
+    }
+  }
+};
+
+void SamplePeaks(TreePeaks& peaks, pid_t root) { peaks.Sample(root); }
+
+std::string PeakOf(const TreePeaks& peaks, const std::string& role) {
+  auto it = peaks.kib.find(role);
+  return it == peaks.kib.end() ? "-" : MiB(it->second);
+}
+
 // Waits until `path` holds `want` (watching its directory), at most `limit`.
 bool WaitForContent(int inotify, const std::string& path, const std::string& want,
                     std::chrono::milliseconds limit) {
@@ -334,6 +390,27 @@ struct DaemonFigures {
   std::size_t missed = 0;
   long idle_rss_kib = 0;
   long peak_rss_kib = 0;
+  TreePeaks peaks;  // sampled at the start and over 20 more edits, untimed
+};
+
+// Samples the tree under `root` every millisecond while it lives.
+class Sampler {
+ public:
+  Sampler(TreePeaks& peaks, pid_t root)
+      : thread_([this, &peaks, root] {
+          while (!stop_) {
+            peaks.Sample(root);
+            std::this_thread::sleep_for(1ms);
+          }
+        }) {}
+  ~Sampler() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
@@ -355,17 +432,22 @@ DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
   if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) Die("tetherd");
   posix_spawn_file_actions_destroy(&actions);
   // Synced, and idle: no cycle running.
-  const auto until = Clock::now() + 600s;
-  while (Clock::now() < until) {
-    auto status = tether::CallDaemon(socket, {{"command", "status"}}, 10s);
-    if (status && status->value("state", "") == "synced") break;
-    std::this_thread::sleep_for(50ms);
+  {
+    Sampler sampler(figures.peaks, pid);  // the start cycle
+    const auto until = Clock::now() + 600s;
+    while (Clock::now() < until) {
+      auto status = tether::CallDaemon(socket, {{"command", "status"}}, 10s);
+      if (status && status->value("state", "") == "synced") break;
+      std::this_thread::sleep_for(50ms);
+    }
   }
   std::this_thread::sleep_for(2s);
   figures.idle_rss_kib = StatusField(pid, "VmRSS:");
   const int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   std::mt19937 random(7);
-  for (std::size_t e = 0; e < edits; ++e) {
+  std::optional<Sampler> sampler;
+  for (std::size_t e = 0; e < edits + 20; ++e) {
+    if (e == edits) sampler.emplace(figures.peaks, pid);  // 20 more, not timed
     const std::size_t i = random() % n;
     const std::string path = work + "/root/srv/b/" + NameOf(layout, i);
     const int watch = inotify_add_watch(inotify, fs::path(path).parent_path().c_str(),
@@ -379,15 +461,18 @@ DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
     }
     const auto start = Clock::now();
     std::ofstream(path) << "edited by hand\n";
-    if (WaitForContent(inotify, path, want, 10s)) {
+    const bool back = WaitForContent(inotify, path, want, 10s);
+    inotify_rm_watch(inotify, watch);
+    if (e >= edits) continue;
+    if (back) {
       figures.latencies.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     } else {
       ++figures.missed;
       std::fprintf(stderr, "fleet_bench: edit %zu of %s not back within 10 s (at %s)\n", e,
                    path.c_str(), Stamp().c_str());
     }
-    inotify_rm_watch(inotify, watch);
   }
+  sampler.reset();
   close(inotify);
   figures.peak_rss_kib = StatusField(pid, "VmHWM:");
   kill(pid, SIGTERM);
@@ -401,6 +486,7 @@ void Bench(const Options& options, const std::string& tetherd) {
       "| layout | files | first apply (ref) | ratio | no-op (ref) | ratio | 1%% drift (ref) | "
       "ratio | peak RSS --once |\n|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::string> daemon_rows;
+  std::vector<std::string> peak_rows;
   for (const auto& layout : options.layouts) {
     for (const std::size_t n : options.sizes) {
       const std::string work = options.dir + "/fleet-bench-" + layout + "-" + std::to_string(n);
@@ -437,6 +523,11 @@ void Bench(const Options& options, const std::string& tetherd) {
         peak = std::max(peak, run.max_rss_kib);
         drift_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
       }
+      // Each process's peak, sampled in one more no-op and one more drift run (untimed).
+      TreePeaks once_peaks;
+      (void)RunProcess(once, log, options.timeout_s, &once_peaks);
+      for (std::size_t i = 3; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
+      (void)RunProcess(once, log, options.timeout_s, &once_peaks);
       std::printf("| %s | %zu | %s (%s) | %s | %s (%s) | %s | %s (%s) | %s | %s |\n",
                   layout.c_str(), n, Seconds(first.seconds).c_str(),
                   Seconds(write_ref.seconds).c_str(),
@@ -445,8 +536,18 @@ void Bench(const Options& options, const std::string& tetherd) {
                   Seconds(Median(drift)).c_str(), Seconds(Median(drift_ref)).c_str(),
                   Ratio(Median(drift), Median(drift_ref)).c_str(), MiB(peak).c_str());
       std::fflush(stdout);
+      char peaks_row[256];
+      std::snprintf(peaks_row, sizeof(peaks_row), "| %s | %zu | %s | %s | %s |", layout.c_str(), n,
+                    PeakOf(once_peaks, "tetherd").c_str(), PeakOf(once_peaks, "cycle").c_str(),
+                    PeakOf(once_peaks, "git worker").c_str());
+      std::string peaks_line = peaks_row;
       if (options.daemon) {
         const DaemonFigures daemon = MeasureDaemon(tetherd, work, layout, n, options.edits);
+        std::snprintf(peaks_row, sizeof(peaks_row), " %s | %s | %s |",
+                      PeakOf(daemon.peaks, "tetherd").c_str(),
+                      PeakOf(daemon.peaks, "cycle").c_str(),
+                      PeakOf(daemon.peaks, "git worker").c_str());
+        peaks_line += peaks_row;
         char row[256];
         std::snprintf(row, sizeof(row), "| %s | %zu | %s | %s | %s | %zu of %zu | %s | %s |",
                       layout.c_str(), n, Seconds(Median(daemon.latencies)).c_str(),
@@ -456,6 +557,7 @@ void Bench(const Options& options, const std::string& tetherd) {
                       MiB(daemon.peak_rss_kib).c_str());
         daemon_rows.push_back(row);
       }
+      peak_rows.push_back(peaks_line);
       if (!options.keep) fs::remove_all(work);
     }
   }
@@ -465,6 +567,13 @@ void Bench(const Options& options, const std::string& tetherd) {
         "daemon peak RSS |\n|---|---|---|---|---|---|---|---|\n");
     for (const auto& row : daemon_rows) std::printf("%s\n", row.c_str());
   }
+  std::printf(
+      "\nPeak RSS (VmHWM) of each process, sampled every millisecond in one more no-op and "
+      "1%% drift run\nof tetherd --once, and in the daemon's start and 20 more edits:\n\n"
+      "| layout | files | --once: tetherd | cycle | git worker |%s\n|---|---|---|---|---|%s\n",
+      options.daemon ? " daemon: tetherd | cycle | git worker |" : "",
+      options.daemon ? "---|---|---|" : "");
+  for (const auto& row : peak_rows) std::printf("%s\n", row.c_str());
 }
 
 }  // namespace
