@@ -27,6 +27,11 @@ void InitLibgit2Once() {
   std::call_once(once, [] {
     git_libgit2_init();  // local reads only in this process; never shut down
     git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
+    // Packs are read through small windows, few of them mapped at a time: a render reads
+    // the header of every source blob, which would otherwise keep the whole pack in the
+    // process's memory (its pages count in RSS).
+    git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, static_cast<std::size_t>(512 << 10));
+    git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, static_cast<std::size_t>(2 << 20));
     // The mirror belongs to the git worker's user; it is ours to read all the same.
     git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
   });
