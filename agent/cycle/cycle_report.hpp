@@ -35,9 +35,10 @@ struct CycleOptions {
   // asking the Git source (which may be slow or down, or have moved on: its head is the
   // polls' business). With nothing applied yet, the source is asked as usual.
   bool enforce_applied = false;
-  // With enforce_applied, the resources the daemon's watches saw touched: only they (and
-  // the services, which may restart on them) are planned, as the rest is as the last cycle
-  // left it. Empty: everything is planned. A full audit, when due, plans everything.
+  // With enforce_applied, the resources the daemon's watches saw touched: only they, the
+  // services (which may restart on them) and the resources whose drift is reported are
+  // planned, as the rest is as the last cycle left it. Empty: everything is planned. A
+  // full audit, when due, plans everything.
   std::vector<std::string> drifted;
   bool show_in_sync = true;  // list resources in sync too (not in the daemon's log)
   // Another cycle on the same state dir: wait for it to end (the daemon, whose previous
