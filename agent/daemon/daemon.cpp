@@ -181,9 +181,12 @@ class Daemon final : public RequestHandler {
                                                    {"cycle", CycleJson(result)}});
                     if (stopping_) return Finish();
                     // A plan writes nothing: what was touched meanwhile was a person's.
-                    if (!during_cycle_.ids.empty() || during_cycle_.overflow) {
-                      PublishDrift(during_cycle_);
-                      Add(to_repair_, std::exchange(during_cycle_, {}));
+                    DriftEvents touched;
+                    for (auto& watch : watches_)
+                      Add(touched, std::exchange(watch.during_cycle, {}));
+                    if (!touched.ids.empty() || touched.overflow) {
+                      PublishDrift(touched);
+                      Add(to_repair_, std::move(touched));
                       if (!pending_) pending_ = Trigger::kDrift;
                     }
                     StartPending();
@@ -500,17 +503,16 @@ class Daemon final : public RequestHandler {
   }
 
   // Watches what the inventory now names, and returns what drifted while the cycle ran:
-  // what was touched (`during_cycle_`, and the events still waiting) that is not as the
-  // cycle left it (see ChangeWatch::Rewatch). The cycle's own writes start no cycle.
+  // what each watch saw touched (`during_cycle`, and the events still waiting) that is
+  // not as the cycle left it (see ChangeWatch::Rewatch). The cycle's own writes start no
+  // cycle.
   DriftEvents Rewatch() {
     DriftEvents drifted;
     for (auto& watch : watches_) {
-      auto rewatched = watch.watch->Rewatch(*store_, during_cycle_);
+      auto rewatched = watch.watch->Rewatch(*store_, std::exchange(watch.during_cycle, {}));
       if (rewatched.error) log_->warn("{}: {}", watch.watch->name(), rewatched.error->message());
-      drifted.ids.merge(rewatched.drifted.ids);
-      drifted.overflow = drifted.overflow || rewatched.drifted.overflow;
+      Add(drifted, std::move(rewatched.drifted));
     }
-    during_cycle_ = {};
     return drifted;
   }
 
@@ -523,17 +525,17 @@ class Daemon final : public RequestHandler {
                                     if (!events) {
                                       log_->warn("{}: {}", watch.name(), events.error().message());
                                     } else if (!events->ids.empty() || events->overflow) {
-                                      OnDrift(std::move(*events));
+                                      OnDrift(index, std::move(*events));
                                     }
                                     WaitForChanges(index);
                                   });
   }
 
-  void OnDrift(DriftEvents events) {
+  void OnDrift(std::size_t index, DriftEvents events) {
     if (worker_.busy()) {
-      // The cycle's own writes, or a hand edit made while it runs: told apart once it is
-      // over (Rewatch).
-      Add(during_cycle_, std::move(events));
+      // The cycle's own writes, or a hand edit made while it runs: told apart by the watch
+      // that saw them once the cycle is over (Rewatch).
+      Add(watches_[index].during_cycle, std::move(events));
       return;
     }
     PublishDrift(events);
@@ -757,10 +759,11 @@ class Daemon final : public RequestHandler {
     return status;
   }
 
-  // A watch and its descriptor on the loop.
+  // A watch, its descriptor on the loop, and what it saw touched while a cycle runs.
   struct Watch {
     std::unique_ptr<ChangeWatch> watch;
     asio::posix::stream_descriptor fd;
+    DriftEvents during_cycle = {};
   };
 
   DaemonOptions options_;
@@ -792,7 +795,6 @@ class Daemon final : public RequestHandler {
   std::optional<CycleResult> last_;
   std::optional<SteadyClock::time_point> next_poll_;
   std::uint64_t poll_generation_ = 0;     // a poll timer's handler is stale once it changed
-  DriftEvents during_cycle_;              // touched while a cycle runs (see OnDrift)
   DriftEvents to_repair_;                 // drifted: what the next drift cycle plans
   std::optional<Trigger> pending_;        // a cycle to start once the one in progress is over
   std::optional<std::string> suspended_;  // its reason

@@ -17,6 +17,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -241,6 +242,28 @@ TEST_CASE("e2e: tetherd under systemd applies the example fleet, reverts drift, 
                 host.Journal());
   CHECK(WaitFor([&] { return host.Status()["last_cycle"].value("trigger", "") == "drift"; }, 10s));
   CHECK(host.IsActive("example-app.service") == "active");
+
+  // The repair's own write starts no other cycle, though the service watch is open beside
+  // the path watch: one more hand edit costs one drift cycle.
+  auto drift_cycles = [&] {
+    const std::string out = host.Ctl({"metrics"}).out;
+    const std::string name = "tether_cycles_total{trigger=\"drift\"} ";
+    const auto at = out.find(name);
+    return at == std::string::npos ? -1 : std::stoi(out.substr(at + name.size()));
+  };
+  auto settled = [&] {
+    REQUIRE(WaitFor([&] { return host.Status().value("state", "") == "synced"; }, 20s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    REQUIRE(host.Status().value("state", "") == "synced");
+  };
+  settled();
+  const int repairs = drift_cycles();
+  REQUIRE(repairs >= 1);
+  REQUIRE(host.Run({"sh", "-c", "echo 'edited by hand again' >> /etc/motd"}).ok());
+  CHECK_MESSAGE(WaitFor([&] { return ReadText(host.Path("/etc/motd")) == second_motd; }, 10s),
+                host.Journal());
+  settled();
+  CHECK_MESSAGE(drift_cycles() == repairs + 1, host.Journal());
 
   // The history lists the applies: the start, the poll, the repair.
   const auto history = host.Ctl({"history", "--json"});
