@@ -2,6 +2,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string_view>
+
+#include "common/encoding.hpp"
 
 namespace tether {
 
@@ -29,8 +32,6 @@ class Mixer {
   std::uint64_t hash_ = 0xcbf29ce484222325ULL;
 };
 
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 }  // namespace
 
 std::string StatMark(const FileStat& stat) {
@@ -44,13 +45,10 @@ std::string StatMark(const FileStat& stat) {
   mixer.Add(stat.mode);
   mixer.Add(stat.uid);
   mixer.Add(stat.gid);
-  std::uint64_t bits = mixer.Finish();
-  std::string mark(kStatMarkSize, '\0');
-  for (char& c : mark) {
-    c = kAlphabet[bits & 63];
-    bits >>= 6;
-  }
-  return mark;
+  const std::uint64_t bits = mixer.Finish();
+  char bytes[sizeof(bits)];
+  std::memcpy(bytes, &bits, sizeof(bits));
+  return Base64Encode(std::string_view(bytes, sizeof(bytes))).substr(0, kStatMarkSize);
 }
 
 }  // namespace tether

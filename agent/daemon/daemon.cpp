@@ -550,8 +550,7 @@ class Daemon final : public RequestHandler {
 
   // Adds `more` to `events`; a flood is kept as "look at everything".
   static void Add(DriftEvents& events, DriftEvents more) {
-    events.overflow = events.overflow || more.overflow;
-    events.ids.merge(more.ids);
+    Merge(events, std::move(more));
     if (events.ids.size() > kMaxDriftIds) {
       events.ids.clear();
       events.overflow = true;

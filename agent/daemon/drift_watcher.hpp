@@ -27,6 +27,12 @@ struct DriftEvents {
   bool overflow = false;      // events were lost: audit everything
 };
 
+// Adds `more` to `events`.
+inline void Merge(DriftEvents& events, DriftEvents&& more) {
+  events.ids.merge(more.ids);
+  events.overflow = events.overflow || more.overflow;
+}
+
 class DriftWatcher {
  public:
   // `root` is the --root the managed paths are below ("/" normally).

@@ -12,12 +12,6 @@ namespace tether {
 
 namespace {
 
-// Adds `more` to `events`.
-void Merge(DriftEvents& events, DriftEvents&& more) {
-  events.ids.merge(more.ids);
-  events.overflow = events.overflow || more.overflow;
-}
-
 class PathWatch final : public ChangeWatch {
  public:
   PathWatch(std::unique_ptr<DriftWatcher> watcher, std::string root)
