@@ -143,6 +143,125 @@ Result<std::unique_ptr<FileLock>> StateStore::Lock(bool wait) {
 
 // --- The inventory ---
 
+namespace {
+
+// An entry's members as an object of them: false when one has another type.
+bool ReadEntry(const Json& object, StoredEntry& entry) {
+  if (!object.is_object() || !ReadString(object, "kind", entry.kind) || !object.contains("path") ||
+      !ReadString(object, "path", entry.path) || !ReadBool(object, "created", entry.created) ||
+      !ReadString(object, "fingerprint", entry.fingerprint)) {
+    return false;
+  }
+  if (auto original = object.find("original"); original != object.end()) {
+    entry.original = *original;
+  }
+  return true;
+}
+
+// Reads what InventoryWriter writes, a line at a time, without a JSON parser for the
+// lines it writes as plain text (every string printable ASCII without '"' or '\\', no
+// original): the bulk of a large inventory.
+class WrittenInventory {
+ public:
+  explicit WrittenInventory(std::string_view text) : text_(text) {}
+
+  // The commit, after calling `on_entry` (when given) for each entry; nullopt when the
+  // text is not as InventoryWriter writes it, or an entry is not one: the JSON parser
+  // then reads it, and says what is wrong. Sets `refused` to the id of an entry
+  // `on_entry` refused (then stops).
+  std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry, std::string& refused) {
+    std::string_view rest = text_;
+    if (!Take(rest, R"({"schema":")") || !Take(rest, kInventorySchema) ||
+        !Take(rest, R"(","commit":")")) {
+      return std::nullopt;
+    }
+    std::string_view commit;
+    if (!Plain(rest, commit) || !Take(rest, R"(,"entries":{)")) return std::nullopt;
+    if (Take(rest, "\n}}\n"))
+      return rest.empty() ? std::optional(std::string(commit)) : std::nullopt;
+    while (Take(rest, "\n")) {
+      const auto end = rest.find('\n');
+      if (end == std::string_view::npos) return std::nullopt;
+      std::string_view line = rest.substr(0, end);
+      rest.remove_prefix(end);
+      const bool last = line.empty() || line.back() != ',';
+      if (!last) line.remove_suffix(1);
+      std::string id;
+      StoredEntry entry;
+      if (!Entry(line, id, entry)) return std::nullopt;
+      if (on_entry != nullptr && !(*on_entry)(id, std::move(entry))) {
+        refused = std::move(id);
+        return std::string(commit);
+      }
+      if (last) {
+        return rest == "\n}}\n" ? std::optional(std::string(commit)) : std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  static bool Take(std::string_view& rest, std::string_view expected) {
+    if (!rest.starts_with(expected)) return false;
+    rest.remove_prefix(expected.size());
+    return true;
+  }
+
+  // A string as AppendString writes a plain one, up to and with its closing quote (the
+  // opening one already taken).
+  static bool Plain(std::string_view& rest, std::string_view& out) {
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      const char c = rest[i];
+      if (c == '"') {
+        out = rest.substr(0, i);
+        rest.remove_prefix(i + 1);
+        return true;
+      }
+      if (c < 0x20 || c >= 0x7f || c == '\\') return false;
+    }
+    return false;
+  }
+
+  static bool Bool(std::string_view& rest, bool& out) {
+    out = Take(rest, "true");
+    return out || Take(rest, "false");
+  }
+
+  static bool Member(std::string_view& rest, std::string_view key_and_quote, std::string& out) {
+    std::string_view value;
+    if (!Take(rest, key_and_quote) || !Plain(rest, value)) return false;
+    out = value;
+    return true;
+  }
+
+  // One entry's line: plain, or else through the JSON parser.
+  static bool Entry(std::string_view line, std::string& id, StoredEntry& entry) {
+    std::string_view rest = line;
+    std::string_view plain_id;
+    if (Take(rest, "\"") && Plain(rest, plain_id) && Take(rest, R"(:{"created":)") &&
+        Bool(rest, entry.created) && Member(rest, R"(,"fingerprint":")", entry.fingerprint) &&
+        Member(rest, R"(,"kind":")", entry.kind) && Take(rest, R"(,"original":null)") &&
+        Member(rest, R"(,"path":")", entry.path) && rest == "}") {
+      id = plain_id;
+      return true;
+    }
+    entry = {};
+    std::string object;
+    object.reserve(line.size() + 2);
+    object += '{';
+    object += line;
+    object += '}';
+    const Json parsed = Json::parse(object, nullptr, false);
+    if (parsed.is_discarded() || !parsed.is_object() || parsed.size() != 1) return false;
+    id = parsed.begin().key();
+    return ReadEntry(parsed.begin().value(), entry);
+  }
+
+  std::string_view text_;
+};
+
+}  // namespace
+
 // Entries are handed over one at a time, as the parser finishes each, and dropped from
 // the document: the inventory of a host with many files is never whole in memory twice.
 Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) const {
@@ -152,6 +271,20 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
                 "inventory '" + path + "' is corrupt (" + why +
                     "); it was left as it is: repair or remove it by hand");
   };
+  {
+    // As this version writes it: checked whole first, so that no entry is handed over
+    // twice when the JSON parser has to read it after all.
+    auto text = ReadOptional(kInventory, kMaxInventory);
+    if (!text) return Fail(text.error());
+    if (!*text) return std::string();
+    WrittenInventory written(**text);
+    std::string refused;
+    if (written.Read(nullptr, refused)) {
+      auto commit = written.Read(&on_entry, refused);
+      if (!refused.empty()) return corrupt("bad entry '" + refused + "'");
+      if (commit) return std::move(*commit);
+    }
+  }
   std::string top_key;    // the member of the top object being read
   std::string id;         // the entry being read
   std::string bad_entry;  // the first entry that is not one
@@ -161,14 +294,9 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
     if (event == Json::parse_event_t::key && depth == 2) id = parsed.get<std::string>();
     if (event != Json::parse_event_t::object_end || depth != 2) return true;
     StoredEntry entry;
-    if (!ReadString(parsed, "kind", entry.kind) || !parsed.contains("path") ||
-        !ReadString(parsed, "path", entry.path) || !ReadBool(parsed, "created", entry.created) ||
-        !ReadString(parsed, "fingerprint", entry.fingerprint)) {
+    if (!ReadEntry(parsed, entry)) {
       if (bad_entry.empty()) bad_entry = id;
       return false;
-    }
-    if (auto original = parsed.find("original"); original != parsed.end()) {
-      entry.original = std::move(*original);
     }
     if (!on_entry(id, std::move(entry)) && bad_entry.empty()) bad_entry = id;
     return false;  // handed over: not kept in the document

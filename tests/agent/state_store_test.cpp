@@ -177,6 +177,47 @@ TEST_CASE("Any bytes in an inventory entry's strings are written as JSON writes 
   CHECK(entries.size() == names.size());
 }
 
+TEST_CASE("An inventory is read the same line by line as by the JSON parser") {
+  // Entries of every form the writer has: plain strings, strings it escapes, originals.
+  StateDir state;
+  auto writer = state.store.StartInventory("c1");
+  REQUIRE(writer);
+  const std::vector<std::string> names = {"/srv/a plain one", "/srv/b \"quoted\"", "/srv/c\ttab",
+                                          "/srv/d caf\xc3\xa9", "/srv/e plain again"};
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const Json original = i % 2 == 1 ? Json{{"type", "file"}, {"mode", 420}} : Json();
+    REQUIRE(writer->Add("file:" + names[i], "file", i == 4 ? names[i] : "", i % 3 == 0, original,
+                        "fp" + std::to_string(i)));
+  }
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  std::vector<Entry> by_line;
+  REQUIRE(Load(state.store, by_line));
+  REQUIRE(by_line.size() == names.size());
+
+  // The same inventory indented: no longer as the writer writes it, read by the JSON parser.
+  state.dir.WriteFile("inventory.json",
+                      Json::parse(state.dir.ReadFile("inventory.json")).dump(2) + "\n");
+  std::vector<Entry> by_parser;
+  auto commit = Load(state.store, by_parser);
+  REQUIRE(commit);
+  CHECK(*commit == "c1");
+  REQUIRE(by_parser.size() == by_line.size());
+  for (std::size_t i = 0; i < by_line.size(); ++i) {
+    CAPTURE(i);
+    CHECK(by_line[i].id == "file:" + names[i]);
+    CHECK(by_line[i].id == by_parser[i].id);
+    CHECK(by_line[i].entry.kind == by_parser[i].entry.kind);
+    CHECK(by_line[i].entry.path == by_parser[i].entry.path);
+    CHECK(by_line[i].entry.created == by_parser[i].entry.created);
+    CHECK(by_line[i].entry.created == (i % 3 == 0));
+    CHECK(by_line[i].entry.fingerprint == "fp" + std::to_string(i));
+    CHECK(by_line[i].entry.fingerprint == by_parser[i].entry.fingerprint);
+    CHECK(by_line[i].entry.original == by_parser[i].entry.original);
+    CHECK(by_line[i].entry.original.is_null() == (i % 2 == 0));
+  }
+}
+
 TEST_CASE("The journal is created once, appended to, read back by lines, and removed") {
   StateDir state;
   CHECK_FALSE(state.store.ReadJournal([](std::string_view) {}).value());  // none
@@ -294,6 +335,24 @@ TEST_CASE("A corrupt state file is an error naming it, never an exception") {
        "{\"schema\": \"tether.inventory/v1\", \"commit\": \"c\", \"entries\": {\"file:/a\": "
        "{\"kind\": \"file\", \"path\": \"\", \"created\": true, \"fingerprint\": \"\"}, "
        "\"file:/b\": {\"kind\": \"file\"}}}"},
+      // As this version writes an inventory (read a line at a time), with an entry that
+      // is not one, and cut short.
+      {"inventory.json",
+       "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c\",\"entries\":{\n"
+       "\"file:/a\":{\"created\":true,\"fingerprint\":\"\",\"kind\":\"file\",\"original\":null,"
+       "\"path\":\"\"},\n"
+       "\"file:/b\":{\"created\":\"yes\",\"fingerprint\":\"\",\"kind\":\"file\",\"original\":null,"
+       "\"path\":\"\"}\n}}\n"},
+      {"inventory.json",
+       "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c\",\"entries\":{\n"
+       "\"file:/a\":{\"created\":true,\"fingerprint\":\"\",\"kind\":\"file\",\"original\":null,"
+       "\"path\":\"\"},\n"
+       "\"file:/b\":{\"created\":true,\"fingerprint\":\"\",\"kind\":\"file\",\"original\":null,"
+       "\"path\":\"\"},\n"},
+      {"inventory.json",
+       "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c\",\"entries\":{\n"
+       "\"file:/a\":{\"created\":true,\"fingerprint\":\"\",\"kind\":\"file\",\"original\":null,"
+       "\"path\":\"\"}\n}"},
       {"quarantine.json", "[1, 2]"},
       {"quarantine.json",
        "{\"schema\": \"tether.quarantine/v1\", \"commit\": \"c\", \"since\": \"today\"}"},
