@@ -9,6 +9,7 @@
 
 #include "agent/desired/facts.hpp"
 #include "agent/desired/render.hpp"
+#include "agent/desired/render_cache.hpp"
 #include "agent/git/commit_check.hpp"
 #include "agent/state/state_store.hpp"
 
@@ -177,12 +178,29 @@ class Cycle {
     render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
     render.labels = options_.config.labels;
     render.allowed_paths = options_.config.apply.allowed_paths;
+    // The last cycle's render, when this one would render the same.
+    const std::string key = RenderKey(commit_, render);
+    if (auto bytes = host_.state.LoadRender(); bytes && *bytes) {
+      if (auto cached = DecodeRender(**bytes, key, tree)) {
+        for (auto& problem : cached->problems) report_.problems.push_back(std::move(problem));
+        return std::move(cached->desired);
+      }
+    }
     Diagnostics diagnostics;
-    DesiredState desired = RenderProfile(*tree, render, diagnostics);
+    CachedRender rendered;
+    rendered.desired = RenderProfile(*tree, render, diagnostics);
     for (const auto& diagnostic : diagnostics.all()) {
+      rendered.problems.push_back(diagnostic.ToString());
       report_.problems.push_back(diagnostic.ToString());
     }
-    if (!diagnostics.has_errors()) return desired;
+    if (!diagnostics.has_errors()) {
+      if (!options_.dry_run) {
+        if (auto saved = host_.state.SaveRender(EncodeRender(key, rendered)); !saved) {
+          Note("keeping the render for the next cycle: " + saved.error().message());
+        }
+      }
+      return std::move(rendered.desired);
+    }
     std::string first;
     for (const auto& diagnostic : diagnostics.all()) {
       if (!diagnostic.warning) {

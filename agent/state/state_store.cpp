@@ -25,12 +25,14 @@ constexpr char kLastAudit[] = "last-audit";
 constexpr char kPinned[] = "pinned";
 constexpr char kSuspended[] = "suspended";
 constexpr char kOutbox[] = "outbox";
+constexpr char kRender[] = "render.cache";
 
 constexpr char kInventorySchema[] = "tether.inventory/v1";
 constexpr char kQuarantineSchema[] = "tether.quarantine/v1";
 constexpr char kHistorySchema[] = "tether.history/v1";
 
 constexpr std::size_t kMaxInventory = 256 << 20;
+constexpr std::size_t kMaxRender = 256 << 20;
 constexpr std::size_t kMaxHistory = 64 << 20;
 constexpr std::size_t kMaxQuarantine = 1 << 20;
 constexpr std::size_t kMaxSmallFile = 4096;
@@ -381,6 +383,19 @@ Status StateStore::InstallInventory() {
 }
 
 Status StateStore::DiscardInventory() { return RemoveIfThere(kInventoryNew); }
+
+// --- The last render ---
+
+Result<std::optional<std::string>> StateStore::LoadRender() const {
+  return ReadOptional(kRender, kMaxRender);
+}
+
+Status StateStore::SaveRender(std::string_view bytes) {
+  WriteOptions options;
+  options.mode = 0600;
+  options.sync = false;
+  return fs_.WriteFileAtomic(PathOf(kRender), bytes, options);
+}
 
 // --- The journal ---
 

@@ -104,6 +104,12 @@ class StateStore {
   // Removes an inventory written aside; nothing to do when there is none.
   [[nodiscard]] Status DiscardInventory();
 
+  // --- The last render, kept for the next cycle (see agent/desired/render_cache.hpp) ---
+  // Its bytes; nullopt when there is none.
+  [[nodiscard]] Result<std::optional<std::string>> LoadRender() const;
+  // Replaces it. Not synced: after a crash, at worst the next cycle renders again.
+  [[nodiscard]] Status SaveRender(std::string_view bytes);
+
   // --- The journal: lines of text (the engine's records), appended and synced ---
   // Creates the journal with `text`, durably (the file, its content and its name).
   // std::errc::file_exists when there is one already.

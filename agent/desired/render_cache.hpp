@@ -1,0 +1,41 @@
+// A rendered desired state kept for the next cycle: rendering a profile of many resources
+// parses its TOML and walks the commit's trees, which costs more than everything else a
+// no-op or a drift repair does. A render depends only on the commit, the host's facts and
+// the agent's configuration (RenderKey); while they stay the same, the next cycle reads
+// the desired state back (a compact binary form, in the state dir) instead of rendering.
+//
+// The form is this program's own: a version's cache is only read by the same version (the
+// key holds it). Anything unexpected in it (cut short, another key, a wrong checksum)
+// makes it unreadable, never an error: the profile is then rendered.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/desired/desired_state.hpp"
+#include "agent/desired/render.hpp"
+
+namespace tether {
+
+// What a render of `commit` with `options` depends on, as 64 hex digits.
+[[nodiscard]] std::string RenderKey(std::string_view commit, const RenderOptions& options);
+
+// A desired state with the problems its render reported (warnings: a cache holds only a
+// render without errors).
+struct CachedRender {
+  DesiredState desired;
+  std::vector<std::string> problems;
+};
+
+// `render` as bytes, under `key`.
+[[nodiscard]] std::string EncodeRender(std::string_view key, const CachedRender& render);
+
+// The render `bytes` hold when they hold one under `key`; else nullopt. The contents its
+// files read again from their commit's tree (FileSpec::lazy) are read from `tree`.
+[[nodiscard]] std::optional<CachedRender> DecodeRender(std::string_view bytes, std::string_view key,
+                                                       const std::shared_ptr<Tree>& tree);
+
+}  // namespace tether
