@@ -204,6 +204,21 @@ std::vector<std::string> WorkerEnvironment(const std::string& cache_dir) {
   return env;
 }
 
+// Writes `content` to `path` unless the file there already is that, with that mode and
+// owner: every cycle prepares the worker's files, and a write makes them durable (two
+// fsyncs, each a journal commit).
+Status WriteUnlessSame(Filesystem& fs, const std::string& path, const std::string& content,
+                       const WriteOptions& options) {
+  auto stat = fs.Stat(path);
+  if (stat && stat->type == FileType::kRegular && stat->mode == options.mode &&
+      stat->uid == options.uid.value_or(geteuid()) &&
+      stat->gid == options.gid.value_or(getegid()) && stat->size == content.size()) {
+    auto now = fs.ReadFile(path, content.size());
+    if (now && *now == content) return {};
+  }
+  return fs.WriteFileAtomic(path, content, options);
+}
+
 // The directories the worker writes (its home, the mirror), owned by the worker's user.
 Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_hosts,
                          const passwd* user) {
@@ -242,7 +257,7 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
   options.mode = 0600;
   options.uid = uid;
   options.gid = gid;
-  return (*fs)->WriteFileAtomic(home + "/.ssh/known_hosts", known_hosts, options);
+  return WriteUnlessSame(**fs, home + "/.ssh/known_hosts", known_hosts, options);
 }
 
 }  // namespace
@@ -297,7 +312,7 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
     WriteOptions write;
     write.mode = 0644;
     const std::string copy = WorkerHome(options.cache_dir) + "/ca.pem";
-    if (auto written = (*fs)->WriteFileAtomic(copy, *ca, write); !written) {
+    if (auto written = WriteUnlessSame(**fs, copy, *ca, write); !written) {
       return Fail(written.error());
     }
     options.worker_argv.push_back("--git-worker-ca-file");
