@@ -198,6 +198,36 @@ TEST_CASE("Follows the ref over ssh://, and refuses unknown and changed host key
                                        "connect)") != std::string::npos);
 }
 
+TEST_CASE("The worker's known_hosts and CA copy are written again only when they change") {
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  host.options.source.known_hosts = host.Secret("known_hosts", "host-a ssh-ed25519 AAAA\n");
+  host.options.source.ca_file = host.Secret("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  const std::string known_hosts = host.dir.Path("worker-home/.ssh/known_hosts");
+  const std::string ca = host.dir.Path("worker-home/ca.pem");
+  auto inode = [](const std::string& path) {
+    struct stat st {};
+    REQUIRE(stat(path.c_str(), &st) == 0);
+    return st.st_ino;
+  };
+  host.Source();
+  const auto known_hosts_inode = inode(known_hosts);
+  const auto ca_inode = inode(ca);
+  host.Source();  // the same: left as they are (an atomic write is a new inode)
+  CHECK(inode(known_hosts) == known_hosts_inode);
+  CHECK(inode(ca) == ca_inode);
+
+  host.Secret("known_hosts", "host-b ssh-ed25519 BBBB\n");
+  REQUIRE(chmod(ca.c_str(), 0666) == 0);
+  host.Source();
+  CHECK(inode(known_hosts) != known_hosts_inode);
+  CHECK(host.dir.ReadFile("worker-home/.ssh/known_hosts") == "host-b ssh-ed25519 BBBB\n");
+  CHECK(inode(ca) != ca_inode);
+  struct stat st {};
+  REQUIRE(stat(ca.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0644);
+}
+
 TEST_CASE("Follows the ref over file://") {
   Fleet fleet;
   Host host("file://" + fleet.repo);
