@@ -28,8 +28,9 @@ struct Host {
   StateStore& state;
   // Opens the fleet repo's source (its mirror, credentials and worker). Called once the
   // interrupted apply, if any, was recovered: that apply may have been changing the very
-  // files the source reads (a token, a key, a CA).
-  std::function<Result<std::unique_ptr<GitSource>>()> open_source;
+  // files the source reads (a token, a key, a CA). `will_poll`: the cycle asks the source
+  // for its head (not a drift repair, nor a rollback).
+  std::function<Result<std::unique_ptr<GitSource>>(bool will_poll)> open_source;
   // The kinds' handlers, in apply order (packages, paths, units and services, checks):
   // what is not handled here is skipped.
   std::vector<KindHandler*> kinds;

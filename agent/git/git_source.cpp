@@ -263,7 +263,6 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
 }  // namespace
 
 Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
-  InitLibgit2Once();
   nlohmann::json credentials = nlohmann::json::object();
   // Secrets are read here, by tetherd, and reach the worker only in its requests.
   struct Secret {
@@ -318,7 +317,12 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
     options.worker_argv.push_back("--git-worker-ca-file");
     options.worker_argv.push_back(copy);
   }
-  return std::unique_ptr<GitSource>(new GitSource(std::move(options), std::move(credentials)));
+  const bool start_worker = options.start_worker;
+  std::unique_ptr<GitSource> source(new GitSource(std::move(options), std::move(credentials)));
+  // A worker that cannot start says so at the first request, as it would have anyway.
+  if (start_worker) (void)source->worker_.Start();
+  InitLibgit2Once();
+  return source;
 }
 
 GitSource::GitSource(GitSourceOptions options, nlohmann::json credentials)

@@ -29,6 +29,10 @@ struct GitSourceOptions {
   // that user exists, else the caller's user. The mirror and the worker's home are
   // chowned to it; the cache dir itself stays the caller's, but traversable (0711).
   std::optional<std::string> worker_user;
+  // Start the git worker at once rather than at the first request, for a caller that will
+  // poll: the worker's start-up (a process, libgit2 and its CA bundle) overlaps the
+  // caller's own.
+  bool start_worker = false;
 };
 
 inline constexpr char kDefaultWorkerUser[] = "tether-git";

@@ -9,6 +9,7 @@
 namespace tether {
 
 Status GitWorkerClient::Start() {
+  if (worker_.running()) return {};
   auto spawned = SpawnPiped(argv_, env_);
   if (!spawned) return Fail(spawned.error().WithContext("start git worker"));
   worker_ = std::move(spawned->child);

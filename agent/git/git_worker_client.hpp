@@ -27,6 +27,9 @@ class GitWorkerClient {
   [[nodiscard]] Result<nlohmann::json> Call(const nlohmann::json& request,
                                             std::chrono::milliseconds timeout);
 
+  // Starts a worker now, when none runs, rather than at the next Call.
+  [[nodiscard]] Status Start();
+
   // A worker is replaced after this many requests, so whatever a library leaks per
   // connection (libssh2 does, a little) cannot add up in a long-lived daemon.
   static constexpr int kRequestsPerWorker = 1000;
@@ -35,7 +38,6 @@ class GitWorkerClient {
   [[nodiscard]] pid_t worker_pid() const { return worker_.pid(); }
 
  private:
-  Status Start();
   void Kill();
 
   std::vector<std::string> argv_;

@@ -81,11 +81,12 @@ Result<CycleReport> Run(const CycleOptions& given,
   std::unique_ptr<KindHandler> services;
   Host host(state);
   host.whole_host = whole_host;
-  host.open_source = [&options] {
+  host.open_source = [&options](bool will_poll) {
     GitSourceOptions source_options;
     source_options.source = options.config.source;
     source_options.cache_dir = options.cache_dir;
     source_options.worker_argv = options.worker_argv;
+    source_options.start_worker = will_poll;
     return GitSource::Create(source_options);
   };
   if (whole_host) {
