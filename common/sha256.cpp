@@ -6,10 +6,21 @@
 
 namespace tether {
 
-Sha256Digest Sha256Bytes(std::string_view data) {
-  // Fetched once: EVP_sha256() would look the algorithm up again on every call, which costs
-  // more than hashing a short text.
+namespace {
+
+// Fetched once: EVP_sha256() would look the algorithm up again on every call, which costs
+// more than hashing a short text.
+const EVP_MD* Sha256Algorithm() {
   static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return kSha256;
+}
+
+}  // namespace
+
+void PrepareSha256() { (void)Sha256Algorithm(); }
+
+Sha256Digest Sha256Bytes(std::string_view data) {
+  const EVP_MD* const kSha256 = Sha256Algorithm();
   Sha256Digest digest{};
   unsigned int length = 0;
   if (kSha256 == nullptr ||

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -49,23 +50,37 @@ Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& op
 
 }  // namespace
 
+Result<StartedCycle> StartCycleProcess(const std::vector<std::string>& argv,
+                                       const std::vector<std::string>& env) {
+  auto spawned = SpawnPiped(argv, env);
+  if (!spawned) return Fail(spawned.error().WithContext("start the cycle's process"));
+  StartedCycle started;
+  started.child = std::move(spawned->child);
+  started.to_child.Reset(spawned->to_child);
+  started.from_child.Reset(spawned->from_child);
+  return started;
+}
+
 CycleOutput RunCycleProcess(const std::vector<std::string>& argv,
                             const std::vector<std::string>& env,
                             const std::vector<ConfigFile>& config_files,
                             const CycleOptions& options) {
-  auto spawned = SpawnPiped(argv, env);
-  if (!spawned) return Failed("start the cycle's process: " + spawned.error().message());
-  UniqueFd to_child(spawned->to_child);
-  UniqueFd from_child(spawned->from_child);
+  auto started = StartCycleProcess(argv, env);
+  if (!started) return Failed(started.error().message());
+  return RunCycleProcess(std::move(*started), config_files, options);
+}
+
+CycleOutput RunCycleProcess(StartedCycle started, const std::vector<ConfigFile>& config_files,
+                            const CycleOptions& options) {
   // The child reads the whole job before it writes anything: no deadlock.
-  const bool sent = WriteFully(to_child.get(), JobJson(config_files, options).dump());
-  to_child.Reset();
+  const bool sent = WriteFully(started.to_child.get(), JobJson(config_files, options).dump());
+  started.to_child.Reset();
   std::string text;
-  const bool read_all = ReadToEnd(from_child.get(), text, kMaxResult);
-  from_child.Reset();
+  const bool read_all = ReadToEnd(started.from_child.get(), text, kMaxResult);
+  started.from_child.Reset();
   // A cycle may take long (a package transaction, a health timeout): wait for it to end.
   Result<int> status = Fail(std::errc::timed_out, "");
-  while (!(status = spawned->child.Wait(std::chrono::hours(1))) &&
+  while (!(status = started.child.Wait(std::chrono::hours(1))) &&
          status.error().Is(std::errc::timed_out)) {
   }
   std::string ended;

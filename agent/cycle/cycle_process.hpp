@@ -6,7 +6,8 @@
 // (valid or not) changes nothing until the daemon reloads it.
 //
 // Threading: RunCycleProcess blocks until the cycle is over; call it from the worker
-// thread, one at a time.
+// thread, one at a time. StartCycleProcess may be called from another thread while no
+// cycle runs.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,8 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/cycle/cycle_report.hpp"
+#include "common/process.hpp"
+#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -27,11 +30,29 @@ struct CycleOutput {
 
 inline constexpr std::size_t kMaxCycleOutput = 256 << 10;
 
-// Runs a cycle in a child process started with `argv` (this program with
-// --cycle-process), given `config_files` (the agent config as loaded) and `options`
+// A cycle's process started ahead of its job: it loads its libraries and starts libgit2
+// and OpenSSL, then waits for the job on stdin. The daemon starts one at the first drift
+// event, so that this start-up overlaps the wait for more events to settle. Destroying
+// one that was not given a job kills it.
+struct StartedCycle {
+  Child child;
+  UniqueFd to_child;    // its stdin
+  UniqueFd from_child;  // its stdout
+};
+
+// Starts a cycle's process with `argv` (this program with --cycle-process) and `env`.
+[[nodiscard]] Result<StartedCycle> StartCycleProcess(const std::vector<std::string>& argv,
+                                                     const std::vector<std::string>& env);
+
+// Runs a cycle in `started`, given `config_files` (the agent config as loaded) and `options`
 // (whose `config` is ignored: the child parses `config_files`). The child's stderr (its
 // log) is ours. A child that dies or says nothing readable is a failed cycle whose `err`
 // says how it ended.
+[[nodiscard]] CycleOutput RunCycleProcess(StartedCycle started,
+                                          const std::vector<ConfigFile>& config_files,
+                                          const CycleOptions& options);
+
+// The same in a process started now.
 [[nodiscard]] CycleOutput RunCycleProcess(const std::vector<std::string>& argv,
                                           const std::vector<std::string>& env,
                                           const std::vector<ConfigFile>& config_files,

@@ -540,6 +540,11 @@ class Daemon final : public RequestHandler {
     }
     PublishDrift(events);
     Add(to_repair_, std::move(events));
+    // The repair's process starts now, and gets ready while more events settle.
+    if (!ready_cycle_) {
+      auto started = StartCycleProcess(options_.cycle_argv, options_.cycle_env);
+      if (started) ready_cycle_ = std::move(*started);
+    }
     drift_timer_.expires_after(kDriftSettle);
     drift_timer_.async_wait([this](boost::system::error_code late) {
       if (late || stopping_) return;
@@ -584,8 +589,11 @@ class Daemon final : public RequestHandler {
       cycle.drifted.assign(to_repair_.ids.begin(), to_repair_.ids.end());
     }
     to_repair_ = {};
-    worker_.Start({options_.cycle_argv, options_.cycle_env}, options_.config_files,
-                  std::move(cycle), trigger, [this](const CycleResult& result) { Done(result); });
+    std::optional<StartedCycle> started = std::move(ready_cycle_);
+    ready_cycle_.reset();
+    worker_.Start(
+        {options_.cycle_argv, options_.cycle_env}, options_.config_files, std::move(cycle), trigger,
+        [this](const CycleResult& result) { Done(result); }, std::move(started));
   }
 
   void Done(const CycleResult& result) {
@@ -778,6 +786,8 @@ class Daemon final : public RequestHandler {
   std::vector<Watch> watches_;              // managed paths; services on the whole host
   ControlServer control_;
   Worker worker_;
+  // The next cycle's process, started at the first drift event while the events settle.
+  std::optional<StartedCycle> ready_cycle_;
   std::mt19937 random_;
   PollSchedule schedule_;
   DaemonMetrics metrics_;

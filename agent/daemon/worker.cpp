@@ -22,11 +22,12 @@ Worker::~Worker() {
 }
 
 void Worker::Start(CycleRunner runner, std::vector<ConfigFile> config_files, CycleOptions options,
-                   Trigger trigger, std::function<void(const CycleResult&)> done) {
+                   Trigger trigger, std::function<void(const CycleResult&)> done,
+                   std::optional<StartedCycle> started) {
   {
     std::lock_guard lock(mutex_);
-    job_ = Job{std::move(runner), std::move(config_files), std::move(options), trigger,
-               std::move(done)};
+    job_ = Job{std::move(runner), std::move(config_files), std::move(options),
+               trigger,           std::move(done),         std::move(started)};
   }
   busy_ = true;
   wake_.notify_one();
@@ -47,7 +48,10 @@ void Worker::Loop() {
     result->started = std::chrono::system_clock::now();
     const auto start = std::chrono::steady_clock::now();
     CycleOutput output =
-        RunCycleProcess(job->runner.argv, job->runner.env, job->config_files, job->options);
+        job->started
+            ? RunCycleProcess(std::move(*job->started), job->config_files, job->options)
+            : RunCycleProcess(job->runner.argv, job->runner.env, job->config_files, job->options);
+    job->started.reset();
     result->duration = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - start);
     result->exit_code = output.exit_code;

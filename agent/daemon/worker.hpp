@@ -16,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "agent/config/agent_config.hpp"
+#include "agent/cycle/cycle_process.hpp"
 #include "agent/cycle/cycle_report.hpp"
 #include "agent/daemon/daemon_state.hpp"
 
@@ -44,9 +45,11 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Starts a cycle; `done` runs on the loop afterwards. REQUIRES: !busy().
+  // Starts a cycle, in `started` when given (a process started ahead), else in a process
+  // started now; `done` runs on the loop afterwards. REQUIRES: !busy().
   void Start(CycleRunner runner, std::vector<ConfigFile> config_files, CycleOptions options,
-             Trigger trigger, std::function<void(const CycleResult&)> done);
+             Trigger trigger, std::function<void(const CycleResult&)> done,
+             std::optional<StartedCycle> started = std::nullopt);
   [[nodiscard]] bool busy() const { return busy_; }
 
  private:
@@ -56,6 +59,7 @@ class Worker {
     CycleOptions options;
     Trigger trigger;
     std::function<void(const CycleResult&)> done;
+    std::optional<StartedCycle> started;
   };
 
   void Loop();

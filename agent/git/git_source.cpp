@@ -262,6 +262,8 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
 
 }  // namespace
 
+void PrepareLibgit2() { InitLibgit2Once(); }
+
 Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
   nlohmann::json credentials = nlohmann::json::object();
   // Secrets are read here, by tetherd, and reach the worker only in its requests.

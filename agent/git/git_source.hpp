@@ -37,6 +37,10 @@ struct GitSourceOptions {
 
 inline constexpr char kDefaultWorkerUser[] = "tether-git";
 
+// Starts libgit2 now (it loads the system's CA bundle), rather than when the first source
+// is created: for a process that starts ahead of its work.
+void PrepareLibgit2();
+
 struct PollResult {
   std::string commit;      // what the tracked ref points to on the server
   std::size_t source = 0;  // which URL answered: 0 = url, 1.. = mirrors

@@ -7,11 +7,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/git/git_source.hpp"
 #include "agent/protocol/protocol.hpp"
 #include "agent/tetherd/cycle_child.hpp"
 #include "agent/tetherd/host.hpp"
 #include "agent/toml/diagnostics.hpp"
 #include "common/process.hpp"
+#include "common/sha256.hpp"
 
 namespace tether {
 
@@ -24,6 +26,10 @@ constexpr std::size_t kMaxJob = 8 << 20;  // the agent config (a few KiB) and a 
 }  // namespace
 
 int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::string>& worker_argv) {
+  // Started ahead of its job (at a drift event, while more events settle): what every
+  // cycle needs is made ready before the job arrives.
+  PrepareLibgit2();
+  PrepareSha256();
   std::string text;
   if (!ReadToEnd(fileno(in), text, kMaxJob)) {
     std::fprintf(stderr, "tetherd: --cycle-process: cannot read the job\n");

@@ -342,6 +342,16 @@ TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
   const int repairs = std::stoi(metrics.out.substr(at + drift_cycles.size()));
   CHECK_MESSAGE((repairs == 2 || repairs == 3), metrics.out);
   CHECK(fleet.Status()["last_cycle"].value("trigger", "") == "drift");
+  // Each repair's process, started at the edit ahead of its job, was given one and is gone.
+  std::string children;
+  for (const auto& task : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(fleet.tetherd.pid()) + "/task")) {
+    std::ifstream in(task.path() / "children");
+    std::string pids;
+    std::getline(in, pids);
+    children += pids;
+  }
+  CHECK_MESSAGE(children.empty(), children);
 }
 
 TEST_CASE("A hand edit made while a cycle runs, after the cycle wrote that file, is reverted") {
