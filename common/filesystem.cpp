@@ -162,8 +162,11 @@ UniqueFd OpenBeneath(int root_fd, std::string_view dirs, bool readable) {
 
 // Opens the parent of `path` below `root_fd`, refusing symlinks and non-directories on
 // the way. `readable_parent` opens the parent O_RDONLY (so it can be fsync'ed) rather
-// than O_PATH.
-Result<Located> Locate(int root_fd, std::string_view raw_path, bool readable_parent) {
+// than O_PATH. A missing parent is named (the first missing directory) unless
+// `name_missing` is false: then it is ENOENT for the whole parent, without the walk that
+// finds which (a plan stats every file of a directory not made yet).
+Result<Located> Locate(int root_fd, std::string_view raw_path, bool readable_parent,
+                       bool name_missing = true) {
   auto path = NormalizePath(raw_path);
   if (!path) return Fail(path.error());
   Located located;
@@ -186,6 +189,9 @@ Result<Located> Locate(int root_fd, std::string_view raw_path, bool readable_par
     if (parent.valid()) {
       located.parent = std::move(parent);
       return located;
+    }
+    if (errno == ENOENT && !name_missing) {
+      return FailErrno(ENOENT, "open " + Quote(path->substr(0, last_slash)));
     }
   }
   UniqueFd current(fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
@@ -245,7 +251,7 @@ Result<FileStat> RootedFilesystem::Stat(std::string_view path) {
     }
     return ToFileStat(st);
   }
-  auto at = Locate(root_fd_, *normal, false);
+  auto at = Locate(root_fd_, *normal, false, /*name_missing=*/false);
   if (!at) return Fail(at.error());
   if (fstatat(at->parent.get(), at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return FailErrno(errno, "stat " + Quote(at->path));
@@ -423,19 +429,39 @@ Result<std::string> RootedFilesystem::WriteTemporary(std::string_view path,
 
 Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) {
   std::set<dev_t> synced;
+  // Paths in one directory come together (the temporaries of a run of files): its
+  // descriptor and filesystem are looked up once for all of them.
+  std::string parent_path;
+  UniqueFd parent;
+  dev_t parent_device = 0;
   for (const auto& path : paths) {
-    auto at = Locate(root_fd_, path, true);
-    if (!at) return Fail(at.error());
+    auto normal = NormalizePath(path);
+    if (!normal) return Fail(normal.error());
+    const std::string_view dir = std::string_view(*normal).substr(0, normal->rfind('/'));
+    std::string name = normal->substr(normal->rfind('/') + 1);
+    if (!parent.valid() || dir != parent_path || *normal == "/") {
+      auto at = Locate(root_fd_, *normal, true);
+      if (!at) return Fail(at.error());
+      struct stat st {};
+      if (fstat(at->parent.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
+      parent = std::move(at->parent);
+      parent_path = dir;
+      parent_device = st.st_dev;
+      name = at->name;
+    }
     // A directory is synced on its own filesystem (it may be a mount point); anything
     // else on its parent's.
-    UniqueFd dir(openat(at->parent.get(), at->name.c_str(),
-                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    const int fd = dir.valid() ? dir.get() : at->parent.get();
-    struct stat st {};
-    if (fstat(fd, &st) != 0) return FailErrno(errno, "stat " + Quote(at->path));
-    if (!synced.insert(st.st_dev).second) continue;
-    if (syncfs(fd) != 0) {
-      return FailErrno(errno, "sync the filesystem of " + Quote(at->path));
+    UniqueFd own(
+        openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    dev_t device = parent_device;
+    if (own.valid()) {
+      struct stat st {};
+      if (fstat(own.get(), &st) != 0) return FailErrno(errno, "stat " + Quote(*normal));
+      device = st.st_dev;
+    }
+    if (!synced.insert(device).second) continue;
+    if (syncfs(own.valid() ? own.get() : parent.get()) != 0) {
+      return FailErrno(errno, "sync the filesystem of " + Quote(*normal));
     }
   }
   return {};
@@ -516,18 +542,40 @@ Status RootedFilesystem::Remove(std::string_view path) {
   return FailErrno(errno, "remove " + Quote(at->path));
 }
 
+void RootedFilesystem::ForgetStatDirectoryAt(std::string_view path) {
+  if (stat_dir_.empty()) return;
+  auto normal = NormalizePath(path);
+  if (!normal || *normal == "/" ||
+      (stat_dir_.starts_with(*normal) &&
+       (stat_dir_.size() == normal->size() || stat_dir_[normal->size()] == '/'))) {
+    ForgetStatDirectory();
+  }
+}
+
 Status RootedFilesystem::Rename(std::string_view from, std::string_view to) {
-  ForgetStatDirectory();
+  ForgetStatDirectoryAt(from);
+  ForgetStatDirectoryAt(to);
   auto source = Locate(root_fd_, from, false);
   if (!source) return Fail(source.error());
-  auto destination = Locate(root_fd_, to, false);
-  if (!destination) return Fail(destination.error());
-  if (source->name == "." || destination->name == ".") {
+  auto normal_to = NormalizePath(to);
+  if (!normal_to) return Fail(normal_to.error());
+  if (source->name == "." || *normal_to == "/") {
     return Fail(std::errc::permission_denied, "refusing to rename '/'");
   }
-  if (renameat(source->parent.get(), source->name.c_str(), destination->parent.get(),
-               destination->name.c_str()) != 0) {
-    return FailErrno(errno, "rename " + Quote(source->path) + " to " + Quote(destination->path));
+  // Within one directory (a temporary onto its file), its descriptor serves both names.
+  const std::size_t from_slash = source->path.rfind('/');
+  const std::size_t to_slash = normal_to->rfind('/');
+  int to_parent = source->parent.get();
+  std::string to_name = normal_to->substr(to_slash + 1);
+  UniqueFd other_parent;
+  if (from_slash != to_slash || source->path.compare(0, from_slash, *normal_to, 0, to_slash) != 0) {
+    auto destination = Locate(root_fd_, *normal_to, false);
+    if (!destination) return Fail(destination.error());
+    other_parent = std::move(destination->parent);
+    to_parent = other_parent.get();
+  }
+  if (renameat(source->parent.get(), source->name.c_str(), to_parent, to_name.c_str()) != 0) {
+    return FailErrno(errno, "rename " + Quote(source->path) + " to " + Quote(*normal_to));
   }
   return {};
 }

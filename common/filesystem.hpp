@@ -197,6 +197,9 @@ class RootedFilesystem final : public Filesystem {
     stat_dir_.clear();
     stat_dir_fd_.Reset();
   }
+  // Forgets it when `path` is that directory or one above it (a rename of a file, such as
+  // a temporary onto its file, leaves it).
+  void ForgetStatDirectoryAt(std::string_view path);
 
   std::string root_;
   int root_fd_;

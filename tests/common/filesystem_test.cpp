@@ -181,6 +181,34 @@ TEST_CASE_FIXTURE(Fixture, "Stats in one directory in a row, then after it was r
   CHECK(refused.error().Is(std::errc::too_many_symbolic_link_levels));
 }
 
+TEST_CASE_FIXTURE(Fixture, "Stats after renames see what the renames did") {
+  dir.WriteFile("srv/app/conf", "old");
+  dir.WriteFile("srv/app/.conf.new", "newer");
+  CHECK(fs->Stat("/srv/app/conf").value().size == 3);
+  // A file renamed in the directory Stat keeps open: the next Stat sees the new file.
+  REQUIRE(fs->Rename("/srv/app/.conf.new", "/srv/app/conf"));
+  CHECK(fs->Stat("/srv/app/conf").value().size == 5);
+  CHECK(fs->Stat("/srv/app/.conf.new").error().Is(std::errc::no_such_file_or_directory));
+  // That directory renamed away (or one above it): its old path holds nothing any more.
+  REQUIRE(fs->Rename("/srv", "/srv-old"));
+  CHECK(fs->Stat("/srv/app/conf").error().Is(std::errc::no_such_file_or_directory));
+  CHECK(fs->Stat("/srv-old/app/conf").value().size == 5);
+  // A directory put back in its place under the old name is the one looked at.
+  std::filesystem::create_directories(Host("/srv/app"));
+  dir.WriteFile("srv/app/conf", "replaced!");
+  REQUIRE(fs->Stat("/srv-old/app/conf"));
+  REQUIRE(fs->Rename("/srv-old/app", "/srv/app2"));
+  CHECK(fs->Stat("/srv-old/app/conf").error().Is(std::errc::no_such_file_or_directory));
+  CHECK(fs->Stat("/srv/app2/conf").value().size == 5);
+  CHECK(fs->Stat("/srv/app/conf").value().size == 9);
+  // Not a file below a directory that does not exist, at any depth.
+  auto missing = fs->Stat("/srv/none/deeper/file");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().Is(std::errc::no_such_file_or_directory));
+  CHECK(missing.error().message().find("'/srv/none/deeper'") != std::string::npos);
+  CHECK_FALSE(fs->Rename("/srv/app/conf", "/"));
+}
+
 TEST_CASE_FIXTURE(Fixture, "A symlink as the last component is replaced or read, never followed") {
   outside.WriteFile("target", "outside");
   std::filesystem::create_symlink(outside.Path("target"), Host("/etc/motd"));
@@ -330,6 +358,11 @@ TEST_CASE_FIXTURE(Fixture, "WriteTemporary writes aside; SyncFilesystems then Re
   REQUIRE(other);
   // Paths on one filesystem: one sync; a directory path and a file path are both fine.
   REQUIRE(fs->SyncFilesystems({*temp, *other, "/etc/deep", "/"}));
+  // In any order, many in one directory, and what is missing among them is an error.
+  REQUIRE(fs->SyncFilesystems({"/", "/etc", "/etc/motd", *temp, "/etc/deep/er/x", "/etc/deep"}));
+  auto gone = fs->SyncFilesystems({"/etc/motd", "/etc/nothing/x"});
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error().message().find("'/etc/nothing'") != std::string::npos);
   REQUIRE(fs->Rename(*temp, "/etc/motd"));
   CHECK(dir.ReadFile("etc/motd") == "new\n");
   CHECK((LStat("/etc/motd").st_mode & 07777) == 0600);
