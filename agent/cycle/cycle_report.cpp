@@ -387,7 +387,10 @@ std::string FormatCourse(const CycleReport& report, const Painter& given, Course
              "\n";
     }
   } else if (report.applied && report.changes == 0) {
-    out += "in sync with " + Short(report.commit) + " (" + ms + ")\n";
+    // Each resource in sync is listed only when asked for (show_in_sync): here, how many.
+    out += "in sync with " + Short(report.commit) +
+           (report.in_sync > 0 ? ": " + Plural(report.in_sync, "resource") : "") + " (" + ms +
+           ")\n";
   } else if (report.applied) {
     out += "applied " + Short(report.commit) + ": " + Plural(report.changes, "change") + " in " +
            ms + "\n";

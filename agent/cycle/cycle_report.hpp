@@ -40,7 +40,8 @@ struct CycleOptions {
   // planned, as the rest is as the last cycle left it. Empty: everything is planned. A
   // full audit, when due, plans everything.
   std::vector<std::string> drifted;
-  bool show_in_sync = true;  // list resources in sync too (not in the daemon's log)
+  // List each resource in sync too (tetherd --once --show-in-sync), not only changes.
+  bool show_in_sync = false;
   // Another cycle on the same state dir: wait for it to end (the daemon, whose previous
   // cycle may outlive a crash of its own) instead of failing (tetherd --once).
   bool wait_for_lock = false;

@@ -248,7 +248,6 @@ std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode
                                      bool same_commit) {
   std::vector<Action> reported;
   if (!same_commit) return reported;
-  std::vector<PlannedAction> kept;
   for (auto& planned : plan) {
     const bool drifted = planned.resource != nullptr && planned.previous != nullptr &&
                          planned.action.type != ActionType::kInSync &&
@@ -261,9 +260,7 @@ std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode
       planned.action.changes.clear();
       planned.action.diff.clear();
     }
-    kept.push_back(std::move(planned));
   }
-  plan = std::move(kept);
   return reported;
 }
 

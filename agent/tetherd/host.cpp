@@ -115,7 +115,9 @@ Result<CycleReport> Run(const CycleOptions& given,
     return report;
   };
   auto report = RunCycle(host, options, [&](const CycleReport& so_far) {
-    if (planned) planned(with_wait(so_far));
+    if (!planned) return;
+    if (waited) return planned(with_wait(so_far));
+    planned(so_far);  // not copied: it lists every change, and maybe every resource
   });
   return with_wait(report ? std::move(*report) : FailedReport(report.error()));
 }

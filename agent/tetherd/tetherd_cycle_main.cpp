@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   options.cache_dir = flags.cache_dir;
   options.root = flags.root;
   options.dry_run = flags.dry_run;
+  options.show_in_sync = flags.show_in_sync;
   options.retry_quarantined = flags.retry_quarantined;
   options.root_checks = flags.root_checks;
   options.worker_argv = worker_argv;

@@ -82,6 +82,8 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags) {
       ->capture_default_str();
   app.add_flag("--once", flags.once, "Run one cycle in the foreground and exit");
   app.add_flag("--dry-run", flags.dry_run, "Plan only; change nothing on the host");
+  app.add_flag("--show-in-sync", flags.show_in_sync,
+               "With --once: list every resource in sync too, not only what changed");
   app.add_flag("--root-checks", flags.root_checks,
                "Run [[check]]s under --root too (they are skipped there with the host's\n"
                "packages and services): for checks that look at the root themselves");

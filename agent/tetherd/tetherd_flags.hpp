@@ -19,6 +19,7 @@ struct TetherdFlags {
   std::string log_level = "info";
   bool once = false;
   bool dry_run = false;
+  bool show_in_sync = false;
   bool retry_quarantined = false;
   bool root_checks = false;
   // Internal: the child process that talks to Git servers (agent/git/git_worker.hpp).

@@ -81,7 +81,7 @@ TEST_CASE("A rollback, a dry run and an in-sync cycle end as they always did") {
   report.outcome = tether::Outcome::kInSync;
   report.changes = 0;
   CHECK(tether::FormatCourse(report, {}, tether::CoursePart::kResult) ==
-        "in sync with 74e69f760a14 (43 ms)\n");
+        "in sync with 74e69f760a14: 1 resource (43 ms)\n");
 
   // A cycle stopped before its apply (a refused commit) says so in its problems only.
   const auto refused = tether::FailedReport(
