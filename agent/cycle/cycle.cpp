@@ -57,8 +57,8 @@ class Cycle {
     auto policy = LoadTrustPolicy(options_.config.trust);
     if (!policy) return Fail(policy.error());
     if (!host_.open_source) return Fail(std::errc::invalid_argument, "no Git source");
-    const bool will_poll = options_.pin.empty() &&
-                           !(options_.enforce_applied && !inventory_.commit.empty());
+    const bool will_poll =
+        options_.pin.empty() && !(options_.enforce_applied && !inventory_.commit.empty());
     auto source = host_.open_source(will_poll);
     if (!source) return Fail(source.error());
     source_ = std::move(*source);
