@@ -148,14 +148,15 @@ Result<std::unique_ptr<FileLock>> StateStore::Lock(bool wait) {
 namespace {
 
 // An entry's members as an object of them: false when one has another type.
-bool ReadEntry(const Json& object, StoredEntry& entry) {
+// The original is moved out of `object`.
+bool ReadEntry(Json& object, StoredEntry& entry) {
   if (!object.is_object() || !ReadString(object, "kind", entry.kind) || !object.contains("path") ||
       !ReadString(object, "path", entry.path) || !ReadBool(object, "created", entry.created) ||
       !ReadString(object, "fingerprint", entry.fingerprint)) {
     return false;
   }
   if (auto original = object.find("original"); original != object.end()) {
-    entry.original = *original;
+    entry.original = std::move(*original);
   }
   return true;
 }
@@ -171,7 +172,8 @@ class WrittenInventory {
   // text is not as InventoryWriter writes it, or an entry is not one: the JSON parser
   // then reads it, and says what is wrong. Sets `refused` to the id of an entry
   // `on_entry` refused (then stops).
-  std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry, std::string& refused) {
+  std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry,
+                                  std::optional<std::string>& refused) {
     std::string_view rest = text_;
     if (!Take(rest, R"({"schema":")") || !Take(rest, kInventorySchema) ||
         !Take(rest, R"(","commit":")")) {
@@ -179,8 +181,9 @@ class WrittenInventory {
     }
     std::string_view commit;
     if (!Plain(rest, commit) || !Take(rest, R"(,"entries":{)")) return std::nullopt;
-    if (Take(rest, "\n}}\n"))
+    if (Take(rest, "\n}}\n")) {
       return rest.empty() ? std::optional(std::string(commit)) : std::nullopt;
+    }
     while (Take(rest, "\n")) {
       const auto end = rest.find('\n');
       if (end == std::string_view::npos) return std::nullopt;
@@ -253,7 +256,7 @@ class WrittenInventory {
     object += '{';
     object += line;
     object += '}';
-    const Json parsed = Json::parse(object, nullptr, false);
+    Json parsed = Json::parse(object, nullptr, false);
     if (parsed.is_discarded() || !parsed.is_object() || parsed.size() != 1) return false;
     id = parsed.begin().key();
     return ReadEntry(parsed.begin().value(), entry);
@@ -273,23 +276,21 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
                 "inventory '" + path + "' is corrupt (" + why +
                     "); it was left as it is: repair or remove it by hand");
   };
-  {
-    // As this version writes it: checked whole first, so that no entry is handed over
-    // twice when the JSON parser has to read it after all.
-    auto text = ReadOptional(kInventory, kMaxInventory);
-    if (!text) return Fail(text.error());
-    if (!*text) return std::string();
-    WrittenInventory written(**text);
-    std::string refused;
-    if (written.Read(nullptr, refused)) {
-      auto commit = written.Read(&on_entry, refused);
-      if (!refused.empty()) return corrupt("bad entry '" + refused + "'");
-      if (commit) return std::move(*commit);
-    }
+  auto text = ReadOptional(kInventory, kMaxInventory);
+  if (!text) return Fail(text.error());
+  if (!*text) return std::string();
+  // As this version writes it: checked whole first, so that no entry is handed over
+  // twice when the JSON parser has to read it after all.
+  WrittenInventory written(**text);
+  std::optional<std::string> refused;
+  if (written.Read(nullptr, refused)) {
+    auto commit = written.Read(&on_entry, refused);
+    if (refused) return corrupt("bad entry '" + *refused + "'");
+    if (commit) return std::move(*commit);
   }
-  std::string top_key;    // the member of the top object being read
-  std::string id;         // the entry being read
-  std::string bad_entry;  // the first entry that is not one
+  std::string top_key;                   // the member of the top object being read
+  std::string id;                        // the entry being read
+  std::optional<std::string> bad_entry;  // the first entry that is not one
   auto on_event = [&](int depth, Json::parse_event_t event, Json& parsed) {
     if (event == Json::parse_event_t::key && depth == 1) top_key = parsed.get<std::string>();
     if (top_key != "entries") return true;
@@ -297,19 +298,14 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
     if (event != Json::parse_event_t::object_end || depth != 2) return true;
     StoredEntry entry;
     if (!ReadEntry(parsed, entry)) {
-      if (bad_entry.empty()) bad_entry = id;
+      if (!bad_entry) bad_entry = id;
       return false;
     }
-    if (!on_entry(id, std::move(entry)) && bad_entry.empty()) bad_entry = id;
+    if (!on_entry(id, std::move(entry)) && !bad_entry) bad_entry = id;
     return false;  // handed over: not kept in the document
   };
-  Json json;
-  {
-    auto text = ReadOptional(kInventory, kMaxInventory);
-    if (!text) return Fail(text.error());
-    if (!*text) return std::string();
-    json = Json::parse(**text, on_event, false);
-  }  // the text goes before the entries are used
+  const Json json = Json::parse(**text, on_event, false);
+  text->reset();  // the text goes before the entries are used
   if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
   std::string schema;
   if (!ReadString(json, "schema", schema) || schema != kInventorySchema) {
@@ -319,7 +315,7 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
   if (!ReadString(json, "commit", commit)) return corrupt("bad commit");
   auto entries = json.find("entries");
   if (entries == json.end() || !entries->is_object()) return corrupt("no entries");
-  if (!bad_entry.empty()) return corrupt("bad entry '" + bad_entry + "'");
+  if (bad_entry) return corrupt("bad entry '" + *bad_entry + "'");
   // Every object was handed over; what is left is not an entry.
   if (!entries->empty()) return corrupt("bad entry '" + entries->begin().key() + "'");
   return commit;

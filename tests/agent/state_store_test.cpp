@@ -405,6 +405,21 @@ TEST_CASE("An entry the reader refuses (an unknown kind) makes the inventory cor
   CHECK(loaded.error().message() == "inventory '" + state.dir.Path("inventory.json") +
                                         "' is corrupt (bad entry 'gadget:x'); it was left as it "
                                         "is: repair or remove it by hand");
+
+  // Refused under an empty id, as the writer writes it and in any other form: corrupt too.
+  for (const char* separator : {"\n", " \n "}) {
+    CAPTURE(separator);
+    state.dir.WriteFile(
+        "inventory.json",
+        std::string("{\"schema\":\"tether.inventory/v1\",\"commit\":\"c\",\"entries\":{") +
+            separator +
+            "\"\":{\"created\":true,\"fingerprint\":\"\",\"kind\":\"gadget\","
+            "\"original\":null,\"path\":\"x\"}" +
+            separator + "}}\n");
+    auto empty_id = state.store.LoadInventory([](std::string, StoredEntry&&) { return false; });
+    REQUIRE_FALSE(empty_id);
+    CHECK(empty_id.error().message().find("is corrupt (bad entry '')") != std::string::npos);
+  }
 }
 
 TEST_CASE("A state dir written before StateStore is read as it is, and written the same way") {
