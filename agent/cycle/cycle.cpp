@@ -57,9 +57,8 @@ class Cycle {
     auto policy = LoadTrustPolicy(options_.config.trust);
     if (!policy) return Fail(policy.error());
     if (!host_.open_source) return Fail(std::errc::invalid_argument, "no Git source");
-    const bool will_poll =
-        options_.pin.empty() && !(options_.enforce_applied && !inventory_.commit.empty());
-    auto source = host_.open_source(will_poll);
+    // Neither a rollback's pin nor a drift repair asks the source for its head.
+    auto source = host_.open_source(options_.pin.empty() && !EnforcesApplied());
     if (!source) return Fail(source.error());
     source_ = std::move(*source);
 
@@ -103,11 +102,13 @@ class Cycle {
     report_.course.push_back({kind, std::move(commit), std::move(detail), flag});
   }
 
+  // A drift repair: the applied commit again, when there is one.
+  bool EnforcesApplied() const { return options_.enforce_applied && !inventory_.commit.empty(); }
+
   // The commit to plan: pinned, the applied one (a drift repair, or offline), or the
   // source's head.
   bool ChooseCommit() {
-    const bool enforce_applied =
-        options_.pin.empty() && options_.enforce_applied && !inventory_.commit.empty();
+    const bool enforce_applied = options_.pin.empty() && EnforcesApplied();
     if (!options_.pin.empty()) {
       commit_ = options_.pin;
       Step(StepKind::kPinned, commit_);
