@@ -251,10 +251,14 @@ TEST_CASE("e2e: tetherd under systemd applies the example fleet, reverts drift, 
     const auto at = out.find(name);
     return at == std::string::npos ? -1 : std::stoi(out.substr(at + name.size()));
   };
+  // Settled: any cycle the repair's own write could start has started (events settle in
+  // milliseconds) and is over. A poll runs every second, so the state is "applying" now
+  // and then even when no drift cycle runs: wait for "synced" rather than sample it.
+  auto is_synced = [&] { return host.Status().value("state", "") == "synced"; };
   auto settled = [&] {
-    REQUIRE(WaitFor([&] { return host.Status().value("state", "") == "synced"; }, 20s));
+    REQUIRE(WaitFor(is_synced, 20s));
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    REQUIRE(host.Status().value("state", "") == "synced");
+    REQUIRE(WaitFor(is_synced, 20s));
   };
   settled();
   const int repairs = drift_cycles();
