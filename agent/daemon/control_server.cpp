@@ -3,7 +3,6 @@
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -123,12 +122,12 @@ void Connection::WriteNext() {
 ControlServer::ControlServer(asio::io_context& io, RequestHandler& handler, std::string read_group)
     : handler_(handler), acceptor_(io), read_group_(std::move(read_group)) {}
 
-Status ControlServer::Open(const std::string& socket_path) {
+Status ControlServer::Open(const std::string& socket_path, std::optional<int> passed) {
   if (group* found = getgrnam(read_group_.c_str())) read_gid_ = found->gr_gid;
   // Socket activation: systemd passes the listening socket.
-  if (sd_listen_fds(1) == 1) {
+  if (passed) {
     boost::system::error_code code;
-    acceptor_.assign(Local(), SD_LISTEN_FDS_START, code);
+    acceptor_.assign(Local(), *passed, code);
     if (code) {
       return Fail(std::errc::bad_file_descriptor, "the socket systemd passed: " + code.message());
     }

@@ -77,9 +77,10 @@ class ControlServer {
   // Members of `read_group` may send read-only commands; root may send every command.
   ControlServer(boost::asio::io_context& io, RequestHandler& handler, std::string read_group);
 
-  // Listens on the socket systemd passed (LISTEN_FDS), or binds `socket_path` (mode 0660,
-  // group read_group; 0600 when there is no such group), replacing a stale socket file.
-  [[nodiscard]] Status Open(const std::string& socket_path);
+  // Listens on `passed`, the socket systemd passed (socket activation), or else binds
+  // `socket_path` (mode 0660, group read_group; 0600 when there is no such group),
+  // replacing a stale socket file.
+  [[nodiscard]] Status Open(const std::string& socket_path, std::optional<int> passed);
   // Accepts connections until StopAccepting.
   void Start();
   // Stops accepting. Connections already open stay until their peers or the loop end them.

@@ -1,5 +1,6 @@
 #include "agent/daemon/daemon.hpp"
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -10,7 +11,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <random>
@@ -27,12 +30,14 @@
 #include "agent/daemon/metrics.hpp"
 #include "agent/daemon/poll_schedule.hpp"
 #include "agent/daemon/watchers.hpp"
+#include "agent/daemon/webhook.hpp"
 #include "agent/daemon/worker.hpp"
 #include "agent/protocol/protocol.hpp"
 #include "agent/report/send_process.hpp"
 #include "agent/state/state_store.hpp"
 #include "agent/toml/diagnostics.hpp"
 #include "common/filesystem.hpp"
+#include "common/http_server.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
 
@@ -61,6 +66,43 @@ std::int64_t UnixSeconds(SystemClock::time_point when) {
 // The commit the inventory names, or "" (none yet, or unreadable: the cycle says why).
 std::string AppliedCommit(const StateStore& state) { return state.AppliedCommit().value_or(""); }
 
+// Webhook-triggered polls start at most this often; triggers in between (a forge that
+// sends one event per pushed branch, a script in a loop) are folded into one poll at the
+// end of the spacing.
+constexpr auto kWebhookSpacing = std::chrono::seconds(1);
+
+// Sockets systemd passed (socket activation), by the name their unit gives them
+// (FileDescriptorName=): "webhook" and "metrics" are the HTTP listeners; the first with
+// any other name is the control socket.
+struct PassedSockets {
+  std::optional<int> control;
+  std::optional<int> webhook;
+  std::optional<int> metrics;
+};
+
+PassedSockets TakePassedSockets() {
+  PassedSockets passed;
+  char** names = nullptr;
+  const int count = sd_listen_fds_with_names(1, &names);
+  for (int i = 0; i < count; ++i) {
+    const int fd = SD_LISTEN_FDS_START + i;
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    const std::string name = names != nullptr && names[i] != nullptr ? names[i] : "";
+    if (name == "webhook") {
+      passed.webhook = fd;
+    } else if (name == "metrics") {
+      passed.metrics = fd;
+    } else if (!passed.control) {
+      passed.control = fd;
+    }
+  }
+  if (names != nullptr) {
+    for (int i = 0; i < count; ++i) std::free(names[i]);
+    std::free(static_cast<void*>(names));
+  }
+  return passed;
+}
+
 // The quarantined commit, or "" (none, or unreadable: the cycle says why).
 std::string QuarantinedCommit(const StateStore& state) {
   auto quarantine = state.LoadQuarantine();
@@ -76,6 +118,7 @@ class Daemon final : public RequestHandler {
         watchdog_timer_(io_),
         drift_timer_(io_),
         heartbeat_timer_(io_),
+        webhook_timer_(io_),
         control_(io_, *this, options_.read_group),
         worker_(io_),
         random_(std::random_device{}()),
@@ -97,7 +140,8 @@ class Daemon final : public RequestHandler {
     host_ = std::move(*host);
     options_.cycle.state_dir = *state_dir;
     store_.emplace(*host_, *state_dir);
-    if (auto opened = control_.Open(options_.socket_path); !opened) {
+    passed_ = TakePassedSockets();
+    if (auto opened = control_.Open(options_.socket_path, passed_.control); !opened) {
       log_->error("control socket: {}", opened.error().message());
       return 1;
     }
@@ -105,6 +149,7 @@ class Daemon final : public RequestHandler {
     StartWatchdog();
     StartWatches();
     control_.Start();
+    OpenListeners();
     commit_ = AppliedCommit(*store_);
     LoadSuspension();
     LoadPin();
@@ -221,9 +266,174 @@ class Daemon final : public RequestHandler {
   }
 
   void OnMetrics(const ConnectionPtr& connection, const protocol::Request&) {
-    connection->Reply(Json{{"ok", true},
-                           {"schema", protocol::kSchema},
-                           {"text", metrics_.Text(suspended_.has_value())}});
+    connection->Reply(Json{{"ok", true}, {"schema", protocol::kSchema}, {"text", MetricsText()}});
+  }
+
+  std::string MetricsText() const {
+    std::vector<std::pair<std::string, HttpServerCounts>> listeners;
+    if (webhook_server_) listeners.emplace_back("webhook", webhook_server_->counts());
+    if (metrics_server_) listeners.emplace_back("metrics", metrics_server_->counts());
+    return metrics_.Text(suspended_.has_value(), listeners);
+  }
+
+  // The HTTP listeners: webhook.listen and metrics.listen, or the sockets systemd passed.
+  // One that cannot listen is logged, and the daemon goes on without it: polls, drift
+  // repair and the control socket do not depend on it.
+  void OpenListeners() {
+    const AgentConfig& config = options_.cycle.config;
+    if (config.webhook.listen || passed_.webhook) {
+      LoadWebhookSecret();
+      webhook_listen_ = config.webhook.listen;
+      webhook_server_ =
+          OpenListener("webhook", config.webhook.listen, passed_.webhook,
+                       [this](const HttpServerRequest& request) { return OnWebhook(request); });
+    }
+    if (config.metrics.listen || passed_.metrics) {
+      metrics_listen_ = config.metrics.listen;
+      metrics_server_ = OpenListener(
+          "metrics", config.metrics.listen, passed_.metrics,
+          [this](const HttpServerRequest& request) { return OnMetricsRequest(request); });
+    }
+  }
+
+  std::unique_ptr<HttpServer> OpenListener(const char* name,
+                                           const std::optional<std::string>& listen,
+                                           std::optional<int> passed, HttpServer::Handler handler) {
+    auto server = std::make_unique<HttpServer>(io_, HttpServerLimits{}, std::move(handler));
+    const Status opened = passed ? server->Adopt(*passed) : server->Listen(*listen);
+    if (!opened) {
+      log_->error("{} listener: {}; not listening", name, opened.error().message());
+      return nullptr;
+    }
+    server->Start();
+    log_->info("{} listener on {}", name,
+               passed ? "the socket systemd passed"
+                      : *listen + " (port " + std::to_string(server->port()) + ")");
+    return server;
+  }
+
+  // On reload: a listener whose address changed listens again (one systemd passed stays).
+  void ReopenListeners() {
+    const AgentConfig& config = options_.cycle.config;
+    if (!passed_.webhook && config.webhook.listen != webhook_listen_) {
+      if (webhook_server_) webhook_server_->Close();
+      webhook_server_.reset();
+    }
+    if (!passed_.metrics && config.metrics.listen != metrics_listen_) {
+      if (metrics_server_) metrics_server_->Close();
+      metrics_server_.reset();
+    }
+    if (webhook_server_) LoadWebhookSecret();
+    const bool open_webhook = !webhook_server_ && config.webhook.listen && !passed_.webhook;
+    const bool open_metrics = !metrics_server_ && config.metrics.listen && !passed_.metrics;
+    if (open_webhook) {
+      LoadWebhookSecret();
+      webhook_listen_ = config.webhook.listen;
+      webhook_server_ =
+          OpenListener("webhook", config.webhook.listen, std::nullopt,
+                       [this](const HttpServerRequest& request) { return OnWebhook(request); });
+    }
+    if (open_metrics) {
+      metrics_listen_ = config.metrics.listen;
+      metrics_server_ = OpenListener(
+          "metrics", config.metrics.listen, std::nullopt,
+          [this](const HttpServerRequest& request) { return OnMetricsRequest(request); });
+    }
+  }
+
+  // webhook.secret_file, its trailing newline dropped. Without a secret every webhook is
+  // refused.
+  void LoadWebhookSecret() {
+    webhook_secret_.clear();
+    const auto& file = options_.cycle.config.webhook.secret_file;
+    if (!file) {
+      log_->error("webhook: webhook.secret_file is not set; every webhook is refused");
+      return;
+    }
+    std::ifstream in(*file, std::ios::binary);
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    if (!in.good() && !in.eof()) secret.clear();
+    if (secret.empty()) {
+      log_->error("webhook: {} is unreadable or empty; every webhook is refused", *file);
+      return;
+    }
+    webhook_secret_ = std::move(secret);
+  }
+
+  HttpServerReply OnWebhook(const HttpServerRequest& request) {
+    WebhookCheck check;
+    if (webhook_secret_.empty()) {
+      check.reason = "no webhook secret is configured";
+    } else {
+      check = CheckWebhook(request, webhook_secret_, options_.cycle.config.source.ref);
+    }
+    metrics_.CountWebhook(WebhookVerdictName(check.verdict));
+    if (check.verdict == WebhookVerdict::kUnauthorized) {
+      // Once a minute at most: a scanner must not fill the journal.
+      const auto now = SteadyClock::now();
+      ++webhooks_refused_;
+      if (!last_refusal_logged_ || now - *last_refusal_logged_ > std::chrono::minutes(1)) {
+        log_->warn("webhook from {} refused: {} ({} refused since the last such message)",
+                   request.peer, check.reason, webhooks_refused_);
+        webhooks_refused_ = 0;
+        last_refusal_logged_ = now;
+      }
+    } else if (check.verdict == WebhookVerdict::kTrigger) {
+      log_->info("webhook ({}) from {}: polling", check.forge, request.peer);
+      Publish("webhook", {{"forge", check.forge}});
+      WebhookTrigger();
+    }
+    HttpServerReply reply;
+    reply.status = WebhookStatus(check.verdict);
+    reply.body = check.reason + "\n";
+    if (check.verdict == WebhookVerdict::kBadMethod) reply.headers = {{"Allow", "POST"}};
+    return reply;
+  }
+
+  // A webhook wakes the poll: now, or at the end of the spacing, or after the cycle in
+  // progress. Many triggers make one more cycle.
+  void WebhookTrigger() {
+    if (stopping_ || webhook_waiting_) return;
+    const auto now = SteadyClock::now();
+    if (last_webhook_poll_ && now - *last_webhook_poll_ < kWebhookSpacing) {
+      webhook_waiting_ = true;
+      webhook_timer_.expires_at(*last_webhook_poll_ + kWebhookSpacing);
+      webhook_timer_.async_wait([this](boost::system::error_code code) {
+        webhook_waiting_ = false;
+        if (code || stopping_) return;
+        WebhookPoll();
+      });
+      return;
+    }
+    WebhookPoll();
+  }
+
+  void WebhookPoll() {
+    last_webhook_poll_ = SteadyClock::now();
+    if (!worker_.busy()) return StartCycle(Trigger::kWebhook);
+    // It asks the source, so it takes the place of a drift cycle queued meanwhile (which
+    // it repairs too); a poll or manual cycle queued already asks the source.
+    if (!pending_ || *pending_ == Trigger::kDrift) pending_ = Trigger::kWebhook;
+  }
+
+  HttpServerReply OnMetricsRequest(const HttpServerRequest& request) {
+    HttpServerReply reply;
+    if (request.method != "GET") {
+      reply.status = 405;
+      reply.body = "only GET is accepted\n";
+      reply.headers = {{"Allow", "GET"}};
+      return reply;
+    }
+    const std::string path = request.target.substr(0, request.target.find('?'));
+    if (path != "/metrics") {
+      reply.status = 404;
+      reply.body = "not found: the metrics are at /metrics\n";
+      return reply;
+    }
+    reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    reply.body = MetricsText();
+    return reply;
   }
 
   void OnRollback(const ConnectionPtr& connection, const protocol::Request& request) {
@@ -393,6 +603,7 @@ class Daemon final : public RequestHandler {
         StartReports();
       }
       schedule_ = MakeSchedule();
+      ReopenListeners();
       log_->info("reloaded {}", options_.config_path);
       Publish("reloaded", {{"ok", true}});
     }
@@ -408,6 +619,9 @@ class Daemon final : public RequestHandler {
     log_->info("signal {}: stopping{}", signal,
                worker_.busy() ? " once the cycle in progress is over" : "");
     control_.StopAccepting();
+    if (webhook_server_) webhook_server_->Close();
+    if (metrics_server_) metrics_server_->Close();
+    webhook_timer_.cancel();
     poll_timer_.cancel();
     if (!worker_.busy()) Finish();
   }
@@ -782,6 +996,7 @@ class Daemon final : public RequestHandler {
   asio::steady_timer watchdog_timer_;
   asio::steady_timer drift_timer_;
   asio::steady_timer heartbeat_timer_;
+  asio::steady_timer webhook_timer_;        // a webhook poll held back by kWebhookSpacing
   std::unique_ptr<DaemonReports> reports_;  // none without report.url
   std::vector<Watch> watches_;              // managed paths; services on the whole host
   ControlServer control_;
@@ -813,6 +1028,16 @@ class Daemon final : public RequestHandler {
   std::vector<ConnectionPtr> next_waiters_;             // ... and the one pending_ starts
   std::vector<std::weak_ptr<Connection>> subscribers_;  // tetherctl events
   std::string last_refusal_recorded_;  // commit and reason of the last refusal in the history
+  PassedSockets passed_;               // by systemd
+  std::unique_ptr<HttpServer> webhook_server_;  // none without webhook.listen
+  std::unique_ptr<HttpServer> metrics_server_;  // none without metrics.listen
+  std::optional<std::string> webhook_listen_;   // what the servers listen on
+  std::optional<std::string> metrics_listen_;
+  std::string webhook_secret_;  // never logged
+  std::optional<SteadyClock::time_point> last_webhook_poll_;
+  bool webhook_waiting_ = false;  // webhook_timer_ is armed
+  std::uint64_t webhooks_refused_ = 0;
+  std::optional<SteadyClock::time_point> last_refusal_logged_;
 };
 
 }  // namespace

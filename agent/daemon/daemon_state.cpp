@@ -14,6 +14,8 @@ std::string_view TriggerName(Trigger trigger) {
       return "drift";
     case Trigger::kPlan:
       return "plan";
+    case Trigger::kWebhook:
+      return "webhook";
   }
   return "manual";
 }

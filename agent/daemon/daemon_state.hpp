@@ -11,14 +11,15 @@ namespace tether {
 
 // What started a cycle.
 enum class Trigger {
-  kStart,   // the daemon started
-  kPoll,    // the poll interval
-  kManual,  // tetherctl sync, rollback or resume
-  kDrift,   // a managed path or service changed
-  kPlan,    // tetherctl plan (a dry run)
+  kStart,    // the daemon started
+  kPoll,     // the poll interval
+  kManual,   // tetherctl sync, rollback or resume
+  kDrift,    // a managed path or service changed
+  kPlan,     // tetherctl plan (a dry run)
+  kWebhook,  // a push webhook (it wakes the poll)
 };
 
-// "start", "poll", "manual", "drift", "plan".
+// "start", "poll", "manual", "drift", "plan", "webhook".
 [[nodiscard]] std::string_view TriggerName(Trigger trigger);
 
 enum class DaemonState {

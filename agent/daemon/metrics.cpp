@@ -19,7 +19,8 @@ void DaemonMetrics::CountCycle(Trigger trigger, Outcome outcome, bool ok,
   if (ok) last_success_ = now;
 }
 
-std::string DaemonMetrics::Text(bool suspended) const {
+std::string DaemonMetrics::Text(
+    bool suspended, const std::vector<std::pair<std::string, HttpServerCounts>>& listeners) const {
   std::string text;
   auto metric = [&](const std::string& name, const char* type, const char* help,
                     const std::vector<std::pair<std::string, double>>& samples) {
@@ -59,6 +60,39 @@ std::string DaemonMetrics::Text(bool suspended) const {
          {{"", static_cast<double>(last_success_)}});
   metric("tether_suspended", "gauge", "1 while applying is suspended.",
          {{"", suspended ? 1.0 : 0.0}});
+  auto by_label = [](const char* label, const std::map<std::string, std::uint64_t>& counts) {
+    std::vector<std::pair<std::string, double>> samples;
+    for (const auto& [value, count] : counts) {
+      samples.emplace_back(std::string("{") + label + "=\"" + value + "\"}",
+                           static_cast<double>(count));
+    }
+    return samples;
+  };
+  if (!webhooks_.empty()) {
+    metric("tether_webhook_requests_total", "counter",
+           "Webhook requests by result: trigger, ignored (another ref or event), unauthorized "
+           "(a wrong or missing signature), bad_method.",
+           by_label("result", webhooks_));
+  }
+  if (!change_signals_.empty()) {
+    metric("tether_change_signal_checks_total", "counter",
+           "Checks of source.poll_url: unchanged (304, no Git talk), changed, error.",
+           by_label("result", change_signals_));
+  }
+  if (!listeners.empty()) {
+    std::vector<std::pair<std::string, double>> refused;
+    for (const auto& [name, counts] : listeners) {
+      const std::string listener = "{listener=\"" + name + "\",reason=\"";
+      refused.emplace_back(listener + "connections\"}",
+                           static_cast<double>(counts.connections_refused));
+      refused.emplace_back(listener + "bad_request\"}", static_cast<double>(counts.bad_requests));
+      refused.emplace_back(listener + "timeout\"}", static_cast<double>(counts.timeouts));
+    }
+    metric("tether_http_refused_total", "counter",
+           "HTTP connections and requests the listeners refused before reading them: over the "
+           "connection limit, malformed or too large, too slow.",
+           refused);
+  }
   return text;
 }
 

@@ -6,14 +6,14 @@
 TETHER_BUILD_PACKAGES=(
   g++ meson ninja-build pkg-config
   libgit2-dev libboost-dev libtomlplusplus-dev libsystemd-dev libspdlog-dev libssl-dev
-  doctest-dev libexpected-dev nlohmann-json3-dev libcli11-dev
+  doctest-dev libexpected-dev nlohmann-json3-dev libcli11-dev libgcrypt20-dev
 )
 
 # Tests: real servers and a real systemd, plus the format check and the fuzzer toolchain.
 TETHER_TEST_PACKAGES=(
   git lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl ca-certificates
   systemd systemd-container dbus util-linux iproute2 dpkg-dev
-  clang clang-format libclang-rt-14-dev python3 python3-jsonschema curl
+  clang clang-format libclang-rt-14-dev python3 python3-jsonschema python3-prometheus-client curl
 )
 
 # The demo: a systemd container (tests/support/container_run), a git server and signed

@@ -1,5 +1,7 @@
 // tetherd as a daemon, end to end: a real git server, signed commits, a --root sandbox,
 // the control socket through tetherctl, sd_notify through a NOTIFY_SOCKET of our own.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -976,4 +978,224 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
   CHECK(fleet.dir.ReadFile("root/etc/motd") == "pushed\n");
   fleet.tetherd.Signal(SIGTERM);
   REQUIRE(fleet.tetherd.Wait(40s));
+}
+
+namespace {
+
+// A TCP port nothing listens on now, for a listener the test configures.
+int FreePort() {
+  tether::UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  socklen_t length = sizeof(address);
+  REQUIRE(getsockname(fd.get(), reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  return ntohs(address.sin_port);
+}
+
+// tests/agent/http_clients.py ARGS... with Debian's python3 (python3-prometheus-client).
+tether::RunResult HttpClients(std::vector<std::string> args) {
+  tether::RunOptions options;
+  options.argv = {"/usr/bin/python3", std::getenv("TETHER_HTTP_CLIENTS")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  options.timeout = 120s;
+  auto result = tether::Run(options);
+  REQUIRE(result);
+  return *result;
+}
+
+// The value of the sample `name` (with its labels, as printed) in `tetherctl metrics`.
+double Metric(const Fleet& fleet, const std::string& sample) {
+  const std::string text = fleet.Ctl({"metrics"}).out;
+  const auto at = text.find("\n" + sample + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + sample.size() + 2));
+}
+
+struct WebhookFleet : Fleet {
+  int webhook_port = FreePort();
+  int metrics_port = FreePort();
+  std::string hook = "http://127.0.0.1:" + std::to_string(webhook_port) + "/hook";
+  std::string secret = "s3cret-for-the-hook";
+
+  WebhookFleet() {
+    interval = "1h";  // no poll during the test: only a webhook brings a new commit
+    dir.WriteFile("webhook-secret", secret + "\n");
+    extra_config = "[webhook]\nlisten = \"127.0.0.1:" + std::to_string(webhook_port) +
+                   "\"\nsecret_file = \"" + dir.Path("webhook-secret") +
+                   "\"\n[metrics]\nlisten = \"127.0.0.1:" + std::to_string(metrics_port) + "\"\n";
+  }
+
+  std::string Send(const std::string& form, bool wrong = false,
+                   const std::string& ref = "refs/heads/main") {
+    std::vector<std::string> args = {"send", form, hook, secret, ref};
+    if (wrong) args.emplace_back("--wrong");
+    const auto sent = HttpClients(args);
+    REQUIRE_MESSAGE(sent.ok(), sent.err);
+    std::string status = sent.out;
+    while (!status.empty() && status.back() == '\n') status.pop_back();
+    return status;
+  }
+
+  bool Applied(const std::string& motd) const {
+    return WaitFor(
+        [&] {
+          std::ifstream file(dir.Path("root/etc/motd"), std::ios::binary);
+          std::ostringstream text;
+          text << file.rdbuf();
+          return text.str() == motd;
+        },
+        20s);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("A push webhook from each forge's format wakes the poll; curl and Python send them") {
+  WebhookFleet fleet;
+  fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(fleet.Applied("hello\n"), fleet.Log());
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+
+  // GitHub's form, sent by curl; the signature from openssl, as a forge computes it.
+  fleet.Commit("from github\n");
+  const std::string body = R"({"ref":"refs/heads/main","after":"0000"})";
+  fleet.dir.WriteFile("push.json", body);
+  tether::RunOptions sign;
+  sign.argv = {"sh", "-c",         "openssl dgst -sha256 -hmac \"$1\" < \"$2\" | sed 's/.*= //'",
+               "sh", fleet.secret, fleet.dir.Path("push.json")};
+  const auto signature = tether::Run(sign);
+  REQUIRE((signature && signature->ok()));
+  std::string digest = signature->out;
+  while (!digest.empty() && digest.back() == '\n') digest.pop_back();
+  REQUIRE(digest.size() == 64);
+  tether::RunOptions curl;
+  curl.argv = {"curl",
+               "-sS",
+               "-o",
+               "/dev/null",
+               "-w",
+               "%{http_code}",
+               "-H",
+               "Content-Type: application/json",
+               "-H",
+               "X-GitHub-Event: push",
+               "-H",
+               "X-Hub-Signature-256: sha256=" + digest,
+               "--data-binary",
+               "@" + fleet.dir.Path("push.json"),
+               fleet.hook};
+  curl.timeout = 30s;
+  auto sent = tether::Run(curl);
+  REQUIRE(sent);
+  CHECK_MESSAGE(sent->out == "202", sent->out << sent->err);
+  CHECK_MESSAGE(fleet.Applied("from github\n"), fleet.Log());
+  CHECK(
+      WaitFor([&] { return fleet.Status()["last_cycle"].value("trigger", "") == "webhook"; }, 10s));
+
+  // The other forms, sent by Python's urllib with Python's hmac.
+  for (const std::string form : {"gitlab", "gitea", "forgejo", "tether"}) {
+    CAPTURE(form);
+    REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+    fleet.Commit("from " + form + "\n");
+    CHECK(fleet.Send(form) == "202");
+    CHECK_MESSAGE(fleet.Applied("from " + form + "\n"), fleet.Log());
+  }
+  CHECK(Metric(fleet, "tether_webhook_requests_total{result=\"trigger\"}") == 5);
+  const double cycles = Metric(fleet, "tether_cycles_total{trigger=\"webhook\"}");
+  CHECK(cycles >= 1);
+  CHECK(cycles <= 5);  // triggers within a second of each other make one cycle
+
+  // Wrong secrets, a push to another branch, a GET: nothing applied, each counted.
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  fleet.Commit("not yet\n");
+  for (const std::string form : {"github", "gitlab", "gitea", "tether"}) {
+    CHECK(fleet.Send(form, true) == "401");
+  }
+  CHECK(fleet.Send("github", false, "refs/heads/feature") == "200");
+  curl.argv = {"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", fleet.hook};
+  sent = tether::Run(curl);
+  REQUIRE(sent);
+  CHECK(sent->out == "405");
+  std::this_thread::sleep_for(2s);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "from tether\n");
+  CHECK(Metric(fleet, "tether_webhook_requests_total{result=\"unauthorized\"}") == 4);
+  CHECK(Metric(fleet, "tether_webhook_requests_total{result=\"ignored\"}") == 1);
+  CHECK(Metric(fleet, "tether_webhook_requests_total{result=\"bad_method\"}") == 1);
+  // The secret is never logged.
+  CHECK(fleet.Log().find(fleet.secret) == std::string::npos);
+  // The right secret still works.
+  CHECK(fleet.Send("github") == "202");
+  CHECK_MESSAGE(fleet.Applied("not yet\n"), fleet.Log());
+
+  // /metrics, parsed by the Prometheus client library's own parser.
+  const auto scraped = HttpClients(
+      {"metrics", "http://127.0.0.1:" + std::to_string(fleet.metrics_port) + "/metrics"});
+  REQUIRE_MESSAGE(scraped.ok(), scraped.err);
+  const auto families = nlohmann::json::parse(scraped.out, nullptr, false);
+  REQUIRE_MESSAGE(families.is_object(), scraped.out);
+  CHECK(families["content_type"] == "text/plain; version=0.0.4; charset=utf-8");
+  CHECK(families["families"]["tether_cycles"]["type"] == "counter");
+  CHECK(families["families"]["tether_webhook_requests"]["type"] == "counter");
+  CHECK(families["families"]["tether_last_success_timestamp_seconds"]["type"] == "gauge");
+  CHECK(families["families"]["tether_http_refused"]["type"] == "counter");
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
+}
+
+TEST_CASE("Hostile HTTP on the webhook and metrics ports: refused, bounded, the daemon unmoved") {
+  WebhookFleet fleet;
+  fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(fleet.Applied("hello\n"), fleet.Log());
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  const auto rss = [&] {
+    std::ifstream status("/proc/" + std::to_string(fleet.tetherd.pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return -1L;
+  };
+  const long rss_before = rss();
+
+  for (const int port : {fleet.webhook_port, fleet.metrics_port}) {
+    CAPTURE(port);
+    const auto run = HttpClients({"hostile", "127.0.0.1", std::to_string(port)});
+    REQUIRE_MESSAGE(run.ok(), run.err << fleet.Log());
+    const auto results = nlohmann::json::parse(run.out, nullptr, false);
+    REQUIRE_MESSAGE(results.is_object(), run.out);
+    INFO(results.dump());
+    for (const auto& garbage : results["garbage"]) {
+      CHECK((garbage == 400 || garbage == "closed"));
+    }
+    CHECK(results["not_http"] == 400);
+    CHECK(results["bad_version"] == 400);
+    CHECK(results["huge_header"] == 431);
+    CHECK(results["huge_body"] == 413);
+    CHECK(results["bad_length"] == 400);
+    CHECK(results["bad_chunk"] == 400);
+    CHECK(results["held_connections"] == 100);  // the kernel takes them; tetherd closes extras
+    CHECK(results["pipelined_replies"] == 51);
+    CHECK(results["slow"] == "closed");
+    CHECK(results["slow_cut_after_s"] <= 12);  // the 10 s request limit
+  }
+  // Still the same process; a hand edit is still reverted; a webhook still works.
+  CHECK(kill(fleet.tetherd.pid(), 0) == 0);
+  fleet.dir.WriteFile("root/etc/motd", "edited by hand\n");
+  CHECK_MESSAGE(fleet.Applied("hello\n"), fleet.Log());
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  fleet.Commit("after the storm\n");
+  CHECK(fleet.Send("github") == "202");
+  CHECK_MESSAGE(fleet.Applied("after the storm\n"), fleet.Log());
+  CHECK(Metric(fleet, "tether_http_refused_total{listener=\"webhook\",reason=\"connections\"}") >
+        0);
+  CHECK(Metric(fleet, "tether_http_refused_total{listener=\"webhook\",reason=\"bad_request\"}") >=
+        25);
+  CHECK(Metric(fleet, "tether_http_refused_total{listener=\"metrics\",reason=\"timeout\"}") >= 1);
+  // Nothing it was sent stayed in its memory.
+  CHECK_MESSAGE(rss() < rss_before + 4096, "VmRSS " << rss_before << " kB -> " << rss() << " kB");
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
 }
