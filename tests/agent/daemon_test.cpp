@@ -1199,3 +1199,37 @@ TEST_CASE("Hostile HTTP on the webhook and metrics ports: refused, bounded, the 
   fleet.tetherd.Signal(SIGTERM);
   CHECK(fleet.tetherd.Wait(20s));
 }
+
+TEST_CASE("Socket activation passes the webhook socket by name beside the control socket") {
+  WebhookFleet fleet;
+  fleet.extra_config = "[webhook]\nsecret_file = \"" + fleet.dir.Path("webhook-secret") + "\"\n";
+  fleet.dir.WriteFile("agent.toml", fleet.Config());  // no webhook.listen: the socket is passed
+  fleet.Commit("hello\n");
+  // As tetherd.socket and tetherd-webhook.socket (FileDescriptorName=webhook) would.
+  tether::SpawnOptions options;
+  options.argv = {"systemd-socket-activate",
+                  "-l",
+                  fleet.socket,
+                  "-l",
+                  "127.0.0.1:" + std::to_string(fleet.webhook_port),
+                  "--fdname=control:webhook",
+                  "-E",
+                  "NOTIFY_SOCKET=" + fleet.notify.path()};
+  const auto argv = fleet.TetherdArgv(fleet.dir.Path("unused.sock"));
+  options.argv.insert(options.argv.end(), argv.begin(), argv.end());
+  options.stderr_path = fleet.dir.Path("tetherd.log");
+  auto activator = tether::Spawn(options);
+  REQUIRE(activator);
+  fleet.tetherd = std::move(*activator);
+  REQUIRE(WaitFor([&] { return std::filesystem::exists(fleet.socket); }, 10s));
+  // The first connection starts tetherd.
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s),
+                  fleet.Log());
+  REQUIRE(fleet.Applied("hello\n"));
+  fleet.Commit("pushed\n");
+  CHECK(fleet.Send("gitea") == "202");
+  CHECK_MESSAGE(fleet.Applied("pushed\n"), fleet.Log());
+  CHECK(fleet.Log().find("webhook listener on the socket systemd passed") != std::string::npos);
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
+}
