@@ -24,7 +24,25 @@ bool InitGcrypt() {
   return ok;
 }
 
+std::string Hex(const unsigned char* bytes, std::size_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(size * 2);
+  for (std::size_t i = 0; i < size; ++i) {
+    hex.push_back(kHex[bytes[i] >> 4]);
+    hex.push_back(kHex[bytes[i] & 0xf]);
+  }
+  return hex;
+}
+
 }  // namespace
+
+std::string DigestSha256Hex(std::string_view data) {
+  if (!InitGcrypt()) return "";
+  std::array<unsigned char, 32> digest{};
+  gcry_md_hash_buffer(GCRY_MD_SHA256, digest.data(), data.data(), data.size());
+  return Hex(digest.data(), digest.size());
+}
 
 std::string HmacSha256Hex(std::string_view key, std::string_view data) {
   if (!InitGcrypt()) return "";
@@ -39,14 +57,7 @@ std::string HmacSha256Hex(std::string_view key, std::string_view data) {
                   gcry_mac_read(mac, digest.data(), &length) == 0 && length == digest.size();
   gcry_mac_close(mac);
   if (!ok) return "";
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(64);
-  for (const unsigned char byte : digest) {
-    hex.push_back(kHex[byte >> 4]);
-    hex.push_back(kHex[byte & 0xf]);
-  }
-  return hex;
+  return Hex(digest.data(), digest.size());
 }
 
 bool ConstantTimeEqual(std::string_view a, std::string_view b) {

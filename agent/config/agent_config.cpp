@@ -85,6 +85,7 @@ class ConfigParser {
     Set(t, "known_hosts", t.String("known_hosts"), s.known_hosts);
     Set(t, "token_file", t.String("token_file"), s.token_file);
     Set(t, "ca_file", t.String("ca_file"), s.ca_file);
+    Set(t, "poll_url", t.String("poll_url"), s.poll_url);
   }
 
   void Trust(TomlTable& t) {
@@ -216,6 +217,24 @@ std::optional<std::string> CheckRef(std::string_view ref) {
 }
 
 // "address:port" or "[v6]:port".
+// An http:// or https:// URL with a host and no credentials (source.poll_url).
+std::optional<std::string> CheckHttpUrl(std::string_view url) {
+  std::string_view rest;
+  if (url.rfind("https://", 0) == 0) {
+    rest = url.substr(8);
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else {
+    return "expected an http:// or https:// URL";
+  }
+  const std::string_view authority = rest.substr(0, rest.find('/'));
+  if (authority.empty()) return "the URL has no host";
+  if (authority.find('@') != std::string_view::npos) {
+    return "credentials in URLs are refused (they would end up in logs); use source.token_file";
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> CheckListen(std::string_view listen) {
   const auto colon = listen.rfind(':');
   if (colon == std::string_view::npos || colon == 0) return "expected \"address:port\"";
@@ -245,6 +264,9 @@ class ConfigChecker {
       if (auto problem = CheckGitUrl(source.mirrors[i])) {
         Error("source.mirrors", "[" + std::to_string(i) + "]: " + *problem, false);
       }
+    }
+    if (source.poll_url) {
+      if (auto problem = CheckHttpUrl(*source.poll_url)) Error("source.poll_url", *problem);
     }
     if (auto problem = CheckRef(source.ref)) Error("source.ref", *problem);
     if (source.pin &&

@@ -38,6 +38,11 @@ struct SourceConfig {
   std::optional<std::string> known_hosts;
   std::optional<std::string> token_file;
   std::optional<std::string> ca_file;
+  // An http(s):// URL whose answer changes when the fleet repo does (the repo's dumb-HTTP
+  // info/refs, a forge API's commit of the ref): polled with If-None-Match /
+  // If-Modified-Since before any Git talk, a 304 (or the same body again) meaning no
+  // change. None: every poll asks the Git source.
+  std::optional<std::string> poll_url;
 };
 
 struct TrustConfig {

@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
@@ -18,12 +19,14 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/config/agent_config.hpp"
+#include "agent/daemon/change_signal.hpp"
 #include "agent/daemon/control_server.hpp"
 #include "agent/daemon/daemon_reports.hpp"
 #include "agent/daemon/daemon_state.hpp"
@@ -70,6 +73,9 @@ std::string AppliedCommit(const StateStore& state) { return state.AppliedCommit(
 // sends one event per pushed branch, a script in a loop) are folded into one poll at the
 // end of the spacing.
 constexpr auto kWebhookSpacing = std::chrono::seconds(1);
+
+// With source.poll_url, a poll asks the Git source anyway when none has for this long.
+constexpr auto kSignalTrustedFor = std::chrono::hours(1);
 
 // Sockets systemd passed (socket activation), by the name their unit gives them
 // (FileDescriptorName=): "webhook" and "metrics" are the HTTP listeners; the first with
@@ -141,6 +147,11 @@ class Daemon final : public RequestHandler {
     options_.cycle.state_dir = *state_dir;
     store_.emplace(*host_, *state_dir);
     passed_ = TakePassedSockets();
+    if (pipe2(signal_cancel_, O_CLOEXEC) != 0) {
+      log_->error("pipe: {}", std::strerror(errno));
+      return 1;
+    }
+    poll_url_ = options_.cycle.config.source.poll_url;
     if (auto opened = control_.Open(options_.socket_path, passed_.control); !opened) {
       log_->error("control socket: {}", opened.error().message());
       return 1;
@@ -603,6 +614,10 @@ class Daemon final : public RequestHandler {
         StartReports();
       }
       schedule_ = MakeSchedule();
+      if (options_.cycle.config.source.poll_url != poll_url_) {
+        signal_.Reset();
+        poll_url_ = options_.cycle.config.source.poll_url;
+      }
       ReopenListeners();
       log_->info("reloaded {}", options_.config_path);
       Publish("reloaded", {{"ok", true}});
@@ -627,6 +642,12 @@ class Daemon final : public RequestHandler {
   }
 
   void Finish() {
+    // A change-signal check in flight is given up now (its child killed).
+    if (signal_thread_.joinable()) {
+      const char stop = 1;
+      (void)!write(signal_cancel_[1], &stop, 1);
+      signal_thread_.join();
+    }
     signals_.cancel();
     heartbeat_timer_.cancel();
     // Queued reports stay in the outbox for the next start; an attempt in progress ends
@@ -783,6 +804,7 @@ class Daemon final : public RequestHandler {
   }
 
   void StartCycle(Trigger trigger) {
+    ++cycles_started_;
     for (auto& waiter : next_waiters_) waiters_.push_back(std::move(waiter));
     next_waiters_.clear();
     state_ = DaemonState::kApplying;
@@ -812,6 +834,11 @@ class Daemon final : public RequestHandler {
 
   void Done(const CycleResult& result) {
     last_ = result;
+    // A cycle that asked the source confirms (or drops) what the change signal said.
+    if (result.trigger != Trigger::kDrift) {
+      signal_.CycleEnded(cycles_started_, result.exit_code == 0);
+      if (result.exit_code == 0) last_source_ok_ = SteadyClock::now();
+    }
     commit_ = AppliedCommit(*store_);
     // Paths or services a person touched while the cycle ran: repaired by a drift cycle.
     if (DriftEvents drifted = Rewatch(); !drifted.ids.empty() || drifted.overflow) {
@@ -878,11 +905,64 @@ class Daemon final : public RequestHandler {
     poll_timer_.async_wait([this, generation = poll_generation_](boost::system::error_code code) {
       if (code || stopping_ || generation != poll_generation_) return;
       next_poll_.reset();
-      if (!worker_.busy()) return StartCycle(Trigger::kPoll);
-      // A drift repair or a plan is running: the poll comes right after it. It repairs
-      // drift too, so it takes the place of a drift cycle queued meanwhile.
-      if (!pending_ || *pending_ == Trigger::kDrift) pending_ = Trigger::kPoll;
+      // The signal is trusted for a while only: an answer that did not change when the
+      // repo did (a server whose ETag is mtime and size, two pushes in one second) is
+      // caught by a Git poll at least every kSignalTrustedFor.
+      if (options_.cycle.config.source.poll_url && last_source_ok_ &&
+          SteadyClock::now() - *last_source_ok_ < kSignalTrustedFor) {
+        return CheckChangeSignal();
+      }
+      QueuePoll();
     });
+  }
+
+  // A poll now, or right after the cycle in progress (a drift repair or a plan). It
+  // repairs drift too, so it takes the place of a drift cycle queued meanwhile.
+  void QueuePoll() {
+    if (!worker_.busy()) return StartCycle(Trigger::kPoll);
+    if (!pending_ || *pending_ == Trigger::kDrift) pending_ = Trigger::kPoll;
+  }
+
+  // source.poll_url before the Git source: the request runs in the HTTP child (no OpenSSL
+  // in the daemon), waited for on a thread of its own; the answer comes back to the loop.
+  void CheckChangeSignal() {
+    if (signal_thread_.joinable()) signal_thread_.join();  // its answer was handled
+    const SourceConfig& source = options_.cycle.config.source;
+    std::string token;
+    if (source.token_file) {
+      std::ifstream in(*source.token_file, std::ios::binary);
+      token.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+    }
+    HttpRequest request = signal_.Request(source, token);
+    request.cancel_fd = signal_cancel_[0];
+    signal_thread_ =
+        std::thread([this, request = std::move(request),
+                     send = MakeProcessSender(options_.http_argv, options_.cycle_env)]() mutable {
+          auto response = send(request);
+          asio::post(io_, [this, response = std::move(response)] { OnChangeSignal(response); });
+        });
+  }
+
+  void OnChangeSignal(const Result<HttpResponse>& response) {
+    if (stopping_) return;
+    const SignalAnswer answer = signal_.Read(response, cycles_started_);
+    metrics_.CountChangeSignal(SignalAnswerName(answer));
+    if (answer == SignalAnswer::kUnchanged) {
+      signal_failing_ = false;
+      // Nothing changed, and nothing more is done: the next check an interval later.
+      if (!next_poll_) SchedulePoll(schedule_.AfterSuccess());
+      return;
+    }
+    if (answer == SignalAnswer::kError && !signal_failing_) {
+      signal_failing_ = true;  // said once, until the signal answers again
+      log_->warn("source.poll_url: {}; polling the Git source",
+                 response ? "HTTP status " + std::to_string(response->status)
+                          : response.error().message());
+    } else if (answer == SignalAnswer::kChanged) {
+      signal_failing_ = false;
+    }
+    if (!next_poll_) QueuePoll();
   }
 
   // Applies, failures and rollbacks go into the history; cycles in sync do not.
@@ -1031,7 +1111,15 @@ class Daemon final : public RequestHandler {
   PassedSockets passed_;               // by systemd
   std::unique_ptr<HttpServer> webhook_server_;  // none without webhook.listen
   std::unique_ptr<HttpServer> metrics_server_;  // none without metrics.listen
-  std::optional<std::string> webhook_listen_;   // what the servers listen on
+  ChangeSignal signal_;                         // source.poll_url
+  std::optional<std::string> poll_url_;         // the one signal_ has seen answers of
+  std::thread signal_thread_;                   // a check in flight (or its finished thread)
+  int signal_cancel_[2] = {-1, -1};             // written at stop: the check's child is killed
+  bool signal_failing_ = false;                 // the last check failed and said so
+  std::uint64_t cycles_started_ = 0;
+  // When a cycle that asked the source last succeeded.
+  std::optional<SteadyClock::time_point> last_source_ok_;
+  std::optional<std::string> webhook_listen_;  // what the servers listen on
   std::optional<std::string> metrics_listen_;
   std::string webhook_secret_;  // never logged
   std::optional<SteadyClock::time_point> last_webhook_poll_;

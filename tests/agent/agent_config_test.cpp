@@ -129,6 +129,11 @@ TEST_CASE("Each kind of mistake is reported with file, line, column and key") {
       {"[report]\nclient_cert = \"/etc/tether/host.pem\"\n",
        "agent.toml:2:15: report.client_cert: report.client_cert and report.client_key go "
        "together\n"},
+      {"[source]\npoll_url = \"ftp://host/info/refs\"\n",
+       "agent.toml:2:12: source.poll_url: expected an http:// or https:// URL\n"},
+      {"[source]\npoll_url = \"https://ops:pw@host/info/refs\"\n",
+       "agent.toml:2:12: source.poll_url: credentials in URLs are refused (they would end up in "
+       "logs); use source.token_file\n"},
       {"[webhook]\nlisten = \"0.0.0.0:99999\"\nsecret_file = \"/s\"\n",
        "agent.toml:2:10: webhook.listen: expected a port from 1 to 65535 after ':'\n"},
       {"[packages]\ninstall_recommends = \"yes\"\n",

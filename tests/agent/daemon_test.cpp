@@ -102,14 +102,14 @@ struct Fleet {
 
   std::string interval = "1s";
   std::string extra_config;             // appended to agent.toml
+  std::string extra_source;             // appended to its [source]
   std::vector<std::string> extra_args;  // for tetherd
 
   std::string Config() const {
     return "[source]\nurl = \"" + server->url("fleet.git") +
-           "\"\nprofile = \"hosts/h.toml\"\ntimeout = \"5s\"\ninterval = \"" + interval +
-           "\"\n"
-           "[trust]\nallowed_signers = \"" +
-           dir.Path("allowed_signers") + "\"\n" + extra_config;
+           "\"\nprofile = \"hosts/h.toml\"\ntimeout = \"5s\"\ninterval = \"" + interval + "\"\n" +
+           extra_source + "[trust]\nallowed_signers = \"" + dir.Path("allowed_signers") + "\"\n" +
+           extra_config;
   }
 
   // A signed commit of a profile with /etc/motd, and `checks` (TOML) after it.
@@ -982,18 +982,6 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
 
 namespace {
 
-// A TCP port nothing listens on now, for a listener the test configures.
-int FreePort() {
-  tether::UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  socklen_t length = sizeof(address);
-  REQUIRE(getsockname(fd.get(), reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  return ntohs(address.sin_port);
-}
-
 // tests/agent/http_clients.py ARGS... with Debian's python3 (python3-prometheus-client).
 tether::RunResult HttpClients(std::vector<std::string> args) {
   tether::RunOptions options;
@@ -1013,8 +1001,8 @@ double Metric(const Fleet& fleet, const std::string& sample) {
 }
 
 struct WebhookFleet : Fleet {
-  int webhook_port = FreePort();
-  int metrics_port = FreePort();
+  int webhook_port = tether::testing::PickFreePort();
+  int metrics_port = tether::testing::PickFreePort();
   std::string hook = "http://127.0.0.1:" + std::to_string(webhook_port) + "/hook";
   std::string secret = "s3cret-for-the-hook";
 
@@ -1230,6 +1218,64 @@ TEST_CASE("Socket activation passes the webhook socket by name beside the contro
   CHECK(fleet.Send("gitea") == "202");
   CHECK_MESSAGE(fleet.Applied("pushed\n"), fleet.Log());
   CHECK(fleet.Log().find("webhook listener on the socket systemd passed") != std::string::npos);
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
+}
+
+TEST_CASE("source.poll_url: a static info/refs answers 304 and no Git is talked; changes apply") {
+  Fleet fleet;  // polls every second
+  tether::testing::StaticHttpServer web(fleet.git_root.path());
+  // What a post-receive hook does for dumb HTTP: info/refs made current.
+  auto announce = [&] {
+    tether::RunOptions options;
+    options.argv = {"git", "--git-dir", fleet.repo, "update-server-info"};
+    auto ran = tether::Run(options);
+    REQUIRE((ran && ran->ok()));
+  };
+  fleet.extra_source = "poll_url = \"" + web.url("fleet.git/info/refs") + "\"\n";
+  fleet.Commit("hello\n");
+  announce();
+  fleet.Start();
+  auto motd_is = [&](const std::string& motd) {
+    std::ifstream file(fleet.dir.Path("root/etc/motd"), std::ios::binary);
+    std::ostringstream text;
+    text << file.rdbuf();
+    return text.str() == motd;
+  };
+  REQUIRE_MESSAGE(WaitFor([&] { return motd_is("hello\n"); }, 30s), fleet.Log());
+
+  // Polls go on, answered 304 by the web server: no cycle after the first that followed the
+  // signal.
+  const std::string unchanged = "tether_change_signal_checks_total{result=\"unchanged\"}";
+  REQUIRE_MESSAGE(WaitFor([&] { return Metric(fleet, unchanged) >= 2; }, 20s), fleet.Log());
+  const double poll_cycles = Metric(fleet, "tether_cycles_total{trigger=\"poll\"}");
+  const double checks = Metric(fleet, unchanged);
+  std::this_thread::sleep_for(3s);
+  CHECK(Metric(fleet, unchanged) >= checks + 2);
+  CHECK(Metric(fleet, "tether_cycles_total{trigger=\"poll\"}") == poll_cycles);
+  std::ifstream access(web.access_log());
+  const std::string accesses((std::istreambuf_iterator<char>(access)),
+                             std::istreambuf_iterator<char>());
+  CHECK_MESSAGE(accesses.find("GET /fleet.git/info/refs 304") != std::string::npos, accesses);
+
+  // A commit the signal does not announce is not fetched: proof that no Git is talked.
+  fleet.Commit("second\n");
+  std::this_thread::sleep_for(3s);
+  CHECK(motd_is("hello\n"));
+  // Announced, it is applied at the next poll.
+  announce();
+  CHECK_MESSAGE(WaitFor([&] { return motd_is("second\n"); }, 20s), fleet.Log());
+  CHECK(Metric(fleet, "tether_change_signal_checks_total{result=\"changed\"}") >= 2);
+
+  // The signal's server down: every poll asks the Git source again, and says so once.
+  web.Stop();
+  fleet.Commit("third\n");
+  CHECK_MESSAGE(WaitFor([&] { return motd_is("third\n"); }, 20s), fleet.Log());
+  CHECK(Metric(fleet, "tether_change_signal_checks_total{result=\"error\"}") >= 1);
+  const std::string log = fleet.Log();
+  const auto said = log.find("source.poll_url: ");
+  CHECK(said != std::string::npos);
+  CHECK(log.find("source.poll_url: ", said + 1) == std::string::npos);
   fleet.tetherd.Signal(SIGTERM);
   CHECK(fleet.tetherd.Wait(20s));
 }

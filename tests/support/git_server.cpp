@@ -321,6 +321,34 @@ std::string GitHttpServer::url(std::string_view repo) const {
          std::string(repo);
 }
 
+StaticHttpServer::StaticHttpServer(const std::string& root) : ServerProcess("static-http") {
+  const std::string temp = dir().Path("temp");
+  std::filesystem::create_directories(temp);
+  std::ostringstream config;
+  config << "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+         << "pid " << dir().Path("nginx.pid") << ";\n"
+         << "error_log " << dir().Path("error.log") << ";\n"
+         << "events { worker_connections 4096; }\n"
+         << "http {\n"
+         << "  log_format plain '$request_method $uri $status';\n"
+         << "  access_log " << dir().Path("access.log") << " plain;\n";
+  for (const char* kind : {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}) {
+    config << "  " << kind << "_temp_path " << temp << "/" << kind << ";\n";
+  }
+  config << "  server {\n    root " << Absolute(root) << ";\n";
+  Start(
+      [&](int port) -> std::vector<std::string> {
+        dir().WriteFile("nginx.conf", config.str() + "    listen 127.0.0.1:" +
+                                          std::to_string(port) + ";\n  }\n}\n");
+        return {"/usr/sbin/nginx", "-c", dir().Path("nginx.conf"), "-e", dir().Path("error.log")};
+      },
+      kCleanEnvironment, PickFreePort);
+}
+
+std::string StaticHttpServer::url(std::string_view path) const {
+  return "http://127.0.0.1:" + std::to_string(port()) + "/" + std::string(path);
+}
+
 GitSshServer::GitSshServer(const std::string& root)
     : ServerProcess("git-ssh"), root_(Absolute(root)) {
   EnsureSshUser();

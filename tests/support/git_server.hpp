@@ -117,6 +117,18 @@ class GitHttpServer : public ServerProcess {
   std::string ca_file_;
 };
 
+// Static files from nginx (ETag and Last-Modified, conditional GETs, keep-alive), plain
+// HTTP: e.g. a bare repository's dumb-HTTP info/refs as a change signal. Every request is
+// logged to access_log() as "METHOD URI STATUS", one per line, as it is answered.
+class StaticHttpServer : public ServerProcess {
+ public:
+  explicit StaticHttpServer(const std::string& root);
+
+  // "http://127.0.0.1:P/<path>"; `path` is relative to root.
+  [[nodiscard]] std::string url(std::string_view path) const;
+  [[nodiscard]] std::string access_log() const { return dir().Path("access.log"); }
+};
+
 // The user that GitSshServer lets in.
 inline constexpr char kGitSshUser[] = "tether-test-git";
 
