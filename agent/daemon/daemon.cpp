@@ -71,8 +71,8 @@ std::string AppliedCommit(const StateStore& state) { return state.AppliedCommit(
 
 // Webhook-triggered polls start at most this often; triggers in between (a forge that
 // sends one event per pushed branch, a script in a loop) are folded into one poll at the
-// end of the spacing.
-constexpr auto kWebhookSpacing = std::chrono::seconds(1);
+// end of the spacing. Triggers during a cycle are folded into one more cycle anyway.
+constexpr auto kWebhookSpacing = std::chrono::milliseconds(250);
 
 // With source.poll_url, a poll asks the Git source anyway when none has for this long.
 constexpr auto kSignalTrustedFor = std::chrono::hours(1);

@@ -1093,7 +1093,7 @@ TEST_CASE("A push webhook from each forge's format wakes the poll; curl and Pyth
   CHECK(Metric(fleet, "tether_webhook_requests_total{result=\"trigger\"}") == 5);
   const double cycles = Metric(fleet, "tether_cycles_total{trigger=\"webhook\"}");
   CHECK(cycles >= 1);
-  CHECK(cycles <= 5);  // triggers within a second of each other make one cycle
+  CHECK(cycles <= 5);  // triggers close together make one cycle
 
   // Wrong secrets, a push to another branch, a GET: nothing applied, each counted.
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
