@@ -1117,6 +1117,27 @@ TEST_CASE("A push webhook from each forge's format wakes the poll; curl and Pyth
   CHECK(fleet.Send("github") == "202");
   CHECK_MESSAGE(fleet.Applied("not yet\n"), fleet.Log());
 
+  // A burst of 30 webhooks at once (a forge replaying its queue, a script in a loop):
+  // every one accepted, a couple of cycles run.
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  const double before_burst = Metric(fleet, "tether_cycles_total{trigger=\"webhook\"}");
+  fleet.Commit("after the burst\n");
+  const auto burst =
+      HttpClients({"burst", "30", "github", fleet.hook, fleet.secret, "refs/heads/main"});
+  REQUIRE_MESSAGE(burst.ok(), burst.err);
+  CHECK(burst.out == [] {
+    std::string all;
+    for (int i = 0; i < 30; ++i) all += "202\n";
+    return all;
+  }());
+  CHECK_MESSAGE(fleet.Applied("after the burst\n"), fleet.Log());
+  std::this_thread::sleep_for(1s);
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  const double burst_cycles =
+      Metric(fleet, "tether_cycles_total{trigger=\"webhook\"}") - before_burst;
+  CHECK(burst_cycles >= 1);
+  CHECK_MESSAGE(burst_cycles <= 3, burst_cycles);
+
   // /metrics, parsed by the Prometheus client library's own parser.
   const auto scraped = HttpClients(
       {"metrics", "http://127.0.0.1:" + std::to_string(fleet.metrics_port) + "/metrics"});
@@ -1276,6 +1297,34 @@ TEST_CASE("source.poll_url: a static info/refs answers 304 and no Git is talked;
   const auto said = log.find("source.poll_url: ");
   CHECK(said != std::string::npos);
   CHECK(log.find("source.poll_url: ", said + 1) == std::string::npos);
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
+}
+
+TEST_CASE("webhook.listen on IPv6 loopback") {
+  {
+    // Not every machine has IPv6 (a container may have it off).
+    tether::UniqueFd probe(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in6 loopback{};
+    loopback.sin6_family = AF_INET6;
+    loopback.sin6_addr = in6addr_loopback;
+    if (!probe.valid() ||
+        bind(probe.get(), reinterpret_cast<sockaddr*>(&loopback), sizeof(loopback)) != 0) {
+      MESSAGE("no IPv6 loopback here: not tested");
+      return;
+    }
+  }
+  WebhookFleet fleet;
+  fleet.hook = "http://[::1]:" + std::to_string(fleet.webhook_port) + "/";
+  fleet.extra_config = "[webhook]\nlisten = \"[::1]:" + std::to_string(fleet.webhook_port) +
+                       "\"\nsecret_file = \"" + fleet.dir.Path("webhook-secret") + "\"\n";
+  fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(fleet.Applied("hello\n"), fleet.Log());
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  fleet.Commit("over ipv6\n");
+  CHECK(fleet.Send("gitlab") == "202");
+  CHECK_MESSAGE(fleet.Applied("over ipv6\n"), fleet.Log());
   fleet.tetherd.Signal(SIGTERM);
   CHECK(fleet.tetherd.Wait(20s));
 }

@@ -6,6 +6,9 @@ Usage:
       POSTs a push event as FORM sends it (github, gitlab, gitea, forgejo, tether), signed
       with SECRET (or with a wrong secret, --wrong), with "ref": REF in its JSON body.
       Prints the HTTP status.
+  http_clients.py burst COUNT FORM URL SECRET REF
+      Sends COUNT such push events at once, from COUNT threads. Prints the statuses, one
+      per line.
   http_clients.py hostile HOST PORT
       Malformed and hostile requests: garbage bytes, an oversized header and body, a
       slow sender, more connections than the limit, a pipelined burst. Deterministic.
@@ -25,7 +28,7 @@ import urllib.error
 import urllib.request
 
 
-def send(form, url, secret, ref, wrong):
+def send(form, url, secret, ref, wrong, out=print):
     key = (secret + "-wrong" if wrong else secret).encode()
     body = json.dumps({"ref": ref, "after": "0" * 40,
                        "repository": {"full_name": "ops/fleet"}}).encode()
@@ -47,9 +50,23 @@ def send(form, url, secret, ref, wrong):
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            print(response.status)
+            out(response.status)
     except urllib.error.HTTPError as error:
-        print(error.code)
+        out(error.code)
+
+
+def burst(count, form, url, secret, ref):
+    import threading
+    statuses = []
+    threads = [threading.Thread(target=send, args=(form, url, secret, ref, False,
+                                                   statuses.append))
+               for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for status in statuses:
+        print(status)
 
 
 def exchange(host, port, data, wait=3.0, pause=0.0):
@@ -144,6 +161,8 @@ def metrics(url):
 def main():
     if len(sys.argv) >= 6 and sys.argv[1] == "send":
         send(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], "--wrong" in sys.argv[6:])
+    elif len(sys.argv) == 7 and sys.argv[1] == "burst":
+        burst(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
     elif len(sys.argv) == 4 and sys.argv[1] == "hostile":
         hostile(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 3 and sys.argv[1] == "metrics":
