@@ -21,64 +21,13 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-struct Url {
-  bool tls = false;
-  std::string host;
-  std::string port;
-  std::string target;
-  std::string shown;  // for messages: without the query string
-};
-
-Result<Url> ParseUrl(const std::string& url) {
-  Url parsed;
-  std::string_view rest = url;
-  if (rest.rfind("https://", 0) == 0) {
-    parsed.tls = true;
-    rest.remove_prefix(8);
-  } else if (rest.rfind("http://", 0) == 0) {
-    rest.remove_prefix(7);
-  } else {
-    return Fail(std::errc::invalid_argument, "'" + url + "' is not an http:// or https:// URL");
-  }
-  const auto slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  parsed.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (authority.empty() || authority.find('@') != std::string_view::npos) {
-    return Fail(std::errc::invalid_argument, "'" + url + "' has no host (or has credentials)");
-  }
-  std::string_view host = authority;
-  std::string_view port = parsed.tls ? "443" : "80";
-  if (authority.front() == '[') {  // [::1]:8080
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) {
-      return Fail(std::errc::invalid_argument, "'" + url + "' has a malformed host");
-    }
-    host = authority.substr(1, close - 1);
-    if (close + 1 < authority.size() && authority[close + 1] == ':') {
-      port = authority.substr(close + 2);
-    }
-  } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-  }
-  if (host.empty() || port.empty() ||
-      port.find_first_not_of("0123456789") != std::string_view::npos) {
-    return Fail(std::errc::invalid_argument, "'" + url + "' has a malformed host or port");
-  }
-  parsed.host = host;
-  parsed.port = port;
-  const auto query = url.find('?');
-  parsed.shown = query == std::string::npos ? url : url.substr(0, query);
-  return parsed;
-}
-
 // The outcome of the exchange, set by the coroutine.
 struct Outcome {
   std::optional<HttpResponse> response;
   std::optional<Error> error;
 };
 
-Error NetworkError(const beast::error_code& code, const std::string& what, const Url& url) {
+Error NetworkError(const beast::error_code& code, const std::string& what, const HttpUrl& url) {
   const std::string message = what + " " + url.shown + ": " + code.message();
   if (code == beast::error::timeout || code == asio::error::operation_aborted) {
     return Error(std::make_error_code(std::errc::timed_out),
@@ -100,8 +49,8 @@ Error NetworkError(const beast::error_code& code, const std::string& what, const
 // the exchange with an error in `outcome` or starts the next one.
 class Session {
  public:
-  Session(asio::io_context& io, asio::ssl::context& tls, const HttpRequest& request, const Url& url,
-          std::chrono::steady_clock::time_point deadline)
+  Session(asio::io_context& io, asio::ssl::context& tls, const HttpRequest& request,
+          const HttpUrl& url, std::chrono::steady_clock::time_point deadline)
       : tls_(tls), request_(request), url_(url), deadline_(deadline), resolver_(io), tcp_(io) {}
 
   void Start() {
@@ -219,7 +168,7 @@ class Session {
 
   asio::ssl::context& tls_;
   const HttpRequest& request_;
-  const Url& url_;
+  const HttpUrl& url_;
   std::chrono::steady_clock::time_point deadline_;
   tcp::resolver resolver_;
   beast::tcp_stream tcp_;
@@ -233,7 +182,7 @@ class Session {
 }  // namespace
 
 Result<HttpResponse> HttpFetch(const HttpRequest& request) {
-  auto url = ParseUrl(request.url);
+  auto url = ParseHttpUrl(request.url);
   if (!url) return Fail(url.error());
   if (request.client_cert.empty() != request.client_key.empty()) {
     return Fail(std::errc::invalid_argument, "a client certificate needs its key, and back");

@@ -42,6 +42,19 @@ struct HttpResponse {
   [[nodiscard]] std::string Header(std::string_view name) const;
 };
 
+// An http:// or https:// URL, taken apart.
+struct HttpUrl {
+  bool tls = false;
+  std::string host;  // without brackets for IPv6
+  std::string port;  // "80" or "443" when the URL has none
+  std::string target;
+  std::string shown;  // for messages: without the query string
+};
+
+// Errors: EINVAL for a URL that is not http(s)://, has no host, has credentials, or a
+// malformed port.
+[[nodiscard]] Result<HttpUrl> ParseHttpUrl(const std::string& url);
+
 // Sends `request` and reads the response. Errors: EINVAL for a URL that is not http(s),
 // ETIMEDOUT past a deadline, ECONNREFUSED and the like from the network, EPROTO for a TLS
 // or HTTP protocol failure (certificate not trusted, wrong host name), EFBIG for a

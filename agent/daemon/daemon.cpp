@@ -40,6 +40,7 @@
 #include "agent/state/state_store.hpp"
 #include "agent/toml/diagnostics.hpp"
 #include "common/filesystem.hpp"
+#include "common/http_keepalive.hpp"
 #include "common/http_server.hpp"
 #include "common/log.hpp"
 #include "version.hpp"
@@ -642,6 +643,7 @@ class Daemon final : public RequestHandler {
   }
 
   void Finish() {
+    signal_http_.Close();
     // A change-signal check in flight is given up now (its child killed).
     if (signal_thread_.joinable()) {
       const char stop = 1;
@@ -923,11 +925,17 @@ class Daemon final : public RequestHandler {
     if (!pending_ || *pending_ == Trigger::kDrift) pending_ = Trigger::kPoll;
   }
 
-  // source.poll_url before the Git source: the request runs in the HTTP child (no OpenSSL
-  // in the daemon), waited for on a thread of its own; the answer comes back to the loop.
+  // source.poll_url before the Git source. Over http://, on the loop, on a connection
+  // kept open between checks; over https://, in the HTTP child (no OpenSSL in the
+  // daemon), waited for on a thread of its own, the answer coming back to the loop.
   void CheckChangeSignal() {
     if (signal_thread_.joinable()) signal_thread_.join();  // its answer was handled
     const SourceConfig& source = options_.cycle.config.source;
+    if (source.poll_url->rfind("http://", 0) == 0) {
+      signal_http_.Fetch(signal_.Request(source, ""),
+                         [this](Result<HttpResponse> response) { OnChangeSignal(response); });
+      return;
+    }
     std::string token;
     if (source.token_file) {
       std::ifstream in(*source.token_file, std::ios::binary);
@@ -1112,6 +1120,7 @@ class Daemon final : public RequestHandler {
   std::unique_ptr<HttpServer> webhook_server_;  // none without webhook.listen
   std::unique_ptr<HttpServer> metrics_server_;  // none without metrics.listen
   ChangeSignal signal_;                         // source.poll_url
+  HttpKeepAlive signal_http_{io_};              // its checks over http://
   std::optional<std::string> poll_url_;         // the one signal_ has seen answers of
   std::thread signal_thread_;                   // a check in flight (or its finished thread)
   int signal_cancel_[2] = {-1, -1};             // written at stop: the check's child is killed

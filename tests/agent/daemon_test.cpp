@@ -1278,6 +1278,14 @@ TEST_CASE("source.poll_url: a static info/refs answers 304 and no Git is talked;
   const std::string accesses((std::istreambuf_iterator<char>(access)),
                              std::istreambuf_iterator<char>());
   CHECK_MESSAGE(accesses.find("GET /fleet.git/info/refs 304") != std::string::npos, accesses);
+  // Over http://, the checks share a kept-alive connection: fewer connections than checks.
+  std::set<std::string> connections;
+  std::size_t requests = 0;
+  std::istringstream lines(accesses);
+  for (std::string line; std::getline(lines, line); ++requests) {
+    connections.insert(line.substr(line.rfind(' ') + 1));
+  }
+  CHECK_MESSAGE(connections.size() * 2 <= requests, accesses);
 
   // A commit the signal does not announce is not fetched: proof that no Git is talked.
   fleet.Commit("second\n");

@@ -2,15 +2,19 @@
 //
 //   ninja -C build tests/bench/signal_bench agent/tetherd agent/tetherd-cycle
 //   TETHERD=build/agent/tetherd build/tests/bench/signal_bench
-//       [--hosts 10000] [--interval 60] [--seconds 60] [--git-hosts 1000] [--modes signal,git,http]
+//       [--hosts 10000] [--interval 60] [--seconds 60] [--git-hosts 1000]
+//       [--modes signal,signal-process,git,http]
 //
 // Simulated hosts, each with its own phase and a 10% jitter on every poll (as tetherd's
 // schedule spreads a fleet), poll on loopback for --seconds, running the code path
 // tetherd runs for a poll:
-//   signal  source.poll_url: the ChangeSignal request, sent by the HTTP child process
-//           (tetherd-cycle --http-fetch, a process per check, as the daemon does), to nginx
+//   signal  source.poll_url over http://: the ChangeSignal request on each host's own
+//           kept-alive connection (HttpKeepAlive, the daemon's client for http://; all
+//           hosts on one event loop, as each daemon runs its checks on its loop), to nginx
 //           serving the repo's dumb-HTTP info/refs as a static file; a 304 is the answer
 //           while nothing changed
+//   signal-process  the same, sent as for an https:// poll_url: by the HTTP child process
+//           (tetherd-cycle --http-fetch), a process and a connection per check
 //   git     a Git poll (ref advertisement) by the git worker, against `git daemon`
 //   http    the same against smart HTTP (lighttpd + git-http-backend)
 // After --seconds, a commit is pushed (and info/refs updated, as a post-receive hook would),
@@ -32,6 +36,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -51,6 +57,7 @@
 #include "agent/daemon/change_signal.hpp"
 #include "agent/git/git_source.hpp"
 #include "agent/report/send_process.hpp"
+#include "common/http_keepalive.hpp"
 #include "common/process.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
@@ -92,7 +99,7 @@ struct Options {
   double interval = 60;
   double seconds = 60;
   int git_hosts = 1000;
-  std::string modes = "signal,git,http";
+  std::string modes = "signal,signal-process,git,http";
   std::string tetherd = "build/agent/tetherd";
 };
 
@@ -175,6 +182,56 @@ Figures Simulate(int hosts, double interval, double seconds, int threads, const 
   return figures;
 }
 
+// The same fleet as Simulate, event-driven on one loop: each host its own HttpKeepAlive
+// and timer. `check(host, done)` starts a host's check; `done(result)` as for PollFn.
+Figures SimulateOnLoop(boost::asio::io_context& io, int hosts, double interval, double seconds,
+                       const std::function<void(int, std::function<void(int)>)>& check,
+                       const std::function<void()>& push) {
+  std::mt19937 random(20261204);
+  std::uniform_real_distribution<double> phase(0, interval);
+  std::uniform_real_distribution<double> jitter(-0.1, 0.1);
+  const auto start = Clock::now();
+  const auto push_at = start + std::chrono::duration_cast<Clock::duration>(Seconds(seconds));
+  const auto end =
+      push_at + std::chrono::duration_cast<Clock::duration>(Seconds(interval * 1.1 + 1));
+  Figures figures;
+  bool pushed = false;
+  Clock::time_point pushed_at;
+  std::vector<char> saw(static_cast<std::size_t>(hosts), 0);
+  std::vector<std::unique_ptr<boost::asio::steady_timer>> timers;
+  std::function<void(int, Clock::time_point)> arm = [&](int host, Clock::time_point when) {
+    if (when >= end) return;
+    auto& timer = *timers[static_cast<std::size_t>(host)];
+    timer.expires_at(when);
+    timer.async_wait([&, host, when](boost::system::error_code code) {
+      if (code) return;
+      if (!pushed && Clock::now() >= push_at) {
+        push();
+        pushed_at = Clock::now();
+        pushed = true;
+      }
+      check(host, [&, host, when](int result) {
+        ++figures.polls;
+        if (result < 0) ++figures.errors;
+        if (result == 1 && pushed && !saw[static_cast<std::size_t>(host)]) {
+          saw[static_cast<std::size_t>(host)] = 1;
+          ++figures.saw_push;
+          figures.last_saw = std::max(figures.last_saw, Seconds(Clock::now() - pushed_at).count());
+        }
+        arm(host, when + std::chrono::duration_cast<Clock::duration>(
+                             Seconds(interval * (1 + jitter(random)))));
+      });
+    });
+  };
+  for (int host = 0; host < hosts; ++host) {
+    timers.push_back(std::make_unique<boost::asio::steady_timer>(io));
+    arm(host, start + std::chrono::duration_cast<Clock::duration>(Seconds(phase(random))));
+  }
+  io.run();
+  figures.elapsed = Seconds(Clock::now() - start).count();
+  return figures;
+}
+
 void Print(const char* mode, int hosts, double interval, const Figures& f) {
   const double rate = static_cast<double>(f.polls) / f.elapsed;
   const double server_ms = f.server_cpu * 1000 / static_cast<double>(f.polls);
@@ -242,6 +299,73 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   if (want("signal")) {
+    // One connection per host: as many descriptors as hosts.
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+    tether::testing::StaticHttpServer web(root.path());
+    tether::SourceConfig source;
+    source.url = "git://127.0.0.1/fleet.git";
+    source.poll_url = web.url("fleet.git/info/refs");
+    source.timeout = std::chrono::seconds(30);
+    boost::asio::io_context io;
+    std::vector<std::unique_ptr<tether::HttpKeepAlive>> clients;
+    std::vector<tether::ChangeSignal> hosts(static_cast<std::size_t>(options.hosts));
+    std::vector<std::uint64_t> cycles(hosts.size(), 1);
+    for (int i = 0; i < options.hosts; ++i) {
+      clients.push_back(std::make_unique<tether::HttpKeepAlive>(io));
+    }
+    // Every host starts where a running fleet is: the last answer confirmed (its first
+    // check, which opens its connection, before the clock starts).
+    int confirmed = 0;
+    for (int i = 0; i < options.hosts; ++i) {
+      auto& signal = hosts[static_cast<std::size_t>(i)];
+      clients[static_cast<std::size_t>(i)]->Fetch(
+          signal.Request(source, ""), [&, i](tether::Result<tether::HttpResponse> response) {
+            auto& host = hosts[static_cast<std::size_t>(i)];
+            if (host.Read(response, 0) == tether::SignalAnswer::kChanged) {
+              host.CycleEnded(1, true);
+              ++confirmed;
+            }
+          });
+    }
+    io.run();
+    io.restart();
+    if (confirmed != options.hosts) {
+      std::fprintf(stderr, "signal: %d of %d first checks failed\n", options.hosts - confirmed,
+                   options.hosts);
+      return 1;
+    }
+    const double server_before = ProcessCpu(web.pid(), true);
+    const double self_before = SelfCpu();
+    auto figures = SimulateOnLoop(
+        io, options.hosts, options.interval, options.seconds,
+        [&](int host, std::function<void(int)> done) {
+          auto& signal = hosts[static_cast<std::size_t>(host)];
+          clients[static_cast<std::size_t>(host)]->Fetch(
+              signal.Request(source, ""),
+              [&, host, done](tether::Result<tether::HttpResponse> response) {
+                auto& signal = hosts[static_cast<std::size_t>(host)];
+                auto& count = cycles[static_cast<std::size_t>(host)];
+                const auto answer = signal.Read(response, count);
+                if (answer == tether::SignalAnswer::kUnchanged) return done(0);
+                if (answer == tether::SignalAnswer::kError) return done(-1);
+                signal.CycleEnded(++count, true);  // the Git poll that follows (not simulated)
+                done(1);
+              });
+        },
+        commit);
+    figures.server_cpu = ProcessCpu(web.pid(), true) - server_before;
+    figures.hosts_cpu = SelfCpu() - self_before;
+    Print("signal", options.hosts, options.interval, figures);
+    std::uint64_t opened = 0;
+    for (auto& client : clients) opened += client->connections_opened();
+    std::fprintf(stderr, "signal: %llu connections for %ld checks\n",
+                 static_cast<unsigned long long>(opened), figures.polls + options.hosts);
+  }
+
+  if (want("signal-process")) {
     tether::testing::StaticHttpServer web(root.path());
     tether::SourceConfig source;
     source.url = "git://127.0.0.1/fleet.git";
@@ -274,7 +398,7 @@ int main(int argc, char** argv) {
         commit);
     figures.server_cpu = ProcessCpu(web.pid(), true) - server_before;
     figures.hosts_cpu = SelfCpu() - self_before;
-    Print("signal", options.hosts, options.interval, figures);
+    Print("signal-process", options.hosts, options.interval, figures);
   }
 
   auto git_mode = [&](const char* mode, const std::string& url, pid_t server) {

@@ -2,10 +2,16 @@
 #include "common/http_client.hpp"
 
 #include <chrono>
+#include <optional>
 #include <string>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
 
 #include <doctest/doctest.h>
 
+#include "common/http_keepalive.hpp"
+#include "tests/support/git_server.hpp"
 #include "tests/support/https_server.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_ca.hpp"
@@ -141,4 +147,50 @@ TEST_CASE("Plain http, no redirects followed, bad URLs and oversized bodies") {
     REQUIRE_FALSE(bad);
     CHECK(bad.error().Is(std::errc::invalid_argument));
   }
+}
+
+TEST_CASE("HttpKeepAlive keeps its connection, and replaces one the server closed") {
+  TempDir root("keepalive-root");
+  root.WriteFile("signal", "abc refs/heads/main\n");
+  tether::testing::StaticHttpServer web(root.path(), "1s");
+  boost::asio::io_context io;
+  tether::HttpKeepAlive client(io);
+  auto fetch = [&](const std::string& path) {
+    std::optional<tether::Result<tether::HttpResponse>> answer;
+    HttpRequest request;
+    request.url = web.url(path);
+    client.Fetch(request, [&](tether::Result<tether::HttpResponse> response) {
+      answer = std::move(response);
+    });
+    io.restart();
+    io.run_for(10s);
+    REQUIRE(answer.has_value());
+    return std::move(*answer);
+  };
+  for (int i = 0; i < 3; ++i) {
+    const auto answer = fetch("signal");
+    REQUIRE_MESSAGE(answer, (answer ? "" : answer.error().message()));
+    CHECK(answer->status == 200);
+    CHECK(answer->body == "abc refs/heads/main\n");
+  }
+  CHECK(client.connections_opened() == 1);
+  // nginx closes an idle connection after 1 s: the next request goes out on a new one,
+  // and the caller sees nothing of it.
+  std::this_thread::sleep_for(2500ms);
+  const auto after_idle = fetch("signal");
+  REQUIRE_MESSAGE(after_idle, (after_idle ? "" : after_idle.error().message()));
+  CHECK(after_idle->status == 200);
+  CHECK(client.connections_opened() == 2);
+  CHECK(fetch("missing")->status == 404);
+  // https:// is not this client's: refused, never sent in clear.
+  HttpRequest tls;
+  tls.url = "https://127.0.0.1:1/x";
+  std::optional<tether::Result<tether::HttpResponse>> refused;
+  client.Fetch(tls, [&](tether::Result<tether::HttpResponse> r) { refused = std::move(r); });
+  REQUIRE(refused.has_value());
+  CHECK_FALSE(refused->has_value());
+  // A server that is gone: a clear error, not a hang.
+  web.Stop();
+  const auto gone = fetch("signal");
+  CHECK_FALSE(gone.has_value());
 }

@@ -321,16 +321,19 @@ std::string GitHttpServer::url(std::string_view repo) const {
          std::string(repo);
 }
 
-StaticHttpServer::StaticHttpServer(const std::string& root) : ServerProcess("static-http") {
+StaticHttpServer::StaticHttpServer(const std::string& root, const std::string& keepalive_timeout)
+    : ServerProcess("static-http") {
   const std::string temp = dir().Path("temp");
   std::filesystem::create_directories(temp);
   std::ostringstream config;
   config << "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+         << "worker_rlimit_nofile 65536;\n"
          << "pid " << dir().Path("nginx.pid") << ";\n"
          << "error_log " << dir().Path("error.log") << ";\n"
-         << "events { worker_connections 4096; }\n"
+         << "events { worker_connections 32768; }\n"
          << "http {\n"
-         << "  log_format plain '$request_method $uri $status';\n"
+         << "  log_format plain '$request_method $uri $status $connection';\n"
+         << "  keepalive_timeout " << keepalive_timeout << ";\n"
          << "  access_log " << dir().Path("access.log") << " plain;\n";
   for (const char* kind : {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}) {
     config << "  " << kind << "_temp_path " << temp << "/" << kind << ";\n";

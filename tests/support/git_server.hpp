@@ -119,10 +119,12 @@ class GitHttpServer : public ServerProcess {
 
 // Static files from nginx (ETag and Last-Modified, conditional GETs, keep-alive), plain
 // HTTP: e.g. a bare repository's dumb-HTTP info/refs as a change signal. Every request is
-// logged to access_log() as "METHOD URI STATUS", one per line, as it is answered.
+// logged to access_log() as "METHOD URI STATUS CONNECTION", one per line, as it is
+// answered (CONNECTION: nginx's serial number of the connection it came on).
 class StaticHttpServer : public ServerProcess {
  public:
-  explicit StaticHttpServer(const std::string& root);
+  // `keepalive_timeout`: nginx's keepalive_timeout, how long an idle connection is kept.
+  explicit StaticHttpServer(const std::string& root, const std::string& keepalive_timeout = "75s");
 
   // "http://127.0.0.1:P/<path>"; `path` is relative to root.
   [[nodiscard]] std::string url(std::string_view path) const;
