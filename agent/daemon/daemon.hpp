@@ -12,6 +12,12 @@
 // only read, anyone else is refused. Requests are size- and time-bounded, and each
 // connection is served asynchronously, so slow or many clients never block the loop.
 // With socket activation (LISTEN_FDS), the socket systemd passes is used.
+//
+// Optional HTTP listeners on the same loop (common/http_server.hpp, bounded against
+// hostile callers): push webhooks (webhook.listen, or the socket systemd passes by the
+// name "webhook"), which wake the poll (webhook.hpp), and Prometheus /metrics
+// (metrics.listen, or the socket named "metrics"). With source.poll_url, a poll first
+// asks the change signal (change_signal.hpp) and talks Git only when it says so.
 #pragma once
 
 #include <string>

@@ -1149,6 +1149,15 @@ TEST_CASE("A push webhook from each forge's format wakes the poll; curl and Pyth
   CHECK(families["families"]["tether_webhook_requests"]["type"] == "counter");
   CHECK(families["families"]["tether_last_success_timestamp_seconds"]["type"] == "gauge");
   CHECK(families["families"]["tether_http_refused"]["type"] == "counter");
+
+  // A new secret, and SIGHUP: the old one is refused from then on.
+  const std::string rotated = "a-rotated-secret";
+  fleet.dir.WriteFile("webhook-secret", rotated + "\n");
+  fleet.tetherd.Signal(SIGHUP);
+  REQUIRE(WaitFor([&] { return fleet.Log().find("reloaded ") != std::string::npos; }, 10s));
+  CHECK(fleet.Send("github") == "401");  // signed with the old secret
+  fleet.secret = rotated;
+  CHECK(fleet.Send("github") == "202");
   fleet.tetherd.Signal(SIGTERM);
   CHECK(fleet.tetherd.Wait(20s));
 }
