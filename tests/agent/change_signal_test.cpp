@@ -72,14 +72,14 @@ TEST_CASE("A change is believed seen only once a cycle started after it has succ
 
 TEST_CASE("The token goes to poll_url only over https and only to the host of source.url") {
   ChangeSignal signal;
-  auto request = signal.Request(Source("https://git.example.com/fleet/config.git/info/refs"),
-                                "secret-token");
+  auto request =
+      signal.Request(Source("https://git.example.com/fleet/config.git/info/refs"), "secret-token");
   CHECK(HeaderOf(request, "Authorization") == "Bearer secret-token");
   request = signal.Request(Source("https://git.example.com:8443/x"), "ops:pa55");
   CHECK(HeaderOf(request, "Authorization") == "Basic b3BzOnBhNTU=");
-  CHECK(HeaderOf(signal.Request(Source("http://git.example.com/x"), "secret-token"),
-                 "Authorization")
-            .empty());
+  CHECK(
+      HeaderOf(signal.Request(Source("http://git.example.com/x"), "secret-token"), "Authorization")
+          .empty());
   CHECK(HeaderOf(signal.Request(Source("https://signal.example.net/x"), "secret-token"),
                  "Authorization")
             .empty());
