@@ -1,6 +1,7 @@
 #include "common/http_keepalive.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <optional>
@@ -14,9 +15,10 @@ using tcp = asio::ip::tcp;
 
 class HttpKeepAlive::Impl : public std::enable_shared_from_this<HttpKeepAlive::Impl> {
  public:
-  explicit Impl(asio::io_context& io) : resolver_(io), stream_(io) {}
+  explicit Impl(asio::io_context& io) : resolver_(io), resolve_deadline_(io), stream_(io) {}
 
   void Fetch(const HttpRequest& request, Done done) {
+    if (done_) return done(Fail(std::errc::device_or_resource_busy, "a request is in flight"));
     auto url = ParseHttpUrl(request.url);
     if (!url || url->tls) {
       return done(
@@ -37,6 +39,7 @@ class HttpKeepAlive::Impl : public std::enable_shared_from_this<HttpKeepAlive::I
 
   void Close() {
     resolver_.cancel();
+    resolve_deadline_.cancel();
     CloseSocket();
     if (done_) Finish(Fail(std::errc::operation_canceled, "cancelled"));
   }
@@ -52,10 +55,20 @@ class HttpKeepAlive::Impl : public std::enable_shared_from_this<HttpKeepAlive::I
  private:
   void Connect() {
     reused_ = false;
+    // The resolver has no deadline of its own.
+    resolve_deadline_.expires_after(request_.connect_timeout);
+    resolve_deadline_.async_wait([self = shared_from_this()](beast::error_code code) {
+      if (!code) self->resolver_.cancel();
+    });
     resolver_.async_resolve(
         url_.host, url_.port,
         [self = shared_from_this()](beast::error_code code, tcp::resolver::results_type found) {
+          self->resolve_deadline_.cancel();
           if (!self->done_) return;
+          if (code == asio::error::operation_aborted) {
+            return self->Finish(
+                Fail(std::errc::timed_out, "resolve " + self->url_.shown + ": timed out"));
+          }
           if (code) return self->Failed(code, "resolve");
           self->stream_.expires_after(self->request_.connect_timeout);
           self->stream_.async_connect(
@@ -76,7 +89,9 @@ class HttpKeepAlive::Impl : public std::enable_shared_from_this<HttpKeepAlive::I
     message_.method_string(request_.method);
     message_.target(url_.target);
     message_.version(11);
-    message_.set(http::field::host, url_.port == "80" ? url_.host : url_.host + ":" + url_.port);
+    const std::string host =
+        url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host;  // IPv6
+    message_.set(http::field::host, url_.port == "80" ? host : host + ":" + url_.port);
     for (const auto& [name, value] : request_.headers) message_.set(name, value);
     message_.keep_alive(true);
     message_.body() = request_.body;
@@ -151,6 +166,7 @@ class HttpKeepAlive::Impl : public std::enable_shared_from_this<HttpKeepAlive::I
   }
 
   tcp::resolver resolver_;
+  asio::steady_timer resolve_deadline_;
   beast::tcp_stream stream_;
   std::string connected_to_;  // "host:port" of the open connection
   bool reused_ = false;       // the request went out on a kept connection

@@ -33,8 +33,9 @@ class HttpKeepAlive {
   HttpKeepAlive(const HttpKeepAlive&) = delete;
   HttpKeepAlive& operator=(const HttpKeepAlive&) = delete;
 
-  // Sends `request` (an http:// URL; at most one in flight) and calls `done` on the loop
-  // with the response or the error. A Close() meanwhile ends it with ECANCELED.
+  // Sends `request` (an http:// URL) and calls `done` on the loop with the response or the
+  // error. One request at a time: another while one is in flight fails with EBUSY. A
+  // Close() meanwhile ends it with ECANCELED.
   void Fetch(const HttpRequest& request, Done done);
   // Ends the request in flight, if any, and closes the connection.
   void Close();

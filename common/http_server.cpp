@@ -4,10 +4,13 @@
 #include <sys/socket.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <list>
+#include <map>
 #include <optional>
+#include <utility>
 
 namespace tether {
 
@@ -34,17 +37,22 @@ class Session;
 class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  public:
   Impl(asio::io_context& io, HttpServerLimits limits, Handler handler)
-      : io_(io), acceptor_(io), limits_(limits), handler_(std::move(handler)) {}
+      : io_(io), acceptor_(io), retry_(io), limits_(limits), handler_(std::move(handler)) {}
 
   void Accept();
   void Close();
+  // Whether a connection from `address` may be served now; may end an idle session to
+  // make room.
+  bool Admit(const std::string& address);
 
   asio::io_context& io_;
   tcp::acceptor acceptor_;
+  asio::steady_timer retry_;  // after an accept error (EMFILE): a pause, not a spin
   HttpServerLimits limits_;
   Handler handler_;
   HttpServerCounts counts_;
   std::size_t open_ = 0;
+  std::map<std::string, std::size_t> per_peer_;  // open connections by peer address
   bool closed_ = false;
   std::list<std::weak_ptr<Session>> sessions_;
 };
@@ -54,39 +62,50 @@ namespace {
 // One connection: read a request, answer it, again while the client keeps it alive.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket)
-      : server_(std::move(server)), stream_(std::move(socket)) {
+  Session(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket, std::string address)
+      : server_(std::move(server)), stream_(std::move(socket)), address_(std::move(address)) {
     ++server_->open_;
+    ++server_->per_peer_[address_];
     boost::system::error_code code;
     const auto remote = stream_.socket().remote_endpoint(code);
-    if (!code) {
-      const auto address = remote.address();
-      peer_ = (address.is_v6() ? "[" + address.to_string() + "]" : address.to_string()) + ":" +
-              std::to_string(remote.port());
+    const bool v6 = address_.find(':') != std::string::npos;
+    peer_ = (v6 ? "[" + address_ + "]" : address_) + ":" +
+            (code ? std::string("?") : std::to_string(remote.port()));
+  }
+  ~Session() {
+    --server_->open_;
+    if (auto found = server_->per_peer_.find(address_); found != server_->per_peer_.end()) {
+      if (--found->second == 0) server_->per_peer_.erase(found);
     }
   }
-  ~Session() { --server_->open_; }
 
   void Start() { ReadHeader(); }
 
   void Stop() {
+    stopped_ = true;
     boost::system::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
   }
+
+  // Waiting for the next request on a kept-alive connection: may give way to a new one.
+  [[nodiscard]] bool idle() const { return idle_ && !stopped_; }
 
  private:
   void ReadHeader() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_->limits_.max_header_bytes));
     parser_->body_limit(server_->limits_.max_body_bytes);
-    stream_.expires_after(server_->limits_.timeout);
+    idle_ = served_ > 0 && buffer_.size() == 0;
+    stream_.expires_after(idle_ ? server_->limits_.idle_timeout : server_->limits_.timeout);
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code code, std::size_t) { self->OnHeader(code); });
   }
 
   void OnHeader(beast::error_code code) {
+    const bool was_idle = std::exchange(idle_, false);
+    if (code == beast::error::timeout && was_idle) return;  // an idle connection is no fault
     if (code) return OnReadError(code);
     // A client that waits for "100 Continue" before it sends the body (curl does for
     // bodies over 1 KiB) gets it now rather than after its own timeout; a body over the
@@ -193,8 +212,11 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<std::string> continue_;
-  std::string peer_;
+  std::string address_;  // the peer's address, for the per-peer count
+  std::string peer_;     // "address:port", for the handler
   std::size_t served_ = 0;
+  bool idle_ = false;
+  bool stopped_ = false;
 };
 
 Result<tcp::endpoint> ParseListen(asio::io_context& io, const std::string& listen) {
@@ -226,23 +248,48 @@ Result<tcp::endpoint> ParseListen(asio::io_context& io, const std::string& liste
 
 }  // namespace
 
+bool HttpServer::Impl::Admit(const std::string& address) {
+  if (const auto found = per_peer_.find(address);
+      found != per_peer_.end() && found->second >= limits_.max_connections_per_peer) {
+    return false;
+  }
+  sessions_.remove_if([](const std::weak_ptr<Session>& s) { return s.expired(); });
+  if (open_ < limits_.max_connections) return true;
+  // Full: the oldest connection idle between requests makes room (it is gone once its
+  // handlers have run).
+  for (const auto& weak : sessions_) {
+    if (auto session = weak.lock(); session && session->idle()) {
+      session->Stop();
+      return true;
+    }
+  }
+  return false;
+}
+
 void HttpServer::Impl::Accept() {
   acceptor_.async_accept(
       [self = shared_from_this()](boost::system::error_code code, tcp::socket socket) {
         if (self->closed_ || code == asio::error::operation_aborted) return;
-        if (!code) {
-          if (self->open_ >= self->limits_.max_connections) {
-            ++self->counts_.connections_refused;
-            boost::system::error_code ignored;
-            socket.close(ignored);
-          } else {
-            auto session = std::make_shared<Session>(self, std::move(socket));
-            self->sessions_.remove_if([](const std::weak_ptr<Session>& s) { return s.expired(); });
-            self->sessions_.push_back(session);
-            session->Start();
-          }
+        if (code) {
+          // EMFILE and the like: again a little later, rather than spin on the loop.
+          self->retry_.expires_after(std::chrono::milliseconds(200));
+          self->retry_.async_wait([self](boost::system::error_code late) {
+            if (!late && !self->closed_) self->Accept();
+          });
+          return;
         }
-        // EMFILE and the like: the loop goes on; the next accept may succeed.
+        boost::system::error_code no_peer;
+        const auto remote = socket.remote_endpoint(no_peer);
+        const std::string address = no_peer ? "" : remote.address().to_string();
+        if (no_peer || !self->Admit(address)) {
+          ++self->counts_.connections_refused;
+          boost::system::error_code ignored;
+          socket.close(ignored);
+        } else {
+          auto session = std::make_shared<Session>(self, std::move(socket), address);
+          self->sessions_.push_back(session);
+          session->Start();
+        }
         self->Accept();
       });
 }
@@ -250,6 +297,7 @@ void HttpServer::Impl::Accept() {
 void HttpServer::Impl::Close() {
   closed_ = true;
   boost::system::error_code ignored;
+  retry_.cancel();
   acceptor_.close(ignored);
   for (auto& weak : sessions_) {
     if (auto session = weak.lock()) session->Stop();
@@ -284,9 +332,16 @@ Status HttpServer::Adopt(int fd) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
     return FailErrno(errno, "the socket systemd passed");
   }
-  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) {
+  int type = 0;
+  int listening = 0;
+  socklen_t size = sizeof(type);
+  (void)getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size);
+  size = sizeof(listening);
+  (void)getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+  if ((address.ss_family != AF_INET && address.ss_family != AF_INET6) || type != SOCK_STREAM ||
+      listening == 0) {
     return Fail(std::errc::address_family_not_supported,
-                "the socket systemd passed is not a TCP socket");
+                "the socket systemd passed is not a listening TCP socket");
   }
   boost::system::error_code code;
   impl_->acceptor_.assign(address.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, code);

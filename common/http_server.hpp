@@ -27,13 +27,18 @@
 namespace tether {
 
 struct HttpServerLimits {
-  std::size_t max_connections = 32;      // past it, a new connection is closed at once
-  std::size_t max_header_bytes = 8192;   // request line and headers: 431 past it
-  std::size_t max_body_bytes = 1 << 20;  // 413 past it
+  // Past it, a new connection takes the place of one idle between requests, or is closed
+  // at once when none is.
+  std::size_t max_connections = 32;
+  std::size_t max_connections_per_peer = 8;  // by address: one caller cannot take them all
+  std::size_t max_header_bytes = 8192;       // request line and headers: 431 past it
+  std::size_t max_body_bytes = 1 << 20;      // 413 past it
   // How long reading one request (from the connection's start, or from the previous
   // reply on a kept-alive connection, to its last byte) and writing its reply may take:
   // a client that sends or reads slowly, or sits idle, is cut off here.
   std::chrono::milliseconds timeout{std::chrono::seconds(10)};
+  // A kept-alive connection is closed when its next request has not come within this.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(5)};
   std::size_t max_requests_per_connection = 1000;
 };
 
@@ -57,7 +62,7 @@ struct HttpServerReply {
 
 // What the server refused before a handler saw a request, for metrics.
 struct HttpServerCounts {
-  std::uint64_t connections_refused = 0;  // over max_connections
+  std::uint64_t connections_refused = 0;  // over max_connections or the per-peer limit
   std::uint64_t bad_requests = 0;         // malformed, or over a size limit
   std::uint64_t timeouts = 0;             // too slow
 };

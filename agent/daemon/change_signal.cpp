@@ -1,5 +1,7 @@
 #include "agent/daemon/change_signal.hpp"
 
+#include <ctime>
+
 #include "common/encoding.hpp"
 #include "common/hmac.hpp"
 #include "version.hpp"
@@ -8,23 +10,31 @@ namespace tether {
 
 namespace {
 
-// "HOST[:PORT]" of an http(s):// or ssh:// URL, or "".
-std::string Authority(const std::string& url) {
-  const auto scheme = url.find("://");
-  if (scheme == std::string::npos) return "";
-  const std::string rest = url.substr(scheme + 3);
-  std::string authority = rest.substr(0, rest.find('/'));
-  if (const auto at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
-  return authority;
+// True when both are https:// URLs of the same host and port (as for Git's token).
+bool SameHttpsServer(const std::string& a, const std::string& b) {
+  const auto first = ParseHttpUrl(a);
+  const auto second = ParseHttpUrl(b);
+  return first && second && first->tls && second->tls && first->host == second->host &&
+         first->port == second->port;
 }
 
-// The host alone (no port), to compare the two URLs' hosts.
-std::string Host(const std::string& url) {
-  std::string authority = Authority(url);
-  if (!authority.empty() && authority.front() == '[') {
-    return authority.substr(0, authority.find(']') + 1);
-  }
-  return authority.substr(0, authority.rfind(':'));
+// An HTTP date (IMF-fixdate, "Fri, 04 Dec 2026 05:00:00 GMT") as unix seconds.
+std::optional<std::int64_t> ParseHttpDate(const std::string& text) {
+  std::tm tm{};
+  const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return static_cast<std::int64_t>(timegm(&tm));
+}
+
+// A validator of a file changed in the second the answer was made (or the one before) may
+// not change with the next change: nginx's ETag and every Last-Modified count seconds.
+// Such an answer is compared by its body next time, not by its validators.
+bool ValidatorsSettled(const HttpResponse& response) {
+  const auto modified = ParseHttpDate(response.Header("Last-Modified"));
+  const auto date = ParseHttpDate(response.Header("Date"));
+  if (!modified) return true;  // an ETag alone (a forge's, from the content)
+  if (!date) return false;     // cannot tell: compare bodies
+  return *date - *modified >= 2;
 }
 
 }  // namespace
@@ -53,8 +63,7 @@ HttpRequest ChangeSignal::Request(const SourceConfig& source, const std::string&
       request.headers.emplace_back("If-Modified-Since", confirmed_->last_modified);
     }
   }
-  if (!token.empty() && request.url.rfind("https://", 0) == 0 &&
-      Host(request.url) == Host(source.url)) {
+  if (!token.empty() && SameHttpsServer(request.url, source.url)) {
     request.headers.emplace_back("Authorization", token.find(':') != std::string::npos
                                                       ? "Basic " + Base64Encode(token)
                                                       : "Bearer " + token);
@@ -69,12 +78,18 @@ HttpRequest ChangeSignal::Request(const SourceConfig& source, const std::string&
 SignalAnswer ChangeSignal::Read(const Result<HttpResponse>& response, std::uint64_t cycle) {
   if (!response) return SignalAnswer::kError;
   if (response->status == 304) {
-    // Only an answer to our validators means "as before".
-    return confirmed_ ? SignalAnswer::kUnchanged : SignalAnswer::kError;
+    // Only an answer to validators we sent means "as before".
+    const bool asked =
+        confirmed_ && (!confirmed_->etag.empty() || !confirmed_->last_modified.empty());
+    return asked ? SignalAnswer::kUnchanged : SignalAnswer::kError;
   }
   if (response->status != 200) return SignalAnswer::kError;
   Seen seen{response->Header("ETag"), response->Header("Last-Modified"),
             DigestSha256Hex(response->body)};
+  if (!ValidatorsSettled(*response)) {
+    seen.etag.clear();
+    seen.last_modified.clear();
+  }
   if (confirmed_ && !seen.body_digest.empty() && seen.body_digest == confirmed_->body_digest) {
     confirmed_ = std::move(seen);  // the same content; a server without validators
     return SignalAnswer::kUnchanged;

@@ -6,7 +6,9 @@
 // talk and no cycle. Anything else (a new body, another status, an error) falls back to
 // the normal poll. A new answer is kept only once a cycle that started after it has
 // asked the Git source and succeeded: a failed or earlier cycle never makes tetherd
-// believe it has seen a change it has not fetched.
+// believe it has seen a change it has not fetched. Validators of a file modified within
+// two seconds of the answer are not used (they count seconds, and a second change in the
+// same second would not change them): the next check compares bodies instead.
 //
 // Works with a static file a web server serves with ETag or Last-Modified (the repo's
 // dumb-HTTP info/refs, kept current by `git update-server-info`) and with a forge API
@@ -39,7 +41,8 @@ class ChangeSignal {
  public:
   // The request for the next check of `source.poll_url` (which must be set). The token of
   // source.token_file (`token`, "" for none) goes only over https:// and only to the host
-  // of source.url, as for Git: "user:password" as Basic, anything else as Bearer.
+  // and port of an https:// source.url, as for Git: "user:password" as Basic, anything
+  // else as Bearer.
   [[nodiscard]] HttpRequest Request(const SourceConfig& source, const std::string& token) const;
 
   // What the check's outcome says. `cycle` is the number of the last cycle started: a

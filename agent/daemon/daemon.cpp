@@ -152,7 +152,7 @@ class Daemon final : public RequestHandler {
       log_->error("pipe: {}", std::strerror(errno));
       return 1;
     }
-    poll_url_ = options_.cycle.config.source.poll_url;
+    signal_key_ = SignalKey();
     if (auto opened = control_.Open(options_.socket_path, passed_.control); !opened) {
       log_->error("control socket: {}", opened.error().message());
       return 1;
@@ -615,9 +615,9 @@ class Daemon final : public RequestHandler {
         StartReports();
       }
       schedule_ = MakeSchedule();
-      if (options_.cycle.config.source.poll_url != poll_url_) {
+      if (SignalKey() != signal_key_) {  // what the signal's answers were about changed
         signal_.Reset();
-        poll_url_ = options_.cycle.config.source.poll_url;
+        signal_key_ = SignalKey();
       }
       ReopenListeners();
       log_->info("reloaded {}", options_.config_path);
@@ -837,9 +837,13 @@ class Daemon final : public RequestHandler {
   void Done(const CycleResult& result) {
     last_ = result;
     // A cycle that asked the source confirms (or drops) what the change signal said.
+    // Only a cycle that fetched the ref's head counts: not one that could not reach the
+    // source (it enforced the applied commit, and exits 0), nor a pinned one.
     if (result.trigger != Trigger::kDrift) {
-      signal_.CycleEnded(cycles_started_, result.exit_code == 0);
-      if (result.exit_code == 0) last_source_ok_ = SteadyClock::now();
+      const bool fetched_head = result.exit_code == 0 && !result.summary.offline && !pinned_ &&
+                                !options_.cycle.config.source.pin;
+      signal_.CycleEnded(cycles_started_, fetched_head);
+      if (fetched_head) last_source_ok_ = SteadyClock::now();
     }
     commit_ = AppliedCommit(*store_);
     // Paths or services a person touched while the cycle ran: repaired by a drift cycle.
@@ -912,10 +916,18 @@ class Daemon final : public RequestHandler {
       // caught by a Git poll at least every kSignalTrustedFor.
       if (options_.cycle.config.source.poll_url && last_source_ok_ &&
           SteadyClock::now() - *last_source_ok_ < kSignalTrustedFor) {
-        return CheckChangeSignal();
+        // A check still in flight (a slow server) answers for this poll too.
+        if (!signal_in_flight_) CheckChangeSignal();
+        return;
       }
       QueuePoll();
     });
+  }
+
+  // What the change signal's answers are about: its URL, the repo and the ref.
+  std::string SignalKey() const {
+    const SourceConfig& source = options_.cycle.config.source;
+    return source.poll_url.value_or("") + "\n" + source.url + "\n" + source.ref;
   }
 
   // A poll now, or right after the cycle in progress (a drift repair or a plan). It
@@ -929,6 +941,7 @@ class Daemon final : public RequestHandler {
   // kept open between checks; over https://, in the HTTP child (no OpenSSL in the
   // daemon), waited for on a thread of its own, the answer coming back to the loop.
   void CheckChangeSignal() {
+    signal_in_flight_ = true;
     if (signal_thread_.joinable()) signal_thread_.join();  // its answer was handled
     const SourceConfig& source = options_.cycle.config.source;
     if (source.poll_url->rfind("http://", 0) == 0) {
@@ -953,6 +966,7 @@ class Daemon final : public RequestHandler {
   }
 
   void OnChangeSignal(const Result<HttpResponse>& response) {
+    signal_in_flight_ = false;
     if (stopping_) return;
     const SignalAnswer answer = signal_.Read(response, cycles_started_);
     metrics_.CountChangeSignal(SignalAnswerName(answer));
@@ -1121,10 +1135,11 @@ class Daemon final : public RequestHandler {
   std::unique_ptr<HttpServer> metrics_server_;  // none without metrics.listen
   ChangeSignal signal_;                         // source.poll_url
   HttpKeepAlive signal_http_{io_};              // its checks over http://
-  std::optional<std::string> poll_url_;         // the one signal_ has seen answers of
+  std::string signal_key_;                      // SignalKey() of the answers signal_ has seen
   std::thread signal_thread_;                   // a check in flight (or its finished thread)
   int signal_cancel_[2] = {-1, -1};             // written at stop: the check's child is killed
   bool signal_failing_ = false;                 // the last check failed and said so
+  bool signal_in_flight_ = false;               // a check has not answered yet
   std::uint64_t cycles_started_ = 0;
   // When a cycle that asked the source last succeeded.
   std::optional<SteadyClock::time_point> last_source_ok_;

@@ -17,6 +17,7 @@ tether::Result<HttpResponse> Answer(int status, std::string body = "",
   response.body = std::move(body);
   if (!etag.empty()) response.headers.emplace_back("ETag", std::move(etag));
   response.headers.emplace_back("Last-Modified", "Fri, 04 Dec 2026 05:00:00 GMT");
+  response.headers.emplace_back("Date", "Fri, 04 Dec 2026 05:10:00 GMT");
   return response;
 }
 
@@ -65,6 +66,16 @@ TEST_CASE("A change is believed seen only once a cycle started after it has succ
         SignalAnswer::kError);
   CHECK(signal.Read(Answer(500), 3) == SignalAnswer::kError);
   CHECK(signal.Read(Answer(302), 3) == SignalAnswer::kError);
+  // A server that sends no validators: a 304 to a request that asked nothing is not
+  // "as before".
+  ChangeSignal bare;
+  auto plain = Answer(200, "x", "");
+  plain->headers.clear();
+  CHECK(bare.Read(plain, 0) == SignalAnswer::kChanged);
+  bare.CycleEnded(1, true);
+  CHECK(HeaderOf(bare.Request(Source("http://h/x"), ""), "If-None-Match").empty());
+  CHECK(bare.Read(Answer(304), 1) == SignalAnswer::kError);
+  CHECK(bare.Read(plain, 1) == SignalAnswer::kUnchanged);  // the same body
   // Reset (poll_url changed): nothing is believed any more.
   signal.Reset();
   CHECK(signal.Read(Answer(304), 4) == SignalAnswer::kError);
@@ -75,8 +86,11 @@ TEST_CASE("The token goes to poll_url only over https and only to the host of so
   auto request =
       signal.Request(Source("https://git.example.com/fleet/config.git/info/refs"), "secret-token");
   CHECK(HeaderOf(request, "Authorization") == "Bearer secret-token");
-  request = signal.Request(Source("https://git.example.com:8443/x"), "ops:pa55");
+  request = signal.Request(Source("https://git.example.com:443/x"), "ops:pa55");
   CHECK(HeaderOf(request, "Authorization") == "Basic b3BzOnBhNTU=");
+  CHECK(HeaderOf(signal.Request(Source("https://git.example.com:8443/x"), "secret-token"),
+                 "Authorization")
+            .empty());
   CHECK(
       HeaderOf(signal.Request(Source("http://git.example.com/x"), "secret-token"), "Authorization")
           .empty());
@@ -89,4 +103,34 @@ TEST_CASE("The token goes to poll_url only over https and only to the host of so
   // GitHub's commits API answers with the bare commit id when asked for this type first.
   CHECK(HeaderOf(request, "Accept").rfind("application/vnd.github.sha", 0) == 0);
   CHECK(HeaderOf(request, "User-Agent").rfind("tetherd/", 0) == 0);
+}
+
+TEST_CASE("Validators of a file changed in the second of the answer are not relied on") {
+  // nginx's ETag is the mtime (in seconds) and the size: a second push in the same second
+  // would leave it as it was. Such an answer is compared by its body next time.
+  ChangeSignal signal;
+  const auto source = Source("http://git.example.com/fleet.git/info/refs");
+  auto fresh = Answer(200, "abc refs/heads/main\n");
+  for (auto& [name, value] : fresh->headers) {
+    if (name == "Date") value = "Fri, 04 Dec 2026 05:00:01 GMT";  // 1 s after Last-Modified
+  }
+  CHECK(signal.Read(fresh, 0) == SignalAnswer::kChanged);
+  signal.CycleEnded(1, true);
+  auto request = signal.Request(source, "");
+  CHECK(HeaderOf(request, "If-None-Match").empty());
+  CHECK(HeaderOf(request, "If-Modified-Since").empty());
+  // The file changed again in that second: same validators, another body.
+  CHECK(signal.Read(Answer(200, "def refs/heads/main\n"), 1) == SignalAnswer::kChanged);
+  signal.CycleEnded(2, true);
+  // Settled now (10 minutes old): its validators are used.
+  CHECK(HeaderOf(signal.Request(source, ""), "If-None-Match") == "\"e1\"");
+  // A date that cannot be read: bodies are compared.
+  ChangeSignal unsure;
+  auto odd = Answer(200, "x");
+  for (auto& [name, value] : odd->headers) {
+    if (name == "Date") value = "yesterday";
+  }
+  CHECK(unsure.Read(odd, 0) == SignalAnswer::kChanged);
+  unsure.CycleEnded(1, true);
+  CHECK(HeaderOf(unsure.Request(source, ""), "If-None-Match").empty());
 }

@@ -1199,6 +1199,17 @@ TEST_CASE("Hostile HTTP on the webhook and metrics ports: refused, bounded, the 
     CHECK(results["slow"] == "closed");
     CHECK(results["slow_cut_after_s"] <= 12);  // the 10 s request limit
   }
+  // The connection limits, seen from several callers: 8 per address; a newcomer takes the
+  // place of a connection idle between requests, and is turned away when all are busy.
+  const auto limited = HttpClients({"limits", "127.0.0.1", std::to_string(fleet.metrics_port)});
+  REQUIRE_MESSAGE(limited.ok(), limited.err << fleet.Log());
+  const auto limits = nlohmann::json::parse(limited.out, nullptr, false);
+  REQUIRE_MESSAGE(limits.is_object(), limited.out);
+  CHECK_MESSAGE(limits["per_peer_open"] == 8, limits.dump());
+  CHECK_MESSAGE(limits["idle_served"] == 32, limits.dump());
+  CHECK_MESSAGE(limits["full_of_idle"] == 200, limits.dump());
+  CHECK_MESSAGE(limits["full_of_busy"] == "closed", limits.dump());
+
   // Still the same process; a hand edit is still reverted; a webhook still works.
   CHECK(kill(fleet.tetherd.pid(), 0) == 0);
   fleet.dir.WriteFile("root/etc/motd", "edited by hand\n");
@@ -1304,6 +1315,20 @@ TEST_CASE("source.poll_url: a static info/refs answers 304 and no Git is talked;
   announce();
   CHECK_MESSAGE(WaitFor([&] { return motd_is("second\n"); }, 20s), fleet.Log());
   CHECK(Metric(fleet, "tether_change_signal_checks_total{result=\"changed\"}") >= 2);
+
+  // The Git server unreachable when the signal announces a change: the cycle after it
+  // enforces the applied commit (offline, and exits 0) and must not count as having
+  // seen the change, or the signal's next 304 would hide it.
+  const int git_port = fleet.server->port();
+  fleet.server->Stop();
+  fleet.Commit("offline meanwhile\n");
+  announce();
+  REQUIRE_MESSAGE(
+      WaitFor([&] { return fleet.Status()["last_cycle"]["summary"].value("offline", false); }, 20s),
+      fleet.Log());
+  fleet.server = std::make_unique<tether::testing::GitDaemonServer>(
+      fleet.git_root.path(), [git_port] { return git_port; });
+  CHECK_MESSAGE(WaitFor([&] { return motd_is("offline meanwhile\n"); }, 20s), fleet.Log());
 
   // The signal's server down: every poll asks the Git source again, and says so once.
   web.Stop();

@@ -13,6 +13,10 @@ Usage:
       Malformed and hostile requests: garbage bytes, an oversized header and body, a
       slow sender, more connections than the limit, a pipelined burst. Deterministic.
       Prints one JSON line: what each case got back.
+  http_clients.py limits HOST PORT
+      The connection limits, from several loopback addresses (127.0.0.2-6): connections
+      per peer, a new caller when every slot is idle between requests, and when every
+      slot is busy. Prints one JSON line.
   http_clients.py metrics URL
       GETs URL and parses it with prometheus_client's own text parser; prints one JSON
       line: {"content_type": ..., "families": {name: {"type": ..., "samples": [...]}}}.
@@ -145,6 +149,94 @@ def hostile(host, port):
     print(json.dumps(results))
 
 
+def connect_from(source, host, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    sock.bind((source, 0))
+    sock.connect((host, port))
+    return sock
+
+
+def closed_by_server(sock):
+    sock.settimeout(0.5)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def read_response(sock):
+    """One response with a Content-Length; returns its status, or "closed"."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            more = sock.recv(65536)
+            if not more:
+                return "closed"
+            data += more
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            more = sock.recv(65536)
+            if not more:
+                return "closed"
+            body += more
+        return int(head.split(b" ", 2)[1])
+    except OSError:
+        return "closed"
+
+
+def limits(host, port):
+    results = {}
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    # Silent connections from one address: only so many are kept.
+    held = [connect_from("127.0.0.2", host, port) for _ in range(12)]
+    time.sleep(0.5)
+    results["per_peer_open"] = sum(1 for sock in held if not closed_by_server(sock))
+    for sock in held:
+        sock.close()
+    time.sleep(0.5)
+    # Every slot taken by kept-alive connections idle between requests (4 addresses x 8):
+    # a new caller takes the place of one of them.
+    idle = []
+    for n in range(2, 6):
+        for _ in range(8):
+            sock = connect_from("127.0.0.%d" % n, host, port)
+            sock.sendall(request)
+            results.setdefault("idle_served", 0)
+            if read_response(sock) == 200:
+                results["idle_served"] += 1
+            idle.append(sock)
+    newcomer = connect_from("127.0.0.6", host, port)
+    newcomer.sendall(request)
+    results["full_of_idle"] = read_response(newcomer)
+    newcomer.close()
+    for sock in idle:
+        sock.close()
+    time.sleep(0.5)
+    # Every slot busy with a request under way: a new caller is turned away.
+    busy = []
+    for n in range(2, 6):
+        for _ in range(8):
+            sock = connect_from("127.0.0.%d" % n, host, port)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            busy.append(sock)
+    time.sleep(0.5)
+    newcomer = connect_from("127.0.0.6", host, port)
+    newcomer.sendall(request)
+    results["full_of_busy"] = read_response(newcomer)
+    newcomer.close()
+    for sock in busy:
+        sock.close()
+    print(json.dumps(results))
+
+
 def metrics(url):
     from prometheus_client.parser import text_string_to_metric_families
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -163,6 +255,8 @@ def main():
         send(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], "--wrong" in sys.argv[6:])
     elif len(sys.argv) == 7 and sys.argv[1] == "burst":
         burst(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
+    elif len(sys.argv) == 4 and sys.argv[1] == "limits":
+        limits(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 4 and sys.argv[1] == "hostile":
         hostile(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 3 and sys.argv[1] == "metrics":
