@@ -22,6 +22,7 @@
 #include <string>
 
 #include "agent/git/git_source.hpp"
+#include "tests/bench/cpu_time.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -29,33 +30,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto close = content.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(content.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// This process and its reaped children (workers replaced during the run).
-double SelfCpuSeconds() {
-  double total = 0;
-  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
-    rusage usage{};
-    getrusage(who, &usage);
-    total += static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-             static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-  }
-  return total;
-}
 
 long RssKb(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
@@ -83,7 +57,8 @@ void Run(const std::string& name, const std::string& url, tether::GitSourceOptio
   const pid_t worker = (*source)->worker_pid();
   const long parent_rss_before = RssKb(getpid());
   const long worker_rss_before = RssKb(worker);
-  const double cpu_before = SelfCpuSeconds() + ProcessCpuSeconds(worker);
+  const double cpu_before =
+      tether::bench::SelfCpuSeconds() + tether::bench::ProcessCpuSeconds(worker);
   const auto start = Clock::now();
   for (int i = 0; i < polls; ++i) {
     auto polled = (*source)->Poll();
@@ -94,7 +69,8 @@ void Run(const std::string& name, const std::string& url, tether::GitSourceOptio
   }
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   const pid_t last_worker = (*source)->worker_pid();
-  const double cpu = SelfCpuSeconds() + ProcessCpuSeconds(last_worker) - cpu_before;
+  const double cpu =
+      tether::bench::SelfCpuSeconds() + tether::bench::ProcessCpuSeconds(last_worker) - cpu_before;
   std::printf("| %-6s | %6d | %8.3f | %8.3f | %6ld -> %6ld | %6ld -> %6ld |\n", name.c_str(), polls,
               wall * 1000 / polls, cpu * 1000 / polls, parent_rss_before, RssKb(getpid()),
               worker_rss_before, RssKb(last_worker));

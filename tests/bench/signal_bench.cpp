@@ -59,6 +59,7 @@
 #include "agent/report/send_process.hpp"
 #include "common/http_keepalive.hpp"
 #include "common/process.hpp"
+#include "tests/bench/cpu_time.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -67,32 +68,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Seconds = std::chrono::duration<double>;
-
-// utime + stime (+ the children it reaped, when `children`) of `pid`, in seconds.
-double ProcessCpu(pid_t pid, bool children) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto close = content.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(content.substr(close + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 17 && fields >> field; ++i) {
-    if (i == 14 || i == 15 || (children && (i == 16 || i == 17))) ticks += std::stod(field);
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-double SelfCpu() {
-  double total = 0;
-  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
-    rusage usage{};
-    getrusage(who, &usage);
-    total += static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-             static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-  }
-  return total;
-}
 
 struct Options {
   int hosts = 10000;
@@ -337,8 +312,8 @@ int main(int argc, char** argv) {
                    options.hosts);
       return 1;
     }
-    const double server_before = ProcessCpu(web.pid(), true);
-    const double self_before = SelfCpu();
+    const double server_before = tether::bench::ProcessCpuSeconds(web.pid(), true);
+    const double self_before = tether::bench::SelfCpuSeconds();
     auto figures = SimulateOnLoop(
         io, options.hosts, options.interval, options.seconds,
         [&](int host, std::function<void(int)> done) {
@@ -356,8 +331,8 @@ int main(int argc, char** argv) {
               });
         },
         commit);
-    figures.server_cpu = ProcessCpu(web.pid(), true) - server_before;
-    figures.hosts_cpu = SelfCpu() - self_before;
+    figures.server_cpu = tether::bench::ProcessCpuSeconds(web.pid(), true) - server_before;
+    figures.hosts_cpu = tether::bench::SelfCpuSeconds() - self_before;
     Print("signal", options.hosts, options.interval, figures);
     std::uint64_t opened = 0;
     for (auto& client : clients) opened += client->connections_opened();
@@ -382,8 +357,8 @@ int main(int argc, char** argv) {
     confirmed.CycleEnded(1, true);
     std::vector<tether::ChangeSignal> hosts(static_cast<std::size_t>(options.hosts), confirmed);
     std::vector<std::uint64_t> cycles(hosts.size(), 1);
-    const double server_before = ProcessCpu(web.pid(), true);
-    const double self_before = SelfCpu();
+    const double server_before = tether::bench::ProcessCpuSeconds(web.pid(), true);
+    const double self_before = tether::bench::SelfCpuSeconds();
     auto figures = Simulate(
         options.hosts, options.interval, options.seconds, 16,
         [&](int host, int) {
@@ -396,8 +371,8 @@ int main(int argc, char** argv) {
           return 1;
         },
         commit);
-    figures.server_cpu = ProcessCpu(web.pid(), true) - server_before;
-    figures.hosts_cpu = SelfCpu() - self_before;
+    figures.server_cpu = tether::bench::ProcessCpuSeconds(web.pid(), true) - server_before;
+    figures.hosts_cpu = tether::bench::SelfCpuSeconds() - self_before;
     Print("signal-process", options.hosts, options.interval, figures);
   }
 
@@ -426,9 +401,10 @@ int main(int argc, char** argv) {
     std::vector<std::string> seen(static_cast<std::size_t>(options.git_hosts), head);
     std::mutex seen_mutex;
     double workers_before = 0;
-    for (auto& source : sources) workers_before += ProcessCpu(source->worker_pid(), false);
-    const double server_before = ProcessCpu(server, true);
-    const double self_before = SelfCpu();
+    for (auto& source : sources)
+      workers_before += tether::bench::ProcessCpuSeconds(source->worker_pid(), false);
+    const double server_before = tether::bench::ProcessCpuSeconds(server, true);
+    const double self_before = tether::bench::SelfCpuSeconds();
     auto figures = Simulate(
         options.git_hosts, options.interval, options.seconds, threads,
         [&](int host, int thread) {
@@ -441,10 +417,11 @@ int main(int argc, char** argv) {
           return 1;
         },
         commit);
-    figures.server_cpu = ProcessCpu(server, true) - server_before;
+    figures.server_cpu = tether::bench::ProcessCpuSeconds(server, true) - server_before;
     double workers = 0;
-    for (auto& source : sources) workers += ProcessCpu(source->worker_pid(), false);
-    figures.hosts_cpu = SelfCpu() - self_before + workers - workers_before;
+    for (auto& source : sources)
+      workers += tether::bench::ProcessCpuSeconds(source->worker_pid(), false);
+    figures.hosts_cpu = tether::bench::SelfCpuSeconds() - self_before + workers - workers_before;
     Print(mode, options.git_hosts, options.interval, figures);
   };
   if (want("git")) {
