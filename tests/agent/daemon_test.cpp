@@ -1370,3 +1370,39 @@ TEST_CASE("webhook.listen on IPv6 loopback") {
   fleet.tetherd.Signal(SIGTERM);
   CHECK(fleet.tetherd.Wait(20s));
 }
+
+TEST_CASE("source.poll_url: a forge's commits API (GitHub's form) answers 304 by ETag") {
+  Fleet fleet;  // polls every second
+  tether::SpawnOptions api;
+  api.argv = {"/usr/bin/python3", std::getenv("TETHER_FORGE_API"), fleet.repo,
+              fleet.dir.Path("api.port")};
+  api.stdout_path = fleet.dir.Path("api.log");
+  api.stderr_path = fleet.dir.Path("api.err");
+  auto server = tether::Spawn(api);
+  REQUIRE(server);
+  REQUIRE(WaitFor([&] { return std::filesystem::exists(fleet.dir.Path("api.port")); }, 10s));
+  const std::string url =
+      "http://127.0.0.1:" + fleet.dir.ReadFile("api.port") + "/repos/acme/fleet/commits/main";
+  fleet.extra_source = "poll_url = \"" + url + "\"\n";
+  fleet.Commit("hello\n");
+  fleet.Start();
+  auto motd_is = [&](const std::string& motd) {
+    std::ifstream file(fleet.dir.Path("root/etc/motd"), std::ios::binary);
+    std::ostringstream text;
+    text << file.rdbuf();
+    return text.str() == motd;
+  };
+  REQUIRE_MESSAGE(WaitFor([&] { return motd_is("hello\n"); }, 30s), fleet.Log());
+  const std::string unchanged = "tether_change_signal_checks_total{result=\"unchanged\"}";
+  REQUIRE_MESSAGE(WaitFor([&] { return Metric(fleet, unchanged) >= 2; }, 20s),
+                  fleet.Log() << fleet.dir.ReadFile("api.log"));
+  // The API answered with the bare commit id (tetherd asked for that type), then 304s.
+  const std::string log = fleet.dir.ReadFile("api.log");
+  CHECK_MESSAGE(log.find("GET /repos/acme/fleet/commits/main 200") != std::string::npos, log);
+  CHECK_MESSAGE(log.find("GET /repos/acme/fleet/commits/main 304") != std::string::npos, log);
+  // A push moves the ref: the API's answer changes, and the commit is applied.
+  fleet.Commit("pushed\n");
+  CHECK_MESSAGE(WaitFor([&] { return motd_is("pushed\n"); }, 20s), fleet.Log());
+  fleet.tetherd.Signal(SIGTERM);
+  CHECK(fleet.tetherd.Wait(20s));
+}
