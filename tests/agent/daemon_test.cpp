@@ -982,6 +982,14 @@ TEST_CASE("sync --wait answers with the cycle it started, not one already runnin
 
 namespace {
 
+// The content of the file at `path`, or "" when it cannot be read (not there yet).
+std::string ContentOf(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
 // tests/agent/http_clients.py ARGS... with Debian's python3 (python3-prometheus-client).
 tether::RunResult HttpClients(std::vector<std::string> args) {
   tether::RunOptions options;
@@ -1026,14 +1034,7 @@ struct WebhookFleet : Fleet {
   }
 
   bool Applied(const std::string& motd) const {
-    return WaitFor(
-        [&] {
-          std::ifstream file(dir.Path("root/etc/motd"), std::ios::binary);
-          std::ostringstream text;
-          text << file.rdbuf();
-          return text.str() == motd;
-        },
-        20s);
+    return WaitFor([&] { return ContentOf(dir.Path("root/etc/motd")) == motd; }, 20s);
   }
 };
 
@@ -1278,10 +1279,7 @@ TEST_CASE("source.poll_url: a static info/refs answers 304 and no Git is talked;
   announce();
   fleet.Start();
   auto motd_is = [&](const std::string& motd) {
-    std::ifstream file(fleet.dir.Path("root/etc/motd"), std::ios::binary);
-    std::ostringstream text;
-    text << file.rdbuf();
-    return text.str() == motd;
+    return ContentOf(fleet.dir.Path("root/etc/motd")) == motd;
   };
   REQUIRE_MESSAGE(WaitFor([&] { return motd_is("hello\n"); }, 30s), fleet.Log());
 
@@ -1294,9 +1292,7 @@ TEST_CASE("source.poll_url: a static info/refs answers 304 and no Git is talked;
   std::this_thread::sleep_for(3s);
   CHECK(Metric(fleet, unchanged) >= checks + 2);
   CHECK(Metric(fleet, "tether_cycles_total{trigger=\"poll\"}") == poll_cycles);
-  std::ifstream access(web.access_log());
-  const std::string accesses((std::istreambuf_iterator<char>(access)),
-                             std::istreambuf_iterator<char>());
+  const std::string accesses = ContentOf(web.access_log());
   CHECK_MESSAGE(accesses.find("GET /fleet.git/info/refs 304") != std::string::npos, accesses);
   // Over http://, the checks share a kept-alive connection: fewer connections than checks.
   std::set<std::string> connections;
@@ -1387,10 +1383,7 @@ TEST_CASE("source.poll_url: a forge's commits API (GitHub's form) answers 304 by
   fleet.Commit("hello\n");
   fleet.Start();
   auto motd_is = [&](const std::string& motd) {
-    std::ifstream file(fleet.dir.Path("root/etc/motd"), std::ios::binary);
-    std::ostringstream text;
-    text << file.rdbuf();
-    return text.str() == motd;
+    return ContentOf(fleet.dir.Path("root/etc/motd")) == motd;
   };
   REQUIRE_MESSAGE(WaitFor([&] { return motd_is("hello\n"); }, 30s), fleet.Log());
   const std::string unchanged = "tether_change_signal_checks_total{result=\"unchanged\"}";
