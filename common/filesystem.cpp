@@ -720,4 +720,13 @@ Result<std::string> ReadLocalFile(const std::string& path, std::size_t max_size)
   return content;
 }
 
+Result<std::string> ReadSecretFile(const std::string& path) {
+  auto content = ReadLocalFile(path, 64 << 10);
+  if (!content) return content;
+  while (!content->empty() && (content->back() == '\n' || content->back() == '\r')) {
+    content->pop_back();
+  }
+  return content;
+}
+
 }  // namespace tether

@@ -218,4 +218,8 @@ namespace tether {
 // `max_size`; EINVAL when it is not a regular file.
 [[nodiscard]] Result<std::string> ReadLocalFile(const std::string& path, std::size_t max_size);
 
+// A secret or token file (ReadLocalFile, at most 64 KiB) without its trailing newlines,
+// which an editor adds and which are not part of the secret.
+[[nodiscard]] Result<std::string> ReadSecretFile(const std::string& path);
+
 }  // namespace tether

@@ -435,3 +435,22 @@ TEST_CASE_FIXTURE(Fixture, "LockFile holds a lock until released; a second one w
   CHECK_FALSE(fs->LockFile("/etc/link", false));
   CHECK_FALSE(std::filesystem::exists(outside.Path("lock")));
 }
+
+TEST_CASE("ReadSecretFile drops trailing newlines and refuses what is not a small file") {
+  TempDir dir("secret");
+  dir.WriteFile("token", "s3cret\r\n\n");
+  auto token = tether::ReadSecretFile(dir.Path("token"));
+  REQUIRE(token);
+  CHECK(*token == "s3cret");
+  dir.WriteFile("inner", "two\nlines\n");
+  CHECK(tether::ReadSecretFile(dir.Path("inner")).value_or("") == "two\nlines");
+  // A device or a huge file is refused, not read without end.
+  const auto device = tether::ReadSecretFile("/dev/zero");
+  REQUIRE_FALSE(device);
+  CHECK(device.error().Is(std::errc::invalid_argument));
+  dir.WriteFile("big", std::string(70 << 10, 'x'));
+  const auto big = tether::ReadSecretFile(dir.Path("big"));
+  REQUIRE_FALSE(big);
+  CHECK(big.error().Is(std::errc::file_too_large));
+  CHECK_FALSE(tether::ReadSecretFile(dir.Path("missing")));
+}
