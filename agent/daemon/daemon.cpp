@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <random>
@@ -161,7 +160,7 @@ class Daemon final : public RequestHandler {
     StartWatchdog();
     StartWatches();
     control_.Start();
-    OpenListeners();
+    SyncListeners();
     commit_ = AppliedCommit(*store_);
     LoadSuspension();
     LoadPin();
@@ -288,69 +287,42 @@ class Daemon final : public RequestHandler {
     return metrics_.Text(suspended_.has_value(), listeners);
   }
 
-  // The HTTP listeners: webhook.listen and metrics.listen, or the sockets systemd passed.
-  // One that cannot listen is logged, and the daemon goes on without it: polls, drift
-  // repair and the control socket do not depend on it.
-  void OpenListeners() {
+  // The HTTP listeners as the config says (webhook.listen and metrics.listen, or the
+  // sockets systemd passed): at start, and again on reload. One that cannot listen is
+  // logged, and the daemon goes on without it: polls, drift repair and the control socket
+  // do not depend on it.
+  void SyncListeners() {
     const AgentConfig& config = options_.cycle.config;
-    if (config.webhook.listen || passed_.webhook) {
-      LoadWebhookSecret();
-      webhook_listen_ = config.webhook.listen;
-      webhook_server_ =
-          OpenListener("webhook", config.webhook.listen, passed_.webhook,
-                       [this](const HttpServerRequest& request) { return OnWebhook(request); });
-    }
-    if (config.metrics.listen || passed_.metrics) {
-      metrics_listen_ = config.metrics.listen;
-      metrics_server_ = OpenListener(
-          "metrics", config.metrics.listen, passed_.metrics,
-          [this](const HttpServerRequest& request) { return OnMetricsRequest(request); });
-    }
+    if (config.webhook.listen || passed_.webhook) LoadWebhookSecret();
+    SyncListener("webhook", config.webhook.listen, passed_.webhook, webhook_listen_,
+                 webhook_server_,
+                 [this](const HttpServerRequest& request) { return OnWebhook(request); });
+    SyncListener("metrics", config.metrics.listen, passed_.metrics, metrics_listen_,
+                 metrics_server_,
+                 [this](const HttpServerRequest& request) { return OnMetricsRequest(request); });
   }
 
-  std::unique_ptr<HttpServer> OpenListener(const char* name,
-                                           const std::optional<std::string>& listen,
-                                           std::optional<int> passed, HttpServer::Handler handler) {
-    auto server = std::make_unique<HttpServer>(io_, HttpServerLimits{}, std::move(handler));
+  // Keeps `server` when it listens where it should (a socket systemd passed stays as it
+  // is); otherwise closes it and listens on `listen` or `passed`, if any.
+  void SyncListener(const char* name, const std::optional<std::string>& listen,
+                    std::optional<int> passed, std::optional<std::string>& listening,
+                    std::unique_ptr<HttpServer>& server, HttpServer::Handler handler) {
+    if (server && (passed || listen == listening)) return;
+    if (server) server->Close();
+    server.reset();
+    listening = listen;
+    if (!listen && !passed) return;
+    server = std::make_unique<HttpServer>(io_, HttpServerLimits{}, std::move(handler));
     const Status opened = passed ? server->Adopt(*passed) : server->Listen(*listen);
     if (!opened) {
       log_->error("{} listener: {}; not listening", name, opened.error().message());
-      return nullptr;
+      server.reset();
+      return;
     }
     server->Start();
     log_->info("{} listener on {}", name,
                passed ? "the socket systemd passed"
                       : *listen + " (port " + std::to_string(server->port()) + ")");
-    return server;
-  }
-
-  // On reload: a listener whose address changed listens again (one systemd passed stays).
-  void ReopenListeners() {
-    const AgentConfig& config = options_.cycle.config;
-    if (!passed_.webhook && config.webhook.listen != webhook_listen_) {
-      if (webhook_server_) webhook_server_->Close();
-      webhook_server_.reset();
-    }
-    if (!passed_.metrics && config.metrics.listen != metrics_listen_) {
-      if (metrics_server_) metrics_server_->Close();
-      metrics_server_.reset();
-    }
-    if (webhook_server_) LoadWebhookSecret();
-    const bool open_webhook = !webhook_server_ && config.webhook.listen && !passed_.webhook;
-    const bool open_metrics = !metrics_server_ && config.metrics.listen && !passed_.metrics;
-    if (open_webhook) {
-      LoadWebhookSecret();
-      webhook_listen_ = config.webhook.listen;
-      webhook_server_ =
-          OpenListener("webhook", config.webhook.listen, std::nullopt,
-                       [this](const HttpServerRequest& request) { return OnWebhook(request); });
-    }
-    if (open_metrics) {
-      metrics_listen_ = config.metrics.listen;
-      metrics_server_ = OpenListener(
-          "metrics", config.metrics.listen, std::nullopt,
-          [this](const HttpServerRequest& request) { return OnMetricsRequest(request); });
-    }
   }
 
   // webhook.secret_file, its trailing newline dropped. Without a secret every webhook is
@@ -362,15 +334,13 @@ class Daemon final : public RequestHandler {
       log_->error("webhook: webhook.secret_file is not set; every webhook is refused");
       return;
     }
-    std::ifstream in(*file, std::ios::binary);
-    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
-    if (!in.good() && !in.eof()) secret.clear();
-    if (secret.empty()) {
-      log_->error("webhook: {} is unreadable or empty; every webhook is refused", *file);
+    auto secret = ReadSecretFile(*file);
+    if (!secret || secret->empty()) {
+      log_->error("webhook: {}; every webhook is refused",
+                  secret ? *file + " is empty" : secret.error().message());
       return;
     }
-    webhook_secret_ = std::move(secret);
+    webhook_secret_ = std::move(*secret);
   }
 
   HttpServerReply OnWebhook(const HttpServerRequest& request) {
@@ -619,7 +589,7 @@ class Daemon final : public RequestHandler {
         signal_.Reset();
         signal_key_ = SignalKey();
       }
-      ReopenListeners();
+      SyncListeners();
       log_->info("reloaded {}", options_.config_path);
       Publish("reloaded", {{"ok", true}});
     }
@@ -949,12 +919,10 @@ class Daemon final : public RequestHandler {
                          [this](Result<HttpResponse> response) { OnChangeSignal(response); });
       return;
     }
+    // An unreadable token file: the check goes without (and fails if the server wants
+    // one, which falls back to the Git poll, where the error is said).
     std::string token;
-    if (source.token_file) {
-      std::ifstream in(*source.token_file, std::ios::binary);
-      token.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
-    }
+    if (source.token_file) token = ReadSecretFile(*source.token_file).value_or("");
     HttpRequest request = signal_.Request(source, token);
     request.cancel_fd = signal_cancel_[0];
     signal_thread_ =

@@ -202,38 +202,31 @@ def limits(host, port):
     for sock in held:
         sock.close()
     time.sleep(0.5)
-    # Every slot taken by kept-alive connections idle between requests (4 addresses x 8):
-    # a new caller takes the place of one of them.
-    idle = []
-    for n in range(2, 6):
-        for _ in range(8):
-            sock = connect_from("127.0.0.%d" % n, host, port)
-            sock.sendall(request)
-            results.setdefault("idle_served", 0)
-            if read_response(sock) == 200:
-                results["idle_served"] += 1
-            idle.append(sock)
-    newcomer = connect_from("127.0.0.6", host, port)
-    newcomer.sendall(request)
-    results["full_of_idle"] = read_response(newcomer)
-    newcomer.close()
-    for sock in idle:
-        sock.close()
-    time.sleep(0.5)
+    def fill_then_newcomer(first_bytes, answered):
+        """Takes every slot (4 addresses x 8 connections), each sending `first_bytes` (and
+        reading its answer when `answered`); returns how many were answered 200, and what a
+        new caller from another address gets."""
+        slots, served = [], 0
+        for n in range(2, 6):
+            for _ in range(8):
+                sock = connect_from("127.0.0.%d" % n, host, port)
+                sock.sendall(first_bytes)
+                if answered and read_response(sock) == 200:
+                    served += 1
+                slots.append(sock)
+        time.sleep(0.5)
+        newcomer = connect_from("127.0.0.6", host, port)
+        newcomer.sendall(request)
+        got = read_response(newcomer)
+        for sock in slots + [newcomer]:
+            sock.close()
+        time.sleep(0.5)
+        return served, got
+
+    # Kept-alive connections idle between requests: a new caller takes the place of one.
+    results["idle_served"], results["full_of_idle"] = fill_then_newcomer(request, True)
     # Every slot busy with a request under way: a new caller is turned away.
-    busy = []
-    for n in range(2, 6):
-        for _ in range(8):
-            sock = connect_from("127.0.0.%d" % n, host, port)
-            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
-            busy.append(sock)
-    time.sleep(0.5)
-    newcomer = connect_from("127.0.0.6", host, port)
-    newcomer.sendall(request)
-    results["full_of_busy"] = read_response(newcomer)
-    newcomer.close()
-    for sock in busy:
-        sock.close()
+    _, results["full_of_busy"] = fill_then_newcomer(b"GET /metrics HTTP/1.1\r\n", False)
     print(json.dumps(results))
 
 
