@@ -48,7 +48,7 @@ constexpr char kFooter[] =
     "  0 success, 1 failure (an invalid profile, a failed cycle, tetherd not running or\n"
     "  access denied), 2 usage error.\n\n"
     "SEE ALSO\n"
-    "  tetherd(8), README.md";
+    "  tetherd(8), tether-agent.toml(5), tether-profile(5); man tetherctl";
 
 constexpr char kFactsHelp[] =
     "Host facts when rendering another host: hostname and fqdn are the host name, machine_id\n"

@@ -14,7 +14,7 @@ constexpr char kDescription[] =
     "it, and converges the host's files, packages and systemd services to what the profile\n"
     "declares. Manual changes are reverted, changes that fail their health checks are rolled\n"
     "back, and every result is reported. It runs as a systemd service (tetherd.service) and\n"
-    "is driven with tetherctl(8) over a local Unix socket.";
+    "is driven with tetherctl(1) over a local Unix socket.";
 
 constexpr char kFooter[] =
     "FILES\n"
@@ -49,7 +49,7 @@ constexpr char kFooter[] =
     "  packages, units, services and checks belong to the host and are skipped\n"
     "  (--root-checks runs the checks anyway).\n\n"
     "SEE ALSO\n"
-    "  tetherctl(8), README.md";
+    "  tetherctl(1), tether-agent.toml(5), tether-profile(5); man tetherd";
 
 }  // namespace
 
