@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -144,8 +145,11 @@ Status ControlServer::Open(const std::string& socket_path, std::optional<int> pa
   if (code) return Fail(std::errc::address_in_use, "bind '" + path + "': " + code.message());
   bound_path_ = path;
   // Readers (group tether) may connect; the peer check decides what they may do.
-  if (read_gid_) (void)chown(path.c_str(), 0, *read_gid_);
-  (void)chmod(path.c_str(), read_gid_ ? 0660 : 0600);
+  if (read_gid_ && chown(path.c_str(), 0, *read_gid_) != 0) read_gid_.reset();
+  if (chmod(path.c_str(), read_gid_ ? 0660 : 0600) != 0) {
+    const std::error_code error(errno, std::generic_category());
+    return Fail(Error(error, "chmod '" + path + "': " + error.message()));
+  }
   return {};
 }
 

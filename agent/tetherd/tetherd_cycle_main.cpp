@@ -1,6 +1,8 @@
 // tetherd-cycle: what runs a cycle for tetherd. `tetherd --once` is this program (tetherd
 // hands it over), so is each cycle of the daemon (--cycle-process) and the git worker
 // (--git-worker). Same flags as tetherd.
+#include <sys/prctl.h>
+
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -26,6 +28,13 @@ int main(int argc, char** argv) {
   // A git worker that died must be an error on the next request, not our death.
   std::signal(SIGPIPE, SIG_IGN);
 
+  // The git worker and the HTTP child parse what servers send and never start a program:
+  // nothing they could be tricked into running may gain privileges (setuid bits, file
+  // capabilities), whatever user they run as.
+  if ((flags.http_fetch || flags.git_worker) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    std::perror("tetherd: prctl(PR_SET_NO_NEW_PRIVS)");
+    return 1;
+  }
   if (flags.http_fetch) return tether::ServeHttpFetch(stdin, stdout);
   if (flags.git_worker) {
     return tether::RunGitWorker({.ca_file = flags.worker_ca_file, .user = flags.worker_user});

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -397,6 +398,12 @@ TEST_CASE("As root, the git worker runs as an unprivileged user") {
   struct stat proc {};
   REQUIRE(stat(("/proc/" + std::to_string(worker)).c_str(), &proc) == 0);
   CHECK(proc.st_uid == 65534);
+  // And it can never gain privileges again, from setuid programs or file capabilities.
+  std::ifstream status("/proc/" + std::to_string(worker) + "/status");
+  std::string line;
+  bool no_new_privs = false;
+  while (std::getline(status, line)) no_new_privs |= line == "NoNewPrivs:\t1";
+  CHECK(no_new_privs);
   struct stat mirror {};
   REQUIRE(stat((source->mirror_path() + "/objects").c_str(), &mirror) == 0);
   CHECK(mirror.st_uid == 65534);
