@@ -14,6 +14,13 @@ TETHER_TEST_PACKAGES=(
   git lighttpd lighttpd-mod-openssl nginx-light openssh-server openssh-client openssl ca-certificates
   systemd systemd-container dbus util-linux iproute2 dpkg-dev
   clang clang-format libclang-rt-14-dev python3 python3-jsonschema python3-prometheus-client curl
+  scdoc bash-completion
+)
+
+# The Debian package (scripts/package): debhelper, lintian, the man pages' scdoc, and the
+# tools the install test runs in its container (man-db renders `man tetherctl`).
+TETHER_PACKAGE_PACKAGES=(
+  debhelper dpkg-dev lintian scdoc bash-completion man-db libfmt-dev
 )
 
 # The demo: a systemd container (tests/support/container_run), a git server and signed
