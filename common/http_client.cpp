@@ -195,7 +195,9 @@ Result<HttpResponse> HttpFetch(const HttpRequest& request) {
                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                     asio::ssl::context::no_tlsv1_1);
     tls.set_verify_mode(asio::ssl::verify_peer);
-    if (request.ca_file.empty()) {
+    if (!request.ca_pem.empty()) {
+      tls.add_certificate_authority(asio::buffer(request.ca_pem), code);
+    } else if (request.ca_file.empty()) {
       tls.set_default_verify_paths(code);
     } else {
       tls.load_verify_file(request.ca_file, code);
@@ -207,7 +209,12 @@ Result<HttpResponse> HttpFetch(const HttpRequest& request) {
                                                : "'" + request.ca_file + "'") +
                       ": " + code.message());
     }
-    if (!request.client_cert.empty()) {
+    if (!request.client_cert_pem.empty()) {
+      tls.use_certificate_chain(asio::buffer(request.client_cert_pem), code);
+      if (!code) {
+        tls.use_private_key(asio::buffer(request.client_key_pem), asio::ssl::context::pem, code);
+      }
+    } else if (!request.client_cert.empty()) {
       tls.use_certificate_chain_file(request.client_cert, code);
       if (!code) tls.use_private_key_file(request.client_key, asio::ssl::context::pem, code);
       if (code) {

@@ -24,6 +24,12 @@ struct HttpRequest {
   std::string ca_file{};      // PEM; empty: the system CAs
   std::string client_cert{};  // PEM files for mutual TLS; both or neither
   std::string client_key{};
+  // The same, already read (PEM text), for a process that gave up the right to read
+  // the files: each one set is used instead of its file (which then only names it in
+  // messages).
+  std::string ca_pem{};
+  std::string client_cert_pem{};
+  std::string client_key_pem{};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds timeout{std::chrono::seconds(10)};  // the whole exchange
   std::size_t max_response_body = 1 << 20;

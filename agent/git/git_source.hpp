@@ -16,6 +16,7 @@
 #include "agent/desired/tree.hpp"
 #include "agent/git/git_worker_client.hpp"
 #include "common/error.hpp"
+#include "common/privileges.hpp"
 
 struct git_repository;
 
@@ -35,7 +36,7 @@ struct GitSourceOptions {
   bool start_worker = false;
 };
 
-inline constexpr char kDefaultWorkerUser[] = "tether-git";
+inline constexpr const char* kDefaultWorkerUser = kUnprivilegedUser;
 
 // Starts libgit2 now (it loads the system's CA bundle), rather than when the first source
 // is created: for a process that starts ahead of its work.

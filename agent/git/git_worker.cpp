@@ -1,12 +1,9 @@
 #include "agent/git/git_worker.hpp"
 
 #include <git2.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -18,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/git/known_hosts.hpp"
+#include "common/privileges.hpp"
 
 namespace tether {
 
@@ -266,27 +264,14 @@ class Worker {
 
 }  // namespace
 
-// Becomes `user` for good: supplementary groups, group, then user; then checks that root
-// cannot be regained.
-bool DropPrivileges(const std::string& user) {
-  const passwd* entry = getpwnam(user.c_str());
-  if (entry == nullptr) {
-    std::fprintf(stderr, "tetherd git worker: unknown user '%s'\n", user.c_str());
-    return false;
-  }
-  if (setgroups(0, nullptr) != 0 || setresgid(entry->pw_gid, entry->pw_gid, entry->pw_gid) != 0 ||
-      setresuid(entry->pw_uid, entry->pw_uid, entry->pw_uid) != 0) {
-    std::fprintf(stderr, "tetherd git worker: cannot become '%s': %s\n", user.c_str(),
-                 std::strerror(errno));
-    return false;
-  }
-  if (entry->pw_uid != 0 && setuid(0) == 0) return false;
-  return true;
-}
-
 int RunGitWorker(const GitWorkerOptions& options) {
   signal(SIGPIPE, SIG_IGN);
-  if (!options.user.empty() && !DropPrivileges(options.user)) return 1;
+  if (!options.user.empty()) {
+    if (auto dropped = DropPrivileges(options.user); !dropped) {
+      std::fprintf(stderr, "tetherd git worker: %s\n", dropped.error().message().c_str());
+      return 1;
+    }
+  }
   git_libgit2_init();
   // Bounded descriptors however many packs a mirror gathers.
   git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);

@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/report/send_process.hpp"
+#include "common/filesystem.hpp"
 #include "common/json_fields.hpp"
+#include "common/privileges.hpp"
 #include "common/process.hpp"
 
 namespace tether {
@@ -13,10 +15,25 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::size_t kMaxRequest = 16 << 20;  // a report is bounded by the outbox's limit
+constexpr std::size_t kMaxPemFile = 1 << 20;
+
+// Reads the request's PEM files into it (ca_pem, client_cert_pem, client_key_pem) while
+// this process may still read them, then becomes `user`.
+Status BecomeUser(HttpRequest& request, const std::string& user) {
+  for (auto [path, pem] : {std::pair{&request.ca_file, &request.ca_pem},
+                           std::pair{&request.client_cert, &request.client_cert_pem},
+                           std::pair{&request.client_key, &request.client_key_pem}}) {
+    if (path->empty()) continue;
+    auto text = ReadLocalFile(*path, kMaxPemFile);
+    if (!text) return Fail(text.error());
+    *pem = std::move(*text);
+  }
+  return DropPrivileges(user);
+}
 
 }  // namespace
 
-int ServeHttpFetch(std::FILE* in, std::FILE* out) {
+int ServeHttpFetch(std::FILE* in, std::FILE* out, const std::string& user) {
   std::string text;
   const Json job =
       ReadToEnd(fileno(in), text, kMaxRequest) ? Json::parse(text, nullptr, false) : Json();
@@ -38,7 +55,12 @@ int ServeHttpFetch(std::FILE* in, std::FILE* out) {
   request.timeout = std::chrono::milliseconds(fields.IntOr("timeout_ms", 15000));
   request.max_response_body = static_cast<std::size_t>(
       std::max<std::int64_t>(0, fields.IntOr("max_response_body", 64 << 10)));
-  auto response = HttpFetch(request);
+  Result<HttpResponse> response = Fail(std::errc::invalid_argument, "not sent");
+  if (auto became = user.empty() ? Status() : BecomeUser(request, user); !became) {
+    response = Fail(became.error());
+  } else {
+    response = HttpFetch(request);
+  }
   Json outcome;
   if (!response) {
     outcome = {{"ok", false},

@@ -31,7 +31,9 @@ namespace tether {
     const nlohmann::json& json);
 
 // The child's side: reads a request from `in`, fetches it with HttpFetch, writes the
-// outcome on `out`. Returns the exit status: 0 when an outcome was written.
-[[nodiscard]] int ServeHttpFetch(std::FILE* in, std::FILE* out);
+// outcome on `out`. Returns the exit status: 0 when an outcome was written. With a
+// `user`, it reads the request's CA and client certificate files first, then becomes that
+// user (DropPrivileges) before it talks to the server; a failure of either is the outcome.
+[[nodiscard]] int ServeHttpFetch(std::FILE* in, std::FILE* out, const std::string& user = "");
 
 }  // namespace tether

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     std::perror("tetherd: prctl(PR_SET_NO_NEW_PRIVS)");
     return 1;
   }
-  if (flags.http_fetch) return tether::ServeHttpFetch(stdin, stdout);
+  if (flags.http_fetch) return tether::ServeHttpFetch(stdin, stdout, flags.http_fetch_user);
   if (flags.git_worker) {
     return tether::RunGitWorker({.ca_file = flags.worker_ca_file, .user = flags.worker_user});
   }

@@ -95,6 +95,7 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags) {
   app.add_option("--git-worker-user", flags.worker_user)->group("");
   app.add_flag("--cycle-process", flags.cycle_process)->group("");
   app.add_flag("--http-fetch", flags.http_fetch)->group("");
+  app.add_option("--http-fetch-user", flags.http_fetch_user)->group("");
 }
 
 std::string SelfPath(const char* argv0) {

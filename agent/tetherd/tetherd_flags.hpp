@@ -26,6 +26,7 @@ struct TetherdFlags {
   bool git_worker = false;
   std::string worker_ca_file{};
   std::string worker_user{};
+  std::string http_fetch_user{};
   // Internal: a cycle of the daemon's (agent/daemon/cycle_process.hpp).
   bool cycle_process = false;
   // Internal: one HTTP request of the daemon's reports (agent/report/send_process.hpp).

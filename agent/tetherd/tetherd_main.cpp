@@ -4,6 +4,7 @@
 // What runs a cycle (tetherd --once, each of the daemon's cycles, the git worker) is
 // tetherd-cycle, found beside this program or in tether's libexec directory; tetherd
 // hands those modes over to it.
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,7 @@
 #include "agent/tetherd/tetherd_flags.hpp"
 #include "agent/toml/diagnostics.hpp"
 #include "common/log.hpp"
+#include "common/privileges.hpp"
 #include "common/process.hpp"
 #include "version.hpp"
 
@@ -86,6 +88,12 @@ int main(int argc, char** argv) {
   daemon.cycle.wait_for_lock = true;  // a cycle that outlived our crash finishes first
   daemon.cycle_argv = {cycle_program, "--cycle-process", "--log-level", flags.log_level};
   daemon.http_argv = {cycle_program, "--http-fetch"};
+  // Report deliveries and https:// change-signal checks parse what a server sends: as
+  // root, they run as the git worker's user, once they have read their certificates.
+  if (geteuid() == 0 && getpwnam(tether::kUnprivilegedUser) != nullptr) {
+    daemon.http_argv.insert(daemon.http_argv.end(),
+                            {"--http-fetch-user", tether::kUnprivilegedUser});
+  }
   daemon.cycle_env = tether::kCleanEnvironment;
   // The cycle's log goes where ours goes: to the journal under systemd.
   if (const char* journal = std::getenv("JOURNAL_STREAM")) {

@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -561,6 +563,70 @@ TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt s
   auto next = Start(options);
   WaitForStatus(*next, [](const ReporterStatus& s) { return s.delivered == 1; });
   CHECK(Ids(server.requests()) == std::vector<std::string>{report["id"].get<std::string>()});
+}
+
+// The /proc/PID/status lines of this process's child whose command line has `marker`;
+// empty when there is none.
+std::vector<std::string> ChildStatus(const std::string& marker) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream cmdline(entry.path() / "cmdline", std::ios::binary);
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    if (args.find(marker) == std::string::npos) continue;
+    std::ifstream status(entry.path() / "status");
+    std::vector<std::string> lines;
+    bool ours = false;
+    for (std::string line; std::getline(status, line);) {
+      ours |= line == "PPid:\t" + std::to_string(getpid());
+      lines.push_back(line);
+    }
+    if (ours) return lines;
+  }
+  return {};
+}
+
+TEST_CASE("As root, the HTTP child reads its certificates, then runs as an unprivileged user") {
+  if (geteuid() != 0) return;  // CI runs as root
+  const char* cycle = std::getenv("TETHERD_CYCLE");
+  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  // The CA, the client certificate and its key where only root may read them.
+  TempDir secrets("report-secrets");
+  std::filesystem::permissions(secrets.path(), std::filesystem::perms::owner_all);
+  for (const auto& [from, to] : {std::pair{Certs().ca.cert(), secrets.Path("ca.pem")},
+                                 std::pair{Certs().client.cert, secrets.Path("client.pem")},
+                                 std::pair{Certs().client.key, secrets.Path("client.key")}}) {
+    std::filesystem::copy_file(from, to);
+    std::filesystem::permissions(to, std::filesystem::perms::owner_read);
+  }
+  HttpsServer hanging({Certs().server, Certs().ca.cert(), false});
+  hanging.SetDefaultResponse(ScriptedResponse::Hang());
+  TempDir state("report-state");
+  ReporterOptions options = Options(hanging.url("/"), state);
+  options.ca_file = secrets.Path("ca.pem");
+  options.client_cert = secrets.Path("client.pem");
+  options.client_key = secrets.Path("client.key");
+  options.send = tether::MakeProcessSender({cycle, "--http-fetch", "--http-fetch-user", "nobody"},
+                                           tether::kCleanEnvironment);
+  options.timeout = 60s;
+  auto reporter = Start(options);
+  Submit(*reporter, ApplyReport(0));
+  // The request arrived over mutual TLS: the key was read. Meanwhile the child that sent
+  // it runs as nobody, unable to gain privileges again.
+  REQUIRE(hanging.WaitForRequests(1, 10s));
+  CHECK(hanging.requests()[0].client_cn == "agent");
+  const auto status = ChildStatus("--http-fetch-user");
+  REQUIRE_FALSE(status.empty());
+  CHECK(std::count(status.begin(), status.end(), "Uid:\t65534\t65534\t65534\t65534") == 1);
+  CHECK(std::count(status.begin(), status.end(), "Groups:\t ") == 1);
+  CHECK(std::count(status.begin(), status.end(), "NoNewPrivs:\t1") == 1);
+  reporter->Stop();
+
+  // Answered, the report is delivered.
+  HttpsServer server({Certs().server, Certs().ca.cert(), false});
+  options.url = server.url("/");
+  auto next = Start(options);
+  WaitForStatus(*next, [](const ReporterStatus& s) { return s.delivered == 1; });
+  REQUIRE(server.requests().size() == 1);
+  CHECK(server.requests()[0].client_cn == "agent");
 }
 
 TEST_CASE("Stop does not wait for a backoff to end") {
