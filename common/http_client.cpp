@@ -139,15 +139,7 @@ class Session {
     OnStream([this](auto& stream) {
       http::async_read(stream, buffer_, parser_, [this](beast::error_code code, std::size_t) {
         if (code) return ReadFailed(code);
-        HttpResponse response;
-        const auto& answer = parser_.get();
-        response.status = static_cast<int>(answer.result_int());
-        for (const auto& field : answer) {
-          response.headers.emplace_back(std::string(field.name_string()),
-                                        std::string(field.value()));
-        }
-        response.body = answer.body();
-        outcome_.response = std::move(response);
+        outcome_.response = Response();
         if (!tls_stream_) return;
         beast::get_lowest_layer(*tls_stream_).expires_after(std::chrono::seconds(1));
         tls_stream_->async_shutdown([](beast::error_code) {});
@@ -155,13 +147,31 @@ class Session {
     });
   }
 
-  void ReadFailed(const beast::error_code& code) {
-    if (code == http::error::body_limit) {
-      return Finish(Error(std::make_error_code(std::errc::file_too_large),
-                          url_.shown + " answered with more than " +
-                              std::to_string(request_.max_response_body) + " bytes"));
+  // The answer as parsed so far: the status line and headers, and the body read.
+  HttpResponse Response() const {
+    HttpResponse response;
+    const auto& answer = parser_.get();
+    response.status = static_cast<int>(answer.result_int());
+    for (const auto& field : answer) {
+      response.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     }
-    Finish(NetworkError(code, "read from", url_));
+    response.body = answer.body();
+    return response;
+  }
+
+  // A failed read. Once the status line and headers are in, the answer stands, marked
+  // incomplete: the receiver has spoken, however the connection ends.
+  void ReadFailed(const beast::error_code& code) {
+    const Error error = code == http::error::body_limit
+                            ? Error(std::make_error_code(std::errc::file_too_large),
+                                    url_.shown + " answered with more than " +
+                                        std::to_string(request_.max_response_body) + " bytes")
+                            : NetworkError(code, "read from", url_);
+    if (!parser_.is_header_done()) return Finish(error);
+    HttpResponse response = Response();
+    response.complete = false;
+    response.incomplete = error.message();
+    outcome_.response = std::move(response);
   }
 
   void Finish(Error error) { outcome_.error = std::move(error); }

@@ -43,6 +43,13 @@ struct HttpResponse {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers{};
   std::string body{};
+  // False when the status line and headers arrived but the whole body did not: the
+  // connection ended first (a reset, an EOF, TLS closed without close_notify), the body
+  // went over max_response_body, or the deadline passed. `body` holds what was read and
+  // `incomplete` says why. Whoever needs the body treats that as a failure; whoever needs
+  // only the status (a delivery: the receiver said 2xx) has its answer.
+  bool complete = true;
+  std::string incomplete{};
 
   // The first header named `name` (case-insensitive), or "".
   [[nodiscard]] std::string Header(std::string_view name) const;

@@ -83,7 +83,8 @@ SignalAnswer ChangeSignal::Read(const Result<HttpResponse>& response, std::uint6
         confirmed_ && (!confirmed_->etag.empty() || !confirmed_->last_modified.empty());
     return asked ? SignalAnswer::kUnchanged : SignalAnswer::kError;
   }
-  if (response->status != 200) return SignalAnswer::kError;
+  // A body cut short says nothing about the repo.
+  if (response->status != 200 || !response->complete) return SignalAnswer::kError;
   Seen seen{response->Header("ETag"), response->Header("Last-Modified"),
             DigestSha256Hex(response->body)};
   if (!ValidatorsSettled(*response)) {

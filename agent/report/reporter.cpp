@@ -309,6 +309,9 @@ void Reporter::Deliver(const OutboxEntry& entry) {
   report["sent_at"] = FormatReportTime(NowUnixMs());
   request.body = report.dump(-1, ' ', false, Json::error_handler_t::replace);
   const std::string id = JsonFields(report).StringOr("id");
+  // The receiver's de-duplication key without parsing the body: a report may arrive
+  // twice (a crash or a stop between its delivery and our bookkeeping), always with its id.
+  if (!id.empty()) request.headers.emplace_back("Idempotency-Key", id);
 
   auto response = options_.send(request);
   if (!response) {
@@ -322,6 +325,8 @@ void Reporter::Deliver(const OutboxEntry& entry) {
   const int code = response->status;
   auto log = GetLogger("report");
   if (code >= 200 && code < 300) {
+    // Delivered once the receiver said so, however the connection ended after that.
+    if (!response->complete) log->debug("Report {} delivered; then {}", id, response->incomplete);
     // The drop counter first: a crash in between re-sends the report (same id), it never
     // reports the same drops twice.
     if (auto acknowledged = outbox_->AcknowledgeDropped(dropped); !acknowledged) {

@@ -8,8 +8,11 @@
 // are not followed. Before each attempt the report gets "sent_at" and "dropped_reports"
 // (reports the full outbox dropped and no delivered report has told yet).
 //
-// Outcomes, by answer:
-//   2xx                                   delivered: removed from the outbox
+// Each request also carries "Idempotency-Key: ID", the report's id.
+//
+// Outcomes, by answer (the status line and headers: the answer stands however the
+// connection ends after them, body cut short, TLS without close_notify, reset):
+//   2xx                                   delivered: removed from the outbox, never retried
 //   4xx but 408 and 429                   refused for good: removed, logged once, counted
 //                                         in `rejected`; later reports go on
 //   5xx, 408, 429, 3xx, no answer,        kept at the head of the outbox and retried after

@@ -70,7 +70,9 @@ int ServeHttpFetch(std::FILE* in, std::FILE* out, const std::string& user) {
     outcome = {{"ok", true},
                {"status", response->status},
                {"headers", HeadersToJson(response->headers)},
-               {"body", response->body}};
+               {"body", response->body},
+               {"complete", response->complete},
+               {"incomplete", response->incomplete}};
   }
   const std::string dumped = outcome.dump(-1, ' ', false, Json::error_handler_t::replace);
   return WriteFully(fileno(out), dumped) ? 0 : 1;

@@ -70,6 +70,8 @@ HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::str
     HttpResponse response;
     response.status = static_cast<int>(fields.IntOr("status", 0));
     response.body = fields.StringOr("body");
+    response.complete = fields.BoolOr("complete", true);
+    response.incomplete = fields.StringOr("incomplete");
     const auto headers = outcome.find("headers");
     response.headers = HeadersFromJson(headers != outcome.end() ? *headers : Json());
     return response;

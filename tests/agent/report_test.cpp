@@ -21,6 +21,7 @@
 #include "agent/report/reporter.hpp"
 #include "agent/report/send_process.hpp"
 #include "common/process.hpp"
+#include "tests/support/git_server.hpp"
 #include "tests/support/https_server.hpp"
 #include "tests/support/report_schema.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -563,6 +564,72 @@ TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt s
   auto next = Start(options);
   WaitForStatus(*next, [](const ReporterStatus& s) { return s.delivered == 1; });
   CHECK(Ids(server.requests()) == std::vector<std::string>{report["id"].get<std::string>()});
+}
+
+// tests/agent/report_receiver.py: Python's http.server on 127.0.0.1, HTTP/1.0, over TLS
+// with `certificate` (closing without close_notify), storing what it receives.
+class PythonReceiver : public tether::testing::ServerProcess {
+ public:
+  explicit PythonReceiver(const tether::testing::CertificateFiles& certificate)
+      : ServerProcess("report-receiver") {
+    const char* script = std::getenv("TETHER_REPORT_RECEIVER");
+    REQUIRE_MESSAGE(script != nullptr, "TETHER_REPORT_RECEIVER is set by meson");
+    Start(
+        [&](int port) {
+          // The interpreter by its real path: the harness knows a server by its executable.
+          return std::vector<std::string>{std::filesystem::canonical("/usr/bin/python3").string(),
+                                          script,
+                                          "--port",
+                                          std::to_string(port),
+                                          "--store",
+                                          store(),
+                                          "--cert",
+                                          certificate.cert,
+                                          "--key",
+                                          certificate.key};
+        },
+        tether::kCleanEnvironment, tether::testing::PickFreePort);
+  }
+  [[nodiscard]] std::string url() const {
+    return "https://localhost:" + std::to_string(port()) + "/reports";
+  }
+  [[nodiscard]] std::string store() const { return dir().Path("received.jsonl"); }
+  // What it stored, one object per report received.
+  [[nodiscard]] std::vector<Json> Received() const {
+    std::ifstream file(store());
+    std::vector<Json> received;
+    for (std::string line; std::getline(file, line);) received.push_back(Json::parse(line));
+    return received;
+  }
+};
+
+TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each report once") {
+  const char* cycle = std::getenv("TETHERD_CYCLE");
+  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  PythonReceiver receiver(Certs().server);
+  TempDir state("report-state");
+  ReporterOptions options = Options(receiver.url(), state);
+  // As tetherd sends them: from its child process.
+  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  auto reporter = Start(options);
+  std::vector<std::string> sent;
+  for (int n = 0; n < 4; ++n) {
+    const Json report = ApplyReport(n);
+    sent.push_back(report["id"].get<std::string>());
+    Submit(*reporter, report);
+  }
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 4; });
+  const auto status = reporter->Snapshot();
+  CHECK(status.queued == 0);
+  CHECK(status.last_error == "");
+  CHECK(status.failed_attempts == 0);
+  const auto received = receiver.Received();
+  std::vector<std::string> ids;
+  for (const auto& report : received) {
+    ids.push_back(report["id"].get<std::string>());
+    CHECK(report["idempotency_key"] == report["id"]);
+  }
+  CHECK(ids == sent);  // each once, in order
 }
 
 // The /proc/PID/status lines of this process's child whose command line has `marker`;
