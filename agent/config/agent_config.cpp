@@ -132,6 +132,14 @@ class ConfigParser {
     Set(t, "client_key", t.String("client_key"), s.client_key);
     Set(t, "ca_file", t.String("ca_file"), s.ca_file);
     Set(t, "heartbeat", t.Duration("heartbeat"), s.heartbeat);
+    if (auto format = t.String("format")) {
+      if (*format == kReportFormatTether || *format == kReportFormatCloudEvents) {
+        Set(t, "format", format, s.format);
+      } else {
+        t.Error("format", std::string("expected \"") + kReportFormatTether + "\" or \"" +
+                              kReportFormatCloudEvents + "\", got \"" + *format + "\"");
+      }
+    }
   }
 
   void Webhook(TomlTable& t) {

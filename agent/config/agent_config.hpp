@@ -72,7 +72,12 @@ struct ReportConfig {
   std::optional<std::string> client_key;
   std::optional<std::string> ca_file;
   std::chrono::milliseconds heartbeat = std::chrono::minutes(5);
+  // How a report is sent: kReportFormatTether (the JSON body, tether.report/v1) or
+  // kReportFormatCloudEvents (the same body as a CloudEvents 1.0 event, HTTP binary mode).
+  std::string format = "tether.report/v1";
 };
+inline constexpr char kReportFormatTether[] = "tether.report/v1";
+inline constexpr char kReportFormatCloudEvents[] = "cloudevents";
 
 struct WebhookConfig {
   std::optional<std::string> listen;  // "address:port"; none: no webhook listener

@@ -46,6 +46,21 @@ std::string Excerpt(std::string_view body) {
   return Trimmed(shown);
 }
 
+// CloudEvents 1.0, HTTP protocol binding, binary content mode: the report is the event's
+// data (Content-Type: application/json, set already) and its attributes are headers.
+void AddCloudEventHeaders(const Json& report,
+                          std::vector<std::pair<std::string, std::string>>& headers) {
+  const JsonFields fields(report);
+  const auto host = report.find("host");
+  const std::string hostname =
+      host != report.end() && host->is_object() ? JsonFields(*host).StringOr("hostname") : "";
+  headers.emplace_back("ce-specversion", "1.0");
+  headers.emplace_back("ce-id", fields.StringOr("id"));
+  headers.emplace_back("ce-source", "urn:tether:host:" + hostname);
+  headers.emplace_back("ce-type", "dev.tether.report." + fields.StringOr("event"));
+  headers.emplace_back("ce-time", fields.StringOr("created_at"));
+}
+
 // Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3); nothing when absent or
 // unreadable.
 std::optional<std::chrono::milliseconds> ParseRetryAfter(const std::string& value) {
@@ -78,6 +93,7 @@ ReporterOptions ReporterOptionsFrom(const ReportConfig& config, const std::strin
   options.client_cert = config.client_cert.value_or("");
   options.client_key = config.client_key.value_or("");
   options.ca_file = config.ca_file.value_or("");
+  options.cloudevents = config.format == kReportFormatCloudEvents;
   options.outbox_dir = outbox_dir;
   return options;
 }
@@ -312,6 +328,7 @@ void Reporter::Deliver(const OutboxEntry& entry) {
   // The receiver's de-duplication key without parsing the body: a report may arrive
   // twice (a crash or a stop between its delivery and our bookkeeping), always with its id.
   if (!id.empty()) request.headers.emplace_back("Idempotency-Key", id);
+  if (options_.cloudevents) AddCloudEventHeaders(report, request.headers);
 
   auto response = options_.send(request);
   if (!response) {

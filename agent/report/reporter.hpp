@@ -57,7 +57,11 @@ struct ReporterOptions {
   std::string token_file{};   // empty: no Authorization header
   std::string client_cert{};  // PEM files for mutual TLS; both or neither
   std::string client_key{};
-  std::string ca_file{};     // empty: the system CAs
+  std::string ca_file{};  // empty: the system CAs
+  // Send each report as a CloudEvents 1.0 event in HTTP binary mode: the same body, with
+  // ce-specversion, ce-id (the report's id), ce-source (urn:tether:host:HOSTNAME),
+  // ce-type (dev.tether.report.EVENT) and ce-time (created_at) headers.
+  bool cloudevents = false;
   std::string outbox_dir{};  // StateStore::OutboxDir()
   OutboxLimits limits{};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};

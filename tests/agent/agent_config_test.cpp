@@ -118,6 +118,9 @@ TEST_CASE("Each kind of mistake is reported with file, line, column and key") {
        "agent.toml:2:18: trust.require_signed: expected a boolean (true or false), got a string\n"},
       {"[apply]\ndrift = \"fix\"\n",
        "agent.toml:2:9: apply.drift: expected \"revert\", \"report\" or \"ignore\", got \"fix\"\n"},
+      {"[report]\nformat = \"json\"\n",
+       "agent.toml:2:10: report.format: expected \"tether.report/v1\" or \"cloudevents\", got "
+       "\"json\"\n"},
       {"[apply]\nrollback = \"never\"\n",
        "agent.toml:2:12: apply.rollback: expected \"auto\" or \"off\", got \"never\"\n"},
       {"[apply]\nallowed_paths = [\"/etc/\"]\n",

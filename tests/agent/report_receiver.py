@@ -1,16 +1,48 @@
 #!/usr/bin/env python3
 """A report receiver that tether did not write: Python's http.server, as small receivers
 are. It stores every report it is sent, one JSON line each ({"id", "idempotency_key",
-"created_at"}), in --store, and answers 200 in HTTP/1.0: no Content-Length, the
+"created_at", "cloudevent", "cloudevent_errors"}), in --store, and answers 200 in HTTP/1.0: no Content-Length, the
 connection closed after the answer, and, over TLS (--cert, --key), closed without a TLS
 close_notify, as Python's ssl module does when a socket is closed without unwrap().
 
 Usage: report_receiver.py --port PORT --store FILE [--cert PEM --key PEM]
 """
 import argparse
+import datetime
 import http.server
 import json
+import re
 import ssl
+import urllib.parse
+
+
+def cloudevent(headers) -> tuple[dict, list[str]]:
+    """The CloudEvents 1.0 attributes of a binary-mode HTTP request (ce-* headers and
+    Content-Type), and what breaks the spec's rules for them: the required id, source,
+    specversion and type; time as RFC 3339; attribute names of a-z and 0-9, at most 20."""
+    attributes = {name.lower()[3:]: value for name, value in headers.items()
+                  if name.lower().startswith("ce-")}
+    if not attributes:
+        return {}, []
+    errors = []
+    for name in attributes:
+        if not re.fullmatch(r"[a-z0-9]{1,20}", name):
+            errors.append(f"attribute name '{name}'")
+    for name in ("id", "source", "specversion", "type"):
+        if not attributes.get(name):
+            errors.append(f"required attribute '{name}' missing or empty")
+    if attributes.get("specversion") != "1.0":
+        errors.append(f"specversion {attributes.get('specversion')!r}")
+    source = urllib.parse.urlparse(attributes.get("source", ""))
+    if not (source.scheme or source.path):
+        errors.append(f"source {attributes.get('source')!r} is not a URI-reference")
+    if "time" in attributes:
+        try:
+            datetime.datetime.fromisoformat(attributes["time"].replace("Z", "+00:00"))
+        except ValueError:
+            errors.append(f"time {attributes['time']!r} is not RFC 3339")
+    attributes["datacontenttype"] = headers.get("Content-Type", "")
+    return attributes, errors
 
 
 def main() -> None:
@@ -27,10 +59,13 @@ def main() -> None:
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length", "0"))
             report = json.loads(self.rfile.read(length))
+            attributes, errors = cloudevent(self.headers)
             with open(args.store, "a", encoding="utf-8") as store:
                 store.write(json.dumps({"id": report.get("id"),
                                         "idempotency_key": self.headers.get("Idempotency-Key"),
-                                        "created_at": report.get("created_at")}) + "\n")
+                                        "created_at": report.get("created_at"),
+                                        "cloudevent": attributes,
+                                        "cloudevent_errors": errors}) + "\n")
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()

@@ -632,6 +632,32 @@ TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each re
   CHECK(ids == sent);  // each once, in order
 }
 
+TEST_CASE("report.format = cloudevents: a CloudEvents 1.0 event in HTTP binary mode") {
+  PythonReceiver receiver(Certs().server);
+  TempDir state("report-state");
+  tether::ReportConfig config;
+  config.url = receiver.url();
+  config.ca_file = Certs().ca.cert();
+  config.format = tether::kReportFormatCloudEvents;
+  ReporterOptions options = tether::ReporterOptionsFrom(config, state.Path("outbox"));
+  options.send = tether::HttpFetch;
+  auto reporter = Start(options);
+  const Json report = ApplyReport(1);
+  Submit(*reporter, report);
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 1; });
+  const auto received = receiver.Received();
+  REQUIRE(received.size() == 1);
+  CHECK(received[0]["cloudevent_errors"] == Json::array());
+  const Json& event = received[0]["cloudevent"];
+  CHECK(event["specversion"] == "1.0");
+  CHECK(event["id"] == report["id"]);
+  CHECK(event["source"] == "urn:tether:host:web-01");
+  CHECK(event["type"] == "dev.tether.report.apply");
+  CHECK(event["time"] == report["created_at"]);
+  CHECK(event["datacontenttype"] == "application/json");
+  CHECK(received[0]["id"] == report["id"]);  // the body is the report, as without the format
+}
+
 // The /proc/PID/status lines of this process's child whose command line has `marker`;
 // empty when there is none.
 std::vector<std::string> ChildStatus(const std::string& marker) {
