@@ -220,10 +220,11 @@ void Outbox::SetAside(std::uint64_t sequence, const Error& why, std::vector<Erro
   entries_.erase(sequence);
 }
 
-Result<std::optional<OutboxEntry>> Outbox::Front(std::vector<Error>& problems) {
+Result<std::optional<OutboxEntry>> Outbox::Front(std::vector<Error>& problems,
+                                                 std::uint64_t after) {
   std::lock_guard lock(mutex_);
-  while (!entries_.empty()) {
-    const auto [sequence, size] = *entries_.begin();
+  while (entries_.upper_bound(after) != entries_.end()) {
+    const auto [sequence, size] = *entries_.upper_bound(after);
     auto text = fs_->ReadFile(PathOf(sequence), limits_.max_bytes);
     if (!text) {
       if (text.error().Is(std::errc::no_such_file_or_directory)) {
@@ -247,6 +248,25 @@ Result<std::optional<OutboxEntry>> Outbox::Front(std::vector<Error>& problems) {
     return OutboxEntry{sequence, std::move(*text)};
   }
   return std::nullopt;
+}
+
+Result<std::uint64_t> Outbox::MoveToBack(std::uint64_t sequence) {
+  std::lock_guard lock(mutex_);
+  const auto found = entries_.find(sequence);
+  if (found == entries_.end()) {
+    return Fail(std::errc::no_such_file_or_directory,
+                "outbox entry " + std::to_string(sequence) + " is gone");
+  }
+  const std::uint64_t moved_to = next_sequence_;
+  if (auto moved = fs_->Rename(PathOf(sequence), PathOf(moved_to)); !moved) {
+    return Fail(moved.error().WithContext("move outbox entry " + std::to_string(sequence)));
+  }
+  ++next_sequence_;
+  entries_[moved_to] = found->second;
+  entries_.erase(found);
+  if (in_delivery_ == sequence) in_delivery_.reset();
+  if (auto synced = fs_->SyncDirectory(dir_); !synced) return Fail(synced.error());
+  return moved_to;
 }
 
 void Outbox::Release() {

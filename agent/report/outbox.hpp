@@ -70,7 +70,13 @@ class Outbox {
   // is not dropped to make room) until Remove or Release. Entries that cannot be read or
   // are not a JSON object are set aside (renamed to NAME.corrupt) and skipped: each one is
   // appended to `problems`. Fails only when the directory cannot be used at all.
-  [[nodiscard]] Result<std::optional<OutboxEntry>> Front(std::vector<Error>& problems);
+  // With `after`: the oldest entry whose sequence is greater (the one behind entry `after`).
+  [[nodiscard]] Result<std::optional<OutboxEntry>> Front(std::vector<Error>& problems,
+                                                         std::uint64_t after = 0);
+
+  // Moves entry `sequence` behind every other (a new sequence; the same content), with one
+  // rename: it is never lost nor doubled by a crash. Returns its new sequence.
+  [[nodiscard]] Result<std::uint64_t> MoveToBack(std::uint64_t sequence);
 
   // Ends the delivery of the entry returned by Front without removing it (to retry later).
   void Release();

@@ -110,6 +110,7 @@ Json ReporterStatusToJson(const ReporterStatus& status) {
               {"dropped", status.dropped},
               {"delivered", status.delivered},
               {"rejected", status.rejected},
+              {"moved_back", status.moved_back},
               {"failed_attempts", status.failed_attempts},
               {"last_delivery", time_or_null(status.last_delivery)},
               {"last_attempt", time_or_null(status.last_attempt)},
@@ -239,7 +240,13 @@ void Reporter::Run() {
     pending_ = false;  // before looking: a Submit from now on wakes the wait below
     lock.unlock();
     std::vector<Error> problems;
-    auto entry = outbox_->Front(problems);
+    // Every kMoveBackAfter failures in a row of the oldest report, one probe past it.
+    bool probe = head_failures_ >= head_failures_probed_ + kMoveBackAfter;
+    auto entry = outbox_->Front(problems, probe ? head_ : 0);
+    if (probe && entry && !*entry) {  // nothing behind it
+      probe = false;
+      entry = outbox_->Front(problems);
+    }
     LogProblems(problems);
     lock.lock();
     if (!entry) {
@@ -256,7 +263,26 @@ void Reporter::Run() {
     sending_ = true;
     next_attempt_.reset();
     lock.unlock();
-    Deliver(**entry);
+    const Delivery delivery = Deliver(**entry);
+    if (probe) {
+      head_failures_probed_ = head_failures_;
+      if (delivery != Delivery::kRetry) {  // the endpoint answers: the oldest is what fails
+        MoveBack(head_);
+        head_failures_ = head_failures_probed_ = 0;
+      }
+    } else if (delivery == Delivery::kRetry) {
+      if (head_ != (*entry)->sequence) head_failures_ = head_failures_probed_ = 0;
+      head_ = (*entry)->sequence;
+      ++head_failures_;
+      // The probe goes at once, not after the backoff: an endpoint that comes back in
+      // between would take it for a report that fails, and move the oldest back.
+      if (head_failures_ >= head_failures_probed_ + kMoveBackAfter && outbox_->size() > 1) {
+        std::lock_guard relock(mutex_);
+        if (!stopping_) next_attempt_.reset();
+      }
+    } else {
+      head_failures_ = head_failures_probed_ = 0;
+    }
     lock.lock();
     sending_ = false;
   }
@@ -292,7 +318,7 @@ void Reporter::RetryLater(const std::string& error,
            Seconds(delay), outbox_->size());
 }
 
-void Reporter::Deliver(const OutboxEntry& entry) {
+Reporter::Delivery Reporter::Deliver(const OutboxEntry& entry) {
   {
     std::lock_guard lock(mutex_);
     status_.last_attempt = NowUnixSeconds();
@@ -312,9 +338,10 @@ void Reporter::Deliver(const OutboxEntry& entry) {
     auto token = ReadLocalFile(options_.token_file, kMaxTokenSize);
     if (!token || Trimmed(*token).empty()) {
       outbox_->Release();
-      return RetryLater("read the report token '" + options_.token_file +
-                            "': " + (token ? "the file is empty" : token.error().message()),
-                        std::nullopt);
+      RetryLater("read the report token '" + options_.token_file +
+                     "': " + (token ? "the file is empty" : token.error().message()),
+                 std::nullopt);
+      return Delivery::kRetry;
     }
     request.headers.emplace_back("Authorization", "Bearer " + Trimmed(*token));
   }
@@ -335,9 +362,10 @@ void Reporter::Deliver(const OutboxEntry& entry) {
     outbox_->Release();
     {
       std::lock_guard lock(mutex_);
-      if (stopping_) return;  // cut short by Stop: queued for the next start, not a failure
+      if (stopping_) return Delivery::kRetry;  // cut short by Stop: queued, not a failure
     }
-    return RetryLater(response.error().message(), std::nullopt);
+    RetryLater(response.error().message(), std::nullopt);
+    return Delivery::kRetry;
   }
   const int code = response->status;
   auto log = GetLogger("report");
@@ -366,7 +394,7 @@ void Reporter::Deliver(const OutboxEntry& entry) {
       // Delivered but still queued: it would be sent again (the endpoint sees the same id).
       RetryLater(removed.error().message(), std::nullopt);
     }
-    return;
+    return Delivery::kDelivered;
   }
   const std::string answered = "'" + shown_url_ + "' answered HTTP " + std::to_string(code);
   if (code >= 400 && code < 500 && code != 408 && code != 429) {
@@ -384,7 +412,7 @@ void Reporter::Deliver(const OutboxEntry& entry) {
     }
     log->error("The report endpoint refused a report: {}; dropped it, not retried", error);
     if (!removed) RetryLater(removed.error().message(), std::nullopt);
-    return;
+    return Delivery::kRejected;
   }
   outbox_->Release();
   std::string error = answered;
@@ -393,6 +421,23 @@ void Reporter::Deliver(const OutboxEntry& entry) {
              "', not followed: fix report.url)";
   }
   RetryLater(error, ParseRetryAfter(response->Header("Retry-After")));
+  return Delivery::kRetry;
+}
+
+void Reporter::MoveBack(std::uint64_t head) {
+  auto moved = outbox_->MoveToBack(head);
+  if (!moved) {
+    GetLogger("report")->warn("Report outbox: {}", moved.error().message());
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    ++status_.moved_back;
+  }
+  GetLogger("report")->warn(
+      "A report failed {} attempts in a row while the one behind it got an answer: moved it "
+      "behind the others, to be retried in its turn",
+      head_failures_);
 }
 
 }  // namespace tether

@@ -21,6 +21,13 @@
 //                                         after Retry-After when that is later (capped at
 //                                         max_retry_after)
 //
+// No head-of-line blocking: after every kMoveBackAfter retryable failures in a row of the
+// oldest report, the next attempt goes to the report behind it (a probe). If that one gets
+// an answer (delivered or refused), the endpoint is up and the oldest report is what fails:
+// it is moved behind the others (MoveToBack; counted in moved_back) and retried in its
+// turn. If the probe fails too, the endpoint is down: order is kept and the oldest is tried
+// next. Receivers order reports by created_at.
+//
 // Threading: Submit, Snapshot, RetryNow and Stop are thread-safe. Submit and Snapshot never
 // wait for the network: Submit returns once the report is on disk (a few fsyncs).
 #pragma once
@@ -45,6 +52,10 @@
 #include "common/unique_fd.hpp"
 
 namespace tether {
+
+// How many retryable failures in a row of the oldest report make the next attempt a probe
+// past it (see the class comment).
+inline constexpr std::uint64_t kMoveBackAfter = 3;
 
 // Sends one request and reads its response, as HttpFetch does (common/http_client.hpp):
 // HttpFetch itself, or the same in a child process (agent/report/send_process.hpp), which
@@ -83,9 +94,10 @@ struct ReporterStatus {
   std::string state;       // "idle", "sending", "retrying" (waiting for a retry), "stopped"
   std::size_t queued = 0;  // reports in the outbox (the one being sent included)
   std::uint64_t queued_bytes = 0;
-  std::uint64_t dropped = 0;          // dropped from a full outbox and not yet reported
-  std::uint64_t delivered = 0;        // since this process started
-  std::uint64_t rejected = 0;         // refused by the endpoint (4xx) since this process started
+  std::uint64_t dropped = 0;     // dropped from a full outbox and not yet reported
+  std::uint64_t delivered = 0;   // since this process started
+  std::uint64_t rejected = 0;    // refused by the endpoint (4xx) since this process started
+  std::uint64_t moved_back = 0;  // reports moved behind newer ones (kMoveBackAfter) since start
   std::uint64_t failed_attempts = 0;  // failed attempts in a row (0 after a delivery)
   std::int64_t last_delivery = 0;
   std::int64_t last_attempt = 0;
@@ -134,7 +146,10 @@ class Reporter {
 
   void Run();
   // One attempt to deliver `entry`; updates the status and the outbox.
-  void Deliver(const OutboxEntry& entry);
+  enum class Delivery { kDelivered, kRejected, kRetry };
+  Delivery Deliver(const OutboxEntry& entry);
+  // After a probe past `head` got an answer: moves `head` behind the others.
+  void MoveBack(std::uint64_t head);
   // Records a failed attempt that is to be retried: backoff, error, log.
   void RetryLater(const std::string& error, std::optional<std::chrono::milliseconds> retry_after);
   [[nodiscard]] std::chrono::milliseconds NextBackoff();
@@ -152,7 +167,12 @@ class Reporter {
   bool sending_ = false;
   std::optional<SteadyClock::time_point> next_attempt_;
   std::chrono::milliseconds backoff_{0};  // the last backoff; 0 after a delivery
-  ReporterStatus status_;                 // the fields the thread keeps (not queue sizes)
+  // The delivery thread's own: the oldest report's retryable failures in a row, and how
+  // many of them there were at the last probe past it.
+  std::uint64_t head_ = 0;
+  std::uint64_t head_failures_ = 0;
+  std::uint64_t head_failures_probed_ = 0;
+  ReporterStatus status_;  // the fields the thread keeps (not queue sizes)
 
   // An eventfd that Stop writes: a sender that watches it (HttpRequest::cancel_fd) ends an
   // attempt in progress at once. The report stays queued.

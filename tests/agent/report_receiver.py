@@ -5,7 +5,10 @@ are. It stores every report it is sent, one JSON line each ({"id", "idempotency_
 connection closed after the answer, and, over TLS (--cert, --key), closed without a TLS
 close_notify, as Python's ssl module does when a socket is closed without unwrap().
 
-Usage: report_receiver.py --port PORT --store FILE [--cert PEM --key PEM]
+With --refuse FILE: while FILE exists, a report whose "event" is the word in it is
+answered 503 (and not stored), as a receiver whose backend chokes on one report.
+
+Usage: report_receiver.py --port PORT --store FILE [--cert PEM --key PEM] [--refuse FILE]
 """
 import argparse
 import datetime
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--refuse")
     args = parser.parse_args()
 
     class Receiver(http.server.BaseHTTPRequestHandler):
@@ -59,6 +63,15 @@ def main() -> None:
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length", "0"))
             report = json.loads(self.rfile.read(length))
+            if args.refuse:
+                try:
+                    with open(args.refuse, encoding="utf-8") as refuse:
+                        if refuse.read().strip() == report.get("event"):
+                            self.send_response(503)
+                            self.end_headers()
+                            return
+                except FileNotFoundError:
+                    pass
             attributes, errors = cloudevent(self.headers)
             with open(args.store, "a", encoding="utf-8") as store:
                 store.write(json.dumps({"id": report.get("id"),
