@@ -12,10 +12,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,12 +26,15 @@
 #include "tests/support/git_server.hpp"
 #include "tests/support/systemd_container.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/text_files.hpp"
 #include "tests/support/wait_for.hpp"
 
 using namespace std::chrono_literals;
+using tether::testing::ReadText;
 using tether::testing::SystemdContainer;
 using tether::testing::TempDir;
 using tether::testing::WaitFor;
+using tether::testing::WriteText;
 
 namespace {
 
@@ -46,20 +47,6 @@ constexpr char kInterval[] = "1s";
 // The watchdog, short enough that a main loop that stopped pinging would be caught (and
 // the unit restarted, which the test would see) within the test.
 constexpr char kWatchdog[] = "3s";
-
-std::string ReadText(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::ostringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
-void WriteText(const std::string& path, const std::string& content) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file << content;
-  REQUIRE_MESSAGE(file.good(), "write " << path);
-}
 
 // Every file of the bundled example fleet repo, plus the demo host's profile, as
 // scripts/demo has them: path in the repo -> content.

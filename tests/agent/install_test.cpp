@@ -15,11 +15,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,12 +29,15 @@
 #include "tests/support/git_server.hpp"
 #include "tests/support/systemd_container.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/text_files.hpp"
 #include "tests/support/wait_for.hpp"
 
 using namespace std::chrono_literals;
+using tether::testing::ReadText;
 using tether::testing::SystemdContainer;
 using tether::testing::TempDir;
 using tether::testing::WaitFor;
+using tether::testing::WriteText;
 
 namespace {
 
@@ -47,20 +48,6 @@ const bool kCannotRun = geteuid() != 0 || kDeb == nullptr || *kDeb == '\0';
 
 // Where the packages wait inside the container.
 constexpr char kDebDir[] = "/srv/tether-debs";
-
-std::string ReadText(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::ostringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
-void WriteText(const std::string& path, const std::string& content) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file << content;
-  REQUIRE_MESSAGE(file.good(), "write " << path);
-}
 
 std::string Trim(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
