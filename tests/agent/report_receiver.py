@@ -8,7 +8,13 @@ close_notify, as Python's ssl module does when a socket is closed without unwrap
 With --refuse FILE: while FILE exists, a report whose "event" is the word in it is
 answered 503 (and not stored), as a receiver whose backend chokes on one report.
 
+With --mode, the first request (or every one) is answered as other receivers do:
+  early        every request: 200 and its headers first, the body read after
+  retry-after  the first: 503 with Retry-After: 1, the body read but not stored
+  hang-up      the first: half of the body read, then the connection closed, no answer
+
 Usage: report_receiver.py --port PORT --store FILE [--cert PEM --key PEM] [--refuse FILE]
+                          [--mode early|retry-after|hang-up]
 """
 import argparse
 import datetime
@@ -55,14 +61,33 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--refuse")
+    parser.add_argument("--mode", choices=["early", "retry-after", "hang-up"])
     args = parser.parse_args()
+
+    requests = [0]
 
     class Receiver(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            requests[0] += 1
+            first = requests[0] == 1
             length = int(self.headers.get("Content-Length", "0"))
+            if args.mode == "hang-up" and first:
+                self.rfile.read(length // 2)
+                self.close_connection = True
+                self.connection.close()
+                return
+            if args.mode == "early":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.flush()
             report = json.loads(self.rfile.read(length))
+            if args.mode == "retry-after" and first:
+                self.send_response(503)
+                self.send_header("Retry-After", "1")
+                self.end_headers()
+                return
             if args.refuse:
                 try:
                     with open(args.refuse, encoding="utf-8") as refuse:
@@ -79,9 +104,10 @@ def main() -> None:
                                         "created_at": report.get("created_at"),
                                         "cloudevent": attributes,
                                         "cloudevent_errors": errors}) + "\n")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
+            if args.mode != "early":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
             self.wfile.write(b"stored\n")
 
         def log_message(self, *_args) -> None:

@@ -582,7 +582,7 @@ TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt s
 class PythonReceiver : public tether::testing::ServerProcess {
  public:
   explicit PythonReceiver(const tether::testing::CertificateFiles& certificate,
-                          const std::string& refuse = "")
+                          const std::string& refuse = "", const std::string& mode = "")
       : ServerProcess("report-receiver") {
     const char* script = std::getenv("TETHER_REPORT_RECEIVER");
     REQUIRE_MESSAGE(script != nullptr, "TETHER_REPORT_RECEIVER is set by meson");
@@ -600,6 +600,7 @@ class PythonReceiver : public tether::testing::ServerProcess {
                                            "--key",
                                            certificate.key};
           if (!refuse.empty()) argv.insert(argv.end(), {"--refuse", refuse});
+          if (!mode.empty()) argv.insert(argv.end(), {"--mode", mode});
           return argv;
         },
         tether::kCleanEnvironment, tether::testing::PickFreePort);
@@ -644,6 +645,40 @@ TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each re
     CHECK(report["idempotency_key"] == report["id"]);
   }
   CHECK(ids == sent);  // each once, in order
+}
+
+TEST_CASE(
+    "Receivers that answer early, ask to retry later, or hang up: each report once, in order") {
+  const char* cycle = std::getenv("TETHERD_CYCLE");
+  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  for (const std::string mode : {"early", "retry-after", "hang-up"}) {
+    CAPTURE(mode);
+    PythonReceiver receiver(Certs().server, "", mode);
+    TempDir state("report-state");
+    ReporterOptions options = Options(receiver.url(), state);
+    options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+    auto reporter = Start(options);
+    std::vector<std::string> sent;
+    for (int n = 0; n < 3; ++n) {
+      const Json report = ApplyReport(n);
+      sent.push_back(report["id"].get<std::string>());
+      Submit(*reporter, report);
+    }
+    const auto started = std::chrono::steady_clock::now();
+    WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 3; });
+    std::vector<std::string> ids;
+    for (const auto& report : receiver.Received()) ids.push_back(report["id"].get<std::string>());
+    CHECK(ids == sent);
+    const auto status = reporter->Snapshot();
+    CHECK(status.queued == 0);
+    if (mode == "early") CHECK(status.last_error == "");
+    if (mode == "retry-after") {
+      CHECK(status.last_error.find("answered HTTP 503") != std::string::npos);
+      // Retry-After: 1 is longer than the backoff (20 ms): it is what was waited for.
+      CHECK(std::chrono::steady_clock::now() - started >= 1s);
+    }
+    if (mode == "hang-up") CHECK_FALSE(status.last_error.empty());
+  }
 }
 
 TEST_CASE("A report the receiver keeps failing is moved behind the others, not blocking them") {
