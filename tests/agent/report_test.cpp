@@ -21,8 +21,8 @@
 #include "agent/report/reporter.hpp"
 #include "agent/report/send_process.hpp"
 #include "common/process.hpp"
-#include "tests/support/git_server.hpp"
 #include "tests/support/https_server.hpp"
+#include "tests/support/report_receiver.hpp"
 #include "tests/support/report_schema.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_ca.hpp"
@@ -37,6 +37,7 @@ using tether::Reporter;
 using tether::ReporterOptions;
 using tether::ReporterStatus;
 using tether::testing::HttpsServer;
+using tether::testing::PythonReceiver;
 using tether::testing::RecordedRequest;
 using tether::testing::ScriptedResponse;
 using tether::testing::TempDir;
@@ -577,47 +578,6 @@ TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt s
   CHECK(Ids(server.requests()) == std::vector<std::string>{report["id"].get<std::string>()});
 }
 
-// tests/agent/report_receiver.py: Python's http.server on 127.0.0.1, HTTP/1.0, over TLS
-// with `certificate` (closing without close_notify), storing what it receives.
-class PythonReceiver : public tether::testing::ServerProcess {
- public:
-  explicit PythonReceiver(const tether::testing::CertificateFiles& certificate,
-                          const std::string& refuse = "", const std::string& mode = "")
-      : ServerProcess("report-receiver") {
-    const char* script = std::getenv("TETHER_REPORT_RECEIVER");
-    REQUIRE_MESSAGE(script != nullptr, "TETHER_REPORT_RECEIVER is set by meson");
-    Start(
-        [&](int port) {
-          // The interpreter by its real path: the harness knows a server by its executable.
-          std::vector<std::string> argv = {std::filesystem::canonical("/usr/bin/python3").string(),
-                                           script,
-                                           "--port",
-                                           std::to_string(port),
-                                           "--store",
-                                           store(),
-                                           "--cert",
-                                           certificate.cert,
-                                           "--key",
-                                           certificate.key};
-          if (!refuse.empty()) argv.insert(argv.end(), {"--refuse", refuse});
-          if (!mode.empty()) argv.insert(argv.end(), {"--mode", mode});
-          return argv;
-        },
-        tether::kCleanEnvironment, tether::testing::PickFreePort);
-  }
-  [[nodiscard]] std::string url() const {
-    return "https://localhost:" + std::to_string(port()) + "/reports";
-  }
-  [[nodiscard]] std::string store() const { return dir().Path("received.jsonl"); }
-  // What it stored, one object per report received.
-  [[nodiscard]] std::vector<Json> Received() const {
-    std::ifstream file(store());
-    std::vector<Json> received;
-    for (std::string line; std::getline(file, line);) received.push_back(Json::parse(line));
-    return received;
-  }
-};
-
 TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each report once") {
   const char* cycle = std::getenv("TETHERD_CYCLE");
   REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
@@ -653,7 +613,9 @@ TEST_CASE(
   REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
   for (const std::string mode : {"early", "retry-after", "hang-up"}) {
     CAPTURE(mode);
-    PythonReceiver receiver(Certs().server, "", mode);
+    tether::testing::ReceiverOptions receiver_options;
+    receiver_options.mode = mode;
+    PythonReceiver receiver(Certs().server, receiver_options);
     TempDir state("report-state");
     ReporterOptions options = Options(receiver.url(), state);
     options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
@@ -685,7 +647,9 @@ TEST_CASE("A report the receiver keeps failing is moved behind the others, not b
   TempDir state("report-state");
   const std::string refuse = state.Path("refuse");
   std::ofstream(refuse) << "drift\n";
-  PythonReceiver receiver(Certs().server, refuse);
+  tether::testing::ReceiverOptions receiver_options;
+  receiver_options.refuse = refuse;
+  PythonReceiver receiver(Certs().server, receiver_options);
   auto reporter = Start(Options(receiver.url(), state));
   Json stuck = ApplyReport(0);
   stuck["event"] = "drift";
