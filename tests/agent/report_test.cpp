@@ -607,6 +607,49 @@ TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each re
   CHECK(ids == sent);  // each once, in order
 }
 
+// Delivers three reports to `url` through the daemon's HTTP child; returns their ids.
+std::vector<std::string> DeliverThree(const std::string& url) {
+  const char* cycle = std::getenv("TETHERD_CYCLE");
+  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  TempDir state("report-state");
+  ReporterOptions options = Options(url, state);
+  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  auto reporter = Start(options);
+  std::vector<std::string> sent;
+  for (int n = 0; n < 3; ++n) {
+    const Json report = ApplyReport(n);
+    sent.push_back(report["id"].get<std::string>());
+    Submit(*reporter, report);
+  }
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 3; });
+  CHECK(reporter->Snapshot().last_error == "");
+  return sent;
+}
+
+// The ids a receiver stored, each checked against its Idempotency-Key.
+std::vector<std::string> StoredIds(const std::string& store) {
+  std::vector<std::string> ids;
+  for (const auto& report : tether::testing::StoredReports(store)) {
+    ids.push_back(report["id"].get<std::string>());
+    CHECK(report["idempotency_key"] == report["id"]);
+  }
+  return ids;
+}
+
+TEST_CASE("nginx in front of a receiver, and lighttpd with a CGI receiver: each report once") {
+  SUBCASE("nginx (TLS) proxying to Python's http.server (plain HTTP)") {
+    PythonReceiver receiver({});
+    tether::testing::NginxProxy proxy(Certs().server, receiver.url());
+    const auto sent = DeliverThree(proxy.url());
+    CHECK(StoredIds(receiver.store()) == sent);
+  }
+  SUBCASE("lighttpd (TLS) with mod_cgi") {
+    tether::testing::LighttpdCgiReceiver receiver(Certs().server);
+    const auto sent = DeliverThree(receiver.url());
+    CHECK(StoredIds(receiver.store()) == sent);
+  }
+}
+
 TEST_CASE(
     "Receivers that answer early, ask to retry later, or hang up: each report once, in order") {
   const char* cycle = std::getenv("TETHERD_CYCLE");
