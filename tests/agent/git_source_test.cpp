@@ -292,7 +292,7 @@ TEST_CASE("A silent server hits the deadline, and the next poll works again") {
   only_silent.options.source.timeout = 1s;
   auto failed = only_silent.Source()->Poll();
   REQUIRE_FALSE(failed);
-  CHECK(failed.error().message().find("no answer within 1000 ms (killed the worker)") !=
+  CHECK(failed.error().message().find("no answer from the git worker within 1000 ms (killed it)") !=
         std::string::npos);
 }
 
