@@ -1,13 +1,23 @@
-// A small HTTP(S) client for one request at a time: health checks now, status reports
-// later. Synchronous for its caller, with a connect deadline and a total deadline; TLS
-// verifies the peer against the system CAs or a given CA file, with the host name
-// checked; redirects are never followed (a 3xx is returned as it is).
+// A small HTTP(S) client for one request at a time: health checks, status reports.
+// Synchronous for its caller, with a connect deadline and a total deadline; TLS verifies
+// the peer against the system CAs or a given CA file, with the host name checked;
+// redirects are never followed (a 3xx is returned as it is).
 //
-// Threading: thread-compatible; each call has its own I/O context.
+// HTTP/1.1 as servers of every age speak it: interim 1xx answers are skipped (with
+// `Expect: 100-continue` on a large body, which is sent once the server says 100, or after
+// a second without an answer, and not at all when the server answers first, e.g. 413);
+// a body may come with Content-Length, chunked, or until the server closes; an answer that
+// arrives while the request is still being sent stands. HttpClient keeps its connection
+// between requests when the server allows it (one TLS handshake for a burst).
+//
+// Threading: thread-compatible; HttpFetch has its own I/O context per call, an HttpClient
+// one of its own.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,10 +78,40 @@ struct HttpUrl {
 // malformed port.
 [[nodiscard]] Result<HttpUrl> ParseHttpUrl(const std::string& url);
 
-// Sends `request` and reads the response. Errors: EINVAL for a URL that is not http(s),
-// ETIMEDOUT past a deadline, ECONNREFUSED and the like from the network, EPROTO for a TLS
-// or HTTP protocol failure (certificate not trusted, wrong host name), EFBIG for a
-// response body over the limit. Messages name the URL without its query string.
+// A body at least this large is sent with `Expect: 100-continue`.
+inline constexpr std::size_t kExpectContinueFrom = 1 << 20;
+
+// Sends `request` and reads the response, on a connection of its own. Errors: EINVAL for a URL that
+// is not http(s), ETIMEDOUT past a deadline, ECONNREFUSED and the like from the network, EPROTO for
+// a TLS or HTTP protocol failure (certificate not trusted, wrong host name), EFBIG for a response
+// body over the limit. Messages name the URL without its query string.
 [[nodiscard]] Result<HttpResponse> HttpFetch(const HttpRequest& request);
+
+// HttpFetch that keeps its connection open after an answer the server did not end with
+// `Connection: close` (or HTTP/1.0), for the next request to the same scheme, host, port
+// and TLS settings. A kept connection the server has closed meanwhile is noticed before it
+// is used, or when the request fails before any answer arrived: that request is then sent
+// once more, on a new connection (so a receiver may see it twice; reports carry an id for
+// that). A request past its deadline drops the connection.
+class HttpClient {
+ public:
+  HttpClient();
+  // Close().
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // As HttpFetch.
+  [[nodiscard]] Result<HttpResponse> Fetch(const HttpRequest& request);
+  // Closes the kept connection, if any (with a TLS close_notify, waiting briefly).
+  void Close();
+  // How many connections have been opened, e.g. to see that one was kept.
+  [[nodiscard]] std::uint64_t connections_opened() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace tether

@@ -642,8 +642,9 @@ class Daemon final : public RequestHandler {
   void StartReports() {
     const AgentConfig& config = options_.cycle.config;
     if (!config.report.url) return;
+    ProcessSender sender = StartProcessSender(options_.http_argv, options_.cycle_env);
     auto started = DaemonReports::Start(config, store_->OutboxDir(), options_.cycle.root,
-                                        MakeProcessSender(options_.http_argv, options_.cycle_env));
+                                        std::move(sender.send), std::move(sender.release));
     if (!started) {
       log_->error("reports: {}; no reports are sent", started.error().message());
       return;

@@ -25,9 +25,11 @@ std::string_view StateOf(Trigger trigger, const CycleSummary& summary) {
 Result<std::unique_ptr<DaemonReports>> DaemonReports::Start(const AgentConfig& config,
                                                             const std::string& outbox_dir,
                                                             const std::string& root,
-                                                            HttpSender send) {
+                                                            HttpSender send,
+                                                            std::function<void()> release) {
   ReporterOptions options = ReporterOptionsFrom(config.report, outbox_dir);
   options.send = std::move(send);
+  options.release = std::move(release);
   auto reporter = Reporter::Start(std::move(options));
   if (!reporter) return Fail(reporter.error());
   return std::unique_ptr<DaemonReports>(new DaemonReports(config, root, std::move(*reporter)));

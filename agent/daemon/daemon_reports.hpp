@@ -31,11 +31,11 @@ struct CycleReportInput {
 class DaemonReports {
  public:
   // Starts the Reporter for `config.report` (REQUIRES: its url is set), with the outbox in
-  // `outbox_dir` (StateStore::OutboxDir) and `send` for each attempt.
-  [[nodiscard]] static Result<std::unique_ptr<DaemonReports>> Start(const AgentConfig& config,
-                                                                    const std::string& outbox_dir,
-                                                                    const std::string& root,
-                                                                    HttpSender send);
+  // `outbox_dir` (StateStore::OutboxDir), `send` for each attempt and `release` when idle
+  // (ReporterOptions).
+  [[nodiscard]] static Result<std::unique_ptr<DaemonReports>> Start(
+      const AgentConfig& config, const std::string& outbox_dir, const std::string& root,
+      HttpSender send, std::function<void()> release = {});
 
   // Reports the cycle when it is worth a report (see above). Errors are logged, never
   // passed on: a report that cannot be queued must not fail the daemon.

@@ -234,6 +234,12 @@ void Reporter::Run() {
       next_attempt_.reset();
     }
     if (next_attempt_ && SteadyClock::now() < *next_attempt_) {
+      if (held_ && *next_attempt_ - SteadyClock::now() > options_.linger) {
+        lock.unlock();
+        Release();
+        lock.lock();
+        continue;
+      }
       wake_.wait_until(lock, *next_attempt_, [this] { return stopping_ || retry_now_; });
       continue;
     }
@@ -257,7 +263,14 @@ void Reporter::Run() {
     }
     if (!*entry) {
       next_attempt_.reset();
-      wake_.wait(lock, [this] { return stopping_ || pending_ || retry_now_; });
+      const auto woken = [this] { return stopping_ || pending_ || retry_now_; };
+      if (!held_) {
+        wake_.wait(lock, woken);
+      } else if (!wake_.wait_for(lock, options_.linger, woken)) {
+        lock.unlock();
+        Release();
+        lock.lock();
+      }
       continue;
     }
     sending_ = true;
@@ -286,6 +299,11 @@ void Reporter::Run() {
     lock.lock();
     sending_ = false;
   }
+}
+
+void Reporter::Release() {
+  held_ = false;
+  if (options_.release) options_.release();
 }
 
 std::chrono::milliseconds Reporter::NextBackoff() {
@@ -357,6 +375,7 @@ Reporter::Delivery Reporter::Deliver(const OutboxEntry& entry) {
   if (!id.empty()) request.headers.emplace_back("Idempotency-Key", id);
   if (options_.cloudevents) AddCloudEventHeaders(report, request.headers);
 
+  held_ = true;
   auto response = options_.send(request);
   if (!response) {
     outbox_->Release();

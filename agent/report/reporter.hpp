@@ -63,7 +63,12 @@ inline constexpr std::uint64_t kMoveBackAfter = 3;
 using HttpSender = std::function<Result<HttpResponse>(const HttpRequest&)>;
 
 struct ReporterOptions {
-  HttpSender send{};          // REQUIRED
+  HttpSender send{};  // REQUIRED
+  // Called once no report has been sent for `linger` (the outbox empty, or waiting out a
+  // longer backoff): the sender lets go of what it keeps between requests (its child
+  // process, its connection). Optional.
+  std::function<void()> release{};
+  std::chrono::milliseconds linger{std::chrono::seconds(5)};
   std::string url;            // https://... or, explicitly, http://...
   std::string token_file{};   // empty: no Authorization header
   std::string client_cert{};  // PEM files for mutual TLS; both or neither
@@ -154,6 +159,8 @@ class Reporter {
   void RetryLater(const std::string& error, std::optional<std::chrono::milliseconds> retry_after);
   [[nodiscard]] std::chrono::milliseconds NextBackoff();
   void LogProblems(const std::vector<Error>& problems);
+  // Lets the sender go (ReporterOptions::release).
+  void Release();
 
   const ReporterOptions options_;
   const std::string shown_url_;
@@ -172,6 +179,7 @@ class Reporter {
   std::uint64_t head_ = 0;
   std::uint64_t head_failures_ = 0;
   std::uint64_t head_failures_probed_ = 0;
+  bool held_ = false;      // the sender was used since the last release
   ReporterStatus status_;  // the fields the thread keeps (not queue sizes)
 
   // An eventfd that Stop writes: a sender that watches it (HttpRequest::cancel_fd) ends an

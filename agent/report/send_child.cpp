@@ -1,5 +1,10 @@
 // The child's side of agent/report/send_process.hpp, apart from the parent's: it links
 // the HTTP client (Beast, OpenSSL), which the daemon must not.
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
 #include <nlohmann/json.hpp>
 
 #include "agent/report/send_process.hpp"
@@ -17,30 +22,7 @@ using Json = nlohmann::json;
 constexpr std::size_t kMaxRequest = 16 << 20;  // a report is bounded by the outbox's limit
 constexpr std::size_t kMaxPemFile = 1 << 20;
 
-// Reads the request's PEM files into it (ca_pem, client_cert_pem, client_key_pem) while
-// this process may still read them, then becomes `user`.
-Status BecomeUser(HttpRequest& request, const std::string& user) {
-  for (auto [path, pem] : {std::pair{&request.ca_file, &request.ca_pem},
-                           std::pair{&request.client_cert, &request.client_cert_pem},
-                           std::pair{&request.client_key, &request.client_key_pem}}) {
-    if (path->empty()) continue;
-    auto text = ReadLocalFile(*path, kMaxPemFile);
-    if (!text) return Fail(text.error());
-    *pem = std::move(*text);
-  }
-  return DropPrivileges(user);
-}
-
-}  // namespace
-
-int ServeHttpFetch(std::FILE* in, std::FILE* out, const std::string& user) {
-  std::string text;
-  const Json job =
-      ReadToEnd(fileno(in), text, kMaxRequest) ? Json::parse(text, nullptr, false) : Json();
-  if (!job.is_object()) {
-    std::fprintf(stderr, "tetherd: --http-fetch: no request on stdin\n");
-    return 2;
-  }
+HttpRequest RequestFromJson(const Json& job) {
   HttpRequest request;
   const JsonFields fields(job);
   request.method = fields.StringOr("method", "POST");
@@ -55,27 +37,120 @@ int ServeHttpFetch(std::FILE* in, std::FILE* out, const std::string& user) {
   request.timeout = std::chrono::milliseconds(fields.IntOr("timeout_ms", 15000));
   request.max_response_body = static_cast<std::size_t>(
       std::max<std::int64_t>(0, fields.IntOr("max_response_body", 64 << 10)));
-  Result<HttpResponse> response = Fail(std::errc::invalid_argument, "not sent");
-  if (auto became = user.empty() ? Status() : BecomeUser(request, user); !became) {
-    response = Fail(became.error());
-  } else {
-    response = HttpFetch(request);
-  }
-  Json outcome;
+  return request;
+}
+
+Json OutcomeJson(const Result<HttpResponse>& response) {
   if (!response) {
-    outcome = {{"ok", false},
-               {"code", response.error().code().value()},
-               {"message", response.error().message()}};
-  } else {
-    outcome = {{"ok", true},
-               {"status", response->status},
-               {"headers", HeadersToJson(response->headers)},
-               {"body", response->body},
-               {"complete", response->complete},
-               {"incomplete", response->incomplete}};
+    return {{"ok", false},
+            {"code", response.error().code().value()},
+            {"message", response.error().message()}};
   }
-  const std::string dumped = outcome.dump(-1, ' ', false, Json::error_handler_t::replace);
-  return WriteFully(fileno(out), dumped) ? 0 : 1;
+  return {{"ok", true},
+          {"status", response->status},
+          {"headers", HeadersToJson(response->headers)},
+          {"body", response->body},
+          {"complete", response->complete},
+          {"incomplete", response->incomplete}};
+}
+
+// The PEM files a request names, read while this process may still read them, and the
+// user it becomes then: later requests that name the same files get the same text.
+class Credentials {
+ public:
+  explicit Credentials(std::string user) : user_(std::move(user)) {}
+
+  Status Fill(HttpRequest& request) {
+    if (user_.empty()) return {};
+    if (!dropped_) {
+      for (auto [path, pem] : Slots(request)) {
+        if (path->empty()) continue;
+        auto text = ReadLocalFile(*path, kMaxPemFile);
+        if (!text) return Fail(text.error());
+        read_.emplace_back(*path, std::move(*text));
+      }
+      if (auto became = DropPrivileges(user_); !became) return became;
+      dropped_ = true;
+    }
+    for (auto [path, pem] : Slots(request)) {
+      if (path->empty()) continue;
+      const auto found = std::find_if(read_.begin(), read_.end(),
+                                      [&](const auto& item) { return item.first == *path; });
+      if (found == read_.end()) {
+        return Fail(std::errc::permission_denied,
+                    "'" + *path + "' was not named when the HTTP child gave up root");
+      }
+      *pem = found->second;
+    }
+    return {};
+  }
+
+ private:
+  static std::array<std::pair<std::string*, std::string*>, 3> Slots(HttpRequest& request) {
+    return {std::pair{&request.ca_file, &request.ca_pem},
+            std::pair{&request.client_cert, &request.client_cert_pem},
+            std::pair{&request.client_key, &request.client_key_pem}};
+  }
+
+  std::string user_;
+  bool dropped_ = false;
+  std::vector<std::pair<std::string, std::string>> read_;
+};
+
+}  // namespace
+
+int ServeHttpFetch(int in, int out, const std::string& user) {
+  Credentials credentials(user);
+  HttpClient client;
+  std::string buffer;
+  bool served = false;
+  std::size_t scanned = 0;  // no newline before this
+  bool eof = false;
+  while (true) {
+    const auto newline = buffer.find('\n', scanned);
+    scanned = newline == std::string::npos ? buffer.size() : 0;
+    if (newline == std::string::npos) {
+      if (eof && !buffer.empty()) {  // the last request, without its newline
+        buffer += '\n';
+        continue;
+      }
+      if (eof) {
+        if (served) return 0;  // the connection kept, if any, is closed on the way out
+        std::fprintf(stderr, "tetherd: --http-fetch: no request on stdin\n");
+        return 2;
+      }
+      if (buffer.size() > kMaxRequest) {
+        std::fprintf(stderr, "tetherd: --http-fetch: a request over %zu bytes\n", kMaxRequest);
+        return 2;
+      }
+      char chunk[65536];
+      const ssize_t n = read(in, chunk, sizeof(chunk));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        eof = true;
+        continue;
+      }
+      buffer.append(chunk, static_cast<std::size_t>(n));
+      continue;
+    }
+    const Json job = Json::parse(std::string_view(buffer).substr(0, newline), nullptr, false);
+    buffer.erase(0, newline + 1);
+    if (!job.is_object()) {
+      std::fprintf(stderr, "tetherd: --http-fetch: a request that is not a JSON object\n");
+      return 2;
+    }
+    served = true;
+    HttpRequest request = RequestFromJson(job);
+    Result<HttpResponse> response = Fail(std::errc::invalid_argument, "not sent");
+    if (auto filled = credentials.Fill(request); !filled) {
+      response = Fail(filled.error());
+    } else {
+      response = client.Fetch(request);
+    }
+    const std::string dumped =
+        OutcomeJson(response).dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+    if (!WriteFully(out, dumped)) return 1;
+  }
 }
 
 }  // namespace tether

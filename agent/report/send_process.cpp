@@ -1,11 +1,13 @@
 #include "agent/report/send_process.hpp"
 #include "common/json_fields.hpp"
 
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
-#include "common/process.hpp"
+#include "common/worker_client.hpp"
 
 namespace tether {
 
@@ -45,23 +47,24 @@ std::vector<std::pair<std::string, std::string>> HeadersFromJson(const Json& jso
   return headers;
 }
 
-HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::string> env) {
-  return [argv = std::move(argv),
-          env = std::move(env)](const HttpRequest& request) -> Result<HttpResponse> {
-    RunOptions run;
-    run.argv = argv;
-    run.env = env;
-    run.input = RequestJson(request).dump(-1, ' ', false, Json::error_handler_t::replace);
-    run.timeout = request.connect_timeout + request.timeout + std::chrono::seconds(5);
-    run.max_output = request.max_response_body * 2 + (64 << 10);
-    run.cancel_fd = request.cancel_fd;
-    auto ran = Run(run);
-    if (!ran) return Fail(ran.error().WithContext("start the HTTP child"));
-    const Json outcome = Json::parse(ran->out, nullptr, false);
-    if (!ran->ok() || !outcome.is_object()) {
-      return Fail(std::errc::io_error, "the HTTP child " + ran->Describe(run.timeout));
+ProcessSender StartProcessSender(std::vector<std::string> argv, std::vector<std::string> env) {
+  struct Shared {
+    Shared(std::vector<std::string> argv, std::vector<std::string> env)
+        : child("HTTP child", std::move(argv), std::move(env)) {}
+    std::mutex mutex;
+    WorkerClient child;
+  };
+  auto shared = std::make_shared<Shared>(std::move(argv), std::move(env));
+  ProcessSender sender;
+  sender.send = [shared](const HttpRequest& request) -> Result<HttpResponse> {
+    const auto timeout = request.connect_timeout + request.timeout + std::chrono::seconds(5);
+    std::lock_guard lock(shared->mutex);
+    auto answer = shared->child.Call(RequestJson(request), timeout, request.cancel_fd);
+    if (!answer) return Fail(answer.error());
+    if (!answer->is_object()) {
+      return Fail(std::errc::protocol_error, "the HTTP child sent a malformed answer");
     }
-    const JsonFields fields(outcome);
+    const JsonFields fields(*answer);
     if (!fields.BoolOr("ok", false)) {
       const auto code = static_cast<int>(fields.IntOr("code", EIO));
       return Fail(Error(std::error_code(code, std::generic_category()),
@@ -72,10 +75,23 @@ HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::str
     response.body = fields.StringOr("body");
     response.complete = fields.BoolOr("complete", true);
     response.incomplete = fields.StringOr("incomplete");
-    const auto headers = outcome.find("headers");
-    response.headers = HeadersFromJson(headers != outcome.end() ? *headers : Json());
+    const auto headers = answer->find("headers");
+    response.headers = HeadersFromJson(headers != answer->end() ? *headers : Json());
     return response;
   };
+  sender.release = [shared] {
+    std::lock_guard lock(shared->mutex);
+    shared->child.Close();
+  };
+  sender.children_started = [shared] {
+    std::lock_guard lock(shared->mutex);
+    return shared->child.workers_started();
+  };
+  return sender;
+}
+
+HttpSender MakeProcessSender(std::vector<std::string> argv, std::vector<std::string> env) {
+  return StartProcessSender(std::move(argv), std::move(env)).send;
 }
 
 }  // namespace tether

@@ -2,13 +2,15 @@
 // daemon delivers reports without linking OpenSSL or Beast (it stays small), and the TLS
 // and HTTP parsing of what an endpoint answers happen outside the daemon.
 //
-// The request goes to the child's stdin as JSON (the bearer token with it, through the
-// pipe only); the response or the error comes back on its stdout.
+// The child is kept between requests, and with it its connection to the endpoint (one TLS
+// handshake for a burst of reports), until it is released. Requests go to its stdin as
+// JSON, one a line (the bearer token with them, through the pipe only); each response or
+// error comes back as one line on its stdout.
 //
-// Threading: the sender is thread-safe (each call has its own child).
+// Threading: a sender is thread-safe (calls take turns).
 #pragma once
 
-#include <cstdio>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,8 +21,22 @@
 
 namespace tether {
 
-// A sender that runs `argv` (tetherd-cycle --http-fetch) with `env` for each request, and
-// kills it when it outlives the request's own deadline by a few seconds.
+struct ProcessSender {
+  HttpSender send;  // sends one request through the child, started when none runs
+  // Ends the child and the connection it keeps (EOF, then a second to go): for when no
+  // request is expected soon. The next request starts a new child.
+  std::function<void()> release;
+  // How many children were started so far.
+  std::function<int()> children_started;
+};
+
+// A sender that runs `argv` (tetherd-cycle --http-fetch) with `env`, and kills the child
+// when it outlives a request's own deadline by a few seconds, or when the request's
+// cancel_fd becomes readable. Destroying the last copy of `send` and `release` ends the
+// child as `release` does.
+[[nodiscard]] ProcessSender StartProcessSender(std::vector<std::string> argv,
+                                               std::vector<std::string> env);
+// StartProcessSender's `send` alone: its child ends with it.
 [[nodiscard]] HttpSender MakeProcessSender(std::vector<std::string> argv,
                                            std::vector<std::string> env);
 
@@ -30,10 +46,12 @@ namespace tether {
 [[nodiscard]] std::vector<std::pair<std::string, std::string>> HeadersFromJson(
     const nlohmann::json& json);
 
-// The child's side: reads a request from `in`, fetches it with HttpFetch, writes the
-// outcome on `out`. Returns the exit status: 0 when an outcome was written. With a
-// `user`, it reads the request's CA and client certificate files first, then becomes that
-// user (DropPrivileges) before it talks to the server; a failure of either is the outcome.
-[[nodiscard]] int ServeHttpFetch(std::FILE* in, std::FILE* out, const std::string& user = "");
+// The child's side: reads requests from `in`, one JSON object a line, fetches each with
+// one HttpClient (its connection kept between them), writes each outcome as a line on
+// `out`, until `in` ends. Returns the exit status: 0 when every request was answered, 2
+// for no request or a malformed one. With a `user`, it reads the first request's CA and
+// client certificate files, then becomes that user (DropPrivileges) before it talks to a
+// server; a failure of either is that request's outcome.
+[[nodiscard]] int ServeHttpFetch(int in, int out, const std::string& user = "");
 
 }  // namespace tether

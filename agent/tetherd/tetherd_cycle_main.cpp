@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
     std::perror("tetherd: prctl(PR_SET_NO_NEW_PRIVS)");
     return 1;
   }
-  if (flags.http_fetch) return tether::ServeHttpFetch(stdin, stdout, flags.http_fetch_user);
+  if (flags.http_fetch)
+    return tether::ServeHttpFetch(STDIN_FILENO, STDOUT_FILENO, flags.http_fetch_user);
   if (flags.git_worker) {
     return tether::RunGitWorker({.ca_file = flags.worker_ca_file, .user = flags.worker_user});
   }

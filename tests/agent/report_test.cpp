@@ -10,16 +10,20 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/report/outbox.hpp"
 #include "agent/report/report.hpp"
 #include "agent/report/reporter.hpp"
 #include "agent/report/send_process.hpp"
+#include "common/log.hpp"
 #include "common/process.hpp"
 #include "tests/support/https_server.hpp"
 #include "tests/support/report_receiver.hpp"
@@ -117,7 +121,7 @@ std::vector<std::string> Ids(const std::vector<RecordedRequest>& requests) {
 
 std::vector<std::string> Ids(const std::vector<Json>& reports) {
   std::vector<std::string> ids;
-  for (const auto& report : reports) ids.push_back(report["id"].get<std::string>());
+  for (const auto& report : reports) ids.push_back(report.value("id", ""));
   return ids;
 }
 
@@ -826,4 +830,204 @@ TEST_CASE("Stop does not wait for a backoff to end") {
   reporter->Stop();
   CHECK(std::chrono::steady_clock::now() - stopping < 500ms);
   CHECK(server.request_count() == 1);
+}
+
+// The connections a receiver's stored reports came over.
+std::set<int> Connections(const std::vector<Json>& received) {
+  std::set<int> connections;
+  for (const auto& report : received) connections.insert(report.value("connection", 0));
+  return connections;
+}
+
+// Options for the daemon's kept HTTP child, which is returned in `sender`.
+ReporterOptions ChildOptions(const std::string& url, const TempDir& state,
+                             tether::ProcessSender& sender) {
+  const char* cycle = std::getenv("TETHERD_CYCLE");
+  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  sender = tether::StartProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  ReporterOptions options = Options(url, state);
+  options.send = sender.send;
+  options.release = sender.release;
+  return options;
+}
+
+TEST_CASE("A burst of reports goes over one kept TLS connection, let go once idle") {
+  tether::testing::ReceiverOptions receiver_options;
+  receiver_options.http11 = true;
+  PythonReceiver receiver(Certs().server, receiver_options);
+  TempDir state("report-state");
+  tether::ProcessSender sender;
+  ReporterOptions options = ChildOptions(receiver.url(), state, sender);
+  options.linger = 1s;
+  auto reporter = Start(options);
+  std::vector<std::string> sent;
+  for (int n = 0; n < 5; ++n) {
+    const Json report = ApplyReport(n);
+    sent.push_back(report["id"].get<std::string>());
+    Submit(*reporter, report);
+  }
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 5; });
+  auto received = receiver.Received();
+  CHECK(Ids(received) == sent);
+  CHECK(Connections(received).size() == 1);  // one TLS handshake for the five
+  CHECK(sender.children_started() == 1);
+
+  // Idle for longer than `linger`: the child, and its connection, are let go.
+  CHECK(WaitFor([] { return ChildStatus("--http-fetch").empty(); }, 10s));
+  const Json later = ApplyReport(5);
+  sent.push_back(later["id"].get<std::string>());
+  Submit(*reporter, later);
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 6; });
+  received = receiver.Received();
+  CHECK(Ids(received) == sent);
+  CHECK(Connections(received).size() == 2);
+  CHECK(sender.children_started() == 2);
+  CHECK(reporter->Snapshot().failed_attempts == 0);
+}
+
+TEST_CASE("A kept connection the receiver closed while idle is replaced, no attempt failed") {
+  tether::testing::ReceiverOptions receiver_options;
+  receiver_options.http11 = true;
+  receiver_options.idle_timeout = 1;
+  PythonReceiver receiver(Certs().server, receiver_options);
+  TempDir state("report-state");
+  tether::ProcessSender sender;
+  ReporterOptions options = ChildOptions(receiver.url(), state, sender);
+  options.linger = 60s;
+  auto reporter = Start(options);
+  const Json first = ApplyReport(0);
+  Submit(*reporter, first);
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 1; });
+  std::this_thread::sleep_for(2500ms);  // the receiver closes the idle connection after 1 s
+  const Json second = ApplyReport(1);
+  Submit(*reporter, second);
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 2; });
+  const auto received = receiver.Received();
+  CHECK(Ids(received) ==
+        std::vector<std::string>{first["id"].get<std::string>(), second["id"].get<std::string>()});
+  CHECK(Connections(received).size() == 2);
+  CHECK(sender.children_started() == 1);  // the child kept; its connection replaced
+  const auto status = reporter->Snapshot();
+  CHECK(status.failed_attempts == 0);
+  CHECK(status.last_error == "");
+}
+
+TEST_CASE("Receivers that send interim 1xx answers or chunked ones: each report once") {
+  for (const std::string mode : {"interim", "chunked"}) {
+    CAPTURE(mode);
+    tether::testing::ReceiverOptions receiver_options;
+    receiver_options.http11 = true;
+    receiver_options.mode = mode;
+    PythonReceiver receiver(Certs().server, receiver_options);
+    const auto sent = DeliverThree(receiver.url());
+    const auto received = receiver.Received();
+    CHECK(Ids(received) == sent);
+    CHECK(Connections(received).size() == 1);  // kept across both kinds of answer
+  }
+}
+
+TEST_CASE("A report of 1 MiB and more goes with Expect: 100-continue") {
+  Json big = ApplyReport(0);
+  big["padding"] = std::string(tether::kExpectContinueFrom, 'x');
+  const Json small = ApplyReport(1);
+  const std::vector<std::string> both = {big["id"].get<std::string>(),
+                                         small["id"].get<std::string>()};
+  tether::testing::ReceiverOptions receiver_options;
+  SUBCASE("answered 100 Continue (HTTP/1.1), the body is sent") { receiver_options.http11 = true; }
+  SUBCASE("not answered (HTTP/1.0), the body is sent after a second") {}
+  SUBCASE("answered 413 at once: the body is not sent, the report refused") {
+    receiver_options.http11 = true;
+    receiver_options.mode = "expect-refuse";
+  }
+  PythonReceiver receiver(Certs().server, receiver_options);
+  TempDir state("report-state");
+  tether::ProcessSender sender;
+  auto reporter = Start(ChildOptions(receiver.url(), state, sender));
+  Submit(*reporter, big);
+  Submit(*reporter, small);
+  const auto status = WaitForStatus(
+      *reporter, [](const ReporterStatus& s) { return s.delivered + s.rejected == 2; });
+  const auto received = receiver.Received();
+  REQUIRE(received.size() == 2);
+  CHECK(Ids(received) == both);
+  if (receiver_options.mode == "expect-refuse") {
+    CHECK(status.rejected == 1);
+    CHECK(status.last_error.find("answered HTTP 413") != std::string::npos);
+    CHECK(received[0].value("refused", false));
+    CHECK_FALSE(received[0].value("body_sent", true));
+  } else {
+    CHECK(status.delivered == 2);
+    CHECK(received[0].value("expect", Json()) == "100-continue");
+    CHECK(received[0].value("length", std::size_t{0}) > tether::kExpectContinueFrom);
+  }
+  CHECK(received[1].value("expect", Json("absent")) == nullptr);  // a small report goes at once
+}
+
+TEST_CASE("A receiver that answers one byte a second: waited for within the deadline") {
+  tether::testing::ReceiverOptions receiver_options;
+  receiver_options.mode = "slow";  // the first answer only
+  PythonReceiver receiver(Certs().server, receiver_options);
+  TempDir state("report-state");
+  tether::ProcessSender sender;
+  ReporterOptions options = ChildOptions(receiver.url(), state, sender);
+  const Json first = ApplyReport(0);
+  const Json second = ApplyReport(1);
+  SUBCASE("a deadline longer than the answer: delivered once") {
+    options.timeout = 60s;
+    auto reporter = Start(options);
+    const auto started = std::chrono::steady_clock::now();
+    Submit(*reporter, first);
+    REQUIRE(WaitFor([&] { return receiver.Received().size() == 1; }, 10s));
+    // While the answer trickles in, queueing a report does not wait for it.
+    const auto submitting = std::chrono::steady_clock::now();
+    Submit(*reporter, second);
+    CHECK(std::chrono::steady_clock::now() - submitting < 1s);
+    CHECK(reporter->Snapshot().state == "sending");
+    WaitForStatus(
+        *reporter, [](const ReporterStatus& s) { return s.delivered == 2; }, 60s);
+    CHECK(std::chrono::steady_clock::now() - started >= 15s);  // 19 bytes, one a second
+    CHECK(Ids(receiver.Received()) == std::vector<std::string>{first["id"].get<std::string>(),
+                                                               second["id"].get<std::string>()});
+    CHECK(reporter->Snapshot().failed_attempts == 0);
+  }
+  SUBCASE("a shorter deadline: the attempt is cut and retried; the id tells the copies") {
+    options.timeout = 3s;
+    auto reporter = Start(options);
+    Submit(*reporter, first);
+    Submit(*reporter, second);
+    const auto status = WaitForStatus(
+        *reporter, [](const ReporterStatus& s) { return s.delivered == 2; }, 30s);
+    CHECK(status.last_error.find("timed out") != std::string::npos);
+    const auto ids = Ids(receiver.Received());
+    // The receiver stored the first report before its answer was cut: it came twice.
+    CHECK(ids == std::vector<std::string>{first["id"].get<std::string>(),
+                                          first["id"].get<std::string>(),
+                                          second["id"].get<std::string>()});
+  }
+}
+
+TEST_CASE("A redirect is not followed; it is logged once, and retried") {
+  HttpsServer elsewhere({Certs().server, "", false});
+  HttpsServer redirecting({Certs().server, "", false});
+  redirecting.SetDefaultResponse(
+      ScriptedResponse::Respond(301, "", {{"Location", elsewhere.url("/reports")}}));
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(100);
+  auto logger = tether::GetLogger("report");
+  logger->sinks().push_back(sink);
+  TempDir state("report-state");
+  {
+    auto reporter = Start(Options(redirecting.url("/"), state));
+    Submit(*reporter, ApplyReport(0));
+    const auto status =
+        WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.failed_attempts >= 4; });
+    CHECK(status.queued == 1);
+    CHECK(status.last_error.find("answered HTTP 301 (a redirect to '" + elsewhere.url("/reports") +
+                                 "', not followed") != std::string::npos);
+  }
+  logger->sinks().pop_back();
+  CHECK(elsewhere.request_count() == 0);
+  int said = 0;
+  for (const auto& line : sink->last_formatted())
+    said += line.find("HTTP 301") != std::string::npos;
+  CHECK(said == 1);
 }

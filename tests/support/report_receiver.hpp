@@ -1,6 +1,6 @@
 // A report receiver not written here: tests/agent/report_receiver.py, Python's http.server
-// on 127.0.0.1, HTTP/1.0 over TLS (closing without close_notify), storing the reports it
-// receives. The script's path comes from TETHER_REPORT_RECEIVER (set by meson).
+// on 127.0.0.1, HTTP/1.0 (or 1.1) over TLS (closing without close_notify), storing the
+// reports it receives. The script's path comes from TETHER_REPORT_RECEIVER (set by meson).
 #pragma once
 
 #include <cstdlib>
@@ -20,7 +20,9 @@ namespace tether::testing {
 
 struct ReceiverOptions {
   std::string refuse{};  // --refuse FILE: 503 to the reports whose event FILE names
-  std::string mode{};    // --mode: early, retry-after or hang-up
+  std::string mode{};    // --mode: early, retry-after, hang-up, interim, chunked, ...
+  bool http11 = false;   // --http11: HTTP/1.1, connections kept between requests
+  int idle_timeout = 0;  // --idle-timeout: seconds a kept connection may idle; 0: forever
   PortPicker port = PickFreePort;
 };
 
@@ -45,6 +47,10 @@ class PythonReceiver : public ServerProcess {
           }
           if (!options.refuse.empty()) argv.insert(argv.end(), {"--refuse", options.refuse});
           if (!options.mode.empty()) argv.insert(argv.end(), {"--mode", options.mode});
+          if (options.http11) argv.emplace_back("--http11");
+          if (options.idle_timeout > 0) {
+            argv.insert(argv.end(), {"--idle-timeout", std::to_string(options.idle_timeout)});
+          }
           return argv;
         },
         kCleanEnvironment, options.port);
@@ -57,7 +63,7 @@ class PythonReceiver : public ServerProcess {
   }
   [[nodiscard]] std::string store() const { return dir().Path("received.jsonl"); }
   // What it stored, one object per report received: id, idempotency_key, created_at,
-  // cloudevent, cloudevent_errors.
+  // cloudevent, cloudevent_errors, connection, expect, length (see the script).
   [[nodiscard]] std::vector<nlohmann::json> Received() const {
     std::ifstream file(store());
     std::vector<nlohmann::json> received;
