@@ -138,10 +138,11 @@ class Cycle {
     const std::int64_t now =
         std::chrono::duration_cast<std::chrono::seconds>(host_.clock->Now().time_since_epoch())
             .count();
-    // A rollback an operator asked for goes back on purpose: no anti-rewind check.
+    // A rollback an operator asked for, or a source.pin in the host's own config, goes
+    // back on purpose: no anti-rewind check (the signature is checked all the same).
+    const bool pinned = !options_.pin.empty() || options_.config.source.pin == commit_;
     const std::optional<std::string> last_applied =
-        inventory_.commit.empty() || !options_.pin.empty() ? std::nullopt
-                                                           : std::optional(inventory_.commit);
+        inventory_.commit.empty() || pinned ? std::nullopt : std::optional(inventory_.commit);
     auto accepted = CheckCommit(*source_, commit_, last_applied, policy, now);
     if (!accepted) return Stop(accepted.error().message(), Outcome::kRefused);
     signer_ = accepted->signer;

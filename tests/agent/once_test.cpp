@@ -116,6 +116,33 @@ TEST_CASE("tetherd --once keeps enforcing the applied commit while the server is
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
 }
 
+TEST_CASE("source.pin to a commit older than the applied one applies it (the canary case)") {
+  Sandbox box;
+  const std::string first = box.Commit("first\n");
+  box.Commit("second\n");
+  REQUIRE(box.Once().exit_code == 0);
+  REQUIRE(box.dir.ReadFile("root/etc/motd") == "second\n");
+  // The operator pins this host to the tested commit, older than the applied one: a
+  // local decision, not a server rewinding history.
+  box.dir.WriteFile("agent.toml", box.dir.ReadFile("agent.toml") + "pin = \"" + first + "\"\n");
+  std::string config = box.dir.ReadFile("agent.toml");
+  const auto trust = config.find("[trust]");
+  const auto pin = config.find("pin = ");
+  config = config.substr(0, trust) + config.substr(pin) + config.substr(trust, pin - trust);
+  box.dir.WriteFile("agent.toml", config);
+  auto pinned = box.Once();
+  CHECK_MESSAGE(pinned.exit_code == 0, (pinned.out + pinned.err));
+  CHECK(pinned.out.find("applied " + first.substr(0, 12)) != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "first\n");
+  // Still signed: an unsigned pin is refused all the same.
+  const std::string sneaky = box.Commit("sneaky\n", false);
+  box.dir.WriteFile("agent.toml", std::string(config).replace(config.find(first), 40, sneaky));
+  auto refused = box.Once();
+  CHECK(refused.exit_code == 1);
+  CHECK(refused.err.find("commit is not signed") != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "first\n");
+}
+
 TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {
   Sandbox box;
   box.dir.WriteFile("agent.toml", "[source]\nurl = \"ftp://x/y\"\n");
