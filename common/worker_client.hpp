@@ -34,8 +34,7 @@ class WorkerClient {
   // starts a new one. When `cancel_fd` (e.g. an eventfd) becomes readable meanwhile, the
   // worker is killed too and the call fails with std::errc::operation_canceled.
   [[nodiscard]] Result<nlohmann::json> Call(const nlohmann::json& request,
-                                            std::chrono::milliseconds timeout,
-                                            int cancel_fd = -1);
+                                            std::chrono::milliseconds timeout, int cancel_fd = -1);
 
   // Ends the worker, if one runs: EOF on its stdin, then a second to exit before it is
   // killed. The next Call starts a new one.
