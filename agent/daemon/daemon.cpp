@@ -446,8 +446,14 @@ class Daemon final : public RequestHandler {
     log_->info("suspended{}{}: cycles only plan until resumed", suspended_->empty() ? "" : ": ",
                *suspended_);
     Publish("suspended", {{"reason", *suspended_}});
-    SaveSuspension();
+    const bool saved = SaveSuspension();
     NotifyStatus();
+    if (!saved) {
+      connection->Reply(protocol::Refusal(
+          "suspended, but the suspension could not be saved in the state dir (see the log): "
+          "a restart of tetherd would end it"));
+      return;
+    }
     connection->Reply(StatusReply());
   }
 
@@ -511,11 +517,16 @@ class Daemon final : public RequestHandler {
     return json;
   }
 
-  // Suspension survives a restart (its reason is kept in the state dir).
+  // Suspension survives a restart (its reason is kept in the state dir). One that cannot
+  // be read back keeps the host suspended: an operator stopped changes for a reason this
+  // daemon cannot know, and `tetherctl resume` ends it.
   void LoadSuspension() {
     auto suspended = store_->LoadSuspension();
     if (!suspended) {
-      log_->warn("suspension: {}; not suspended", suspended.error().message());
+      suspended_ = "the suspension could not be read back (" + suspended.error().message() +
+                   "); still suspended until tetherctl resume";
+      log_->error("suspension: {}; staying suspended until tetherctl resume",
+                  suspended.error().message());
     } else {
       suspended_ = std::move(*suspended);
     }
@@ -537,10 +548,16 @@ class Daemon final : public RequestHandler {
     }
   }
 
-  void SaveSuspension() {
-    if (auto saved = store_->SaveSuspension(suspended_); !saved && suspended_) {
-      log_->error("suspend: {}", saved.error().message());
+  // False (logged) when it could not be saved.
+  bool SaveSuspension() {
+    auto saved = store_->SaveSuspension(suspended_);
+    if (saved) return true;
+    if (suspended_) {
+      log_->error("suspend: {}; suspended until tetherd restarts", saved.error().message());
+    } else {
+      log_->error("resume: {}; a restart would be suspended again", saved.error().message());
     }
+    return false;
   }
 
   PollSchedule MakeSchedule() {

@@ -36,6 +36,9 @@ constexpr std::size_t kMaxRender = 256 << 20;
 constexpr std::size_t kMaxHistory = 64 << 20;
 constexpr std::size_t kMaxQuarantine = 1 << 20;
 constexpr std::size_t kMaxSmallFile = 4096;
+// A suspension's reason is at most 4 KiB (the control protocol's limit); one written by
+// hand may be longer, and is read all the same.
+constexpr std::size_t kMaxSuspension = 1 << 20;
 constexpr std::size_t kReadChunk = 64 << 10;
 constexpr std::size_t kWriteChunk = 64 << 10;
 constexpr std::size_t kCommitLength = 40;
@@ -565,7 +568,7 @@ Status StateStore::SavePin(const std::optional<std::string>& commit) {
 }
 
 Result<std::optional<std::string>> StateStore::LoadSuspension() const {
-  return ReadOptional(kSuspended, kMaxSmallFile);
+  return ReadOptional(kSuspended, kMaxSuspension);
 }
 
 Status StateStore::SaveSuspension(const std::optional<std::string>& reason) {

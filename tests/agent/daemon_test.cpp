@@ -417,6 +417,52 @@ TEST_CASE("A drift repair plans what was touched; the next full cycle plans the 
   REQUIRE(fleet.tetherd.Wait(40s));
 }
 
+TEST_CASE("A suspension is kept through a symlinked state dir; one unreadable stays suspended") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  std::filesystem::create_directories(fleet.dir.Path("state-real"));
+  std::filesystem::create_directory_symlink(fleet.dir.Path("state-real"), fleet.dir.Path("state"));
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
+                  fleet.Log());
+  const std::string reason(4096, 'r');  // the longest the control socket takes
+  auto suspended = fleet.Ctl({"suspend", "--reason", reason});
+  REQUIRE_MESSAGE(suspended.ok(), suspended.err);
+  auto restart = [&] {
+    fleet.tetherd.Signal(SIGTERM);
+    REQUIRE(fleet.tetherd.Wait(20s));
+    fleet.Start();
+    REQUIRE(WaitFor([&] { return !fleet.Status().empty(); }, 30s));
+  };
+  restart();
+  CHECK(WaitFor([&] { return fleet.Status().value("state", "") == "suspended"; }, 30s));
+  auto status = fleet.Status();
+  CHECK(status["suspended"]["reason"] == reason);
+
+  // A suspension file that cannot be read (here a symlink, which is never followed):
+  // still suspended, and said so; a new commit is not applied.
+  std::filesystem::remove(fleet.dir.Path("state-real/suspended"));
+  std::filesystem::create_symlink("/etc/hostname", fleet.dir.Path("state-real/suspended"));
+  restart();
+  CHECK(WaitFor([&] { return fleet.Status().value("state", "") == "suspended"; }, 30s));
+  status = fleet.Status();
+  CHECK(status["suspended"]["reason"].get<std::string>().find(
+            "the suspension could not be read back") != std::string::npos);
+  const std::string second = fleet.Commit("second\n");
+  const auto planned = fleet.Ctl({"sync", "--wait"});
+  CHECK(planned.out.find("dry run: 1 change planned, nothing changed") != std::string::npos);
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
+
+  // resume ends it, for good.
+  const auto resumed = fleet.Ctl({"resume"});
+  CHECK_MESSAGE(resumed.ok(), resumed.err);
+  CHECK(WaitFor([&] { return fleet.Status().value("commit", "") == second; }, 30s));
+  CHECK_FALSE(std::filesystem::is_symlink(fleet.dir.Path("state-real/suspended")));
+  restart();
+  CHECK(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+}
+
 TEST_CASE("History, show, suspend, resume and metrics over the control socket") {
   Fleet fleet;
   fleet.interval = "1h";

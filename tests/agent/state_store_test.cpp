@@ -292,6 +292,11 @@ TEST_CASE("The quarantine, history, last audit, pin and suspension round trip") 
   CHECK(state.store.LoadSuspension().value() == "maintenance");
   REQUIRE(state.store.SaveSuspension(std::nullopt));
   CHECK_FALSE(state.store.LoadSuspension().value());
+  // Longer than the control socket allows (written by hand, or by an older tetherd): read.
+  const std::string long_reason(5000, 'r');
+  REQUIRE(state.store.SaveSuspension(long_reason));
+  CHECK(state.store.LoadSuspension().value() == long_reason);
+  REQUIRE(state.store.SaveSuspension(std::nullopt));
 
   CHECK(state.store.OutboxDir() == state.dir.Path("outbox"));
 }
