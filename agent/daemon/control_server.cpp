@@ -5,10 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <fstream>
-#include <sstream>
+#include <vector>
 
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/write.hpp>
@@ -25,23 +25,25 @@ constexpr auto kRequestTimeout = std::chrono::seconds(10);
 // Events not yet written to a subscriber before it is dropped.
 constexpr std::size_t kMaxEventsQueued = 1024;
 
-// Whether the process `pid` (a socket peer) has group `gid`, primary or supplementary.
-bool HasGroup(pid_t pid, gid_t primary, gid_t gid) {
-  if (primary == gid) return true;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Groups:", 0) != 0) continue;
-    std::istringstream groups(line.substr(7));
-    long id = 0;
-    while (groups >> id) {
-      if (static_cast<gid_t>(id) == gid) return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
+
+bool PeerHasGroup(int socket, gid_t gid) {
+  ucred peer{};
+  socklen_t length = sizeof(peer);
+  if (getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) return false;
+  if (peer.gid == gid) return true;
+  // The supplementary groups as the kernel recorded them at connect(): not read from
+  // /proc/PID, whose process may have exited and its pid been reused meanwhile.
+  std::vector<gid_t> groups(64);
+  while (true) {
+    length = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (getsockopt(socket, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length) == 0) break;
+    if (errno != ERANGE || length <= groups.size() * sizeof(gid_t)) return false;
+    groups.resize(length / sizeof(gid_t));
+  }
+  groups.resize(length / sizeof(gid_t));
+  return std::find(groups.begin(), groups.end(), gid) != groups.end();
+}
 
 Connection::Connection(RequestHandler& handler, Socket socket, protocol::Role role)
     : handler_(handler),
@@ -174,7 +176,9 @@ protocol::Role ControlServer::RoleOf(Connection::Socket& socket) const {
     return protocol::Role::kNone;
   }
   if (peer.uid == 0) return protocol::Role::kAdmin;
-  if (read_gid_ && HasGroup(peer.pid, peer.gid, *read_gid_)) return protocol::Role::kReader;
+  if (read_gid_ && PeerHasGroup(socket.native_handle(), *read_gid_)) {
+    return protocol::Role::kReader;
+  }
   return protocol::Role::kNone;
 }
 

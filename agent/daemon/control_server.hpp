@@ -72,6 +72,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::string> outbox_;
 };
 
+// Whether the peer of the Unix socket `socket` had group `gid` (primary or supplementary)
+// when it connected (SO_PEERCRED, SO_PEERGROUPS). False when that cannot be told.
+[[nodiscard]] bool PeerHasGroup(int socket, gid_t gid);
+
 class ControlServer {
  public:
   // Members of `read_group` may send read-only commands; root may send every command.

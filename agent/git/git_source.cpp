@@ -1,7 +1,9 @@
 #include "agent/git/git_source.hpp"
 
+#include <fcntl.h>
 #include <git2.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include "common/filesystem.hpp"
 #include "common/json_fields.hpp"
 #include "common/process.hpp"
+#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -243,14 +246,19 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
     if (!made && !made.error().Is(std::errc::file_exists)) return Fail(made.error());
     if (user != nullptr) {
       // Inside a directory the worker's user owns, something else could be there instead
-      // (a hard link to a root-only file, say): only a real directory is chown'ed.
-      auto stat = (*fs)->Stat(dir);
-      if (!stat) return Fail(stat.error());
-      if (stat->type != FileType::kDirectory) {
-        return Fail(std::errc::not_a_directory,
-                    "'" + dir + "' is not a directory; refusing to hand it to the git worker");
+      // (a hard link to a root-only file, a symlink, swapped in at any moment): only a
+      // real directory is chown'ed, through a descriptor opened as one.
+      UniqueFd opened(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!opened.valid()) {
+        if (errno == ENOTDIR || errno == ELOOP) {
+          return Fail(std::errc::not_a_directory,
+                      "'" + dir + "' is not a directory; refusing to hand it to the git worker");
+        }
+        return FailErrno(errno, "open '" + dir + "'");
       }
-      if (auto set = (*fs)->SetAttributes(dir, 0700, uid, gid); !set) return Fail(set.error());
+      if (fchown(opened.get(), *uid, *gid) != 0 || fchmod(opened.get(), 0700) != 0) {
+        return FailErrno(errno, "hand '" + dir + "' to the git worker");
+      }
     }
   }
   WriteOptions options;

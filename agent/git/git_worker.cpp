@@ -275,6 +275,11 @@ int RunGitWorker(const GitWorkerOptions& options) {
   git_libgit2_init();
   // Bounded descriptors however many packs a mirror gathers.
   git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
+  // A file:// source is owned by whoever made it (root, for /srv/fleet.git), not by this
+  // worker's user: libgit2's ownership check would refuse it. The check guards against
+  // running a planted repository's configured commands, which libgit2 never runs; the
+  // worker only reads the source, and cannot write it.
+  git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
   if (!options.ca_file.empty()) {
     // This replaces the system list: give the system directory too.
     git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, options.ca_file.c_str(), "/etc/ssl/certs");

@@ -425,6 +425,54 @@ TEST_CASE("As root, the git worker runs as an unprivileged user") {
   CHECK(refused.error().message() == "git worker user 'no-such-user-tether' does not exist");
 }
 
+TEST_CASE("As root, a file:// repo owned by root is fetched by the unprivileged worker") {
+  if (geteuid() != 0) return;  // CI runs as root
+  Fleet fleet;  // owned by root, readable by all (as /srv/fleet.git would be)
+  std::filesystem::permissions(fleet.root.path(), std::filesystem::perms::owner_all |
+                                                      std::filesystem::perms::group_read |
+                                                      std::filesystem::perms::group_exec |
+                                                      std::filesystem::perms::others_read |
+                                                      std::filesystem::perms::others_exec);
+  Host host("file://" + fleet.repo);
+  host.options.worker_user = "nobody";
+  auto source = host.Source();
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == fleet.first);
+  CHECK(Motd(*source, update->commit).find("v1") != std::string::npos);
+}
+
+TEST_CASE("As root, what the worker could put in place of its directories is never handed over") {
+  if (geteuid() != 0) return;  // CI runs as root
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  host.options.worker_user = "nobody";
+  (void)host.Source();  // worker-home/.ssh made, and given to nobody
+  // The worker's user owns worker-home: it could swap .ssh for a hard link to a root-only
+  // file, or a symlink to a root-owned directory.
+  const std::string secret = host.Secret("root-only", "secret\n");
+  const std::string ssh = host.dir.Path("worker-home/.ssh");
+  for (const bool hard_link : {true, false}) {
+    CAPTURE(hard_link);
+    std::filesystem::remove_all(ssh);
+    if (hard_link) {
+      std::filesystem::create_hard_link(secret, ssh);
+    } else {
+      std::filesystem::create_directory_symlink(host.dir.Path("."), ssh);
+    }
+    auto refused = GitSource::Create(host.options);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message().find("is not a directory; refusing to hand it to the git "
+                                         "worker") != std::string::npos);
+    struct stat file {};
+    REQUIRE(stat(secret.c_str(), &file) == 0);
+    CHECK(file.st_uid == 0);
+    CHECK((file.st_mode & 07777) == 0600);
+    REQUIRE(stat(host.dir.path().c_str(), &file) == 0);
+    CHECK(file.st_uid == 0);
+  }
+}
+
 TEST_CASE("The git worker is replaced after its share of requests") {
   Fleet fleet;
   Host host("file://" + fleet.repo);
