@@ -427,7 +427,7 @@ TEST_CASE("As root, the git worker runs as an unprivileged user") {
 
 TEST_CASE("As root, a file:// repo owned by root is fetched by the unprivileged worker") {
   if (geteuid() != 0) return;  // CI runs as root
-  Fleet fleet;  // owned by root, readable by all (as /srv/fleet.git would be)
+  Fleet fleet;                 // owned by root, readable by all (as /srv/fleet.git would be)
   std::filesystem::permissions(fleet.root.path(), std::filesystem::perms::owner_all |
                                                       std::filesystem::perms::group_read |
                                                       std::filesystem::perms::group_exec |
