@@ -229,6 +229,10 @@ TEST_CASE("install: the package installs, converges a host, upgrades and purges 
   REQUIRE_MESSAGE(enabled.ok(), enabled.err << host.Journal());
   REQUIRE_MESSAGE(host.Synced(host.commit), host.Journal());
   CHECK(ReadText(host.Path("/srv/tether-install/motd")) == "managed by tether\n");
+  // Bounded memory: nothing tether runs can take the host's; a child over it is killed,
+  // not tetherd's service.
+  CHECK(host.Inside({"systemctl", "show", "-P", "MemoryMax", "tetherd"}) == "1073741824");
+  CHECK(host.Inside({"systemctl", "show", "-P", "OOMPolicy", "tetherd"}) == "continue");
 
   // tetherctl: root, a member of the group tether, anyone else.
   host.Inside({"useradd", "--no-create-home", "-G", "tether", "reader"});
