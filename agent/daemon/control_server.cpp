@@ -45,12 +45,48 @@ bool PeerHasGroup(int socket, gid_t gid) {
   return std::find(groups.begin(), groups.end(), gid) != groups.end();
 }
 
-Connection::Connection(RequestHandler& handler, Socket socket, protocol::Role role)
+std::unique_ptr<ConnectionCount::Ticket> ConnectionCount::Take(
+    const std::shared_ptr<ConnectionCount>& count, uid_t uid) {
+  if (uid == 0) {
+    if (count->root_ >= kMaxRoot) return nullptr;
+    ++count->root_;
+    return std::make_unique<Ticket>(count, uid);
+  }
+  auto user = std::find_if(count->per_user_.begin(), count->per_user_.end(),
+                           [uid](const auto& item) { return item.first == uid; });
+  if (count->others_ >= kMaxOthers ||
+      (user != count->per_user_.end() && user->second >= kMaxPerUser)) {
+    return nullptr;
+  }
+  ++count->others_;
+  if (user == count->per_user_.end()) {
+    count->per_user_.emplace_back(uid, 1);
+  } else {
+    ++user->second;
+  }
+  return std::make_unique<Ticket>(count, uid);
+}
+
+void ConnectionCount::Release(uid_t uid) {
+  if (uid == 0) {
+    --root_;
+    return;
+  }
+  --others_;
+  auto user = std::find_if(per_user_.begin(), per_user_.end(),
+                           [uid](const auto& item) { return item.first == uid; });
+  if (user != per_user_.end() && --user->second == 0) per_user_.erase(user);
+}
+
+Connection::Connection(RequestHandler& handler, Socket socket, protocol::Role role,
+                       std::unique_ptr<ConnectionCount::Ticket> ticket)
     : handler_(handler),
       socket_(std::move(socket)),
       timer_(socket_.get_executor()),
+      write_timer_(socket_.get_executor()),
       input_(protocol::kMaxRequest),
-      role_(role) {}
+      role_(role),
+      ticket_(std::move(ticket)) {}
 
 void Connection::Defer() {
   ++deferred_;
@@ -58,7 +94,7 @@ void Connection::Defer() {
 }
 
 void Connection::ReplyDeferred(const Json& reply) {
-  if (deferred_ > 0 && --deferred_ == 0 && !subscribed_) ArmDeadline();
+  if (deferred_ > 0) --deferred_;
   Reply(reply);
 }
 
@@ -89,8 +125,18 @@ void Connection::ReadRequest() {
             asio::buffers_begin(self->input_.data()) + static_cast<std::ptrdiff_t>(length));
         self->input_.consume(length);
         self->OnRequest(line);
-        self->ReadRequest();
+        // An events subscriber is read on (its replies are events, bounded below);
+        // anyone else once its reply is written.
+        if (self->subscribed_) return self->ReadRequest();
+        self->waiting_ = true;
+        self->ReadWhenAnswered();
       });
+}
+
+void Connection::ReadWhenAnswered() {
+  if (!waiting_ || !outbox_.empty() || deferred_ > 0 || !socket_.is_open()) return;
+  waiting_ = false;
+  ReadRequest();
 }
 
 void Connection::OnRequest(std::string_view line) {
@@ -114,11 +160,20 @@ void Connection::Reply(const Json& reply) {
 
 void Connection::WriteNext() {
   auto self = shared_from_this();
+  // A client that does not read what it asked for is disconnected.
+  write_timer_.expires_after(kRequestTimeout);
+  write_timer_.async_wait([self](boost::system::error_code code) {
+    if (code) return;
+    boost::system::error_code ignored;
+    self->socket_.close(ignored);
+  });
   asio::async_write(socket_, asio::buffer(outbox_.front()),
                     [self](boost::system::error_code code, std::size_t) {
+                      self->write_timer_.cancel();
                       if (code) return;
                       self->outbox_.pop_front();
-                      if (!self->outbox_.empty()) self->WriteNext();
+                      if (!self->outbox_.empty()) return self->WriteNext();
+                      self->ReadWhenAnswered();
                     });
 }
 
@@ -187,10 +242,22 @@ void ControlServer::Accept() {
     if (code == asio::error::operation_aborted || !accepting_) return;
     if (!code) {
       const protocol::Role role = RoleOf(socket);
-      auto connection = std::make_shared<Connection>(handler_, std::move(socket), role);
+      ucred peer{};
+      socklen_t length = sizeof(peer);
+      auto ticket = role == protocol::Role::kNone || getsockopt(socket.native_handle(), SOL_SOCKET,
+                                                                SO_PEERCRED, &peer, &length) != 0
+                        ? nullptr
+                        : ConnectionCount::Take(count_, peer.uid);
+      const bool admitted = ticket != nullptr;
+      auto connection =
+          std::make_shared<Connection>(handler_, std::move(socket), role, std::move(ticket));
       if (role == protocol::Role::kNone) {
         connection->Reply(
             protocol::Refusal("permission denied: root or the group '" + read_group_ + "' only"));
+      } else if (!admitted) {
+        // Said, then closed: the refusal is small, and nothing more is read.
+        connection->Reply(protocol::Refusal(
+            "too many connections to tetherd from this user; close some and try again"));
       } else {
         connection->Start();
       }

@@ -14,6 +14,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -38,12 +40,51 @@ class RequestHandler {
                       const protocol::Request& request) = 0;
 };
 
-// One control connection: requests in, replies out, in order.
+// Open connections, counted by the peer's uid, so that none can take all of tetherd's
+// descriptors (cycles need theirs). A Connection holds a Ticket while it lives.
+class ConnectionCount {
+ public:
+  // Non-root peers: this many in all, and this many each.
+  static constexpr std::size_t kMaxOthers = 128;
+  static constexpr std::size_t kMaxPerUser = 16;
+  // root's own (tetherctl, scripts): apart, so that readers cannot lock root out.
+  static constexpr std::size_t kMaxRoot = 64;
+
+  class Ticket {
+   public:
+    Ticket(std::shared_ptr<ConnectionCount> count, uid_t uid)
+        : count_(std::move(count)), uid_(uid) {}
+    Ticket(const Ticket&) = delete;
+    Ticket& operator=(const Ticket&) = delete;
+    ~Ticket() { count_->Release(uid_); }
+
+   private:
+    std::shared_ptr<ConnectionCount> count_;
+    uid_t uid_;
+  };
+
+  // A ticket for one more connection of `uid`, or none when it is over a limit.
+  [[nodiscard]] static std::unique_ptr<Ticket> Take(const std::shared_ptr<ConnectionCount>& count,
+                                                    uid_t uid);
+
+ private:
+  void Release(uid_t uid);
+
+  std::size_t root_ = 0;
+  std::size_t others_ = 0;
+  std::vector<std::pair<uid_t, std::size_t>> per_user_;
+};
+
+// One control connection: requests in, replies out, in order. The next request is read
+// once the reply to the last one is written (a client that sends and never reads holds
+// one reply, not all of them), and a reply the client does not read within the request
+// deadline ends the connection.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   using Socket = boost::asio::local::stream_protocol::socket;
 
-  Connection(RequestHandler& handler, Socket socket, protocol::Role role);
+  Connection(RequestHandler& handler, Socket socket, protocol::Role role,
+             std::unique_ptr<ConnectionCount::Ticket> ticket = nullptr);
 
   void Start() { ReadRequest(); }
   void Reply(const nlohmann::json& reply);
@@ -61,15 +102,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnRequest(std::string_view line);
   void ArmDeadline();
   void WriteNext();
+  // Reads the next request when nothing is owed to the client any more.
+  void ReadWhenAnswered();
 
   RequestHandler& handler_;
   Socket socket_;
   boost::asio::steady_timer timer_;
+  boost::asio::steady_timer write_timer_;
   boost::asio::streambuf input_;
   protocol::Role role_;
   bool subscribed_ = false;
-  int deferred_ = 0;  // replies owed (Defer)
+  int deferred_ = 0;      // replies owed (Defer)
+  bool waiting_ = false;  // the next request is read once the replies owed are written
   std::deque<std::string> outbox_;
+  std::unique_ptr<ConnectionCount::Ticket> ticket_;
 };
 
 // Whether the peer of the Unix socket `socket` had group `gid` (primary or supplementary)
@@ -103,6 +149,7 @@ class ControlServer {
   std::optional<gid_t> read_gid_;
   std::string bound_path_;  // "" with socket activation
   bool accepting_ = true;
+  std::shared_ptr<ConnectionCount> count_ = std::make_shared<ConnectionCount>();
 };
 
 }  // namespace tether
