@@ -103,7 +103,7 @@ class Renderer {
     state_.profile = options_.profile;
     std::vector<std::string> chain;
     Load(options_.profile, Location{options_.profile, 0, 0}, chain);
-    if (loaded_any_) BuildResources();
+    if (loaded_any_ && !over_limit_) BuildResources();
     return std::move(state_);
   }
 
@@ -111,6 +111,15 @@ class Renderer {
   // Reads one profile file and, first, everything it includes.
   void Load(const std::string& path, const Location& included_from,
             std::vector<std::string>& chain) {
+    if (over_limit_) return;  // said once
+    if (++files_read_ > options_.limits.max_profile_files) {
+      diagnostics_.Error(included_from,
+                         "more than " + std::to_string(options_.limits.max_profile_files) +
+                             " profile files read (includes repeat: " + ChainText(chain, path) +
+                             ")");
+      over_limit_ = true;
+      return;
+    }
     if (std::find(chain.begin(), chain.end(), path) != chain.end()) {
       diagnostics_.Error(included_from, "include cycle: " + ChainText(chain, path));
       return;
@@ -119,6 +128,7 @@ class Renderer {
       diagnostics_.Error(included_from, "includes nested deeper than " +
                                             std::to_string(options_.limits.max_include_depth) +
                                             ": " + ChainText(chain, path));
+      over_limit_ = true;
       return;
     }
     auto text = ReadTreeFile(tree_, path, options_.limits.max_profile_size);
@@ -127,6 +137,14 @@ class Renderer {
                                             (text.error().Is(std::errc::no_such_file_or_directory)
                                                  ? std::string("no such file in the repo")
                                                  : text.error().message()));
+      return;
+    }
+    profile_bytes_ += text->size();
+    if (profile_bytes_ > options_.limits.max_profile_bytes) {
+      diagnostics_.Error(included_from, "the profile files read pass " +
+                                            std::to_string(options_.limits.max_profile_bytes) +
+                                            " bytes together (the limit), at '" + path + "'");
+      over_limit_ = true;
       return;
     }
     auto document = ParseToml(*text, path, diagnostics_);
@@ -223,6 +241,15 @@ class Renderer {
       return;
     }
     auto existing = declared_.find(id);
+    if (existing == declared_.end() && declared_.size() >= options_.limits.max_resources) {
+      if (!over_limit_) {
+        diagnostics_.Error(where, "too many resources: more than " +
+                                      std::to_string(options_.limits.max_resources) +
+                                      " (the limit)");
+      }
+      over_limit_ = true;
+      return;
+    }
     if (existing != declared_.end()) {
       existing->second = Declaration{kind, id, &table, file, where, file_index};  // later wins
     } else {
@@ -231,30 +258,26 @@ class Renderer {
   }
 
   void BuildResources() {
-    if (declared_.size() > options_.limits.max_resources) {
-      diagnostics_.Error({options_.profile, 0, 0},
-                         "too many resources: " + std::to_string(declared_.size()) +
-                             " (the limit is " + std::to_string(options_.limits.max_resources) +
-                             ")");
-      return;
-    }
     // Room for all at once, and sorted in place (ids are unique: no two compare equal): a
     // vector doubling, or stable_sort's buffer, would hold the resources twice at the peak.
     state_.resources.reserve(declared_.size());
     for (const auto& [id, declaration] : declared_) {
       if (auto resource = Build(declaration)) state_.resources.push_back(std::move(*resource));
+      // Counted as they are made: contents held past the limit would be memory spent on
+      // a render that fails anyway.
+      if (total_size_ > options_.limits.max_total_size) {
+        diagnostics_.Error({options_.profile, 0, 0},
+                           "the rendered contents pass " +
+                               std::to_string(options_.limits.max_total_size) +
+                               " bytes together (the limit), at " + id);
+        return;
+      }
     }
     std::sort(state_.resources.begin(), state_.resources.end(),
               [](const Resource& a, const Resource& b) {
                 return std::tie(a.kind, a.id) < std::tie(b.kind, b.id);
               });
     CheckPaths();
-    if (total_size_ > options_.limits.max_total_size) {
-      diagnostics_.Error({options_.profile, 0, 0},
-                         "the rendered contents total " + std::to_string(total_size_) +
-                             " bytes (the limit is " +
-                             std::to_string(options_.limits.max_total_size) + ")");
-    }
   }
 
   std::optional<Resource> Build(const Declaration& declaration) {
@@ -390,7 +413,11 @@ class Renderer {
     }
     if (result.templated) {
       TemplateContext context{state_.vars, options_.host, options_.labels, options_.labels_known};
-      auto expanded = ExpandTemplate(result.text, origin, context, diagnostics_, inline_origin);
+      const std::size_t room = std::min(
+          options_.limits.max_file_size,
+          options_.limits.max_total_size - std::min(total_size_, options_.limits.max_total_size));
+      auto expanded =
+          ExpandTemplate(result.text, origin, context, diagnostics_, inline_origin, room);
       if (expanded) result.text = std::move(*expanded);
     }
     if (result.size() > options_.limits.max_file_size) {
@@ -632,6 +659,9 @@ class Renderer {
   std::vector<std::pair<Location, std::vector<std::string>>> restart_on_;
   std::size_t total_size_ = 0;
   bool loaded_any_ = false;
+  std::size_t files_read_ = 0;     // profile files read so far, repeats counted
+  std::size_t profile_bytes_ = 0;  // their bytes
+  bool over_limit_ = false;        // a count passed its limit: nothing more is read
 };
 
 }  // namespace

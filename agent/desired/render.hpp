@@ -26,6 +26,10 @@ struct RenderLimits {
   std::size_t max_total_size = 64 << 20;   // all contents together
   std::size_t max_resources = 100'000;
   int max_include_depth = 16;
+  // Profile files read, an include read twice counting twice, and their bytes together:
+  // counted as they are read, so includes that repeat cannot multiply without bound.
+  std::size_t max_profile_files = 1000;
+  std::size_t max_profile_bytes = 8 << 20;
 };
 
 struct RenderOptions {

@@ -32,11 +32,11 @@ struct TemplateContext {
 // Expands `text`. `origin` locates its first character, so diagnostics point at the line
 // and column of the expression; for text from a TOML string, `inline_origin` reports the
 // string's own location instead (escapes make offsets unreliable). Returns nothing when
-// any error was reported.
-[[nodiscard]] std::optional<std::string> ExpandTemplate(std::string_view text,
-                                                        const Location& origin,
-                                                        const TemplateContext& context,
-                                                        Diagnostics& diagnostics,
-                                                        bool inline_origin = false);
+// any error was reported, or when the result would pass `max_size` bytes (checked as it
+// grows: an error at the expression that would pass it).
+[[nodiscard]] std::optional<std::string> ExpandTemplate(
+    std::string_view text, const Location& origin, const TemplateContext& context,
+    Diagnostics& diagnostics, bool inline_origin = false,
+    std::size_t max_size = static_cast<std::size_t>(-1));
 
 }  // namespace tether

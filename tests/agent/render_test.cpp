@@ -1,5 +1,6 @@
 #include "agent/desired/render.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -346,8 +347,8 @@ TEST_CASE("Size limits apply to each file, to the whole render and to the resour
                           {"big", std::string(11, 'x')}},
                          options);
   CHECK(rendered.problems ==
-        "hosts/web-01.toml:9:10: file.source: 'big' is larger than 10 bytes\n"
-        "hosts/web-01.toml: the rendered contents total 20 bytes (the limit is 15)\n");
+        "hosts/web-01.toml: the rendered contents pass 15 bytes together (the limit), at "
+        "file:/etc/b\n");
 
   RenderOptions few;
   few.limits.max_resources = 1;
@@ -355,7 +356,48 @@ TEST_CASE("Size limits apply to each file, to the whole render and to the resour
                           "[[package]]\nname = \"aa\"\n[[package]]\nname = "
                           "\"bb\"\n"}},
                         few);
-  CHECK(counted.problems == "hosts/web-01.toml: too many resources: 2 (the limit is 1)\n");
+  CHECK(counted.problems == "hosts/web-01.toml:3:1: too many resources: more than 1 (the limit)\n");
+}
+
+TEST_CASE("Includes that repeat are counted as they are read, and stopped at the limit") {
+  // 14 small files, each including the next 4 times: 4^13 reads if nothing counted them.
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 14; ++i) {
+    const std::string next = "p" + std::to_string(i + 1) + ".toml";
+    files["p" + std::to_string(i) + ".toml"] = i == 13 ? "[vars]\nx = \"1\"\n"
+                                                       : "include = [\"" + next + "\", \"" + next +
+                                                             "\", \"" + next + "\", \"" + next +
+                                                             "\"]\n";
+  }
+  files["hosts/web-01.toml"] = "include = [\"p0.toml\"]\n";
+  auto rendered = Render(files);
+  CHECK(rendered.problems.find("more than 1000 profile files read (includes repeat: "
+                               "hosts/web-01.toml -> p0.toml -> p1.toml") != std::string::npos);
+  CHECK_MESSAGE(std::count(rendered.problems.begin(), rendered.problems.end(), '\n') == 1,
+                rendered.problems.substr(0, 600));  // said once
+
+  RenderOptions small;
+  small.limits.max_profile_bytes = 100;
+  auto bytes = Render({{"hosts/web-01.toml", "include = [\"a.toml\", \"b.toml\"]\n"},
+                       {"a.toml", "# " + std::string(60, 'a') + "\n"},
+                       {"b.toml", "# " + std::string(60, 'b') + "\n"}},
+                      small);
+  CHECK(bytes.problems ==
+        "hosts/web-01.toml:1:22: the profile files read pass 100 bytes together (the limit), "
+        "at 'b.toml'\n");
+}
+
+TEST_CASE("A template is stopped at the size limit as it expands, at the expression") {
+  // A 900 KB variable used 10,000 times: 9 GB if expanded before the check.
+  std::string uses;
+  for (int i = 0; i < 10'000; ++i) uses += "{{ vars.big }}";
+  auto rendered =
+      Render({{"hosts/web-01.toml", "[vars]\nbig = \"" + std::string(900'000, 'x') +
+                                        "\"\n[[file]]\npath = \"/etc/bomb\"\nsource = \"bomb\"\n"
+                                        "template = true\n"},
+              {"bomb", "line\n" + uses}});
+  CHECK(rendered.problems ==
+        "bomb:2:57: the expanded content would pass 4194304 bytes (the limit)\n");
 }
 
 TEST_CASE("Templates: literals, spaces, facts and labels") {
