@@ -93,4 +93,31 @@ Result<double> ParsePercentage(std::string_view text) {
   return value / 100.0;
 }
 
+Result<std::uint64_t> ParseSize(std::string_view text) {
+  const auto bad = [&] {
+    return Fail(std::errc::invalid_argument,
+                "invalid size \"" + std::string(text) + "\" (use e.g. 512MiB, 1GiB)");
+  };
+  const auto unit_at = text.find_first_not_of("0123456789");
+  if (unit_at == 0 || unit_at == std::string_view::npos || unit_at > 18) return bad();
+  const std::string_view unit = text.substr(unit_at);
+  int shift = 0;
+  if (unit == "B") {
+    shift = 0;
+  } else if (unit == "KiB") {
+    shift = 10;
+  } else if (unit == "MiB") {
+    shift = 20;
+  } else if (unit == "GiB") {
+    shift = 30;
+  } else {
+    return bad();
+  }
+  const std::uint64_t number = std::stoull(std::string(text.substr(0, unit_at)));
+  if (number > (std::uint64_t{1} << 62) >> shift) {
+    return Fail(std::errc::result_out_of_range, "size \"" + std::string(text) + "\" is too large");
+  }
+  return number << shift;
+}
+
 }  // namespace tether

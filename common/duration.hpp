@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -19,5 +20,9 @@ namespace tether {
 
 // "10%", "0%", "12.5%" -> a fraction in [0, 1]; EINVAL otherwise.
 [[nodiscard]] Result<double> ParsePercentage(std::string_view text);
+
+// A size: an integer and a unit, "512MiB", "1GiB", "64KiB" or "100B". Errors: EINVAL
+// naming the text; ERANGE past 2^62 bytes.
+[[nodiscard]] Result<std::uint64_t> ParseSize(std::string_view text);
 
 }  // namespace tether

@@ -81,6 +81,14 @@ class ConfigParser {
       }
     }
     Set(t, "timeout", t.Duration("timeout"), s.timeout);
+    if (auto size = t.String("max_fetch")) {
+      auto bytes = ParseSize(*size);
+      if (bytes && *bytes > 0) {
+        Set(t, "max_fetch", std::optional<std::uint64_t>(*bytes), s.max_fetch);
+      } else {
+        t.Error("max_fetch", bytes ? "must be more than 0 bytes" : bytes.error().message());
+      }
+    }
     Set(t, "ssh_key", t.String("ssh_key"), s.ssh_key);
     Set(t, "known_hosts", t.String("known_hosts"), s.known_hosts);
     Set(t, "token_file", t.String("token_file"), s.token_file);

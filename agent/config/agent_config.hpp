@@ -34,6 +34,9 @@ struct SourceConfig {
   std::chrono::milliseconds interval = std::chrono::seconds(60);
   double jitter = 0.10;  // fraction of interval
   std::chrono::milliseconds timeout = std::chrono::seconds(30);
+  // The most one fetch may bring from the server: past it, the fetch is stopped and
+  // what it brought is removed.
+  std::uint64_t max_fetch = std::uint64_t{1} << 30;
   std::optional<std::string> ssh_key;
   std::optional<std::string> known_hosts;
   std::optional<std::string> token_file;

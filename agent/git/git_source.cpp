@@ -411,7 +411,8 @@ Result<UpdateResult> GitSource::Update() {
     nlohmann::json request = {{"op", "fetch"},
                               {"url", urls()[polled->source]},
                               {"ref", options_.source.ref},
-                              {"mirror", mirror_}};
+                              {"mirror", mirror_},
+                              {"max_fetch", options_.source.max_fetch}};
     if (auto scoped = CredentialsFor(urls()[polled->source]); !scoped.empty()) {
       request["credentials"] = scoped;
     }

@@ -1,5 +1,6 @@
 #include "agent/git/git_worker.hpp"
 
+#include <dirent.h>
 #include <git2.h>
 #include <signal.h>
 #include <unistd.h>
@@ -36,7 +37,32 @@ struct CallbackState {
   int port = 0;
   int credential_attempts = 0;
   std::string failure;
+  std::uint64_t max_fetch = 0;  // bytes a fetch may bring; 0: no bound
 };
+
+// Stops a fetch that brings more than it may (returning non-zero makes libgit2 abort).
+int TransferProgress(const git_indexer_progress* progress, void* payload) {
+  auto* state = static_cast<CallbackState*>(payload);
+  if (state->max_fetch == 0 || progress->received_bytes <= state->max_fetch) return 0;
+  state->failure = "the server sent more than source.max_fetch (" +
+                   std::to_string(state->max_fetch) + " bytes); stopped";
+  return -1;
+}
+
+// Removes what a fetch that did not finish left in `mirror`: libgit2 writes an incoming
+// pack to objects/pack/pack_git2_* and renames it only when the fetch completes, so a
+// fetch stopped, failed or killed (at source.timeout) leaves its temporary file.
+void RemovePartialPacks(const std::string& mirror) {
+  const std::string packs = mirror + "/objects/pack";
+  DIR* dir = opendir(packs.c_str());
+  if (dir == nullptr) return;
+  while (const dirent* entry = readdir(dir)) {
+    if (std::string_view(entry->d_name).rfind("pack_git2_", 0) == 0) {
+      unlinkat(dirfd(dir), entry->d_name, 0);
+    }
+  }
+  closedir(dir);
+}
 
 std::string LastGitError(const char* what) {
   const git_error* error = git_error_last();
@@ -199,6 +225,11 @@ class Worker {
     }
     if (op == "fetch") {
       const std::string mirror = request.value("mirror", "");
+      // Only this worker writes the mirror, one fetch at a time: any partial pack there is
+      // a former fetch's.
+      RemovePartialPacks(mirror);
+      state.max_fetch = request.value("max_fetch", std::uint64_t{0});
+      callbacks.transfer_progress = TransferProgress;
       git_repository* repo = Repository(mirror);
       if (repo == nullptr) return fail("open mirror");
       git_remote* remote = Anonymous(repo, mirror, url);
@@ -214,7 +245,11 @@ class Worker {
       options.update_fetchhead = 0;
       options.follow_redirects = GIT_REMOTE_REDIRECT_NONE;
       options.prune = GIT_FETCH_NO_PRUNE;
-      if (git_remote_fetch(remote, &refspecs, &options, nullptr) != 0) return fail("fetch");
+      if (git_remote_fetch(remote, &refspecs, &options, nullptr) != 0) {
+        auto failed = fail("fetch");
+        RemovePartialPacks(mirror);
+        return failed;
+      }
       git_object* object = nullptr;
       if (git_revparse_single(&object, repo, "refs/tether/fetched^{commit}") != 0) {
         return fail("resolve the fetched ref");

@@ -25,6 +25,7 @@
 #include "tests/support/git_server.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_ca.hpp"
+#include "tests/support/text_files.hpp"
 
 using namespace std::chrono_literals;
 using tether::GitSource;
@@ -39,6 +40,7 @@ using tether::testing::GitSshServer;
 using tether::testing::HttpAuth;
 using tether::testing::TempDir;
 using tether::testing::TestCa;
+using tether::testing::WriteText;
 
 namespace {
 
@@ -470,6 +472,43 @@ TEST_CASE("As root, what the worker could put in place of its directories is nev
     CHECK((file.st_mode & 07777) == 0600);
     REQUIRE(stat(host.dir.path().c_str(), &file) == 0);
     CHECK(file.st_uid == 0);
+  }
+}
+
+TEST_CASE("A fetch bigger than source.max_fetch is stopped; partial packs are removed") {
+  Fleet fleet;
+  // 2 MiB that do not compress.
+  std::string noise(2 << 20, '\0');
+  std::uint64_t x = 88172645463325252ULL;
+  for (char& c : noise) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  const std::string big = CommitFiles(fleet.repo, {{"noise.bin", noise}});
+  GitDaemonServer server(fleet.root.path());
+  for (const std::string& url : {"file://" + fleet.repo, server.url("fleet.git")}) {
+    CAPTURE(url);
+    Host host(url);
+    host.options.source.max_fetch = 1 << 20;
+    auto source = host.Source();
+    // What a fetch killed at source.timeout leaves behind.
+    const std::string packs = source->mirror_path() + "/objects/pack";
+    std::filesystem::create_directories(packs);
+    WriteText(packs + "/pack_git2_left0ver", "partial");
+    auto stopped = source->Update();
+    REQUIRE_FALSE(stopped);
+    CHECK_MESSAGE(stopped.error().message().find("more than source.max_fetch (1048576 bytes)") !=
+                      std::string::npos,
+                  stopped.error().message());
+    for (const auto& entry : std::filesystem::directory_iterator(packs)) {
+      CHECK(entry.path().filename().string().rfind("pack_git2_", 0) != 0);
+    }
+    host.options.source.max_fetch = 64 << 20;
+    auto fetched = host.Source()->Update();
+    REQUIRE_MESSAGE(fetched, (fetched ? "" : fetched.error().message()));
+    CHECK(fetched->commit == big);
   }
 }
 
