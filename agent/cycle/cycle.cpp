@@ -143,7 +143,14 @@ class Cycle {
     const bool pinned = !options_.pin.empty() || options_.config.source.pin == commit_;
     const std::optional<std::string> last_applied =
         inventory_.commit.empty() || pinned ? std::nullopt : std::optional(inventory_.commit);
-    auto accepted = CheckCommit(*source_, commit_, last_applied, policy, now);
+    // The applied commit was verified when it was applied: a signer's key that expired
+    // since does not stop its enforcement (a hand edit is still reverted, offline too).
+    // A key taken out of allowed_signers does; any other commit needs a key valid now.
+    TrustPolicy effective = policy;
+    if (!inventory_.commit.empty() && commit_ == inventory_.commit) {
+      for (auto& signer : effective.signers) signer.valid_before.reset();
+    }
+    auto accepted = CheckCommit(*source_, commit_, last_applied, effective, now);
     if (!accepted) return Stop(accepted.error().message(), Outcome::kRefused);
     signer_ = accepted->signer;
     return true;

@@ -63,24 +63,26 @@ class Credentials {
   Status Fill(HttpRequest& request) {
     if (user_.empty()) return {};
     if (!dropped_) {
-      for (auto [path, pem] : Slots(request)) {
-        if (path->empty()) continue;
-        auto text = ReadLocalFile(*path, kMaxPemFile);
+      for (const auto& slot : Slots(request)) {
+        const std::string& path = *slot.first;
+        if (path.empty()) continue;
+        auto text = ReadLocalFile(path, kMaxPemFile);
         if (!text) return Fail(text.error());
-        read_.emplace_back(*path, std::move(*text));
+        read_.emplace_back(path, std::move(*text));
       }
       if (auto became = DropPrivileges(user_); !became) return became;
       dropped_ = true;
     }
-    for (auto [path, pem] : Slots(request)) {
-      if (path->empty()) continue;
+    for (const auto& slot : Slots(request)) {
+      const std::string& path = *slot.first;
+      if (path.empty()) continue;
       const auto found = std::find_if(read_.begin(), read_.end(),
-                                      [&](const auto& item) { return item.first == *path; });
+                                      [&](const auto& item) { return item.first == path; });
       if (found == read_.end()) {
         return Fail(std::errc::permission_denied,
-                    "'" + *path + "' was not named when the HTTP child gave up root");
+                    "'" + path + "' was not named when the HTTP child gave up root");
       }
-      *pem = found->second;
+      *slot.second = found->second;
     }
     return {};
   }

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 
 #include <doctest/doctest.h>
 
@@ -17,6 +19,7 @@
 #include "tests/support/git_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
+using namespace std::chrono_literals;
 using tether::testing::CommitFiles;
 using tether::testing::TempDir;
 
@@ -141,6 +144,33 @@ TEST_CASE("source.pin to a commit older than the applied one applies it (the can
   CHECK(refused.exit_code == 1);
   CHECK(refused.err.find("commit is not signed") != std::string::npos);
   CHECK(box.dir.ReadFile("root/etc/motd") == "first\n");
+}
+
+TEST_CASE("A signer's key that expired keeps its applied commit enforced, and no newer one") {
+  Sandbox box;
+  // The key is valid for a few more seconds only.
+  const std::time_t until = std::time(nullptr) + 4;
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%SZ", std::gmtime(&until));
+  box.dir.WriteFile("allowed_signers", "ops@example.com valid-before=\"" + std::string(stamp) +
+                                           "\" " + box.key.public_line + "\n");
+  const std::string first = box.Commit("hello\n");
+  auto applied = box.Once();
+  REQUIRE_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  while (std::time(nullptr) <= until + 1) std::this_thread::sleep_for(200ms);
+
+  // Expired now: a hand edit is still reverted (the commit was verified when applied).
+  box.dir.WriteFile("root/etc/motd", "edited by hand\n");
+  auto reverted = box.Once();
+  CHECK_MESSAGE(reverted.exit_code == 0, (reverted.out + reverted.err));
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+  // A new commit signed with it is refused.
+  box.Commit("newer\n");
+  auto refused = box.Once();
+  CHECK(refused.exit_code == 1);
+  CHECK_MESSAGE(refused.err.find("expired") != std::string::npos, refused.err);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+  (void)first;
 }
 
 TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {
