@@ -344,6 +344,14 @@ class Cycle {
       report_.undone.push_back(outcome.id);
     }
     if (same_commit) return;
+    // A failure of the moment (a full disk, an I/O error, dpkg's lock) says nothing of the
+    // commit: rolled back, and tried again at the next poll (the daemon backs off).
+    if (!result.unhealthy && IsTransient(result.code)) {
+      Note(
+          "not quarantined: the failure is of the host's making, not the commit's; "
+          "tried again at the next poll");
+      return;
+    }
     const std::int64_t now =
         std::chrono::duration_cast<std::chrono::seconds>(wall_now_.time_since_epoch()).count();
     if (auto saved = host_.state.SaveQuarantine({commit_, result.error, now}); !saved) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -11,6 +12,27 @@
 #include "common/log.hpp"
 
 namespace tether {
+
+bool IsTransient(const std::error_code& code) {
+  if (code.category() != std::generic_category() && code.category() != std::system_category()) {
+    return false;
+  }
+  switch (static_cast<std::errc>(code.value())) {
+    case std::errc::no_space_on_device:
+    case std::errc::io_error:
+    case std::errc::not_enough_memory:
+    case std::errc::device_or_resource_busy:
+    case std::errc::resource_unavailable_try_again:
+    case std::errc::timed_out:
+    case std::errc::interrupted:
+    case std::errc::too_many_files_open:
+    case std::errc::too_many_files_open_in_system:
+    case std::errc::text_file_busy:
+      return true;
+    default:
+      return code.value() == EDQUOT;
+  }
+}
 
 namespace {
 
@@ -514,13 +536,14 @@ class Engine::ApplyRun {
     for (std::size_t k = first; k < last; ++k) {
       const PlannedAction& planned = plan_[changed_[k]];
       auto undo = handler.Begin(planned, journal_.tag());
-      if (!undo) return RollBackAt(planned, undo.error().message());
+      if (!undo) return RollBackAt(planned, undo.error().message(), undo.error().code());
       const ResourceKind kind =
           planned.resource != nullptr ? planned.resource->kind : planned.previous->kind;
       batch.push_back({&planned, {planned.action.id, kind, std::move(*undo)}, std::nullopt, false});
     }
     if (auto recorded = journal_.Record(batch); !recorded) {
-      return RollBackAt(*batch.front().planned, recorded.error().message());
+      return RollBackAt(*batch.front().planned, recorded.error().message(),
+                        recorded.error().code());
     }
     if (auto applied = handler.Apply(batch, journal_); !applied) {
       auto culprit = std::find_if(batch.begin(), batch.end(),
@@ -530,7 +553,7 @@ class Engine::ApplyRun {
                                [](const Change& change) { return !change.done; });
       }
       return RollBackAt(*(culprit == batch.end() ? batch.back() : *culprit).planned,
-                        applied.error().message());
+                        applied.error().message(), applied.error().code());
     }
     for (std::size_t k = 0; k < batch.size(); ++k) {
       Change& change = batch[k];
@@ -559,9 +582,11 @@ class Engine::ApplyRun {
   }
 
   // `planned` failed with `error`: every step done is undone.
-  ApplyResult RollBackAt(const PlannedAction& planned, const std::string& error) {
+  ApplyResult RollBackAt(const PlannedAction& planned, const std::string& error,
+                         std::error_code code = {}) {
     edits_.Revert();
     result_.ok = false;
+    result_.code = code;
     result_.error = "apply '" + planned.action.id + "': " + error;
     MadeOutcomes();
     result_.outcomes.push_back({planned.action.id, planned.action.type, false, error});
@@ -576,6 +601,7 @@ class Engine::ApplyRun {
   ApplyResult RollBackCommit(const Error& error) {
     edits_.Revert();
     result_.ok = false;
+    result_.code = error.code();
     result_.error = error.message();
     MadeOutcomes();
     auto undone = engine_.RollBack(journal_.steps());

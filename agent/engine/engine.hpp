@@ -180,6 +180,9 @@ struct ApplyResult {
   bool rolled_back = false;  // a change or the health gate failed; every done step undone
   bool unhealthy = false;    // what failed was the health gate (Verify), not a change
   std::string error;         // the first failure
+  // The first failure's code, when it had one: tells a failure of the host's making
+  // (IsTransient) from one of the commit's.
+  std::error_code code{};
   // What did not go as planned, in plan order: each conflict that refused the apply; on a
   // failure, each change made before it (ok, then undone when rolled back) and the change
   // that failed. Empty after a successful apply: every planned change was made (a plan of
@@ -198,6 +201,11 @@ struct EngineOptions {
   // with a running count; a crash test kills the process there.
   std::function<void(int count, const char* what)> after_step;
 };
+
+// True for a failure of the moment, not of what is applied: a full disk or quota, an I/O
+// error, no memory, a busy resource or lock (dpkg's, after apply's lock_timeout), a
+// timeout. A commit that failed so is retried, never quarantined.
+[[nodiscard]] bool IsTransient(const std::error_code& code);
 
 class Engine {
  public:

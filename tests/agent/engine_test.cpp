@@ -306,6 +306,8 @@ TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as be
     CHECK_FALSE(result.ok);
     CHECK(result.rolled_back);
     CHECK(result.error.find("No space left on device") != std::string::npos);
+    CHECK(result.code == std::errc::no_space_on_device);
+    CHECK(tether::IsTransient(result.code));  // not the commit's fault: never quarantined
     const Snapshot after = Take(host.root.path());
     for (const auto& [path, value] : after) {
       if (before.count(path) == 0 || before.at(path) != value) {

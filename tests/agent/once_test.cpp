@@ -1,6 +1,7 @@
 // tetherd --once end to end: a real git server, signed commits, a --root sandbox.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -171,6 +172,37 @@ TEST_CASE("A signer's key that expired keeps its applied commit enforced, and no
   CHECK_MESSAGE(refused.err.find("expired") != std::string::npos, refused.err);
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
   (void)first;
+}
+
+TEST_CASE("A commit that fails for a full disk is rolled back and retried, not quarantined") {
+  if (geteuid() != 0) return;  // mounting a small tmpfs needs root; CI runs as root
+  Sandbox box;
+  const std::string small = box.dir.Path("root/srv");
+  std::filesystem::create_directories(small);
+  if (mount("tmpfs", small.c_str(), "tmpfs", 0, "size=64k") != 0) {
+    MESSAGE("skipped: cannot mount a tmpfs here");
+    return;
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  const std::string commit = box.Commit(
+      "hello\n", true,
+      "[[file]]\npath = \"/srv/big\"\ncontent = \"" + std::string(200'000, 'x') + "\"\n");
+  auto full = box.Once();
+  CHECK(full.exit_code == 1);
+  CHECK_MESSAGE(full.err.find("No space left on device") != std::string::npos, full.err);
+  CHECK_MESSAGE(full.err.find("not quarantined") != std::string::npos, full.err);
+  CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
+  CHECK_FALSE(std::filesystem::exists(box.dir.Path("root/etc/motd")));  // rolled back
+
+  // Room again: the same commit applies at the next cycle.
+  umount2(small.c_str(), MNT_DETACH);
+  auto applied = box.Once();
+  CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  CHECK(applied.out.find("applied " + commit.substr(0, 12)) != std::string::npos);
+  CHECK(box.dir.ReadFile("root/srv/big").size() == 200'000);
 }
 
 TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {
