@@ -366,7 +366,17 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
       }
     }
     auto action = handler->Plan(resource, entry, full_audit, context);
-    if (!action) return Fail(action.error().WithContext("plan '" + resource.id + "'"));
+    if (!action) {
+      // One resource that cannot be planned (a file grown past the read limit by its
+      // owner, a path that cannot be opened) is that resource's failure, not the cycle's:
+      // it is refused and left as it is, and every other one is planned.
+      Action refused;
+      refused.id = resource.id;
+      refused.type = ActionType::kConflict;
+      refused.reason = "cannot plan it: " + action.error().message();
+      plan.push_back({std::move(refused), &resource, entry, nullptr});
+      continue;
+    }
     if (action->type != ActionType::kInSync) context.changed.push_back(resource.id);
     plan.push_back({std::move(*action), &resource, entry, replaces});
   }
@@ -384,7 +394,13 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     KindHandler* handler = HandlerFor(entry->kind);
     if (handler == nullptr) continue;
     auto action = handler->PlanPrune(*id, *entry);
-    if (!action) return Fail(action.error().WithContext("plan removing '" + *id + "'"));
+    if (!action) {
+      Action refused;
+      refused.id = *id;
+      refused.type = ActionType::kConflict;
+      refused.reason = "cannot plan removing it: " + action.error().message();
+      action = std::move(refused);
+    }
     plan.push_back({std::move(*action), nullptr, entry, nullptr});
   }
   return plan;
@@ -434,9 +450,9 @@ class Engine::ApplyRun {
         edits_(inventory_, plan) {}
 
   ApplyResult Run(const DesiredState* desired) {
-    if (!RefuseConflicts()) return Done();  // nothing was changed
+    RecordConflicts();
     any_change_ = std::any_of(plan_.begin(), plan_.end(), [](const PlannedAction& p) {
-      return p.action.type != ActionType::kInSync;
+      return p.action.type != ActionType::kInSync && p.action.type != ActionType::kConflict;
     });
     if (any_change_) {
       if (auto opened = journal_.Open(commit_); !opened) {
@@ -472,17 +488,18 @@ class Engine::ApplyRun {
     return std::move(result_);
   }
 
-  // Conflicts refuse the whole apply before anything changes.
-  bool RefuseConflicts() {
+  // A conflict refuses its own resource, which is left as it is (its inventory entry
+  // too); the others are applied. The result says what was refused (ok false, and the
+  // first conflict as the error).
+  void RecordConflicts() {
     for (const auto& planned : plan_) {
       if (planned.action.type == ActionType::kConflict) {
+        if (result_.ok) result_.error = "refused: " + planned.action.reason.str();
         result_.ok = false;
-        result_.error = "refused: " + planned.action.reason.str();
         result_.outcomes.push_back(
             {planned.action.id, ActionType::kConflict, false, planned.action.reason});
       }
     }
-    return result_.ok;
   }
 
   // The inventory is updated in place (entries not in the plan stay as they are); what
@@ -495,6 +512,7 @@ class Engine::ApplyRun {
     for (std::size_t i = 0; i < plan_.size(); ++i) {
       const PlannedAction& planned = plan_[i];
       const std::string_view id = planned.action.id;
+      if (planned.action.type == ActionType::kConflict) continue;  // left as it is
       if (planned.action.type != ActionType::kInSync) {
         changed_.push_back(static_cast<std::uint32_t>(i));
         continue;

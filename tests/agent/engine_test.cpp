@@ -280,15 +280,21 @@ TEST_CASE("Prune deletes what tether created and gives back what it took over") 
   CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
 }
 
-TEST_CASE("A conflict refuses the whole apply before anything changes") {
+TEST_CASE("A conflict refuses its own resource and leaves it; the others are applied") {
   Host host;
   std::filesystem::create_directories(host.root.Path("etc/motd"));
-  const Snapshot before = Take(host.root.path());
   auto result = host.Converge(Desired(kProfile).state, "c1");
   CHECK_FALSE(result.ok);
+  CHECK_FALSE(result.rolled_back);
   CHECK(result.error ==
         "refused: '/etc/motd' is a directory; tether never replaces a directory with a file");
-  CHECK(Take(host.root.path()) == before);
+  REQUIRE(result.outcomes.size() == 1);
+  CHECK(result.outcomes[0].id == "file:/etc/motd");
+  CHECK(std::filesystem::is_directory(host.root.Path("etc/motd")));  // left as it is
+  CHECK(host.root.ReadFile("srv/www/index.html") == "<h1>hello</h1>\n");
+  const auto inventory = host.MakeEngine().LoadInventory().value();
+  CHECK(inventory.entries.count("file:/etc/motd") == 0);
+  CHECK(inventory.entries.count("file:/srv/www/index.html") == 1);
 }
 
 TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as before") {
@@ -494,7 +500,7 @@ TEST_CASE("A repair of only the resources a watch saw keeps the rest of the inve
   CHECK(engine.LoadInventory().value().entries.size() == 4);
 }
 
-TEST_CASE("A path whose parent is missing and undeclared is refused before any change") {
+TEST_CASE("A path whose parent is missing and undeclared is refused, alone") {
   Host host;
   const Snapshot before = Take(host.root.path());
   Desired desired(std::string(kProfile) +
@@ -504,7 +510,10 @@ TEST_CASE("A path whose parent is missing and undeclared is refused before any c
   CHECK(result.error ==
         "refused: its parent directory '/etc/nginx' does not exist and the profile does not "
         "declare it");
-  CHECK(Take(host.root.path()) == before);
+  // That file alone: the rest of the profile is applied.
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("etc/nginx")));
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  (void)before;
 
   // Declared, it is created first (directories come before files).
   Desired declared(std::string(kProfile) +
@@ -726,9 +735,12 @@ TEST_CASE("Source contents are not held: read again to diff and write, and check
         "apply 'file:/etc/app.conf': the content of '/etc/app.conf' ('files/app.conf') is not "
         "what was rendered; refusing to write it");
   CHECK(host.root.ReadFile("etc/app.conf") == "edited\n");
+  // Planned again, that file is refused (and left), not the whole plan.
   auto replanned = engine.Plan(desired.state, inventory);
-  REQUIRE_FALSE(replanned);
-  CHECK(replanned.error().message().find("is not what was rendered") != std::string::npos);
+  REQUIRE(replanned);
+  REQUIRE(replanned->size() == 2);
+  CHECK((*replanned)[0].action.type == ActionType::kConflict);
+  CHECK((*replanned)[0].action.reason.str().find("is not what was rendered") != std::string::npos);
 }
 
 TEST_CASE("A full audit is due once a period, and when its record is missing or odd") {

@@ -205,6 +205,29 @@ TEST_CASE("A commit that fails for a full disk is rolled back and retried, not q
   CHECK(box.dir.ReadFile("root/srv/big").size() == 200'000);
 }
 
+TEST_CASE("One managed file that cannot be planned fails alone; the others are enforced") {
+  Sandbox box;
+  const std::string first =
+      box.Commit("hello\n", true,
+                 "[[file]]\npath = \"/etc/app.log\"\ncontent = \"small\\n\"\n"
+                 "[[file]]\npath = \"/etc/issue\"\ncontent = \"tether\\n\"\n");
+  REQUIRE(box.Once().exit_code == 0);
+  // Its owner grows one managed file past what tether reads; a person edits another.
+  box.dir.WriteFile("root/etc/app.log", std::string(70 << 20, 'x'));
+  box.dir.WriteFile("root/etc/motd", "edited by hand\n");
+  auto cycle = box.Once();
+  INFO((cycle.out + cycle.err));
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");  // still enforced
+  CHECK(box.dir.ReadFile("root/etc/issue") == "tether\n");
+  // That one is refused, said, and left as it is.
+  CHECK(cycle.exit_code == 1);
+  CHECK(cycle.out.find("conflict file:/etc/app.log: cannot plan it: '/etc/app.log' is larger "
+                       "than") != std::string::npos);
+  CHECK(std::filesystem::file_size(box.dir.Path("root/etc/app.log")) == (70u << 20));
+  CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
+  (void)first;
+}
+
 TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {
   Sandbox box;
   box.dir.WriteFile("agent.toml", "[source]\nurl = \"ftp://x/y\"\n");
