@@ -28,6 +28,11 @@ bool IsTransient(const std::error_code& code) {
     case std::errc::too_many_files_open:
     case std::errc::too_many_files_open_in_system:
     case std::errc::text_file_busy:
+    case std::errc::network_unreachable:
+    case std::errc::network_down:
+    case std::errc::host_unreachable:
+    case std::errc::connection_refused:
+    case std::errc::connection_reset:
       return true;
     default:
       return code.value() == EDQUOT;

@@ -203,8 +203,9 @@ struct EngineOptions {
 };
 
 // True for a failure of the moment, not of what is applied: a full disk or quota, an I/O
-// error, no memory, a busy resource or lock (dpkg's, after apply's lock_timeout), a
-// timeout. A commit that failed so is retried, never quarantined.
+// error, no memory, a busy resource or lock (dpkg's, after packages.lock_timeout), a
+// timeout, an unreachable network (an archive apt could not fetch from). A commit that
+// failed so is retried, never quarantined. dpkg failing (a maintainer script) is not.
 [[nodiscard]] bool IsTransient(const std::error_code& code);
 
 class Engine {

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include "agent/engine/engine.hpp"
 #include "agent/kinds/packages/apt.hpp"
 #include "agent/kinds/packages/debian_version.hpp"
 #include "agent/kinds/packages/package_manager.hpp"
@@ -432,9 +433,17 @@ TEST_CASE("apt-get failures become clear errors") {
         kPreamble,
         "W: a warning\nE: Sub-process /usr/bin/dpkg returned an error code (1)\nE: second\n",
         "apt-get", seconds(5));
-    CHECK(error.Is(std::errc::io_error));
+    CHECK(error.Is(std::errc::state_not_recoverable));  // dpkg failed: not of the moment
+    CHECK_FALSE(tether::IsTransient(error.code()));
     CHECK(error.message() ==
           "apt-get: Sub-process /usr/bin/dpkg returned an error code (1); second");
+    const Error fetch =
+        AptFailure(kPreamble,
+                   "E: Failed to fetch http://deb.example/pool/a.deb  Temporary failure resolving "
+                   "'deb.example'\nE: Unable to fetch some archives, maybe run apt-get update\n",
+                   "apt-get", seconds(5));
+    CHECK(fetch.Is(std::errc::network_unreachable));
+    CHECK(tether::IsTransient(fetch.code()));  // tried again later, not quarantined
   }
   SUBCASE("no E: line at all") {
     CHECK(AptFailure("", "Segmentation fault\n", "apt-get", seconds(5)).message() ==

@@ -263,6 +263,19 @@ Error AptFailure(std::string_view out, std::string_view err, std::string_view wh
                  prefix + "broken dependencies: " + (unmet.empty() ? *broken : Join(unmet, "; ")));
   }
 
+  // An archive that could not be reached: the network's failure, tried again later.
+  const bool unreachable = std::any_of(errors.begin(), errors.end(), [](const std::string& line) {
+    return StartsWith(line, "Failed to fetch") || StartsWith(line, "Unable to fetch some") ||
+           line.find("Temporary failure resolving") != std::string::npos ||
+           line.find("Could not connect") != std::string::npos;
+  });
+  if (unreachable) return Error(std::errc::network_unreachable, prefix + Join(errors, "; "));
+  // dpkg failed (a maintainer script, a file conflict): the package's or the profile's
+  // doing, not the moment's; the commit is quarantined.
+  const bool dpkg = std::any_of(errors.begin(), errors.end(), [](const std::string& line) {
+    return StartsWith(line, "Sub-process /usr/bin/dpkg returned an error code");
+  });
+  if (dpkg) return Error(std::errc::state_not_recoverable, prefix + Join(errors, "; "));
   if (!errors.empty()) return Error(std::errc::io_error, prefix + Join(errors, "; "));
   // No "E:" line: the last thing it said.
   std::string_view tail = Trim(err.empty() ? out : err);
