@@ -327,6 +327,24 @@ TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as be
   }
 }
 
+TEST_CASE("A file too large to keep is taken over, and left as tether left it on removal") {
+  Host host;
+  host.root.WriteFile("etc/big", std::string((64 << 20) + 1, 'x'), 0644);
+  const std::string declared = "[[file]]\npath = \"/etc/big\"\ncontent = \"managed\\n\"\n";
+  auto taken = host.Converge(Desired(declared).state, "c1");
+  REQUIRE_MESSAGE(taken.ok, taken.error);
+  CHECK(host.root.ReadFile("etc/big") == "managed\n");
+  const auto inventory = host.MakeEngine().LoadInventory().value();
+  const auto& original = inventory.entries.at("file:/etc/big").original;
+  CHECK_FALSE(original.contains("content_base64"));  // 64 MiB never go into the inventory
+  CHECK(original.value("content_not_kept", 0) == (64 << 20) + 1);
+  // Removed from the profile: not "restored" to an empty file; left as it is.
+  auto removed = host.Converge(Desired("").state, "c2");
+  REQUIRE_MESSAGE(removed.ok, removed.error);
+  CHECK(host.root.ReadFile("etc/big") == "managed\n");
+  CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
+}
+
 TEST_CASE("A corrupt inventory is reported, never silently reset") {
   Host host;
   host.state.WriteFile("inventory.json", "{\"schema\": \"tether.inventory/v1\", \"entr");

@@ -205,27 +205,44 @@ TEST_CASE("A commit that fails for a full disk is rolled back and retried, not q
   CHECK(box.dir.ReadFile("root/srv/big").size() == 200'000);
 }
 
-TEST_CASE("One managed file that cannot be planned fails alone; the others are enforced") {
+TEST_CASE("A managed file grown past the read limit is replaced, not read") {
   Sandbox box;
-  const std::string first =
-      box.Commit("hello\n", true,
-                 "[[file]]\npath = \"/etc/app.log\"\ncontent = \"small\\n\"\n"
-                 "[[file]]\npath = \"/etc/issue\"\ncontent = \"tether\\n\"\n");
+  box.Commit("hello\n", true, "[[file]]\npath = \"/etc/app.log\"\ncontent = \"small\\n\"\n");
   REQUIRE(box.Once().exit_code == 0);
-  // Its owner grows one managed file past what tether reads; a person edits another.
+  // Its owner grows it past the 64 MiB tether reads.
   box.dir.WriteFile("root/etc/app.log", std::string(70 << 20, 'x'));
+  auto cycle = box.Once();
+  CHECK_MESSAGE(cycle.exit_code == 0, (cycle.out + cycle.err));
+  CHECK(cycle.out.find("(73400320 bytes, more than tether reads: replaced, not shown)") !=
+        std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/app.log") == "small\n");
+}
+
+TEST_CASE("A managed path that cannot be planned fails alone; the others are enforced") {
+  Sandbox box;
+  box.Commit("hello\n", true,
+             "[[directory]]\npath = \"/etc/app\"\n"
+             "[[file]]\npath = \"/etc/app/app.conf\"\ncontent = \"port = 1\\n\"\n"
+             "[[file]]\npath = \"/etc/issue\"\ncontent = \"tether\\n\"\n");
+  REQUIRE(box.Once().exit_code == 0);
+  // A user puts a symlink where a managed directory was (the file in it cannot be opened
+  // without following it); a person edits another file.
+  std::filesystem::remove_all(box.dir.Path("root/etc/app"));
+  std::filesystem::create_directories(box.dir.Path("elsewhere"));
+  std::filesystem::create_directory_symlink(box.dir.Path("elsewhere"),
+                                            box.dir.Path("root/etc/app"));
   box.dir.WriteFile("root/etc/motd", "edited by hand\n");
   auto cycle = box.Once();
   INFO((cycle.out + cycle.err));
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");  // still enforced
   CHECK(box.dir.ReadFile("root/etc/issue") == "tether\n");
-  // That one is refused, said, and left as it is.
+  // Those are refused, said, and left as they are.
   CHECK(cycle.exit_code == 1);
-  CHECK(cycle.out.find("conflict file:/etc/app.log: cannot plan it: '/etc/app.log' is larger "
-                       "than") != std::string::npos);
-  CHECK(std::filesystem::file_size(box.dir.Path("root/etc/app.log")) == (70u << 20));
+  CHECK(cycle.out.find("conflict directory:/etc/app:") != std::string::npos);
+  CHECK(cycle.out.find("conflict file:/etc/app/app.conf: cannot plan it:") != std::string::npos);
+  CHECK(std::filesystem::is_symlink(box.dir.Path("root/etc/app")));
+  CHECK(std::filesystem::is_empty(box.dir.Path("elsewhere")));  // nothing written through it
   CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
-  (void)first;
 }
 
 TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {

@@ -131,6 +131,9 @@ class PathHandler final : public KindHandler {
                                    : "created by tether, no longer in the profile");
       return action;
     }
+    if (!entry.original.is_null() && entry.original.contains("content_not_kept")) {
+      return action;  // its original was too large to keep: left as it is
+    }
     if (!entry.original.is_null()) {
       action.type = ActionType::kUpdate;
       action.changes.push_back("restore the original from before tether took it over");
@@ -387,6 +390,8 @@ class PathHandler final : public KindHandler {
                      {"uid", observed.stat.uid},
                      {"gid", observed.stat.gid}};
     if (observed.content) original["content_base64"] = Base64Encode(*observed.content);
+    // Too large to keep: removing the resource later leaves the file as tether left it.
+    if (observed.oversized) original["content_not_kept"] = observed.stat.size;
     if (observed.target) original["target"] = *observed.target;
     return original;
   }

@@ -79,7 +79,9 @@ Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool 
   }
   observed.exists = true;
   observed.stat = *stat;
-  if (stat->type == FileType::kRegular && read_content) {
+  if (stat->type == FileType::kRegular && read_content && stat->size > max_size) {
+    observed.oversized = true;
+  } else if (stat->type == FileType::kRegular && read_content) {
     auto content = fs.ReadFile(path, max_size);
     if (!content) return Fail(content.error());
     observed.content_id = ContentIdOf(*content);
@@ -95,6 +97,7 @@ Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path, bool 
 namespace {
 
 bool SameContent(const FileSpec& spec, const PathObservation& observed) {
+  if (observed.oversized) return false;
   const auto& current = observed.content_id;
   return (current ? *current : ContentIdOf(observed.content.value_or(""))) == ContentIdOf(spec);
 }
@@ -132,8 +135,13 @@ Action PlanFile(const std::string& id, const FileSpec& spec, const Ownership& ow
   if (!SameContent(spec, observed)) {
     const std::string current = observed.content.value_or("");
     action.changes.push_back("content");
-    action.diff = spec.secret ? SecretSummary(current.size(), ContentSize(spec))
-                              : UnifiedDiff(current, desired, label, label);
+    if (observed.oversized) {
+      action.diff = "(" + std::to_string(observed.stat.size) +
+                    " bytes, more than tether reads: replaced, not shown)\n";
+    } else {
+      action.diff = spec.secret ? SecretSummary(current.size(), ContentSize(spec))
+                                : UnifiedDiff(current, desired, label, label);
+    }
   }
   CompareAttributes(spec.mode, owner, observed, action);
   action.type = action.changes.empty() ? ActionType::kInSync : ActionType::kUpdate;
@@ -213,6 +221,7 @@ Result<std::uint32_t> LookupId(std::string_view database, std::string_view name,
 
 Status RestoreOriginal(Filesystem& fs, const std::string& path, const nlohmann::json& original) {
   const std::string type = original.value("type", "none");
+  if (type == "file" && original.contains("content_not_kept")) return {};  // left as it is
   if (type == "file") {
     auto content = Base64Decode(original.value("content_base64", ""));
     if (!content) return Fail(std::errc::illegal_byte_sequence, "corrupt original of " + path);

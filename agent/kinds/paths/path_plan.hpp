@@ -27,6 +27,9 @@ struct PathObservation {
   std::optional<std::string> content;
   std::optional<ContentId> content_id;  // of `content`, when read
   std::optional<std::string> target;    // of a symlink
+  // A regular file larger than what may be read: not read. Its content differs from any
+  // a profile may declare (those are smaller), so it is replaced without being read.
+  bool oversized = false;
 };
 
 // Puts back at `path` what tether took over there, as the inventory's `original` recorded
@@ -40,7 +43,7 @@ struct PathObservation {
 [[nodiscard]] const char* ObservedTypeName(const PathObservation& observed);
 
 // Reads what is at `path` (never following a symlink). A missing path is an observation
-// (exists = false), not an error.
+// (exists = false), not an error; so is a file over `max_size` (oversized, not read).
 [[nodiscard]] Result<PathObservation> ObservePath(Filesystem& fs, std::string_view path,
                                                   bool read_content, std::size_t max_size);
 
