@@ -1348,14 +1348,7 @@ TEST_CASE("Hostile HTTP on the webhook and metrics ports: refused, bounded, the 
   fleet.Start();
   REQUIRE_MESSAGE(fleet.Applied("hello\n"), fleet.Log());
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
-  const auto rss = [&] {
-    std::ifstream status("/proc/" + std::to_string(fleet.tetherd.pid()) + "/status");
-    std::string line;
-    while (std::getline(status, line)) {
-      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-    }
-    return -1L;
-  };
+  const auto rss = [&] { return DaemonRss(fleet); };
   const long rss_before = rss();
 
   for (const int port : {fleet.webhook_port, fleet.metrics_port}) {
