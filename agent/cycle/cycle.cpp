@@ -309,7 +309,9 @@ class Cycle {
     // The inventory is handed over (the plan points into it): Apply edits it in place.
     const ApplyResult result = engine_->Apply(plan, std::move(inventory_), commit_, &desired);
     report_.applied = true;
-    if (!result.ok) return Failed(result, same_commit);
+    if (!result.committed) return Failed(result, same_commit);
+    // Committed, with resources refused or not: what was applied counts (the quarantine
+    // of another commit ends, an audit is done); a refusal is then reported below.
     if (!same_commit && quarantine_) {
       if (auto cleared = host_.state.ClearQuarantine(); !cleared) {
         Note(cleared.error().message());
@@ -320,6 +322,7 @@ class Cycle {
         Note(recorded.error().message());
       }
     }
+    if (!result.ok) return Failed(result, same_commit);
     report_.outcome = quarantined_head_      ? Outcome::kFailed
                       : report_.changes == 0 ? Outcome::kInSync
                                              : Outcome::kApplied;
@@ -346,6 +349,17 @@ class Cycle {
     if (same_commit) return;
     // A failure of the moment (a full disk, an I/O error, dpkg's lock) says nothing of the
     // commit: rolled back, and tried again at the next poll (the daemon backs off).
+    // Nor does a rollback while resources were refused: the refusal (a hand-made
+    // symlink, a file grown past the limit) may be what failed, and may not last.
+    const bool refusals = std::any_of(
+        result.outcomes.begin(), result.outcomes.end(),
+        [](const ResourceOutcome& outcome) { return outcome.type == ActionType::kConflict; });
+    if (refusals) {
+      Note(
+          "not quarantined: resources were refused, which may be why; tried again at the "
+          "next poll");
+      return;
+    }
     if (!result.unhealthy && IsTransient(result.code)) {
       Note(
           "not quarantined: the failure is of the host's making, not the commit's; "

@@ -174,7 +174,7 @@ Status WriteInventory(StateStore& state, const Inventory& inventory) {
   if (!writer) return Fail(writer.error());
   for (const auto& [id, entry] : inventory.entries) {
     if (auto added = writer->Add(id, ResourceKindName(entry.kind), InventoryPath(id, entry),
-                                 entry.created, entry.original, entry.fingerprint);
+                                 entry.created, entry.original, entry.fingerprint, entry.pending);
         !added) {
       return added;
     }
@@ -203,6 +203,7 @@ class InventoryEdits {
         InventoryPath(id, it->second) == InventoryPath(id, entry) &&
         it->second.created == entry.created && it->second.original == entry.original) {
       SetFingerprint(it->second, std::move(entry.fingerprint));
+      SetPending(it->second, false);
       return;
     }
     only_fingerprints_ = false;
@@ -224,11 +225,19 @@ class InventoryEdits {
     entry.fingerprint = std::move(fingerprint);
   }
 
+  void SetPending(InventoryEntry& entry, bool pending) {
+    if (entry.pending == pending) return;
+    only_fingerprints_ = false;
+    flipped_.push_back(&entry);
+    entry.pending = pending;
+  }
+
   // Undoes every edit.
   void Revert() {
     for (auto it = fingerprints_.rbegin(); it != fingerprints_.rend(); ++it) {
       it->first->fingerprint = std::move(it->second);
     }
+    for (auto* entry : flipped_) entry->pending = !entry->pending;
     for (std::size_t i = 0; i < added_.size(); ++i) {
       if (!added_[i]) continue;
       if (auto added = inventory_.entries.find(plan_[i].action.id);
@@ -240,6 +249,7 @@ class InventoryEdits {
     for (auto& node : taken_) inventory_.entries.insert(std::move(node));
     inventory_.commit = old_commit_;
     fingerprints_.clear();
+    flipped_.clear();
     added_.assign(added_.size(), false);
     taken_.clear();
     only_fingerprints_ = true;
@@ -255,11 +265,51 @@ class InventoryEdits {
   std::vector<decltype(Inventory::entries)::node_type> taken_;
   std::vector<bool> added_;  // by index in the plan: a bit, rather than an id, per entry added
   std::vector<std::pair<InventoryEntry*, std::string>> fingerprints_;  // entry, old one
+  std::vector<InventoryEntry*> flipped_;                               // pending flipped
 };
 
 }  // namespace
 
 std::string_view NamedBy(std::string_view id) { return id.substr(id.find(':') + 1); }
+
+bool IsRefused(const RefusedIds& refused, std::string_view id) {
+  return std::binary_search(refused.begin(), refused.end(), id);
+}
+
+namespace {
+
+// A path under a refused one is refused too: its apply would fail (or go where the
+// refused one is not as declared), and that failure would roll back every other change.
+void RefuseUnderRefused(std::vector<PlannedAction>& plan) {
+  std::vector<std::string_view> refused;  // paths
+  for (const auto& planned : plan) {
+    const std::string_view path = NamedBy(planned.action.id);
+    if (planned.action.type == ActionType::kConflict && path.starts_with('/')) {
+      refused.push_back(path);
+    }
+  }
+  if (refused.empty()) return;
+  std::sort(refused.begin(), refused.end());
+  for (auto& planned : plan) {
+    if (planned.action.type == ActionType::kConflict) continue;
+    const std::string_view path = NamedBy(planned.action.id);
+    if (!path.starts_with('/')) continue;
+    // Each parent of `path`, nearest last: is it refused?
+    for (auto slash = path.find('/', 1); slash != std::string_view::npos;
+         slash = path.find('/', slash + 1)) {
+      const std::string_view parent = path.substr(0, slash);
+      if (!std::binary_search(refused.begin(), refused.end(), parent)) continue;
+      Action action;
+      action.id = planned.action.id;
+      action.type = ActionType::kConflict;
+      action.reason = "left as it is: '" + std::string(parent) + "' above it is refused";
+      planned.action = std::move(action);
+      break;
+    }
+  }
+}
+
+}  // namespace
 
 std::string_view InventoryPath(std::string_view id, const InventoryEntry& entry) {
   return entry.path.empty() ? NamedBy(id) : std::string_view(entry.path.str());
@@ -277,7 +327,7 @@ std::vector<Action> ApplyDriftPolicy(std::vector<PlannedAction>& plan, DriftMode
   if (!same_commit) return reported;
   for (auto& planned : plan) {
     const bool drifted = planned.resource != nullptr && planned.previous != nullptr &&
-                         planned.action.type != ActionType::kInSync &&
+                         !planned.previous->pending && planned.action.type != ActionType::kInSync &&
                          planned.action.type != ActionType::kConflict;
     const DriftMode mode =
         planned.resource != nullptr ? planned.resource->drift.value_or(default_mode) : default_mode;
@@ -316,8 +366,8 @@ Result<Inventory> Engine::LoadInventory() const {
     if (stored.path == NamedBy(id)) stored.path.clear();
     inventory.entries.emplace_hint(
         inventory.entries.end(), std::move(id),
-        InventoryEntry{*kind, stored.created, std::move(stored.path), std::move(stored.original),
-                       std::move(stored.fingerprint)});
+        InventoryEntry{*kind, stored.created, stored.pending, std::move(stored.path),
+                       std::move(stored.original), std::move(stored.fingerprint)});
     return true;
   });
   if (!commit) return Fail(commit.error());
@@ -385,6 +435,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     if (action->type != ActionType::kInSync) context.changed.push_back(resource.id);
     plan.push_back({std::move(*action), &resource, entry, replaces});
   }
+  RefuseUnderRefused(plan);
   // Prunes, deepest paths first (a file before its directory).
   if (only != nullptr) return plan;  // no prunes in a partial plan
   std::vector<std::pair<const std::string*, const InventoryEntry*>> gone;
@@ -503,8 +554,10 @@ class Engine::ApplyRun {
         result_.ok = false;
         result_.outcomes.push_back(
             {planned.action.id, ActionType::kConflict, false, planned.action.reason});
+        refused_.push_back(planned.action.id);
       }
     }
+    std::sort(refused_.begin(), refused_.end());
   }
 
   // The inventory is updated in place (entries not in the plan stay as they are); what
@@ -517,7 +570,15 @@ class Engine::ApplyRun {
     for (std::size_t i = 0; i < plan_.size(); ++i) {
       const PlannedAction& planned = plan_[i];
       const std::string_view id = planned.action.id;
-      if (planned.action.type == ActionType::kConflict) continue;  // left as it is
+      if (planned.action.type == ActionType::kConflict) {
+        // Left as it is. An entry of an older commit stays that commit's: what differs
+        // is this commit's change, waiting (not drift, whatever the resource's drift mode).
+        auto current = inventory_.entries.find(id);
+        if (current != inventory_.entries.end() && edits_.old_commit() != commit_) {
+          edits_.SetPending(current->second, true);
+        }
+        continue;
+      }
       if (planned.action.type != ActionType::kInSync) {
         changed_.push_back(static_cast<std::uint32_t>(i));
         continue;
@@ -529,15 +590,18 @@ class Engine::ApplyRun {
       auto current = inventory_.entries.find(id);
       if (planned.previous != nullptr && current != inventory_.entries.end() &&
           planned.previous == &current->second) {
-        // Its own entry: only what it looks like now may have moved.
+        // Its own entry: only what it looks like now may have moved (and a change that
+        // waited is made: someone made it by hand).
         if (!planned.action.fingerprint.empty()) {
           edits_.SetFingerprint(current->second, planned.action.fingerprint);
         }
+        edits_.SetPending(current->second, false);
         continue;
       }
-      InventoryEntry entry = planned.previous != nullptr
-                                 ? *planned.previous
-                                 : InventoryEntry{planned.resource->kind, false, "", Json(), ""};
+      InventoryEntry entry =
+          planned.previous != nullptr
+              ? *planned.previous
+              : InventoryEntry{planned.resource->kind, false, false, "", Json(), ""};
       entry.kind = planned.resource->kind;  // a replaced entry had another
       if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
       if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
@@ -642,7 +706,10 @@ class Engine::ApplyRun {
     // rewrite of every entry now. A repair is recorded: the daemon tells its writes from a
     // person's by the fingerprints (and the next cycle need not read what it wrote).
     const bool same_but_fingerprints = edits_.old_commit() == commit_ && edits_.only_fingerprints();
-    if (!any_change_ && same_but_fingerprints) return Done();
+    if (!any_change_ && same_but_fingerprints) {
+      result_.committed = true;
+      return Done();
+    }
     for (auto* handler : engine_.handlers_) {
       if (auto flushed = handler->Flush(); !flushed) return RollBackCommit(flushed.error());
     }
@@ -650,7 +717,7 @@ class Engine::ApplyRun {
     if (any_change_ && desired != nullptr) {
       const auto deadline = std::chrono::steady_clock::now() + engine_.options_.health_timeout;
       for (auto* handler : engine_.handlers_) {
-        if (auto healthy = handler->Verify(*desired, deadline); !healthy) {
+        if (auto healthy = handler->Verify(*desired, refused_, deadline); !healthy) {
           result_.unhealthy = true;
           const Error error = healthy.error().WithContext("health check");
           if (engine_.options_.roll_back_unhealthy) return RollBackCommit(error);
@@ -667,6 +734,7 @@ class Engine::ApplyRun {
     if (any_change_) {
       if (auto committed = journal_.Commit(); !committed) return RollBackCommit(committed.error());
     }
+    result_.committed = true;
     if (auto installed = engine_.state_.InstallInventory(); !installed) {
       result_.ok = false;  // committed: Recover() puts it into place
       result_.error = installed.error().message();
@@ -687,6 +755,7 @@ class Engine::ApplyRun {
   InventoryEdits edits_;  // on inventory_
   bool any_change_ = false;
   std::vector<std::uint32_t> changed_;  // indexes into plan_ (half the room of a size_t)
+  RefusedIds refused_;                  // the conflicts' ids, sorted
   std::size_t made_ = 0;                // of changed_
 };
 

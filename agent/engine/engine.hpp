@@ -37,6 +37,9 @@ namespace tether {
 struct InventoryEntry {
   ResourceKind kind = ResourceKind::kFile;
   bool created = false;  // tether created it (prune deletes it); next to `kind`: no padding
+  // Refused when a newer commit was applied (a conflict): the entry is still the older
+  // commit's, so a difference is that commit's change waiting, never drift.
+  bool pending = false;
   // The managed path or name, when it is not what the entry's id names after "KIND:" (a
   // unit's file: /etc/systemd/system/NAME); empty when it is (most entries: a file's id
   // holds its path), so that an inventory of many files holds each path once. Read it
@@ -112,6 +115,12 @@ struct PlanContext {
   std::vector<std::string_view> changed;
 };
 
+// The ids of the resources an apply refused (conflicts), sorted: views of the plan's.
+using RefusedIds = std::vector<std::string_view>;
+
+// True when `id` is one of `refused`.
+[[nodiscard]] bool IsRefused(const RefusedIds& refused, std::string_view id);
+
 // One kind of resource (or several), as the engine sees it.
 class KindHandler {
  public:
@@ -156,8 +165,10 @@ class KindHandler {
   // The health gate, after every change of an apply is made and flushed, before its
   // commit: verifies that what this handler manages works (a service reached its
   // declared state, a check passes), retrying until `deadline`. A failure rolls the whole
-  // transaction back; its message says what failed.
+  // transaction back; its message says what failed. The resources in `refused` were left
+  // as they are (conflicts): they are not expected to be as declared.
   [[nodiscard]] virtual Status Verify(const DesiredState& /*desired*/,
+                                      const RefusedIds& /*refused*/,
                                       std::chrono::steady_clock::time_point /*deadline*/) {
     return {};
   }
@@ -176,7 +187,8 @@ struct ResourceOutcome {
 };
 
 struct ApplyResult {
-  bool ok = true;            // every change made and committed
+  bool ok = true;            // every change made and committed, nothing refused
+  bool committed = false;    // the transaction committed (resources refused or not)
   bool rolled_back = false;  // a change or the health gate failed; every done step undone
   bool unhealthy = false;    // what failed was the health gate (Verify), not a change
   std::string error;         // the first failure

@@ -155,7 +155,8 @@ namespace {
 bool ReadEntry(Json& object, StoredEntry& entry) {
   if (!object.is_object() || !ReadString(object, "kind", entry.kind) || !object.contains("path") ||
       !ReadString(object, "path", entry.path) || !ReadBool(object, "created", entry.created) ||
-      !ReadString(object, "fingerprint", entry.fingerprint)) {
+      !ReadString(object, "fingerprint", entry.fingerprint) ||
+      !ReadBool(object, "pending", entry.pending)) {
     return false;
   }
   if (auto original = object.find("original"); original != object.end()) {
@@ -337,7 +338,7 @@ Result<InventoryWriter> StateStore::StartInventory(std::string_view commit) {
 
 Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::string_view path,
                             bool created, const nlohmann::json& original,
-                            std::string_view fingerprint) {
+                            std::string_view fingerprint, bool pending) {
   chunk_ += first_ ? "\n" : ",\n";
   first_ = false;
   // As Dump of the entry's object would write it (members in key order), without
@@ -353,6 +354,7 @@ Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::str
   chunk_ += Dump(original);
   chunk_ += R"(,"path":)";
   AppendString(chunk_, path);
+  if (pending) chunk_ += R"(,"pending":true)";  // rare: the JSON parser reads such a line
   chunk_ += '}';
   if (chunk_.size() >= kWriteChunk) return Flush(false);
   return {};

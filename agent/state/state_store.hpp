@@ -47,6 +47,7 @@ struct StoredEntry {
   std::string kind;
   std::string path;  // the managed path or name
   bool created = false;
+  bool pending = false;  // "pending": written only when true
   nlohmann::json original;
   std::string fingerprint;
 };
@@ -59,7 +60,7 @@ class InventoryWriter {
   // Adds one entry; ids in increasing order, each once.
   [[nodiscard]] Status Add(std::string_view id, std::string_view kind, std::string_view path,
                            bool created, const nlohmann::json& original,
-                           std::string_view fingerprint);
+                           std::string_view fingerprint, bool pending = false);
   // Writes the end and makes the file durable; then StateStore::InstallInventory.
   [[nodiscard]] Status Finish();
 

@@ -297,6 +297,140 @@ TEST_CASE("A conflict refuses its own resource and leaves it; the others are app
   CHECK(inventory.entries.count("file:/srv/www/index.html") == 1);
 }
 
+TEST_CASE("A refused update stays the commit's change, never drift, and is made once it can") {
+  Host host;
+  REQUIRE(host.Converge(Desired(kProfile).state, "c1").ok);
+  std::string profile = kProfile;
+  profile.replace(profile.find("managed motd"), 12, "motd of c2");
+  // c2 changes /etc/motd, which a person has made a directory meanwhile: refused.
+  std::filesystem::remove(host.root.Path("etc/motd"));
+  std::filesystem::create_directories(host.root.Path("etc/motd"));
+  Desired c2(profile);
+  auto refused = host.Converge(c2.state, "c2");
+  CHECK_FALSE(refused.ok);
+  CHECK(refused.committed);  // the rest of c2 is applied
+  CHECK_FALSE(refused.rolled_back);
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  CHECK(inventory.commit == "c2");
+  REQUIRE(inventory.entries.count("file:/etc/motd") == 1);
+  CHECK(inventory.entries.at("file:/etc/motd").pending);  // still c1's entry
+  CHECK_FALSE(inventory.entries.at("file:/srv/www/index.html").pending);
+
+  // The directory goes, c1's file comes back: against c2 that is c2's change waiting,
+  // not drift, so even drift = "report" applies it.
+  std::filesystem::remove(host.root.Path("etc/motd"));
+  host.root.WriteFile("etc/motd", "managed motd\n");
+  Engine engine = host.MakeEngine();
+  auto plan = engine.Plan(c2.state, inventory).value();
+  CHECK(tether::ApplyDriftPolicy(plan, tether::DriftMode::kReport, true).empty());
+  auto applied = engine.Apply(plan, std::move(inventory), "c2", &c2.state);
+  REQUIRE_MESSAGE(applied.ok, applied.error);
+  CHECK(host.root.ReadFile("etc/motd") == "motd of c2\n");
+  CHECK_FALSE(applied.inventory.entries.at("file:/etc/motd").pending);
+  CHECK_FALSE(host.MakeEngine().LoadInventory().value().entries.at("file:/etc/motd").pending);
+
+  // Now it is drift again: a hand edit is reported under drift = "report".
+  host.root.WriteFile("etc/motd", "by hand\n");
+  auto drifting = host.PlanOf(c2.state);
+  CHECK(tether::ApplyDriftPolicy(drifting, tether::DriftMode::kReport, true).size() == 1);
+}
+
+TEST_CASE("What is under a refused directory is refused with it; the rest is applied") {
+  Host host;
+  // /opt is neither there nor declared: /opt/app is refused, and /opt/app/app.conf, whose
+  // parent is declared, would fail at its apply and roll everything back.
+  Desired desired(std::string(kProfile) +
+                  "[[directory]]\npath = \"/opt/app\"\n[[file]]\npath = "
+                  "\"/opt/app/app.conf\"\ncontent = \"x\"\n[[file]]\npath = "
+                  "\"/opt/application\"\ncontent = \"y\"\n");
+  auto result = host.Converge(desired.state, "c1");
+  CHECK_FALSE(result.ok);
+  CHECK(result.committed);
+  CHECK_FALSE(result.rolled_back);
+  std::vector<std::string> refused;
+  for (const auto& outcome : result.outcomes) {
+    CHECK(outcome.type == ActionType::kConflict);
+    refused.push_back(outcome.id + ": " + outcome.error);
+  }
+  CHECK(refused ==
+        std::vector<std::string>{
+            "directory:/opt/app: its parent directory '/opt' does not exist and the profile "
+            "does not declare it",
+            "file:/opt/app/app.conf: left as it is: '/opt/app' above it is refused",
+            "file:/opt/application: its parent directory '/opt' does not exist and the "
+            "profile does not declare it"});
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+}
+
+namespace {
+
+// Plans a conflict for "check:refused", and records what its Verify is told was refused.
+class RefusingHandler final : public tether::KindHandler {
+ public:
+  bool Handles(tether::ResourceKind kind) const override {
+    return kind == tether::ResourceKind::kCheck;
+  }
+  tether::Result<tether::Action> Plan(const tether::Resource& resource,
+                                      const tether::InventoryEntry* /*previous*/,
+                                      bool /*full_audit*/,
+                                      const tether::PlanContext& /*context*/) override {
+    if (resource.id == "check:refused") return tether::Fail(std::errc::io_error, "no bus");
+    tether::Action action;
+    action.id = resource.id;
+    action.type = ActionType::kCreate;
+    return action;
+  }
+  tether::Result<tether::Action> PlanPrune(const std::string& id,
+                                           const tether::InventoryEntry& /*entry*/) override {
+    tether::Action action;
+    action.id = id;
+    return action;
+  }
+  tether::Result<nlohmann::json> Begin(const tether::PlannedAction& /*planned*/,
+                                       const std::string& /*tag*/) override {
+    return nlohmann::json::object();
+  }
+  tether::Status Apply(std::vector<tether::Change>& changes, tether::Transaction& /*t*/) override {
+    for (auto& change : changes) {
+      change.entry = tether::InventoryEntry{tether::ResourceKind::kCheck, true, false, "", {}, ""};
+      change.done = true;
+    }
+    return {};
+  }
+  tether::Status Undo(const tether::JournalStep& /*step*/) override { return {}; }
+  tether::Status Discard(const tether::JournalStep& /*step*/) override { return {}; }
+  tether::Status Verify(const DesiredState& /*desired*/, const tether::RefusedIds& refused,
+                        std::chrono::steady_clock::time_point /*deadline*/) override {
+    told.assign(refused.begin(), refused.end());
+    if (tether::IsRefused(refused, "check:refused")) return {};
+    return tether::Fail(std::errc::io_error, "'refused' is not as declared");
+  }
+  std::vector<std::string> told;
+};
+
+}  // namespace
+
+TEST_CASE("The health gate is told what was refused, and does not fail the apply on it") {
+  TempDir state("refusing-state");
+  RefusingHandler handler;
+  Engine engine(tether::testing::HostStateStore(state.path()), tether::EngineOptions(), {&handler});
+  DesiredState desired;
+  for (const char* id : {"check:fine", "check:refused"}) {
+    tether::Resource resource;
+    resource.kind = tether::ResourceKind::kCheck;
+    resource.id = id;
+    desired.resources.push_back(resource);
+  }
+  tether::Inventory inventory;
+  auto plan = engine.Plan(desired, inventory).value();
+  auto result = engine.Apply(plan, std::move(inventory), "c1", &desired);
+  CHECK(handler.told == std::vector<std::string>{"check:refused"});
+  CHECK(result.committed);
+  CHECK_FALSE(result.rolled_back);
+  CHECK(result.error == "refused: cannot plan it: no bus");
+  CHECK(result.inventory.entries.count("check:fine") == 1);
+}
+
 TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as before") {
   for (int fail_at = 1; fail_at <= 4; ++fail_at) {
     CAPTURE(fail_at);
@@ -896,8 +1030,8 @@ TEST_CASE("Kinds that only share a name are not replacements: the dropped one is
   TwoKinds handler;
   Engine engine(tether::testing::HostStateStore(state.path()), tether::EngineOptions(), {&handler});
   tether::Inventory inventory;
-  inventory.entries["service:app.service"] = {tether::ResourceKind::kService, true, "app.service",
-                                              nlohmann::json(), ""};
+  inventory.entries["service:app.service"] = {
+      tether::ResourceKind::kService, true, false, "app.service", nlohmann::json(), ""};
   DesiredState desired;
   tether::Resource unit;
   unit.kind = tether::ResourceKind::kUnit;

@@ -232,10 +232,14 @@ TEST_CASE("A managed path that cannot be planned fails alone; the others are enf
   std::filesystem::create_directory_symlink(box.dir.Path("elsewhere"),
                                             box.dir.Path("root/etc/app"));
   box.dir.WriteFile("root/etc/motd", "edited by hand\n");
+  // A full audit is due (no record of one): it is done, refusals or not, and recorded,
+  // rather than done again at every cycle while the refusal lasts.
+  std::filesystem::remove(box.dir.Path("state/last-audit"));
   auto cycle = box.Once();
   INFO((cycle.out + cycle.err));
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");  // still enforced
   CHECK(box.dir.ReadFile("root/etc/issue") == "tether\n");
+  CHECK(std::filesystem::exists(box.dir.Path("state/last-audit")));
   // Those are refused, said, and left as they are.
   CHECK(cycle.exit_code == 1);
   CHECK(cycle.out.find("conflict directory:/etc/app:") != std::string::npos);

@@ -89,7 +89,8 @@ class CheckHandler final : public KindHandler {
   Status Undo(const JournalStep& /*step*/) override { return {}; }
   Status Discard(const JournalStep& /*step*/) override { return {}; }
 
-  Status Verify(const DesiredState& desired, Clock::time_point deadline) override {
+  Status Verify(const DesiredState& desired, const RefusedIds& /*refused*/,
+                Clock::time_point deadline) override {
     for (const auto& resource : desired.resources) {
       const auto* check = std::get_if<CheckSpec>(&resource.spec);
       if (check == nullptr) continue;

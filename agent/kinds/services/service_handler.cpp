@@ -218,7 +218,7 @@ class ServiceHandler final : public KindHandler {
     return fs_.SyncFilesystems(dirs);
   }
 
-  Status Verify(const DesiredState& desired,
+  Status Verify(const DesiredState& desired, const RefusedIds& refused,
                 std::chrono::steady_clock::time_point deadline) override {
     // Only after this handler changed something must a service stay up for a while; a
     // look at each is enough otherwise.
@@ -234,7 +234,9 @@ class ServiceHandler final : public KindHandler {
     };
     std::vector<Watched> services;
     for (const auto& resource : desired.resources) {
-      if (const auto* spec = std::get_if<ServiceSpec>(&resource.spec)) {
+      const auto* spec = std::get_if<ServiceSpec>(&resource.spec);
+      // A refused service was left as it is: not expected to be as declared.
+      if (spec != nullptr && !IsRefused(refused, resource.id)) {
         services.push_back({spec, false, false, {}, "", ""});
       }
     }
