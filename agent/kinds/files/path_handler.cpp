@@ -317,7 +317,7 @@ class PathHandler final : public KindHandler {
       // is still in place (or in the backup, which is the same inode).
       auto observed = ObservePath(fs_, path, true, kMaxContent);
       if (!observed) return Fail(observed.error());
-      entry.original = Snapshot(*observed);
+      entry.original = OriginalOf(*observed);
     }
     if (temp != nullptr) {
       if (auto renamed = fs_.Rename(*temp, path); !renamed) return renamed;
@@ -382,18 +382,6 @@ class PathHandler final : public KindHandler {
   static std::string Fingerprint(const FileStat& stat, const std::string& desired) {
     if (stat.type != FileType::kRegular) return "";
     return StatMark(stat) + Base64Encode(Sha256(desired).substr(0, 6));
-  }
-
-  static Json Snapshot(const PathObservation& observed) {
-    Json original = {{"type", ObservedTypeName(observed)},
-                     {"mode", observed.stat.mode},
-                     {"uid", observed.stat.uid},
-                     {"gid", observed.stat.gid}};
-    if (observed.content) original["content_base64"] = Base64Encode(*observed.content);
-    // Too large to keep: removing the resource later leaves the file as tether left it.
-    if (observed.oversized) original["content_not_kept"] = observed.stat.size;
-    if (observed.target) original["target"] = *observed.target;
-    return original;
   }
 
   // A change made in place: a file's mode and owner (its content is unchanged), a

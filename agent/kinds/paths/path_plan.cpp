@@ -219,6 +219,17 @@ Result<std::uint32_t> LookupId(std::string_view database, std::string_view name,
               "no '" + std::string(name) + "' in " + database_name);
 }
 
+nlohmann::json OriginalOf(const PathObservation& observed) {
+  nlohmann::json original = {{"type", ObservedTypeName(observed)},
+                             {"mode", observed.stat.mode},
+                             {"uid", observed.stat.uid},
+                             {"gid", observed.stat.gid}};
+  if (observed.content) original["content_base64"] = Base64Encode(*observed.content);
+  if (observed.oversized) original["content_not_kept"] = observed.stat.size;
+  if (observed.target) original["target"] = *observed.target;
+  return original;
+}
+
 Status RestoreOriginal(Filesystem& fs, const std::string& path, const nlohmann::json& original) {
   const std::string type = original.value("type", "none");
   if (type == "file" && original.contains("content_not_kept")) return {};  // left as it is

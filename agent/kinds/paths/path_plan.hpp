@@ -32,6 +32,12 @@ struct PathObservation {
   bool oversized = false;
 };
 
+// What tether takes over at a path, as the inventory's `original` records it (what
+// RestoreOriginal puts back): type, mode, owner, and a file's content or a symlink's
+// target. A file too large to read is recorded as such (content_not_kept, its size):
+// removing the resource later leaves it as tether left it.
+[[nodiscard]] nlohmann::json OriginalOf(const PathObservation& observed);
+
 // Puts back at `path` what tether took over there, as the inventory's `original` recorded
 // it: a file's content, mode and owner; a symlink's target; a directory's mode and owner.
 // "none" (nothing was there) does nothing. Shared by the kinds that take over paths.

@@ -532,12 +532,7 @@ class ServiceHandler final : public KindHandler {
       // Taken over: what was there is kept in the inventory, for a prune to give back.
       auto observed = ObservePath(fs_, path, true, kMaxUnitSize);
       if (!observed) return Fail(observed.error());
-      entry.original = {{"type", ObservedTypeName(*observed)},
-                        {"mode", observed->stat.mode},
-                        {"uid", observed->stat.uid},
-                        {"gid", observed->stat.gid}};
-      if (observed->content) entry.original["content_base64"] = Base64Encode(*observed->content);
-      if (observed->target) entry.original["target"] = *observed->target;
+      entry.original = OriginalOf(*observed);
     }
     WriteOptions options;
     options.mode = 0644;
