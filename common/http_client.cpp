@@ -151,12 +151,14 @@ namespace {
 // exchange with an error or starts the next one.
 class Exchange {
  public:
+  // `may_expect`: a large body may wait for 100 Continue (false after a 417).
   Exchange(HttpClient::Impl& client, const HttpRequest& request, const HttpUrl& url,
-           Clock::time_point deadline)
+           Clock::time_point deadline, bool may_expect)
       : client_(client),
         request_(request),
         url_(url),
         deadline_(deadline),
+        may_expect_(may_expect),
         resolver_(*client.io),
         expect_timer_(*client.io) {}
 
@@ -175,8 +177,10 @@ class Exchange {
   // True when the connection can carry the next request.
   [[nodiscard]] bool reusable() const {
     return response_ && response_->complete && read_done_ && write_done_ && !write_error_ &&
-           !body_skipped_ && parser_ && parser_->keep_alive();
+           !body_skipped_ && !closed_ && parser_ && parser_->keep_alive();
   }
+  // True when the answer came to the header alone: the body was never sent.
+  [[nodiscard]] bool body_skipped() const { return body_skipped_; }
   // True when the answer is complete and the connection open: it may be closed politely.
   [[nodiscard]] bool graceful() const { return response_ && response_->complete && !closed_; }
   // True when the exchange failed before any byte of an answer arrived.
@@ -243,7 +247,7 @@ class Exchange {
       message_.body() = request_.body;
       message_.prepare_payload();
     }
-    expect_ = request_.body.size() >= kExpectContinueFrom;
+    expect_ = may_expect_ && request_.body.size() >= kExpectContinueFrom;
     if (expect_) message_.set(http::field::expect, "100-continue");
     serializer_.emplace(message_);
     if (!expect_) {
@@ -388,6 +392,7 @@ class Exchange {
   const HttpRequest& request_;
   const HttpUrl& url_;
   Clock::time_point deadline_;
+  const bool may_expect_;
   tcp::resolver resolver_;
   asio::steady_timer expect_timer_;
   http::request<http::string_body> message_;
@@ -442,6 +447,7 @@ Result<HttpResponse> HttpClient::Fetch(const HttpRequest& request) {
   }
 
   const auto deadline = Clock::now() + request.timeout;
+  bool may_expect = true;
   for (int attempt = 0;; ++attempt) {
     const bool reuse = client.connected();
     std::optional<HttpResponse> response;
@@ -450,8 +456,9 @@ Result<HttpResponse> HttpClient::Fetch(const HttpRequest& request) {
     bool unanswered = false;
     bool reusable = false;
     bool graceful = false;
+    bool body_skipped = false;
     {
-      Exchange exchange(client, request, *url, deadline);
+      Exchange exchange(client, request, *url, deadline, may_expect);
       client.io->restart();
       exchange.Start(reuse);
       // The stream deadlines bound every network step; this bounds name resolution too.
@@ -462,6 +469,7 @@ Result<HttpResponse> HttpClient::Fetch(const HttpRequest& request) {
       unanswered = exchange.unanswered();
       reusable = exchange.reusable();
       graceful = exchange.graceful();
+      body_skipped = exchange.body_skipped();
     }  // the exchange goes before the I/O context its timers and resolver use
     if (!finished) {
       client.Reset();  // the handlers still in flight are dropped, not called
@@ -473,6 +481,13 @@ Result<HttpResponse> HttpClient::Fetch(const HttpRequest& request) {
       client.Close();
     } else {
       client.Reset();
+    }
+    // 417 Expectation Failed to the header alone: a server (or a proxy) that does not do
+    // Expect. Once more without it, the body right after the header (RFC 9110 10.1.1).
+    if (response && response->status == 417 && body_skipped && may_expect &&
+        Clock::now() < deadline) {
+      may_expect = false;
+      continue;
     }
     if (response) return std::move(*response);
     // The kept connection was closed by the server as the request went out: once more

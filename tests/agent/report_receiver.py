@@ -21,8 +21,11 @@ With --mode, the first request (or every one) is answered as other receivers do:
   interim      every request: 103 Early Hints and 102 Processing before the 200
   chunked      every request: the 200's body chunked (with --http11)
   expect-refuse  a request with Expect: 100-continue is answered 413 at once (the body
-               not read); stored as {"id": Idempotency-Key, "refused": true, "body_sent"},
+               not read); stored as {"id": Idempotency-Key, "refused": 413, "body_sent"},
                body_sent saying whether the body came all the same within a second
+  expect-417   the same with 417 Expectation Failed, as a server that does not do Expect:
+               stored as {"id", "refused": 417, "body_sent"}; a request without it is
+               taken
   slow         the first: the answer, "HTTP/1.0 200 \\r\\n\\r\\n", one byte a second
 
 Usage: report_receiver.py --port PORT --store FILE [--cert PEM --key PEM] [--refuse FILE]
@@ -77,7 +80,7 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--refuse")
     parser.add_argument("--mode", choices=["early", "retry-after", "hang-up", "interim",
-                                           "chunked", "expect-refuse", "slow"])
+                                           "chunked", "expect-refuse", "expect-417", "slow"])
     parser.add_argument("--http11", action="store_true")
     parser.add_argument("--idle-timeout", type=float)
     args = parser.parse_args()
@@ -101,9 +104,10 @@ def main() -> None:
                 self.number = connections[0]
 
         def handle_expect_100(self) -> bool:
-            if args.mode != "expect-refuse":
+            if args.mode not in ("expect-refuse", "expect-417"):
                 return super().handle_expect_100()
-            self.send_response(413)
+            status = 417 if args.mode == "expect-417" else 413
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.send_header("Connection", "close")
             self.end_headers()
@@ -113,7 +117,7 @@ def main() -> None:
                 body_sent = len(self.rfile.peek(1)) > 0
             except (socket.timeout, OSError):
                 body_sent = False
-            store({"id": self.headers.get("Idempotency-Key"), "refused": True,
+            store({"id": self.headers.get("Idempotency-Key"), "refused": status,
                    "body_sent": body_sent})
             return False
 
