@@ -27,6 +27,7 @@ Status WorkerClient::Start() {
   worker_ = std::move(spawned->child);
   requests_ = 0;
   ++started_;
+  started_at_ = Clock::now();
   to_worker_.Reset(spawned->to_child);
   fcntl(to_worker_.get(), F_SETFL, fcntl(to_worker_.get(), F_GETFL) | O_NONBLOCK);
   from_worker_.Reset(spawned->from_child);
@@ -42,7 +43,11 @@ void WorkerClient::Kill() {
 }
 
 void WorkerClient::ReapIfGone() {
-  if (!worker_.running() || !buffer_.empty()) return;
+  if (!worker_.running()) return;
+  if (!buffer_.empty()) {  // an answer left over, unasked for: start afresh
+    Kill();
+    return;
+  }
   pollfd fd = {from_worker_.get(), POLLIN, 0};
   if (poll(&fd, 1, 0) <= 0) return;
   char byte = 0;
@@ -56,7 +61,10 @@ void WorkerClient::ReapIfGone() {
 Result<nlohmann::json> WorkerClient::Call(const nlohmann::json& request,
                                           std::chrono::milliseconds timeout, int cancel_fd) {
   const auto deadline = Clock::now() + timeout;
-  if (worker_.running() && requests_ >= kRequestsPerWorker) Close();
+  if (worker_.running() &&
+      (requests_ >= kRequestsPerWorker || (max_age_ && Clock::now() - started_at_ >= *max_age_))) {
+    Close();
+  }
   ReapIfGone();
   if (!worker_.running()) {
     if (auto started = Start(); !started) return Fail(started.error());
@@ -84,12 +92,15 @@ Result<nlohmann::json> WorkerClient::Call(const nlohmann::json& request,
       return FailErrno(err, "send request to the " + name_);
     }
     const auto left_ms = MillisecondsLeft(deadline);
-    pollfd fds[2] = {{to_worker_.get(), POLLOUT, 0}, {cancel_fd, POLLIN, 0}};
-    if (left_ms <= 0 ||
-        poll(fds, cancel_fd >= 0 ? 2 : 1, static_cast<int>(std::min(left_ms, 60'000LL))) == 0) {
+    if (left_ms <= 0) {
       Kill();
       return Fail(std::errc::timed_out, "the " + name_ + " took no request within " +
                                             std::to_string(timeout.count()) + " ms (killed it)");
+    }
+    pollfd fds[2] = {{to_worker_.get(), POLLOUT, 0}, {cancel_fd, POLLIN, 0}};
+    // A minute at most per wait: the deadline is checked again after each.
+    if (poll(fds, cancel_fd >= 0 ? 2 : 1, static_cast<int>(std::min(left_ms, 60'000LL))) <= 0) {
+      continue;
     }
     if (cancel_fd >= 0 && fds[1].revents != 0) return cancelled();
   }

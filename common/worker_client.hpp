@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ class WorkerClient {
   // connection (libssh2 does, a little) cannot add up in a long-lived daemon.
   static constexpr int kRequestsPerWorker = 1000;
 
+  // A worker older than `age` is replaced at the next Call (none by default): one that
+  // read files as root before it gave root up (a client certificate) reads them again.
+  void set_max_age(std::chrono::milliseconds age) { max_age_ = age; }
+
   // The running worker's pid, or -1.
   [[nodiscard]] pid_t worker_pid() const { return worker_.pid(); }
   // How many workers were started, e.g. to see that one was kept.
@@ -67,6 +72,8 @@ class WorkerClient {
   std::string buffer_;
   int requests_ = 0;  // served by the current worker
   int started_ = 0;
+  std::chrono::steady_clock::time_point started_at_;  // the current worker's
+  std::optional<std::chrono::milliseconds> max_age_;
 };
 
 }  // namespace tether

@@ -55,6 +55,9 @@ ProcessSender StartProcessSender(std::vector<std::string> argv, std::vector<std:
     WorkerClient child;
   };
   auto shared = std::make_shared<Shared>(std::move(argv), std::move(env));
+  // The child reads the CA and client certificate files once, as root, before it gives
+  // root up: a rotated certificate is read by its next child, within this long.
+  shared->child.set_max_age(kMaxChildAge);
   ProcessSender sender;
   sender.send = [shared](const HttpRequest& request) -> Result<HttpResponse> {
     const auto timeout = request.connect_timeout + request.timeout + std::chrono::seconds(5);

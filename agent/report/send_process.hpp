@@ -30,6 +30,9 @@ struct ProcessSender {
   std::function<int()> children_started;
 };
 
+// A child is replaced after this long, even while reports keep it busy.
+inline constexpr std::chrono::minutes kMaxChildAge{10};
+
 // A sender that runs `argv` (tetherd-cycle --http-fetch) with `env`, and kills the child
 // when it outlives a request's own deadline by a few seconds, or when the request's
 // cancel_fd becomes readable. Destroying the last copy of `send` and `release` ends the
