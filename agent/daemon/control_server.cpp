@@ -102,8 +102,8 @@ void Connection::ReplyDeferred(const Json& reply) {
 void Connection::ArmDeadline() {
   auto self = shared_from_this();
   timer_.expires_after(kRequestTimeout);
-  timer_.async_wait([self](boost::system::error_code code) {
-    if (!code) {
+  timer_.async_wait([self, reads = reads_done_](boost::system::error_code code) {
+    if (!code && reads == self->reads_done_) {
       boost::system::error_code ignored;
       self->socket_.close(ignored);  // too slow: the read in progress ends with an error
     }
@@ -115,6 +115,7 @@ void Connection::ReadRequest() {
   if (!subscribed_ && deferred_ == 0) ArmDeadline();
   asio::async_read_until(
       socket_, input_, '\n', [self](boost::system::error_code code, std::size_t length) {
+        ++self->reads_done_;
         self->timer_.cancel();
         if (code == asio::error::not_found) {
           return self->Reply(protocol::Refusal("request too long (the limit is 64 KiB)"));
@@ -162,13 +163,14 @@ void Connection::WriteNext() {
   auto self = shared_from_this();
   // A client that does not read what it asked for is disconnected.
   write_timer_.expires_after(kRequestTimeout);
-  write_timer_.async_wait([self](boost::system::error_code code) {
-    if (code) return;
+  write_timer_.async_wait([self, writes = writes_done_](boost::system::error_code code) {
+    if (code || writes != self->writes_done_) return;
     boost::system::error_code ignored;
     self->socket_.close(ignored);
   });
   asio::async_write(socket_, asio::buffer(outbox_.front()),
                     [self](boost::system::error_code code, std::size_t) {
+                      ++self->writes_done_;
                       self->write_timer_.cancel();
                       if (code) return;
                       self->outbox_.pop_front();

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -109,6 +110,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Socket socket_;
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer write_timer_;
+  // Counts the reads and writes that completed: a deadline whose wait completed just as
+  // its operation did (too late to be cancelled) sees the count moved, and closes nothing.
+  std::uint64_t reads_done_ = 0;
+  std::uint64_t writes_done_ = 0;
   boost::asio::streambuf input_;
   protocol::Role role_;
   bool subscribed_ = false;
