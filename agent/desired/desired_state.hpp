@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -34,6 +35,18 @@ enum class ResourceKind : std::uint8_t {
 
 // "package", "directory", "file", "symlink", "unit", "service", "check".
 [[nodiscard]] const char* ResourceKindName(ResourceKind kind);
+
+// What becomes of a path (a file, directory, symlink or unit file) when its resource
+// leaves the profile: `on_remove =`. kDefault: what tether created is removed, what it
+// took over is left as tether left it. kKeep: left as it is either way. kRestore: what was
+// there before tether is put back (what it created is removed). kDelete: removed either
+// way. A directory that still holds what tether does not manage is never removed.
+enum class OnRemove : std::uint8_t { kDefault, kKeep, kRestore, kDelete };
+
+// "keep", "restore", "delete" ("" for kDefault); and back (nothing for anything else).
+[[nodiscard]] const char* OnRemoveName(OnRemove on_remove);
+[[nodiscard]] std::optional<OnRemove> ParseOnRemove(std::string_view name);
+inline constexpr char kOnRemoveChoices[] = "\"keep\", \"restore\" or \"delete\"";
 
 struct FileSpec {
   std::string path;
@@ -128,6 +141,7 @@ struct Resource {
   // Per-resource override of apply.drift. With `kind` and `declared_at`, it takes the two
   // words before `id`.
   std::optional<DriftMode> drift;
+  OnRemove on_remove = OnRemove::kDefault;  // paths and units only
   DeclaredAt declared_at;  // the [[kind]] table that declared it (the last one, after merging)
   std::string id;          // "file:/etc/motd", "package:nginx", ...
   std::variant<FileSpec, DirectorySpec, SymlinkSpec, PackageSpec, UnitSpec, ServiceSpec, CheckSpec>

@@ -290,6 +290,10 @@ class Renderer {
     resource.declared_at = {declaration.file_index, declaration.where.line,
                             declaration.where.column};
     if (declaration.kind != ResourceKind::kCheck) resource.drift = Drift(t);
+    if (declaration.kind == ResourceKind::kFile || declaration.kind == ResourceKind::kDirectory ||
+        declaration.kind == ResourceKind::kSymlink || declaration.kind == ResourceKind::kUnit) {
+      resource.on_remove = OnRemoveOf(t);
+    }
     switch (declaration.kind) {
       case ResourceKind::kFile:
         resource.spec = BuildFile(t);
@@ -325,6 +329,17 @@ class Renderer {
     if (!mode)
       t.Error("drift", std::string("expected ") + kDriftModeChoices + ", got \"" + *drift + "\"");
     return mode;
+  }
+
+  OnRemove OnRemoveOf(TomlTable& t) {
+    auto on_remove = t.String("on_remove");
+    if (!on_remove) return OnRemove::kDefault;
+    auto value = ParseOnRemove(*on_remove);
+    if (!value) {
+      t.Error("on_remove",
+              std::string("expected ") + kOnRemoveChoices + ", got \"" + *on_remove + "\"");
+    }
+    return value.value_or(OnRemove::kDefault);
   }
 
   // A managed path: absolute, normalised, inside apply.allowed_paths.
@@ -684,6 +699,27 @@ const char* ResourceKindName(ResourceKind kind) {
       return "check";
   }
   return "unknown";
+}
+
+const char* OnRemoveName(OnRemove on_remove) {
+  switch (on_remove) {
+    case OnRemove::kDefault:
+      return "";
+    case OnRemove::kKeep:
+      return "keep";
+    case OnRemove::kRestore:
+      return "restore";
+    case OnRemove::kDelete:
+      return "delete";
+  }
+  return "";
+}
+
+std::optional<OnRemove> ParseOnRemove(std::string_view name) {
+  for (auto value : {OnRemove::kKeep, OnRemove::kRestore, OnRemove::kDelete}) {
+    if (name == OnRemoveName(value)) return value;
+  }
+  return std::nullopt;
 }
 
 DesiredState RenderProfile(Tree& tree, const RenderOptions& options, Diagnostics& diagnostics) {

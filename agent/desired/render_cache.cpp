@@ -143,7 +143,9 @@ FileSpec ReadFile(Reader& r, const std::shared_ptr<Tree>& tree) {
 
 void WriteResource(Writer& w, const Resource& resource) {
   w.Number(static_cast<unsigned>(resource.kind));
-  w.Number(resource.drift ? static_cast<unsigned>(*resource.drift) + 1 : 0);
+  // The drift mode (0 for none, else 1 + mode) and on_remove, times 4, in one number.
+  w.Number((resource.drift ? static_cast<unsigned>(*resource.drift) + 1 : 0) +
+           4 * static_cast<unsigned>(resource.on_remove));
   w.Number(resource.declared_at.file);
   w.Number(resource.declared_at.line);
   w.Number(resource.declared_at.column);
@@ -191,9 +193,10 @@ void WriteResource(Writer& w, const Resource& resource) {
 std::optional<Resource> ReadResource(Reader& r, const std::shared_ptr<Tree>& tree) {
   Resource resource;
   resource.kind = static_cast<ResourceKind>(r.Small<unsigned>(6));
-  if (const auto drift = r.Small<unsigned>(3); drift > 0) {
+  const auto modes = r.Small<unsigned>(15);
+  if (const unsigned drift = modes % 4; drift > 0)
     resource.drift = static_cast<DriftMode>(drift - 1);
-  }
+  resource.on_remove = static_cast<OnRemove>(modes / 4);
   resource.declared_at.file = r.Small<std::uint32_t>(UINT32_MAX);
   resource.declared_at.line = r.Small<std::uint32_t>(UINT32_MAX);
   resource.declared_at.column = r.Small<std::uint32_t>(UINT32_MAX);

@@ -103,6 +103,9 @@ std::string DesiredStateToText(const DesiredState& state, const HostFacts& host)
         },
         resource.spec);
     if (resource.drift) out += std::string("  drift: ") + DriftModeName(*resource.drift) + "\n";
+    if (resource.on_remove != OnRemove::kDefault) {
+      out += std::string("  on_remove: ") + OnRemoveName(resource.on_remove) + "\n";
+    }
   }
   return out;
 }
@@ -115,6 +118,8 @@ Json DesiredStateToJson(const DesiredState& state, const HostFacts& host) {
     out["kind"] = ResourceKindName(resource.kind);
     out["declared_at"] = DeclaredLocation(state, resource).ToString();
     if (resource.drift) out["drift"] = DriftModeName(*resource.drift);
+    if (resource.on_remove != OnRemove::kDefault)
+      out["on_remove"] = OnRemoveName(resource.on_remove);
     std::visit(
         [&](const auto& spec) {
           using Spec = std::decay_t<decltype(spec)>;

@@ -174,12 +174,19 @@ Status WriteInventory(StateStore& state, const Inventory& inventory) {
   if (!writer) return Fail(writer.error());
   for (const auto& [id, entry] : inventory.entries) {
     if (auto added = writer->Add(id, ResourceKindName(entry.kind), InventoryPath(id, entry),
-                                 entry.created, entry.original, entry.fingerprint, entry.pending);
+                                 entry.created, entry.original, entry.fingerprint, entry.pending,
+                                 OnRemoveName(entry.on_remove), entry.secret);
         !added) {
       return added;
     }
   }
   return writer->Finish();
+}
+
+// What an inventory entry keeps of its resource: on_remove, and whether it is secret.
+std::pair<OnRemove, bool> TraitsOf(const Resource& resource) {
+  const auto* file = std::get_if<FileSpec>(&resource.spec);
+  return {resource.on_remove, file != nullptr && file->secret};
 }
 
 // The edits of one Apply to the inventory, made in place: what they took out or replaced
@@ -201,7 +208,8 @@ class InventoryEdits {
     auto it = inventory_.entries.find(id);
     if (it != inventory_.entries.end() && it->second.kind == entry.kind &&
         InventoryPath(id, it->second) == InventoryPath(id, entry) &&
-        it->second.created == entry.created && it->second.original == entry.original) {
+        it->second.created == entry.created && it->second.on_remove == entry.on_remove &&
+        it->second.secret == entry.secret && it->second.original == entry.original) {
       SetFingerprint(it->second, std::move(entry.fingerprint));
       SetPending(it->second, false);
       return;
@@ -225,6 +233,16 @@ class InventoryEdits {
     entry.fingerprint = std::move(fingerprint);
   }
 
+  // What the entry keeps of its resource for when the resource is gone.
+  void SetTraits(InventoryEntry& entry, const Resource& resource) {
+    const auto [on_remove, secret] = TraitsOf(resource);
+    if (entry.on_remove == on_remove && entry.secret == secret) return;
+    only_fingerprints_ = false;
+    traits_.push_back({&entry, entry.on_remove, entry.secret});
+    entry.on_remove = on_remove;
+    entry.secret = secret;
+  }
+
   void SetPending(InventoryEntry& entry, bool pending) {
     if (entry.pending == pending) return;
     only_fingerprints_ = false;
@@ -238,6 +256,10 @@ class InventoryEdits {
       it->first->fingerprint = std::move(it->second);
     }
     for (auto* entry : flipped_) entry->pending = !entry->pending;
+    for (auto it = traits_.rbegin(); it != traits_.rend(); ++it) {
+      it->entry->on_remove = it->on_remove;
+      it->entry->secret = it->secret;
+    }
     for (std::size_t i = 0; i < added_.size(); ++i) {
       if (!added_[i]) continue;
       if (auto added = inventory_.entries.find(plan_[i].action.id);
@@ -250,6 +272,7 @@ class InventoryEdits {
     inventory_.commit = old_commit_;
     fingerprints_.clear();
     flipped_.clear();
+    traits_.clear();
     added_.assign(added_.size(), false);
     taken_.clear();
     only_fingerprints_ = true;
@@ -266,6 +289,12 @@ class InventoryEdits {
   std::vector<bool> added_;  // by index in the plan: a bit, rather than an id, per entry added
   std::vector<std::pair<InventoryEntry*, std::string>> fingerprints_;  // entry, old one
   std::vector<InventoryEntry*> flipped_;                               // pending flipped
+  struct OldTraits {
+    InventoryEntry* entry;
+    OnRemove on_remove;
+    bool secret;
+  };
+  std::vector<OldTraits> traits_;
 };
 
 }  // namespace
@@ -363,11 +392,15 @@ Result<Inventory> Engine::LoadInventory() const {
   auto commit = state_.LoadInventory([&](std::string id, StoredEntry&& stored) {
     auto kind = KindFromName(stored.kind);
     if (!kind) return false;
+    auto on_remove = stored.on_remove.empty() ? std::optional(OnRemove::kDefault)
+                                              : ParseOnRemove(stored.on_remove);
+    if (!on_remove) return false;
     if (stored.path == NamedBy(id)) stored.path.clear();
     inventory.entries.emplace_hint(
         inventory.entries.end(), std::move(id),
-        InventoryEntry{*kind, stored.created, stored.pending, std::move(stored.path),
-                       std::move(stored.original), std::move(stored.fingerprint)});
+        InventoryEntry{*kind, stored.created, stored.pending, *on_remove, stored.secret,
+                       std::move(stored.path), std::move(stored.original),
+                       std::move(stored.fingerprint)});
     return true;
   });
   if (!commit) return Fail(commit.error());
@@ -596,13 +629,20 @@ class Engine::ApplyRun {
           edits_.SetFingerprint(current->second, planned.action.fingerprint);
         }
         edits_.SetPending(current->second, false);
+        edits_.SetTraits(current->second, *planned.resource);
         continue;
       }
       InventoryEntry entry =
-          planned.previous != nullptr
-              ? *planned.previous
-              : InventoryEntry{planned.resource->kind, false, false, "", Json(), ""};
+          planned.previous != nullptr ? *planned.previous : InventoryEntry{planned.resource->kind,
+                                                                           false,
+                                                                           false,
+                                                                           OnRemove::kDefault,
+                                                                           false,
+                                                                           "",
+                                                                           Json(),
+                                                                           ""};
       entry.kind = planned.resource->kind;  // a replaced entry had another
+      std::tie(entry.on_remove, entry.secret) = TraitsOf(*planned.resource);
       if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
       if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
       edits_.Put(i, std::move(entry));
@@ -648,6 +688,9 @@ class Engine::ApplyRun {
       if (!change.done) return RollBackAt(planned, "not applied by its handler");
       ++made_;
       if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
+      if (change.entry && planned.resource != nullptr) {
+        std::tie(change.entry->on_remove, change.entry->secret) = TraitsOf(*planned.resource);
+      }
       if (change.entry) {
         edits_.Put(changed_[first + k], std::move(*change.entry));
       } else {

@@ -40,6 +40,9 @@ struct InventoryEntry {
   // Refused when a newer commit was applied (a conflict): the entry is still the older
   // commit's, so a difference is that commit's change waiting, never drift.
   bool pending = false;
+  // The resource's on_remove when it was last applied: the resource is gone when it counts.
+  OnRemove on_remove = OnRemove::kDefault;
+  bool secret = false;  // a secret file's: its content is never shown, even in a prune's diff
   // The managed path or name, when it is not what the entry's id names after "KIND:" (a
   // unit's file: /etc/systemd/system/NAME); empty when it is (most entries: a file's id
   // holds its path), so that an inventory of many files holds each path once. Read it

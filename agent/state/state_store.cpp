@@ -156,7 +156,9 @@ bool ReadEntry(Json& object, StoredEntry& entry) {
   if (!object.is_object() || !ReadString(object, "kind", entry.kind) || !object.contains("path") ||
       !ReadString(object, "path", entry.path) || !ReadBool(object, "created", entry.created) ||
       !ReadString(object, "fingerprint", entry.fingerprint) ||
-      !ReadBool(object, "pending", entry.pending)) {
+      !ReadBool(object, "pending", entry.pending) ||
+      !ReadString(object, "on_remove", entry.on_remove) ||
+      !ReadBool(object, "secret", entry.secret)) {
     return false;
   }
   if (auto original = object.find("original"); original != object.end()) {
@@ -338,7 +340,8 @@ Result<InventoryWriter> StateStore::StartInventory(std::string_view commit) {
 
 Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::string_view path,
                             bool created, const nlohmann::json& original,
-                            std::string_view fingerprint, bool pending) {
+                            std::string_view fingerprint, bool pending, std::string_view on_remove,
+                            bool secret) {
   chunk_ += first_ ? "\n" : ",\n";
   first_ = false;
   // As Dump of the entry's object would write it (members in key order), without
@@ -350,11 +353,16 @@ Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::str
   AppendString(chunk_, fingerprint);
   chunk_ += R"(,"kind":)";
   AppendString(chunk_, kind);
+  if (!on_remove.empty()) {  // rare, as "pending": the JSON parser reads such a line
+    chunk_ += R"(,"on_remove":)";
+    AppendString(chunk_, on_remove);
+  }
   chunk_ += R"(,"original":)";
   chunk_ += Dump(original);
   chunk_ += R"(,"path":)";
   AppendString(chunk_, path);
   if (pending) chunk_ += R"(,"pending":true)";  // rare: the JSON parser reads such a line
+  if (secret) chunk_ += R"(,"secret":true)";
   chunk_ += '}';
   if (chunk_.size() >= kWriteChunk) return Flush(false);
   return {};

@@ -47,7 +47,9 @@ struct StoredEntry {
   std::string kind;
   std::string path;  // the managed path or name
   bool created = false;
-  bool pending = false;  // "pending": written only when true
+  bool pending = false;   // "pending": written only when true
+  std::string on_remove;  // "on_remove": written only when not empty
+  bool secret = false;    // "secret": written only when true
   nlohmann::json original;
   std::string fingerprint;
 };
@@ -60,7 +62,8 @@ class InventoryWriter {
   // Adds one entry; ids in increasing order, each once.
   [[nodiscard]] Status Add(std::string_view id, std::string_view kind, std::string_view path,
                            bool created, const nlohmann::json& original,
-                           std::string_view fingerprint, bool pending = false);
+                           std::string_view fingerprint, bool pending = false,
+                           std::string_view on_remove = {}, bool secret = false);
   // Writes the end and makes the file durable; then StateStore::InstallInventory.
   [[nodiscard]] Status Finish();
 

@@ -251,10 +251,12 @@ TEST_CASE("An update shows a diff, replaces atomically and leaves no backup behi
   CHECK(names == std::vector<std::string>{"motd", "site"});
 }
 
-TEST_CASE("Prune deletes what tether created and gives back what it took over") {
+TEST_CASE("Prune deletes what tether created and, with on_remove = restore, gives back the rest") {
   Host host;
   host.root.WriteFile("etc/issue", "the distribution's issue\n", 0600);
-  Desired first(std::string(kProfile) + "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\n");
+  Desired first(
+      std::string(kProfile) +
+      "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\non_remove = \"restore\"\n");
   REQUIRE(host.Converge(first.state, "c1").ok);
   CHECK(host.root.ReadFile("etc/issue") == "ours\n");
   host.root.WriteFile("srv/www/user-upload", "not tether's\n");
@@ -277,6 +279,50 @@ TEST_CASE("Prune deletes what tether created and gives back what it took over") 
   std::filesystem::remove(host.root.Path("srv/www/user-upload"));
   REQUIRE(host.Converge(emptied.state, "c3").ok);
   CHECK_FALSE(std::filesystem::exists(host.root.Path("srv/www")));
+  CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
+}
+
+TEST_CASE("on_remove: taken over is left by default; keep, delete and restore; the plan shows it") {
+  Host host;
+  host.root.WriteFile("etc/keys", "revoked-key\n");  // taken over below
+  host.root.WriteFile("etc/old.conf", "before tether\n");
+  host.root.WriteFile("etc/token", "old token\n");
+  const std::string declared =
+      "[[file]]\npath = \"/etc/keys\"\ncontent = \"new-key\\n\"\n"
+      "[[file]]\npath = \"/etc/kept\"\ncontent = \"kept\\n\"\non_remove = \"keep\"\n"
+      "[[file]]\npath = \"/etc/old.conf\"\ncontent = \"ours\\n\"\non_remove = \"delete\"\n"
+      "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\non_remove = \"restore\"\n"
+      "[[file]]\npath = \"/etc/token\"\ncontent = \"new token\\n\"\nsecret = true\n"
+      "on_remove = \"restore\"\n";
+  host.root.WriteFile("etc/issue", "the distribution's\n");
+  REQUIRE(host.Converge(Desired(declared).state, "c1").ok);
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  CHECK(inventory.entries.at("file:/etc/kept").on_remove == tether::OnRemove::kKeep);
+  CHECK(inventory.entries.at("file:/etc/token").secret);
+  // Only a restore keeps what was there: the default keeps no original.
+  CHECK(inventory.entries.at("file:/etc/keys").original.is_null());
+  CHECK(inventory.entries.at("file:/etc/issue").original.contains("content_base64"));
+
+  auto plan = host.PlanOf(Desired("").state);
+  std::map<std::string, const tether::Action*> by_id;
+  for (const auto& planned : plan) by_id[planned.action.id] = &planned.action;
+  CHECK(by_id.at("file:/etc/keys")->type == ActionType::kInSync);  // left, forgotten
+  CHECK(by_id.at("file:/etc/kept")->type == ActionType::kInSync);
+  CHECK(by_id.at("file:/etc/old.conf")->type == ActionType::kDelete);
+  CHECK(by_id.at("file:/etc/old.conf")->diff ==
+        "--- /etc/old.conf\n+++ /dev/null\n@@ -1 +0,0 @@\n-ours\n");
+  CHECK(by_id.at("file:/etc/issue")->type == ActionType::kUpdate);
+  CHECK(by_id.at("file:/etc/issue")->diff ==
+        "--- /etc/issue\n+++ /etc/issue\n@@ -1 +1 @@\n-ours\n+the distribution's\n");
+  CHECK(by_id.at("file:/etc/token")->diff == "(secret: 10 bytes -> 10 bytes, content hidden)\n");
+
+  auto removed = host.Converge(Desired("").state, "c2");
+  REQUIRE_MESSAGE(removed.ok, removed.error);
+  CHECK(host.root.ReadFile("etc/keys") == "new-key\n");  // the revoked key does not come back
+  CHECK(host.root.ReadFile("etc/kept") == "kept\n");
+  CHECK_FALSE(std::filesystem::exists(host.root.Path("etc/old.conf")));
+  CHECK(host.root.ReadFile("etc/issue") == "the distribution's\n");
+  CHECK(host.root.ReadFile("etc/token") == "old token\n");
   CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
 }
 
@@ -392,7 +438,8 @@ class RefusingHandler final : public tether::KindHandler {
   }
   tether::Status Apply(std::vector<tether::Change>& changes, tether::Transaction& /*t*/) override {
     for (auto& change : changes) {
-      change.entry = tether::InventoryEntry{tether::ResourceKind::kCheck, true, false, "", {}, ""};
+      change.entry = tether::InventoryEntry{
+          tether::ResourceKind::kCheck, true, false, tether::OnRemove::kDefault, false, "", {}, ""};
       change.done = true;
     }
     return {};
@@ -464,7 +511,8 @@ TEST_CASE("A failure mid-apply undoes every done step: the host is exactly as be
 TEST_CASE("A file too large to keep is taken over, and left as tether left it on removal") {
   Host host;
   host.root.WriteFile("etc/big", std::string((64 << 20) + 1, 'x'), 0644);
-  const std::string declared = "[[file]]\npath = \"/etc/big\"\ncontent = \"managed\\n\"\n";
+  const std::string declared =
+      "[[file]]\npath = \"/etc/big\"\ncontent = \"managed\\n\"\non_remove = \"restore\"\n";
   auto taken = host.Converge(Desired(declared).state, "c1");
   REQUIRE_MESSAGE(taken.ok, taken.error);
   CHECK(host.root.ReadFile("etc/big") == "managed\n");
@@ -768,12 +816,14 @@ TEST_CASE("A path that changes kind between commits (file to symlink and back) i
   Host host;
   host.root.WriteFile("etc/issue", "the distribution's\n");  // taken over by the first commit
   REQUIRE(host.Converge(Desired("[[file]]\npath = \"/etc/site\"\ncontent = \"a file\\n\"\n"
-                                "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\n")
+                                "[[file]]\npath = \"/etc/issue\"\ncontent = \"ours\\n\"\n"
+                                "on_remove = \"restore\"\n")
                             .state,
                         "c1")
               .ok);
   auto to_links = host.Converge(Desired("[[symlink]]\npath = \"/etc/site\"\ntarget = \"/srv\"\n"
-                                        "[[symlink]]\npath = \"/etc/issue\"\ntarget = \"/srv\"\n")
+                                        "[[symlink]]\npath = \"/etc/issue\"\ntarget = \"/srv\"\n"
+                                        "on_remove = \"restore\"\n")
                                     .state,
                                 "c2");
   REQUIRE_MESSAGE(to_links.ok, to_links.error);
@@ -1030,8 +1080,14 @@ TEST_CASE("Kinds that only share a name are not replacements: the dropped one is
   TwoKinds handler;
   Engine engine(tether::testing::HostStateStore(state.path()), tether::EngineOptions(), {&handler});
   tether::Inventory inventory;
-  inventory.entries["service:app.service"] = {
-      tether::ResourceKind::kService, true, false, "app.service", nlohmann::json(), ""};
+  inventory.entries["service:app.service"] = {tether::ResourceKind::kService,
+                                              true,
+                                              false,
+                                              tether::OnRemove::kDefault,
+                                              false,
+                                              "app.service",
+                                              nlohmann::json(),
+                                              ""};
   DesiredState desired;
   tether::Resource unit;
   unit.kind = tether::ResourceKind::kUnit;

@@ -229,6 +229,15 @@ TEST_CASE("Every error class is reported with its exact location and message") {
        {},
        "hosts/web-01.toml:4:9: file.drift: expected \"revert\", \"report\" or \"ignore\", got "
        "\"fix\"\n"},
+      {"bad on_remove",
+       "[[file]]\npath = \"/etc/a\"\ncontent = \"\"\non_remove = \"purge\"\n",
+       {},
+       "hosts/web-01.toml:4:13: file.on_remove: expected \"keep\", \"restore\" or \"delete\", got "
+       "\"purge\"\n"},
+      {"on_remove on a package",
+       "[[package]]\nname = \"curl\"\non_remove = \"keep\"\n",
+       {},
+       "hosts/web-01.toml:3:1: unknown key 'package.on_remove'\n"},
       {"var of a wrong type",
        "[vars]\nlist = [1]\n",
        {},

@@ -41,8 +41,8 @@ TEST_CASE("An answer nobody asked for is never taken for the next one's") {
 }
 
 TEST_CASE("A worker that does not answer in time is killed, and the next call gets a new one") {
-  auto client = ShWorker(
-      R"(read -r line; sleep 30; while read -r line; do echo '{"late":true}'; done)");
+  auto client =
+      ShWorker(R"(read -r line; sleep 30; while read -r line; do echo '{"late":true}'; done)");
   auto answer = client.Call({{"ask", 1}}, 300ms);
   REQUIRE_FALSE(answer);
   CHECK(answer.error().Is(std::errc::timed_out));

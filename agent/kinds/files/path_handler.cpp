@@ -16,6 +16,8 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::size_t kMaxContent = 64 << 20;
+// A prune's diff shows a file up to this size (what it removes or gives back).
+constexpr std::size_t kMaxShownContent = 1 << 20;
 
 std::string Parent(const std::string& path) {
   const auto slash = path.rfind('/');
@@ -120,24 +122,26 @@ class PathHandler final : public KindHandler {
   Result<Action> PlanPrune(const std::string& id, const InventoryEntry& entry) override {
     Action action;
     action.id = id;
-    auto observed = ObservePath(fs_, InventoryPath(id, entry), false, 0);
+    const PruneWay way = HowToPrune(entry.created, entry.on_remove, entry.original);
+    if (way == PruneWay::kLeave) return action;  // left as it is, and forgotten
+    const std::string path(InventoryPath(id, entry));
+    auto observed = ObservePath(fs_, path, true, kMaxShownContent);
     if (!observed) return Fail(observed.error());
-    if (entry.created) {
+    action.diff = PruneDiff(way, *observed, entry.original, entry.secret, path);
+    if (way == PruneWay::kRemove) {
       if (!observed->exists) return action;  // already gone
       action.type = ActionType::kDelete;
-      action.changes.push_back(observed->stat.type == FileType::kDirectory
-                                   ? "created by tether, no longer in the profile; kept if "
-                                     "anything tether does not manage is in it"
-                                   : "created by tether, no longer in the profile");
+      std::string why = entry.on_remove == OnRemove::kDelete
+                            ? "no longer in the profile, on_remove = \"delete\""
+                            : "created by tether, no longer in the profile";
+      if (observed->stat.type == FileType::kDirectory) {
+        why += "; kept if anything tether does not manage is in it";
+      }
+      action.changes.push_back(std::move(why));
       return action;
     }
-    if (!entry.original.is_null() && entry.original.contains("content_not_kept")) {
-      return action;  // its original was too large to keep: left as it is
-    }
-    if (!entry.original.is_null()) {
-      action.type = ActionType::kUpdate;
-      action.changes.push_back("restore the original from before tether took it over");
-    }
+    action.type = ActionType::kUpdate;
+    action.changes.push_back("restore the original from before tether took it over");
     return action;
   }
 
@@ -312,7 +316,7 @@ class PathHandler final : public KindHandler {
       entry.original = planned.previous->original;
     } else if (undo.value("before", "none") == "none") {
       entry.created = true;
-    } else {
+    } else if (KeepsOriginal(planned.resource->on_remove)) {
       // Taken over: what was there is kept in the inventory, for a prune to give back. It
       // is still in place (or in the backup, which is the same inode).
       auto observed = ObservePath(fs_, path, true, kMaxContent);
@@ -413,7 +417,9 @@ class PathHandler final : public KindHandler {
   Result<std::optional<InventoryEntry>> Prune(const PlannedAction& planned,
                                               const std::string& path) {
     const InventoryEntry& entry = *planned.previous;
-    if (entry.created) {
+    const PruneWay way = HowToPrune(entry.created, entry.on_remove, entry.original);
+    if (way == PruneWay::kLeave) return std::optional<InventoryEntry>();
+    if (way == PruneWay::kRemove) {
       // Decided now, after the prunes of what was inside it: a directory that still holds
       // something tether does not manage stays, and stays in the inventory.
       if (auto stat = fs_.Stat(path); stat && stat->type == FileType::kDirectory) {

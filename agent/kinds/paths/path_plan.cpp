@@ -219,6 +219,45 @@ Result<std::uint32_t> LookupId(std::string_view database, std::string_view name,
               "no '" + std::string(name) + "' in " + database_name);
 }
 
+PruneWay HowToPrune(bool created, OnRemove on_remove, const nlohmann::json& original) {
+  switch (on_remove) {
+    case OnRemove::kKeep:
+      return PruneWay::kLeave;
+    case OnRemove::kDelete:
+      return PruneWay::kRemove;
+    case OnRemove::kRestore:
+      if (created) return PruneWay::kRemove;
+      if (!original.is_object() || !original.contains("type") ||
+          original.contains("content_not_kept")) {
+        return PruneWay::kLeave;
+      }
+      return PruneWay::kRestore;
+    case OnRemove::kDefault:
+      break;
+  }
+  return created ? PruneWay::kRemove : PruneWay::kLeave;
+}
+
+std::string PruneDiff(PruneWay way, const PathObservation& current, const nlohmann::json& original,
+                      bool secret, const std::string& path) {
+  if (way == PruneWay::kLeave || !current.exists || current.stat.type != FileType::kRegular) {
+    return "";
+  }
+  if (!current.content) {
+    return "(" + std::to_string(current.stat.size) + " bytes, too large to show)\n";
+  }
+  std::string after;
+  if (way == PruneWay::kRestore) {
+    if (original.value("type", "") != "file") return "";
+    auto decoded = Base64Decode(original.value("content_base64", ""));
+    if (!decoded) return "";
+    after = std::move(*decoded);
+  }
+  if (secret) return SecretSummary(current.content->size(), after.size());
+  return way == PruneWay::kRemove ? UnifiedDiff(*current.content, "", path, "/dev/null")
+                                  : UnifiedDiff(*current.content, after, path, path);
+}
+
 nlohmann::json OriginalOf(const PathObservation& observed) {
   nlohmann::json original = {{"type", ObservedTypeName(observed)},
                              {"mode", observed.stat.mode},

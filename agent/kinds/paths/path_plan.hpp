@@ -32,11 +32,31 @@ struct PathObservation {
   bool oversized = false;
 };
 
+// How a path whose resource left the profile is pruned, by its inventory entry (see
+// OnRemove): left as it is, removed, or given back what was there before tether. A
+// "restore" without a recorded original (on_remove = "restore" set after tether took the
+// path over, or a file too large to keep) is left as it is.
+enum class PruneWay { kLeave, kRemove, kRestore };
+[[nodiscard]] PruneWay HowToPrune(bool created, OnRemove on_remove, const nlohmann::json& original);
+
+// Whether taking a path over records what was there (only a "restore" needs it: the
+// inventory stays small otherwise).
+[[nodiscard]] inline bool KeepsOriginal(OnRemove on_remove) {
+  return on_remove == OnRemove::kRestore;
+}
+
 // What tether takes over at a path, as the inventory's `original` records it (what
 // RestoreOriginal puts back): type, mode, owner, and a file's content or a symlink's
 // target. A file too large to read is recorded as such (content_not_kept, its size):
 // removing the resource later leaves it as tether left it.
 [[nodiscard]] nlohmann::json OriginalOf(const PathObservation& observed);
+
+// What a prune of `way` changes at a path, as `current` is: for a regular file, the diff
+// of its content to nothing (kRemove) or to the original's (kRestore), or a summary of
+// sizes when `secret`. Empty when there is nothing to show.
+[[nodiscard]] std::string PruneDiff(PruneWay way, const PathObservation& current,
+                                    const nlohmann::json& original, bool secret,
+                                    const std::string& path);
 
 // Puts back at `path` what tether took over there, as the inventory's `original` recorded
 // it: a file's content, mode and owner; a symlink's target; a directory's mode and owner.

@@ -73,14 +73,19 @@ class ServiceHandler final : public KindHandler {
     Action action;
     action.id = id;
     if (entry.kind == ResourceKind::kUnit) {
+      const PruneWay way = HowToPrune(entry.created, entry.on_remove, entry.original);
+      if (way == PruneWay::kLeave) return action;  // left as it is, and forgotten
       const std::string path = UnitPath(InventoryPath(id, entry));
-      auto observed = ObservePath(fs_, path, false, 0);
+      auto observed = ObservePath(fs_, path, true, kMaxUnitSize);
       if (!observed) return Fail(observed.error());
-      if (entry.created) {
+      action.diff = PruneDiff(way, *observed, entry.original, false, path);
+      if (way == PruneWay::kRemove) {
         if (!observed->exists) return action;  // already gone
         action.type = ActionType::kDelete;
-        action.changes.push_back("created by tether, no longer in the profile");
-      } else if (!entry.original.is_null()) {
+        action.changes.push_back(entry.on_remove == OnRemove::kDelete
+                                     ? "no longer in the profile, on_remove = \"delete\""
+                                     : "created by tether, no longer in the profile");
+      } else {
         action.type = ActionType::kUpdate;
         action.changes.push_back("restore the original from before tether took it over");
       }
@@ -528,7 +533,7 @@ class ServiceHandler final : public KindHandler {
       entry.original = previous->original;
     } else if (undo.value("before", "none") == "none") {
       entry.created = true;
-    } else {
+    } else if (KeepsOriginal(planned.resource->on_remove)) {
       // Taken over: what was there is kept in the inventory, for a prune to give back.
       auto observed = ObservePath(fs_, path, true, kMaxUnitSize);
       if (!observed) return Fail(observed.error());
@@ -548,7 +553,9 @@ class ServiceHandler final : public KindHandler {
   }
 
   Status PruneUnit(const InventoryEntry& entry, const std::string& path) {
-    if (entry.created) {
+    const PruneWay way = HowToPrune(entry.created, entry.on_remove, entry.original);
+    if (way == PruneWay::kLeave) return {};
+    if (way == PruneWay::kRemove) {
       auto removed = fs_.Remove(path);
       if (!removed && !removed.error().Is(std::errc::no_such_file_or_directory)) return removed;
       return {};
