@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "common/encoding.hpp"
 #include "common/log.hpp"
 
 namespace tether {
@@ -167,9 +168,37 @@ class Journal final : public Transaction {
   int* counter_;
 };
 
+// An original's content up to this size (in base64) stays in the inventory; a larger
+// one is kept in the state dir (StateStore::SaveOriginal) and named by its SHA-256.
+constexpr std::size_t kInlineOriginal = 4096;
+
+// Moves a large original's content out of `original` into the state dir, durably.
+Status KeepOriginalAside(StateStore& state, Json& original) {
+  if (!original.is_object()) return {};
+  const auto content = original.find("content_base64");
+  if (content == original.end() || !content->is_string() ||
+      content->get_ref<const std::string&>().size() <= kInlineOriginal) {
+    return {};
+  }
+  auto decoded = Base64Decode(content->get_ref<const std::string&>());
+  if (!decoded) return {};  // left as it is: a restore says it is corrupt
+  auto sha256 = state.SaveOriginal(*decoded);
+  if (!sha256) return Fail(sha256.error());
+  original.erase("content_base64");
+  original["content_sha256"] = std::move(*sha256);
+  original["content_size"] = decoded->size();
+  return {};
+}
+
 // Writes `inventory` aside in the state dir, entry by entry: neither a JSON tree nor the
-// whole text of it is ever held, as both cost several times the inventory itself.
-Status WriteInventory(StateStore& state, const Inventory& inventory) {
+// whole text of it is ever held, as both cost several times the inventory itself. Large
+// originals are kept aside first (and the entries changed to name them).
+Status WriteInventory(StateStore& state, Inventory& inventory) {
+  for (auto& [id, entry] : inventory.entries) {
+    if (auto kept = KeepOriginalAside(state, entry.original); !kept) {
+      return Fail(kept.error().WithContext("'" + id + "'"));
+    }
+  }
   auto writer = state.StartInventory(inventory.commit);
   if (!writer) return Fail(writer.error());
   for (const auto& [id, entry] : inventory.entries) {
@@ -412,6 +441,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
                                                 const Inventory& inventory, bool full_audit,
                                                 const std::set<std::string>* only) {
   for (auto* handler : handlers_) handler->Prepare(desired);
+  hydrated_.clear();
   // The ids the desired state has, sorted: views of its strings rather than copies.
   std::vector<std::string_view> wanted;
   wanted.reserve(desired.resources.size());
@@ -479,9 +509,10 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   std::sort(gone.begin(), gone.end(), [](const auto& a, const auto& b) {
     return InventoryPath(*a.first, *a.second) > InventoryPath(*b.first, *b.second);
   });
-  for (const auto& [id, entry] : gone) {
+  for (auto [id, entry] : gone) {
     KindHandler* handler = HandlerFor(entry->kind);
     if (handler == nullptr) continue;
+    entry = Hydrated(*id, *entry);
     auto action = handler->PlanPrune(*id, *entry);
     if (!action) {
       Action refused;
@@ -493,6 +524,28 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
     plan.push_back({std::move(*action), nullptr, entry, nullptr});
   }
   return plan;
+}
+
+const InventoryEntry* Engine::Hydrated(const std::string& id, const InventoryEntry& entry) {
+  if (!entry.original.is_object() || !entry.original.contains("content_sha256") ||
+      entry.on_remove != OnRemove::kRestore) {
+    return &entry;
+  }
+  InventoryEntry& copy = hydrated_.emplace_back(entry);
+  const Json& sha256 = copy.original["content_sha256"];
+  auto content =
+      sha256.is_string()
+          ? state_.LoadOriginal(sha256.get<std::string>())
+          : Result<std::string>(Fail(std::errc::invalid_argument, "a malformed content_sha256"));
+  if (content) {
+    copy.original["content_base64"] = Base64Encode(*content);
+  } else {
+    // Not to be restored to something else: left as it is, and said so.
+    GetLogger("engine")->warn("'{}': its original cannot be restored, it is left as it is: {}", id,
+                              content.error().message());
+    copy.original["content_not_kept"] = copy.original.value("content_size", 0);
+  }
+  return &copy;
 }
 
 void Engine::Discard(const JournalStep& step) const {
@@ -785,7 +838,25 @@ class Engine::ApplyRun {
     }
     journal_.ForEachStep([&](JournalStep&& step) { engine_.Discard(step); });
     if (any_change_) (void)engine_.state_.RemoveJournal();
+    if (!same_but_fingerprints) DropUnusedOriginals();
     return Done();
+  }
+
+  // Originals kept aside that no entry names any more (pruned, or an apply rolled back
+  // after keeping one) go, once the inventory that stopped naming them is in place.
+  void DropUnusedOriginals() {
+    std::vector<std::string> named;
+    for (const auto& [id, entry] : inventory_.entries) {
+      if (!entry.original.is_object()) continue;
+      const auto sha256 = entry.original.find("content_sha256");
+      if (sha256 != entry.original.end() && sha256->is_string()) {
+        named.push_back(sha256->get<std::string>());
+      }
+    }
+    std::sort(named.begin(), named.end());
+    if (auto pruned = engine_.state_.PruneOriginals(named); !pruned) {
+      GetLogger("engine")->warn("originals no longer needed stay: {}", pruned.error().message());
+    }
   }
 
   Engine& engine_;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -265,9 +266,14 @@ class Engine {
   // Drops what a committed step kept for undoing it; a failure is logged, not returned.
   void Discard(const JournalStep& step) const;
 
+  // A copy of `entry` whose original kept aside (content_sha256) is read back, for a
+  // prune that restores it; kept in hydrated_ until the next Plan.
+  const InventoryEntry* Hydrated(const std::string& id, const InventoryEntry& entry);
+
   StateStore& state_;
   EngineOptions options_;
   std::vector<KindHandler*> handlers_;
+  std::deque<InventoryEntry> hydrated_;  // stable addresses: plans point at them
 };
 
 // Between two commits, a difference on a resource tether applied is drift: someone changed

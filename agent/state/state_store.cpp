@@ -1,4 +1,5 @@
 #include "agent/state/state_store.hpp"
+#include "common/hmac.hpp"
 
 #include <sys/stat.h>
 
@@ -117,6 +118,76 @@ std::string StateStore::PathOf(std::string_view name) const {
 }
 
 std::string StateStore::JournalPath() const { return PathOf(kJournal); }
+
+// --- Originals ---
+
+namespace {
+
+constexpr char kOriginals[] = "originals";
+// The largest original kept: what a handler reads of a path it takes over.
+constexpr std::size_t kMaxOriginal = std::size_t{64} << 20;
+
+bool IsSha256Hex(std::string_view name) {
+  return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+}  // namespace
+
+Result<std::string> StateStore::SaveOriginal(std::string_view content) {
+  std::string sha256 = DigestSha256Hex(content);
+  if (sha256.empty()) return Fail(std::errc::not_supported, "no SHA-256 (libgcrypt)");
+  const std::string dir = PathOf(kOriginals);
+  if (auto made = fs_.CreateDirectory(dir, 0700);
+      !made && !made.error().Is(std::errc::file_exists)) {
+    return Fail(made.error());
+  }
+  const std::string path = dir + "/" + sha256;
+  if (fs_.Stat(path)) return sha256;  // kept already (checked when it is read)
+  WriteOptions options;
+  options.mode = 0600;
+  if (auto written = fs_.WriteFileAtomic(path, content, options); !written) {
+    return Fail(written.error().WithContext("keep the original"));
+  }
+  return sha256;
+}
+
+Result<std::string> StateStore::LoadOriginal(std::string_view sha256) const {
+  if (!IsSha256Hex(sha256)) {
+    return Fail(std::errc::invalid_argument, "'" + std::string(sha256) + "' is not a SHA-256");
+  }
+  const std::string path = PathOf(kOriginals) + "/" + std::string(sha256);
+  auto content = fs_.ReadFile(path, kMaxOriginal);
+  if (!content) return Fail(content.error().WithContext("the original kept in '" + path + "'"));
+  if (DigestSha256Hex(*content) != sha256) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "the original kept in '" + path + "' does not match its SHA-256");
+  }
+  return content;
+}
+
+Result<std::size_t> StateStore::PruneOriginals(const std::vector<std::string>& kept) {
+  auto names = fs_.ListDirectory(PathOf(kOriginals));
+  if (!names) {
+    if (names.error().Is(std::errc::no_such_file_or_directory)) return std::size_t{0};
+    return Fail(names.error());
+  }
+  std::size_t removed = 0;
+  for (const auto& name : *names) {
+    // Left: what is named, and what tether would not have written (a temporary file is
+    // removed too: an interrupted write's).
+    if (std::binary_search(kept.begin(), kept.end(), name)) continue;
+    const bool temporary = name.size() > 65 && name[0] == '.' &&
+                           IsSha256Hex(std::string_view(name).substr(1, 64)) &&
+                           IsTemporaryName(name, std::string_view(name).substr(1, 64));
+    if (!IsSha256Hex(name) && !temporary) continue;
+    auto gone = fs_.Remove(PathOf(kOriginals) + "/" + name);
+    if (!gone && !gone.error().Is(std::errc::no_such_file_or_directory)) return Fail(gone.error());
+    ++removed;
+  }
+  return removed;
+}
 
 std::string StateStore::OutboxDir() const { return PathOf(kOutbox); }
 

@@ -108,6 +108,17 @@ class StateStore {
   // Removes an inventory written aside; nothing to do when there is none.
   [[nodiscard]] Status DiscardInventory();
 
+  // --- Originals: what tether took over, for on_remove = "restore" ---
+  // Content-addressed files (originals/SHA256), kept out of the inventory, which names
+  // them. Keeps `content` durably (a file already there is kept as it is); returns its
+  // SHA-256 (hex).
+  [[nodiscard]] Result<std::string> SaveOriginal(std::string_view content);
+  // The content kept under `sha256`, checked against it: an error when it is missing or
+  // does not match.
+  [[nodiscard]] Result<std::string> LoadOriginal(std::string_view sha256) const;
+  // Removes every kept original not in `kept` (SHA-256s, sorted). Returns how many went.
+  [[nodiscard]] Result<std::size_t> PruneOriginals(const std::vector<std::string>& kept);
+
   // --- The last render, kept for the next cycle (see agent/desired/render_cache.hpp) ---
   // Its bytes; nullopt when there is none.
   [[nodiscard]] Result<std::optional<std::string>> LoadRender() const;

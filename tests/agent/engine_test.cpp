@@ -326,6 +326,52 @@ TEST_CASE("on_remove: taken over is left by default; keep, delete and restore; t
   CHECK(host.MakeEngine().LoadInventory().value().entries.empty());
 }
 
+TEST_CASE("A large original is kept out of the inventory, read back to restore, then dropped") {
+  Host host;
+  const std::string big(100'000, 'a');
+  host.root.WriteFile("etc/big", big, 0640);
+  host.root.WriteFile("etc/small", "small original\n");
+  const std::string declared =
+      "[[file]]\npath = \"/etc/big\"\ncontent = \"ours\\n\"\non_remove = \"restore\"\n"
+      "[[file]]\npath = \"/etc/small\"\ncontent = \"ours\\n\"\non_remove = \"restore\"\n";
+  REQUIRE(host.Converge(Desired(declared).state, "c1").ok);
+  const std::string originals = host.state.Path("originals");
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  const auto& kept = inventory.entries.at("file:/etc/big").original;
+  REQUIRE(kept.contains("content_sha256"));
+  CHECK_FALSE(kept.contains("content_base64"));
+  CHECK(kept.value("content_size", 0) == big.size());
+  const std::string blob = originals + "/" + kept.value("content_sha256", "");
+  CHECK(std::filesystem::file_size(blob) == big.size());
+  CHECK(std::filesystem::file_size(host.state.Path("inventory.json")) < 4096);
+  // A small one stays in the inventory.
+  CHECK(inventory.entries.at("file:/etc/small").original.contains("content_base64"));
+
+  // The plan shows the restore (the original read back), and the apply makes it.
+  auto plan = host.PlanOf(Desired("").state);
+  const auto restore = std::find_if(plan.begin(), plan.end(),
+                                    [](const auto& p) { return p.action.id == "file:/etc/big"; });
+  REQUIRE(restore != plan.end());
+  CHECK(restore->action.type == ActionType::kUpdate);
+  CHECK(restore->action.diff.find("+" + std::string(80, 'a')) != std::string::npos);
+  auto removed = host.Converge(Desired("").state, "c2");
+  REQUIRE_MESSAGE(removed.ok, removed.error);
+  CHECK(host.root.ReadFile("etc/big") == big);
+  CHECK((std::filesystem::status(host.root.Path("etc/big")).permissions() &
+         std::filesystem::perms::all) == static_cast<std::filesystem::perms>(0640));
+  CHECK(host.root.ReadFile("etc/small") == "small original\n");
+  CHECK(std::filesystem::is_empty(originals));  // no entry names it any more
+
+  // A kept original that was damaged is not restored to something else: left as it is.
+  REQUIRE(host.Converge(Desired(declared).state, "c3").ok);
+  host.state.WriteFile("originals/" + kept.value("content_sha256", ""), "damaged");
+  auto damaged = host.Converge(Desired("").state, "c4");
+  REQUIRE_MESSAGE(damaged.ok, damaged.error);
+  CHECK(host.root.ReadFile("etc/big") == "ours\n");
+  CHECK(host.root.ReadFile("etc/small") == "small original\n");
+  CHECK(std::filesystem::is_empty(originals));
+}
+
 TEST_CASE("A conflict refuses its own resource and leaves it; the others are applied") {
   Host host;
   std::filesystem::create_directories(host.root.Path("etc/motd"));

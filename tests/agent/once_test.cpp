@@ -249,6 +249,35 @@ TEST_CASE("A managed path that cannot be planned fails alone; the others are enf
   CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
 }
 
+TEST_CASE("Taken-over files leave the inventory small; a removal leaves them unless restore") {
+  Sandbox box;
+  const std::string big(8 << 20, 'o');  // four such files made a 320 MB inventory before
+  for (const char* name : {"a", "b", "c", "d"})
+    box.dir.WriteFile(std::string("root/opt/") + name, big);
+  box.Commit("hello\n", true,
+             "[[file]]\npath = \"/opt/a\"\ncontent = \"ours\\n\"\non_remove = \"restore\"\n"
+             "[[file]]\npath = \"/opt/b\"\ncontent = \"ours\\n\"\non_remove = \"restore\"\n"
+             "[[file]]\npath = \"/opt/c\"\ncontent = \"ours\\n\"\n"
+             "[[file]]\npath = \"/opt/d\"\ncontent = \"ours\\n\"\n");
+  auto first = box.Once();
+  INFO((first.out + first.err));
+  REQUIRE(first.exit_code == 0);
+  CHECK(std::filesystem::file_size(box.dir.Path("state/inventory.json")) < 8192);
+  std::size_t kept = 0;
+  for (const auto& blob : std::filesystem::directory_iterator(box.dir.Path("state/originals"))) {
+    kept += std::filesystem::file_size(blob.path());
+  }
+  CHECK(kept == big.size());  // a and b hold the same bytes: one copy
+  box.Commit("hello\n", true, "");
+  auto removed = box.Once();
+  INFO((removed.out + removed.err));
+  CHECK(removed.exit_code == 0);
+  CHECK(box.dir.ReadFile("root/opt/a") == big);  // restored
+  CHECK(box.dir.ReadFile("root/opt/b") == big);
+  CHECK(box.dir.ReadFile("root/opt/c") == "ours\n");  // left as tether left it
+  CHECK(std::filesystem::is_empty(box.dir.Path("state/originals")));
+}
+
 TEST_CASE("tetherd --once: a bad agent.toml is exit status 2 with the located error") {
   Sandbox box;
   box.dir.WriteFile("agent.toml", "[source]\nurl = \"ftp://x/y\"\n");

@@ -273,6 +273,11 @@ Status RestoreOriginal(Filesystem& fs, const std::string& path, const nlohmann::
   const std::string type = original.value("type", "none");
   if (type == "file" && original.contains("content_not_kept")) return {};  // left as it is
   if (type == "file") {
+    // Kept aside and not read back (Engine hydrates a prune's entry): never an empty file.
+    if (!original.contains("content_base64")) {
+      return Fail(std::errc::no_such_file_or_directory,
+                  "the original of " + path + " was not read");
+    }
     auto content = Base64Decode(original.value("content_base64", ""));
     if (!content) return Fail(std::errc::illegal_byte_sequence, "corrupt original of " + path);
     WriteOptions options;
