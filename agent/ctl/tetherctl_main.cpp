@@ -270,8 +270,9 @@ void PrintEndpoint(const nlohmann::json& endpoint) {
   }
 }
 
-int RunStatus(const std::string& socket, bool json) {
-  auto reply = Call(socket, Ask(Command::kStatus), std::chrono::seconds(10));
+int RunStatus(const std::string& socket, bool json, bool detail) {
+  auto reply = Call(socket, Ask(Command::kStatus, [&](Request& r) { r.detail = detail; }),
+                    std::chrono::seconds(10));
   if (!reply) return 1;
   if (json) {
     std::printf("%s\n", reply->dump(2).c_str());
@@ -307,6 +308,10 @@ int RunStatus(const std::string& socket, bool json) {
                 static_cast<long long>(Int(*reply, "next_poll_ms") / 1000));
   }
   PrintEndpoint((*reply)["endpoint"]);
+  if (detail && (*reply)["last_cycle"].is_object()) {
+    std::printf("\n");
+    std::fputs(Course((*reply)["last_cycle"]).c_str(), stdout);
+  }
   return 0;
 }
 
@@ -508,6 +513,10 @@ int main(int argc, char** argv) {
       "sync), the next poll and the report endpoint (last delivery, queued reports, last\n"
       "error).");
   status->add_flag("--json", status_json, "Print the reply as JSON (schema tether.ctl/v1)");
+  bool status_detail = false;
+  status->add_flag("--detail", status_detail,
+                   "Also the last cycle's course: its plan with diffs and its outcome (in JSON: "
+                   "last_cycle.output, errors and report)");
   bool sync_wait = false;
   bool sync_json = false;
   CLI::App* sync = app.add_subcommand(
@@ -593,7 +602,7 @@ int main(int argc, char** argv) {
     std::fputs(Text((*reply)["text"]).c_str(), stdout);
     return 0;
   }
-  if (status->parsed()) return RunStatus(socket, status_json);
+  if (status->parsed()) return RunStatus(socket, status_json, status_detail);
   if (sync->parsed()) return RunSync(socket, sync_wait, sync_json);
   if (validate->parsed()) return tether::RunValidate(validate_options, stdout, stderr);
   if (render->parsed()) return tether::RunRender(render_options, stdout, stderr);

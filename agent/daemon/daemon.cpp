@@ -200,8 +200,8 @@ class Daemon final : public RequestHandler {
  private:
   using ConnectionPtr = std::shared_ptr<Connection>;
 
-  void OnStatus(const ConnectionPtr& connection, const protocol::Request&) {
-    connection->Reply(StatusReply());
+  void OnStatus(const ConnectionPtr& connection, const protocol::Request& request) {
+    connection->Reply(StatusReply(request.detail));
   }
 
   void OnSync(const ConnectionPtr& connection, const protocol::Request& request) {
@@ -1025,20 +1025,23 @@ class Daemon final : public RequestHandler {
     sd_notify(0, status.c_str());
   }
 
-  static Json CycleJson(const CycleResult& result) {
-    return Json{{"trigger", TriggerName(result.trigger)},
-                {"exit", result.exit_code},
-                {"started", UnixSeconds(result.started)},
-                {"duration_ms", result.duration.count()},
-                {"outcome", OutcomeName(result.summary.outcome)},
-                {"changes", result.summary.changes},
-                {"summary", CycleSummaryToJson(result.summary)},
-                {"output", FormatCourse(result.report)},
-                {"errors", FormatProblems(result.report)},
-                {"report", CycleReportToJson(result.report)}};
+  // A cycle as replies carry it; without `detail`, its summary only (a status reply stays
+  // a few KiB, whatever the cycle printed).
+  static Json CycleJson(const CycleResult& result, bool detail = true) {
+    Json json{
+        {"trigger", TriggerName(result.trigger)},         {"exit", result.exit_code},
+        {"started", UnixSeconds(result.started)},         {"duration_ms", result.duration.count()},
+        {"outcome", OutcomeName(result.summary.outcome)}, {"changes", result.summary.changes},
+        {"summary", CycleSummaryToJson(result.summary)}};
+    if (detail) {
+      json["output"] = FormatCourse(result.report);
+      json["errors"] = FormatProblems(result.report);
+      json["report"] = CycleReportToJson(result.report);
+    }
+    return json;
   }
 
-  Json StatusReply() const {
+  Json StatusReply(bool detail = false) const {
     Json status = {{"ok", true},
                    {"schema", protocol::kSchema},
                    {"version", TETHER_VERSION},
@@ -1048,7 +1051,7 @@ class Daemon final : public RequestHandler {
                    {"ref", options_.cycle.config.source.ref}};
     const std::string quarantined = QuarantinedCommit(*store_);
     status["quarantined"] = quarantined.empty() ? Json() : Json(quarantined);
-    status["last_cycle"] = last_ ? CycleJson(*last_) : Json();
+    status["last_cycle"] = last_ ? CycleJson(*last_, detail) : Json();
     // Why the state is what it is: the last cycle's error, or, when a drift repair kept
     // the state of the last cycle that asked the source, that cycle's.
     const std::string& why = state_kept_ ? source_summary_.error

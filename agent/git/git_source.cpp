@@ -13,6 +13,7 @@
 
 #include "common/filesystem.hpp"
 #include "common/json_fields.hpp"
+#include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/unique_fd.hpp"
 
@@ -423,6 +424,9 @@ Result<UpdateResult> GitSource::Update() {
       return Fail(std::errc::io_error, fields.StringOr("error", "fetch failed"));
     }
     ++fetch_count_;
+    if (auto repack = fields.StringOr("repack_error"); !repack.empty()) {
+      GetLogger("source")->warn("the mirror's packs were not repacked: {}", repack);
+    }
     result.fetched = true;
     result.commit = fields.StringOr("commit", polled->commit);
   }

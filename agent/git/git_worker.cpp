@@ -5,6 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -12,6 +15,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -67,6 +72,93 @@ void RemovePartialPacks(const std::string& mirror) {
 std::string LastGitError(const char* what) {
   const git_error* error = git_error_last();
   return std::string(what) + ": " + (error != nullptr ? error->message : "unknown error");
+}
+
+// Each fetch adds a pack to the mirror; past this many, the fetch repacks them into one.
+constexpr std::size_t kMaxPacks = 32;
+
+// The names of the packs (pack-*.pack) in `mirror`.
+std::vector<std::string> Packs(const std::string& mirror) {
+  std::vector<std::string> names;
+  DIR* dir = opendir((mirror + "/objects/pack").c_str());
+  if (dir == nullptr) return names;
+  while (const dirent* entry = readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name.starts_with("pack-") && name.ends_with(".pack")) names.emplace_back(name);
+  }
+  closedir(dir);
+  return names;
+}
+
+bool SyncPath(const std::string& path, int flags) {
+  const int fd = open(path.c_str(), flags | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool synced = fsync(fd) == 0;
+  close(fd);
+  return synced;
+}
+
+// Packs every object of `repo` (at `mirror`) into one new pack, made durable, then
+// removes the other packs and the loose objects. Nothing is pruned: an object no ref
+// reaches may be the applied commit, which the agent enforces from the mirror. False,
+// with `error`, when the new pack could not be made (the mirror is then as it was).
+bool Repack(git_repository* repo, const std::string& mirror, std::string& error) {
+  const std::vector<std::string> before = Packs(mirror);
+  git_odb* odb = nullptr;
+  git_packbuilder* builder = nullptr;
+  auto done = [&](bool ok) {
+    if (!ok && error.empty()) error = LastGitError("repack");
+    git_packbuilder_free(builder);
+    git_odb_free(odb);
+    return ok;
+  };
+  if (git_repository_odb(&odb, repo) != 0 || git_packbuilder_new(&builder, repo) != 0) {
+    return done(false);
+  }
+  git_packbuilder_set_threads(builder, 1);
+  if (git_odb_foreach(
+          odb,
+          [](const git_oid* id, void* payload) {
+            return git_packbuilder_insert(static_cast<git_packbuilder*>(payload), id, nullptr);
+          },
+          builder) != 0) {
+    return done(false);
+  }
+  const std::string packs = mirror + "/objects/pack";
+  if (git_packbuilder_write(builder, packs.c_str(), 0, nullptr, nullptr) != 0) return done(false);
+  const std::string made = std::string("pack-") + git_packbuilder_name(builder);
+  // Durable before anything else goes: the new pack holds every object from now on.
+  if (!SyncPath(packs + "/" + made + ".pack", 0) || !SyncPath(packs + "/" + made + ".idx", 0) ||
+      !SyncPath(packs, O_DIRECTORY)) {
+    error = "repack: sync the new pack: " + std::string(std::strerror(errno));
+    return done(false);
+  }
+  for (const auto& pack : before) {
+    const std::string stem = pack.substr(0, pack.size() - 5);
+    if (stem == made) continue;
+    for (const char* ext : {".idx", ".rev", ".pack"}) unlink((packs + "/" + stem + ext).c_str());
+  }
+  // The loose objects: objects/XX/ for two hex digits.
+  const std::string objects = mirror + "/objects";
+  if (DIR* dir = opendir(objects.c_str())) {
+    while (const dirent* entry = readdir(dir)) {
+      const std::string_view name = entry->d_name;
+      if (name.size() != 2 || !std::isxdigit(static_cast<unsigned char>(name[0])) ||
+          !std::isxdigit(static_cast<unsigned char>(name[1]))) {
+        continue;
+      }
+      const std::string sub = objects + "/" + std::string(name);
+      if (DIR* loose = opendir(sub.c_str())) {
+        while (const dirent* object = readdir(loose)) {
+          if (object->d_name[0] != '.') unlinkat(dirfd(loose), object->d_name, 0);
+        }
+        closedir(loose);
+      }
+      rmdir(sub.c_str());
+    }
+    closedir(dir);
+  }
+  return done(true);
 }
 
 // Host and port of an ssh:// or other URL, for known_hosts.
@@ -257,7 +349,17 @@ class Worker {
       char hex[GIT_OID_HEXSZ + 1] = {};
       git_oid_tostr(hex, sizeof(hex), git_object_id(object));
       git_object_free(object);
-      return Json{{"ok", true}, {"commit", std::string(hex)}};
+      Json answer = {{"ok", true}, {"commit", std::string(hex)}};
+      if (Packs(mirror).size() > kMaxPacks) {
+        std::string error;
+        if (Repack(repo, mirror, error)) {
+          answer["repacked"] = true;
+        } else {
+          answer["repack_error"] = error;  // the fetch stands; tried again at the next one
+        }
+        Forget(mirror);  // its packs changed under the handles kept
+      }
+      return answer;
     }
     return Json{{"ok", false}, {"error", "unknown request '" + op + "'"}};
   }
@@ -269,6 +371,22 @@ class Worker {
     git_remote* remote = nullptr;
     if (git_remote_create_detached(&remote, url.c_str()) != 0) return nullptr;
     return detached_[url] = remote;
+  }
+
+  // Drops the handles kept on `mirror` (its repository and the remotes made on it).
+  void Forget(const std::string& mirror) {
+    for (auto it = anonymous_.begin(); it != anonymous_.end();) {
+      if (it->first.starts_with(mirror + "\n")) {
+        git_remote_free(it->second);
+        it = anonymous_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (auto it = repos_.find(mirror); it != repos_.end()) {
+      git_repository_free(it->second);
+      repos_.erase(it);
+    }
   }
 
   git_repository* Repository(const std::string& path) {

@@ -76,6 +76,12 @@ Result<Request> ParseRequest(std::string_view line, Role role) {
   Request request;
   request.command = *command;
   switch (*command) {
+    case Command::kStatus: {
+      auto detail = fields.Bool("detail", false);
+      if (!detail) return Fail(detail.error());
+      request.detail = *detail;
+      break;
+    }
     case Command::kSync: {
       auto wait = fields.Bool("wait", false);
       if (!wait) return Fail(wait.error());
@@ -111,6 +117,9 @@ Result<Request> ParseRequest(std::string_view line, Role role) {
 Json RequestJson(const Request& request) {
   Json json = {{"command", InfoOf(request.command).name}};
   switch (request.command) {
+    case Command::kStatus:
+      if (request.detail) json["detail"] = true;
+      break;
     case Command::kSync:
       json["wait"] = request.wait;
       break;

@@ -58,6 +58,7 @@ struct CommandInfo {
 struct Request {
   Command command = Command::kStatus;
   bool wait = false;    // sync: reply when the cycle this request starts is over
+  bool detail = false;  // status: the last cycle's output and report too
   std::int64_t id = 0;  // show: the history entry
   std::string commit;   // rollback: an applied commit, or a prefix of at least 4 characters
   std::string reason;   // suspend: why (may be empty)

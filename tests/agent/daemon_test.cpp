@@ -180,8 +180,9 @@ struct Fleet {
     return *result;
   }
 
-  nlohmann::json Status() const {
-    auto result = Ctl({"status", "--json"});
+  nlohmann::json Status(bool detail = false) const {
+    auto result = Ctl(detail ? std::vector<std::string>{"status", "--json", "--detail"}
+                             : std::vector<std::string>{"status", "--json"});
     auto parsed = nlohmann::json::parse(result.out, nullptr, false);
     return result.ok() && parsed.is_object() ? parsed : nlohmann::json::object();
   }
@@ -1023,10 +1024,18 @@ TEST_CASE("a drift repair re-applies the applied commit, without asking the Git 
   fleet.dir.WriteFile("root/etc/motd", "hand edit\n");
   REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
   REQUIRE_MESSAGE(settled("synced"), fleet.Log());
-  auto status = fleet.Status();
+  auto status = fleet.Status(true);
   CHECK(status["commit"] == first);
-  CHECK(status["last_cycle"]["output"].get<std::string>().find("drift repair: no fetch") !=
+  CHECK(status["last_cycle"].value("output", "").find("drift repair: no fetch") !=
         std::string::npos);
+  CHECK(status["last_cycle"]["report"].is_object());
+  // Without --detail, the summary alone: no output, no report.
+  const auto summary = fleet.Status();
+  CHECK(summary["last_cycle"]["summary"].is_object());
+  CHECK_FALSE(summary["last_cycle"].contains("output"));
+  CHECK_FALSE(summary["last_cycle"].contains("report"));
+  const auto human = fleet.Ctl({"status", "--detail"});
+  CHECK(human.out.find("drift repair: no fetch") != std::string::npos);
   CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\n");
 
   // The Git server gone: a sync finds the host offline, and a repair leaves it so.

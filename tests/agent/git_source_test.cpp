@@ -512,6 +512,43 @@ TEST_CASE("A fetch bigger than source.max_fetch is stopped; partial packs are re
   }
 }
 
+TEST_CASE("The mirror's packs are repacked into one past 32, and nothing is lost") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  auto packs = [&] {
+    std::size_t count = 0;
+    for (const auto& entry :
+         std::filesystem::directory_iterator(source->mirror_path() + "/objects/pack")) {
+      count += entry.path().extension() == ".pack" ? 1 : 0;
+    }
+    return count;
+  };
+  std::vector<std::string> commits = {fleet.first};
+  std::size_t most = 0;
+  for (int i = 0; i < 40; ++i) {
+    if (i > 0) {
+      commits.push_back(CommitFiles(
+          fleet.repo, {{"hosts/web-01.toml", "[[file]]\npath = \"/etc/motd\"\ncontent = \"v" +
+                                                 std::to_string(i) + "\\n\"\n"}}));
+    }
+    auto update = source->Update();
+    REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+    REQUIRE(update->commit == commits.back());
+    // Read at once by the same source, whose handles predate a repack.
+    CHECK(Motd(*source, update->commit).find("v" + std::to_string(i == 0 ? 1 : i)) !=
+          std::string::npos);
+    most = std::max(most, packs());
+  }
+  CHECK(most == 32);    // one a fetch until the 33rd, which repacks
+  CHECK(packs() == 8);  // the repack's, and one for each fetch since
+  // Every commit is still there, the first included, read by a new source too.
+  auto fresh = host.Source();
+  for (const auto& commit : commits) CHECK(fresh->OpenTree(commit));
+  CHECK(Motd(*fresh, commits[1]).find("v1") != std::string::npos);
+}
+
 TEST_CASE("The git worker is replaced after its share of requests") {
   Fleet fleet;
   Host host("file://" + fleet.repo);

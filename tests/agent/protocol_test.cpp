@@ -24,6 +24,11 @@ TEST_CASE("Every command of the table parses, and goes back to the same request"
   auto sync = ParseRequest(R"({"command": "sync", "wait": true})");
   REQUIRE(sync);
   CHECK(sync->wait);
+  auto detail = ParseRequest(R"({"command": "status", "detail": true})");
+  REQUIRE(detail);
+  CHECK(detail->detail);
+  CHECK_FALSE(ParseRequest(R"({"command": "status"})")->detail);
+  CHECK(RequestJson(*detail) == nlohmann::json{{"command", "status"}, {"detail", true}});
   auto show = ParseRequest(R"({"command": "show", "id": 42})");
   REQUIRE(show);
   CHECK(show->id == 42);
@@ -75,6 +80,7 @@ TEST_CASE("Malformed requests are refused with a sentence, never an exception") 
       {R"({"command": "reboot"})", "unknown command 'reboot'"},
       {R"({"command": "sync", "wait": "yes"})", "'wait' must be true or false"},
       {R"({"command": "sync", "wait": 1})", "'wait' must be true or false"},
+      {R"({"command": "status", "detail": "yes"})", "'detail' must be true or false"},
       {R"({"command": "show", "id": "abc"})", "'id' must be an integer"},
       {R"({"command": "show", "id": 1.5})", "'id' must be an integer"},
       {R"({"command": "show", "id": 18446744073709551615})", "'id' must be an integer in range"},
