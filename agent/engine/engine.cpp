@@ -512,8 +512,10 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   for (auto [id, entry] : gone) {
     KindHandler* handler = HandlerFor(entry->kind);
     if (handler == nullptr) continue;
-    entry = Hydrated(*id, *entry);
-    auto action = handler->PlanPrune(*id, *entry);
+    auto hydrated = Hydrated(*id, *entry);
+    Result<Action> action =
+        hydrated ? handler->PlanPrune(*id, **hydrated) : Result<Action>(Fail(hydrated.error()));
+    if (hydrated) entry = *hydrated;
     if (!action) {
       Action refused;
       refused.id = *id;
@@ -526,7 +528,7 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   return plan;
 }
 
-const InventoryEntry* Engine::Hydrated(const std::string& id, const InventoryEntry& entry) {
+Result<const InventoryEntry*> Engine::Hydrated(const std::string& id, const InventoryEntry& entry) {
   if (!entry.original.is_object() || !entry.original.contains("content_sha256") ||
       entry.on_remove != OnRemove::kRestore) {
     return &entry;
@@ -539,6 +541,9 @@ const InventoryEntry* Engine::Hydrated(const std::string& id, const InventoryEnt
           : Result<std::string>(Fail(std::errc::invalid_argument, "a malformed content_sha256"));
   if (content) {
     copy.original["content_base64"] = Base64Encode(*content);
+  } else if (IsTransient(content.error().code())) {
+    hydrated_.pop_back();
+    return Fail(content.error());
   } else {
     // Not to be restored to something else: left as it is, and said so.
     GetLogger("engine")->warn("'{}': its original cannot be restored, it is left as it is: {}", id,
@@ -659,7 +664,9 @@ class Engine::ApplyRun {
       if (planned.action.type == ActionType::kConflict) {
         // Left as it is. An entry of an older commit stays that commit's: what differs
         // is this commit's change, waiting (not drift, whatever the resource's drift mode).
-        auto current = inventory_.entries.find(id);
+        // So is the entry a refused replacement (a file that becomes a symlink) was to take.
+        auto current = inventory_.entries.find(
+            planned.replaces != nullptr ? std::string_view(*planned.replaces) : id);
         if (current != inventory_.entries.end() && edits_.old_commit() != commit_) {
           edits_.SetPending(current->second, true);
         }
@@ -696,6 +703,7 @@ class Engine::ApplyRun {
                                                                            ""};
       entry.kind = planned.resource->kind;  // a replaced entry had another
       std::tie(entry.on_remove, entry.secret) = TraitsOf(*planned.resource);
+      entry.pending = false;  // as declared now
       if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
       if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
       edits_.Put(i, std::move(entry));

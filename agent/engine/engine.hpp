@@ -267,8 +267,11 @@ class Engine {
   void Discard(const JournalStep& step) const;
 
   // A copy of `entry` whose original kept aside (content_sha256) is read back, for a
-  // prune that restores it; kept in hydrated_ until the next Plan.
-  const InventoryEntry* Hydrated(const std::string& id, const InventoryEntry& entry);
+  // prune that restores it; kept in hydrated_ until the next Plan. A failure of the
+  // moment (IsTransient) is an error: the prune is refused and tried again, the original
+  // kept. One that is missing or damaged is for good: the copy says it is not kept, and
+  // the path is left as it is.
+  Result<const InventoryEntry*> Hydrated(const std::string& id, const InventoryEntry& entry);
 
   StateStore& state_;
   EngineOptions options_;

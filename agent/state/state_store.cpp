@@ -28,7 +28,12 @@ constexpr char kSuspended[] = "suspended";
 constexpr char kOutbox[] = "outbox";
 constexpr char kRender[] = "render.cache";
 
-constexpr char kInventorySchema[] = "tether.inventory/v1";
+// v2: entries may name an original kept aside (content_sha256) and record "secret"; a
+// version that knows only v1 refuses it rather than restore an empty file. A v1
+// inventory is read as one whose entries are all secret (v1 did not record it): a
+// prune's diff shows sizes only until the entry is written again.
+constexpr char kInventorySchema[] = "tether.inventory/v2";
+constexpr char kInventorySchemaV1[] = "tether.inventory/v1";
 constexpr char kQuarantineSchema[] = "tether.quarantine/v1";
 constexpr char kHistorySchema[] = "tether.history/v1";
 
@@ -252,8 +257,9 @@ class WrittenInventory {
   std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry,
                                   std::optional<std::string>& refused) {
     std::string_view rest = text_;
-    if (!Take(rest, R"({"schema":")") || !Take(rest, kInventorySchema) ||
-        !Take(rest, R"(","commit":")")) {
+    if (!Take(rest, R"({"schema":")")) return std::nullopt;
+    const bool v1 = Take(rest, kInventorySchemaV1);
+    if ((!v1 && !Take(rest, kInventorySchema)) || !Take(rest, R"(","commit":")")) {
       return std::nullopt;
     }
     std::string_view commit;
@@ -271,6 +277,7 @@ class WrittenInventory {
       std::string id;
       StoredEntry entry;
       if (!Entry(line, id, entry)) return std::nullopt;
+      if (v1) entry.secret = true;
       if (on_entry != nullptr && !(*on_entry)(id, std::move(entry))) {
         refused = std::move(id);
         return std::string(commit);
@@ -366,10 +373,15 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
     if (commit) return std::move(*commit);
   }
   std::string top_key;                   // the member of the top object being read
+  std::string schema;                    // as read, when it came before the entries
   std::string id;                        // the entry being read
   std::optional<std::string> bad_entry;  // the first entry that is not one
   auto on_event = [&](int depth, Json::parse_event_t event, Json& parsed) {
     if (event == Json::parse_event_t::key && depth == 1) top_key = parsed.get<std::string>();
+    if (event == Json::parse_event_t::value && depth == 1 && top_key == "schema" &&
+        parsed.is_string()) {
+      schema = parsed.get<std::string>();
+    }
     if (top_key != "entries") return true;
     if (event == Json::parse_event_t::key && depth == 2) id = parsed.get<std::string>();
     if (event != Json::parse_event_t::object_end || depth != 2) return true;
@@ -378,14 +390,15 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
       if (!bad_entry) bad_entry = id;
       return false;
     }
+    if (schema != kInventorySchema) entry.secret = true;  // v1 (or a schema refused below)
     if (!on_entry(id, std::move(entry)) && !bad_entry) bad_entry = id;
     return false;  // handed over: not kept in the document
   };
   const Json json = Json::parse(**text, on_event, false);
   text->reset();  // the text goes before the entries are used
   if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
-  std::string schema;
-  if (!ReadString(json, "schema", schema) || schema != kInventorySchema) {
+  if (!ReadString(json, "schema", schema) ||
+      (schema != kInventorySchema && schema != kInventorySchemaV1)) {
     return corrupt("unknown schema");
   }
   std::string commit;

@@ -1189,6 +1189,76 @@ std::vector<std::string> StateFiles(const TempDir& state) {
 
 }  // namespace
 
+namespace {
+
+// Reads of kept originals fail with EIO, as on a disk having a bad moment.
+class OriginalsUnreadable final : public tether::testing::ForwardingFilesystem {
+ public:
+  using ForwardingFilesystem::ForwardingFilesystem;
+  tether::Result<std::string> ReadFile(std::string_view p, std::size_t max) override {
+    if (p.find("/originals/") != std::string_view::npos) {
+      return tether::FailErrno(EIO, "read '" + std::string(p) + "'");
+    }
+    return real_.ReadFile(p, max);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("An original that cannot be read for the moment is kept, and its restore retried") {
+  Host host;
+  host.root.WriteFile("etc/big", std::string(10'000, 'b'));
+  REQUIRE(host.Converge(Desired("[[file]]\npath = \"/etc/big\"\ncontent = \"ours\\n\"\n"
+                                "on_remove = \"restore\"\n")
+                            .state,
+                        "c1")
+              .ok);
+  REQUIRE_FALSE(std::filesystem::is_empty(host.state.Path("originals")));
+  auto real = tether::RootedFilesystem::Open("/").value();
+  OriginalsUnreadable disk(*real);
+  tether::StateStore store(disk, host.state.path());
+  Engine engine(store, tether::EngineOptions(), {host.paths.get(), host.checks.get()});
+  Desired empty("");
+  auto inventory = engine.LoadInventory().value();
+  auto result =
+      engine.Apply(engine.Plan(empty.state, inventory).value(), inventory, "c2", &empty.state);
+  CHECK_FALSE(result.ok);
+  CHECK(result.committed);
+  REQUIRE(result.outcomes.size() == 1);
+  CHECK(result.outcomes[0].error.find("cannot plan removing it") != std::string::npos);
+  CHECK(host.root.ReadFile("etc/big") == "ours\n");
+  CHECK_FALSE(std::filesystem::is_empty(host.state.Path("originals")));  // not dropped
+  // Readable again: restored.
+  auto restored = host.Converge(empty.state, "c2");
+  REQUIRE_MESSAGE(restored.ok, restored.error);
+  CHECK(host.root.ReadFile("etc/big") == std::string(10'000, 'b'));
+}
+
+TEST_CASE("A refused replacement (a file that becomes a symlink) is not drift later") {
+  Host host;
+  REQUIRE(host.Converge(Desired("[[file]]\npath = \"/etc/x\"\ncontent = \"file\\n\"\n").state, "c1")
+              .ok);
+  // c2 makes it a symlink; a person made it a directory meanwhile: refused.
+  std::filesystem::remove(host.root.Path("etc/x"));
+  std::filesystem::create_directories(host.root.Path("etc/x"));
+  Desired c2("[[symlink]]\npath = \"/etc/x\"\ntarget = \"/srv\"\n");
+  auto refused = host.Converge(c2.state, "c2");
+  CHECK(refused.committed);
+  CHECK_FALSE(refused.ok);
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  REQUIRE(inventory.entries.count("file:/etc/x") == 1);
+  CHECK(inventory.entries.at("file:/etc/x").pending);
+  // The directory gone and c1's file back: c2's symlink is still to make, drift or not.
+  std::filesystem::remove(host.root.Path("etc/x"));
+  host.root.WriteFile("etc/x", "file\n");
+  Engine engine = host.MakeEngine();
+  auto plan = engine.Plan(c2.state, inventory).value();
+  CHECK(tether::ApplyDriftPolicy(plan, tether::DriftMode::kIgnore, true).empty());
+  auto applied = engine.Apply(plan, std::move(inventory), "c2", &c2.state);
+  REQUIRE_MESSAGE(applied.ok, applied.error);
+  CHECK(std::filesystem::read_symlink(host.root.Path("etc/x")) == "/srv");
+}
+
 TEST_CASE("A failed journal write leaves the host and the state dir as they were") {
   // 1: creating the journal; 2: its first step; 3: the commit record.
   for (int fail_at = 1; fail_at <= 3; ++fail_at) {

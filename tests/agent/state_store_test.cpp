@@ -113,6 +113,7 @@ TEST_CASE("The inventory round trips, written aside and then put into place") {
   CHECK(entries[0].entry.created);
   CHECK(entries[0].entry.original.is_null());
   CHECK(entries[0].entry.fingerprint == "fp1");
+  CHECK_FALSE(entries[0].entry.secret);  // v2 records it
   CHECK(entries[1].entry.original == Json{{"installed", false}});
 
   // A next one written aside and discarded leaves the installed one.
@@ -151,7 +152,7 @@ TEST_CASE("Any bytes in an inventory entry's strings are written as JSON writes 
   std::sort(names.begin(), names.end());  // ids in order
   auto writer = state.store.StartInventory("c1");
   REQUIRE(writer);
-  std::string expected = "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c1\",\"entries\":{";
+  std::string expected = "{\"schema\":\"tether.inventory/v2\",\"commit\":\"c1\",\"entries\":{";
   bool first = true;
   auto dump = [](const Json& json) {
     return json.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -442,6 +443,9 @@ TEST_CASE("A state dir written before StateStore is read as it is, and written t
   REQUIRE_MESSAGE(commit, (commit ? "" : commit.error().message()));
   CHECK(*commit == "3f2a9c0d1e4b5a6978c0d1e2f3a4b5c6d7e8f901");
   REQUIRE(entries.size() == 3);
+  // v1 did not record which files are secret: every entry is taken as one (a prune's
+  // diff then shows sizes only).
+  CHECK(std::all_of(entries.begin(), entries.end(), [](const Entry& e) { return e.entry.secret; }));
   CHECK(entries[0].id == "file:/etc/motd");
   CHECK(entries[0].entry.fingerprint == "sha256:ab 0644 0:0");
   CHECK(entries[1].entry.kind == "package");
@@ -480,7 +484,9 @@ TEST_CASE("A state dir written before StateStore is read as it is, and written t
   }
   REQUIRE(writer->Finish());
   REQUIRE(state.store.InstallInventory());
-  CHECK(state.dir.ReadFile("inventory.json") == kOldInventory);
+  std::string rewritten = kOldInventory;  // as v2 now, nothing else changed
+  rewritten.replace(rewritten.find("inventory/v1"), 12, "inventory/v2");
+  CHECK(state.dir.ReadFile("inventory.json") == rewritten);
   REQUIRE(state.store.SaveQuarantine(*quarantine));
   CHECK(state.dir.ReadFile("quarantine.json") == kOldQuarantine);
   std::filesystem::remove(state.dir.Path("history.json"));
