@@ -692,15 +692,7 @@ class Engine::ApplyRun {
         edits_.SetTraits(current->second, *planned.resource);
         continue;
       }
-      InventoryEntry entry =
-          planned.previous != nullptr ? *planned.previous : InventoryEntry{planned.resource->kind,
-                                                                           false,
-                                                                           false,
-                                                                           OnRemove::kDefault,
-                                                                           false,
-                                                                           "",
-                                                                           Json(),
-                                                                           ""};
+      InventoryEntry entry = planned.previous != nullptr ? *planned.previous : InventoryEntry{};
       entry.kind = planned.resource->kind;  // a replaced entry had another
       std::tie(entry.on_remove, entry.secret) = TraitsOf(*planned.resource);
       entry.pending = false;  // as declared now

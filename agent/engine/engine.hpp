@@ -49,7 +49,9 @@ struct InventoryEntry {
   // holds its path), so that an inventory of many files holds each path once. Read it
   // with InventoryPath.
   SparseText path;
-  nlohmann::json original;  // what was there before tether took it over (prune restores it)
+  // What was there before tether took it over: kept only for on_remove = "restore" (a
+  // prune puts it back); a large content is aside in the state dir (content_sha256).
+  nlohmann::json original;
   std::string fingerprint;  // what it looked like after the last apply or check
 };
 
