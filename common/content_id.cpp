@@ -1,26 +1,24 @@
 #include "common/content_id.hpp"
 
-#include <openssl/evp.h>
+#include <gcrypt.h>
 
 #include <cstdlib>
-#include <memory>
+
+#include "common/gcrypt_start.hpp"
 
 namespace tether {
 
 ContentId ContentIdOf(std::string_view content) {
-  static EVP_MD* const kSha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);  // looked up once
-  const std::string header = "blob " + std::to_string(content.size()) + std::string(1, '\0');
+  // Cannot fail once started; a libgcrypt that cannot start is a broken invariant.
+  if (!StartGcrypt()) std::abort();
+  std::string header = "blob " + std::to_string(content.size()) + std::string(1, '\0');
+  gcry_buffer_t parts[2] = {};
+  parts[0].size = parts[0].len = header.size();
+  parts[0].data = header.data();
+  parts[1].size = parts[1].len = content.size();
+  parts[1].data = const_cast<char*>(content.data());  // only read
   ContentId id{};
-  unsigned int length = 0;
-  const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
-                                                                        EVP_MD_CTX_free);
-  // Cannot fail with a built-in digest; a broken libcrypto is an invariant.
-  if (!context || kSha1 == nullptr || EVP_DigestInit_ex(context.get(), kSha1, nullptr) != 1 ||
-      EVP_DigestUpdate(context.get(), header.data(), header.size()) != 1 ||
-      EVP_DigestUpdate(context.get(), content.data(), content.size()) != 1 ||
-      EVP_DigestFinal_ex(context.get(), id.data(), &length) != 1 || length != id.size()) {
-    std::abort();
-  }
+  if (gcry_md_hash_buffers(GCRY_MD_SHA1, 0, id.data(), parts, 2) != 0) std::abort();
   return id;
 }
 

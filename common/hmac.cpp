@@ -3,26 +3,12 @@
 #include <gcrypt.h>
 
 #include <array>
-#include <mutex>
+
+#include "common/gcrypt_start.hpp"
 
 namespace tether {
 
 namespace {
-
-// libgcrypt wants its version checked once before the first call; libsystemd may have
-// done so already, which is harmless.
-bool InitGcrypt() {
-  static std::once_flag once;
-  static bool ok = false;
-  std::call_once(once, [] {
-    ok = gcry_check_version(nullptr) != nullptr;
-    if (ok && !gcry_control(GCRYCTL_INITIALIZATION_FINISHED_P)) {
-      gcry_control(GCRYCTL_DISABLE_SECMEM, 0);
-      gcry_control(GCRYCTL_INITIALIZATION_FINISHED, 0);
-    }
-  });
-  return ok;
-}
 
 std::string Hex(const unsigned char* bytes, std::size_t size) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -37,15 +23,8 @@ std::string Hex(const unsigned char* bytes, std::size_t size) {
 
 }  // namespace
 
-std::string DigestSha256Hex(std::string_view data) {
-  if (!InitGcrypt()) return "";
-  std::array<unsigned char, 32> digest{};
-  gcry_md_hash_buffer(GCRY_MD_SHA256, digest.data(), data.data(), data.size());
-  return Hex(digest.data(), digest.size());
-}
-
 std::string HmacSha256Hex(std::string_view key, std::string_view data) {
-  if (!InitGcrypt()) return "";
+  if (!StartGcrypt()) return "";
   gcry_mac_hd_t mac = nullptr;
   if (gcry_mac_open(&mac, GCRY_MAC_HMAC_SHA256, 0, nullptr) != 0) return "";
   std::array<unsigned char, 32> digest{};

@@ -1,8 +1,5 @@
 // HMAC-SHA256 (RFC 2104) and a comparison that takes the same time whatever the inputs
-// hold, for checking webhook signatures; SHA-256 for the daemon's own small needs.
-//
-// The digest comes from libgcrypt, which libsystemd already loads into every tether
-// process: the daemon gets HMAC without loading OpenSSL.
+// hold, for checking webhook signatures. From libgcrypt (common/gcrypt_start.hpp).
 //
 // Threading: thread-safe.
 #pragma once
@@ -15,10 +12,6 @@ namespace tether {
 // HMAC-SHA256 of `data` under `key`, as 64 lowercase hex digits; "" only if libgcrypt
 // cannot run at all.
 [[nodiscard]] std::string HmacSha256Hex(std::string_view key, std::string_view data);
-
-// SHA-256 of `data` as 64 lowercase hex digits (what Sha256Hex of common/sha256.hpp
-// gives, without OpenSSL); "" only if libgcrypt cannot run at all.
-[[nodiscard]] std::string DigestSha256Hex(std::string_view data);
 
 // True when `a` and `b` are equal. The time taken depends on their lengths only, never on
 // where they differ.

@@ -1,33 +1,20 @@
 #include "common/sha256.hpp"
 
-#include <openssl/evp.h>
+#include <gcrypt.h>
 
 #include <cstdlib>
 
+#include "common/gcrypt_start.hpp"
+
 namespace tether {
 
-namespace {
-
-// Fetched once: EVP_sha256() would look the algorithm up again on every call, which costs
-// more than hashing a short text.
-const EVP_MD* Sha256Algorithm() {
-  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return kSha256;
-}
-
-}  // namespace
-
-void PrepareSha256() { (void)Sha256Algorithm(); }
+void PrepareSha256() { (void)StartGcrypt(); }
 
 Sha256Digest Sha256Bytes(std::string_view data) {
-  const EVP_MD* const kSha256 = Sha256Algorithm();
+  // Cannot fail once started; a libgcrypt that cannot start is a broken invariant.
+  if (!StartGcrypt()) std::abort();
   Sha256Digest digest{};
-  unsigned int length = 0;
-  if (kSha256 == nullptr ||
-      EVP_Digest(data.data(), data.size(), digest.data(), &length, kSha256, nullptr) != 1 ||
-      length != digest.size()) {
-    std::abort();  // cannot fail with a built-in digest; a broken libcrypto is an invariant
-  }
+  gcry_md_hash_buffer(GCRY_MD_SHA256, digest.data(), data.data(), data.size());
   return digest;
 }
 

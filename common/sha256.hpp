@@ -10,7 +10,7 @@ namespace tether {
 // The 32 bytes of a digest, held inline: half of its hex, and no allocation.
 using Sha256Digest = std::array<unsigned char, 32>;
 
-// Loads OpenSSL's configuration and its SHA-256 now, rather than at the first hash: for a
+// Starts the digest's library (libgcrypt) now, rather than at the first hash: for a
 // process that starts ahead of its work.
 void PrepareSha256();
 

@@ -3,7 +3,7 @@
 #include <ctime>
 
 #include "common/encoding.hpp"
-#include "common/hmac.hpp"
+#include "common/sha256.hpp"
 #include "version.hpp"
 
 namespace tether {
@@ -85,8 +85,7 @@ SignalAnswer ChangeSignal::Read(const Result<HttpResponse>& response, std::uint6
   }
   // A body cut short says nothing about the repo.
   if (response->status != 200 || !response->complete) return SignalAnswer::kError;
-  Seen seen{response->Header("ETag"), response->Header("Last-Modified"),
-            DigestSha256Hex(response->body)};
+  Seen seen{response->Header("ETag"), response->Header("Last-Modified"), Sha256Hex(response->body)};
   if (!ValidatorsSettled(*response)) {
     seen.etag.clear();
     seen.last_modified.clear();

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "agent/git/libgit2_start.hpp"
 #include "common/filesystem.hpp"
 #include "common/json_fields.hpp"
 #include "common/log.hpp"
@@ -29,7 +30,9 @@ std::string GitErrorText() {
 void InitLibgit2Once() {
   static std::once_flag once;
   std::call_once(once, [] {
-    git_libgit2_init();  // local reads only in this process; never shut down
+    // Local reads only in this process (the git worker fetches): no TLS, no SSH. Never
+    // shut down.
+    StartLibgit2WithoutTransports();
     git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
     // Packs are read through small windows, few of them mapped at a time: a render reads
     // the header of every source blob, which would otherwise keep the whole pack in the

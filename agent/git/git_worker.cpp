@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <git2.h>
 #include <signal.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <fcntl.h>
@@ -21,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/git/known_hosts.hpp"
+#include "agent/git/libgit2_start.hpp"
 #include "common/privileges.hpp"
 
 namespace tether {
@@ -243,6 +245,7 @@ int AcquireCredential(git_credential** out, const char* /*url*/, const char* use
 
 class Worker {
  public:
+  explicit Worker(std::string ca_file) : ca_file_(std::move(ca_file)) {}
   ~Worker() {
     for (auto& [url, remote] : detached_) git_remote_free(remote);
     for (auto& [key, remote] : anonymous_) git_remote_free(remote);
@@ -282,6 +285,10 @@ class Worker {
                   {"error", state.failure.empty() ? LastGitError(what)
                                                   : std::string(what) + ": " + state.failure}};
     };
+    // The CAs are read when a source first needs them (redirects are never followed).
+    if (strncasecmp(url.c_str(), "https:", 6) == 0 && !LoadTlsTrust(ca_file_)) {
+      return fail("read the TLS certificate authorities");
+    }
     if (op == "ls") {
       git_remote* remote = Detached(url);
       if (remote == nullptr) return fail("open remote");
@@ -413,6 +420,7 @@ class Worker {
   std::map<std::string, git_remote*> detached_;
   std::map<std::string, git_remote*> anonymous_;
   std::map<std::string, git_repository*> repos_;
+  const std::string ca_file_;
 };
 
 }  // namespace
@@ -425,7 +433,7 @@ int RunGitWorker(const GitWorkerOptions& options) {
       return 1;
     }
   }
-  git_libgit2_init();
+  StartLibgit2WithoutTransports();
   // Bounded descriptors however many packs a mirror gathers.
   git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
   // A file:// source is owned by whoever made it (root, for /srv/fleet.git), not by this
@@ -433,13 +441,9 @@ int RunGitWorker(const GitWorkerOptions& options) {
   // running a planted repository's configured commands, which libgit2 never runs; the
   // worker only reads the source, and cannot write it.
   git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
-  if (!options.ca_file.empty()) {
-    // This replaces the system list: give the system directory too.
-    git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, options.ca_file.c_str(), "/etc/ssl/certs");
-  }
   int status = 0;
   {
-    Worker worker;
+    Worker worker(options.ca_file);
     std::string line;
     while (std::getline(std::cin, line)) {
       Json answer;

@@ -1,5 +1,5 @@
 #include "agent/state/state_store.hpp"
-#include "common/hmac.hpp"
+#include "common/sha256.hpp"
 
 #include <sys/stat.h>
 
@@ -141,7 +141,7 @@ bool IsSha256Hex(std::string_view name) {
 }  // namespace
 
 Result<std::string> StateStore::SaveOriginal(std::string_view content) {
-  std::string sha256 = DigestSha256Hex(content);
+  std::string sha256 = Sha256Hex(content);
   if (sha256.empty()) return Fail(std::errc::not_supported, "no SHA-256 (libgcrypt)");
   const std::string dir = PathOf(kOriginals);
   if (auto made = fs_.CreateDirectory(dir, 0700);
@@ -165,7 +165,7 @@ Result<std::string> StateStore::LoadOriginal(std::string_view sha256) const {
   const std::string path = PathOf(kOriginals) + "/" + std::string(sha256);
   auto content = fs_.ReadFile(path, kMaxOriginal);
   if (!content) return Fail(content.error().WithContext("the original kept in '" + path + "'"));
-  if (DigestSha256Hex(*content) != sha256) {
+  if (Sha256Hex(*content) != sha256) {
     return Fail(std::errc::illegal_byte_sequence,
                 "the original kept in '" + path + "' does not match its SHA-256");
   }

@@ -1,6 +1,7 @@
 // The git source against real servers on loopback: every transport, no-change polls,
 // fetches, mirrors, deadlines, host keys, CAs and tokens.
 #include "agent/git/git_source.hpp"
+#include "agent/git/libgit2_start.hpp"
 
 #include "agent/desired/render.hpp"
 #include "agent/git/commit_check.hpp"
@@ -137,6 +138,15 @@ struct SilentServer {
 
 }  // namespace
 
+TEST_CASE("libgit2 starts without reading the system's CAs, which are read when asked") {
+  tether::PrepareLibgit2();
+  // Debian's libgit2 (mbedTLS) reads the system bundle at its start; here it only said
+  // where it would have.
+  CHECK(tether::SystemCaLocation() == "/etc/ssl/certs/ca-certificates.crt");
+  CHECK(tether::LoadTlsTrust(""));
+  CHECK(tether::LoadTlsTrust(""));  // once
+}
+
 TEST_CASE("Follows the ref over git://") {
   Fleet fleet;
   GitDaemonServer server(fleet.root.path());
@@ -151,7 +161,7 @@ TEST_CASE("Follows the ref over http://") {
   CheckFollows(fleet, *host.Source());
 }
 
-TEST_CASE("Follows the ref over https:// with ca_file, and refuses a server from another CA") {
+TEST_CASE("Follows the ref over https:// with ca_file; refuses a server from another CA") {
   Fleet fleet;
   GitHttpOptions tls;
   tls.tls = true;
@@ -167,6 +177,14 @@ TEST_CASE("Follows the ref over https:// with ca_file, and refuses a server from
   auto polled = wrong.Source()->Poll();
   REQUIRE_FALSE(polled);
   CHECK(polled.error().message().find("the TLS certificate of 'localhost' is not trusted") !=
+        std::string::npos);
+
+  // Without ca_file, the system's CAs (read by the worker at its first https:// source,
+  // not at its start) do not hold the test CA either.
+  Host system(server.url("fleet.git"));
+  auto refused = system.Source()->Poll();
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message().find("the TLS certificate of 'localhost' is not trusted") !=
         std::string::npos);
 }
 
