@@ -47,6 +47,14 @@ class Cycle {
     engine_options.health_timeout = options_.config.apply.health_timeout;
     engine_options.roll_back_unhealthy = options_.config.apply.rollback == RollbackMode::kAuto;
     engine_ = std::make_unique<Engine>(host_.state, engine_options, host_.kinds);
+    if (!host_.open_source) return Fail(std::errc::invalid_argument, "no Git source");
+    // A cycle that will ask the source for its head starts its git worker first, so that
+    // the worker's start (a process, libgit2) overlaps recovery and the inventory's read.
+    // The worker touches nothing of the host; a source that cannot be opened is opened
+    // again below, after recovery, and its error reported there.
+    if (options_.pin.empty() && !options_.enforce_applied) {
+      if (auto source = host_.open_source(true)) source_ = std::move(*source);
+    }
     // An apply a crash interrupted is finished before anything else.
     if (auto recovered = engine_->Recover(); !recovered) {
       return Fail(recovered.error().WithContext("recovery"));
@@ -56,11 +64,12 @@ class Cycle {
     inventory_ = std::move(*inventory);
     auto policy = LoadTrustPolicy(options_.config.trust);
     if (!policy) return Fail(policy.error());
-    if (!host_.open_source) return Fail(std::errc::invalid_argument, "no Git source");
-    // Neither a rollback's pin nor a drift repair asks the source for its head.
-    auto source = host_.open_source(options_.pin.empty() && !EnforcesApplied());
-    if (!source) return Fail(source.error());
-    source_ = std::move(*source);
+    if (!source_) {
+      // Neither a rollback's pin nor a drift repair asks the source for its head.
+      auto source = host_.open_source(options_.pin.empty() && !EnforcesApplied());
+      if (!source) return Fail(source.error());
+      source_ = std::move(*source);
+    }
 
     if (!ChooseCommit() || !Accept(*policy) || !CheckQuarantine()) return Finish();
     auto tree = source_->OpenTree(commit_);

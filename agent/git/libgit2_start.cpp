@@ -38,11 +38,11 @@ bool LoadTlsTrust(const std::string& ca_file) {
     // This replaces the system list: give the system directory too.
     failed = git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, ca_file.c_str(), "/etc/ssl/certs");
   } else if (!system_cas.empty()) {
-    struct stat st{};
+    struct stat st {};
     const bool directory = stat(system_cas.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-    failed = git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS,
-                              directory ? nullptr : system_cas.c_str(),
-                              directory ? system_cas.c_str() : nullptr);
+    failed =
+        git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, directory ? nullptr : system_cas.c_str(),
+                         directory ? system_cas.c_str() : nullptr);
   }
   // Neither: a libgit2 whose TLS backend read its CAs itself, or has none.
   trust_loaded = failed == 0;
@@ -58,7 +58,7 @@ bool LoadTlsTrust(const std::string& ca_file) {
 extern "C" {
 
 __attribute__((visibility("default"))) int mbedtls_x509_crt_parse_file(void* chain,
-                                                                      const char* path) {
+                                                                       const char* path) {
   if (tether::starting) {
     tether::system_cas = path != nullptr ? path : "";
     return 0;
@@ -68,7 +68,7 @@ __attribute__((visibility("default"))) int mbedtls_x509_crt_parse_file(void* cha
 }
 
 __attribute__((visibility("default"))) int mbedtls_x509_crt_parse_path(void* chain,
-                                                                      const char* path) {
+                                                                       const char* path) {
   if (tether::starting) {
     tether::system_cas = path != nullptr ? path : "";
     return 0;
