@@ -5,7 +5,7 @@
 //   ninja -C build tests/bench/fleet_bench agent/tetherd agent/tetherd-cycle
 //   TETHERD=build/agent/tetherd build/tests/bench/fleet_bench
 //       [--sizes 1000,10000,50000] [--layouts flat,nested] [--edits 200] [--dir DIR]
-//       [--no-daemon] [--keep] [--timeout SECONDS]
+//       [--rounds 3] [--no-daemon] [--keep] [--timeout SECONDS]
 //
 // For each layout (flat: every source in files/; nested: 100 per folder) and size:
 //   first apply  tetherd --once into an empty root, against a C loop that writes each file
@@ -17,7 +17,8 @@
 //                until it is back, --edits times (every 10th edit lands while a repair of
 //                the previous one runs); median, p99, max and edits not back within 10 s;
 //                the daemon's idle RSS and peak RSS
-// Wall times are medians of 3 runs (first apply: 1); peak RSS is ru_maxrss of the process
+// Wall times are medians of --rounds runs (first apply: 1; each run of tetherd beside its
+// reference run, so that a noisy machine disturbs both alike); peak RSS is ru_maxrss of the process
 // and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
 // the git worker). A last table has each process's own peak (VmHWM: tetherd, the cycle,
 // the git worker; of --once and of the daemon), sampled every millisecond in untimed
@@ -67,6 +68,7 @@ struct Options {
   std::vector<std::size_t> sizes = {1000, 10000};
   std::vector<std::string> layouts = {"flat", "nested"};
   std::size_t edits = 200;
+  int rounds = 3;  // of the no-op and drift cycles
   std::string dir;
   bool daemon = true;
   bool keep = false;  // leave each work dir (repo, root, state) for a profiler
@@ -510,14 +512,14 @@ void Bench(const Options& options, const std::string& tetherd) {
       const Run write_ref = RunReference([&] { WriteAll(work + "/ref", layout, n); });
       std::vector<double> noop, noop_ref, drift, drift_ref;
       long peak = first.max_rss_kib;
-      for (int round = 0; round < 3; ++round) {
+      for (int round = 0; round < options.rounds; ++round) {
         const Run run = RunProcess(once, log, options.timeout_s);
         noop.push_back(run.seconds);
         peak = std::max(peak, run.max_rss_kib);
         noop_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
       }
-      for (int round = 0; round < 3; ++round) {
-        for (std::size_t i = round; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
+      for (int round = 0; round < options.rounds; ++round) {
+        for (std::size_t i = round % 100; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
         const Run run = RunProcess(once, log, options.timeout_s);
         drift.push_back(run.seconds);
         peak = std::max(peak, run.max_rss_kib);
@@ -595,6 +597,8 @@ int main(int argc, char** argv) {
       options.layouts = Split(value());
     } else if (arg == "--edits") {
       options.edits = std::stoul(value());
+    } else if (arg == "--rounds") {
+      options.rounds = std::max(1, std::stoi(value()));
     } else if (arg == "--dir") {
       options.dir = value();
     } else if (arg == "--no-daemon") {
