@@ -408,12 +408,19 @@ class Worker {
   }
 
   // One anonymous remote per (mirror, url), reused: each creation leaks in libgit2 1.5.
+  // It fetches from `url` itself, as the ref listing does: a url.*.insteadOf of a Git
+  // config is not applied (it would send the fetch, and a token, to another server, and
+  // over another transport than the one this worker prepared for).
   git_remote* Anonymous(git_repository* repo, const std::string& mirror, const std::string& url) {
     const std::string key = mirror + "\n" + url;
     auto it = anonymous_.find(key);
     if (it != anonymous_.end()) return it->second;
+    git_remote_create_options options{};
+    git_remote_create_options_init(&options, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+    options.repository = repo;
+    options.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF;
     git_remote* remote = nullptr;
-    if (git_remote_create_anonymous(&remote, repo, url.c_str()) != 0) return nullptr;
+    if (git_remote_create_with_opts(&remote, url.c_str(), &options) != 0) return nullptr;
     return anonymous_[key] = remote;
   }
 

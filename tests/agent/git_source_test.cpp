@@ -154,6 +154,27 @@ TEST_CASE("Follows the ref over git://") {
   CheckFollows(fleet, *host.Source());
 }
 
+TEST_CASE("A url.insteadOf in the mirror's Git config does not move the fetch elsewhere") {
+  Fleet fleet;
+  GitDaemonServer server(fleet.root.path());
+  Host host(server.url("fleet.git"));
+  auto source = host.Source();
+  REQUIRE(source->Update());
+  // As a Git config anywhere the worker reads (the mirror's, the system's) could say:
+  // the source's URL rewritten to a server that is not there.
+  {
+    std::ofstream config(host.dir.Path("mirror.git/config"), std::ios::app);
+    config << "[url \"git://127.0.0.1:1/\"]\n\tinsteadOf = " << server.url("") << "\n";
+  }
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml",
+                                                       "[[file]]\npath = \"/etc/motd\"\n"
+                                                       "content = \"v2\\n\"\n"}});
+  auto moved = host.Source()->Update();
+  REQUIRE_MESSAGE(moved, (moved ? "" : moved.error().message()));
+  CHECK(moved->fetched);
+  CHECK(moved->commit == second);
+}
+
 TEST_CASE("Follows the ref over http://") {
   Fleet fleet;
   GitHttpServer server(fleet.root.path());
