@@ -49,10 +49,11 @@ class Cycle {
     engine_ = std::make_unique<Engine>(host_.state, engine_options, host_.kinds);
     if (!host_.open_source) return Fail(std::errc::invalid_argument, "no Git source");
     // A cycle that will ask the source for its head starts its git worker first, so that
-    // the worker's start (a process, libgit2) overlaps recovery and the inventory's read.
-    // The worker touches nothing of the host; a source that cannot be opened is opened
-    // again below, after recovery, and its error reported there.
-    if (options_.pin.empty() && !options_.enforce_applied) {
+    // the worker's start (a process, libgit2) overlaps the inventory's read. Not when
+    // there is an apply to recover: opening the source reads its credentials and CA
+    // file, which that apply may have been changing. A source that cannot be opened is
+    // opened again below, after recovery, and its error reported there.
+    if (options_.pin.empty() && !options_.enforce_applied && !host_.state.MayHaveJournal()) {
       if (auto source = host_.open_source(true)) source_ = std::move(*source);
     }
     // An apply a crash interrupted is finished before anything else.

@@ -55,26 +55,35 @@ bool LoadTlsTrust(const std::string& ca_file) {
 // linker binds libgit2's calls to the program's definitions first), to leave out what
 // git_libgit2_init would do at the start; at any other time they call the libraries'.
 // mbedTLS returns a negative value on error, libssh2 non-zero.
+namespace tether {
+namespace {
+
+using ParseCas = int (*)(void* chain, const char* path);
+
+// mbedTLS's reading of CAs: during the start, only where from is noted.
+int ParseOrNote(ParseCas next, void* chain, const char* path) {
+  if (starting) {
+    system_cas = path != nullptr ? path : "";
+    return 0;
+  }
+  return next != nullptr ? next(chain, path) : -1;
+}
+
+}  // namespace
+}  // namespace tether
+
 extern "C" {
 
 __attribute__((visibility("default"))) int mbedtls_x509_crt_parse_file(void* chain,
                                                                        const char* path) {
-  if (tether::starting) {
-    tether::system_cas = path != nullptr ? path : "";
-    return 0;
-  }
-  static const auto next = tether::Next<int (*)(void*, const char*)>(__func__);
-  return next != nullptr ? next(chain, path) : -1;
+  static const auto next = tether::Next<tether::ParseCas>(__func__);
+  return tether::ParseOrNote(next, chain, path);
 }
 
 __attribute__((visibility("default"))) int mbedtls_x509_crt_parse_path(void* chain,
                                                                        const char* path) {
-  if (tether::starting) {
-    tether::system_cas = path != nullptr ? path : "";
-    return 0;
-  }
-  static const auto next = tether::Next<int (*)(void*, const char*)>(__func__);
-  return next != nullptr ? next(chain, path) : -1;
+  static const auto next = tether::Next<tether::ParseCas>(__func__);
+  return tether::ParseOrNote(next, chain, path);
 }
 
 __attribute__((visibility("default"))) int libssh2_init(int flags) {

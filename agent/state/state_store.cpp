@@ -142,7 +142,6 @@ bool IsSha256Hex(std::string_view name) {
 
 Result<std::string> StateStore::SaveOriginal(std::string_view content) {
   std::string sha256 = Sha256Hex(content);
-  if (sha256.empty()) return Fail(std::errc::not_supported, "no SHA-256 (libgcrypt)");
   const std::string dir = PathOf(kOriginals);
   if (auto made = fs_.CreateDirectory(dir, 0700);
       !made && !made.error().Is(std::errc::file_exists)) {
@@ -503,6 +502,11 @@ Status StateStore::AppendJournal(std::string_view text, bool sync) {
   AppendOptions options;
   options.sync = sync;
   return fs_.AppendFile(PathOf(kJournal), text, options);
+}
+
+bool StateStore::MayHaveJournal() const {
+  auto stat = fs_.Stat(PathOf(kJournal));
+  return stat || !stat.error().Is(std::errc::no_such_file_or_directory);
 }
 
 Result<bool> StateStore::ReadJournal(

@@ -137,6 +137,9 @@ class StateStore {
       const std::function<void(std::string_view line)>& on_line) const;
   // Removes the journal; nothing to do when there is none.
   [[nodiscard]] Status RemoveJournal();
+  // False when there is surely no journal (nothing to recover); true when there is one,
+  // or when that cannot be told.
+  [[nodiscard]] bool MayHaveJournal() const;
   // For messages: the journal's path.
   [[nodiscard]] std::string JournalPath() const;
 
