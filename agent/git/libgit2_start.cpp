@@ -21,6 +21,17 @@ Function Next(const char* name) {
   return reinterpret_cast<Function>(dlsym(RTLD_NEXT, name));
 }
 
+using ParseCas = int (*)(void* chain, const char* path);
+
+// mbedTLS's reading of CAs: during the start, only where from is noted.
+int ParseOrNote(ParseCas next, void* chain, const char* path) {
+  if (starting) {
+    system_cas = path != nullptr ? path : "";
+    return 0;
+  }
+  return next != nullptr ? next(chain, path) : -1;
+}
+
 }  // namespace
 
 void StartLibgit2WithoutTransports() {
@@ -55,23 +66,6 @@ bool LoadTlsTrust(const std::string& ca_file) {
 // linker binds libgit2's calls to the program's definitions first), to leave out what
 // git_libgit2_init would do at the start; at any other time they call the libraries'.
 // mbedTLS returns a negative value on error, libssh2 non-zero.
-namespace tether {
-namespace {
-
-using ParseCas = int (*)(void* chain, const char* path);
-
-// mbedTLS's reading of CAs: during the start, only where from is noted.
-int ParseOrNote(ParseCas next, void* chain, const char* path) {
-  if (starting) {
-    system_cas = path != nullptr ? path : "";
-    return 0;
-  }
-  return next != nullptr ? next(chain, path) : -1;
-}
-
-}  // namespace
-}  // namespace tether
-
 extern "C" {
 
 __attribute__((visibility("default"))) int mbedtls_x509_crt_parse_file(void* chain,
