@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "agent/git/libgit2_start.hpp"
+#include "agent/git/local_ref.hpp"
 #include "common/filesystem.hpp"
 #include "common/json_fields.hpp"
 #include "common/log.hpp"
@@ -387,6 +388,11 @@ Result<PollResult> GitSource::Poll() {
   const auto all = urls();
   std::string failures;
   for (std::size_t i = 0; i < all.size(); ++i) {
+    // A file:// source's ref is read here when it names a commit the mirror has: a poll
+    // that finds nothing new starts no worker.
+    if (auto local = ReadLocalRef(all[i], options_.source.ref); local && HasCommit(*local)) {
+      return PollResult{*local, i};
+    }
     nlohmann::json request = {{"op", "ls"}, {"url", all[i]}, {"ref", options_.source.ref}};
     if (auto scoped = CredentialsFor(all[i]); !scoped.empty()) request["credentials"] = scoped;
     auto answer = worker_.Call(request, options_.source.timeout);

@@ -86,7 +86,9 @@ Result<CycleReport> Run(const CycleOptions& given,
     source_options.source = options.config.source;
     source_options.cache_dir = options.cache_dir;
     source_options.worker_argv = options.worker_argv;
-    source_options.start_worker = will_poll;
+    // A file:// source's poll reads its ref without the worker (local_ref.hpp): the worker
+    // starts only for a fetch.
+    source_options.start_worker = will_poll && options.config.source.url.rfind("file://", 0) != 0;
     return GitSource::Create(source_options);
   };
   if (whole_host) {

@@ -2,6 +2,7 @@
 // fetches, mirrors, deadlines, host keys, CAs and tokens.
 #include "agent/git/git_source.hpp"
 #include "agent/git/libgit2_start.hpp"
+#include "agent/git/local_ref.hpp"
 
 #include "agent/desired/render.hpp"
 #include "agent/git/commit_check.hpp"
@@ -274,6 +275,103 @@ TEST_CASE("Follows the ref over file://") {
   Fleet fleet;
   Host host("file://" + fleet.repo);
   CheckFollows(fleet, *host.Source());
+}
+
+TEST_CASE("A file:// source's poll that finds nothing new starts no git worker") {
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  auto git = [&](std::vector<std::string> args) {
+    tether::RunOptions run;
+    run.argv = {"git", "-C", fleet.repo};
+    run.argv.insert(run.argv.end(), args.begin(), args.end());
+    run.env = tether::testing::GitEnvironment(fleet.root.path());
+    auto ran = tether::Run(run);
+    REQUIRE(ran);
+    REQUIRE_MESSAGE(ran->ok(), ran->err);
+  };
+  // Each cycle process has a source of its own: `expect_worker` says whether this one
+  // needed a worker to answer.
+  auto poll = [&](const std::string& expected, bool expect_worker) {
+    auto source = host.Source();
+    auto update = source->Update();
+    REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+    CHECK(update->commit == expected);
+    CHECK((source->worker_pid() > 0) == expect_worker);
+    return update->fetched;
+  };
+  CHECK(poll(fleet.first, true));         // the first fetch
+  CHECK_FALSE(poll(fleet.first, false));  // the loose ref, read here
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  CHECK(poll(second, true));  // a commit the mirror lacks: the worker fetches it
+  CHECK_FALSE(poll(second, false));
+
+  git({"pack-refs", "--all"});  // refs/heads/main is now a line of packed-refs
+  REQUIRE_FALSE(std::filesystem::exists(fleet.repo + "/refs/heads/main"));
+  CHECK_FALSE(poll(second, false));
+
+  // What is not read here is the worker's, and comes out the same.
+  git({"symbolic-ref", "refs/heads/alias", "refs/heads/main"});
+  host.options.source.ref = "refs/heads/alias";
+  CHECK_FALSE(poll(second, true));
+  git({"tag", "-a", "v1", "-m", "v1", fleet.first});  // an annotated tag: its commit is peeled
+  host.options.source.ref = "refs/tags/v1";
+  poll(fleet.first, true);
+
+  // A FIFO where the ref should be: this process does not wait on it; the worker, which
+  // does, is stopped at the deadline.
+  host.options.source.ref = "refs/heads/main";
+  std::filesystem::remove(fleet.repo + "/packed-refs");
+  REQUIRE(mkfifo((fleet.repo + "/refs/heads/main").c_str(), 0644) == 0);
+  host.options.source.timeout = 3s;  // libgit2 in the worker may wait on it
+  auto failed = host.Source()->Update();
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error().message().find("no answer from the git worker within 3000 ms") !=
+        std::string::npos);
+}
+
+TEST_CASE("Only plain file:// refs are read without the worker") {
+  TempDir dir("local-ref");
+  const std::string id(40, 'a');
+  dir.WriteFile("bare/refs/heads/main", id + "\n");
+  dir.WriteFile("bare/refs/heads/other", "ref: refs/heads/main\n");
+  dir.WriteFile("bare/refs/heads/short", id.substr(1) + "\n");
+  dir.WriteFile("bare/refs/heads/upper", std::string(40, 'A') + "\n");
+  dir.WriteFile("bare/packed-refs", "# pack-refs with: peeled fully-peeled sorted\n" +
+                                        std::string(40, 'b') + " refs/tags/v1\n^" +
+                                        std::string(40, 'c') + "\n" + std::string(40, 'd') +
+                                        " refs/heads/main\n");
+  const std::string bare = "file://" + dir.Path("bare");
+  CHECK(tether::ReadLocalRef(bare, "refs/heads/main") == id);  // loose before packed
+  CHECK(tether::ReadLocalRef(bare + "/", "refs/heads/main") == id);
+  CHECK(tether::ReadLocalRef(bare, "refs/tags/v1") == std::string(40, 'b'));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/other"));  // symbolic
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/short"));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/upper"));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/none"));
+  for (const char* hostile :
+       {"HEAD", "main", "refs/heads/../../../etc/passwd", "refs//heads/main", "refs/heads/.main",
+        "refs/heads/main.lock", "refs/heads/", "refs/heads/ma in", "refs/heads/main\n"}) {
+    CHECK_MESSAGE(!tether::ReadLocalRef(bare, hostile), hostile);
+  }
+  for (const std::string& url :
+       {"file://localhost" + dir.Path("bare"), dir.Path("bare"), "file://" + dir.Path("b%61re"),
+        std::string("file://"), std::string("http://example.invalid/bare")}) {
+    CHECK_MESSAGE(!tether::ReadLocalRef(url, "refs/heads/main"), url);
+  }
+  // A symlinked ref is not followed.
+  std::filesystem::create_symlink(dir.Path("bare/refs/heads/main"),
+                                  dir.Path("bare/refs/heads/link"));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/link"));
+
+  // A repository with a working tree: its .git directory; a .git file (a worktree's link)
+  // or a commondir is the worker's.
+  dir.WriteFile("work/.git/refs/heads/main", id + "\n");
+  CHECK(tether::ReadLocalRef("file://" + dir.Path("work"), "refs/heads/main") == id);
+  dir.WriteFile("linked/.git", "gitdir: " + dir.Path("work/.git") + "\n");
+  dir.WriteFile("linked/refs/heads/main", id + "\n");
+  CHECK_FALSE(tether::ReadLocalRef("file://" + dir.Path("linked"), "refs/heads/main"));
+  dir.WriteFile("bare/commondir", "..\n");
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/main"));
 }
 
 TEST_CASE("HTTPS token auth: bearer and basic, and the token never shows in an error") {
