@@ -298,8 +298,11 @@ Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_
     return Fail(std::errc::file_too_large,
                 Quote(shown) + " is larger than " + std::to_string(max_size) + " bytes");
   }
+  // A byte more than fstat said, so that the read that finds the end needs no larger
+  // buffer (growing one copies it, and each new page costs a fault: a 1 MB inventory
+  // read twice over).
   std::string content;
-  content.resize(static_cast<std::size_t>(st.st_size));
+  content.resize(std::min<std::size_t>(static_cast<std::size_t>(st.st_size), max_size) + 1);
   std::size_t done = 0;
   while (true) {
     if (done == content.size()) {

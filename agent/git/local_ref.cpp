@@ -43,10 +43,16 @@ enum class Read { kOk, kMissing, kUnsure };
 // The whole of a regular file, at most `limit` bytes; kMissing only when the path does not
 // exist at all.
 Read ReadRegularFile(const std::string& path, off_t limit, std::string& out) {
+  // This process may be root, and the repository anyone's: nothing but a regular file is
+  // opened (opening a device can do something), and it is still that file once open.
+  struct stat before {};
+  if (lstat(path.c_str(), &before) != 0) return errno == ENOENT ? Read::kMissing : Read::kUnsure;
+  if (!S_ISREG(before.st_mode) || before.st_size > limit) return Read::kUnsure;
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) return errno == ENOENT ? Read::kMissing : Read::kUnsure;
+  if (!fd.valid()) return Read::kUnsure;
   struct stat st {};
-  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > limit) {
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != before.st_ino ||
+      st.st_dev != before.st_dev || st.st_size > limit) {
     return Read::kUnsure;
   }
   out.resize(static_cast<std::size_t>(st.st_size));

@@ -11,8 +11,9 @@
 namespace tether {
 
 // The object id `ref` (a full ref name, e.g. refs/heads/main) names in the repository at
-// `url`, when `url` is a file:/// URL and the answer is certain; nothing otherwise. Never
-// follows a symlink, never waits on a FIFO, reads at most 64 MiB of packed-refs.
+// `url`, when `url` is a file:/// URL and the answer is certain; nothing otherwise. Opens
+// nothing but regular files (a ref that is a symlink, a FIFO or a device is the worker's),
+// and reads at most 64 MiB of packed-refs.
 [[nodiscard]] std::optional<std::string> ReadLocalRef(const std::string& url,
                                                       const std::string& ref);
 
