@@ -300,9 +300,11 @@ Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_
   }
   // A byte more than fstat said, so that the read that finds the end needs no larger
   // buffer (growing one copies it, and each new page costs a fault: a 1 MB inventory
-  // read twice over).
+  // read twice over). A file that says 0 bytes (procfs, sysfs) may have more: a page at
+  // once, since some of them answer only the first read.
   std::string content;
-  content.resize(std::min<std::size_t>(static_cast<std::size_t>(st.st_size), max_size) + 1);
+  content.resize(std::min<std::size_t>(
+      st.st_size > 0 ? static_cast<std::size_t>(st.st_size) + 1 : 4096, max_size + 1));
   std::size_t done = 0;
   while (true) {
     if (done == content.size()) {

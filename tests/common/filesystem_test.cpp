@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -453,4 +455,15 @@ TEST_CASE("ReadSecretFile drops trailing newlines and refuses what is not a smal
   REQUIRE_FALSE(big);
   CHECK(big.error().Is(std::errc::file_too_large));
   CHECK_FALSE(tether::ReadSecretFile(dir.Path("missing")));
+}
+
+TEST_CASE("A file that says it is empty is read whole: /proc answers only a first read") {
+  // pid_max is a sysctl whose handler returns the value to a read at offset 0 only.
+  std::ifstream direct("/proc/sys/kernel/pid_max");
+  std::string expected((std::istreambuf_iterator<char>(direct)), std::istreambuf_iterator<char>());
+  REQUIRE(expected.size() > 2);
+  auto fs = RootedFilesystem::Open("/");
+  REQUIRE(fs);
+  CHECK((*fs)->ReadFile("/proc/sys/kernel/pid_max", 1 << 20).value() == expected);
+  CHECK((*fs)->ReadFile("/proc/sys/kernel/pid_max", 1).error().Is(std::errc::file_too_large));
 }
