@@ -1,19 +1,15 @@
 #include "agent/git/local_ref.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <string_view>
 
-#include "common/unique_fd.hpp"
+#include "common/filesystem.hpp"
 
 namespace tether {
 
 namespace {
 
 constexpr std::size_t kIdLength = 40;
-constexpr off_t kMaxPackedRefs = off_t{64} << 20;
+constexpr std::size_t kMaxPackedRefs = std::size_t{64} << 20;
 
 bool IsObjectId(std::string_view text) {
   return text.size() == kIdLength &&
@@ -38,64 +34,47 @@ bool IsPlainRefName(std::string_view ref) {
   return true;
 }
 
-enum class Read { kOk, kMissing, kUnsure };
-
-// The whole of a regular file, at most `limit` bytes; kMissing only when the path does not
-// exist at all.
-Read ReadRegularFile(const std::string& path, off_t limit, std::string& out) {
-  // This process may be root, and the repository anyone's: nothing but a regular file is
-  // opened (opening a device can do something), and it is still that file once open.
-  struct stat before {};
-  if (lstat(path.c_str(), &before) != 0) return errno == ENOENT ? Read::kMissing : Read::kUnsure;
-  if (!S_ISREG(before.st_mode) || before.st_size > limit) return Read::kUnsure;
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) return Read::kUnsure;
-  struct stat st {};
-  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != before.st_ino ||
-      st.st_dev != before.st_dev || st.st_size > limit) {
-    return Read::kUnsure;
-  }
-  out.resize(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = read(fd.get(), out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Read::kUnsure;  // it shrank, or failed: let the worker look
-    done += static_cast<std::size_t>(n);
-  }
-  return Read::kOk;
+// What is at `path` below the repository, without following a symlink; nothing when it
+// cannot be looked at.
+std::optional<FileType> TypeAt(Filesystem& fs, const std::string& path) {
+  auto stat = fs.Stat(path);
+  if (!stat) return std::nullopt;
+  return stat->type;
 }
 
-bool IsDirectory(const std::string& path) {
-  struct stat st {};
-  return lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+bool Missing(Filesystem& fs, const std::string& path) {
+  auto stat = fs.Stat(path);
+  return !stat && stat.error().Is(std::errc::no_such_file_or_directory);
 }
 
-bool Exists(const std::string& path) {
-  struct stat st {};
-  return lstat(path.c_str(), &st) == 0 || errno != ENOENT;
+// A git dir as libgit2 tells one: a HEAD file and the objects and refs directories.
+bool IsGitDir(Filesystem& fs, const std::string& dir) {
+  return TypeAt(fs, dir + "/HEAD") == FileType::kRegular &&
+         TypeAt(fs, dir + "/objects") == FileType::kDirectory &&
+         TypeAt(fs, dir + "/refs") == FileType::kDirectory;
 }
 
-// The git dir libgit2 opens for `path`: path/.git when it is a directory, else path itself
-// when nothing is at path/.git. A .git file (a worktree or submodule's link) is not ours.
-std::optional<std::string> GitDir(const std::string& path) {
-  const std::string dot_git = path + "/.git";
+// The git dir libgit2 opens for the repository ("" for the repository's own directory,
+// "/.git" for its .git directory). Anything else at .git (a worktree or submodule's
+// link, a symlink, a directory that is no git dir) and a linked worktree's git dir (its
+// refs are in another) are the worker's.
+std::optional<std::string> GitDir(Filesystem& fs) {
   std::string dir;
-  if (IsDirectory(dot_git)) {
-    dir = dot_git;
-  } else if (!Exists(dot_git) && IsDirectory(path)) {
-    dir = path;
+  if (Missing(fs, "/.git")) {
+    dir = "";
+  } else if (TypeAt(fs, "/.git") == FileType::kDirectory) {
+    dir = "/.git";
   } else {
     return std::nullopt;
   }
-  // A linked worktree's refs live in another git dir.
-  if (Exists(dir + "/commondir")) return std::nullopt;
+  if (!IsGitDir(fs, dir) || !Missing(fs, dir + "/commondir")) return std::nullopt;
   return dir;
 }
 
-// The id packed-refs gives `ref`, or nothing. Lines are "<id> <name>", "^<id>" (the
-// peeled object of the line before) and "# ..." (the file's traits).
+// The id packed-refs gives `ref`, or nothing (also when it names the ref twice). Lines are
+// "<id> <name>", "^<id>" (the peeled object of the line before) and "# ..." (traits).
 std::optional<std::string> FindPacked(std::string_view packed, std::string_view ref) {
+  std::optional<std::string> found;
   std::size_t start = 0;
   while (start < packed.size()) {
     auto end = packed.find('\n', start);
@@ -105,10 +84,11 @@ std::optional<std::string> FindPacked(std::string_view packed, std::string_view 
     if (line.size() == kIdLength + 1 + ref.size() && line[kIdLength] == ' ' &&
         line.substr(kIdLength + 1) == ref) {
       const auto id = line.substr(0, kIdLength);
-      return IsObjectId(id) ? std::optional<std::string>(id) : std::nullopt;
+      if (found || !IsObjectId(id)) return std::nullopt;
+      found = std::string(id);
     }
   }
-  return std::nullopt;
+  return found;
 }
 
 }  // namespace
@@ -116,32 +96,29 @@ std::optional<std::string> FindPacked(std::string_view packed, std::string_view 
 std::optional<std::string> ReadLocalRef(const std::string& url, const std::string& ref) {
   // file:///path only: no host part, and no %-escape to decode as libgit2 would.
   constexpr std::string_view kScheme = "file://";
-  if (url.rfind(kScheme, 0) != 0 || url.size() <= kScheme.size() || url[kScheme.size()] != '/' ||
+  if (url.rfind(kScheme, 0) != 0 || url.size() <= kScheme.size() + 1 ||
+      url[kScheme.size()] != '/' || url[kScheme.size() + 1] == '/' ||
       url.find('%') != std::string::npos || !IsPlainRefName(ref)) {
     return std::nullopt;
   }
-  std::string path = url.substr(kScheme.size());
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  const auto dir = GitDir(path);
+  // Every read below the repository refuses a symlink anywhere in its path and anything
+  // but a regular file: this process may be root, and the repository anyone's.
+  auto fs = RootedFilesystem::Open(url.substr(kScheme.size()));
+  if (!fs) return std::nullopt;
+  const auto dir = GitDir(**fs);
   if (!dir) return std::nullopt;
 
-  std::string text;
-  switch (ReadRegularFile(*dir + "/" + ref, 4096, text)) {
-    case Read::kOk: {
-      // What git writes: the id and a newline. A symbolic ref ("ref: ...") is the worker's.
-      std::string_view id(text);
-      if (id.ends_with('\n')) id.remove_suffix(1);
-      return IsObjectId(id) ? std::optional<std::string>(id) : std::nullopt;
-    }
-    case Read::kMissing:
-      break;
-    case Read::kUnsure:
-      return std::nullopt;
-  }
-  if (ReadRegularFile(*dir + "/packed-refs", kMaxPackedRefs, text) != Read::kOk) {
+  if (auto loose = (*fs)->ReadFile(*dir + "/" + ref, 4096)) {
+    // What git writes: the id and a newline. A symbolic ref ("ref: ...") is the worker's.
+    std::string_view id(*loose);
+    if (id.ends_with('\n')) id.remove_suffix(1);
+    return IsObjectId(id) ? std::optional<std::string>(id) : std::nullopt;
+  } else if (!loose.error().Is(std::errc::no_such_file_or_directory)) {
     return std::nullopt;
   }
-  return FindPacked(text, ref);
+  auto packed = (*fs)->ReadFile(*dir + "/packed-refs", kMaxPackedRefs);
+  if (!packed) return std::nullopt;
+  return FindPacked(*packed, ref);
 }
 
 }  // namespace tether

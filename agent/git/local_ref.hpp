@@ -11,9 +11,10 @@
 namespace tether {
 
 // The object id `ref` (a full ref name, e.g. refs/heads/main) names in the repository at
-// `url`, when `url` is a file:/// URL and the answer is certain; nothing otherwise. Opens
-// nothing but regular files (a ref that is a symlink, a FIFO or a device is the worker's),
-// and reads at most 64 MiB of packed-refs.
+// `url`, when `url` is a file:/// URL of a repository libgit2 would open there and the
+// answer is certain; nothing otherwise. Follows no symlink below the repository's path,
+// reads nothing but regular files (a FIFO is never waited on), and at most 64 MiB of
+// packed-refs.
 [[nodiscard]] std::optional<std::string> ReadLocalRef(const std::string& url,
                                                       const std::string& ref);
 

@@ -331,19 +331,27 @@ TEST_CASE("A file:// source's poll that finds nothing new starts no git worker")
 
 TEST_CASE("Only plain file:// refs are read without the worker") {
   TempDir dir("local-ref");
+  // A git dir as libgit2 tells one: HEAD, objects/, refs/.
+  auto git_dir = [&](const std::string& at) {
+    dir.WriteFile(at + "/HEAD", "ref: refs/heads/main\n");
+    std::filesystem::create_directories(dir.Path(at + "/objects"));
+  };
   const std::string id(40, 'a');
+  git_dir("bare");
   dir.WriteFile("bare/refs/heads/main", id + "\n");
   dir.WriteFile("bare/refs/heads/other", "ref: refs/heads/main\n");
   dir.WriteFile("bare/refs/heads/short", id.substr(1) + "\n");
   dir.WriteFile("bare/refs/heads/upper", std::string(40, 'A') + "\n");
-  dir.WriteFile("bare/packed-refs", "# pack-refs with: peeled fully-peeled sorted\n" +
-                                        std::string(40, 'b') + " refs/tags/v1\n^" +
-                                        std::string(40, 'c') + "\n" + std::string(40, 'd') +
-                                        " refs/heads/main\n");
+  dir.WriteFile("bare/packed-refs",
+                "# pack-refs with: peeled fully-peeled sorted\n" + std::string(40, 'b') +
+                    " refs/tags/v1\n^" + std::string(40, 'c') + "\n" + std::string(40, 'd') +
+                    " refs/heads/main\n" + std::string(40, 'e') + " refs/tags/twice\n" +
+                    std::string(40, 'f') + " refs/tags/twice\n");
   const std::string bare = "file://" + dir.Path("bare");
   CHECK(tether::ReadLocalRef(bare, "refs/heads/main") == id);  // loose before packed
   CHECK(tether::ReadLocalRef(bare + "/", "refs/heads/main") == id);
   CHECK(tether::ReadLocalRef(bare, "refs/tags/v1") == std::string(40, 'b'));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/tags/twice"));   // which one would git take?
   CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/other"));  // symbolic
   CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/short"));
   CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/upper"));
@@ -355,21 +363,42 @@ TEST_CASE("Only plain file:// refs are read without the worker") {
   }
   for (const std::string& url :
        {"file://localhost" + dir.Path("bare"), dir.Path("bare"), "file://" + dir.Path("b%61re"),
-        std::string("file://"), std::string("http://example.invalid/bare")}) {
+        "file:///" + dir.Path("bare"), std::string("file://"), std::string("file:///"),
+        std::string("http://example.invalid/bare")}) {
     CHECK_MESSAGE(!tether::ReadLocalRef(url, "refs/heads/main"), url);
   }
-  // A symlinked ref is not followed.
+  // No symlink is followed, as the ref or as a directory on the way to it; nothing but a
+  // regular file is read (a FIFO would block a reader that waited).
   std::filesystem::create_symlink(dir.Path("bare/refs/heads/main"),
                                   dir.Path("bare/refs/heads/link"));
   CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/link"));
+  dir.WriteFile("elsewhere/main", id + "\n");
+  std::filesystem::create_directories(dir.Path("bare/refs/remotes"));
+  std::filesystem::create_directory_symlink(dir.Path("elsewhere"),
+                                            dir.Path("bare/refs/remotes/away"));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/remotes/away/main"));
+  REQUIRE(mkfifo(dir.Path("bare/refs/heads/fifo").c_str(), 0644) == 0);
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/fifo"));
+  std::filesystem::create_directories(dir.Path("bare/refs/heads/folder"));
+  CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/folder"));
 
-  // A repository with a working tree: its .git directory; a .git file (a worktree's link)
-  // or a commondir is the worker's.
+  // A repository with a working tree: its .git directory. A .git file (a worktree's link),
+  // a .git directory that is no git dir, a git dir without HEAD or objects, a commondir:
+  // the worker's.
+  git_dir("work/.git");
   dir.WriteFile("work/.git/refs/heads/main", id + "\n");
   CHECK(tether::ReadLocalRef("file://" + dir.Path("work"), "refs/heads/main") == id);
+  git_dir("linked");
   dir.WriteFile("linked/.git", "gitdir: " + dir.Path("work/.git") + "\n");
   dir.WriteFile("linked/refs/heads/main", id + "\n");
   CHECK_FALSE(tether::ReadLocalRef("file://" + dir.Path("linked"), "refs/heads/main"));
+  git_dir("shadowed");
+  dir.WriteFile("shadowed/refs/heads/main", id + "\n");
+  CHECK(tether::ReadLocalRef("file://" + dir.Path("shadowed"), "refs/heads/main") == id);
+  std::filesystem::create_directories(dir.Path("shadowed/.git"));
+  CHECK_FALSE(tether::ReadLocalRef("file://" + dir.Path("shadowed"), "refs/heads/main"));
+  dir.WriteFile("plain/refs/heads/main", id + "\n");
+  CHECK_FALSE(tether::ReadLocalRef("file://" + dir.Path("plain"), "refs/heads/main"));
   dir.WriteFile("bare/commondir", "..\n");
   CHECK_FALSE(tether::ReadLocalRef(bare, "refs/heads/main"));
 }
