@@ -732,7 +732,11 @@ namespace tether {
 
 Result<std::string> ContentOf(const FileSpec& file) {
   if (!file.lazy) return file.content.str();
-  auto text = ReadTreeFile(*file.lazy, file.source, file.content_size + 1);
+  // By its id when the render recorded it: a drift repair of one file of a folder of
+  // thousands does not read that folder's tree.
+  auto text = file.content_id
+                  ? file.lazy->ReadBlob(file.source, *file.content_id, file.content_size + 1)
+                  : ReadTreeFile(*file.lazy, file.source, file.content_size + 1);
   if (!text) {
     return Fail(text.error().WithContext("read the content of '" + file.path + "' from '" +
                                          file.source + "'"));

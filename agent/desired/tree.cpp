@@ -149,6 +149,11 @@ Result<std::string> ResolveInTree(Tree& tree, std::string_view path) {
   return Join(resolved);
 }
 
+Result<std::string> Tree::ReadBlob(std::string_view path, const ContentId& /*id*/,
+                                   std::size_t max_size) {
+  return ReadTreeFile(*this, path, max_size);
+}
+
 Result<std::string> ReadTreeFile(Tree& tree, std::string_view path, std::size_t max_size) {
   auto resolved = ResolveInTree(tree, path);
   if (!resolved) return Fail(resolved.error());

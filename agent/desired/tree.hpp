@@ -39,6 +39,11 @@ class Tree {
   [[nodiscard]] virtual Result<std::string> ReadSymlink(std::string_view path) = 0;
   // Names in directory `path` ("" for the top), sorted.
   [[nodiscard]] virtual Result<std::vector<std::string>> List(std::string_view path) = 0;
+  // The content of the regular file `path`, whose id Blob() gave as `id`: a tree that can
+  // read a content by its id alone does so (a Git tree: no directory of the path is
+  // read); any other reads `path` (ReadTreeFile). EFBIG past `max_size`.
+  [[nodiscard]] virtual Result<std::string> ReadBlob(std::string_view path, const ContentId& id,
+                                                     std::size_t max_size);
   // The id and size of the regular file `path` when the tree records them, so that the
   // file need not be read to know them (a Git tree does); nullopt when it does not.
   [[nodiscard]] virtual Result<std::optional<TreeBlob>> Blob(std::string_view /*path*/) {

@@ -117,6 +117,17 @@ class CommitTree final : public Tree {
     return blob;
   }
 
+  Result<std::string> ReadBlob(std::string_view path, const ContentId& id,
+                               std::size_t max_size) override {
+    git_oid oid;
+    std::copy(id.begin(), id.end(), std::begin(oid.id));
+    git_blob* blob = nullptr;
+    if (git_blob_lookup(&blob, repo_, &oid) != 0) {
+      return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
+    }
+    return TakeContent(path, blob, max_size);
+  }
+
   Result<std::vector<std::string>> List(std::string_view path) override {
     auto tree = Directory(path);
     if (!tree) return Fail(tree.error());
@@ -176,6 +187,12 @@ class CommitTree final : public Tree {
     if (git_blob_lookup(&blob, repo_, git_tree_entry_id(entry)) != 0) {
       return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
     }
+    return TakeContent(path, blob, max_size);
+  }
+
+  // The content of `blob`, which it frees.
+  static Result<std::string> TakeContent(std::string_view path, git_blob* blob,
+                                         std::size_t max_size) {
     const auto size = static_cast<std::size_t>(git_blob_rawsize(blob));
     if (size > max_size) {
       git_blob_free(blob);

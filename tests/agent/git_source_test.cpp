@@ -888,6 +888,11 @@ class CountingTree final : public tether::Tree {
   tether::Result<std::optional<tether::TreeBlob>> Blob(std::string_view path) override {
     return tree_.Blob(path);
   }
+  tether::Result<std::string> ReadBlob(std::string_view path, const tether::ContentId& id,
+                                       std::size_t max_size) override {
+    reads.push_back("by id: " + std::string(path));
+    return tree_.ReadBlob(path, id, max_size);
+  }
   std::vector<std::string> reads;
 
  private:
@@ -925,6 +930,20 @@ TEST_CASE("A commit's source files are known by their blob ids, and read only to
   CHECK((*blob)->size == 9);
   CHECK(tree->Blob("files").error().message() == "'files' is not a file");
   CHECK(tree->Blob("files/none").error().Is(std::errc::no_such_file_or_directory));
+  // Read by its id alone, as a drift repair does.
+  CHECK(tree->ReadBlob("files/app.conf", (*blob)->id, 9).value() == "port = 1\n");
+  CHECK(tree->ReadBlob("files/app.conf", (*blob)->id, 8).error().Is(std::errc::file_too_large));
+  tether::ContentId missing = (*blob)->id;
+  missing[0] ^= 0xff;
+  CHECK(tree->ReadBlob("files/app.conf", missing, 9).error().Is(std::errc::io_error));
+  // An id that names a tree, not a file, is not read as one.
+  rev_parse.argv = {"git", "-C", fleet.repo, "rev-parse", commit + ":files"};
+  const std::string tree_id = tether::Run(rev_parse).value().out.substr(0, 40);
+  tether::ContentId folder{};
+  for (std::size_t i = 0; i < folder.size(); ++i) {
+    folder[i] = static_cast<unsigned char>(std::stoi(tree_id.substr(2 * i, 2), nullptr, 16));
+  }
+  CHECK(!tree->ReadBlob("files", folder, 1 << 20));
 
   // Rendered for tetherd (contents read again when needed): the plain source is not read,
   // the template is (it must be expanded), and so is a unit (units are held, not re-read).
@@ -946,7 +965,7 @@ TEST_CASE("A commit's source files are known by their blob ids, and read only to
   CHECK(tether::ContentSize(app) == 9);
   CHECK(app.content.empty());
   CHECK(tether::ContentOf(app).value() == "port = 1\n");
-  CHECK(counting->reads.back() == "files/app.conf");  // read now, to be written
+  CHECK(counting->reads.back() == "by id: files/app.conf");  // read now, to be written
 }
 
 TEST_CASE("Open pack files stay bounded however many fetches the mirror gathered") {
