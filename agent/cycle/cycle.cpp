@@ -78,6 +78,11 @@ class Cycle {
       (void)Stop(tree.error().message());
       return Finish();
     }
+    // A full audit, when one is due, reads and hashes every managed path whatever its
+    // fingerprint says.
+    wall_now_ = host_.clock->Now();
+    full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
+    drifted_.insert(options_.drifted.begin(), options_.drifted.end());
     const auto desired = Render(std::move(*tree));
     if (!desired) return Finish();
     auto plan = Plan(*desired);
@@ -202,8 +207,17 @@ class Cycle {
     // The last cycle's render, when this one would render the same.
     const std::string key = RenderKey(commit_, render);
     if (auto bytes = host_.state.LoadRender(); bytes && *bytes) {
-      if (auto cached = DecodeRender(**bytes, key, tree)) {
+      // A drift repair needs, of the files, only those it repairs (see Plan).
+      FileFilter keep;
+      if (Partial()) {
+        keep = [this](std::string_view id, std::optional<DriftMode> drift) {
+          return drifted_.count(id) != 0 ||
+                 drift.value_or(options_.config.apply.drift) == DriftMode::kReport;
+        };
+      }
+      if (auto cached = DecodeRender(**bytes, key, tree, keep)) {
         for (auto& problem : cached->problems) report_.problems.push_back(std::move(problem));
+        files_left_out_ = cached->files_left_out;
         return std::move(cached->desired);
       }
     }
@@ -236,17 +250,17 @@ class Cycle {
     return std::nullopt;
   }
 
+  // A drift repair of what the watches saw (when no full audit is due): those resources,
+  // the services (which may restart on them) and those whose drift is reported (each
+  // report names all of them). The rest is as the last cycle left it, which the watches
+  // and the audits vouch for: the files among them are not even decoded from the kept
+  // render (Render), only counted.
+  bool Partial() const { return enforced_ && !options_.drifted.empty() && !full_audit_; }
+
   std::optional<std::vector<PlannedAction>> Plan(const DesiredState& desired) {
-    // A full audit, when one is due, reads and hashes every managed path whatever its
-    // fingerprint says.
-    wall_now_ = host_.clock->Now();
-    full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
     if (full_audit_) Step(StepKind::kAudit);
-    // A drift repair of what the watches saw: those resources, the services (which may
-    // restart on them) and those whose drift is reported (each report names all of them).
-    // The rest is as the last cycle left it, which the watches and the audits vouch for.
     std::optional<std::set<std::string>> only;
-    if (enforced_ && !options_.drifted.empty() && !full_audit_) {
+    if (Partial()) {
       only.emplace(options_.drifted.begin(), options_.drifted.end());
       for (const auto& resource : desired.resources) {
         if (resource.kind == ResourceKind::kService ||
@@ -267,6 +281,8 @@ class Cycle {
     for (const auto& resource : desired.resources) {
       ++report_.kinds[ResourceKindName(resource.kind)];
     }
+    if (files_left_out_ > 0)
+      report_.kinds[ResourceKindName(ResourceKind::kFile)] += files_left_out_;
     for (const auto& planned : *plan) {
       if (planned.action.type != ActionType::kInSync) {
         ++report_.changes;
@@ -282,6 +298,7 @@ class Cycle {
       for (const auto& resource : desired.resources) {
         if (only->count(resource.id) == 0 && Handled(resource.kind)) ++report_.in_sync;
       }
+      if (Handled(ResourceKind::kFile)) report_.in_sync += files_left_out_;
     }
     for (const auto& action : drifted) {
       report_.drifted.push_back(Reported(action));
@@ -398,6 +415,8 @@ class Cycle {
   bool quarantined_head_ = false;
   bool enforced_ = false;  // a drift repair: the applied commit again
   bool full_audit_ = false;
+  std::set<std::string, std::less<>> drifted_;  // options_.drifted, to look up
+  std::size_t files_left_out_ = 0;              // not decoded: a partial drift repair's
   std::chrono::system_clock::time_point wall_now_;
   CycleReport report_;
 };

@@ -10,7 +10,9 @@ namespace tether {
 
 namespace {
 
-constexpr std::string_view kMagic = "tether.render/1\n";
+// 2: each resource's record is preceded by its size, so that a decode skips a file it
+// does not keep without reading it.
+constexpr std::string_view kMagic = "tether.render/2\n";
 constexpr std::size_t kKeySize = 64;
 constexpr std::size_t kChecksumSize = 32;
 
@@ -46,7 +48,7 @@ class Writer {
 // and `ok()` stays false.
 class Reader {
  public:
-  explicit Reader(std::string_view in) : in_(in) {}
+  explicit Reader(std::string_view in, bool ok = true) : in_(in), ok_(ok) {}
 
   bool ok() const { return ok_; }
   bool done() const { return ok_ && in_.empty(); }
@@ -71,13 +73,15 @@ class Reader {
     return ok_ ? static_cast<T>(value) : T{};
   }
   bool Flag() { return Small<int>(1) == 1; }
-  std::string Text() {
+  std::string Text() { return std::string(View()); }
+  // A text, as a view of the bytes read.
+  std::string_view View() {
     const std::uint64_t size = Number();
     if (!ok_ || size > in_.size()) {
       ok_ = false;
       return {};
     }
-    std::string text(in_.substr(0, size));
+    const std::string_view text = in_.substr(0, size);
     in_.remove_prefix(size);
     return text;
   }
@@ -89,6 +93,16 @@ class Reader {
   std::optional<std::string> MaybeText() {
     if (!Flag()) return std::nullopt;
     return Text();
+  }
+  // The next `size` bytes, as a reader of their own; they are skipped here.
+  Reader Part(std::uint64_t size) {
+    if (!ok_ || size > in_.size()) {
+      ok_ = false;
+      return Reader({}, false);
+    }
+    Reader part(in_.substr(0, size));
+    in_.remove_prefix(size);
+    return part;
   }
 
  private:
@@ -190,17 +204,36 @@ void WriteResource(Writer& w, const Resource& resource) {
       resource.spec);
 }
 
-std::optional<Resource> ReadResource(Reader& r, const std::shared_ptr<Tree>& tree) {
-  Resource resource;
-  resource.kind = static_cast<ResourceKind>(r.Small<unsigned>(6));
+// What comes first in a resource's record: enough to tell whether a decode keeps it.
+struct RecordHead {
+  ResourceKind kind = ResourceKind::kFile;
+  std::optional<DriftMode> drift;
+  OnRemove on_remove = OnRemove::kDefault;
+  DeclaredAt declared_at;
+  std::string_view id;  // in the record's bytes
+};
+
+RecordHead ReadHead(Reader& r) {
+  RecordHead head;
+  head.kind = static_cast<ResourceKind>(r.Small<unsigned>(6));
   const auto modes = r.Small<unsigned>(15);
-  if (const unsigned drift = modes % 4; drift > 0)
-    resource.drift = static_cast<DriftMode>(drift - 1);
-  resource.on_remove = static_cast<OnRemove>(modes / 4);
-  resource.declared_at.file = r.Small<std::uint32_t>(UINT32_MAX);
-  resource.declared_at.line = r.Small<std::uint32_t>(UINT32_MAX);
-  resource.declared_at.column = r.Small<std::uint32_t>(UINT32_MAX);
-  resource.id = r.Text();
+  if (const unsigned drift = modes % 4; drift > 0) head.drift = static_cast<DriftMode>(drift - 1);
+  head.on_remove = static_cast<OnRemove>(modes / 4);
+  head.declared_at.file = r.Small<std::uint32_t>(UINT32_MAX);
+  head.declared_at.line = r.Small<std::uint32_t>(UINT32_MAX);
+  head.declared_at.column = r.Small<std::uint32_t>(UINT32_MAX);
+  head.id = r.View();
+  return head;
+}
+
+std::optional<Resource> ReadResource(Reader& r, const RecordHead& head,
+                                     const std::shared_ptr<Tree>& tree) {
+  Resource resource;
+  resource.kind = head.kind;
+  resource.drift = head.drift;
+  resource.on_remove = head.on_remove;
+  resource.declared_at = head.declared_at;
+  resource.id = head.id;
   switch (resource.kind) {
     case ResourceKind::kFile:
       resource.spec = ReadFile(r, tree);
@@ -310,14 +343,20 @@ std::string EncodeRender(std::string_view key, const CachedRender& render) {
     w.Text(value);
   }
   w.Number(desired.resources.size());
-  for (const auto& resource : desired.resources) WriteResource(w, resource);
+  Writer record;
+  for (const auto& resource : desired.resources) {
+    record.out().clear();
+    WriteResource(record, resource);
+    w.Text(record.out());
+  }
   const Sha256Digest checksum = Sha256Bytes(w.out());
   w.out().append(reinterpret_cast<const char*>(checksum.data()), checksum.size());
   return std::move(w.out());
 }
 
 std::optional<CachedRender> DecodeRender(std::string_view bytes, std::string_view key,
-                                         const std::shared_ptr<Tree>& tree) {
+                                         const std::shared_ptr<Tree>& tree,
+                                         const FileFilter& keep) {
   if (key.size() != kKeySize || bytes.size() < kMagic.size() + kKeySize + kChecksumSize ||
       !bytes.starts_with(kMagic) || bytes.substr(kMagic.size(), kKeySize) != key) {
     return std::nullopt;
@@ -338,10 +377,17 @@ std::optional<CachedRender> DecodeRender(std::string_view bytes, std::string_vie
     desired.vars[std::move(name)] = r.Text();
   }
   const auto count = r.Small<std::size_t>(body.size());
-  desired.resources.reserve(count);
+  if (!keep) desired.resources.reserve(count);
   for (std::size_t i = 0; i < count && r.ok(); ++i) {
-    auto resource = ReadResource(r, tree);
-    if (!resource) return std::nullopt;
+    Reader record = r.Part(r.Number());
+    const RecordHead head = ReadHead(record);
+    if (!record.ok()) return std::nullopt;
+    if (keep && head.kind == ResourceKind::kFile && !keep(head.id, head.drift)) {
+      ++render.files_left_out;
+      continue;
+    }
+    auto resource = ReadResource(record, head, tree);
+    if (!resource || !record.done()) return std::nullopt;
     desired.resources.push_back(std::move(*resource));
   }
   if (!r.done()) return std::nullopt;

@@ -9,6 +9,7 @@
 // makes it unreadable, never an error: the profile is then rendered.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,14 +29,23 @@ namespace tether {
 struct CachedRender {
   DesiredState desired;
   std::vector<std::string> problems;
+  // Files of the render left out of `desired` by a decode's filter (DecodeRender).
+  std::size_t files_left_out = 0;
 };
+
+// Which files a decode keeps, by id and drift mode (unset: the agent's default); every
+// resource of another kind is kept. A drift repair of a few files of thousands decodes
+// those few.
+using FileFilter = std::function<bool(std::string_view id, std::optional<DriftMode> drift)>;
 
 // `render` as bytes, under `key`.
 [[nodiscard]] std::string EncodeRender(std::string_view key, const CachedRender& render);
 
 // The render `bytes` hold when they hold one under `key`; else nullopt. The contents its
-// files read again from their commit's tree (FileSpec::lazy) are read from `tree`.
+// files read again from their commit's tree (FileSpec::lazy) are read from `tree`. With
+// `keep`, only the files it accepts are decoded; the others are counted (files_left_out).
 [[nodiscard]] std::optional<CachedRender> DecodeRender(std::string_view bytes, std::string_view key,
-                                                       const std::shared_ptr<Tree>& tree);
+                                                       const std::shared_ptr<Tree>& tree,
+                                                       const FileFilter& keep = nullptr);
 
 }  // namespace tether

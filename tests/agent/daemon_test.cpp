@@ -458,25 +458,39 @@ TEST_CASE("A hand edit made while a cycle runs, after the cycle wrote that file,
 TEST_CASE("A drift repair plans what was touched; the next full cycle plans the rest") {
   Fleet fleet;
   fleet.interval = "1h";
-  fleet.Commit("hello\n", "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n");
+  fleet.Commit("hello\n",
+               "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n"
+               "[[file]]\npath = \"/etc/hosts\"\ncontent = \"hosts\\n\"\ndrift = \"report\"\n");
   fleet.Start();
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
   REQUIRE(fleet.dir.ReadFile("root/etc/issue") == "issue\n");
-  // /etc/issue changed where no watch sees it: through a hard link in another directory.
-  const std::string link = fleet.dir.Path("issue-link");
-  REQUIRE(::link(fleet.dir.Path("root/etc/issue").c_str(), link.c_str()) == 0);
-  std::ofstream(link, std::ios::app) << "unseen\n";
+  // /etc/issue and /etc/hosts changed where no watch sees it: through hard links in
+  // another directory.
+  for (const std::string name : {"issue", "hosts"}) {
+    const std::string link = fleet.dir.Path(name + "-link");
+    REQUIRE(::link(fleet.dir.Path("root/etc/" + name).c_str(), link.c_str()) == 0);
+    std::ofstream(link, std::ios::app) << "unseen\n";
+  }
   // A hand edit of /etc/motd: its repair plans motd, counts issue as the last cycle left
-  // it, and does not touch it.
+  // it, and does not touch it; /etc/hosts, whose drift is reported, is looked at, and
+  // reported as drifted.
   fleet.dir.WriteFile("root/etc/motd", "edited by hand\n");
   REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
-  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  // Drifted, not synced: the drift of /etc/hosts is reported, not repaired.
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "drifted"; }, 20s));
   auto status = fleet.Status();
   CHECK(status["last_cycle"]["trigger"] == "drift");
   const auto& summary = status["last_cycle"]["summary"];
   CHECK_MESSAGE(summary["changes"] == 1, status.dump());
   CHECK(summary["in_sync"] == 1);
+  CHECK(summary["kinds"]["file"] == 3);
+  bool hosts_drifted = false;
+  for (const auto& resource : summary["resources"]) {
+    if (resource["id"] == "file:/etc/hosts") hosts_drifted = resource["action"] == "drifted";
+  }
+  CHECK_MESSAGE(hosts_drifted, summary.dump());
   CHECK(fleet.dir.ReadFile("root/etc/issue") == "issue\nunseen\n");
+  CHECK(fleet.dir.ReadFile("root/etc/hosts") == "hosts\nunseen\n");
   // A cycle asked for plans everything.
   CHECK(fleet.Ctl({"sync", "--wait"}).exit_code == 0);
   CHECK(fleet.dir.ReadFile("root/etc/issue") == "issue\n");

@@ -146,6 +146,52 @@ TEST_CASE("A render reads back as the desired state it was") {
   CHECK(token.group.str() == "0");
 }
 
+TEST_CASE("A drift repair's decode keeps the files it asks for, and every other kind") {
+  tether::testing::Desired desired(kProfile, kFiles);
+  const auto tree = TreeOf(desired);
+  const std::string key(64, 'a');
+  const std::string bytes = EncodeRender(key, {desired.state, {"a warning"}});
+
+  std::vector<std::string> asked;
+  const tether::FileFilter keep = [&](std::string_view id, std::optional<tether::DriftMode> drift) {
+    asked.emplace_back(id);
+    return id == "file:/etc/motd" || drift == tether::DriftMode::kReport;
+  };
+  auto read = DecodeRender(bytes, key, tree, keep);
+  REQUIRE(read);
+  CHECK(read->problems == std::vector<std::string>{"a warning"});
+  // Asked of each file, in order; the others' records are skipped, not read.
+  std::vector<std::string> files;
+  std::vector<std::string> want;
+  for (const auto& resource : desired.state.resources) {
+    if (resource.kind == tether::ResourceKind::kFile) files.push_back(resource.id);
+    if (resource.id != "file:/etc/base" && resource.id != "file:/etc/app/greeting") {
+      want.push_back(resource.id);
+    }
+  }
+  CHECK(files.size() == 4);
+  CHECK(asked == files);
+  CHECK(read->files_left_out == 2);
+  std::vector<std::string> ids;
+  for (const auto& resource : read->desired.resources) ids.push_back(resource.id);
+  CHECK(ids == want);
+  CHECK(want.size() == desired.state.resources.size() - 2);
+  auto motd = std::find_if(read->desired.resources.begin(), read->desired.resources.end(),
+                           [](const auto& r) { return r.id == "file:/etc/motd"; });
+  REQUIRE(motd != read->desired.resources.end());
+  CHECK(tether::ContentOf(std::get<tether::FileSpec>(motd->spec)).value() ==
+        "message of the day\n");
+
+  // Without a filter nothing is left out; a changed byte in a skipped record is still
+  // caught (the checksum covers every record).
+  CHECK(DecodeRender(bytes, key, tree)->files_left_out == 0);
+  const auto base = bytes.find("/etc/base");
+  REQUIRE(base != std::string::npos);
+  std::string changed = bytes;
+  changed[base + 1] = 'E';
+  CHECK_FALSE(DecodeRender(changed, key, tree, keep));
+}
+
 TEST_CASE("A render is read only under its own key, whole and unaltered") {
   tether::testing::Desired desired(kProfile, kFiles);
   const auto tree = TreeOf(desired);
