@@ -411,6 +411,26 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
 }
 
 Result<std::string> StateStore::AppliedCommit() const {
+  // An inventory as this version writes it names its commit in its first line: that line
+  // and the file's end are read, not its entries (every cycle reads them all, and says
+  // when they are corrupt). Anything else is read whole.
+  const std::string path = PathOf(kInventory);
+  const std::string head = std::string("{\"schema\":\"") + kInventorySchema + R"(","commit":")";
+  const std::string_view end = "\n}}\n";
+  if (auto stat = fs_.Stat(path); stat && stat->type == FileType::kRegular &&
+                                  stat->size >= head.size() + kCommitLength + end.size()) {
+    auto first = fs_.ReadFileRange(path, 0, head.size() + kCommitLength + 16);
+    auto last = fs_.ReadFileRange(path, stat->size - end.size(), end.size());
+    if (first && last && *last == end && first->starts_with(head)) {
+      const std::string_view rest = std::string_view(*first).substr(head.size());
+      const std::string_view commit = rest.substr(0, std::min(rest.find('"'), rest.size()));
+      if (rest.substr(commit.size()).starts_with(R"(","entries":{)") &&
+          (commit.empty() || (commit.size() == kCommitLength &&
+                              commit.find_first_not_of("0123456789abcdef") == commit.npos))) {
+        return std::string(commit);
+      }
+    }
+  }
   return LoadInventory([](std::string, StoredEntry&&) { return true; });
 }
 

@@ -100,6 +100,8 @@ class StateStore {
   using EntryVisitor = std::function<bool(std::string id, StoredEntry&& entry)>;
   [[nodiscard]] Result<std::string> LoadInventory(const EntryVisitor& on_entry) const;
   // The commit of the inventory, "" when there is none; an error when it is unreadable.
+  // Of an inventory as this version writes it, only the first line and the end are read
+  // (its entries are every cycle's to check).
   [[nodiscard]] Result<std::string> AppliedCommit() const;
   // Starts the next inventory aside (inventory.json.new, replacing one left there).
   [[nodiscard]] Result<InventoryWriter> StartInventory(std::string_view commit);

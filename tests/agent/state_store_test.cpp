@@ -126,6 +126,31 @@ TEST_CASE("The inventory round trips, written aside and then put into place") {
   CHECK(state.store.InstallInventory().error().Is(std::errc::no_such_file_or_directory));
 }
 
+TEST_CASE("The applied commit is read from the inventory's head, when it is whole") {
+  StateDir state;
+  const std::string commit(40, 'e');
+  auto writer = state.store.StartInventory(commit);
+  REQUIRE(writer);
+  REQUIRE(writer->Add("file:/etc/motd", "file", "/etc/motd", true, Json(), "fp1"));
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.store.AppliedCommit().value() == commit);
+  // An entry that is not one is not read for the commit (a cycle reads the entries).
+  std::string text = state.dir.ReadFile("inventory.json");
+  const auto created = text.find("\"created\":true");
+  REQUIRE(created != std::string::npos);
+  text.replace(created, 15, "\"created\":1234");
+  state.dir.WriteFile("inventory.json", text);
+  CHECK(state.store.AppliedCommit().value() == commit);
+  CHECK_FALSE(state.store.LoadInventory([](std::string, StoredEntry&&) { return true; }));
+  // Cut short, or its commit not one: read whole, and corrupt.
+  state.dir.WriteFile("inventory.json", text.substr(0, text.size() - 2));
+  CHECK(state.store.AppliedCommit().error().message().find("is corrupt") != std::string::npos);
+  state.dir.WriteFile("inventory.json", "{\"schema\":\"tether.inventory/v2\",\"commit\":\"" +
+                                            std::string(40, 'X') + "\",\"entries\":{\n}}\n");
+  CHECK(state.store.AppliedCommit().value() == std::string(40, 'X'));  // read whole: valid JSON
+}
+
 TEST_CASE("An inventory of many entries is written a chunk at a time, whole") {
   StateDir state;
   auto writer = state.store.StartInventory("c1");
