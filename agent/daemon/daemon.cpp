@@ -6,6 +6,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
@@ -17,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -759,7 +761,15 @@ class Daemon final : public RequestHandler {
   void OnDrift(std::size_t index, DriftEvents events) {
     if (worker_.busy()) {
       // The cycle's own writes, or a hand edit made while it runs: told apart by the watch
-      // that saw them once the cycle is over (Rewatch).
+      // that saw them once the cycle is over (Rewatch). A drift repair writes only what it
+      // repairs: a path of another resource was touched by someone else, and the repair
+      // that follows this one gets its process ready now.
+      if (repairing_ && !ready_cycle_ && !events.overflow &&
+          std::any_of(events.ids.begin(), events.ids.end(),
+                      [&](const std::string& id) { return repairing_->count(id) == 0; })) {
+        auto started = StartCycleProcess(options_.cycle_argv, options_.cycle_env);
+        if (started) ready_cycle_ = std::move(*started);
+      }
       Add(watches_[index].during_cycle, std::move(events));
       return;
     }
@@ -811,8 +821,10 @@ class Daemon final : public RequestHandler {
     // Drift is repaired from the applied commit, at once, whatever the source is doing;
     // just what was touched, when that is known. Any other cycle plans everything.
     cycle.enforce_applied = trigger == Trigger::kDrift;
+    repairing_.reset();
     if (trigger == Trigger::kDrift && !to_repair_.overflow) {
       cycle.drifted.assign(to_repair_.ids.begin(), to_repair_.ids.end());
+      repairing_ = to_repair_.ids;
     }
     to_repair_ = {};
     std::optional<StartedCycle> started = std::move(ready_cycle_);
@@ -851,10 +863,13 @@ class Daemon final : public RequestHandler {
     }
     NotifyStatus();
     Announce(result);
+    repairing_.reset();
     if (stopping_) return Finish();
     if (pending_) return StartPending();
-    // Idle from here: what reading the inventory for the watches took goes back to the
-    // system, not only to malloc, so the waiting daemon stays small.
+    // Idle from here: a process made ready for a repair that did not come is stopped, and
+    // what reading the inventory for the watches took goes back to the system, not only
+    // to malloc, so the waiting daemon stays small.
+    ready_cycle_.reset();
     malloc_trim(0);
     // A drift repair did not ask the source: the poll it found scheduled stays as it was.
     if (result.trigger == Trigger::kDrift && next_poll_) return;
@@ -1094,6 +1109,8 @@ class Daemon final : public RequestHandler {
   Worker worker_;
   // The next cycle's process, started at the first drift event while the events settle.
   std::optional<StartedCycle> ready_cycle_;
+  // What the drift repair under way repairs (all of it when unset, or no repair).
+  std::optional<std::set<std::string>> repairing_;
   std::mt19937 random_;
   PollSchedule schedule_;
   DaemonMetrics metrics_;

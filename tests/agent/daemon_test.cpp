@@ -1016,6 +1016,51 @@ TEST_CASE("a hand edit made while a repair is still running is reverted too") {
   REQUIRE(fleet.tetherd.Wait(40s));
 }
 
+// The daemon's children that run (or wait to run) a cycle.
+std::size_t CycleChildren(pid_t daemon) {
+  std::size_t count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream stat(entry.path() / "stat");
+    std::string pid;
+    std::string comm;
+    std::string state;
+    pid_t parent = 0;
+    if (stat >> pid >> comm >> state >> parent && parent == daemon && comm == "(tetherd-cycle)") {
+      ++count;
+    }
+  }
+  return count;
+}
+
+TEST_CASE("a hand edit of another file during a repair gets its process at once; none idles") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  fleet.extra_args = {"--root-checks"};
+  fleet.Commit("hello\n",
+               "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n"
+               "[[check]]\nname = \"slow\"\nexec = [\"/bin/sleep\", \"2\"]\n");
+  fleet.Start();
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 30s));
+  const pid_t daemon = fleet.tetherd.pid();
+  CHECK(CycleChildren(daemon) == 0);
+
+  fleet.dir.WriteFile("root/etc/motd", "first edit\n");
+  REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 20s));
+  REQUIRE(fleet.Status().value("state", "") == "applying");  // its check runs for 2 s
+  CHECK(CycleChildren(daemon) == 1);
+  // Not a file this repair writes: someone else's edit. The next repair's process is
+  // started now, and waits for the repair under way to end.
+  fleet.dir.WriteFile("root/etc/issue", "edited by hand\n");
+  CHECK(WaitFor([&] { return CycleChildren(daemon) == 2; }, 5s));
+  CHECK(fleet.Status().value("state", "") == "applying");
+  REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/issue") == "issue\n"; }, 20s));
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
+  // Idle: no process is left waiting.
+  CHECK(WaitFor([&] { return CycleChildren(daemon) == 0; }, 5s));
+  fleet.tetherd.Signal(SIGTERM);
+  REQUIRE(fleet.tetherd.Wait(40s));
+}
+
 TEST_CASE("a drift repair re-applies the applied commit, without asking the Git source") {
   Fleet fleet;
   fleet.interval = "1h";
