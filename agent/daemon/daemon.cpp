@@ -856,16 +856,21 @@ class Daemon final : public RequestHandler {
     LogOutput(result);
     metrics_.CountCycle(result.trigger, result.summary.outcome, result.exit_code == 0,
                         result.duration, UnixSeconds(SystemClock::now()));
+    NotifyStatus();
+    Announce(result);
+    repairing_.reset();
+    // A cycle waiting (a drift repair, most often) starts before this one is written to
+    // the history and the report outbox, which takes a while with a long history: its
+    // process works meanwhile. Both are written before any request is served.
+    const bool next = pending_ && !stopping_;
+    if (next) StartPending();
     Record(result);
     if (reports_) {
       reports_->CycleDone({result.trigger, result.summary, UnixSeconds(result.started) * 1000,
                            result.duration.count()});
     }
-    NotifyStatus();
-    Announce(result);
-    repairing_.reset();
     if (stopping_) return Finish();
-    if (pending_) return StartPending();
+    if (next) return;
     // Idle from here: a process made ready for a repair that did not come is stopped, and
     // what reading the inventory for the watches took goes back to the system, not only
     // to malloc, so the waiting daemon stays small.
