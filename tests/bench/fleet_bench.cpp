@@ -14,9 +14,11 @@
 //                applied files (what any agent must at least do to know nothing changed)
 //   1% drift     1% of the files edited by hand, then tetherd --once, against the same loop
 //   daemon       tetherd as a daemon (poll interval 1 h): a managed file edited by hand
-//                until it is back, --edits times (every 10th edit lands while a repair of
-//                the previous one runs); median, p99, max and edits not back within 10 s;
-//                the daemon's idle RSS and peak RSS
+//                until it is back, --edits times, each once the daemon is idle but every
+//                10th while a repair of another file runs; median, p99, max and edits not
+//                back within 10 s. Then --edits more back to back (each as soon as the
+//                last is back: during the tail of its repair); median and p99. The
+//                daemon's idle RSS and peak RSS
 // Wall times are medians of --rounds runs (first apply: 1; each run of tetherd beside its
 // reference run, so that a noisy machine disturbs both alike); peak RSS is ru_maxrss of the process
 // and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
@@ -390,6 +392,11 @@ std::string Stamp() {
 struct DaemonFigures {
   std::vector<double> latencies;  // seconds, of the edits that came back
   std::size_t missed = 0;
+  // Of as many edits more, each made as soon as the last was back (its repair still
+  // writing the state and the daemon taking stock): a person who edits files one after
+  // another, faster than anyone types.
+  std::vector<double> back_to_back;
+  std::size_t back_to_back_missed = 0;
   long idle_rss_kib = 0;
   long peak_rss_kib = 0;
   TreePeaks peaks;  // sampled at the start and over 20 more edits, untimed
@@ -447,33 +454,51 @@ DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
   figures.idle_rss_kib = StatusField(pid, "VmRSS:");
   const int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   std::mt19937 random(7);
+  // Until the daemon has no cycle running (the benchmark's wait, not the product's).
+  auto wait_idle = [&] {
+    const auto until = Clock::now() + 10s;
+    while (Clock::now() < until) {
+      auto status = tether::CallDaemon(socket, {{"command", "status"}}, 10s);
+      if (status && status->value("state", "") != "applying") return;
+      std::this_thread::sleep_for(2ms);
+    }
+  };
+  // `count` edits, each of a file picked at random, timed until it is back. With
+  // `settled`, each waits for the daemon to be idle, but every 10th comes while the repair
+  // of another file is under way; without, each comes as soon as the last is back.
+  auto run_edits = [&](std::size_t count, bool settled, std::vector<double>* latencies,
+                       std::size_t* missed) {
+    for (std::size_t e = 0; e < count; ++e) {
+      const std::size_t i = random() % n;
+      const std::string path = work + "/root/srv/b/" + NameOf(layout, i);
+      const int watch = inotify_add_watch(inotify, fs::path(path).parent_path().c_str(),
+                                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_ATTRIB);
+      const std::string want = Content(i);
+      if (settled) wait_idle();
+      if (settled && e % 10 == 9) {
+        const std::size_t j = (i + 1) % n;
+        std::ofstream(work + "/root/srv/b/" + NameOf(layout, j)) << "edited by hand first\n";
+        std::this_thread::sleep_for(20ms);
+      }
+      const auto start = Clock::now();
+      std::ofstream(path) << "edited by hand\n";
+      const bool back = WaitForContent(inotify, path, want, 10s);
+      inotify_rm_watch(inotify, watch);
+      if (latencies == nullptr) continue;
+      if (back) {
+        latencies->push_back(std::chrono::duration<double>(Clock::now() - start).count());
+      } else {
+        ++*missed;
+        std::fprintf(stderr, "fleet_bench: edit %zu of %s not back within 10 s (at %s)\n", e,
+                     path.c_str(), Stamp().c_str());
+      }
+    }
+  };
+  run_edits(edits, true, &figures.latencies, &figures.missed);
+  run_edits(edits, false, &figures.back_to_back, &figures.back_to_back_missed);
   std::optional<Sampler> sampler;
-  for (std::size_t e = 0; e < edits + 20; ++e) {
-    if (e == edits) sampler.emplace(figures.peaks, pid);  // 20 more, not timed
-    const std::size_t i = random() % n;
-    const std::string path = work + "/root/srv/b/" + NameOf(layout, i);
-    const int watch = inotify_add_watch(inotify, fs::path(path).parent_path().c_str(),
-                                        IN_CLOSE_WRITE | IN_MOVED_TO | IN_ATTRIB);
-    const std::string want = Content(i);
-    // Every 10th edit comes while the repair of another one is under way.
-    if (e % 10 == 9) {
-      const std::size_t j = (i + 1) % n;
-      std::ofstream(work + "/root/srv/b/" + NameOf(layout, j)) << "edited by hand first\n";
-      std::this_thread::sleep_for(20ms);
-    }
-    const auto start = Clock::now();
-    std::ofstream(path) << "edited by hand\n";
-    const bool back = WaitForContent(inotify, path, want, 10s);
-    inotify_rm_watch(inotify, watch);
-    if (e >= edits) continue;
-    if (back) {
-      figures.latencies.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-    } else {
-      ++figures.missed;
-      std::fprintf(stderr, "fleet_bench: edit %zu of %s not back within 10 s (at %s)\n", e,
-                   path.c_str(), Stamp().c_str());
-    }
-  }
+  sampler.emplace(figures.peaks, pid);
+  run_edits(20, true, nullptr, nullptr);  // 20 more, not timed
   sampler.reset();
   close(inotify);
   figures.peak_rss_kib = StatusField(pid, "VmHWM:");
@@ -550,12 +575,15 @@ void Bench(const Options& options, const std::string& tetherd) {
                       PeakOf(daemon.peaks, "cycle").c_str(),
                       PeakOf(daemon.peaks, "git worker").c_str());
         peaks_line += peaks_row;
-        char row[256];
-        std::snprintf(row, sizeof(row), "| %s | %zu | %s | %s | %s | %zu of %zu | %s | %s |",
+        char row[384];
+        std::snprintf(row, sizeof(row),
+                      "| %s | %zu | %s | %s | %s | %zu of %zu | %s | %s | %zu of %zu | %s | %s |",
                       layout.c_str(), n, Seconds(Median(daemon.latencies)).c_str(),
                       Seconds(Percentile(daemon.latencies, 0.99)).c_str(),
                       Seconds(Percentile(daemon.latencies, 1.0)).c_str(), daemon.missed,
-                      options.edits, MiB(daemon.idle_rss_kib).c_str(),
+                      options.edits, Seconds(Median(daemon.back_to_back)).c_str(),
+                      Seconds(Percentile(daemon.back_to_back, 0.99)).c_str(),
+                      daemon.back_to_back_missed, options.edits, MiB(daemon.idle_rss_kib).c_str(),
                       MiB(daemon.peak_rss_kib).c_str());
         daemon_rows.push_back(row);
       }
@@ -565,8 +593,9 @@ void Bench(const Options& options, const std::string& tetherd) {
   }
   if (!daemon_rows.empty()) {
     std::printf(
-        "\n| layout | files | edit reverted: median | p99 | max | missed | daemon idle RSS | "
-        "daemon peak RSS |\n|---|---|---|---|---|---|---|---|\n");
+        "\n| layout | files | edit reverted: median | p99 | max | missed | back to back: median | "
+        "p99 | missed | daemon idle RSS | daemon peak RSS |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const auto& row : daemon_rows) std::printf("%s\n", row.c_str());
   }
   std::printf(
