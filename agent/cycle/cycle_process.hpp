@@ -33,11 +33,12 @@ inline constexpr std::size_t kMaxCycleOutput = 256 << 10;
 // A cycle's process started ahead of its job: it loads its libraries and starts libgit2
 // and OpenSSL, then waits for the job on stdin. The daemon starts one at the first drift
 // event, so that this start-up overlaps the wait for more events to settle. Destroying
-// one that was not given a job kills it.
+// one that was not given a job kills it: `child` is declared last, so it is destroyed (killed
+// and reaped) before its pipes close, and the process never reads an end of input as a job.
 struct StartedCycle {
-  Child child;
   UniqueFd to_child;    // its stdin
   UniqueFd from_child;  // its stdout
+  Child child;
 };
 
 // Starts a cycle's process with `argv` (this program with --cycle-process) and `env`.

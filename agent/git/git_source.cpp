@@ -119,8 +119,9 @@ class CommitTree final : public Tree {
 
   Result<std::string> ReadBlob(std::string_view path, const ContentId& id,
                                std::size_t max_size) override {
-    git_oid oid;
-    std::copy(id.begin(), id.end(), std::begin(oid.id));
+    static_assert(std::tuple_size_v<ContentId> == GIT_OID_RAWSZ);
+    git_oid oid{};
+    git_oid_fromraw(&oid, id.data());
     git_blob* blob = nullptr;
     if (git_blob_lookup(&blob, repo_, &oid) != 0) {
       return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());

@@ -35,6 +35,9 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
     std::fprintf(stderr, "tetherd: --cycle-process: cannot read the job\n");
     return 2;
   }
+  // No job at all: the daemon readied this process for a repair that did not come, and
+  // went on without it. Nothing to say.
+  if (text.empty()) return 0;
   const Json job = Json::parse(text, nullptr, false);
   if (!job.is_object() || !job.contains("config") || !job["config"].is_array()) {
     std::fprintf(stderr, "tetherd: --cycle-process: the job is not one\n");

@@ -1055,8 +1055,9 @@ TEST_CASE("a hand edit of another file during a repair gets its process at once;
   CHECK(fleet.Status().value("state", "") == "applying");
   REQUIRE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/issue") == "issue\n"; }, 20s));
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 20s));
-  // Idle: no process is left waiting.
+  // Idle: no process is left waiting, and none read its closed input as a job.
   CHECK(WaitFor([&] { return CycleChildren(daemon) == 0; }, 5s));
+  CHECK(fleet.Log().find("--cycle-process:") == std::string::npos);
   fleet.tetherd.Signal(SIGTERM);
   REQUIRE(fleet.tetherd.Wait(40s));
 }

@@ -472,3 +472,22 @@ TEST_CASE("A no-op cycle's cost grows with the files, not with how many share a 
   CHECK(large.first < 8 * small.first);
   CHECK(large.second < 8 * small.second);
 }
+
+TEST_CASE("A cycle's process readied for a repair that does not come ends without a word") {
+  // The daemon starts one ahead of a drift repair and may close its input unused.
+  const std::string tetherd = std::getenv("TETHERD");
+  const std::string cycle = tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle";
+  tether::RunOptions options;
+  options.argv = {cycle, "--cycle-process"};
+  auto unused = tether::Run(options);  // stdin: /dev/null
+  REQUIRE(unused);
+  CHECK(unused->exit_code == 0);
+  CHECK(unused->err == "");
+  CHECK(unused->out == "");
+  // Something that is not a job is still an error, said.
+  options.input = "not json";
+  auto garbage = tether::Run(options);
+  REQUIRE(garbage);
+  CHECK(garbage->exit_code == 2);
+  CHECK(garbage->err.find("the job is not one") != std::string::npos);
+}
