@@ -60,7 +60,21 @@ class Cycle {
     if (auto recovered = engine_->Recover(); !recovered) {
       return Fail(recovered.error().WithContext("recovery"));
     }
-    auto inventory = engine_->LoadInventory();
+    // A full audit, when one is due, reads and hashes every managed path whatever its
+    // fingerprint says.
+    wall_now_ = host_.clock->Now();
+    full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
+    drifted_.insert(options_.drifted.begin(), options_.drifted.end());
+    // A drift repair (see Partial) parses, of the inventory's files, those it repairs; Plan
+    // reads those of the other resources it plans.
+    StateStore::EntryFilter keep;
+    if (options_.pin.empty() && options_.enforce_applied && !options_.drifted.empty() &&
+        !full_audit_) {
+      keep = [this](std::string_view id, std::string_view kind) {
+        return kind != ResourceKindName(ResourceKind::kFile) || drifted_.count(id) != 0;
+      };
+    }
+    auto inventory = engine_->LoadInventory(keep);
     if (!inventory) return Fail(inventory.error());
     inventory_ = std::move(*inventory);
     auto policy = LoadTrustPolicy(options_.config.trust);
@@ -78,11 +92,6 @@ class Cycle {
       (void)Stop(tree.error().message());
       return Finish();
     }
-    // A full audit, when one is due, reads and hashes every managed path whatever its
-    // fingerprint says.
-    wall_now_ = host_.clock->Now();
-    full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
-    drifted_.insert(options_.drifted.begin(), options_.drifted.end());
     const auto desired = Render(std::move(*tree));
     if (!desired) return Finish();
     auto plan = Plan(*desired);
@@ -267,6 +276,12 @@ class Cycle {
             resource.drift.value_or(options_.config.apply.drift) == DriftMode::kReport) {
           only->insert(resource.id);
         }
+      }
+    }
+    if (only) {
+      if (auto read = engine_->ReadEntries(inventory_, *only); !read) {
+        (void)Stop(read.error().message());
+        return std::nullopt;
       }
     }
     auto plan = engine_->Plan(desired, inventory_, full_audit_, only ? &*only : nullptr);

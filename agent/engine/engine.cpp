@@ -201,13 +201,23 @@ Status WriteInventory(StateStore& state, Inventory& inventory) {
   }
   auto writer = state.StartInventory(inventory.commit);
   if (!writer) return Fail(writer.error());
+  // The entries left unread go in as they were, in id order among the others.
+  const auto& unread = inventory.unread.lines();
+  auto next_unread = unread.begin();
   for (const auto& [id, entry] : inventory.entries) {
+    for (; next_unread != unread.end() && next_unread->id <= id; ++next_unread) {
+      if (next_unread->id == id) continue;  // read since: the entry is what stands
+      if (auto added = writer->Add(*next_unread); !added) return added;
+    }
     if (auto added = writer->Add(id, ResourceKindName(entry.kind), InventoryPath(id, entry),
                                  entry.created, entry.original, entry.fingerprint, entry.pending,
                                  OnRemoveName(entry.on_remove), entry.secret);
         !added) {
       return added;
     }
+  }
+  for (; next_unread != unread.end(); ++next_unread) {
+    if (auto added = writer->Add(*next_unread); !added) return added;
   }
   return writer->Finish();
 }
@@ -416,30 +426,70 @@ KindHandler* Engine::HandlerFor(ResourceKind kind) const {
   return nullptr;
 }
 
-Result<Inventory> Engine::LoadInventory() const {
+namespace {
+
+// An entry as stored, as the engine keeps it; none when it is not one.
+std::optional<InventoryEntry> FromStored(std::string_view id, StoredEntry&& stored) {
+  auto kind = KindFromName(stored.kind);
+  if (!kind) return std::nullopt;
+  auto on_remove = stored.on_remove.empty() ? std::optional(OnRemove::kDefault)
+                                            : ParseOnRemove(stored.on_remove);
+  if (!on_remove) return std::nullopt;
+  if (stored.path == NamedBy(id)) stored.path.clear();
+  return InventoryEntry{*kind,
+                        stored.created,
+                        stored.pending,
+                        *on_remove,
+                        stored.secret,
+                        std::move(stored.path),
+                        std::move(stored.original),
+                        std::move(stored.fingerprint)};
+}
+
+}  // namespace
+
+Result<Inventory> Engine::LoadInventory(const StateStore::EntryFilter& keep) const {
   Inventory inventory;
-  auto commit = state_.LoadInventory([&](std::string id, StoredEntry&& stored) {
-    auto kind = KindFromName(stored.kind);
-    if (!kind) return false;
-    auto on_remove = stored.on_remove.empty() ? std::optional(OnRemove::kDefault)
-                                              : ParseOnRemove(stored.on_remove);
-    if (!on_remove) return false;
-    if (stored.path == NamedBy(id)) stored.path.clear();
-    inventory.entries.emplace_hint(
-        inventory.entries.end(), std::move(id),
-        InventoryEntry{*kind, stored.created, stored.pending, *on_remove, stored.secret,
-                       std::move(stored.path), std::move(stored.original),
-                       std::move(stored.fingerprint)});
-    return true;
-  });
+  auto commit = state_.LoadInventory(
+      [&](std::string id, StoredEntry&& stored) {
+        auto entry = FromStored(id, std::move(stored));
+        if (!entry) return false;
+        inventory.entries.emplace_hint(inventory.entries.end(), std::move(id), std::move(*entry));
+        return true;
+      },
+      keep, inventory.unread);
   if (!commit) return Fail(commit.error());
   inventory.commit = std::move(*commit);
   return inventory;
 }
 
+Status Engine::ReadEntries(Inventory& inventory, const std::set<std::string>& ids) const {
+  if (inventory.unread.empty()) return {};
+  const std::vector<std::string_view> wanted(ids.begin(), ids.end());
+  std::string refused;
+  const bool read = inventory.unread.Take(wanted, [&](std::string id, StoredEntry&& stored) {
+    auto entry = FromStored(id, std::move(stored));
+    if (!entry) {
+      refused = id;
+      return false;
+    }
+    inventory.entries.emplace(std::move(id), std::move(*entry));
+    return true;
+  });
+  if (!read) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "the inventory's entry '" + refused + "' is not one: the inventory is corrupt");
+  }
+  return {};
+}
+
 Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
                                                 const Inventory& inventory, bool full_audit,
                                                 const std::set<std::string>* only) {
+  if (only == nullptr && !inventory.unread.empty()) {
+    return Fail(std::errc::invalid_argument,
+                "a plan of every resource needs the whole inventory, read in part");
+  }
   for (auto* handler : handlers_) handler->Prepare(desired);
   hydrated_.clear();
   // The ids the desired state has, sorted: views of its strings rather than copies.

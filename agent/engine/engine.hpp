@@ -65,6 +65,9 @@ struct Inventory {
   std::string commit;
   // Ordered by id; looked up by a view of one too (an Action's id), without a copy.
   std::map<std::string, InventoryEntry, std::less<>> entries;
+  // Of an inventory loaded in part (Engine::LoadInventory with a filter): the entries not
+  // parsed, written into the next inventory as they are.
+  UnreadEntries unread;
 };
 
 // One journaled step: how to undo one change.
@@ -237,14 +240,19 @@ class Engine {
   [[nodiscard]] Status Recover();
 
   // The inventory (empty when there is none yet). A corrupt file is an error, never
-  // silently reset.
-  [[nodiscard]] Result<Inventory> LoadInventory() const;
+  // silently reset. With `keep`, most entries it turns down (by id and kind) are left
+  // unread (Inventory::unread): for a plan of a few resources (`only`), which ReadEntries
+  // then gives their entries.
+  [[nodiscard]] Result<Inventory> LoadInventory(const StateStore::EntryFilter& keep = {}) const;
+  // Parses the entries of `ids` that `inventory` left unread.
+  [[nodiscard]] Status ReadEntries(Inventory& inventory, const std::set<std::string>& ids) const;
 
   // Observe + plan every resource, and a prune for each inventory entry the desired
   // state no longer has. Changes nothing: this is dry-run.
   // With `full_audit`, every path is read and hashed, whatever the fingerprints say.
   // With `only`, just those resources are planned and nothing is pruned (a drift repair
-  // of what a watch saw); Apply keeps the inventory's other entries as they are.
+  // of what a watch saw); Apply keeps the inventory's other entries as they are. Without
+  // it, the inventory must have been read whole.
   [[nodiscard]] Result<std::vector<PlannedAction>> Plan(
       const DesiredState& desired, const Inventory& inventory, bool full_audit = false,
       const std::set<std::string>* only = nullptr);

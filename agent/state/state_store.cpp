@@ -242,9 +242,76 @@ bool ReadEntry(Json& object, StoredEntry& entry) {
   return true;
 }
 
-// Reads what InventoryWriter writes, a line at a time, without a JSON parser for the
-// lines it writes as plain text (every string printable ASCII without '"' or '\\', no
-// original): the bulk of a large inventory.
+// Reading what InventoryWriter writes without a JSON parser, for the lines it writes as
+// plain text (every string printable ASCII without '"' or '\\', no original, nothing
+// pending, not secret): the bulk of a large inventory.
+
+bool Consume(std::string_view& rest, std::string_view expected) {
+  if (!rest.starts_with(expected)) return false;
+  rest.remove_prefix(expected.size());
+  return true;
+}
+
+// A string as AppendString writes a plain one, up to and with its closing quote (the
+// opening one already taken).
+bool ConsumePlain(std::string_view& rest, std::string_view& out) {
+  for (std::size_t i = 0; i < rest.size(); ++i) {
+    const char c = rest[i];
+    if (c == '"') {
+      out = rest.substr(0, i);
+      rest.remove_prefix(i + 1);
+      return true;
+    }
+    if (c < 0x20 || c >= 0x7f || c == '\\') return false;
+  }
+  return false;
+}
+
+bool ConsumeBool(std::string_view& rest, bool& out) {
+  out = Consume(rest, "true");
+  return out || Consume(rest, "false");
+}
+
+// A plain entry's members, views of its line.
+struct PlainEntry {
+  std::string_view id;
+  bool created = false;
+  std::string_view fingerprint;
+  std::string_view kind;
+  std::string_view path;
+};
+
+bool ReadPlain(std::string_view line, PlainEntry& out) {
+  std::string_view rest = line;
+  return Consume(rest, "\"") && ConsumePlain(rest, out.id) && Consume(rest, R"(:{"created":)") &&
+         ConsumeBool(rest, out.created) && Consume(rest, R"(,"fingerprint":")") &&
+         ConsumePlain(rest, out.fingerprint) && Consume(rest, R"(,"kind":")") &&
+         ConsumePlain(rest, out.kind) && Consume(rest, R"(,"original":null,"path":")") &&
+         ConsumePlain(rest, out.path) && rest == "}";
+}
+
+void FromPlain(const PlainEntry& plain, std::string& id, StoredEntry& entry) {
+  id = plain.id;
+  entry.kind = plain.kind;
+  entry.path = plain.path;
+  entry.created = plain.created;
+  entry.fingerprint = plain.fingerprint;
+}
+
+// One entry's line that is not plain, through the JSON parser.
+bool ParseLine(std::string_view line, std::string& id, StoredEntry& entry) {
+  entry = {};
+  std::string object;
+  object.reserve(line.size() + 2);
+  object += '{';
+  object += line;
+  object += '}';
+  Json parsed = Json::parse(object, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object() || parsed.size() != 1) return false;
+  id = parsed.begin().key();
+  return ReadEntry(parsed.begin().value(), entry);
+}
+
 class WrittenInventory {
  public:
   explicit WrittenInventory(std::string_view text) : text_(text) {}
@@ -252,34 +319,49 @@ class WrittenInventory {
   // The commit, after calling `on_entry` (when given) for each entry; nullopt when the
   // text is not as InventoryWriter writes it, or an entry is not one: the JSON parser
   // then reads it, and says what is wrong. Sets `refused` to the id of an entry
-  // `on_entry` refused (then stops).
+  // `on_entry` refused (then stops). A plain entry `keep` (when given) turns down goes
+  // to `unread` instead.
   std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry,
-                                  std::optional<std::string>& refused) {
+                                  std::optional<std::string>& refused,
+                                  const StateStore::EntryFilter* keep = nullptr,
+                                  std::vector<UnreadEntries::Line>* unread = nullptr) {
     std::string_view rest = text_;
-    if (!Take(rest, R"({"schema":")")) return std::nullopt;
-    const bool v1 = Take(rest, kInventorySchemaV1);
-    if ((!v1 && !Take(rest, kInventorySchema)) || !Take(rest, R"(","commit":")")) {
+    if (!Consume(rest, R"({"schema":")")) return std::nullopt;
+    const bool v1 = Consume(rest, kInventorySchemaV1);
+    if ((!v1 && !Consume(rest, kInventorySchema)) || !Consume(rest, R"(","commit":")")) {
       return std::nullopt;
     }
     std::string_view commit;
-    if (!Plain(rest, commit) || !Take(rest, R"(,"entries":{)")) return std::nullopt;
-    if (Take(rest, "\n}}\n")) {
+    if (!ConsumePlain(rest, commit) || !Consume(rest, R"(,"entries":{)")) return std::nullopt;
+    if (Consume(rest, "\n}}\n")) {
       return rest.empty() ? std::optional(std::string(commit)) : std::nullopt;
     }
-    while (Take(rest, "\n")) {
+    while (Consume(rest, "\n")) {
       const auto end = rest.find('\n');
       if (end == std::string_view::npos) return std::nullopt;
       std::string_view line = rest.substr(0, end);
       rest.remove_prefix(end);
       const bool last = line.empty() || line.back() != ',';
       if (!last) line.remove_suffix(1);
+      PlainEntry plain;
+      const bool is_plain = ReadPlain(line, plain);
       std::string id;
       StoredEntry entry;
-      if (!Entry(line, id, entry)) return std::nullopt;
-      if (v1) entry.secret = true;
-      if (on_entry != nullptr && !(*on_entry)(id, std::move(entry))) {
-        refused = std::move(id);
-        return std::string(commit);
+      if (on_entry == nullptr) {  // a check of the whole text, before any entry is handed over
+        if (!is_plain && !ParseLine(line, id, entry)) return std::nullopt;
+      } else if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
+        unread->push_back({plain.id, line});
+      } else {
+        if (is_plain) {
+          FromPlain(plain, id, entry);
+        } else if (!ParseLine(line, id, entry)) {
+          return std::nullopt;
+        }
+        if (v1) entry.secret = true;
+        if (!(*on_entry)(id, std::move(entry))) {
+          refused = std::move(id);
+          return std::string(commit);
+        }
       }
       if (last) {
         return rest == "\n}}\n" ? std::optional(std::string(commit)) : std::nullopt;
@@ -289,62 +371,6 @@ class WrittenInventory {
   }
 
  private:
-  static bool Take(std::string_view& rest, std::string_view expected) {
-    if (!rest.starts_with(expected)) return false;
-    rest.remove_prefix(expected.size());
-    return true;
-  }
-
-  // A string as AppendString writes a plain one, up to and with its closing quote (the
-  // opening one already taken).
-  static bool Plain(std::string_view& rest, std::string_view& out) {
-    for (std::size_t i = 0; i < rest.size(); ++i) {
-      const char c = rest[i];
-      if (c == '"') {
-        out = rest.substr(0, i);
-        rest.remove_prefix(i + 1);
-        return true;
-      }
-      if (c < 0x20 || c >= 0x7f || c == '\\') return false;
-    }
-    return false;
-  }
-
-  static bool Bool(std::string_view& rest, bool& out) {
-    out = Take(rest, "true");
-    return out || Take(rest, "false");
-  }
-
-  static bool Member(std::string_view& rest, std::string_view key_and_quote, std::string& out) {
-    std::string_view value;
-    if (!Take(rest, key_and_quote) || !Plain(rest, value)) return false;
-    out = value;
-    return true;
-  }
-
-  // One entry's line: plain, or else through the JSON parser.
-  static bool Entry(std::string_view line, std::string& id, StoredEntry& entry) {
-    std::string_view rest = line;
-    std::string_view plain_id;
-    if (Take(rest, "\"") && Plain(rest, plain_id) && Take(rest, R"(:{"created":)") &&
-        Bool(rest, entry.created) && Member(rest, R"(,"fingerprint":")", entry.fingerprint) &&
-        Member(rest, R"(,"kind":")", entry.kind) && Take(rest, R"(,"original":null)") &&
-        Member(rest, R"(,"path":")", entry.path) && rest == "}") {
-      id = plain_id;
-      return true;
-    }
-    entry = {};
-    std::string object;
-    object.reserve(line.size() + 2);
-    object += '{';
-    object += line;
-    object += '}';
-    Json parsed = Json::parse(object, nullptr, false);
-    if (parsed.is_discarded() || !parsed.is_object() || parsed.size() != 1) return false;
-    id = parsed.begin().key();
-    return ReadEntry(parsed.begin().value(), entry);
-  }
-
   std::string_view text_;
 };
 
@@ -353,23 +379,73 @@ class WrittenInventory {
 // Entries are handed over one at a time, as the parser finishes each, and dropped from
 // the document: the inventory of a host with many files is never whole in memory twice.
 Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) const {
+  UnreadEntries unread;
+  return LoadInventory(on_entry, nullptr, unread);
+}
+
+bool UnreadEntries::Take(const std::vector<std::string_view>& ids,
+                         const std::function<bool(std::string id, StoredEntry&& entry)>& on_entry) {
+  std::vector<std::size_t> taken;
+  for (const std::string_view id : ids) {
+    const auto it =
+        std::lower_bound(lines_.begin(), lines_.end(), id,
+                         [](const Line& line, std::string_view id) { return line.id < id; });
+    if (it != lines_.end() && it->id == id)
+      taken.push_back(static_cast<std::size_t>(it - lines_.begin()));
+  }
+  for (const std::size_t i : taken) {
+    PlainEntry plain;
+    std::string id;
+    StoredEntry entry;
+    if (!ReadPlain(lines_[i].text, plain)) return false;  // read as one before
+    FromPlain(plain, id, entry);
+    if (!on_entry(std::move(id), std::move(entry))) return false;
+  }
+  // The others keep their order.
+  std::size_t kept = 0;
+  auto next = taken.begin();
+  for (std::size_t i = 0; i < lines_.size(); ++i) {
+    if (next != taken.end() && *next == i) {
+      ++next;
+      continue;
+    }
+    lines_[kept++] = lines_[i];
+  }
+  lines_.resize(kept);
+  if (lines_.empty()) text_.reset();
+  return true;
+}
+
+Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, const EntryFilter& keep,
+                                              UnreadEntries& unread) const {
+  unread = {};
   const std::string path = PathOf(kInventory);
   auto corrupt = [&](const std::string& why) {
     return Fail(std::errc::illegal_byte_sequence,
                 "inventory '" + path + "' is corrupt (" + why +
                     "); it was left as it is: repair or remove it by hand");
   };
-  auto text = ReadOptional(kInventory, kMaxInventory);
-  if (!text) return Fail(text.error());
-  if (!*text) return std::string();
+  auto read = ReadOptional(kInventory, kMaxInventory);
+  if (!read) return Fail(read.error());
+  if (!*read) return std::string();
+  // Shared with `unread`, whose lines are views of it.
+  auto text = std::make_shared<std::string>(std::move(**read));
+  read->reset();
   // As this version writes it: checked whole first, so that no entry is handed over
   // twice when the JSON parser has to read it after all.
-  WrittenInventory written(**text);
+  WrittenInventory written(*text);
   std::optional<std::string> refused;
   if (written.Read(nullptr, refused)) {
-    auto commit = written.Read(&on_entry, refused);
+    std::vector<UnreadEntries::Line> lines;
+    auto commit = written.Read(&on_entry, refused, keep ? &keep : nullptr, &lines);
     if (refused) return corrupt("bad entry '" + *refused + "'");
-    if (commit) return std::move(*commit);
+    if (commit) {
+      if (!lines.empty()) {
+        unread.text_ = std::move(text);
+        unread.lines_ = std::move(lines);
+      }
+      return std::move(*commit);
+    }
   }
   std::string top_key;                   // the member of the top object being read
   std::string schema;                    // as read, when it came before the entries
@@ -393,8 +469,8 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
     if (!on_entry(id, std::move(entry)) && !bad_entry) bad_entry = id;
     return false;  // handed over: not kept in the document
   };
-  const Json json = Json::parse(**text, on_event, false);
-  text->reset();  // the text goes before the entries are used
+  const Json json = Json::parse(*text, on_event, false);
+  text.reset();  // the text goes before the entries are used
   if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
   if (!ReadString(json, "schema", schema) ||
       (schema != kInventorySchema && schema != kInventorySchemaV1)) {
@@ -467,6 +543,14 @@ Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::str
   if (pending) chunk_ += R"(,"pending":true)";  // rare: the JSON parser reads such a line
   if (secret) chunk_ += R"(,"secret":true)";
   chunk_ += '}';
+  if (chunk_.size() >= kWriteChunk) return Flush(false);
+  return {};
+}
+
+Status InventoryWriter::Add(const UnreadEntries::Line& line) {
+  chunk_ += first_ ? "\n" : ",\n";
+  first_ = false;
+  chunk_ += line.text;
   if (chunk_.size() >= kWriteChunk) return Flush(false);
   return {};
 }

@@ -54,6 +54,29 @@ struct StoredEntry {
   std::string fingerprint;
 };
 
+// The entries of the inventory a partial read (StateStore::LoadInventory with a filter)
+// left as they were written: each one's id and line, in id order, views of the text they
+// keep alive. A drift repair of a few files of thousands parses those few, and writes the
+// others' lines into the next inventory as they are. Copies share the text.
+class UnreadEntries {
+ public:
+  struct Line {
+    std::string_view id;    // as written: a plain string, which needs no unescaping
+    std::string_view text;  // the entry's line, without the ",\n" between entries
+  };
+  [[nodiscard]] const std::vector<Line>& lines() const { return lines_; }
+  [[nodiscard]] bool empty() const { return lines_.empty(); }
+  // Hands over to `on_entry` the entries of `ids` (sorted) among these, in id order, and
+  // forgets them. False when `on_entry` refuses one (the inventory is then corrupt).
+  [[nodiscard]] bool Take(const std::vector<std::string_view>& ids,
+                          const std::function<bool(std::string id, StoredEntry&& entry)>& on_entry);
+
+ private:
+  friend class StateStore;
+  std::shared_ptr<const std::string> text_;
+  std::vector<Line> lines_;
+};
+
 // Writes the next inventory (inventory.json.new) an entry at a time: neither a JSON tree
 // nor the whole text is ever held. Get one from StateStore::StartInventory.
 class InventoryWriter {
@@ -64,6 +87,8 @@ class InventoryWriter {
                            bool created, const nlohmann::json& original,
                            std::string_view fingerprint, bool pending = false,
                            std::string_view on_remove = {}, bool secret = false);
+  // Adds an entry a partial read left unread, its line as it was.
+  [[nodiscard]] Status Add(const UnreadEntries::Line& line);
   // Writes the end and makes the file durable; then StateStore::InstallInventory.
   [[nodiscard]] Status Finish();
 
@@ -99,6 +124,13 @@ class StateStore {
   // that says it was left as it is.
   using EntryVisitor = std::function<bool(std::string id, StoredEntry&& entry)>;
   [[nodiscard]] Result<std::string> LoadInventory(const EntryVisitor& on_entry) const;
+  // The same, but an entry `keep` turns down (given its id and kind) is not parsed, when
+  // it is as this version writes most entries (no original, nothing pending, not secret):
+  // its line goes to `unread` instead. Every other entry is handed to `on_entry`.
+  using EntryFilter = std::function<bool(std::string_view id, std::string_view kind)>;
+  [[nodiscard]] Result<std::string> LoadInventory(const EntryVisitor& on_entry,
+                                                  const EntryFilter& keep,
+                                                  UnreadEntries& unread) const;
   // The commit of the inventory, "" when there is none; an error when it is unreadable.
   // Of an inventory as this version writes it, only the first line and the end are read
   // (its entries are every cycle's to check).

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -744,6 +745,73 @@ TEST_CASE("A repair of only the resources a watch saw keeps the rest of the inve
   REQUIRE_MESSAGE(result.ok, result.error);
   CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
   CHECK(engine.LoadInventory().value().entries.size() == 4);
+}
+
+TEST_CASE("A repair from an inventory read in part writes the unread entries back as they were") {
+  Host host;
+  Desired desired(kProfile);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  const std::string before = host.state.ReadFile("inventory.json");
+  const auto whole = host.MakeEngine().LoadInventory().value();
+  host.root.WriteFile("etc/motd", "drifted\n", 0640);
+  Engine engine = host.MakeEngine();
+  // The files but the drifted one are left unread; the directory and the symlink are read.
+  auto inventory = engine
+                       .LoadInventory([](std::string_view id, std::string_view kind) {
+                         return kind != "file" || id == "file:/etc/motd";
+                       })
+                       .value();
+  CHECK(inventory.commit == "c1");
+  CHECK(inventory.entries.size() == 3);
+  REQUIRE(inventory.unread.lines().size() == 1);
+  CHECK(inventory.unread.lines()[0].id == "file:/srv/www/index.html");
+  // A plan of every resource needs every entry.
+  auto all = engine.Plan(desired.state, inventory);
+  REQUIRE_FALSE(all);
+  CHECK(all.error().message().find("the whole inventory") != std::string::npos);
+  // What the plan takes besides the drifted file is read first (here the other file).
+  const std::set<std::string> only = {"file:/etc/motd", "file:/srv/www/index.html"};
+  REQUIRE(engine.ReadEntries(inventory, only));
+  CHECK(inventory.unread.empty());
+  CHECK(inventory.entries.at("file:/srv/www/index.html").fingerprint ==
+        whole.entries.at("file:/srv/www/index.html").fingerprint);
+
+  // Only the drifted file read: the other's line goes back as it was.
+  inventory = engine
+                  .LoadInventory([](std::string_view id, std::string_view kind) {
+                    return kind != "file" || id == "file:/etc/motd";
+                  })
+                  .value();
+  const std::set<std::string> motd = {"file:/etc/motd"};
+  REQUIRE(engine.ReadEntries(inventory, motd));
+  auto plan = engine.Plan(desired.state, inventory, false, &motd);
+  REQUIRE(plan);
+  REQUIRE(plan->size() == 1);
+  CHECK((*plan)[0].action.type == ActionType::kUpdate);
+  auto result = engine.Apply(*plan, std::move(inventory), "c1");
+  REQUIRE_MESSAGE(result.ok, result.error);
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+  const auto after = host.MakeEngine().LoadInventory().value();
+  REQUIRE(after.entries.size() == whole.entries.size());
+  for (const auto& [id, entry] : whole.entries) {
+    CAPTURE(id);
+    REQUIRE(after.entries.count(id) == 1);
+    CHECK(after.entries.at(id).kind == entry.kind);
+    CHECK(after.entries.at(id).created == entry.created);
+    if (id != "file:/etc/motd") CHECK(after.entries.at(id).fingerprint == entry.fingerprint);
+  }
+  // Every line but the repaired file's is the same.
+  const std::string now = host.state.ReadFile("inventory.json");
+  auto lines = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("/etc/motd") == std::string::npos) out.push_back(line);
+    }
+    return out;
+  };
+  CHECK(lines(now) == lines(before));
+  CHECK(now != before);
 }
 
 TEST_CASE("A path whose parent is missing and undeclared is refused, alone") {

@@ -244,6 +244,107 @@ TEST_CASE("An inventory is read the same line by line as by the JSON parser") {
   }
 }
 
+TEST_CASE(
+    "An inventory read in part leaves the lines turned down as written, and writes them back") {
+  StateDir state;
+  auto writer = state.store.StartInventory("c1");
+  REQUIRE(writer);
+  // Plain files (most), a file with an original, a pending one, a secret one, a file with a
+  // quoted name, and a package.
+  REQUIRE(writer->Add("file:/srv/a", "file", "", true, Json(), "fa"));
+  REQUIRE(writer->Add("file:/srv/b", "file", "", false, Json(), "fb"));
+  REQUIRE(writer->Add("file:/srv/c \"q\"", "file", "", true, Json(), "fc"));
+  REQUIRE(writer->Add("file:/srv/d", "file", "", true, Json{{"type", "file"}}, "fd"));
+  REQUIRE(writer->Add("file:/srv/e", "file", "", true, Json(), "fe", true));
+  REQUIRE(writer->Add("file:/srv/f", "file", "", true, Json(), "ff", false, {}, true));
+  REQUIRE(writer->Add("file:/srv/g", "file", "/srv/g", true, Json(), "fg"));
+  REQUIRE(writer->Add("package:nginx", "package", "nginx", false, Json(), "1.22"));
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  const std::string written = state.dir.ReadFile("inventory.json");
+
+  std::vector<Entry> entries;
+  tether::UnreadEntries unread;
+  std::vector<std::pair<std::string, std::string>> asked;
+  auto commit = state.store.LoadInventory(
+      [&](std::string id, StoredEntry&& entry) {
+        entries.push_back({std::move(id), std::move(entry)});
+        return true;
+      },
+      [&](std::string_view id, std::string_view kind) {
+        asked.emplace_back(id, kind);
+        return kind != "file" || id == "file:/srv/b";
+      },
+      unread);
+  REQUIRE(commit);
+  CHECK(*commit == "c1");
+  // Asked of the plain entries only: the others are handed over whatever it says.
+  CHECK(asked == std::vector<std::pair<std::string, std::string>>{{"file:/srv/a", "file"},
+                                                                  {"file:/srv/b", "file"},
+                                                                  {"file:/srv/g", "file"},
+                                                                  {"package:nginx", "package"}});
+  std::vector<std::string> ids;
+  for (const auto& entry : entries) ids.push_back(entry.id);
+  CHECK(ids == std::vector<std::string>{"file:/srv/b", "file:/srv/c \"q\"", "file:/srv/d",
+                                        "file:/srv/e", "file:/srv/f", "package:nginx"});
+  CHECK(entries[2].entry.original == Json{{"type", "file"}});
+  CHECK(entries[3].entry.pending);
+  CHECK(entries[4].entry.secret);
+  REQUIRE(unread.lines().size() == 2);
+  CHECK(unread.lines()[0].id == "file:/srv/a");
+  CHECK(unread.lines()[1].id == "file:/srv/g");
+  CHECK(written.find("\n" + std::string(unread.lines()[1].text) + ",\n") != std::string::npos);
+
+  // Copies share the text; taking one parses it as a whole read would, and forgets it.
+  const tether::UnreadEntries copy = unread;
+  std::vector<Entry> taken;
+  auto take = [&](std::string id, StoredEntry&& entry) {
+    taken.push_back({std::move(id), std::move(entry)});
+    return true;
+  };
+  CHECK(unread.Take({"file:/srv/b", "file:/srv/g", "file:/srv/z"}, take));
+  REQUIRE(taken.size() == 1);
+  CHECK(taken[0].id == "file:/srv/g");
+  CHECK(taken[0].entry.kind == "file");
+  CHECK(taken[0].entry.path == "/srv/g");
+  CHECK(taken[0].entry.fingerprint == "fg");
+  CHECK(taken[0].entry.created);
+  REQUIRE(unread.lines().size() == 1);
+  CHECK(unread.lines()[0].id == "file:/srv/a");
+  CHECK(copy.lines().size() == 2);
+  CHECK_FALSE(unread.Take({"file:/srv/a"}, [](std::string, StoredEntry&&) { return false; }));
+
+  // The unread lines written back among the entries read give the same bytes.
+  auto again = state.store.StartInventory("c1");
+  REQUIRE(again);
+  std::size_t next = 0;
+  for (const auto& entry : entries) {
+    for (; next < copy.lines().size() && copy.lines()[next].id < entry.id; ++next) {
+      REQUIRE(again->Add(copy.lines()[next]));
+    }
+    const auto& e = entry.entry;
+    REQUIRE(again->Add(entry.id, e.kind, e.path, e.created, e.original, e.fingerprint, e.pending,
+                       e.on_remove, e.secret));
+  }
+  for (; next < copy.lines().size(); ++next) REQUIRE(again->Add(copy.lines()[next]));
+  REQUIRE(again->Finish());
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.dir.ReadFile("inventory.json") == written);
+
+  // Not as this version writes it (v1, or indented): read whole, nothing left unread.
+  state.dir.WriteFile("inventory.json", Json::parse(written).dump(2) + "\n");
+  entries.clear();
+  auto whole = state.store.LoadInventory(
+      [&](std::string id, StoredEntry&& entry) {
+        entries.push_back({std::move(id), std::move(entry)});
+        return true;
+      },
+      [](std::string_view, std::string_view) { return false; }, unread);
+  REQUIRE(whole);
+  CHECK(entries.size() == 8);
+  CHECK(unread.empty());
+}
+
 TEST_CASE("The journal is created once, appended to, read back by lines, and removed") {
   StateDir state;
   CHECK_FALSE(state.store.ReadJournal([](std::string_view) {}).value());  // none
