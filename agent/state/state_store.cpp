@@ -437,6 +437,7 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
   std::optional<std::string> refused;
   if (written.Read(nullptr, refused)) {
     std::vector<UnreadEntries::Line> lines;
+    if (keep) lines.reserve(static_cast<std::size_t>(std::count(text->begin(), text->end(), '\n')));
     auto commit = written.Read(&on_entry, refused, keep ? &keep : nullptr, &lines);
     if (refused) return corrupt("bad entry '" + *refused + "'");
     if (commit) {
