@@ -47,15 +47,27 @@ std::size_t DriftWatcher::Find(std::uint32_t dir, std::string_view name) const {
 }
 
 Status DriftWatcher::Watch(const std::map<std::string, std::string>& paths) {
+  std::vector<PathId> views;
+  views.reserve(paths.size());
+  for (const auto& [path, id] : paths) views.push_back({path, id});
+  return WatchSorted(views);
+}
+
+Status DriftWatcher::WatchSorted(const std::vector<PathId>& paths) {
   entries_.clear();
   names_.clear();
   // The directories, numbered; then the table, its names and ids in one string of the
   // exact size.
   std::map<std::string_view, std::uint32_t> dirs;
   std::size_t size = 0;
+  std::string_view last_dir;  // paths in one directory come one after another: looked up once
   for (const auto& [path, id] : paths) {
-    dirs.emplace(Split(path).first, static_cast<std::uint32_t>(dirs.size()));
-    size += Split(path).second.size() + id.size();
+    const auto [dir, name] = Split(path);
+    if (dirs.empty() || dir != last_dir) {
+      dirs.emplace(dir, static_cast<std::uint32_t>(dirs.size()));
+      last_dir = dir;
+    }
+    size += name.size() + id.size();
   }
   if (size > std::numeric_limits<std::uint32_t>::max()) {
     return Fail(std::errc::value_too_large, "watch: too many paths");
@@ -64,19 +76,28 @@ Status DriftWatcher::Watch(const std::map<std::string, std::string>& paths) {
   std::string(size, '\0').swap(names_);
   std::size_t k = 0;
   std::uint32_t offset = 0;
+  std::uint32_t last_index = 0;
+  last_dir = {};
   for (const auto& [path, id] : paths) {
     const auto [dir, name] = Split(path);
+    if (k == 0 || dir != last_dir) {
+      last_index = dirs.at(dir);
+      last_dir = dir;
+    }
     Entry& entry = entries_[k++];
-    entry.dir = dirs.at(dir);
+    entry.dir = last_index;
     entry.offset = offset;
     entry.name_size = static_cast<std::uint32_t>(name.size());
     entry.id_size = static_cast<std::uint32_t>(id.size());
     offset += static_cast<std::uint32_t>(name.copy(names_.data() + offset, name.size()));
     offset += static_cast<std::uint32_t>(id.copy(names_.data() + offset, id.size()));
   }
-  std::sort(entries_.begin(), entries_.end(), [&](const Entry& a, const Entry& b) {
+  auto by_dir = [&](const Entry& a, const Entry& b) {
     return std::pair(a.dir, NameOf(a)) < std::pair(b.dir, NameOf(b));
-  });
+  };
+  if (!std::is_sorted(entries_.begin(), entries_.end(), by_dir)) {
+    std::sort(entries_.begin(), entries_.end(), by_dir);
+  }
   // A directory watched already keeps its watch (inotify_add_watch gives its wd again):
   // no event on it is lost, neither in between nor queued under its wd. Only the watches
   // of directories no longer named go.

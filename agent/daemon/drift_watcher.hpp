@@ -41,6 +41,12 @@ class DriftWatcher {
   // Watches these managed paths (path -> resource id), replacing the previous set. A
   // directory that does not exist yet is skipped (the audit covers it).
   [[nodiscard]] Status Watch(const std::map<std::string, std::string>& paths);
+  // The same, of paths sorted by path, each once (views, needed only during the call).
+  struct PathId {
+    std::string_view path;
+    std::string_view id;
+  };
+  [[nodiscard]] Status WatchSorted(const std::vector<PathId>& paths);
 
   // Readable (POLLIN) when events wait.
   [[nodiscard]] int fd() const { return inotify_.get(); }

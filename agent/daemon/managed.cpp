@@ -1,35 +1,81 @@
 #include "agent/daemon/managed.hpp"
 
+#include <algorithm>
+#include <iterator>
+#include <string_view>
+#include <vector>
+
 #include "agent/desired/desired_state.hpp"
 
 namespace tether {
 
 Managed ReadManaged(const StateStore& state, const std::set<std::string>& touched) {
   Managed managed;
-  auto read = state.LoadInventory([&](std::string id, StoredEntry&& entry) {
-    const std::string& kind = entry.kind;
-    std::string path = std::move(entry.path);
-    if (kind == "unit" && !path.empty() && path.front() != '/') {
-      path = std::string(kUnitDirectory) + "/" + path;
-    }
-    if (path.empty() || path.front() != '/') return true;
-    if (kind != "file" && kind != "directory" && kind != "symlink" && kind != "unit") return true;
-    if (touched.count(id) > 0) {
-      managed.touched[id] = {path, kind == "file" ? std::move(entry.fingerprint) : ""};
-    }
-    managed.paths[std::move(path)] = std::move(id);
-    return true;
-  });
+  const std::vector<std::string_view> wanted(touched.begin(), touched.end());  // sorted
+  auto is_touched = [&](std::string_view id) {
+    return std::binary_search(wanted.begin(), wanted.end(), id);
+  };
+  // A plain file entry not touched is not parsed: its path and id are views of its line.
+  auto read = state.LoadInventory(
+      [&](std::string id, StoredEntry&& entry) {
+        const std::string& kind = entry.kind;
+        std::string path = std::move(entry.path);
+        if (kind == "unit" && !path.empty() && path.front() != '/') {
+          path = std::string(kUnitDirectory) + "/" + path;
+        }
+        if (path.empty() || path.front() != '/') return true;
+        if (kind != "file" && kind != "directory" && kind != "symlink" && kind != "unit") {
+          return true;
+        }
+        if (is_touched(id)) {
+          managed.touched[id] = {path, kind == "file" ? std::move(entry.fingerprint) : ""};
+        }
+        const std::string& kept_path = managed.strings.emplace_back(std::move(path));
+        const std::string& kept_id = managed.strings.emplace_back(std::move(id));
+        managed.paths.push_back({kept_path, kept_id});
+        return true;
+      },
+      [&](std::string_view id, std::string_view kind) { return kind != "file" || is_touched(id); },
+      managed.text);
   managed.readable = read && !read->empty();
   if (!read) {
-    managed.paths.clear();
-    managed.touched.clear();
+    managed = {};
+    return managed;
   }
+  // By path; of one path named twice, the entry last in id order (as a map filled in
+  // that order would keep). The lines left unread are plain files', in id order, which
+  // is their paths' order: the others (few) are sorted and merged in.
+  auto by_path = [](const DriftWatcher::PathId& a, const DriftWatcher::PathId& b) {
+    return a.path != b.path ? a.path < b.path : a.id < b.id;
+  };
+  std::vector<DriftWatcher::PathId> parsed = std::move(managed.paths);
+  std::sort(parsed.begin(), parsed.end(), by_path);
+  std::vector<DriftWatcher::PathId> plain;
+  plain.reserve(managed.text.lines().size());
+  for (const auto& line : managed.text.lines()) {
+    if (!line.path.empty() && line.path.front() == '/') plain.push_back({line.path, line.id});
+  }
+  if (!std::is_sorted(plain.begin(), plain.end(), by_path)) {
+    std::sort(plain.begin(), plain.end(), by_path);  // not as written; still correct
+  }
+  auto& paths = managed.paths;
+  paths.clear();
+  paths.reserve(parsed.size() + plain.size());
+  std::merge(parsed.begin(), parsed.end(), plain.begin(), plain.end(), std::back_inserter(paths),
+             by_path);
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    if (i + 1 < paths.size() && paths[i + 1].path == paths[i].path) continue;
+    paths[kept++] = paths[i];
+  }
+  paths.resize(kept);
   return managed;
 }
 
 std::map<std::string, std::string> ManagedPaths(const StateStore& state) {
-  return ReadManaged(state, {}).paths;
+  std::map<std::string, std::string> paths;
+  for (const auto& [path, id] : ReadManaged(state, {}).paths) paths.emplace(path, id);
+  return paths;
 }
 
 std::map<std::string, std::string> ManagedServices(const StateStore& state) {

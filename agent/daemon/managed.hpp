@@ -3,10 +3,13 @@
 // the engine's inventory.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
+#include "agent/daemon/drift_watcher.hpp"
 #include "agent/state/state_store.hpp"
 
 namespace tether {
@@ -26,9 +29,13 @@ struct ManagedRecord {
   std::string fingerprint;
 };
 struct Managed {
-  std::map<std::string, std::string> paths;      // host path -> resource id
+  // Host path -> resource id, sorted by path, each path once: views of what `text` and
+  // `strings` keep (the inventory of a host with many files is not copied entry by entry).
+  std::vector<DriftWatcher::PathId> paths;
   std::map<std::string, ManagedRecord> touched;  // resource id -> as recorded
   bool readable = false;
+  UnreadEntries text;               // the plain file entries' lines
+  std::deque<std::string> strings;  // the other entries' paths and ids
 };
 [[nodiscard]] Managed ReadManaged(const StateStore& state, const std::set<std::string>& touched);
 

@@ -30,7 +30,8 @@ class PathWatch final : public ChangeWatch {
       result.error = events.error();
     }
     Managed managed = ReadManaged(state, touched.ids);
-    if (auto watched = watcher_->Watch(managed.paths); !watched) result.error = watched.error();
+    if (auto watched = watcher_->WatchSorted(managed.paths); !watched)
+      result.error = watched.error();
     result.drifted.overflow = touched.overflow;
     if (!managed.readable) {
       // Nothing recorded to tell the cycle's writes by: a drift cycle looks.

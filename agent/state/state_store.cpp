@@ -350,7 +350,7 @@ class WrittenInventory {
       if (on_entry == nullptr) {  // a check of the whole text, before any entry is handed over
         if (!is_plain && !ParseLine(line, id, entry)) return std::nullopt;
       } else if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
-        unread->push_back({plain.id, line});
+        unread->push_back({plain.id, plain.path, line});
       } else {
         if (is_plain) {
           FromPlain(plain, id, entry);

@@ -62,6 +62,7 @@ class UnreadEntries {
  public:
   struct Line {
     std::string_view id;    // as written: a plain string, which needs no unescaping
+    std::string_view path;  // its "path", likewise
     std::string_view text;  // the entry's line, without the ",\n" between entries
   };
   [[nodiscard]] const std::vector<Line>& lines() const { return lines_; }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/daemon/daemon_state.hpp"
 #include "tests/support/state_stores.hpp"
@@ -38,6 +39,49 @@ TEST_CASE("The daemon watches the inventory's paths, a unit found in sync in the
                 {"/srv/www", "directory:/srv/www"}});
   CHECK(tether::ManagedServices(tether::testing::HostStateStore(state.path())) ==
         Managed{{"found.service", "service:found.service"}});
+}
+
+TEST_CASE("The daemon reads the inventory as written the same as by the JSON parser") {
+  TempDir state("managed-state");
+  auto& store = tether::testing::HostStateStore(state.path());
+  auto writer = store.StartInventory("c1");
+  REQUIRE(writer);
+  const nlohmann::json none;
+  // Sorted by id: "directory:" < "file:" < "symlink:" < "unit:".
+  REQUIRE(writer->Add("directory:/srv/b", "directory", "/srv/b", true, none, ""));
+  REQUIRE(writer->Add("directory:/srv/b/c", "directory", "/srv/b/c", true, none, ""));
+  REQUIRE(writer->Add("file:/etc/motd", "file", "/etc/motd", true, none, "fp-motd"));
+  REQUIRE(writer->Add("file:/srv/a", "file", "/srv/a", true, none, "fp-a"));
+  REQUIRE(writer->Add("file:/srv/b/c/d", "file", "/srv/b/c/d", false, {{"type", "file"}}, "fp-d"));
+  REQUIRE(writer->Add("file:/srv/b/e", "file", "/srv/b/e", true, none, "fp-e"));
+  REQUIRE(writer->Add("file:/srv/x", "file", "/srv/x", true, none, "fp-x"));
+  REQUIRE(writer->Add("symlink:/srv/x", "symlink", "/srv/x", true, none, ""));  // the same path
+  REQUIRE(writer->Add("unit:app.service", "unit", "app.service", false, none, "fp-unit"));
+  REQUIRE(writer->Finish());
+  REQUIRE(store.InstallInventory());
+  const Managed expected{
+      {"/etc/motd", "file:/etc/motd"},    {"/etc/systemd/system/app.service", "unit:app.service"},
+      {"/srv/a", "file:/srv/a"},          {"/srv/b", "directory:/srv/b"},
+      {"/srv/b/c", "directory:/srv/b/c"}, {"/srv/b/c/d", "file:/srv/b/c/d"},
+      {"/srv/b/e", "file:/srv/b/e"},      {"/srv/x", "symlink:/srv/x"}};  // the last in id order
+  const auto managed = tether::ReadManaged(
+      store, {"file:/srv/a", "file:/srv/b/c/d", "unit:app.service", "file:/gone"});
+  CHECK(managed.readable);
+  Managed paths;
+  for (std::size_t i = 0; i < managed.paths.size(); ++i) {
+    if (i > 0) CHECK(managed.paths[i - 1].path < managed.paths[i].path);  // sorted, each once
+    paths.emplace(managed.paths[i].path, managed.paths[i].id);
+  }
+  CHECK(paths == expected);
+  REQUIRE(managed.touched.size() == 3);
+  CHECK(managed.touched.at("file:/srv/a").path == "/srv/a");
+  CHECK(managed.touched.at("file:/srv/a").fingerprint == "fp-a");
+  CHECK(managed.touched.at("file:/srv/b/c/d").fingerprint == "fp-d");
+  CHECK(managed.touched.at("unit:app.service").fingerprint == "");
+  // The same inventory indented: read by the JSON parser, the same paths.
+  state.WriteFile("inventory.json",
+                  nlohmann::json::parse(state.ReadFile("inventory.json")).dump(2) + "\n");
+  CHECK(tether::ManagedPaths(store) == expected);
 }
 
 TEST_CASE("An unreadable inventory leaves nothing watched, and no error") {
