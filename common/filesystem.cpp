@@ -455,7 +455,12 @@ Result<std::string> RootedFilesystem::WriteTemporary(std::string_view path,
   return at->path.substr(0, slash + 1) + *temp;
 }
 
+// Up to this many paths are synced each (fsync): a repair of a few files does not wait
+// for whatever else was written to their filesystem. More share one syncfs per filesystem.
+constexpr std::size_t kSyncEachUpTo = 16;
+
 Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) {
+  const bool each = paths.size() <= kSyncEachUpTo;
   std::set<dev_t> synced;
   // Paths in one directory come together (the temporaries of a run of files): its
   // descriptor and filesystem are looked up once for all of them.
@@ -481,6 +486,18 @@ Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) 
     // else on its parent's.
     UniqueFd own(
         openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (each) {
+      // A file's content and inode, or a directory's entries; what is not there (or is a
+      // symlink) is its directory's entry.
+      UniqueFd file;
+      if (!own.valid()) {
+        file.Reset(openat(parent.get(), name.c_str(),
+                          O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+      }
+      const int fd = own.valid() ? own.get() : file.valid() ? file.get() : parent.get();
+      if (fsync(fd) != 0) return FailErrno(errno, "sync " + Quote(*normal));
+      continue;
+    }
     dev_t device = parent_device;
     if (own.valid()) {
       struct stat st {};

@@ -92,8 +92,10 @@ class Filesystem {
                                                            std::string_view content,
                                                            const WriteOptions& options) = 0;
 
-  // Makes everything written so far to the filesystems holding `paths` durable: one
-  // syncfs(2) per filesystem, however many paths each holds.
+  // Makes `paths` durable (a file's content, a directory's entries): an fsync(2) of each
+  // when they are few (a path that is not there, or a symlink, syncs its directory);
+  // else everything written so far to the filesystems holding them, with one syncfs(2)
+  // per filesystem, however many paths each holds.
   [[nodiscard]] virtual Status SyncFilesystems(const std::vector<std::string>& paths) = 0;
 
   // Creates directory `path` with exactly `mode`; EEXIST when something is there.

@@ -365,6 +365,22 @@ TEST_CASE_FIXTURE(Fixture, "WriteTemporary writes aside; SyncFilesystems then Re
   auto gone = fs->SyncFilesystems({"/etc/motd", "/etc/nothing/x"});
   REQUIRE_FALSE(gone);
   CHECK(gone.error().message().find("'/etc/nothing'") != std::string::npos);
+  // Many paths (more than are synced each): one syncfs, and the same errors.
+  std::vector<std::string> many;
+  for (int i = 0; i < 40; ++i) {
+    auto made = fs->WriteTemporary("/etc/deep/er/f" + std::to_string(i), "x\n", Mode(0644));
+    REQUIRE(made);
+    many.push_back(*made);
+  }
+  many.push_back("/etc/deep/er/not-there");
+  REQUIRE(fs->SyncFilesystems(many));
+  many.push_back("/etc/nothing/x");
+  auto many_gone = fs->SyncFilesystems(many);
+  REQUIRE_FALSE(many_gone);
+  CHECK(many_gone.error().message().find("'/etc/nothing'") != std::string::npos);
+  // Few: a path not there, or a symlink, syncs its directory.
+  std::filesystem::create_symlink("/etc/motd", Host("/etc/deep/link"));
+  REQUIRE(fs->SyncFilesystems({"/etc/deep/er/not-there", "/etc/deep/link", *temp}));
   REQUIRE(fs->Rename(*temp, "/etc/motd"));
   CHECK(dir.ReadFile("etc/motd") == "new\n");
   CHECK((LStat("/etc/motd").st_mode & 07777) == 0600);
