@@ -301,9 +301,11 @@ void ResizePopulated(std::string& buffer, std::size_t size) {
     const auto data = reinterpret_cast<std::uintptr_t>(buffer.data());
     const std::uintptr_t begin = (data + page - 1) & ~(page - 1);
     const std::uintptr_t end = (data + size) & ~(page - 1);
+#ifdef MADV_POPULATE_WRITE  // Linux 5.14 (glibc 2.35)
     if (end > begin) {
       (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
     }
+#endif
   }
   buffer.resize(size);
 }
@@ -487,16 +489,20 @@ Status RootedFilesystem::SyncFilesystems(const std::vector<std::string>& paths) 
     UniqueFd own(
         openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (each) {
-      // A file's content and inode, or a directory's entries; what is not there (or is a
-      // symlink) is its directory's entry.
+      // A file's content and inode, or a directory's entries and inode; what is not
+      // there (or is a symlink) is its directory's entry. A file that cannot be opened
+      // for another reason (its mode, no descriptors left) is synced with its whole
+      // filesystem, below.
       UniqueFd file;
       if (!own.valid()) {
         file.Reset(openat(parent.get(), name.c_str(),
                           O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
       }
-      const int fd = own.valid() ? own.get() : file.valid() ? file.get() : parent.get();
-      if (fsync(fd) != 0) return FailErrno(errno, "sync " + Quote(*normal));
-      continue;
+      if (own.valid() || file.valid() || errno == ENOENT || errno == ELOOP) {
+        const int fd = own.valid() ? own.get() : file.valid() ? file.get() : parent.get();
+        if (fsync(fd) != 0) return FailErrno(errno, "sync " + Quote(*normal));
+        continue;
+      }
     }
     dev_t device = parent_device;
     if (own.valid()) {

@@ -465,7 +465,13 @@ Result<Inventory> Engine::LoadInventory(const StateStore::EntryFilter& keep) con
 
 Status Engine::ReadEntries(Inventory& inventory, const std::set<std::string>& ids) const {
   if (inventory.unread.empty()) return {};
-  const std::vector<std::string_view> wanted(ids.begin(), ids.end());
+  // A resource of another kind may take a file's place (Plan's replaces): that file's
+  // entry is read too. Only file entries are ever left unread.
+  std::set<std::string> with_files = ids;
+  for (const auto& id : ids) {
+    if (!id.starts_with("file:")) with_files.insert("file:" + std::string(NamedBy(id)));
+  }
+  const std::vector<std::string_view> wanted(with_files.begin(), with_files.end());
   std::string refused;
   const bool read = inventory.unread.Take(wanted, [&](std::string id, StoredEntry&& stored) {
     auto entry = FromStored(id, std::move(stored));

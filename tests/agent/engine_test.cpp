@@ -773,6 +773,15 @@ TEST_CASE("A repair from an inventory read in part writes the unread entries bac
   const std::set<std::string> only = {"file:/etc/motd", "file:/srv/www/index.html"};
   REQUIRE(engine.ReadEntries(inventory, only));
   CHECK(inventory.unread.empty());
+  // A resource of another kind at a file's path: the file's entry is read, for Plan to
+  // see that it takes that file's place.
+  auto replacing =
+      engine.LoadInventory([](std::string_view, std::string_view kind) { return kind != "file"; })
+          .value();
+  REQUIRE(replacing.unread.lines().size() == 2);
+  REQUIRE(engine.ReadEntries(replacing, {"symlink:/etc/motd"}));
+  CHECK(replacing.entries.count("file:/etc/motd") == 1);
+  CHECK(replacing.unread.lines().size() == 1);
   CHECK(inventory.entries.at("file:/srv/www/index.html").fingerprint ==
         whole.entries.at("file:/srv/www/index.html").fingerprint);
 
@@ -971,18 +980,38 @@ class CountingDisk final : public tether::testing::ForwardingFilesystem {
   }
   tether::Status SyncFilesystems(const std::vector<std::string>& p) override {
     ++syncs;
+    synced.insert(synced.end(), p.begin(), p.end());
     return real_.SyncFilesystems(p);
   }
   tether::Status SyncDirectory(std::string_view p) override {
     ++syncs;
+    synced.emplace_back(p);
     return real_.SyncDirectory(p);
   }
   int atomic_writes = 0;
   int temporaries = 0;
   int syncs = 0;
+  std::vector<std::string> synced;  // every path asked to be made durable
 };
 
 }  // namespace
+
+TEST_CASE("A mode changed in place is made durable with the path itself, not only its directory") {
+  Host host;
+  Desired desired(kProfile);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  host.root.WriteFile("etc/motd", "managed motd\n", 0600);  // the content as declared
+  CountingDisk counting(*host.fs);
+  host.paths = tether::MakePathHandler(counting);
+  auto result = host.Converge(desired.state, "c1");
+  REQUIRE_MESSAGE(result.ok, result.error);
+  struct stat st {};
+  REQUIRE(lstat(host.root.Path("etc/motd").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0640);
+  CHECK(counting.temporaries == 0);  // no content written: a chmod
+  CHECK(std::count(counting.synced.begin(), counting.synced.end(), "/etc/motd") == 1);
+  CHECK(std::count(counting.synced.begin(), counting.synced.end(), "/etc") == 1);
+}
 
 TEST_CASE("Many files cost a couple of syncs, not one per file, and stay all-or-nothing") {
   std::string profile = "[[directory]]\npath = \"/srv/many\"\n";

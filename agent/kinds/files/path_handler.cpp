@@ -247,14 +247,15 @@ class PathHandler final : public KindHandler {
   }
 
   Status Flush() override {
-    // Renames, links, symlinks and removals become durable with their directory: one
-    // sync per filesystem, rather than one per directory.
-    std::vector<std::string> dirs;
-    for (const auto& dir : touched_directories_) {
-      if (fs_.Stat(dir)) dirs.push_back(dir);  // a pruned directory is gone
+    // Renames, links, symlinks and removals become durable with their directory, a mode
+    // or owner changed in place with the path itself: an fsync of each when they are
+    // few, else one sync per filesystem.
+    std::vector<std::string> paths;
+    for (const auto& path : touched_paths_) {
+      if (fs_.Stat(path)) paths.push_back(path);  // a pruned path is gone
     }
-    touched_directories_.clear();
-    return fs_.SyncFilesystems(dirs);
+    touched_paths_.clear();
+    return fs_.SyncFilesystems(paths);
   }
 
   Status Discard(const JournalStep& step) override {
@@ -295,7 +296,9 @@ class PathHandler final : public KindHandler {
     const PlannedAction& planned = *change.planned;
     const Json& undo = change.step.undo;
     const std::string path = undo.value("path", "");
-    touched_directories_.insert(Parent(path));
+    // Its directory's entries, and its own inode (a mode or owner changed in place).
+    touched_paths_.insert(Parent(path));
+    touched_paths_.insert(path);
     if (undo.contains("backup")) {
       if (auto linked = fs_.Link(path, undo["backup"].get<std::string>()); !linked) return linked;
     }
@@ -459,8 +462,8 @@ class PathHandler final : public KindHandler {
 
   Filesystem& fs_;
   std::set<std::string> declared_directories_;
-  int steps_ = 0;                              // numbers backups, so no two steps ever share one
-  std::set<std::string> touched_directories_;  // to fsync before the commit
+  int steps_ = 0;                        // numbers backups, so no two steps ever share one
+  std::set<std::string> touched_paths_;  // to sync before the commit
 };
 
 }  // namespace
