@@ -209,13 +209,27 @@ class Cycle {
   std::optional<DesiredState> Render(std::shared_ptr<Tree> tree) {
     RenderOptions render;
     render.content_tree = tree;  // contents are read again from the commit when written
-    render.host = GatherHostFacts(options_.root);
-    render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
+    render.host = LocalHostFacts(options_.root);
     render.labels = options_.config.labels;
     render.allowed_paths = options_.config.apply.allowed_paths;
+    auto kept = host_.state.LoadRender();
+    const std::string_view bytes = kept && *kept ? std::string_view(**kept) : std::string_view();
+    // A drift repair restores what was applied, under the FQDN the resolver gave when it
+    // was rendered: it asks no resolver (a DNS query, which may wait for its timeout) when
+    // the host name is the same. Should that render not be the one to read back after
+    // all, the resolver is asked before rendering again.
+    bool fqdn_kept = false;
+    if (render.host.fqdn.empty() && enforced_) {
+      if (auto name = RenderedNameOf(bytes); name && name->hostname == render.host.hostname) {
+        render.host.fqdn = name->fqdn;
+        fqdn_kept = true;
+      }
+    }
+    if (render.host.fqdn.empty()) render.host.fqdn = ResolveFqdn(render.host.hostname);
+    render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
     // The last cycle's render, when this one would render the same.
     const std::string key = RenderKey(commit_, render);
-    if (auto bytes = host_.state.LoadRender(); bytes && *bytes) {
+    if (!bytes.empty()) {
       // A drift repair needs, of the files, only those it repairs (see Plan).
       FileFilter keep;
       if (Partial()) {
@@ -224,14 +238,20 @@ class Cycle {
                  drift.value_or(options_.config.apply.drift) == DriftMode::kReport;
         };
       }
-      if (auto cached = DecodeRender(**bytes, key, tree, keep)) {
+      if (auto cached = DecodeRender(bytes, key, tree, keep)) {
         for (auto& problem : cached->problems) report_.problems.push_back(std::move(problem));
         files_left_out_ = cached->files_left_out;
         return std::move(cached->desired);
       }
     }
+    kept = {};
+    if (fqdn_kept) {
+      render.host.fqdn = ResolveFqdn(render.host.hostname);
+      render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
+    }
     Diagnostics diagnostics;
     CachedRender rendered;
+    rendered.name = {render.host.hostname, render.host.fqdn};
     rendered.desired = RenderProfile(*tree, render, diagnostics);
     for (const auto& diagnostic : diagnostics.all()) {
       rendered.problems.push_back(diagnostic.ToString());
@@ -239,7 +259,8 @@ class Cycle {
     }
     if (!diagnostics.has_errors()) {
       if (!options_.dry_run) {
-        if (auto saved = host_.state.SaveRender(EncodeRender(key, rendered)); !saved) {
+        if (auto saved = host_.state.SaveRender(EncodeRender(RenderKey(commit_, render), rendered));
+            !saved) {
           Note("keeping the render for the next cycle: " + saved.error().message());
         }
       }

@@ -40,7 +40,7 @@ DaemonReports::DaemonReports(const AgentConfig& config, const std::string& root,
     : reporter_(std::move(reporter)) {
   source_.url = config.source.url;
   source_.ref = config.source.ref;
-  const HostFacts facts = GatherHostFacts(root);
+  const HostFacts facts = LocalHostFacts(root);  // no FQDN: the resolver is not asked
   host_.hostname = facts.hostname;
   host_.machine_id = facts.machine_id;
   host_.labels = config.labels;

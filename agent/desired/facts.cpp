@@ -61,29 +61,39 @@ std::string Arch() {
 
 }  // namespace
 
-HostFacts GatherHostFacts(const std::string& root) {
+HostFacts LocalHostFacts(const std::string& root) {
   HostFacts facts;
   char hostname[256] = {};
   if (gethostname(hostname, sizeof(hostname) - 1) == 0) {
     facts.hostname = hostname;
-    const auto dot = facts.hostname.find('.');
-    facts.fqdn = facts.hostname;
-    if (dot != std::string::npos) {
+    if (const auto dot = facts.hostname.find('.'); dot != std::string::npos) {
+      facts.fqdn = facts.hostname;
       facts.hostname.resize(dot);
-    } else {
-      addrinfo hints{};
-      hints.ai_flags = AI_CANONNAME;
-      addrinfo* info = nullptr;
-      if (getaddrinfo(hostname, nullptr, &hints, &info) == 0) {
-        if (info != nullptr && info->ai_canonname != nullptr) facts.fqdn = info->ai_canonname;
-        freeaddrinfo(info);
-      }
     }
   }
   const std::string prefix = root == "/" ? "" : root;
   if (auto id = ReadLocalFile(prefix + "/etc/machine-id", 4096)) facts.machine_id = Trim(*id);
   ReadOsRelease(root, facts);
   facts.arch = Arch();
+  return facts;
+}
+
+std::string ResolveFqdn(const std::string& hostname) {
+  if (hostname.empty()) return hostname;
+  std::string fqdn = hostname;
+  addrinfo hints{};
+  hints.ai_flags = AI_CANONNAME;
+  addrinfo* info = nullptr;
+  if (getaddrinfo(hostname.c_str(), nullptr, &hints, &info) == 0) {
+    if (info != nullptr && info->ai_canonname != nullptr) fqdn = info->ai_canonname;
+    freeaddrinfo(info);
+  }
+  return fqdn;
+}
+
+HostFacts GatherHostFacts(const std::string& root) {
+  HostFacts facts = LocalHostFacts(root);
+  if (facts.fqdn.empty()) facts.fqdn = ResolveFqdn(facts.hostname);
   return facts;
 }
 

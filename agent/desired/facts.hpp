@@ -18,8 +18,17 @@ struct HostFacts {
 };
 
 // Reads the facts of the running host; files (machine-id, os-release) are read below
-// `root` ("/" normally). Missing files leave their facts empty.
+// `root` ("/" normally). Missing files leave their facts empty. The FQDN is the host
+// name's own when it has a dot, else what the resolver says (ResolveFqdn).
 [[nodiscard]] HostFacts GatherHostFacts(const std::string& root = "/");
+
+// The same without asking the resolver (which may mean a DNS query, and its timeout): the
+// FQDN is the host name's own when it has a dot, empty otherwise.
+[[nodiscard]] HostFacts LocalHostFacts(const std::string& root = "/");
+
+// The canonical name the resolver gives the host name `hostname`; `hostname` itself when
+// it gives none.
+[[nodiscard]] std::string ResolveFqdn(const std::string& hostname);
 
 // Facts for rendering another host's profile (tetherctl validate and render): hostname and
 // fqdn are `hostname`, machine_id is 32 zeros, OS and arch are the running host's.

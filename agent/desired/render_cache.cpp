@@ -12,7 +12,8 @@ namespace {
 
 // 2: each resource's record is preceded by its size, so that a decode skips a file it
 // does not keep without reading it.
-constexpr std::string_view kMagic = "tether.render/2\n";
+// 3: the host's name and FQDN follow the key (RenderedNameOf).
+constexpr std::string_view kMagic = "tether.render/3\n";
 constexpr std::size_t kKeySize = 64;
 constexpr std::size_t kChecksumSize = 32;
 
@@ -329,10 +330,25 @@ std::string RenderKey(std::string_view commit, const RenderOptions& options) {
   return Sha256Hex(w.out());
 }
 
+std::optional<RenderedName> RenderedNameOf(std::string_view bytes) {
+  if (bytes.size() < kMagic.size() + kKeySize + kChecksumSize || !bytes.starts_with(kMagic)) {
+    return std::nullopt;
+  }
+  const std::size_t head = kMagic.size() + kKeySize;
+  Reader r(bytes.substr(head, bytes.size() - kChecksumSize - head));
+  RenderedName name;
+  name.hostname = r.Text();
+  name.fqdn = r.Text();
+  if (!r.ok()) return std::nullopt;
+  return name;
+}
+
 std::string EncodeRender(std::string_view key, const CachedRender& render) {
   Writer w;
   w.out() += kMagic;
   w.out() += key;
+  w.Text(render.name.hostname);
+  w.Text(render.name.fqdn);
   w.Texts(render.problems);
   const DesiredState& desired = render.desired;
   w.Text(desired.profile);
@@ -368,6 +384,8 @@ std::optional<CachedRender> DecodeRender(std::string_view bytes, std::string_vie
   }
   Reader r(body.substr(kMagic.size() + kKeySize));
   CachedRender render;
+  render.name.hostname = r.Text();
+  render.name.fqdn = r.Text();
   render.problems = r.Texts();
   DesiredState& desired = render.desired;
   desired.profile = r.Text();

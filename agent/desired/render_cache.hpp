@@ -24,11 +24,20 @@ namespace tether {
 // What a render of `commit` with `options` depends on, as 64 hex digits.
 [[nodiscard]] std::string RenderKey(std::string_view commit, const RenderOptions& options);
 
+// The host's name when a render was made, and the FQDN the resolver gave it then.
+struct RenderedName {
+  std::string hostname;
+  std::string fqdn;
+
+  bool operator==(const RenderedName&) const = default;
+};
+
 // A desired state with the problems its render reported (warnings: a cache holds only a
 // render without errors).
 struct CachedRender {
   DesiredState desired;
   std::vector<std::string> problems;
+  RenderedName name = {};
   // Files of the render left out of `desired` by a decode's filter (DecodeRender).
   std::size_t files_left_out = 0;
 };
@@ -37,6 +46,12 @@ struct CachedRender {
 // resource of another kind is kept. A drift repair of a few files of thousands decodes
 // those few.
 using FileFilter = std::function<bool(std::string_view id, std::optional<DriftMode> drift)>;
+
+// The name kept with the render `bytes` hold, read without checking the rest: a drift
+// repair takes its FQDN from there instead of asking the resolver again (the key it
+// makes with it must still be the render's, see DecodeRender). nullopt when `bytes` are
+// not a render.
+[[nodiscard]] std::optional<RenderedName> RenderedNameOf(std::string_view bytes);
 
 // `render` as bytes, under `key`.
 [[nodiscard]] std::string EncodeRender(std::string_view key, const CachedRender& render);

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include "common/process.hpp"
 #include "tests/support/git_repo.hpp"
@@ -490,4 +491,61 @@ TEST_CASE("A cycle's process readied for a repair that does not come ends withou
   REQUIRE(garbage);
   CHECK(garbage->exit_code == 2);
   CHECK(garbage->err.find("the job is not one") != std::string::npos);
+}
+
+TEST_CASE("A drift repair takes the FQDN its render was made with, and asks no resolver") {
+  Sandbox box;
+  box.Commit("hello\n", true,
+             "[[file]]\npath = \"/etc/fqdn\"\ncontent = \"{{ host.fqdn }}\\n\"\n"
+             "template = true\n");
+  REQUIRE(box.Once().exit_code == 0);
+  const std::string fqdn = box.dir.ReadFile("root/etc/fqdn");
+  REQUIRE(!fqdn.empty());
+  const std::string kept = box.dir.Path("state/render.cache");
+  struct stat rendered {};
+  REQUIRE(stat(kept.c_str(), &rendered) == 0);
+
+  // The cycle process as the daemon starts it, with a log of the names it resolves.
+  const std::string tetherd = std::getenv("TETHERD");
+  const std::string log = box.dir.Path("lookups");
+  auto cycle = [&](bool repair) {
+    tether::RunOptions options;
+    options.argv = {tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle", "--cycle-process"};
+    options.env.push_back(std::string("LD_PRELOAD=") + std::getenv("TETHER_LOOKUP_LOG_LIB"));
+    options.env.push_back("TETHER_TEST_LOOKUP_LOG=" + log);
+    const nlohmann::json job = {
+        {"config",
+         {{{"name", box.dir.Path("agent.toml")}, {"text", box.dir.ReadFile("agent.toml")}}}},
+        {"state_dir", box.dir.Path("state")},
+        {"cache_dir", box.dir.Path("cache")},
+        {"root", box.dir.Path("root")},
+        {"enforce_applied", repair},
+        {"drifted", {"file:/etc/fqdn"}},
+        {"wait_for_lock", false}};
+    options.input = job.dump();
+    std::filesystem::remove(log);
+    auto result = tether::Run(options);
+    REQUIRE(result);
+    CHECK_MESSAGE(result->exit_code == 0, result->err);
+    return std::filesystem::exists(log) ? box.dir.ReadFile("lookups") : std::string();
+  };
+
+  box.dir.WriteFile("root/etc/fqdn", "edited by hand\n");
+  CHECK(cycle(true) == "");
+  CHECK(box.dir.ReadFile("root/etc/fqdn") == fqdn);
+  struct stat after {};
+  REQUIRE(stat(kept.c_str(), &after) == 0);
+  CHECK(after.st_ino == rendered.st_ino);  // read back, not rendered again
+
+  // A cycle that asks the source asks the resolver too, when the host name has no dot
+  // (else there is nothing to ask it, in either cycle).
+  char hostname[256] = {};
+  REQUIRE(gethostname(hostname, sizeof(hostname) - 1) == 0);
+  if (std::string(hostname).find('.') == std::string::npos) {
+    CHECK(cycle(false) == std::string(hostname) + "\n");
+  } else {
+    MESSAGE("the host name has a dot: no cycle asks the resolver for it");
+    CHECK(cycle(false) == "");
+  }
+  CHECK(box.dir.ReadFile("root/etc/fqdn") == fqdn);
 }

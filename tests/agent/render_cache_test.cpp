@@ -215,6 +215,35 @@ TEST_CASE("A render is read only under its own key, whole and unaltered") {
   }
 }
 
+TEST_CASE("A render keeps the host's name and FQDN it was made with, readable before its key") {
+  tether::testing::Desired desired(kProfile, kFiles);
+  const auto tree = TreeOf(desired);
+  const std::string key(64, 'a');
+  CachedRender kept{desired.state, {}};
+  kept.name = {"web1", "web1.dc2.example.org"};
+  const std::string bytes = EncodeRender(key, kept);
+
+  // Read without the key (a drift repair makes its key with it), and with it.
+  const auto name = tether::RenderedNameOf(bytes);
+  REQUIRE(name);
+  CHECK(name->hostname == "web1");
+  CHECK(name->fqdn == "web1.dc2.example.org");
+  auto read = DecodeRender(bytes, key, tree);
+  REQUIRE(read);
+  CHECK(read->name == kept.name);
+
+  // Anything else: no name (and never an exception).
+  CHECK_FALSE(tether::RenderedNameOf(""));
+  CHECK_FALSE(tether::RenderedNameOf("not a render at all"));
+  std::string older = bytes;
+  older.replace(0, 16, "tether.render/2\n");
+  CHECK_FALSE(tether::RenderedNameOf(older));
+  CHECK_FALSE(DecodeRender(older, key, tree));
+  for (std::size_t size = 0; size < 16 + 64 + 4 + 32; ++size) {
+    CHECK_FALSE(tether::RenderedNameOf(std::string_view(bytes).substr(0, size)));
+  }
+}
+
 TEST_CASE("A render's key changes with everything a render depends on") {
   tether::testing::TempDir repo{"render-key"};
   std::shared_ptr<tether::Tree> tree = tether::DirectoryTree::Open(repo.path()).value();
