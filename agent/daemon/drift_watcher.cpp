@@ -60,7 +60,10 @@ Status DriftWatcher::WatchSorted(const std::vector<PathId>& paths) {
   // exact size.
   std::map<std::string_view, std::uint32_t> dirs;
   std::size_t size = 0;
-  std::string_view last_dir;  // paths in one directory come one after another: looked up once
+  // Sorted by path, the paths of one directory mostly come one after another, not always:
+  // "/a/b", "/a/b-c/d", "/a/c" split those of /a. Each run is looked up once (emplace
+  // keeps a directory's first number).
+  std::string_view last_dir;
   for (const auto& [path, id] : paths) {
     const auto [dir, name] = Split(path);
     if (dirs.empty() || dir != last_dir) {
@@ -95,6 +98,7 @@ Status DriftWatcher::WatchSorted(const std::vector<PathId>& paths) {
   auto by_dir = [&](const Entry& a, const Entry& b) {
     return std::pair(a.dir, NameOf(a)) < std::pair(b.dir, NameOf(b));
   };
+  // In that case the table is not yet in (directory, name) order: sorted here.
   if (!std::is_sorted(entries_.begin(), entries_.end(), by_dir)) {
     std::sort(entries_.begin(), entries_.end(), by_dir);
   }

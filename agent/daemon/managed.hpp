@@ -29,6 +29,14 @@ struct ManagedRecord {
   std::string fingerprint;
 };
 struct Managed {
+  Managed() = default;
+  // Moved, never copied: a copy's views would point into the original (a deque's move
+  // keeps its strings where they are).
+  Managed(Managed&&) = default;
+  Managed& operator=(Managed&&) = default;
+  Managed(const Managed&) = delete;
+  Managed& operator=(const Managed&) = delete;
+
   // Host path -> resource id, sorted by path, each path once: views of what `text` and
   // `strings` keep (the inventory of a host with many files is not copied entry by entry).
   std::vector<DriftWatcher::PathId> paths;

@@ -336,6 +336,8 @@ class WrittenInventory {
     if (Consume(rest, "\n}}\n")) {
       return rest.empty() ? std::optional(std::string(commit)) : std::nullopt;
     }
+    std::string previous;  // the id before, in the check
+    bool first = true;
     while (Consume(rest, "\n")) {
       const auto end = rest.find('\n');
       if (end == std::string_view::npos) return std::nullopt;
@@ -349,6 +351,12 @@ class WrittenInventory {
       StoredEntry entry;
       if (on_entry == nullptr) {  // a check of the whole text, before any entry is handed over
         if (!is_plain && !ParseLine(line, id, entry)) return std::nullopt;
+        // In id order, each once, as InventoryWriter writes them: the lines left unread
+        // are merged back by it. A file edited out of that order is read by the parser.
+        const std::string_view this_id = is_plain ? plain.id : std::string_view(id);
+        if (!first && this_id <= previous) return std::nullopt;
+        previous.assign(this_id);
+        first = false;
       } else if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
         unread->push_back({plain.id, plain.path, line});
       } else {

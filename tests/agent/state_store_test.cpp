@@ -294,6 +294,7 @@ TEST_CASE(
   CHECK(unread.lines()[0].id == "file:/srv/a");
   CHECK(unread.lines()[1].id == "file:/srv/g");
   CHECK(written.find("\n" + std::string(unread.lines()[1].text) + ",\n") != std::string::npos);
+  const std::string taken_line_g(unread.lines()[1].text);
 
   // Copies share the text; taking one parses it as a whole read would, and forgets it.
   const tether::UnreadEntries copy = unread;
@@ -343,6 +344,34 @@ TEST_CASE(
   REQUIRE(whole);
   CHECK(entries.size() == 8);
   CHECK(unread.empty());
+
+  // Lines out of id order (edited by hand), or one id twice: read whole as well, since
+  // lines left unread are merged back by their order.
+  const std::string line_a = "\n" + std::string(copy.lines()[0].text) + ",";
+  const std::string line_g = "\n" + std::string(taken_line_g) + ",";
+  for (const std::string& edited : {[&] {
+                                      std::string text = written;
+                                      text.erase(text.find(line_g), line_g.size());
+                                      text.insert(text.find(line_a), line_g);  // g before a
+                                      return text;
+                                    }(),
+                                    [&] {
+                                      std::string text = written;
+                                      text.insert(text.find(line_g), line_a);  // a twice
+                                      return text;
+                                    }()}) {
+    state.dir.WriteFile("inventory.json", edited);
+    entries.clear();
+    auto read = state.store.LoadInventory(
+        [&](std::string id, StoredEntry&& entry) {
+          entries.push_back({std::move(id), std::move(entry)});
+          return true;
+        },
+        [](std::string_view, std::string_view) { return false; }, unread);
+    REQUIRE(read);
+    CHECK(entries.size() >= 8);
+    CHECK(unread.empty());
+  }
 }
 
 TEST_CASE("The journal is created once, appended to, read back by lines, and removed") {
