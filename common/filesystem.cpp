@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <set>
+#include <utility>
 
 #include "common/unique_fd.hpp"
 
@@ -312,12 +313,13 @@ void ResizePopulated(std::string& buffer, std::size_t size) {
 
 }  // namespace
 
-Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_t max_size) {
-  auto opened = OpenRegular(root_fd_, path);
-  if (!opened) return Fail(opened.error());
-  const std::string& shown = opened->path;
-  const UniqueFd& fd = opened->fd;
-  const struct stat& st = opened->st;
+namespace {
+
+// The content of a file OpenRegular opened, up to `max_size` bytes.
+Result<std::string> ReadOpened(const OpenedFile& opened, std::size_t max_size) {
+  const std::string& shown = opened.path;
+  const UniqueFd& fd = opened.fd;
+  const struct stat& st = opened.st;
   if (static_cast<std::uint64_t>(st.st_size) > max_size) {
     return Fail(std::errc::file_too_large,
                 Quote(shown) + " is larger than " + std::to_string(max_size) + " bytes");
@@ -351,6 +353,66 @@ Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_
   }
   content.resize(done);
   return content;
+}
+
+}  // namespace
+
+Result<std::string> RootedFilesystem::ReadFile(std::string_view path, std::size_t max_size) {
+  auto opened = OpenRegular(root_fd_, path);
+  if (!opened) return Fail(opened.error());
+  return ReadOpened(*opened, max_size);
+}
+
+FileBytes::FileBytes(FileBytes&& other) noexcept
+    : copy_(std::move(other.copy_)),
+      mapped_(std::exchange(other.mapped_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+FileBytes& FileBytes::operator=(FileBytes&& other) noexcept {
+  if (this != &other) {
+    if (mapped_ != nullptr) munmap(mapped_, size_);
+    copy_ = std::move(other.copy_);
+    mapped_ = std::exchange(other.mapped_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+FileBytes::~FileBytes() {
+  if (mapped_ != nullptr) munmap(mapped_, size_);
+}
+
+Result<FileBytes> Filesystem::ReadBytes(std::string_view path, std::size_t max_size, bool) {
+  auto text = ReadFile(path, max_size);
+  if (!text) return Fail(text.error());
+  return FileBytes(std::move(*text));
+}
+
+Result<FileBytes> RootedFilesystem::ReadBytes(std::string_view path, std::size_t max_size,
+                                              bool map) {
+  // Smaller files are read: a mapping costs more than it saves.
+  constexpr std::size_t kMapAbove = 64 << 10;
+  if (!map) return Filesystem::ReadBytes(path, max_size, map);
+  auto opened = OpenRegular(root_fd_, path);
+  if (!opened) return Fail(opened.error());
+  const auto size = static_cast<std::uint64_t>(opened->st.st_size);
+  if (size > max_size) {
+    return Fail(std::errc::file_too_large,
+                Quote(opened->path) + " is larger than " + std::to_string(max_size) + " bytes");
+  }
+  // Every page is read: mapped all at once. A file that cannot be mapped is read.
+  void* mapped = size > kMapAbove ? mmap(nullptr, static_cast<std::size_t>(size), PROT_READ,
+                                         MAP_PRIVATE | MAP_POPULATE, opened->fd.get(), 0)
+                                  : MAP_FAILED;
+  if (mapped == MAP_FAILED) {
+    auto text = ReadOpened(*opened, max_size);
+    if (!text) return Fail(text.error());
+    return FileBytes(std::move(*text));
+  }
+  FileBytes bytes;
+  bytes.mapped_ = mapped;
+  bytes.size_ = static_cast<std::size_t>(size);
+  return bytes;
 }
 
 Result<std::string> RootedFilesystem::ReadSymlink(std::string_view path) {

@@ -55,6 +55,30 @@ struct AppendOptions {
   bool sync = true;  // fdatasync: the appended bytes (and the size) durable on return
 };
 
+// A file's bytes (Filesystem::ReadBytes): a copy, or the file mapped read-only.
+class FileBytes {
+ public:
+  FileBytes() = default;
+  explicit FileBytes(std::string copy) : copy_(std::move(copy)) {}
+  FileBytes(FileBytes&& other) noexcept;
+  FileBytes& operator=(FileBytes&& other) noexcept;
+  FileBytes(const FileBytes&) = delete;
+  FileBytes& operator=(const FileBytes&) = delete;
+  ~FileBytes();
+
+  [[nodiscard]] std::string_view view() const {
+    return mapped_ != nullptr ? std::string_view(static_cast<const char*>(mapped_), size_)
+                              : std::string_view(copy_);
+  }
+  [[nodiscard]] bool mapped() const { return mapped_ != nullptr; }
+
+ private:
+  friend class RootedFilesystem;
+  std::string copy_;
+  void* mapped_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 // A lock held on a file (flock), released when this object is destroyed.
 class FileLock {
  public:
@@ -72,6 +96,14 @@ class Filesystem {
   // is not a regular file (a FIFO never blocks the caller); ELOOP when it is a symlink.
   [[nodiscard]] virtual Result<std::string> ReadFile(std::string_view path,
                                                      std::size_t max_size) = 0;
+
+  // The same, read for a pass over the bytes. With `map`, a large file may be mapped
+  // instead of copied (RootedFilesystem: over 64 KiB): no copy, and a page fault for many
+  // pages, not one for each. Only for a program that may die of SIGBUS should the file be
+  // cut short in place while mapped (files replaced by a rename, never rewritten, are
+  // safe: the mapping keeps the file it mapped). By default, a copy (ReadFile).
+  [[nodiscard]] virtual Result<FileBytes> ReadBytes(std::string_view path, std::size_t max_size,
+                                                    bool map);
 
   // Target of the symlink `path`, unresolved.
   [[nodiscard]] virtual Result<std::string> ReadSymlink(std::string_view path) = 0;
@@ -171,6 +203,7 @@ class RootedFilesystem final : public Filesystem {
 
   Result<FileStat> Stat(std::string_view path) override;
   Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override;
+  Result<FileBytes> ReadBytes(std::string_view path, std::size_t max_size, bool map) override;
   Result<std::string> ReadSymlink(std::string_view path) override;
   Result<std::vector<std::string>> ListDirectory(std::string_view path) override;
   Status WriteFileAtomic(std::string_view path, std::string_view content,

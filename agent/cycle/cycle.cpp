@@ -213,7 +213,7 @@ class Cycle {
     render.labels = options_.config.labels;
     render.allowed_paths = options_.config.apply.allowed_paths;
     auto kept = host_.state.LoadRender();
-    const std::string_view bytes = kept && *kept ? std::string_view(**kept) : std::string_view();
+    const std::string_view bytes = kept && *kept ? (*kept)->view() : std::string_view();
     // A drift repair restores what was applied, under the FQDN the resolver gave when it
     // was rendered: it asks no resolver (a DNS query, which may wait for its timeout) when
     // the host name is the same. Should that render not be the one to read back after

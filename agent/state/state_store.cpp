@@ -205,6 +205,16 @@ Result<std::optional<std::string>> StateStore::ReadOptional(std::string_view nam
   return std::optional<std::string>(std::move(*text));
 }
 
+Result<std::optional<FileBytes>> StateStore::ReadLarge(std::string_view name,
+                                                       std::size_t max_size) const {
+  auto bytes = fs_.ReadBytes(PathOf(name), max_size, map_files_);
+  if (!bytes) {
+    if (bytes.error().Is(std::errc::no_such_file_or_directory)) return std::nullopt;
+    return Fail(bytes.error());
+  }
+  return std::optional<FileBytes>(std::move(*bytes));
+}
+
 Status StateStore::WritePrivate(std::string_view name, std::string_view content) {
   WriteOptions options;
   options.mode = 0600;
@@ -433,19 +443,20 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
                 "inventory '" + path + "' is corrupt (" + why +
                     "); it was left as it is: repair or remove it by hand");
   };
-  auto read = ReadOptional(kInventory, kMaxInventory);
+  auto read = ReadLarge(kInventory, kMaxInventory);
   if (!read) return Fail(read.error());
   if (!*read) return std::string();
   // Shared with `unread`, whose lines are views of it.
-  auto text = std::make_shared<std::string>(std::move(**read));
+  auto text = std::make_shared<const FileBytes>(std::move(**read));
   read->reset();
+  const std::string_view bytes = text->view();
   // As this version writes it: checked whole first, so that no entry is handed over
   // twice when the JSON parser has to read it after all.
-  WrittenInventory written(*text);
+  WrittenInventory written(bytes);
   std::optional<std::string> refused;
   if (written.Read(nullptr, refused)) {
     std::vector<UnreadEntries::Line> lines;
-    if (keep) lines.reserve(static_cast<std::size_t>(std::count(text->begin(), text->end(), '\n')));
+    if (keep) lines.reserve(static_cast<std::size_t>(std::count(bytes.begin(), bytes.end(), '\n')));
     auto commit = written.Read(&on_entry, refused, keep ? &keep : nullptr, &lines);
     if (refused) return corrupt("bad entry '" + *refused + "'");
     if (commit) {
@@ -478,7 +489,7 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
     if (!on_entry(id, std::move(entry)) && !bad_entry) bad_entry = id;
     return false;  // handed over: not kept in the document
   };
-  const Json json = Json::parse(*text, on_event, false);
+  const Json json = Json::parse(bytes.begin(), bytes.end(), on_event, false);
   text.reset();  // the text goes before the entries are used
   if (json.is_discarded() || !json.is_object()) return corrupt("not JSON");
   if (!ReadString(json, "schema", schema) ||
@@ -591,8 +602,8 @@ Status StateStore::DiscardInventory() { return RemoveIfThere(kInventoryNew); }
 
 // --- The last render ---
 
-Result<std::optional<std::string>> StateStore::LoadRender() const {
-  return ReadOptional(kRender, kMaxRender);
+Result<std::optional<FileBytes>> StateStore::LoadRender() const {
+  return ReadLarge(kRender, kMaxRender);
 }
 
 Status StateStore::SaveRender(std::string_view bytes) {

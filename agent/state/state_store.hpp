@@ -74,7 +74,7 @@ class UnreadEntries {
 
  private:
   friend class StateStore;
-  std::shared_ptr<const std::string> text_;
+  std::shared_ptr<const FileBytes> text_;
   std::vector<Line> lines_;
 };
 
@@ -113,6 +113,12 @@ class StateStore {
   StateStore(Filesystem& fs, std::string dir) : fs_(fs), dir_(std::move(dir)) {}
 
   [[nodiscard]] const std::string& dir() const { return dir_; }
+
+  // Reads the inventory and the render (the large files, read whole by every cycle)
+  // mapped rather than copied (Filesystem::ReadBytes): for a process that may die of
+  // SIGBUS should one be cut short in place while it reads (a cycle's process), never the
+  // daemon. tether itself only ever replaces them.
+  void set_map_files(bool map) { map_files_ = map; }
 
   // The state dir's lock: one cycle at a time, held until destroyed. When another process
   // holds it: waits with `wait`, else fails with std::errc::operation_would_block.
@@ -156,7 +162,7 @@ class StateStore {
 
   // --- The last render, kept for the next cycle (see agent/desired/render_cache.hpp) ---
   // Its bytes; nullopt when there is none.
-  [[nodiscard]] Result<std::optional<std::string>> LoadRender() const;
+  [[nodiscard]] Result<std::optional<FileBytes>> LoadRender() const;
   // Replaces it. Not synced: after a crash, at worst the next cycle renders again.
   [[nodiscard]] Status SaveRender(std::string_view bytes);
 
@@ -213,11 +219,15 @@ class StateStore {
   // The file `name`, none when it does not exist.
   [[nodiscard]] Result<std::optional<std::string>> ReadOptional(std::string_view name,
                                                                 std::size_t max_size) const;
+  // The same, mapped when map_files_ says so.
+  [[nodiscard]] Result<std::optional<FileBytes>> ReadLarge(std::string_view name,
+                                                           std::size_t max_size) const;
   [[nodiscard]] Status WritePrivate(std::string_view name, std::string_view content);
   [[nodiscard]] Status RemoveIfThere(std::string_view name);
 
   Filesystem& fs_;
   std::string dir_;
+  bool map_files_ = false;
 };
 
 }  // namespace tether

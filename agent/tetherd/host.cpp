@@ -48,6 +48,9 @@ Result<CycleReport> Run(const CycleOptions& given,
   auto host_fs = RootedFilesystem::Open("/");
   if (!host_fs) return Fail(host_fs.error());
   StateStore state(**host_fs, options.state_dir);
+  // This is a cycle's process (tetherd-cycle), never the daemon: its large state files are
+  // mapped, not copied.
+  state.set_map_files(true);
   // One cycle at a time per state dir: a second tetherd (even a dry run) must never
   // recover, that is roll back, an apply that is still going on.
   bool waited = false;

@@ -166,6 +166,38 @@ TEST_CASE("An inventory of many entries is written a chunk at a time, whole") {
   REQUIRE(Load(state.store, entries));
   REQUIRE(entries.size() == 3000);
   CHECK(entries.back().entry.path == "/srv/f02999");
+
+  // Mapped (as a cycle's process reads it), read in part: the lines left unread are views
+  // of the mapping, which they keep, even once the file is replaced.
+  const std::string written = state.dir.ReadFile("inventory.json");
+  state.store.set_map_files(true);
+  entries.clear();
+  tether::UnreadEntries unread;
+  auto commit = state.store.LoadInventory(
+      [&](std::string id, StoredEntry&& entry) {
+        entries.push_back({std::move(id), std::move(entry)});
+        return true;
+      },
+      [](std::string_view id, std::string_view) { return id == "file:/srv/f01500"; }, unread);
+  REQUIRE(commit);
+  CHECK(*commit == "c1");
+  REQUIRE(entries.size() == 1);
+  REQUIRE(unread.lines().size() == 2999);
+  state.dir.WriteFile("replaced", "replaced");
+  std::filesystem::rename(state.dir.Path("replaced"), state.dir.Path("inventory.json"));
+  auto again = state.store.StartInventory("c1");
+  REQUIRE(again);
+  for (const auto& line : unread.lines()) {
+    if (line.id > entries[0].id && entries.size() == 1) {
+      const auto& e = entries[0].entry;
+      REQUIRE(again->Add(entries[0].id, e.kind, e.path, e.created, e.original, e.fingerprint));
+      entries.push_back({});
+    }
+    REQUIRE(again->Add(line));
+  }
+  REQUIRE(again->Finish());
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.dir.ReadFile("inventory.json") == written);
 }
 
 TEST_CASE("Any bytes in an inventory entry's strings are written as JSON writes them") {

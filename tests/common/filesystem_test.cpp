@@ -277,6 +277,54 @@ TEST_CASE_FIXTURE(Fixture, "ReadFile enforces its size limit and refuses non-reg
   CHECK_FALSE(fs->ReadFile("/etc", 100));
 }
 
+TEST_CASE_FIXTURE(Fixture, "ReadBytes maps a large file when asked, else copies; the same bytes") {
+  std::string large;
+  for (int i = 0; large.size() < (200 << 10); ++i) large += "line " + std::to_string(i) + "\n";
+  dir.WriteFile("etc/large", large);
+  dir.WriteFile("etc/small", "small\n");
+  auto mapped = fs->ReadBytes("/etc/large", 1 << 20, true);
+  REQUIRE(mapped);
+  CHECK(mapped->mapped());
+  CHECK(mapped->view() == large);
+  auto copied = fs->ReadBytes("/etc/large", 1 << 20, false);
+  REQUIRE(copied);
+  CHECK_FALSE(copied->mapped());
+  CHECK(copied->view() == large);
+  auto small = fs->ReadBytes("/etc/small", 100, true);
+  REQUIRE(small);
+  CHECK_FALSE(small->mapped());  // a page or so: read
+  CHECK(small->view() == "small\n");
+
+  // A mapping keeps the file it mapped: replaced by a rename (as tether replaces its
+  // state files), the bytes stay those read; moved from, they go with the move.
+  dir.WriteFile("etc/large.new", "replaced\n");
+  REQUIRE(std::rename(Host("/etc/large.new").c_str(), Host("/etc/large").c_str()) == 0);
+  CHECK(mapped->view() == large);
+  tether::FileBytes moved = std::move(*mapped);
+  CHECK(moved.view() == large);
+  CHECK(mapped->view().empty());
+  moved = std::move(*copied);
+  CHECK_FALSE(moved.mapped());
+  CHECK(moved.view() == large);
+
+  // The same refusals as ReadFile, mapped or not.
+  dir.WriteFile("etc/large", large);
+  for (const bool map : {true, false}) {
+    CAPTURE(map);
+    auto too_big = fs->ReadBytes("/etc/large", large.size() - 1, map);
+    REQUIRE_FALSE(too_big);
+    CHECK(too_big.error().Is(std::errc::file_too_large));
+    auto missing = fs->ReadBytes("/etc/none", 100, map);
+    REQUIRE_FALSE(missing);
+    CHECK(missing.error().Is(std::errc::no_such_file_or_directory));
+    CHECK_FALSE(fs->ReadBytes("/etc", 100, map));
+  }
+  std::filesystem::create_symlink(Host("/etc/large"), Host("/etc/link"));
+  auto link = fs->ReadBytes("/etc/link", 1 << 20, true);
+  REQUIRE_FALSE(link);
+  CHECK(link.error().Is(std::errc::too_many_symbolic_link_levels));
+}
+
 TEST_CASE_FIXTURE(Fixture, "Directories, symlinks, attributes, removal and rename") {
   const mode_t old_umask = umask(0077);
   REQUIRE(fs->CreateDirectory("/srv", 0755));
