@@ -55,6 +55,9 @@ TEST_CASE("The daemon reads the inventory as written the same as by the JSON par
   REQUIRE(writer->Add("file:/srv/b/c/d", "file", "/srv/b/c/d", false, {{"type", "file"}}, "fp-d"));
   REQUIRE(writer->Add("file:/srv/b/e", "file", "/srv/b/e", true, none, "fp-e"));
   REQUIRE(writer->Add("file:/srv/x", "file", "/srv/x", true, none, "fp-x"));
+  // Services: one as most entries are written, one pending (which is parsed in any case).
+  REQUIRE(writer->Add("service:app.service", "service", "app.service", false, none, "on"));
+  REQUIRE(writer->Add("service:db.service", "service", "db.service", false, none, "on", true));
   REQUIRE(writer->Add("symlink:/srv/x", "symlink", "/srv/x", true, none, ""));  // the same path
   REQUIRE(writer->Add("unit:app.service", "unit", "app.service", false, none, "fp-unit"));
   REQUIRE(writer->Finish());
@@ -78,10 +81,14 @@ TEST_CASE("The daemon reads the inventory as written the same as by the JSON par
   CHECK(managed.touched.at("file:/srv/a").fingerprint == "fp-a");
   CHECK(managed.touched.at("file:/srv/b/c/d").fingerprint == "fp-d");
   CHECK(managed.touched.at("unit:app.service").fingerprint == "");
-  // The same inventory indented: read by the JSON parser, the same paths.
+  const Managed services{{"app.service", "service:app.service"},
+                         {"db.service", "service:db.service"}};
+  CHECK(tether::ManagedServices(store) == services);
+  // The same inventory indented: read by the JSON parser, the same paths and services.
   state.WriteFile("inventory.json",
                   nlohmann::json::parse(state.ReadFile("inventory.json")).dump(2) + "\n");
   CHECK(tether::ManagedPaths(store) == expected);
+  CHECK(tether::ManagedServices(store) == services);
 }
 
 TEST_CASE("An unreadable inventory leaves nothing watched, and no error") {
