@@ -296,6 +296,13 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
 void PrepareLibgit2() { InitLibgit2Once(); }
 
 Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
+  if (!options.use_worker) {
+    // Only the mirror is read: nothing of the worker is looked up or prepared.
+    options.start_worker = false;
+    std::unique_ptr<GitSource> source(new GitSource(std::move(options), nlohmann::json::object()));
+    InitLibgit2Once();
+    return source;
+  }
   nlohmann::json credentials = nlohmann::json::object();
   // Secrets are read here, by tetherd, and reach the worker only in its requests.
   struct Secret {
@@ -403,6 +410,10 @@ std::vector<std::string> GitSource::urls() const {
 }
 
 Result<PollResult> GitSource::Poll() {
+  if (!options_.use_worker) {
+    return Fail(std::errc::operation_not_permitted,
+                "this cycle reads the mirror only: it does not ask the source");
+  }
   const auto all = urls();
   std::string failures;
   for (std::size_t i = 0; i < all.size(); ++i) {

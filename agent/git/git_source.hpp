@@ -34,6 +34,10 @@ struct GitSourceOptions {
   // poll: the worker's start-up (a process, libgit2 and its CA bundle) overlaps the
   // caller's own.
   bool start_worker = false;
+  // False for a caller that will not ask the source for its head (a drift repair, a
+  // pinned cycle), only read commits the mirror has: the worker's user, home and
+  // credentials are left alone (no user lookup, no secret read), and Poll and Update fail.
+  bool use_worker = true;
 };
 
 inline constexpr const char* kDefaultWorkerUser = kUnprivilegedUser;

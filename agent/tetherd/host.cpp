@@ -92,6 +92,8 @@ Result<CycleReport> Run(const CycleOptions& given,
     // A file:// source's poll reads its ref without the worker (local_ref.hpp): the worker
     // starts only for a fetch.
     source_options.start_worker = will_poll && options.config.source.url.rfind("file://", 0) != 0;
+    // A cycle that will not poll (a drift repair, a pin) reads the mirror only.
+    source_options.use_worker = will_poll;
     return GitSource::Create(source_options);
   };
   if (whole_host) {

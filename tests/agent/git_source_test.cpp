@@ -277,6 +277,33 @@ TEST_CASE("Follows the ref over file://") {
   CheckFollows(fleet, *host.Source());
 }
 
+TEST_CASE("A source opened to read the mirror only prepares nothing of the worker") {
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  auto update = host.Source()->Update();  // the mirror, as a poll left it
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  const std::string home = host.dir.Path("worker-home");
+  std::filesystem::remove_all(home);
+
+  // What a drift repair opens: neither a worker user that does not exist, nor a token
+  // file that is not there, stops it from reading what it applied.
+  host.options.use_worker = false;
+  host.options.worker_user = "no-such-user-tether";
+  host.options.source.token_file = host.dir.Path("no-such-token");
+  auto reader = host.Source();
+  CHECK(Motd(*reader, fleet.first).find("v1") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(home));
+  auto polled = reader->Update();
+  REQUIRE_FALSE(polled);
+  CHECK(polled.error().message() == "this cycle reads the mirror only: it does not ask the source");
+  CHECK(reader->worker_pid() <= 0);
+  CHECK_FALSE(std::filesystem::exists(home));
+
+  // Opened to ask the source, the same options are refused as they always were.
+  host.options.use_worker = true;
+  CHECK_FALSE(GitSource::Create(host.options));
+}
+
 TEST_CASE("A file:// source's poll that finds nothing new starts no git worker") {
   Fleet fleet;
   Host host("file://" + fleet.repo);
