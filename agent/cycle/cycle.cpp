@@ -212,39 +212,40 @@ class Cycle {
     render.host = LocalHostFacts(options_.root);
     render.labels = options_.config.labels;
     render.allowed_paths = options_.config.apply.allowed_paths;
-    auto kept = host_.state.LoadRender();
-    const std::string_view bytes = kept && *kept ? (*kept)->view() : std::string_view();
-    // A drift repair restores what was applied, under the FQDN the resolver gave when it
-    // was rendered: it asks no resolver (a DNS query, which may wait for its timeout) when
-    // the host name is the same. Should that render not be the one to read back after
-    // all, the resolver is asked before rendering again.
     bool fqdn_kept = false;
-    if (render.host.fqdn.empty() && enforced_) {
-      if (auto name = RenderedNameOf(bytes); name && name->hostname == render.host.hostname) {
-        render.host.fqdn = name->fqdn;
-        fqdn_kept = true;
+    {
+      // The last cycle's render (mapped: its bytes go at the end of this block).
+      const auto kept = host_.state.LoadRender();
+      const std::string_view bytes = kept && *kept ? (*kept)->view() : std::string_view();
+      // A drift repair restores what was applied, under the FQDN the resolver gave when
+      // it was rendered: it asks no resolver (a DNS query, which may wait for its timeout)
+      // when the host name is the same. Should that render not be the one to read back
+      // after all, the resolver is asked before rendering again.
+      if (render.host.fqdn.empty() && enforced_) {
+        if (auto name = RenderedNameOf(bytes); name && name->hostname == render.host.hostname) {
+          render.host.fqdn = name->fqdn;
+          fqdn_kept = true;
+        }
+      }
+      if (render.host.fqdn.empty()) render.host.fqdn = ResolveFqdn(render.host.hostname);
+      render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
+      // Read back when this cycle would render the same.
+      if (!bytes.empty()) {
+        // A drift repair needs, of the files, only those it repairs (see Plan).
+        FileFilter keep;
+        if (Partial()) {
+          keep = [this](std::string_view id, std::optional<DriftMode> drift) {
+            return drifted_.count(id) != 0 ||
+                   drift.value_or(options_.config.apply.drift) == DriftMode::kReport;
+          };
+        }
+        if (auto cached = DecodeRender(bytes, RenderKey(commit_, render), tree, keep)) {
+          for (auto& problem : cached->problems) report_.problems.push_back(std::move(problem));
+          files_left_out_ = cached->files_left_out;
+          return std::move(cached->desired);
+        }
       }
     }
-    if (render.host.fqdn.empty()) render.host.fqdn = ResolveFqdn(render.host.hostname);
-    render.profile = ExpandProfilePath(options_.config.source.profile, render.host);
-    // The last cycle's render, when this one would render the same.
-    const std::string key = RenderKey(commit_, render);
-    if (!bytes.empty()) {
-      // A drift repair needs, of the files, only those it repairs (see Plan).
-      FileFilter keep;
-      if (Partial()) {
-        keep = [this](std::string_view id, std::optional<DriftMode> drift) {
-          return drifted_.count(id) != 0 ||
-                 drift.value_or(options_.config.apply.drift) == DriftMode::kReport;
-        };
-      }
-      if (auto cached = DecodeRender(bytes, key, tree, keep)) {
-        for (auto& problem : cached->problems) report_.problems.push_back(std::move(problem));
-        files_left_out_ = cached->files_left_out;
-        return std::move(cached->desired);
-      }
-    }
-    kept = {};
     if (fqdn_kept) {
       render.host.fqdn = ResolveFqdn(render.host.hostname);
       render.profile = ExpandProfilePath(options_.config.source.profile, render.host);

@@ -91,12 +91,6 @@ std::string ResolveFqdn(const std::string& hostname) {
   return fqdn;
 }
 
-HostFacts GatherHostFacts(const std::string& root) {
-  HostFacts facts = LocalHostFacts(root);
-  if (facts.fqdn.empty()) facts.fqdn = ResolveFqdn(facts.hostname);
-  return facts;
-}
-
 HostFacts FactsForHost(const std::string& hostname) {
   HostFacts facts;
   facts.hostname = hostname;

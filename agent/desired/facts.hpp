@@ -19,11 +19,8 @@ struct HostFacts {
 
 // Reads the facts of the running host; files (machine-id, os-release) are read below
 // `root` ("/" normally). Missing files leave their facts empty. The FQDN is the host
-// name's own when it has a dot, else what the resolver says (ResolveFqdn).
-[[nodiscard]] HostFacts GatherHostFacts(const std::string& root = "/");
-
-// The same without asking the resolver (which may mean a DNS query, and its timeout): the
-// FQDN is the host name's own when it has a dot, empty otherwise.
+// name's own when it has a dot, and empty otherwise: the resolver is not asked (that may
+// be a DNS query, and its timeout) until the caller does, with ResolveFqdn.
 [[nodiscard]] HostFacts LocalHostFacts(const std::string& root = "/");
 
 // The canonical name the resolver gives the host name `hostname`; `hostname` itself when

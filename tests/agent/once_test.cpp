@@ -506,12 +506,14 @@ TEST_CASE("A drift repair takes the FQDN its render was made with, and asks no r
   REQUIRE(stat(kept.c_str(), &rendered) == 0);
 
   // The cycle process as the daemon starts it, with a log of the names it resolves.
+  const char* shim = std::getenv("TETHER_LOOKUP_LOG_LIB");
+  REQUIRE_MESSAGE(shim != nullptr, "TETHER_LOOKUP_LOG_LIB is set by meson");
   const std::string tetherd = std::getenv("TETHERD");
   const std::string log = box.dir.Path("lookups");
   auto cycle = [&](bool repair) {
     tether::RunOptions options;
     options.argv = {tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle", "--cycle-process"};
-    options.env.push_back(std::string("LD_PRELOAD=") + std::getenv("TETHER_LOOKUP_LOG_LIB"));
+    options.env.push_back(std::string("LD_PRELOAD=") + shim);
     options.env.push_back("TETHER_TEST_LOOKUP_LOG=" + log);
     const nlohmann::json job = {
         {"config",

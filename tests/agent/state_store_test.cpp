@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -183,8 +184,19 @@ TEST_CASE("An inventory of many entries is written a chunk at a time, whole") {
   CHECK(*commit == "c1");
   REQUIRE(entries.size() == 1);
   REQUIRE(unread.lines().size() == 2999);
+  // Mapped, not read: the file is among this process's mappings while its lines are.
+  auto mapped = [&] {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+      if (line.find(state.dir.Path("inventory.json")) != std::string::npos) return line;
+    }
+    return std::string();
+  };
+  CHECK(mapped() != "");
   state.dir.WriteFile("replaced", "replaced");
   std::filesystem::rename(state.dir.Path("replaced"), state.dir.Path("inventory.json"));
+  CHECK(mapped().find("(deleted)") != std::string::npos);  // the old file, kept for the lines
   auto again = state.store.StartInventory("c1");
   REQUIRE(again);
   for (const auto& line : unread.lines()) {
@@ -389,7 +401,7 @@ TEST_CASE(
                                     }(),
                                     [&] {
                                       std::string text = written;
-                                      text.insert(text.find(line_g), line_a);  // a twice
+                                      text.insert(text.find(line_a), line_a);  // a twice
                                       return text;
                                     }()}) {
     state.dir.WriteFile("inventory.json", edited);
