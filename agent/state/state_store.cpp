@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 namespace tether {
 
@@ -541,6 +542,7 @@ Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::str
                             bool created, const nlohmann::json& original,
                             std::string_view fingerprint, bool pending, std::string_view on_remove,
                             bool secret) {
+  if (auto flushed = FlushRun(); !flushed) return flushed;
   chunk_ += first_ ? "\n" : ",\n";
   first_ = false;
   // As Dump of the entry's object would write it (members in key order), without
@@ -568,26 +570,52 @@ Status InventoryWriter::Add(std::string_view id, std::string_view kind, std::str
 }
 
 Status InventoryWriter::Add(const UnreadEntries::Line& line) {
+  // The line right after the run in the text read (which wrote ",\n" between entries,
+  // as this writer does) extends it.
+  const char* end = run_.data() + run_.size();
+  if (!run_.empty() && line.text.data() == end + 2 && end[0] == ',' && end[1] == '\n') {
+    run_ = std::string_view(run_.data(), run_.size() + 2 + line.text.size());
+    return {};
+  }
+  if (auto flushed = FlushRun(); !flushed) return flushed;
   chunk_ += first_ ? "\n" : ",\n";
   first_ = false;
-  chunk_ += line.text;
-  if (chunk_.size() >= kWriteChunk) return Flush(false);
+  run_ = line.text;
   return {};
 }
 
+Status InventoryWriter::FlushRun() {
+  const std::string_view run = std::exchange(run_, {});
+  if (run.size() < kWriteChunk) {
+    chunk_ += run;
+    if (chunk_.size() >= kWriteChunk) return Flush(false);
+    return {};
+  }
+  if (!chunk_.empty()) {
+    if (auto flushed = Flush(false); !flushed) return flushed;
+  }
+  return Write(run, false);
+}
+
 Status InventoryWriter::Finish() {
+  if (auto flushed = FlushRun(); !flushed) return flushed;
   chunk_ += "\n}}\n";
   return Flush(true);
 }
 
 Status InventoryWriter::Flush(bool sync) {
+  if (auto written = Write(chunk_, sync); !written) return written;
+  chunk_.clear();
+  return {};
+}
+
+Status InventoryWriter::Write(std::string_view bytes, bool sync) {
   AppendOptions options;
   options.mode = 0600;
   options.create = !created_;
   options.sync = sync;
-  if (auto written = fs_->AppendFile(path_, chunk_, options); !written) return written;
+  if (auto written = fs_->AppendFile(path_, bytes, options); !written) return written;
   created_ = true;
-  chunk_.clear();
   return {};
 }
 

@@ -88,7 +88,9 @@ class InventoryWriter {
                            bool created, const nlohmann::json& original,
                            std::string_view fingerprint, bool pending = false,
                            std::string_view on_remove = {}, bool secret = false);
-  // Adds an entry a partial read left unread, its line as it was.
+  // Adds an entry a partial read left unread, its line as it was. Lines that followed one
+  // another in the text they were read from are written from it, a run at a time, not
+  // copied: all the lines given must be of one UnreadEntries, which outlives the writer.
   [[nodiscard]] Status Add(const UnreadEntries::Line& line);
   // Writes the end and makes the file durable; then StateStore::InstallInventory.
   [[nodiscard]] Status Finish();
@@ -97,11 +99,15 @@ class InventoryWriter {
   friend class StateStore;
   InventoryWriter(Filesystem& fs, std::string path, std::string commit)
       : fs_(&fs), path_(std::move(path)), chunk_(std::move(commit)) {}
-  Status Flush(bool sync);
+  Status Flush(bool sync);  // writes chunk_
+  // Puts run_ after chunk_: written as it is when long, else copied.
+  Status FlushRun();
+  Status Write(std::string_view bytes, bool sync);
 
   Filesystem* fs_;
   std::string path_;
-  std::string chunk_;  // not yet written
+  std::string chunk_;     // not yet written
+  std::string_view run_;  // then these unread lines, as they were read (",\n" between)
   bool created_ = false;
   bool first_ = true;
 };
