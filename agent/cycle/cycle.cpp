@@ -30,6 +30,10 @@ ReportedAction Reported(const Action& action) {
   return reported;
 }
 
+// The most entries a repair names for the daemon's watches (CycleReport::recorded): a few
+// hundred bytes each in its result.
+constexpr std::size_t kMaxRecorded = 10000;
+
 bool HostOnly(ResourceKind kind) {
   return kind == ResourceKind::kPackage || kind == ResourceKind::kUnit ||
          kind == ResourceKind::kService || kind == ResourceKind::kCheck;
@@ -374,6 +378,7 @@ class Cycle {
     const ApplyResult result = engine_->Apply(plan, std::move(inventory_), commit_, &desired);
     report_.applied = true;
     if (!result.committed) return Failed(result, same_commit);
+    if (result.ok && !result.inventory.unread.empty()) Recorded(result.inventory);
     // Committed, with resources refused or not: what was applied counts (the quarantine
     // of another commit ends, an audit is done); a refusal is then reported below.
     if (!same_commit && quarantine_) {
@@ -390,6 +395,19 @@ class Cycle {
     report_.outcome = quarantined_head_      ? Outcome::kFailed
                       : report_.changes == 0 ? Outcome::kInSync
                                              : Outcome::kApplied;
+  }
+
+  // The entries a repair that read the inventory in part read, as they now stand: with
+  // the lines it wrote back as they were, they are the whole inventory, so the daemon
+  // need not read it again to watch it.
+  void Recorded(const Inventory& inventory) {
+    if (inventory.entries.size() > kMaxRecorded) return;  // the daemon reads it instead
+    auto& recorded = report_.recorded.emplace();
+    recorded.reserve(inventory.entries.size());
+    for (const auto& [id, entry] : inventory.entries) {
+      recorded.push_back({id, std::string(ResourceKindName(entry.kind)),
+                          std::string(InventoryPath(id, entry)), entry.fingerprint});
+    }
   }
 
   void Failed(const ApplyResult& result, bool same_commit) {

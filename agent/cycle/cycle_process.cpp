@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +47,24 @@ Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& op
           {"drifted", options.drifted},
           {"show_in_sync", options.show_in_sync},
           {"wait_for_lock", options.wait_for_lock}};
+}
+
+// A drift repair's entries ([id, kind, path, fingerprint] each); none when there are
+// none or one is not as written.
+std::optional<std::vector<RecordedEntry>> RecordedFromJson(const Json& result) {
+  const auto recorded = result.find("recorded");
+  if (recorded == result.end() || !recorded->is_array()) return std::nullopt;
+  std::vector<RecordedEntry> entries;
+  entries.reserve(recorded->size());
+  for (const auto& entry : *recorded) {
+    if (!entry.is_array() || entry.size() != 4 ||
+        !std::all_of(entry.begin(), entry.end(), [](const Json& s) { return s.is_string(); })) {
+      return std::nullopt;
+    }
+    entries.push_back({entry[0].get<std::string>(), entry[1].get<std::string>(),
+                       entry[2].get<std::string>(), entry[3].get<std::string>()});
+  }
+  return entries;
 }
 
 }  // namespace
@@ -105,6 +124,7 @@ CycleOutput RunCycleProcess(StartedCycle started, const std::vector<ConfigFile>&
   if (auto report = result.find("report"); report != result.end()) {
     output.report = CycleReportFromJson(*report);
   }
+  output.report.recorded = RecordedFromJson(result);
   return output;
 }
 

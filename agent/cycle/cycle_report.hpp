@@ -129,6 +129,19 @@ struct ReportedAction {
   std::string error{};
 };
 
+// An inventory entry as a drift repair left it, for the daemon's watches: the repair read
+// the inventory in part, and names here every entry it read (the others it wrote back as
+// they were).
+struct RecordedEntry {
+  std::string id;
+  std::string kind;  // "file", "directory", ...
+  std::string path;  // the managed path or name (InventoryPath)
+  // As the repair recorded it, or found it in sync: a repair that changed nothing but
+  // fingerprints does not write the inventory, and names the newer ones, each of a stat
+  // taken before the content it found in sync was read.
+  std::string fingerprint;
+};
+
 struct CycleReport {
   Outcome outcome = Outcome::kFailed;
   std::string commit;  // the commit planned (the head, or the applied one when offline)
@@ -152,6 +165,10 @@ struct CycleReport {
   std::size_t in_sync = 0;
   std::int64_t elapsed_ms = 0;
   std::vector<std::string> problems;  // for stderr and the log's warnings, in order
+  // Set by a drift repair that read the inventory in part (up to 10,000 entries) and whose
+  // apply committed with no failure: the entries it read, as they now stand. Not in
+  // CycleReportToJson: the cycle's process gives it to the daemon beside the report.
+  std::optional<std::vector<RecordedEntry>> recorded;
 };
 
 // The report of a cycle that could not run: outcome failed, `error` its problem.

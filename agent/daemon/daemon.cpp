@@ -733,10 +733,11 @@ class Daemon final : public RequestHandler {
   // what each watch saw touched (`during_cycle`, and the events still waiting) that is
   // not as the cycle left it (see ChangeWatch::Rewatch). The cycle's own writes start no
   // cycle.
-  DriftEvents Rewatch() {
+  DriftEvents Rewatch(const std::vector<RecordedEntry>* recorded = nullptr) {
     DriftEvents drifted;
     for (auto& watch : watches_) {
-      auto rewatched = watch.watch->Rewatch(*store_, std::exchange(watch.during_cycle, {}));
+      auto rewatched =
+          watch.watch->Rewatch(*store_, std::exchange(watch.during_cycle, {}), recorded);
       if (rewatched.error) log_->warn("{}: {}", watch.watch->name(), rewatched.error->message());
       Add(drifted, std::move(rewatched.drifted));
     }
@@ -836,6 +837,7 @@ class Daemon final : public RequestHandler {
 
   void Done(const CycleResult& result) {
     last_ = result;
+    last_->report.recorded.reset();  // for the watches only: not kept while idle
     // A cycle that asked the source confirms (or drops) what the change signal said.
     // Only a cycle that fetched the ref's head counts: not one that could not reach the
     // source (it enforced the applied commit, and exits 0), nor a pinned one.
@@ -847,7 +849,11 @@ class Daemon final : public RequestHandler {
     }
     commit_ = AppliedCommit(*store_);
     // Paths or services a person touched while the cycle ran: repaired by a drift cycle.
-    if (DriftEvents drifted = Rewatch(); !drifted.ids.empty() || drifted.overflow) {
+    // After a repair that read the inventory in part, what it read is all that changed.
+    const auto& recorded = result.report.recorded;
+    if (DriftEvents drifted =
+            Rewatch(result.trigger == Trigger::kDrift && recorded ? &*recorded : nullptr);
+        !drifted.ids.empty() || drifted.overflow) {
       PublishDrift(drifted);
       Add(to_repair_, std::move(drifted));
       if (!pending_ && !stopping_) pending_ = Trigger::kDrift;

@@ -107,11 +107,16 @@ Status DriftWatcher::WatchSorted(const std::vector<PathId>& paths) {
   // of directories no longer named go.
   std::map<int, Directory> watched;
   Status status;
+  complete_ = true;
+  directory_paths_.clear();
+  directory_paths_.reserve(dirs.size());
   for (const auto& [dir, index] : dirs) {
+    directory_paths_.emplace_back(dir, index);  // in order: `dirs` is sorted
     const std::string host_dir = root_ + (dir == "/" && !root_.empty() ? "" : std::string(dir));
     const int wd =
         inotify_add_watch(inotify_.get(), host_dir.empty() ? "/" : host_dir.c_str(), kEvents);
     if (wd < 0) {
+      complete_ = false;
       if (errno == ENOENT || errno == ENOTDIR) continue;  // not there yet: the audit sees it
       if (status) status = FailErrno(errno, "watch '" + std::string(dir) + "'");
       continue;
@@ -126,6 +131,17 @@ Status DriftWatcher::WatchSorted(const std::vector<PathId>& paths) {
   }
   directories_ = std::move(watched);
   return status;
+}
+
+bool DriftWatcher::Watches(std::string_view path, std::string_view id) const {
+  if (!complete_) return false;
+  const auto [dir, name] = Split(path);
+  const auto it = std::lower_bound(directory_paths_.begin(), directory_paths_.end(), dir,
+                                   [](const std::pair<std::string, std::uint32_t>& a,
+                                      std::string_view b) { return a.first < b; });
+  if (it == directory_paths_.end() || it->first != dir) return false;
+  const std::size_t found = Find(it->second, name);
+  return found < entries_.size() && IdOf(entries_[found]) == id;
 }
 
 Result<DriftEvents> DriftWatcher::Read() {
@@ -150,7 +166,9 @@ Result<DriftEvents> DriftWatcher::Read() {
       if (watched == directories_.end()) continue;
       const Directory& dir = watched->second;
       if ((event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) != 0) {
-        // The directory itself went: everything in it is to be looked at.
+        // The directory itself went: everything in it is to be looked at, and it is
+        // watched again only by the next Watch.
+        complete_ = false;
         for (std::size_t k = LowerBound(dir.dir, "");
              k < entries_.size() && entries_[k].dir == dir.dir; ++k) {
           events.ids.emplace(IdOf(entries_[k]));

@@ -48,6 +48,12 @@ class DriftWatcher {
   };
   [[nodiscard]] Status WatchSorted(const std::vector<PathId>& paths);
 
+  // True when `path` is watched as resource `id`: the table names it so, and its directory
+  // has had its watch since the last Watch, as has every directory that Watch was given.
+  // What a daemon needs to know that a set of paths it was told of is watched as it is,
+  // without reading them all again.
+  [[nodiscard]] bool Watches(std::string_view path, std::string_view id) const;
+
   // Readable (POLLIN) when events wait.
   [[nodiscard]] int fd() const { return inotify_.get(); }
 
@@ -89,7 +95,12 @@ class DriftWatcher {
   std::string root_;
   UniqueFd inotify_;
   std::map<int, Directory> directories_;  // wd -> the directory
-  std::vector<Entry> entries_;            // ordered by directory, then name
+  // The directories' paths (sorted) and indexes, for Watches.
+  std::vector<std::pair<std::string, std::uint32_t>> directory_paths_;
+  // Every directory Watch was given has had its watch since: none was missing, and none
+  // went or moved (which ends or misplaces its watch).
+  bool complete_ = false;
+  std::vector<Entry> entries_;  // ordered by directory, then name
   std::string names_;
 };
 

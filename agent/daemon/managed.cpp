@@ -9,6 +9,15 @@
 
 namespace tether {
 
+std::string WatchedPath(std::string_view kind, std::string path) {
+  if (kind == "unit" && !path.empty() && path.front() != '/') {
+    path = std::string(kUnitDirectory) + "/" + path;
+  }
+  if (path.empty() || path.front() != '/') return {};
+  if (kind != "file" && kind != "directory" && kind != "symlink" && kind != "unit") return {};
+  return path;
+}
+
 Managed ReadManaged(const StateStore& state, const std::set<std::string>& touched) {
   Managed managed;
   const std::vector<std::string_view> wanted(touched.begin(), touched.end());  // sorted
@@ -19,14 +28,8 @@ Managed ReadManaged(const StateStore& state, const std::set<std::string>& touche
   auto read = state.LoadInventory(
       [&](std::string id, StoredEntry&& entry) {
         const std::string& kind = entry.kind;
-        std::string path = std::move(entry.path);
-        if (kind == "unit" && !path.empty() && path.front() != '/') {
-          path = std::string(kUnitDirectory) + "/" + path;
-        }
-        if (path.empty() || path.front() != '/') return true;
-        if (kind != "file" && kind != "directory" && kind != "symlink" && kind != "unit") {
-          return true;
-        }
+        std::string path = WatchedPath(kind, std::move(entry.path));
+        if (path.empty()) return true;
         if (is_touched(id)) {
           managed.touched[id] = {path, kind == "file" ? std::move(entry.fingerprint) : ""};
         }

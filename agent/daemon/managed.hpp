@@ -7,12 +7,18 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/daemon/drift_watcher.hpp"
 #include "agent/state/state_store.hpp"
 
 namespace tether {
+
+// The host path the drift watch watches of an inventory entry of `kind` naming `path`
+// (a unit's file by its name: in /etc/systemd/system); "" for an entry it does not watch
+// (a package, a service).
+[[nodiscard]] std::string WatchedPath(std::string_view kind, std::string path);
 
 // The paths tether manages (host path -> resource id): files, directories, symlinks and
 // unit files. A unit's entry may hold just its name (one found in sync); its file is

@@ -9,7 +9,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "agent/cycle/cycle_report.hpp"
 #include "agent/daemon/drift_watcher.hpp"
 #include "agent/state/state_store.hpp"
 #include "common/error.hpp"
@@ -36,7 +38,11 @@ class ChangeWatch {
     DriftEvents drifted;
     std::optional<Error> error;
   };
-  [[nodiscard]] virtual Rewatched Rewatch(const StateStore& state, const DriftEvents& seen) = 0;
+  // `recorded`, when given, is what a drift repair that read the inventory in part says of
+  // the entries it read (CycleReport::recorded): when they are all watched as they are
+  // named there, the inventory is not read again.
+  [[nodiscard]] virtual Rewatched Rewatch(const StateStore& state, const DriftEvents& seen,
+                                          const std::vector<RecordedEntry>* recorded) = 0;
 };
 
 // Managed paths below `root` ("/" normally).

@@ -82,11 +82,18 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
   }
   // `out`, `err` and `summary` are what a tetherd of the previous release reads: during a
   // package upgrade, the daemon still running starts the new tetherd-cycle.
-  const Json result = {{"exit", output.exit_code},
-                       {"report", CycleReportToJson(output.report)},
-                       {"out", FormatCourse(output.report)},
-                       {"err", FormatProblems(output.report)},
-                       {"summary", CycleSummaryToJson(Summarize(output.report))}};
+  Json result = {{"exit", output.exit_code},
+                 {"report", CycleReportToJson(output.report)},
+                 {"out", FormatCourse(output.report)},
+                 {"err", FormatProblems(output.report)},
+                 {"summary", CycleSummaryToJson(Summarize(output.report))}};
+  // A drift repair's entries, for the daemon's watches: [id, kind, path, fingerprint].
+  if (output.report.recorded) {
+    Json& recorded = result["recorded"] = Json::array();
+    for (const auto& entry : *output.report.recorded) {
+      recorded.push_back(Json::array({entry.id, entry.kind, entry.path, entry.fingerprint}));
+    }
+  }
   const std::string dumped = result.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (!WriteFully(fileno(out), dumped)) return 1;
   return 0;

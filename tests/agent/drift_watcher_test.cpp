@@ -96,6 +96,29 @@ TEST_CASE("Watching the paths again loses no event, and drops directories no lon
   CHECK(w.Quiet());
 }
 
+TEST_CASE("Watches says a path is watched as an id only while every directory has its watch") {
+  Watched w;
+  // /opt/missing was missing when watched: nothing is known to be watched as it is.
+  CHECK_FALSE(w.watcher->Watches("/etc/motd", "file:/etc/motd"));
+  const std::map<std::string, std::string> paths = {
+      {"/etc/motd", "file:/etc/motd"},
+      {"/srv/www", "directory:/srv/www"},
+      {"/srv/www/index.html", "file:/srv/www/index.html"}};
+  REQUIRE(w.watcher->Watch(paths));
+  for (const auto& [path, id] : paths) CHECK(w.watcher->Watches(path, id));
+  CHECK_FALSE(w.watcher->Watches("/etc/motd", "file:/etc/other"));   // another id
+  CHECK_FALSE(w.watcher->Watches("/etc/other", "file:/etc/other"));  // not named
+  CHECK_FALSE(w.watcher->Watches("/opt/x", "file:/opt/x"));          // nor its directory
+  // A directory that went loses its watch: nothing is known to be watched as it is until
+  // the paths are watched again.
+  std::filesystem::remove_all(w.root.Path("srv/www"));
+  CHECK(w.Next().count("file:/srv/www/index.html") == 1);
+  CHECK_FALSE(w.watcher->Watches("/etc/motd", "file:/etc/motd"));
+  w.root.WriteFile("srv/www/index.html", "<h1>back</h1>\n");
+  REQUIRE(w.watcher->Watch(paths));
+  CHECK(w.watcher->Watches("/srv/www/index.html", "file:/srv/www/index.html"));
+}
+
 TEST_CASE("A lost event queue is reported as an overflow") {
   Watched w;
   const std::string path = w.root.Path("etc/motd");
@@ -137,14 +160,14 @@ TEST_CASE("After a cycle, its own writes are told from a person's by their stat"
   auto watch = tether::OpenPathWatch(root.path());
   REQUIRE(watch);
   auto& store = tether::testing::HostStateStore(state.path());
-  REQUIRE((*watch)->Rewatch(store, {}).drifted.ids.empty());
+  REQUIRE((*watch)->Rewatch(store, {}, nullptr).drifted.ids.empty());
 
   // The cycle wrote all four (seen while it ran), then a person edited issue.
   tether::DriftEvents seen;
   seen.ids = {"file:/etc/motd", "file:/etc/issue", "file:/etc/hosts", "directory:/etc",
               "file:/etc/gone"};
   std::ofstream(root.Path("etc/issue"), std::ios::app) << "and a person's line\n";
-  auto rewatched = (*watch)->Rewatch(store, seen);
+  auto rewatched = (*watch)->Rewatch(store, seen, nullptr);
   CHECK_FALSE(rewatched.error);
   CHECK_FALSE(rewatched.drifted.overflow);
   // motd is as recorded; issue was edited; hosts and the directory cannot be told by their
@@ -154,11 +177,64 @@ TEST_CASE("After a cycle, its own writes are told from a person's by their stat"
 
   // A chmod is a person's too; the events still waiting count as much as those seen.
   chmod(root.Path("etc/motd").c_str(), 0600);
-  rewatched = (*watch)->Rewatch(store, {});
+  rewatched = (*watch)->Rewatch(store, {}, nullptr);
   CHECK(rewatched.drifted.ids == std::set<std::string>{"file:/etc/motd"});
 
   // Without an inventory to go by, whatever was touched is looked at.
   std::filesystem::remove(state.Path("inventory.json"));
   seen.ids = {"file:/etc/motd"};
-  CHECK((*watch)->Rewatch(store, seen).drifted.ids == seen.ids);
+  CHECK((*watch)->Rewatch(store, seen, nullptr).drifted.ids == seen.ids);
+}
+
+TEST_CASE("After a repair that names the entries it read, the inventory is not read again") {
+  TempDir root("rewatch-root");
+  TempDir state("rewatch-state");
+  root.WriteFile("etc/motd", "as tether wrote it\n");
+  root.WriteFile("etc/issue", "as tether wrote it\n");
+  auto host = tether::RootedFilesystem::Open(root.path());
+  REQUIRE(host);
+  auto mark = [&](const char* path) {
+    auto stat = (*host)->Stat(path);
+    REQUIRE(stat);
+    return tether::StatMark(*stat) + "AAAAAAAA";
+  };
+  state.WriteFile("inventory.json", R"({"schema": "tether.inventory/v1", "commit": "c1",
+    "entries": {
+      "file:/etc/motd": {"kind": "file", "path": "/etc/motd", "created": true,
+                         "fingerprint": "old"},
+      "file:/etc/issue": {"kind": "file", "path": "/etc/issue", "created": true,
+                          "fingerprint": ")" +
+                                        mark("/etc/issue") + R"("}}})");
+  auto watch = tether::OpenPathWatch(root.path());
+  REQUIRE(watch);
+  auto& store = tether::testing::HostStateStore(state.path());
+  REQUIRE((*watch)->Rewatch(store, {}, nullptr).drifted.ids.empty());
+
+  // A repair of motd wrote it, and names it as it left it; a person edited issue
+  // meanwhile, which the repair did not read. The inventory is gone: had it been read
+  // again, both would be looked at (nothing to go by).
+  root.WriteFile("etc/motd", "as the repair wrote it\n");
+  std::ofstream(root.Path("etc/issue"), std::ios::app) << "and a person's line\n";
+  std::filesystem::remove(state.Path("inventory.json"));
+  const std::vector<tether::RecordedEntry> repaired = {
+      {"file:/etc/motd", "file", "/etc/motd", mark("/etc/motd")},
+      {"package:curl", "package", "curl", ""}};  // of no path: not watched
+  tether::DriftEvents seen;
+  seen.ids = {"file:/etc/motd"};
+  auto rewatched = (*watch)->Rewatch(store, seen, &repaired);
+  CHECK_FALSE(rewatched.error);
+  CHECK(rewatched.drifted.ids == std::set<std::string>{"file:/etc/issue"});
+  // The watches stand: an edit after is seen.
+  std::ofstream(root.Path("etc/motd"), std::ios::app) << "a person's line\n";
+  pollfd fd = {(*watch)->fd(), POLLIN, 0};
+  REQUIRE(poll(&fd, 1, 2000) == 1);
+  auto events = (*watch)->Read();
+  REQUIRE(events);
+  CHECK(events->ids == std::set<std::string>{"file:/etc/motd"});
+
+  // An entry at a path not watched (added, or moved) has the inventory read again: with
+  // none, what was touched is looked at, the recorded fingerprint notwithstanding.
+  const std::vector<tether::RecordedEntry> moved = {
+      {"file:/etc/motd", "file", "/etc/motd.d/motd", mark("/etc/motd")}};
+  CHECK((*watch)->Rewatch(store, seen, &moved).drifted.ids == seen.ids);
 }

@@ -16,6 +16,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "agent/cycle/cycle_process.hpp"
 #include "common/process.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
@@ -550,4 +551,60 @@ TEST_CASE("A drift repair takes the FQDN its render was made with, and asks no r
     CHECK(cycle(false) == "");
   }
   CHECK(box.dir.ReadFile("root/etc/fqdn") == fqdn);
+}
+
+TEST_CASE("A drift repair names the entries it read for the daemon's watches, and only those") {
+  Sandbox box;
+  box.Commit("hello\n", true,
+             "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n"
+             "[[file]]\npath = \"/etc/hosts\"\ncontent = \"hosts\\n\"\n");
+  REQUIRE(box.Once().exit_code == 0);
+  // The cycle's process as the daemon runs it, and reads what it says.
+  const std::string tetherd = std::getenv("TETHERD");
+  auto cycle = [&](bool repair, const std::vector<std::string>& drifted) {
+    tether::CycleOptions options;
+    options.state_dir = box.dir.Path("state");
+    options.cache_dir = box.dir.Path("cache");
+    options.root = box.dir.Path("root");
+    options.enforce_applied = repair;
+    options.drifted = drifted;
+    auto output = tether::RunCycleProcess(
+        {tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle", "--cycle-process"}, {},
+        {{box.dir.Path("agent.toml"), box.dir.ReadFile("agent.toml")}}, options);
+    CHECK_MESSAGE(output.exit_code == 0, output.report.error);
+    return output.report.recorded;
+  };
+  auto inventory = [&] {
+    return nlohmann::json::parse(box.dir.ReadFile("state/inventory.json"))["entries"];
+  };
+
+  // A repair of issue reads issue's entry (and any entry of another kind), and writes
+  // motd's and hosts' back unread: it names issue as it left it.
+  box.dir.WriteFile("root/etc/issue", "edited by hand\n");
+  const auto repaired = cycle(true, {"file:/etc/issue"});
+  CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
+  REQUIRE(repaired);
+  std::map<std::string, tether::RecordedEntry> recorded;
+  for (const auto& entry : *repaired) recorded[entry.id] = entry;
+  CHECK(recorded.count("file:/etc/motd") == 0);
+  CHECK(recorded.count("file:/etc/hosts") == 0);
+  REQUIRE(recorded.count("file:/etc/issue") == 1);
+  const auto entries = inventory();
+  const auto& issue = recorded["file:/etc/issue"];
+  CHECK(issue.kind == "file");
+  CHECK(issue.path == "/etc/issue");
+  CHECK(issue.fingerprint == entries["file:/etc/issue"]["fingerprint"]);
+  for (const auto& [id, entry] : recorded) {
+    REQUIRE(entries.contains(id));
+    CHECK(entry.kind == entries[id]["kind"]);
+  }
+
+  // A repair that reads every entry, and a cycle that asks the source, name none: the
+  // daemon reads the inventory they wrote.
+  box.dir.WriteFile("root/etc/hosts", "edited by hand\n");
+  CHECK_FALSE(cycle(true, {"file:/etc/issue", "file:/etc/hosts", "file:/etc/motd"}));
+  CHECK(box.dir.ReadFile("root/etc/hosts") == "hosts\n");
+  box.dir.WriteFile("root/etc/hosts", "edited by hand\n");
+  CHECK_FALSE(cycle(false, {}));
+  CHECK(box.dir.ReadFile("root/etc/hosts") == "hosts\n");
 }
