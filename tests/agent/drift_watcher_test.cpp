@@ -232,6 +232,16 @@ TEST_CASE("After a repair that names the entries it read, the inventory is not r
   REQUIRE(events);
   CHECK(events->ids == std::set<std::string>{"file:/etc/motd"});
 
+  // Lost events have it read again, whatever the repair names: with no inventory, what was
+  // touched is looked at.
+  const std::vector<tether::RecordedEntry> as_now = {
+      {"file:/etc/motd", "file", "/etc/motd", mark("/etc/motd")}};
+  tether::DriftEvents lost = seen;
+  lost.overflow = true;
+  rewatched = (*watch)->Rewatch(store, lost, &as_now);
+  CHECK(rewatched.drifted.overflow);
+  CHECK(rewatched.drifted.ids == seen.ids);
+
   // An entry at a path not watched (added, or moved) has the inventory read again: with
   // none, what was touched is looked at, the recorded fingerprint notwithstanding.
   const std::vector<tether::RecordedEntry> moved = {
