@@ -56,7 +56,8 @@ Managed ReadManaged(const StateStore& state, const std::set<std::string>& touche
   std::vector<DriftWatcher::PathId> plain;
   plain.reserve(managed.text.lines().size());
   for (const auto& line : managed.text.lines()) {
-    if (!line.path.empty() && line.path.front() == '/') plain.push_back({line.path, line.id});
+    const std::string_view path = line.path();
+    if (!path.empty() && path.front() == '/') plain.push_back({path, line.id()});
   }
   if (!std::is_sorted(plain.begin(), plain.end(), by_path)) {
     std::sort(plain.begin(), plain.end(), by_path);  // not as written; still correct

@@ -205,8 +205,8 @@ Status WriteInventory(StateStore& state, Inventory& inventory) {
   const auto& unread = inventory.unread.lines();
   auto next_unread = unread.begin();
   for (const auto& [id, entry] : inventory.entries) {
-    for (; next_unread != unread.end() && next_unread->id <= id; ++next_unread) {
-      if (next_unread->id == id) continue;  // read since: the entry is what stands
+    for (; next_unread != unread.end() && next_unread->id() <= id; ++next_unread) {
+      if (next_unread->id() == id) continue;  // read since: the entry is what stands
       if (auto added = writer->Add(*next_unread); !added) return added;
     }
     if (auto added = writer->Add(id, ResourceKindName(entry.kind), InventoryPath(id, entry),
@@ -264,6 +264,17 @@ class InventoryEdits {
     if (it == inventory_.entries.end()) return;
     only_fingerprints_ = false;
     taken_.push_back(inventory_.entries.extract(it));
+  }
+
+  // The entries whose fingerprint changed (id -> the one they have now).
+  StateStore::Fingerprints ChangedFingerprints() const {
+    std::set<const InventoryEntry*> changed;
+    for (const auto& [entry, old] : fingerprints_) changed.insert(entry);
+    StateStore::Fingerprints fingerprints;
+    for (const auto& [id, entry] : inventory_.entries) {
+      if (changed.contains(&entry)) fingerprints.emplace(id, entry.fingerprint);
+    }
+    return fingerprints;
   }
 
   void SetFingerprint(InventoryEntry& entry, std::string fingerprint) {
@@ -879,9 +890,16 @@ class Engine::ApplyRun {
       }
       if (result_.unhealthy) result_.ok = false;
     }
-    if (auto written = WriteInventory(engine_.state_, inventory_); !written) {
-      return RollBackCommit(written.error());
+    // A repair of a few entries of an inventory read in part records their fingerprints
+    // beside it, rather than write every entry again (the next whole one takes them in).
+    const bool by_delta = same_but_fingerprints && !inventory_.unread.empty();
+    Status written = by_delta
+                         ? engine_.state_.StartInventoryDelta(commit_, edits_.ChangedFingerprints())
+                         : Status();
+    if (!by_delta || (!written && written.error().Is(std::errc::file_too_large))) {
+      written = WriteInventory(engine_.state_, inventory_);
     }
+    if (!written) return RollBackCommit(written.error());
     if (engine_.options_.after_step) engine_.options_.after_step(++counter_, "inventory");
     if (any_change_) {
       if (auto committed = journal_.Commit(); !committed) return RollBackCommit(committed.error());

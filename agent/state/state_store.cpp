@@ -1,5 +1,6 @@
 #include "agent/state/state_store.hpp"
 #include "common/sha256.hpp"
+#include "common/stat_mark.hpp"
 
 #include <sys/stat.h>
 
@@ -21,6 +22,8 @@ constexpr char kLock[] = "lock";
 constexpr char kJournal[] = "journal";
 constexpr char kInventory[] = "inventory.json";
 constexpr char kInventoryNew[] = "inventory.json.new";
+constexpr char kInventoryDelta[] = "inventory.delta";
+constexpr char kInventoryDeltaNew[] = "inventory.delta.new";
 constexpr char kQuarantine[] = "quarantine.json";
 constexpr char kHistory[] = "history.json";
 constexpr char kLastAudit[] = "last-audit";
@@ -35,11 +38,13 @@ constexpr char kRender[] = "render.cache";
 // prune's diff shows sizes only until the entry is written again.
 constexpr char kInventorySchema[] = "tether.inventory/v2";
 constexpr char kInventorySchemaV1[] = "tether.inventory/v1";
+constexpr char kInventoryDeltaSchema[] = "tether.inventory-delta/v1";
 constexpr char kQuarantineSchema[] = "tether.quarantine/v1";
 constexpr char kHistorySchema[] = "tether.history/v1";
 
 constexpr std::size_t kMaxInventory = 256 << 20;
 constexpr std::size_t kMaxRender = 256 << 20;
+constexpr std::size_t kMaxInventoryDelta = 4 << 20;
 constexpr std::size_t kMaxHistory = 64 << 20;
 constexpr std::size_t kMaxQuarantine = 1 << 20;
 constexpr std::size_t kMaxSmallFile = 4096;
@@ -369,7 +374,7 @@ class WrittenInventory {
         previous.assign(this_id);
         first = false;
       } else if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
-        unread->push_back({plain.id, plain.path, line});
+        unread->emplace_back(line);
       } else {
         if (is_plain) {
           FromPlain(plain, id, entry);
@@ -402,21 +407,35 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry) cons
   return LoadInventory(on_entry, nullptr, unread);
 }
 
+// A line left unread is plain (ReadPlain): `"ID":{...,"path":"PATH"}`, neither string
+// holding a quote.
+std::string_view UnreadEntries::Line::id() const {
+  const std::string_view line = text();
+  return line.substr(1, line.find('"', 1) - 1);
+}
+
+std::string_view UnreadEntries::Line::path() const {
+  constexpr std::string_view kPath = R"(,"path":")";
+  const std::string_view line = text();
+  const std::size_t start = line.rfind(kPath) + kPath.size();
+  return line.substr(start, line.size() - 2 - start);
+}
+
 bool UnreadEntries::Take(const std::vector<std::string_view>& ids,
                          const std::function<bool(std::string id, StoredEntry&& entry)>& on_entry) {
   std::vector<std::size_t> taken;
   for (const std::string_view id : ids) {
     const auto it =
         std::lower_bound(lines_.begin(), lines_.end(), id,
-                         [](const Line& line, std::string_view id) { return line.id < id; });
-    if (it != lines_.end() && it->id == id)
+                         [](const Line& line, std::string_view id) { return line.id() < id; });
+    if (it != lines_.end() && it->id() == id)
       taken.push_back(static_cast<std::size_t>(it - lines_.begin()));
   }
   for (const std::size_t i : taken) {
     PlainEntry plain;
     std::string id;
     StoredEntry entry;
-    if (!ReadPlain(lines_[i].text, plain)) return false;  // read as one before
+    if (!ReadPlain(lines_[i].text(), plain)) return false;  // read as one before
     FromPlain(plain, id, entry);
     if (!on_entry(std::move(id), std::move(entry))) return false;
   }
@@ -455,10 +474,24 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
   // twice when the JSON parser has to read it after all.
   WrittenInventory written(bytes);
   std::optional<std::string> refused;
-  if (written.Read(nullptr, refused)) {
+  if (auto checked = written.Read(nullptr, refused)) {
+    // The fingerprints repairs recorded since: their entries are read (never left
+    // unread, whose lines would be written back as they are) and given the newer one.
+    const Fingerprints delta = ReadDelta(*checked);
+    const EntryVisitor with_delta = [&](std::string id, StoredEntry&& entry) {
+      if (const auto newer = delta.find(id); newer != delta.end()) {
+        entry.fingerprint = newer->second;
+      }
+      return on_entry(std::move(id), std::move(entry));
+    };
+    const EntryFilter keep_delta = [&](std::string_view id, std::string_view kind) {
+      return delta.contains(id) || keep(id, kind);
+    };
+    const EntryVisitor& visit = delta.empty() ? on_entry : with_delta;
+    const EntryFilter* filter = !keep ? nullptr : delta.empty() ? &keep : &keep_delta;
     std::vector<UnreadEntries::Line> lines;
     if (keep) lines.reserve(static_cast<std::size_t>(std::count(bytes.begin(), bytes.end(), '\n')));
-    auto commit = written.Read(&on_entry, refused, keep ? &keep : nullptr, &lines);
+    auto commit = written.Read(&visit, refused, filter, &lines);
     if (refused) return corrupt("bad entry '" + *refused + "'");
     if (commit) {
       if (!lines.empty()) {
@@ -573,14 +606,15 @@ Status InventoryWriter::Add(const UnreadEntries::Line& line) {
   // The line right after the run in the text read (which wrote ",\n" between entries,
   // as this writer does) extends it.
   const char* end = run_.data() + run_.size();
-  if (!run_.empty() && line.text.data() == end + 2 && end[0] == ',' && end[1] == '\n') {
-    run_ = std::string_view(run_.data(), run_.size() + 2 + line.text.size());
+  const std::string_view text = line.text();
+  if (!run_.empty() && text.data() == end + 2 && end[0] == ',' && end[1] == '\n') {
+    run_ = std::string_view(run_.data(), run_.size() + 2 + text.size());
     return {};
   }
   if (auto flushed = FlushRun(); !flushed) return flushed;
   chunk_ += first_ ? "\n" : ",\n";
   first_ = false;
-  run_ = line.text;
+  run_ = text;
   return {};
 }
 
@@ -619,14 +653,87 @@ Status InventoryWriter::Write(std::string_view bytes, bool sync) {
   return {};
 }
 
+// The delta is bound to the inventory it was recorded over: its commit, and its file by
+// StatMark (inode, size, times), which any inventory renamed into place changes. It holds
+// fingerprints only, which save reading a file whose content is compared otherwise: one
+// that is gone, unreadable or of another inventory is not used, and costs at most such
+// reads (and a repair that finds nothing to do).
+std::string StateStore::InventoryMark() const {
+  auto stat = fs_.Stat(PathOf(kInventory));
+  return stat ? StatMark(*stat) : std::string();
+}
+
+StateStore::Fingerprints StateStore::ReadDelta(std::string_view commit) const {
+  Fingerprints fingerprints;
+  auto text = ReadOptional(kInventoryDelta, kMaxInventoryDelta);
+  if (!text || !*text) return fingerprints;
+  const Json json = Json::parse(**text, nullptr, false);
+  std::string schema;
+  std::string base_commit;
+  std::string base;
+  if (json.is_discarded() || !json.is_object() || !ReadString(json, "schema", schema) ||
+      schema != kInventoryDeltaSchema || !ReadString(json, "commit", base_commit) ||
+      base_commit != commit || !ReadString(json, "base", base) || base.empty() ||
+      base != InventoryMark()) {
+    return fingerprints;
+  }
+  const auto entries = json.find("fingerprints");
+  if (entries == json.end() || !entries->is_object()) return fingerprints;
+  for (const auto& [id, fingerprint] : entries->items()) {
+    if (!fingerprint.is_string()) return {};
+    fingerprints.emplace(id, fingerprint.get<std::string>());
+  }
+  return fingerprints;
+}
+
+Status StateStore::StartInventoryDelta(std::string_view commit, const Fingerprints& fingerprints) {
+  if (auto removed = RemoveIfThere(kInventoryDeltaNew); !removed) return removed;
+  const std::string base = InventoryMark();
+  if (base.empty())
+    return Fail(std::errc::no_such_file_or_directory, "no inventory to record beside");
+  Fingerprints merged = ReadDelta(commit);
+  for (const auto& [id, fingerprint] : fingerprints) merged.insert_or_assign(id, fingerprint);
+  if (merged.size() > kMaxDeltaEntries) {
+    return Fail(std::errc::file_too_large, "more fingerprints than an inventory delta keeps");
+  }
+  Json entries = Json::object();
+  for (auto& [id, fingerprint] : merged) entries[id] = std::move(fingerprint);
+  const Json delta = {{"schema", kInventoryDeltaSchema},
+                      {"commit", commit},
+                      {"base", base},
+                      {"fingerprints", std::move(entries)}};
+  AppendOptions options;
+  options.mode = 0600;
+  options.create = true;
+  return fs_.AppendFile(PathOf(kInventoryDeltaNew), Dump(delta) + "\n", options);
+}
+
 Status StateStore::InstallInventory() {
+  auto whole = fs_.Stat(PathOf(kInventoryNew));
+  if (!whole && !whole.error().Is(std::errc::no_such_file_or_directory)) return Fail(whole.error());
+  if (!whole) {
+    if (auto renamed = fs_.Rename(PathOf(kInventoryDeltaNew), PathOf(kInventoryDelta)); !renamed) {
+      return renamed;
+    }
+    return fs_.SyncDirectory(dir_);
+  }
+  // A whole inventory takes in the delta, which goes first, durably: it must never stand
+  // beside an inventory it was not recorded over.
+  if (auto removed = fs_.Remove(PathOf(kInventoryDelta)); removed) {
+    if (auto synced = fs_.SyncDirectory(dir_); !synced) return synced;
+  } else if (!removed.error().Is(std::errc::no_such_file_or_directory)) {
+    return removed;
+  }
   if (auto renamed = fs_.Rename(PathOf(kInventoryNew), PathOf(kInventory)); !renamed) {
     return renamed;
   }
   return fs_.SyncDirectory(dir_);
 }
 
-Status StateStore::DiscardInventory() { return RemoveIfThere(kInventoryNew); }
+Status StateStore::DiscardInventory() {
+  if (auto removed = RemoveIfThere(kInventoryNew); !removed) return removed;
+  return RemoveIfThere(kInventoryDeltaNew);
+}
 
 // --- The last render ---
 

@@ -3,8 +3,11 @@
 //
 //   lock              held by the cycle working on the state dir (flock)
 //   journal           the open transaction of an apply: JSON lines, appended and synced
-//   inventory.json    what tether applied (tether.inventory/v1); inventory.json.new: the
+//   inventory.json    what tether applied (tether.inventory/v2); inventory.json.new: the
 //                     next one, written aside until its apply commits
+//   inventory.delta   fingerprints newer than inventory.json's, recorded by drift repairs
+//                     that changed nothing else (tether.inventory-delta/v1), until the
+//                     next whole inventory takes them in; inventory.delta.new: likewise
 //   quarantine.json   the commit whose apply failed (tether.quarantine/v1)
 //   history.json      the last applies (tether.history/v1)
 //   last-audit        unix seconds of the last full audit, and a newline
@@ -22,6 +25,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,10 +64,22 @@ struct StoredEntry {
 // others' lines into the next inventory as they are. Copies share the text.
 class UnreadEntries {
  public:
-  struct Line {
-    std::string_view id;    // as written: a plain string, which needs no unescaping
-    std::string_view path;  // its "path", likewise
-    std::string_view text;  // the entry's line, without the ",\n" between entries
+  // An entry's line, without the ",\n" between entries. A pointer and a size: at tens of
+  // thousands of lines, what a partial read writes besides the text it maps costs page
+  // faults, which a process that starts for one repair pays each time.
+  class Line {
+   public:
+    Line() = default;
+    explicit Line(std::string_view text)
+        : data_(text.data()), size_(static_cast<std::uint32_t>(text.size())) {}
+    [[nodiscard]] std::string_view text() const { return {data_, size_}; }
+    // As written: plain strings, which need no unescaping.
+    [[nodiscard]] std::string_view id() const;
+    [[nodiscard]] std::string_view path() const;
+
+   private:
+    const char* data_ = nullptr;
+    std::uint32_t size_ = 0;
   };
   [[nodiscard]] const std::vector<Line>& lines() const { return lines_; }
   [[nodiscard]] bool empty() const { return lines_.empty(); }
@@ -150,9 +166,19 @@ class StateStore {
   [[nodiscard]] Result<std::string> AppliedCommit() const;
   // Starts the next inventory aside (inventory.json.new, replacing one left there).
   [[nodiscard]] Result<InventoryWriter> StartInventory(std::string_view commit);
-  // Puts the inventory written aside into place, durably. ENOENT when there is none.
+  // Records aside (inventory.delta.new) newer fingerprints of entries of the inventory in
+  // place, of commit `commit`, with those recorded since it was written: rather than the
+  // whole inventory again when a repair of a few files changed only their fingerprints.
+  // std::errc::file_too_large when that would make more than kMaxDeltaEntries: the whole
+  // inventory is then to be written, which takes them all in.
+  static constexpr std::size_t kMaxDeltaEntries = 1024;
+  using Fingerprints = std::map<std::string, std::string, std::less<>>;  // id -> fingerprint
+  [[nodiscard]] Status StartInventoryDelta(std::string_view commit,
+                                           const Fingerprints& fingerprints);
+  // Puts what was written aside (StartInventory's or StartInventoryDelta's) into place,
+  // durably. ENOENT when there is none.
   [[nodiscard]] Status InstallInventory();
-  // Removes an inventory written aside; nothing to do when there is none.
+  // Removes what was written aside; nothing to do when there is none.
   [[nodiscard]] Status DiscardInventory();
 
   // --- Originals: what tether took over, for on_remove = "restore" ---
@@ -228,6 +254,11 @@ class StateStore {
   // The same, mapped when map_files_ says so.
   [[nodiscard]] Result<std::optional<FileBytes>> ReadLarge(std::string_view name,
                                                            std::size_t max_size) const;
+  // The fingerprints of inventory.delta, when it was recorded over the inventory in place,
+  // of `commit`; none when there is none, or it is of another.
+  [[nodiscard]] Fingerprints ReadDelta(std::string_view commit) const;
+  // The inventory file's StatMark; "" when it cannot be told.
+  [[nodiscard]] std::string InventoryMark() const;
   [[nodiscard]] Status WritePrivate(std::string_view name, std::string_view content);
   [[nodiscard]] Status RemoveIfThere(std::string_view name);
 

@@ -20,6 +20,7 @@
 #include <doctest/doctest.h>
 
 #include "agent/desired/render.hpp"
+#include "common/stat_mark.hpp"
 #include "tests/agent/desired_fixture.hpp"
 #include "tests/support/forwarding_filesystem.hpp"
 #include "tests/support/https_server.hpp"
@@ -747,7 +748,7 @@ TEST_CASE("A repair of only the resources a watch saw keeps the rest of the inve
   CHECK(engine.LoadInventory().value().entries.size() == 4);
 }
 
-TEST_CASE("A repair from an inventory read in part writes the unread entries back as they were") {
+TEST_CASE("A repair from an inventory read in part records its fingerprints beside it") {
   Host host;
   Desired desired(kProfile);
   REQUIRE(host.Converge(desired.state, "c1").ok);
@@ -764,7 +765,7 @@ TEST_CASE("A repair from an inventory read in part writes the unread entries bac
   CHECK(inventory.commit == "c1");
   CHECK(inventory.entries.size() == 3);
   REQUIRE(inventory.unread.lines().size() == 1);
-  CHECK(inventory.unread.lines()[0].id == "file:/srv/www/index.html");
+  CHECK(inventory.unread.lines()[0].id() == "file:/srv/www/index.html");
   // A plan of every resource needs every entry.
   auto all = engine.Plan(desired.state, inventory);
   REQUIRE_FALSE(all);
@@ -809,18 +810,115 @@ TEST_CASE("A repair from an inventory read in part writes the unread entries bac
     CHECK(after.entries.at(id).created == entry.created);
     if (id != "file:/etc/motd") CHECK(after.entries.at(id).fingerprint == entry.fingerprint);
   }
-  // Every line but the repaired file's is the same.
-  const std::string now = host.state.ReadFile("inventory.json");
-  auto lines = [](const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) {
-      if (line.find("/etc/motd") == std::string::npos) out.push_back(line);
-    }
-    return out;
+  // Only the repaired file's fingerprint changed: it is recorded beside the inventory,
+  // which stays as it was.
+  CHECK(after.entries.at("file:/etc/motd").fingerprint !=
+        whole.entries.at("file:/etc/motd").fingerprint);
+  CHECK(host.state.ReadFile("inventory.json") == before);
+  const auto delta = nlohmann::json::parse(host.state.ReadFile("inventory.delta"));
+  CHECK(delta["commit"] == "c1");
+  CHECK(delta["base"].get<std::string>().size() == tether::kStatMarkSize);
+  CHECK(delta["fingerprints"] ==
+        nlohmann::json{{"file:/etc/motd", after.entries.at("file:/etc/motd").fingerprint}});
+  // A partial read parses what the delta names, never leaves it unread (whose line
+  // would go back with the older fingerprint).
+  auto next =
+      host.MakeEngine()
+          .LoadInventory([](std::string_view, std::string_view kind) { return kind != "file"; })
+          .value();
+  CHECK(next.entries.count("file:/etc/motd") == 1);
+  CHECK(next.entries.at("file:/etc/motd").fingerprint ==
+        after.entries.at("file:/etc/motd").fingerprint);
+  for (const auto& line : next.unread.lines()) CHECK(line.id() != "file:/etc/motd");
+
+  // A whole inventory written takes the delta in, and it goes.
+  host.root.WriteFile("etc/motd", "edited again\n");
+  Engine full = host.MakeEngine();
+  auto whole_again = full.LoadInventory().value();
+  auto every = full.Plan(desired.state, whole_again);
+  REQUIRE(every);
+  auto applied = full.Apply(*every, std::move(whole_again), "c1");
+  REQUIRE_MESSAGE(applied.ok, applied.error);
+  CHECK_FALSE(std::filesystem::exists(host.state.Path("inventory.delta")));
+  CHECK(host.state.ReadFile("inventory.json") != before);
+  const auto folded = host.MakeEngine().LoadInventory().value();
+  CHECK(folded.entries.at("file:/etc/motd").fingerprint ==
+        applied.inventory.entries.at("file:/etc/motd").fingerprint);
+}
+
+TEST_CASE("SIGKILL at every step of a repair recorded beside the inventory: nothing is lost") {
+  Desired desired(kProfile);
+  const std::set<std::string> motd = {"file:/etc/motd"};
+  auto repair = [&](Host& host, std::function<void(int, const char*)> hook) {
+    Engine engine = host.MakeEngine(std::move(hook));
+    auto inventory = engine
+                         .LoadInventory([](std::string_view id, std::string_view kind) {
+                           return kind != "file" || id == "file:/etc/motd";
+                         })
+                         .value();
+    REQUIRE(engine.ReadEntries(inventory, motd));
+    auto plan = engine.Plan(desired.state, inventory, false, &motd);
+    REQUIRE(plan);
+    return engine.Apply(*plan, std::move(inventory), "c1");
   };
-  CHECK(lines(now) == lines(before));
-  CHECK(now != before);
+  auto fingerprint = [](Host& host) {
+    return host.MakeEngine().LoadInventory().value().entries.at("file:/etc/motd").fingerprint;
+  };
+  // The second of two repairs of motd is killed: the first one's delta is what it adds to.
+  auto prepare = [&](Host& host) {
+    REQUIRE(host.Converge(desired.state, "c1").ok);
+    host.root.WriteFile("etc/motd", "drifted\n", 0640);
+    REQUIRE(repair(host, nullptr).ok);
+    REQUIRE(std::filesystem::exists(host.state.Path("inventory.delta")));
+    host.root.WriteFile("etc/motd", "drifted again\n", 0640);
+  };
+  int steps = 0;
+  {
+    Host probe;
+    prepare(probe);
+    REQUIRE(repair(probe, [&](int n, const char*) { steps = n; }).ok);
+  }
+  REQUIRE(steps >= 3);
+  int rolled_back = 0;
+  int committed = 0;
+  for (int kill_at = 1; kill_at <= steps; ++kill_at) {
+    CAPTURE(kill_at);
+    Host host;
+    prepare(host);
+    const std::string base = host.state.ReadFile("inventory.json");
+    const std::string first = fingerprint(host);
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      (void)repair(host, [&](int n, const char*) {
+        if (n == kill_at) raise(SIGKILL);
+      });
+      _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+
+    REQUIRE(host.MakeEngine().Recover());
+    for (const char* name : {"journal", "inventory.json.new", "inventory.delta.new"}) {
+      CHECK_FALSE_MESSAGE(std::filesystem::exists(host.state.Path(name)), name);
+    }
+    CHECK(host.state.ReadFile("inventory.json") == base);
+    const std::string now = fingerprint(host);
+    if (host.root.ReadFile("etc/motd") == "drifted again\n") {
+      ++rolled_back;
+      CHECK(now == first);
+    } else {
+      ++committed;
+      CHECK(host.root.ReadFile("etc/motd") == "managed motd\n");
+      // What the daemon compares with the file's stat to tell its own write.
+      CHECK(now.substr(0, tether::kStatMarkSize) ==
+            tether::StatMark(host.fs->Stat("/etc/motd").value()));
+    }
+  }
+  MESSAGE(steps << " kills: " << rolled_back << " rolled back, " << committed << " committed");
+  CHECK(rolled_back > 0);
+  CHECK(committed > 0);
 }
 
 TEST_CASE("A path whose parent is missing and undeclared is refused, alone") {

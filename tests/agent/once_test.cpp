@@ -574,8 +574,16 @@ TEST_CASE("A drift repair names the entries it read for the daemon's watches, an
     CHECK_MESSAGE(output.exit_code == 0, output.report.error);
     return output.report.recorded;
   };
+  // The inventory's entries, with the fingerprints repairs recorded beside it over them.
   auto inventory = [&] {
-    return nlohmann::json::parse(box.dir.ReadFile("state/inventory.json"))["entries"];
+    auto entries = nlohmann::json::parse(box.dir.ReadFile("state/inventory.json"))["entries"];
+    if (std::filesystem::exists(box.dir.Path("state/inventory.delta"))) {
+      const auto delta = nlohmann::json::parse(box.dir.ReadFile("state/inventory.delta"));
+      for (const auto& [id, fingerprint] : delta["fingerprints"].items()) {
+        entries[id]["fingerprint"] = fingerprint;
+      }
+    }
+    return entries;
   };
 
   // A repair of issue reads issue's entry (and any entry of another kind), and writes
@@ -590,6 +598,9 @@ TEST_CASE("A drift repair names the entries it read for the daemon's watches, an
   CHECK(recorded.count("file:/etc/hosts") == 0);
   REQUIRE(recorded.count("file:/etc/issue") == 1);
   const auto entries = inventory();
+  // Only a fingerprint changed: it is recorded beside the inventory.
+  CHECK(nlohmann::json::parse(box.dir.ReadFile("state/inventory.delta"))["fingerprints"].size() ==
+        1);
   const auto& issue = recorded["file:/etc/issue"];
   CHECK(issue.kind == "file");
   CHECK(issue.path == "/etc/issue");

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -127,6 +128,110 @@ TEST_CASE("The inventory round trips, written aside and then put into place") {
   CHECK(state.store.InstallInventory().error().Is(std::errc::no_such_file_or_directory));
 }
 
+TEST_CASE("Fingerprints recorded beside the inventory are read over it, bound to it") {
+  StateDir state;
+  auto write = [&](const std::string& commit, const std::string& motd_fingerprint) {
+    auto writer = state.store.StartInventory(commit);
+    REQUIRE(writer);
+    REQUIRE(writer->Add("file:/etc/issue", "file", "/etc/issue", true, Json(), "i1"));
+    REQUIRE(writer->Add("file:/etc/motd", "file", "/etc/motd", true, Json(), motd_fingerprint));
+    REQUIRE(writer->Add("package:nginx", "package", "nginx", false, Json(), ""));
+    REQUIRE(writer->Finish());
+    REQUIRE(state.store.InstallInventory());
+  };
+  auto fingerprints = [&] {
+    std::map<std::string, std::string> out;
+    std::vector<Entry> entries;
+    REQUIRE(Load(state.store, entries));
+    for (auto& [id, entry] : entries) out[id] = entry.fingerprint;
+    return out;
+  };
+  write("c1", "m1");
+  const std::string base = state.dir.ReadFile("inventory.json");
+
+  // Aside until installed, like a whole inventory; discarded likewise.
+  REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/motd", "m2"}}));
+  CHECK(fingerprints()["file:/etc/motd"] == "m1");
+  REQUIRE(state.store.DiscardInventory());
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("inventory.delta.new")));
+  REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/motd", "m2"}}));
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.ModeOf("inventory.delta") == 0600);
+  CHECK(state.dir.ReadFile("inventory.json") == base);
+  CHECK(fingerprints() == std::map<std::string, std::string>{{"file:/etc/issue", "i1"},
+                                                             {"file:/etc/motd", "m2"},
+                                                             {"package:nginx", ""}});
+
+  // A next delta keeps what the last one recorded.
+  REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/issue", "i2"}}));
+  REQUIRE(state.store.InstallInventory());
+  CHECK(fingerprints()["file:/etc/issue"] == "i2");
+  CHECK(fingerprints()["file:/etc/motd"] == "m2");
+
+  // Read in part: what the delta names is read (never left unread), with its fingerprint.
+  std::vector<Entry> read;
+  tether::UnreadEntries unread;
+  REQUIRE(state.store.LoadInventory(
+      [&](std::string id, StoredEntry&& entry) {
+        read.push_back({std::move(id), std::move(entry)});
+        return true;
+      },
+      [](std::string_view, std::string_view kind) { return kind != "file"; }, unread));
+  REQUIRE(read.size() == 3);
+  CHECK(read[1].entry.fingerprint == "m2");
+  CHECK(unread.empty());
+
+  // Of another inventory (a commit or a size it was not recorded over), or not one at
+  // all: not used. It holds only fingerprints, which save reads.
+  const std::string delta = state.dir.ReadFile("inventory.delta");
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"\"commit\":\"c1\"", "\"commit\":\"c0\""},
+           {"\"base\":\"", "\"base\":\"x"},
+           {"\"fingerprints\":{", "\"fingerprints\":{\"x\":1,"},
+           {"{", "["}}) {
+    CAPTURE(to);
+    std::string changed = delta;
+    REQUIRE(changed.find(from) != std::string::npos);
+    changed.replace(changed.find(from), from.size(), to);
+    state.dir.WriteFile("inventory.delta", changed);
+    CHECK(fingerprints()["file:/etc/motd"] == "m1");
+  }
+  state.dir.WriteFile("inventory.delta", delta);
+  CHECK(fingerprints()["file:/etc/motd"] == "m2");
+  // The same bytes in another file (as a version that knows no delta writes the next
+  // inventory, or a restore from a backup): not the inventory it was recorded over.
+  {
+    const std::string copy = state.dir.Path("inventory.copy");
+    std::filesystem::copy_file(state.dir.Path("inventory.json"), copy);
+    std::filesystem::rename(copy, state.dir.Path("inventory.json"));
+    CHECK(state.dir.ReadFile("inventory.json") == base);
+    CHECK(fingerprints()["file:/etc/motd"] == "m1");
+    // Recorded again over this one.
+    REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/motd", "m2"}}));
+    REQUIRE(state.store.InstallInventory());
+    CHECK(fingerprints()["file:/etc/motd"] == "m2");
+    CHECK(fingerprints()["file:/etc/issue"] == "i1");  // the other one was not kept
+    REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/issue", "i2"}}));
+    REQUIRE(state.store.InstallInventory());
+  }
+
+  // At most kMaxDeltaEntries: past that, the whole inventory is to be written.
+  StateStore::Fingerprints many;
+  for (std::size_t i = 0; i < StateStore::kMaxDeltaEntries; ++i) {
+    many.emplace("file:/srv/" + std::to_string(i), "f");
+  }
+  auto refused = state.store.StartInventoryDelta("c1", many);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().Is(std::errc::file_too_large));
+  CHECK(fingerprints()["file:/etc/motd"] == "m2");  // the one in place stays
+
+  // A whole inventory takes the delta's place.
+  write("c1", "m3");
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("inventory.delta")));
+  CHECK(fingerprints()["file:/etc/motd"] == "m3");
+  CHECK(fingerprints()["file:/etc/issue"] == "i1");
+}
+
 TEST_CASE("The applied commit is read from the inventory's head, when it is whole") {
   StateDir state;
   const std::string commit(40, 'e');
@@ -200,7 +305,7 @@ TEST_CASE("An inventory of many entries is written a chunk at a time, whole") {
   auto again = state.store.StartInventory("c1");
   REQUIRE(again);
   for (const auto& line : unread.lines()) {
-    if (line.id > entries[0].id && entries.size() == 1) {
+    if (line.id() > entries[0].id && entries.size() == 1) {
       const auto& e = entries[0].entry;
       REQUIRE(again->Add(entries[0].id, e.kind, e.path, e.created, e.original, e.fingerprint));
       entries.push_back({});
@@ -335,10 +440,12 @@ TEST_CASE(
   CHECK(entries[3].entry.pending);
   CHECK(entries[4].entry.secret);
   REQUIRE(unread.lines().size() == 2);
-  CHECK(unread.lines()[0].id == "file:/srv/a");
-  CHECK(unread.lines()[1].id == "file:/srv/g");
-  CHECK(written.find("\n" + std::string(unread.lines()[1].text) + ",\n") != std::string::npos);
-  const std::string taken_line_g(unread.lines()[1].text);
+  CHECK(unread.lines()[0].id() == "file:/srv/a");
+  CHECK(unread.lines()[1].id() == "file:/srv/g");
+  CHECK(unread.lines()[0].path() == "");
+  CHECK(unread.lines()[1].path() == "/srv/g");
+  CHECK(written.find("\n" + std::string(unread.lines()[1].text()) + ",\n") != std::string::npos);
+  const std::string taken_line_g(unread.lines()[1].text());
 
   // Copies share the text; taking one parses it as a whole read would, and forgets it.
   const tether::UnreadEntries copy = unread;
@@ -355,7 +462,7 @@ TEST_CASE(
   CHECK(taken[0].entry.fingerprint == "fg");
   CHECK(taken[0].entry.created);
   REQUIRE(unread.lines().size() == 1);
-  CHECK(unread.lines()[0].id == "file:/srv/a");
+  CHECK(unread.lines()[0].id() == "file:/srv/a");
   CHECK(copy.lines().size() == 2);
   CHECK_FALSE(unread.Take({"file:/srv/a"}, [](std::string, StoredEntry&&) { return false; }));
 
@@ -364,7 +471,7 @@ TEST_CASE(
   REQUIRE(again);
   std::size_t next = 0;
   for (const auto& entry : entries) {
-    for (; next < copy.lines().size() && copy.lines()[next].id < entry.id; ++next) {
+    for (; next < copy.lines().size() && copy.lines()[next].id() < entry.id; ++next) {
       REQUIRE(again->Add(copy.lines()[next]));
     }
     const auto& e = entry.entry;
@@ -391,7 +498,7 @@ TEST_CASE(
 
   // Lines out of id order (edited by hand), or one id twice: read whole as well, since
   // lines left unread are merged back by their order.
-  const std::string line_a = "\n" + std::string(copy.lines()[0].text) + ",";
+  const std::string line_a = "\n" + std::string(copy.lines()[0].text()) + ",";
   const std::string line_g = "\n" + std::string(taken_line_g) + ",";
   for (const std::string& edited : {[&] {
                                       std::string text = written;
