@@ -793,7 +793,7 @@ class Daemon final : public RequestHandler {
   static void Add(DriftEvents& events, DriftEvents more) {
     Merge(events, std::move(more));
     if (events.ids.size() > kMaxDriftIds) {
-      events.ids.clear();
+      events = {};
       events.overflow = true;
     }
   }

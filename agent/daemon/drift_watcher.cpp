@@ -181,7 +181,15 @@ Result<DriftEvents> DriftWatcher::Read() {
         continue;
       }
       const std::size_t found = Find(dir.dir, event->name);
-      if (found < entries_.size()) events.ids.emplace(IdOf(entries_[found]));
+      if (found >= entries_.size()) continue;
+      const std::string& id = *events.ids.emplace(IdOf(entries_[found])).first;
+      if ((event->mask & (IN_MODIFY | IN_CLOSE_WRITE)) != 0) {
+        events.replaced.erase(id);
+        events.in_place.insert(id);
+      } else if ((event->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) != 0) {
+        events.in_place.erase(id);
+        events.replaced.insert(id);
+      }
     }
   }
   return events;

@@ -25,10 +25,21 @@ namespace tether {
 struct DriftEvents {
   std::set<std::string> ids;  // resources whose path was touched
   bool overflow = false;      // events were lost: audit everything
+  // Of `ids`, the files whose last write seen was made in place (modified, or closed after
+  // writing), and those whose last was a replacement (a name moved or created there, or
+  // removed). tether replaces a file it writes (a new file renamed into place), never
+  // writes one in place: a file written in place since it was last replaced is someone
+  // else's edit, whatever its stat, which may have been taken after that edit.
+  std::set<std::string> in_place;
+  std::set<std::string> replaced;
 };
 
-// Adds `more` to `events`.
+// Adds `more`, seen after `events`, to them.
 inline void Merge(DriftEvents& events, DriftEvents&& more) {
+  for (const auto& id : more.replaced) events.in_place.erase(id);
+  for (const auto& id : more.in_place) events.replaced.erase(id);
+  events.in_place.merge(more.in_place);
+  events.replaced.merge(more.replaced);
   events.ids.merge(more.ids);
   events.overflow = events.overflow || more.overflow;
 }

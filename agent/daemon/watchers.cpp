@@ -55,7 +55,8 @@ class PathWatch final : public ChangeWatch {
       auto record = managed.touched.find(id);
       if (record == managed.touched.end()) continue;  // no longer managed
       const std::string& fingerprint = record->second.fingerprint;
-      if (fs && fingerprint.size() > kStatMarkSize) {
+      // Written in place since the cycle last replaced it: a person's (DriftEvents).
+      if (fs && fingerprint.size() > kStatMarkSize && touched.in_place.count(id) == 0) {
         auto stat = (*fs)->Stat(record->second.path);
         if (stat && stat->type == FileType::kRegular &&
             fingerprint.compare(0, kStatMarkSize, StatMark(*stat)) == 0) {

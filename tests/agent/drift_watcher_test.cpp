@@ -186,6 +186,83 @@ TEST_CASE("After a cycle, its own writes are told from a person's by their stat"
   CHECK((*watch)->Rewatch(store, seen, nullptr).drifted.ids == seen.ids);
 }
 
+TEST_CASE("A write in place is told from a replacement, in the order they came") {
+  Watched w;
+  auto next = [&] {
+    pollfd fd = {w.watcher->fd(), POLLIN, 0};
+    REQUIRE(poll(&fd, 1, 2000) == 1);
+    auto events = w.watcher->Read();
+    REQUIRE(events);
+    return *events;
+  };
+  // As tether writes: a new file renamed into place.
+  w.root.WriteFile("etc/.motd.new", "replacement\n");
+  std::filesystem::rename(w.root.Path("etc/.motd.new"), w.root.Path("etc/motd"));
+  auto replaced = next();
+  CHECK(replaced.replaced == std::set<std::string>{"file:/etc/motd"});
+  CHECK(replaced.in_place.empty());
+  // As a person edits, in place; then replaced again: the last one counts.
+  std::ofstream(w.root.Path("etc/motd"), std::ios::app) << "edit\n";
+  auto edited = next();
+  CHECK(edited.in_place == std::set<std::string>{"file:/etc/motd"});
+  CHECK(edited.replaced.empty());
+  w.root.WriteFile("etc/.motd.new", "replacement\n");
+  std::filesystem::rename(w.root.Path("etc/.motd.new"), w.root.Path("etc/motd"));
+  std::ofstream(w.root.Path("srv/www/index.html"), std::ios::app) << "edit\n";
+  auto both = next();
+  CHECK(both.in_place == std::set<std::string>{"file:/srv/www/index.html"});
+  CHECK(both.replaced == std::set<std::string>{"file:/etc/motd"});
+  // Merged in the order seen: the later batch's says how each was last written.
+  tether::DriftEvents merged = edited;
+  tether::Merge(merged, tether::DriftEvents(both));
+  CHECK(merged.in_place == std::set<std::string>{"file:/srv/www/index.html"});
+  CHECK(merged.replaced == std::set<std::string>{"file:/etc/motd"});
+  merged = replaced;
+  tether::Merge(merged, tether::DriftEvents(edited));
+  CHECK(merged.in_place == std::set<std::string>{"file:/etc/motd"});
+  CHECK(merged.replaced.empty());
+}
+
+TEST_CASE("An edit in place right after the cycle's write is a person's, whatever the stat") {
+  // The cycle renames its file into place and takes its stat just after: a person's edit
+  // in place in between is in that stat. The events say which came last.
+  TempDir root("rewatch-root");
+  TempDir state("rewatch-state");
+  root.WriteFile("etc/motd", "as tether wrote it\n");
+  auto watch = tether::OpenPathWatch(root.path());
+  REQUIRE(watch);
+  auto& store = tether::testing::HostStateStore(state.path());
+  auto record = [&] {
+    auto host = tether::RootedFilesystem::Open(root.path());
+    REQUIRE(host);
+    auto stat = (*host)->Stat("/etc/motd");
+    REQUIRE(stat);
+    state.WriteFile("inventory.json",
+                    R"({"schema": "tether.inventory/v2", "commit": "c1", "entries": {
+      "file:/etc/motd": {"kind": "file", "path": "/etc/motd", "created": true,
+                         "fingerprint": ")" +
+                        tether::StatMark(*stat) + R"(AAAAAAAA"}}})");
+  };
+  record();
+  REQUIRE((*watch)->Rewatch(store, {}, nullptr).drifted.ids.empty());
+
+  // The cycle's write, then a person's edit in place, then the cycle's stat.
+  root.WriteFile("etc/.motd.new", "as tether wrote it\n");
+  std::filesystem::rename(root.Path("etc/.motd.new"), root.Path("etc/motd"));
+  std::ofstream(root.Path("etc/motd"), std::ios::app) << "a person's line\n";
+  record();
+  CHECK((*watch)->Rewatch(store, {}, nullptr).drifted.ids ==
+        std::set<std::string>{"file:/etc/motd"});
+
+  // A person's edit in place, then the cycle's write (which puts it back) and its stat:
+  // the cycle's own.
+  std::ofstream(root.Path("etc/motd"), std::ios::app) << "a person's line\n";
+  root.WriteFile("etc/.motd.new", "as tether wrote it\n");
+  std::filesystem::rename(root.Path("etc/.motd.new"), root.Path("etc/motd"));
+  record();
+  CHECK((*watch)->Rewatch(store, {}, nullptr).drifted.ids.empty());
+}
+
 TEST_CASE("After a repair that names the entries it read, the inventory is not read again") {
   TempDir root("rewatch-root");
   TempDir state("rewatch-state");
@@ -213,7 +290,8 @@ TEST_CASE("After a repair that names the entries it read, the inventory is not r
   // A repair of motd wrote it, and names it as it left it; a person edited issue
   // meanwhile, which the repair did not read. The inventory is gone: had it been read
   // again, both would be looked at (nothing to go by).
-  root.WriteFile("etc/motd", "as the repair wrote it\n");
+  root.WriteFile("etc/.motd.new", "as the repair wrote it\n");  // as tether writes
+  std::filesystem::rename(root.Path("etc/.motd.new"), root.Path("etc/motd"));
   std::ofstream(root.Path("etc/issue"), std::ios::app) << "and a person's line\n";
   std::filesystem::remove(state.Path("inventory.json"));
   const std::vector<tether::RecordedEntry> repaired = {
