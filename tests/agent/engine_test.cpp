@@ -124,6 +124,23 @@ class DyingDisk final : public tether::testing::ForwardingFilesystem {
   int writes_ = 0;
 };
 
+// A person who edits a file in place as soon as tether has renamed its new content there,
+// before tether takes its stat.
+class EditAfterRename final : public tether::testing::ForwardingFilesystem {
+ public:
+  EditAfterRename(tether::Filesystem& real, std::string root, std::string path)
+      : ForwardingFilesystem(real), root_(std::move(root)), path_(std::move(path)) {}
+  tether::Status Rename(std::string_view from, std::string_view to) override {
+    auto renamed = real_.Rename(from, to);
+    if (renamed && to == path_) std::ofstream(root_ + path_, std::ios::app) << "a person's line\n";
+    return renamed;
+  }
+
+ private:
+  std::string root_;
+  std::string path_;
+};
+
 struct Host {
   TempDir root{"engine-root"};
   TempDir state{"engine-state"};
@@ -919,6 +936,27 @@ TEST_CASE("SIGKILL at every step of a repair recorded beside the inventory: noth
   MESSAGE(steps << " kills: " << rolled_back << " rolled back, " << committed << " committed");
   CHECK(rolled_back > 0);
   CHECK(committed > 0);
+}
+
+TEST_CASE("An edit in place between tether's rename and its stat is not taken for tether's") {
+  Host host;
+  Desired desired(kProfile);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  host.root.WriteFile("etc/motd", "drifted\n", 0640);
+  EditAfterRename editing(*host.fs, host.root.path(), "/etc/motd");
+  host.paths = tether::MakePathHandler(editing);
+  const auto result = host.Converge(desired.state, "c1");
+  REQUIRE_MESSAGE(result.ok, result.error);
+  CHECK(host.root.ReadFile("etc/motd") == "managed motd\na person's line\n");
+  // No fingerprint the edited file matches: the next plan reads it, and puts it back.
+  CHECK(result.inventory.entries.at("file:/etc/motd").fingerprint.empty());
+  host.paths = tether::MakePathHandler(*host.fs);
+  const auto next = host.PlanOf(desired.state);
+  const auto motd = std::find_if(next.begin(), next.end(), [](const tether::PlannedAction& p) {
+    return p.action.id == "file:/etc/motd";
+  });
+  REQUIRE(motd != next.end());
+  CHECK(motd->action.type == ActionType::kUpdate);
 }
 
 TEST_CASE("A path whose parent is missing and undeclared is refused, alone") {

@@ -1,5 +1,6 @@
 // The KindHandler of files, directories and symlinks.
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "agent/kinds/files/path_handler.hpp"
@@ -326,7 +327,10 @@ class PathHandler final : public KindHandler {
       if (!observed) return Fail(observed.error());
       entry.original = OriginalOf(*observed);
     }
+    // The new content as written, to tell it in the stat taken after the rename.
+    std::optional<FileStat> written;
     if (temp != nullptr) {
+      if (auto stat = fs_.Stat(*temp)) written = *stat;
       if (auto renamed = fs_.Rename(*temp, path); !renamed) return renamed;
     } else if (auto made = Make(*planned.resource, undo); !made) {
       return made;
@@ -334,7 +338,16 @@ class PathHandler final : public KindHandler {
     if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
       auto owner = Owner(file->owner, file->group);
       auto stat = fs_.Stat(path);
-      if (owner && stat) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
+      // Someone's write in place between the rename and this stat would be in it, and
+      // taken for tether's own by the daemon and the next plan: the file is then left
+      // with no fingerprint (its content is read next time). The rename changes only
+      // the ctime.
+      const bool as_written =
+          temp == nullptr || (written && stat && stat->inode == written->inode &&
+                              stat->size == written->size && stat->mtime_ns == written->mtime_ns);
+      if (owner && stat && as_written) {
+        entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
+      }
     }
     change.entry = std::move(entry);
     change.done = true;
