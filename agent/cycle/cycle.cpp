@@ -310,6 +310,13 @@ class Cycle {
         return std::nullopt;
       }
     }
+    // What the daemon's watches saw written in place is read, whatever its fingerprint
+    // says (it may be the stat of that edit).
+    for (const auto& id : options_.written_in_place) {
+      if (auto entry = inventory_.entries.find(id); entry != inventory_.entries.end()) {
+        entry->second.fingerprint.clear();
+      }
+    }
     auto plan = engine_->Plan(desired, inventory_, full_audit_, only ? &*only : nullptr);
     if (!plan) {
       (void)Stop(plan.error().message());

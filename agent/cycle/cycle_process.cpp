@@ -45,6 +45,7 @@ Json JobJson(const std::vector<ConfigFile>& config_files, const CycleOptions& op
           {"pin", options.pin},
           {"enforce_applied", options.enforce_applied},
           {"drifted", options.drifted},
+          {"written_in_place", options.written_in_place},
           {"show_in_sync", options.show_in_sync},
           {"wait_for_lock", options.wait_for_lock}};
 }

@@ -40,6 +40,10 @@ struct CycleOptions {
   // planned, as the rest is as the last cycle left it. Empty: everything is planned. A
   // full audit, when due, plans everything.
   std::vector<std::string> drifted;
+  // The files the daemon's watches saw written in place since tether last replaced them:
+  // a person's edit, whatever their stat (which tether may have taken after that edit).
+  // Their content is read, whatever their fingerprint says.
+  std::vector<std::string> written_in_place;
   // List each resource in sync too (tetherd --once --show-in-sync), not only changes.
   bool show_in_sync = false;
   // Another cycle on the same state dir: wait for it to end (the daemon, whose previous

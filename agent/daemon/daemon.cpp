@@ -823,6 +823,9 @@ class Daemon final : public RequestHandler {
     // just what was touched, when that is known. Any other cycle plans everything.
     cycle.enforce_applied = trigger == Trigger::kDrift;
     repairing_.reset();
+    // Whatever the cycle, what was written in place is read (a poll takes the place of a
+    // drift repair queued meanwhile).
+    cycle.written_in_place.assign(to_repair_.in_place.begin(), to_repair_.in_place.end());
     if (trigger == Trigger::kDrift && !to_repair_.overflow) {
       cycle.drifted.assign(to_repair_.ids.begin(), to_repair_.ids.end());
       repairing_ = to_repair_.ids;

@@ -46,6 +46,7 @@ class PathWatch final : public ChangeWatch {
     if (!managed.readable) {
       // Nothing recorded to tell the cycle's writes by: a drift cycle looks.
       result.drifted.ids = std::move(touched.ids);
+      result.drifted.in_place = std::move(touched.in_place);
       return result;
     }
     // A filesystem opened for this look only: one kept open could stat through a
@@ -64,6 +65,8 @@ class PathWatch final : public ChangeWatch {
         }
       }
       result.drifted.ids.insert(id);
+      // The repair reads it whatever its fingerprint says (CycleOptions::written_in_place).
+      if (touched.in_place.count(id) != 0) result.drifted.in_place.insert(id);
     }
     return result;
   }

@@ -23,6 +23,17 @@ using Json = nlohmann::json;
 
 constexpr std::size_t kMaxJob = 8 << 20;  // the agent config (a few KiB) and a few options
 
+// The strings of the job's array `name`; none when it has none.
+std::vector<std::string> Strings(const Json& job, const char* name) {
+  std::vector<std::string> strings;
+  if (auto array = job.find(name); array != job.end() && array->is_array()) {
+    for (const auto& item : *array) {
+      if (item.is_string()) strings.push_back(item.get<std::string>());
+    }
+  }
+  return strings;
+}
+
 }  // namespace
 
 int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::string>& worker_argv) {
@@ -68,11 +79,8 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
     options.root_checks = fields.BoolOr("root_checks", false);
     options.pin = fields.StringOr("pin");
     options.enforce_applied = fields.BoolOr("enforce_applied", false);
-    if (auto drifted = job.find("drifted"); drifted != job.end() && drifted->is_array()) {
-      for (const auto& id : *drifted) {
-        if (id.is_string()) options.drifted.push_back(id.get<std::string>());
-      }
-    }
+    options.drifted = Strings(job, "drifted");
+    options.written_in_place = Strings(job, "written_in_place");
     options.show_in_sync = fields.BoolOr("show_in_sync", false);
     options.wait_for_lock = fields.BoolOr("wait_for_lock", false);
     options.worker_argv = worker_argv;

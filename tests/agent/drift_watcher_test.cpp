@@ -251,8 +251,10 @@ TEST_CASE("An edit in place right after the cycle's write is a person's, whateve
   std::filesystem::rename(root.Path("etc/.motd.new"), root.Path("etc/motd"));
   std::ofstream(root.Path("etc/motd"), std::ios::app) << "a person's line\n";
   record();
-  CHECK((*watch)->Rewatch(store, {}, nullptr).drifted.ids ==
-        std::set<std::string>{"file:/etc/motd"});
+  const auto rewatched = (*watch)->Rewatch(store, {}, nullptr);
+  CHECK(rewatched.drifted.ids == std::set<std::string>{"file:/etc/motd"});
+  // Which the repair is told, so that it reads the file whatever its fingerprint says.
+  CHECK(rewatched.drifted.in_place == std::set<std::string>{"file:/etc/motd"});
 
   // A person's edit in place, then the cycle's write (which puts it back) and its stat:
   // the cycle's own.
@@ -260,7 +262,9 @@ TEST_CASE("An edit in place right after the cycle's write is a person's, whateve
   root.WriteFile("etc/.motd.new", "as tether wrote it\n");
   std::filesystem::rename(root.Path("etc/.motd.new"), root.Path("etc/motd"));
   record();
-  CHECK((*watch)->Rewatch(store, {}, nullptr).drifted.ids.empty());
+  const auto replaced = (*watch)->Rewatch(store, {}, nullptr);
+  CHECK(replaced.drifted.ids.empty());
+  CHECK(replaced.drifted.in_place.empty());
 }
 
 TEST_CASE("After a repair that names the entries it read, the inventory is not read again") {

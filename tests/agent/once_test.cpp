@@ -17,7 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/cycle/cycle_process.hpp"
+#include "common/filesystem.hpp"
 #include "common/process.hpp"
+#include "common/stat_mark.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -618,4 +620,47 @@ TEST_CASE("A drift repair names the entries it read for the daemon's watches, an
   box.dir.WriteFile("root/etc/hosts", "edited by hand\n");
   CHECK_FALSE(cycle(false, {}));
   CHECK(box.dir.ReadFile("root/etc/hosts") == "hosts\n");
+}
+
+TEST_CASE("A repair reads a file the daemon saw written in place, whatever its fingerprint") {
+  Sandbox box;
+  box.Commit("hello\n", true, "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n");
+  REQUIRE(box.Once().exit_code == 0);
+  const std::string tetherd = std::getenv("TETHERD");
+  auto repair = [&](const std::vector<std::string>& in_place) {
+    tether::CycleOptions options;
+    options.state_dir = box.dir.Path("state");
+    options.cache_dir = box.dir.Path("cache");
+    options.root = box.dir.Path("root");
+    options.enforce_applied = true;
+    options.drifted = {"file:/etc/issue"};
+    options.written_in_place = in_place;
+    auto output = tether::RunCycleProcess(
+        {tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle", "--cycle-process"}, {},
+        {{box.dir.Path("agent.toml"), box.dir.ReadFile("agent.toml")}}, options);
+    CHECK_MESSAGE(output.exit_code == 0, output.report.error);
+  };
+  // A person's edit in place, between the cycle's rename and its stat, in one tick of the
+  // file system's clock: the fingerprint the cycle recorded is the edited file's stat.
+  box.dir.WriteFile("root/etc/issue", "a person's\n");
+  auto host = tether::RootedFilesystem::Open(box.dir.Path("root"));
+  REQUIRE(host);
+  auto stat = (*host)->Stat("/etc/issue");
+  REQUIRE(stat);
+  std::string inventory = box.dir.ReadFile("state/inventory.json");
+  const std::string recorded =
+      nlohmann::json::parse(inventory)["entries"]["file:/etc/issue"]["fingerprint"];
+  REQUIRE(recorded.size() > tether::kStatMarkSize);
+  const auto at = inventory.find(recorded);
+  REQUIRE(at != std::string::npos);
+  inventory.replace(at, tether::kStatMarkSize, tether::StatMark(*stat));
+  box.dir.WriteFile("state/inventory.json", inventory);
+  REQUIRE_FALSE(std::filesystem::exists(box.dir.Path("state/inventory.delta")));
+
+  // Told nothing of how it was written, the repair goes by the fingerprint.
+  repair({});
+  CHECK(box.dir.ReadFile("root/etc/issue") == "a person's\n");
+  // Told it was written in place (as the daemon's watches see it), it reads it.
+  repair({"file:/etc/issue"});
+  CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
 }
