@@ -124,21 +124,28 @@ class DyingDisk final : public tether::testing::ForwardingFilesystem {
   int writes_ = 0;
 };
 
-// A person who edits a file in place as soon as tether has renamed its new content there,
-// before tether takes its stat.
-class EditAfterRename final : public tether::testing::ForwardingFilesystem {
+// A person who touches a file (`meddle`) as soon as tether has renamed its new content
+// there or set its mode and owner, before tether takes its stat.
+class MeddleAfterChange final : public tether::testing::ForwardingFilesystem {
  public:
-  EditAfterRename(tether::Filesystem& real, std::string root, std::string path)
-      : ForwardingFilesystem(real), root_(std::move(root)), path_(std::move(path)) {}
+  MeddleAfterChange(tether::Filesystem& real, std::string path, std::function<void()> meddle)
+      : ForwardingFilesystem(real), path_(std::move(path)), meddle_(std::move(meddle)) {}
   tether::Status Rename(std::string_view from, std::string_view to) override {
     auto renamed = real_.Rename(from, to);
-    if (renamed && to == path_) std::ofstream(root_ + path_, std::ios::app) << "a person's line\n";
+    if (renamed && to == path_) meddle_();
     return renamed;
+  }
+  tether::Status SetAttributes(std::string_view path, std::uint32_t mode,
+                               std::optional<std::uint32_t> uid,
+                               std::optional<std::uint32_t> gid) override {
+    auto set = real_.SetAttributes(path, mode, uid, gid);
+    if (set && path == path_) meddle_();
+    return set;
   }
 
  private:
-  std::string root_;
   std::string path_;
+  std::function<void()> meddle_;
 };
 
 struct Host {
@@ -938,25 +945,71 @@ TEST_CASE("SIGKILL at every step of a repair recorded beside the inventory: noth
   CHECK(committed > 0);
 }
 
-TEST_CASE("An edit in place between tether's rename and its stat is not taken for tether's") {
+TEST_CASE("A person's write or chmod between tether's change and its stat is not taken for its") {
+  const std::string motd = "/etc/motd";
+  // Drift of `motd` (content and mode, or mode alone); what a person does between tether's
+  // change and its stat; what the file is then. The file gets no fingerprint (were its
+  // stat taken for tether's, the daemon and the next plan would leave it as it is): the
+  // next plan reads it, and puts it back.
+  struct Case {
+    const char* name;
+    const char* drifted;
+    std::function<void(const std::string&)> meddle;
+    const char* left;
+    std::filesystem::perms mode;
+  };
+  const auto append = [](const std::string& file) {
+    std::ofstream(file, std::ios::app) << "a person's line\n";
+  };
+  const auto chmod600 = [](const std::string& file) {
+    std::filesystem::permissions(
+        file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  };
+  const auto rw_r = std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                    std::filesystem::perms::group_read;
+  const Case cases[] = {
+      {"content replaced, then written in place", "drifted\n", append,
+       "managed motd\na person's line\n", rw_r},
+      {"content replaced, then chmod", "drifted\n", chmod600, "managed motd\n",
+       std::filesystem::perms::owner_read | std::filesystem::perms::owner_write},
+      {"mode set in place, then written in place", "managed motd\n", append,
+       "managed motd\na person's line\n", rw_r},
+      {"mode set in place, then chmod", "managed motd\n", chmod600, "managed motd\n",
+       std::filesystem::perms::owner_read | std::filesystem::perms::owner_write},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    Host host;
+    Desired desired(kProfile);
+    REQUIRE(host.Converge(desired.state, "c1").ok);
+    // Content drift is written afresh (a rename); mode drift is set in place.
+    host.root.WriteFile("etc/motd", c.drifted, 0604);
+    const std::string file = host.root.Path("etc/motd");
+    MeddleAfterChange meddling(*host.fs, motd, [&] { c.meddle(file); });
+    host.paths = tether::MakePathHandler(meddling);
+    const auto result = host.Converge(desired.state, "c1");
+    REQUIRE_MESSAGE(result.ok, result.error);
+    CHECK(host.root.ReadFile("etc/motd") == c.left);
+    CHECK((std::filesystem::status(file).permissions() & std::filesystem::perms::mask) == c.mode);
+    CHECK(result.inventory.entries.at("file:/etc/motd").fingerprint.empty());
+    host.paths = tether::MakePathHandler(*host.fs);
+    const auto next = host.PlanOf(desired.state);
+    const auto planned = std::find_if(
+        next.begin(), next.end(), [](const auto& p) { return p.action.id == "file:/etc/motd"; });
+    REQUIRE(planned != next.end());
+    CHECK(planned->action.type == ActionType::kUpdate);
+  }
+  // Nobody meddling: a mode set in place gets its fingerprint (the next plan reads nothing).
   Host host;
   Desired desired(kProfile);
   REQUIRE(host.Converge(desired.state, "c1").ok);
-  host.root.WriteFile("etc/motd", "drifted\n", 0640);
-  EditAfterRename editing(*host.fs, host.root.path(), "/etc/motd");
-  host.paths = tether::MakePathHandler(editing);
+  host.root.WriteFile("etc/motd", "managed motd\n", 0604);
   const auto result = host.Converge(desired.state, "c1");
   REQUIRE_MESSAGE(result.ok, result.error);
-  CHECK(host.root.ReadFile("etc/motd") == "managed motd\na person's line\n");
-  // No fingerprint the edited file matches: the next plan reads it, and puts it back.
-  CHECK(result.inventory.entries.at("file:/etc/motd").fingerprint.empty());
-  host.paths = tether::MakePathHandler(*host.fs);
-  const auto next = host.PlanOf(desired.state);
-  const auto motd = std::find_if(next.begin(), next.end(), [](const tether::PlannedAction& p) {
-    return p.action.id == "file:/etc/motd";
-  });
-  REQUIRE(motd != next.end());
-  CHECK(motd->action.type == ActionType::kUpdate);
+  const std::string& fingerprint = result.inventory.entries.at("file:/etc/motd").fingerprint;
+  REQUIRE_FALSE(fingerprint.empty());
+  CHECK(fingerprint.substr(0, tether::kStatMarkSize) ==
+        tether::StatMark(host.fs->Stat("/etc/motd").value()));
 }
 
 TEST_CASE("A path whose parent is missing and undeclared is refused, alone") {

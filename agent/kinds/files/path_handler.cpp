@@ -327,31 +327,50 @@ class PathHandler final : public KindHandler {
       if (!observed) return Fail(observed.error());
       entry.original = OriginalOf(*observed);
     }
-    // The new content as written, to tell it in the stat taken after the rename.
-    std::optional<FileStat> written;
+    // The file as the change leaves it, but for its ctime (which the rename and a chmod
+    // move): its new content as written aside, or, for a mode or owner changed in place,
+    // the file as it is with those set. The stat taken after the change must show it.
+    const auto* file = std::get_if<FileSpec>(&planned.resource->spec);
+    std::optional<FileStat> made;
     if (temp != nullptr) {
-      if (auto stat = fs_.Stat(*temp)) written = *stat;
+      if (auto stat = fs_.Stat(*temp)) made = *stat;
       if (auto renamed = fs_.Rename(*temp, path); !renamed) return renamed;
-    } else if (auto made = Make(*planned.resource, undo); !made) {
-      return made;
+    } else {
+      if (file != nullptr) made = WithAttributes(*file, undo, path);
+      if (auto done = Make(*planned.resource, undo); !done) return done;
     }
-    if (const auto* file = std::get_if<FileSpec>(&planned.resource->spec)) {
+    if (file != nullptr) {
       auto owner = Owner(file->owner, file->group);
       auto stat = fs_.Stat(path);
-      // Someone's write in place between the rename and this stat would be in it, and
-      // taken for tether's own by the daemon and the next plan: the file is then left
-      // with no fingerprint (its content is read next time). The rename changes only
-      // the ctime.
-      const bool as_written =
-          temp == nullptr || (written && stat && stat->inode == written->inode &&
-                              stat->size == written->size && stat->mtime_ns == written->mtime_ns);
-      if (owner && stat && as_written) {
+      // Someone's write, chmod or chown between the change and this stat would be in it,
+      // and taken for tether's own by the daemon and the next plan: the file is then left
+      // with no fingerprint (its content is read next time).
+      if (owner && stat && made && AsMade(*stat, *made)) {
         entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
       }
     }
     change.entry = std::move(entry);
     change.done = true;
     return {};
+  }
+
+  // The file at `path` as it will be once its mode and owner are set in place.
+  std::optional<FileStat> WithAttributes(const FileSpec& file, const Json& undo,
+                                         const std::string& path) {
+    auto options = WriteOptionsFor(file, undo);
+    auto stat = fs_.Stat(path);
+    if (!options || !stat || stat->type != FileType::kRegular) return std::nullopt;
+    stat->mode = options->mode;
+    if (options->uid) stat->uid = *options->uid;
+    if (options->gid) stat->gid = *options->gid;
+    return *stat;
+  }
+
+  // True when `now` is the file `made`, but for the ctime.
+  static bool AsMade(const FileStat& now, const FileStat& made) {
+    return now.type == FileType::kRegular && now.inode == made.inode && now.size == made.size &&
+           now.mtime_ns == made.mtime_ns && now.mode == made.mode && now.uid == made.uid &&
+           now.gid == made.gid;
   }
 
   static const std::string& PathOf(const Resource& resource) {
