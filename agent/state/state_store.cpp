@@ -564,8 +564,11 @@ Result<std::string> StateStore::AppliedCommit() const {
   return LoadInventory([](std::string, StoredEntry&&) { return true; });
 }
 
+// What was written aside is installed by which of the two is there (InstallInventory):
+// each start removes both, so that one an earlier apply left aside is never installed.
 Result<InventoryWriter> StateStore::StartInventory(std::string_view commit) {
   if (auto removed = RemoveIfThere(kInventoryNew); !removed) return Fail(removed.error());
+  if (auto removed = RemoveIfThere(kInventoryDeltaNew); !removed) return Fail(removed.error());
   return InventoryWriter(fs_, PathOf(kInventoryNew),
                          std::string("{\"schema\":\"") + kInventorySchema +
                              "\",\"commit\":" + Dump(Json(commit)) + ",\"entries\":{");
@@ -688,6 +691,7 @@ StateStore::Fingerprints StateStore::ReadDelta(std::string_view commit) const {
 
 Status StateStore::StartInventoryDelta(std::string_view commit, const Fingerprints& fingerprints) {
   if (auto removed = RemoveIfThere(kInventoryDeltaNew); !removed) return removed;
+  if (auto removed = RemoveIfThere(kInventoryNew); !removed) return removed;
   const std::string base = InventoryMark();
   if (base.empty())
     return Fail(std::errc::no_such_file_or_directory, "no inventory to record beside");

@@ -164,11 +164,13 @@ class StateStore {
   // Of an inventory as this version writes it, only the first line and the end are read
   // (its entries are every cycle's to check).
   [[nodiscard]] Result<std::string> AppliedCommit() const;
-  // Starts the next inventory aside (inventory.json.new, replacing one left there).
+  // Starts the next inventory aside (inventory.json.new, replacing one left there, and
+  // removing a delta left aside).
   [[nodiscard]] Result<InventoryWriter> StartInventory(std::string_view commit);
   // Records aside (inventory.delta.new) newer fingerprints of entries of the inventory in
   // place, of commit `commit`, with those recorded since it was written: rather than the
   // whole inventory again when a repair of a few files changed only their fingerprints.
+  // A whole inventory left aside is removed.
   // std::errc::file_too_large when that would make more than kMaxDeltaEntries: the whole
   // inventory is then to be written, which takes them all in.
   static constexpr std::size_t kMaxDeltaEntries = 1024;

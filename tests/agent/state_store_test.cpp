@@ -168,6 +168,23 @@ TEST_CASE("Fingerprints recorded beside the inventory are read over it, bound to
   CHECK(fingerprints()["file:/etc/issue"] == "i2");
   CHECK(fingerprints()["file:/etc/motd"] == "m2");
 
+  // What an apply left aside and never installed (a crash, a failed write) is not
+  // installed by the next one, whichever of the two each is.
+  state.dir.WriteFile("inventory.json.new", "left aside\n");
+  REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/issue", "i2"}}));
+  REQUIRE(state.store.InstallInventory());
+  CHECK(state.dir.ReadFile("inventory.json") == base);
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("inventory.json.new")));
+  CHECK(fingerprints()["file:/etc/motd"] == "m2");
+  state.dir.WriteFile("inventory.delta.new", "left aside\n");
+  {
+    auto writer = state.store.StartInventory("c1");
+    REQUIRE(writer);
+    CHECK_FALSE(std::filesystem::exists(state.dir.Path("inventory.delta.new")));
+  }
+  REQUIRE(state.store.DiscardInventory());
+  CHECK(state.dir.ReadFile("inventory.json") == base);
+
   // Read in part: what the delta names is read (never left unread), with its fingerprint.
   std::vector<Entry> read;
   tether::UnreadEntries unread;
@@ -215,15 +232,25 @@ TEST_CASE("Fingerprints recorded beside the inventory are read over it, bound to
     REQUIRE(state.store.InstallInventory());
   }
 
-  // At most kMaxDeltaEntries: past that, the whole inventory is to be written.
+  // At most kMaxDeltaEntries (two are recorded): past that, the whole inventory is to be
+  // written. One recorded already is replaced, not added.
   StateStore::Fingerprints many;
-  for (std::size_t i = 0; i < StateStore::kMaxDeltaEntries; ++i) {
+  for (std::size_t i = 0; i + 2 < StateStore::kMaxDeltaEntries; ++i) {
     many.emplace("file:/srv/" + std::to_string(i), "f");
   }
-  auto refused = state.store.StartInventoryDelta("c1", many);
+  REQUIRE(state.store.StartInventoryDelta("c1", many));
+  REQUIRE(state.store.InstallInventory());
+  CHECK(Json::parse(state.dir.ReadFile("inventory.delta"))["fingerprints"].size() ==
+        StateStore::kMaxDeltaEntries);
+  const std::string full = state.dir.ReadFile("inventory.delta");
+  auto refused = state.store.StartInventoryDelta("c1", {{"file:/srv/one more", "f"}});
   REQUIRE_FALSE(refused);
   CHECK(refused.error().Is(std::errc::file_too_large));
-  CHECK(fingerprints()["file:/etc/motd"] == "m2");  // the one in place stays
+  CHECK(state.dir.ReadFile("inventory.delta") == full);  // the one in place stays
+  CHECK(fingerprints()["file:/etc/motd"] == "m2");
+  REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/etc/motd", "m2b"}}));
+  REQUIRE(state.store.InstallInventory());
+  CHECK(fingerprints()["file:/etc/motd"] == "m2b");
 
   // A whole inventory takes the delta's place.
   write("c1", "m3");
