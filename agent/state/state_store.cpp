@@ -262,9 +262,13 @@ bool ReadEntry(Json& object, StoredEntry& entry) {
 // plain text (every string printable ASCII without '"' or '\\', no original, nothing
 // pending, not secret): the bulk of a large inventory.
 
-bool Consume(std::string_view& rest, std::string_view expected) {
-  if (!rest.starts_with(expected)) return false;
-  rest.remove_prefix(expected.size());
+// `expected` is a literal: its size is known, and the comparison (once per member of each
+// of tens of thousands of lines) made inline rather than by a call to memcmp.
+template <std::size_t N>
+bool Consume(std::string_view& rest, const char (&expected)[N]) {
+  constexpr std::size_t kSize = N - 1;
+  if (rest.size() < kSize || std::memcmp(rest.data(), expected, kSize) != 0) return false;
+  rest.remove_prefix(kSize);
   return true;
 }
 
@@ -332,69 +336,100 @@ class WrittenInventory {
  public:
   explicit WrittenInventory(std::string_view text) : text_(text) {}
 
+  // The commit its first line names, when that line is as InventoryWriter writes it.
+  std::optional<std::string> Commit() const {
+    std::string_view rest = text_;
+    bool v1 = false;
+    std::string_view commit;
+    if (!Head(rest, v1, commit)) return std::nullopt;
+    return std::string(commit);
+  }
+
   // The commit, after calling `on_entry` (when given) for each entry; nullopt when the
   // text is not as InventoryWriter writes it, or an entry is not one: the JSON parser
   // then reads it, and says what is wrong. Sets `refused` to the id of an entry
   // `on_entry` refused (then stops). A plain entry `keep` (when given) turns down goes
   // to `unread` instead.
+  //
+  // Without `keep`, each entry is handed over as it is read: call first without
+  // `on_entry`, a check of the whole text, so that no entry is handed over twice when
+  // the parser has to read it after all. With `keep` (a read in part, which keeps few
+  // entries), the text is checked as it is read, and what is kept handed over at the end.
   std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry,
                                   std::optional<std::string>& refused,
                                   const StateStore::EntryFilter* keep = nullptr,
                                   std::vector<UnreadEntries::Line>* unread = nullptr) {
     std::string_view rest = text_;
-    if (!Consume(rest, R"({"schema":")")) return std::nullopt;
-    const bool v1 = Consume(rest, kInventorySchemaV1);
-    if ((!v1 && !Consume(rest, kInventorySchema)) || !Consume(rest, R"(","commit":")")) {
-      return std::nullopt;
-    }
+    bool v1 = false;
     std::string_view commit;
-    if (!ConsumePlain(rest, commit) || !Consume(rest, R"(,"entries":{)")) return std::nullopt;
+    if (!Head(rest, v1, commit)) return std::nullopt;
     if (Consume(rest, "\n}}\n")) {
       return rest.empty() ? std::optional(std::string(commit)) : std::nullopt;
     }
-    std::string previous;  // the id before, in the check
+    const bool check = on_entry == nullptr || keep != nullptr;
+    std::vector<std::pair<std::string, StoredEntry>> kept;
+    std::string_view previous;  // the id before, in the check
+    std::string previous_parsed;
     bool first = true;
-    while (Consume(rest, "\n")) {
+    bool ended = false;
+    while (!ended && Consume(rest, "\n")) {
       const auto end = rest.find('\n');
       if (end == std::string_view::npos) return std::nullopt;
       std::string_view line = rest.substr(0, end);
       rest.remove_prefix(end);
-      const bool last = line.empty() || line.back() != ',';
-      if (!last) line.remove_suffix(1);
+      ended = line.empty() || line.back() != ',';
+      if (!ended) line.remove_suffix(1);
       PlainEntry plain;
       const bool is_plain = ReadPlain(line, plain);
       std::string id;
       StoredEntry entry;
-      if (on_entry == nullptr) {  // a check of the whole text, before any entry is handed over
-        if (!is_plain && !ParseLine(line, id, entry)) return std::nullopt;
+      if (!is_plain && !ParseLine(line, id, entry)) return std::nullopt;
+      if (check) {
         // In id order, each once, as InventoryWriter writes them: the lines left unread
         // are merged back by it. A file edited out of that order is read by the parser.
         const std::string_view this_id = is_plain ? plain.id : std::string_view(id);
         if (!first && this_id <= previous) return std::nullopt;
-        previous.assign(this_id);
-        first = false;
-      } else if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
-        unread->emplace_back(line);
-      } else {
         if (is_plain) {
-          FromPlain(plain, id, entry);
-        } else if (!ParseLine(line, id, entry)) {
-          return std::nullopt;
+          previous = this_id;
+        } else {
+          previous_parsed = id;
+          previous = previous_parsed;
         }
-        if (v1) entry.secret = true;
-        if (!(*on_entry)(id, std::move(entry))) {
-          refused = std::move(id);
-          return std::string(commit);
-        }
+        first = false;
       }
-      if (last) {
-        return rest == "\n}}\n" ? std::optional(std::string(commit)) : std::nullopt;
+      if (on_entry == nullptr) continue;
+      if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
+        unread->emplace_back(line);
+        continue;
+      }
+      if (is_plain) FromPlain(plain, id, entry);
+      if (v1) entry.secret = true;
+      if (keep != nullptr) {
+        kept.emplace_back(std::move(id), std::move(entry));
+      } else if (!(*on_entry)(id, std::move(entry))) {
+        refused = std::move(id);
+        return std::string(commit);
       }
     }
-    return std::nullopt;
+    if (!ended || rest != "\n}}\n") return std::nullopt;
+    for (auto& [id, entry] : kept) {
+      if (!(*on_entry)(id, std::move(entry))) {
+        refused = std::move(id);
+        break;
+      }
+    }
+    return std::string(commit);
   }
 
  private:
+  // The first line, up to the entries.
+  static bool Head(std::string_view& rest, bool& v1, std::string_view& commit) {
+    if (!Consume(rest, R"({"schema":")")) return false;
+    v1 = Consume(rest, kInventorySchemaV1);
+    return (v1 || Consume(rest, kInventorySchema)) && Consume(rest, R"(","commit":")") &&
+           ConsumePlain(rest, commit) && Consume(rest, R"(,"entries":{)");
+  }
+
   std::string_view text_;
 };
 
@@ -470,11 +505,11 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
   auto text = std::make_shared<const FileBytes>(std::move(**read));
   read->reset();
   const std::string_view bytes = text->view();
-  // As this version writes it: checked whole first, so that no entry is handed over
-  // twice when the JSON parser has to read it after all.
+  // As this version writes it: checked whole first (a read in part: as it is read), so
+  // that no entry is handed over twice when the JSON parser has to read it after all.
   WrittenInventory written(bytes);
   std::optional<std::string> refused;
-  if (auto checked = written.Read(nullptr, refused)) {
+  if (auto checked = keep ? written.Commit() : written.Read(nullptr, refused)) {
     // The fingerprints repairs recorded since: their entries are read (never left
     // unread, whose lines would be written back as they are) and given the newer one.
     const Fingerprints delta = ReadDelta(*checked);
@@ -490,7 +525,9 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
     const EntryVisitor& visit = delta.empty() ? on_entry : with_delta;
     const EntryFilter* filter = !keep ? nullptr : delta.empty() ? &keep : &keep_delta;
     std::vector<UnreadEntries::Line> lines;
-    if (keep) lines.reserve(static_cast<std::size_t>(std::count(bytes.begin(), bytes.end(), '\n')));
+    // At most a line for each 64 bytes (an entry's line is longer): pages reserved and
+    // never written cost nothing, where counting the lines first is a pass over the text.
+    if (keep) lines.reserve(bytes.size() / 64 + 1);
     auto commit = written.Read(&visit, refused, filter, &lines);
     if (refused) return corrupt("bad entry '" + *refused + "'");
     if (commit) {

@@ -550,6 +550,25 @@ TEST_CASE(
     CHECK(entries.size() >= 8);
     CHECK(unread.empty());
   }
+  // A read in part hands over what it keeps once the whole text is found as written: an
+  // entry kept before the line out of order is not handed over twice.
+  {
+    std::string text = written;
+    text.erase(text.find(line_g), line_g.size());
+    text.insert(text.find(line_a), line_g);  // g, kept, before a
+    state.dir.WriteFile("inventory.json", text);
+    std::map<std::string, int> handed;
+    auto read = state.store.LoadInventory(
+        [&](std::string id, StoredEntry&&) {
+          ++handed[id];
+          return true;
+        },
+        [](std::string_view id, std::string_view) { return id == "file:/srv/g"; }, unread);
+    REQUIRE(read);
+    CHECK(handed.size() == 8);
+    CHECK(handed["file:/srv/g"] == 1);
+    CHECK(unread.empty());
+  }
 }
 
 TEST_CASE("The journal is created once, appended to, read back by lines, and removed") {
