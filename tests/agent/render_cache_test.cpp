@@ -236,10 +236,10 @@ TEST_CASE("A render keeps the host's name and FQDN it was made with, readable be
   CHECK_FALSE(tether::RenderedNameOf(""));
   CHECK_FALSE(tether::RenderedNameOf("not a render at all"));
   std::string older = bytes;
-  older.replace(0, 16, "tether.render/2\n");
+  older.replace(0, 16, "tether.render/3\n");
   CHECK_FALSE(tether::RenderedNameOf(older));
   CHECK_FALSE(DecodeRender(older, key, tree));
-  for (std::size_t size = 0; size < 16 + 64 + 4 + 32; ++size) {
+  for (std::size_t size = 0; size < 16 + 64 + 4 + 4; ++size) {
     CHECK_FALSE(tether::RenderedNameOf(std::string_view(bytes).substr(0, size)));
   }
 }
