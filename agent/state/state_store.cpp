@@ -287,6 +287,40 @@ bool ConsumePlain(std::string_view& rest, std::string_view& out) {
   return false;
 }
 
+// True when every byte of `text` is one a plain string may hold: printable ASCII but the
+// backslash (AppendString escapes the others). Eight bytes at a time: a read in part
+// checks every line of the inventory.
+bool AllPlain(std::string_view text) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101;
+  constexpr std::uint64_t kHigh = 0x8080808080808080;
+  // Nonzero when a byte of `v` is zero (exact as a whole, not byte by byte).
+  const auto zero_byte = [](std::uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  std::size_t i = 0;
+  for (; i + 8 <= text.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, text.data() + i, sizeof(w));
+    const std::uint64_t below_space = (w - kOnes * 0x20) & ~w & kHigh;
+    if (((w & kHigh) | below_space | zero_byte(w ^ (kOnes * 0x7f)) |
+         zero_byte(w ^ (kOnes * '\\'))) != 0) {
+      return false;
+    }
+  }
+  for (; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c < 0x20 || c >= 0x7f || c == '\\') return false;
+  }
+  return true;
+}
+
+// Up to and with the closing quote, of a text known to be AllPlain.
+bool ConsumeToQuote(std::string_view& rest, std::string_view& out) {
+  const std::size_t quote = rest.find('"');
+  if (quote == std::string_view::npos) return false;
+  out = rest.substr(0, quote);
+  rest.remove_prefix(quote + 1);
+  return true;
+}
+
 bool ConsumeBool(std::string_view& rest, bool& out) {
   out = Consume(rest, "true");
   return out || Consume(rest, "false");
@@ -302,12 +336,15 @@ struct PlainEntry {
 };
 
 bool ReadPlain(std::string_view line, PlainEntry& out) {
+  // What the line holds besides its strings is plain too: a line that is all plain holds
+  // plain strings, found by their closing quotes.
   std::string_view rest = line;
-  return Consume(rest, "\"") && ConsumePlain(rest, out.id) && Consume(rest, R"(:{"created":)") &&
-         ConsumeBool(rest, out.created) && Consume(rest, R"(,"fingerprint":")") &&
-         ConsumePlain(rest, out.fingerprint) && Consume(rest, R"(,"kind":")") &&
-         ConsumePlain(rest, out.kind) && Consume(rest, R"(,"original":null,"path":")") &&
-         ConsumePlain(rest, out.path) && rest == "}";
+  return AllPlain(line) && Consume(rest, "\"") && ConsumeToQuote(rest, out.id) &&
+         Consume(rest, R"(:{"created":)") && ConsumeBool(rest, out.created) &&
+         Consume(rest, R"(,"fingerprint":")") && ConsumeToQuote(rest, out.fingerprint) &&
+         Consume(rest, R"(,"kind":")") && ConsumeToQuote(rest, out.kind) &&
+         Consume(rest, R"(,"original":null,"path":")") && ConsumeToQuote(rest, out.path) &&
+         rest == "}";
 }
 
 void FromPlain(const PlainEntry& plain, std::string& id, StoredEntry& entry) {
