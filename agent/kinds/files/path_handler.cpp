@@ -328,49 +328,41 @@ class PathHandler final : public KindHandler {
       entry.original = OriginalOf(*observed);
     }
     // The file as the change leaves it, but for its ctime (which the rename and a chmod
-    // move): its new content as written aside, or, for a mode or owner changed in place,
-    // the file as it is with those set. The stat taken after the change must show it.
+    // move): its new content as written aside (mode and owner included, as the kernel set
+    // them), or, for a mode or owner changed in place, the file before (its content).
+    // The stat taken after the change must show it.
     const auto* file = std::get_if<FileSpec>(&planned.resource->spec);
     std::optional<FileStat> made;
     if (temp != nullptr) {
       if (auto stat = fs_.Stat(*temp)) made = *stat;
       if (auto renamed = fs_.Rename(*temp, path); !renamed) return renamed;
     } else {
-      if (file != nullptr) made = WithAttributes(*file, undo, path);
+      if (auto stat = fs_.Stat(path); file != nullptr && stat) made = *stat;
       if (auto done = Make(*planned.resource, undo); !done) return done;
     }
     if (file != nullptr) {
-      auto owner = Owner(file->owner, file->group);
       auto stat = fs_.Stat(path);
-      // Someone's write, chmod or chown between the change and this stat would be in it,
-      // and taken for tether's own by the daemon and the next plan: the file is then left
-      // with no fingerprint (its content is read next time).
-      if (owner && stat && made && AsMade(*stat, *made)) {
-        entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
-      }
+      // Someone's write between the change and this stat, or their chmod or chown after a
+      // rename, would be in it, and taken for tether's own by the daemon and the next plan:
+      // the file is then left with no fingerprint (its content is read next time). Of a
+      // mode or owner set in place, only this stat says what the kernel set (a file
+      // system may ignore a chmod, or drop a setgid bit): a chmod in the instant between
+      // is taken for tether's, until the next full audit.
+      const bool as_made = made && stat && AsMade(*stat, *made, /*attributes=*/temp != nullptr);
+      auto owner = Owner(file->owner, file->group);
+      if (owner && as_made) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
     }
     change.entry = std::move(entry);
     change.done = true;
     return {};
   }
 
-  // The file at `path` as it will be once its mode and owner are set in place.
-  std::optional<FileStat> WithAttributes(const FileSpec& file, const Json& undo,
-                                         const std::string& path) {
-    auto options = WriteOptionsFor(file, undo);
-    auto stat = fs_.Stat(path);
-    if (!options || !stat || stat->type != FileType::kRegular) return std::nullopt;
-    stat->mode = options->mode;
-    if (options->uid) stat->uid = *options->uid;
-    if (options->gid) stat->gid = *options->gid;
-    return *stat;
-  }
-
-  // True when `now` is the file `made`, but for the ctime.
-  static bool AsMade(const FileStat& now, const FileStat& made) {
-    return now.type == FileType::kRegular && now.inode == made.inode && now.size == made.size &&
-           now.mtime_ns == made.mtime_ns && now.mode == made.mode && now.uid == made.uid &&
-           now.gid == made.gid;
+  // True when `now` is the file `made`, but for the ctime (and, unless `attributes`, its
+  // mode and owner).
+  static bool AsMade(const FileStat& now, const FileStat& made, bool attributes) {
+    return now.type == FileType::kRegular && made.type == FileType::kRegular &&
+           now.inode == made.inode && now.size == made.size && now.mtime_ns == made.mtime_ns &&
+           (!attributes || (now.mode == made.mode && now.uid == made.uid && now.gid == made.gid));
   }
 
   static const std::string& PathOf(const Resource& resource) {
