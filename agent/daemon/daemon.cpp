@@ -824,11 +824,15 @@ class Daemon final : public RequestHandler {
     cycle.enforce_applied = trigger == Trigger::kDrift;
     repairing_.reset();
     // Whatever the cycle, what was written in place is read (a poll takes the place of a
-    // drift repair queued meanwhile).
-    cycle.written_in_place.assign(to_repair_.in_place.begin(), to_repair_.in_place.end());
+    // drift repair queued meanwhile); a flood of them is lost, as lost events are.
+    written_in_place_.insert(to_repair_.in_place.begin(), to_repair_.in_place.end());
+    if (written_in_place_.size() > kMaxDriftIds) written_in_place_.clear();
+    cycle.written_in_place.assign(written_in_place_.begin(), written_in_place_.end());
+    in_place_sent_ = written_in_place_;
     if (trigger == Trigger::kDrift && !to_repair_.overflow) {
-      cycle.drifted.assign(to_repair_.ids.begin(), to_repair_.ids.end());
       repairing_ = to_repair_.ids;
+      repairing_->insert(written_in_place_.begin(), written_in_place_.end());
+      cycle.drifted.assign(repairing_->begin(), repairing_->end());
     }
     to_repair_ = {};
     std::optional<StartedCycle> started = std::move(ready_cycle_);
@@ -839,6 +843,16 @@ class Daemon final : public RequestHandler {
   }
 
   void Done(const CycleResult& result) {
+    // What was written in place is as the cycle recorded it when it planned and committed
+    // (the drift it reported excepted, which stays as the person left it).
+    const Outcome outcome = result.summary.outcome;
+    if (result.exit_code == 0 && (outcome == Outcome::kApplied || outcome == Outcome::kInSync)) {
+      for (const auto& id : in_place_sent_) written_in_place_.erase(id);
+      for (const auto& action : result.report.drifted) {
+        if (in_place_sent_.count(action.id) != 0) written_in_place_.insert(action.id);
+      }
+    }
+    in_place_sent_.clear();
     last_ = result;
     last_->report.recorded.reset();  // for the watches only: not kept while idle
     // A cycle that asked the source confirms (or drops) what the change signal said.
@@ -1125,6 +1139,12 @@ class Daemon final : public RequestHandler {
   std::optional<StartedCycle> ready_cycle_;
   // What the drift repair under way repairs (all of it when unset, or no repair).
   std::optional<std::set<std::string>> repairing_;
+  // Files seen written in place (DriftEvents::in_place) that no cycle has planned and
+  // committed since: every cycle reads them whatever their fingerprint says (it may be the
+  // stat of that edit), until one applies or finds them in sync, which records what they
+  // are now. A dry run, a refused commit, a rollback or a failure keeps them.
+  std::set<std::string> written_in_place_;
+  std::set<std::string> in_place_sent_;  // those the cycle under way was given
   std::mt19937 random_;
   PollSchedule schedule_;
   DaemonMetrics metrics_;

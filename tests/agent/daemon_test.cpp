@@ -23,7 +23,9 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/filesystem.hpp"
 #include "common/process.hpp"
+#include "common/stat_mark.hpp"
 #include "common/unique_fd.hpp"
 #include "tests/support/git_repo.hpp"
 #include "tests/support/git_server.hpp"
@@ -423,6 +425,49 @@ TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
     children += pids;
   }
   CHECK_MESSAGE(children.empty(), children);
+}
+
+TEST_CASE("A file seen written in place is read by the cycles after, until one commits") {
+  Fleet fleet;
+  fleet.interval = "1h";
+  const std::string first = fleet.Commit("hello\n");
+  fleet.Start();
+  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
+                  fleet.Log());
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 10s));
+  auto drift_cycles = [&] {
+    const auto metrics = fleet.Ctl({"metrics"});
+    const std::string name = "tether_cycles_total{trigger=\"drift\"} ";
+    const auto at = metrics.out.find(name);
+    return at == std::string::npos ? 0 : std::stoi(metrics.out.substr(at + name.size()));
+  };
+  // Suspended, the repair of an edit in place only plans: nothing is committed.
+  REQUIRE(fleet.Ctl({"suspend", "--reason", "maintenance"}).ok());
+  const int before = drift_cycles();
+  std::ofstream(fleet.dir.Path("root/etc/motd"), std::ios::app) << "a person's line\n";
+  REQUIRE_MESSAGE(WaitFor([&] { return drift_cycles() > before; }, 10s), fleet.Log());
+  REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") != "applying"; }, 10s));
+  CHECK(fleet.Status()["last_cycle"].value("outcome", "") == "dry run");
+  CHECK(fleet.dir.ReadFile("root/etc/motd") == "hello\na person's line\n");
+  // The fingerprint recorded is the edited file's stat, as when the edit came between a
+  // repair's rename and its stat, in one tick of the file system's clock.
+  auto root = tether::RootedFilesystem::Open(fleet.dir.Path("root"));
+  REQUIRE(root);
+  const auto stat = (*root)->Stat("/etc/motd");
+  REQUIRE(stat);
+  std::string inventory = fleet.dir.ReadFile("state/inventory.json");
+  const std::string recorded =
+      nlohmann::json::parse(inventory)["entries"]["file:/etc/motd"]["fingerprint"];
+  REQUIRE(recorded.size() > tether::kStatMarkSize);
+  inventory.replace(inventory.find(recorded), tether::kStatMarkSize, tether::StatMark(*stat));
+  fleet.dir.WriteFile("state/inventory.json", inventory, 0600);
+  std::filesystem::remove(fleet.dir.Path("state/inventory.delta"));
+  // Resumed, the next cycle reads the file the watches saw written in place, whatever its
+  // fingerprint says, and puts it back.
+  REQUIRE(fleet.Ctl({"resume"}).ok());
+  REQUIRE(fleet.Ctl({"sync", "--wait"}).exit_code == 0);
+  CHECK_MESSAGE(WaitFor([&] { return fleet.dir.ReadFile("root/etc/motd") == "hello\n"; }, 10s),
+                fleet.Log());
 }
 
 TEST_CASE("A hand edit made while a cycle runs, after the cycle wrote that file, is reverted") {
