@@ -69,6 +69,7 @@ class Cycle {
     wall_now_ = host_.clock->Now();
     full_audit_ = FullAuditDue(host_.state, options_.config.apply.audit_every, wall_now_);
     drifted_.insert(options_.drifted.begin(), options_.drifted.end());
+    LoadWrittenInPlace();
     // A drift repair (see Partial) parses, of the inventory's files, those it repairs; Plan
     // reads those of the other resources it plans.
     StateStore::EntryFilter keep;
@@ -111,6 +112,7 @@ class Cycle {
 
  private:
   CycleReport Finish() {
+    KeepWrittenInPlace();
     report_.elapsed_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(host_.clock->Steady() - start_)
             .count();
@@ -128,6 +130,48 @@ class Cycle {
 
   void Step(StepKind kind, std::string commit = {}, std::string detail = {}, bool flag = false) {
     report_.course.push_back({kind, std::move(commit), std::move(detail), flag});
+  }
+
+  // What was seen written in place: what the daemon says, and what earlier cycles kept
+  // (a restart of the daemon in between forgets nothing). A drift repair plans them too.
+  void LoadWrittenInPlace() {
+    written_in_place_.insert(options_.written_in_place.begin(), options_.written_in_place.end());
+    auto kept = host_.state.LoadWrittenInPlace();
+    if (kept) {
+      in_place_kept_ = std::move(*kept);
+    } else {
+      // Which files, it cannot tell: all of them are read.
+      Note(kept.error().message() + ": every managed file is read");
+      in_place_kept_.all = true;
+      in_place_corrupt_ = true;
+    }
+    written_in_place_.insert(in_place_kept_.ids.begin(), in_place_kept_.ids.end());
+    if (in_place_kept_.all) full_audit_ = true;
+    if (!options_.drifted.empty())
+      drifted_.insert(written_in_place_.begin(), written_in_place_.end());
+    in_place_loaded_ = true;
+  }
+
+  // Keeps, for the cycles after, what was seen written in place and this cycle did not
+  // plan and commit (what it reported as drift, left as the person made it, included).
+  void KeepWrittenInPlace() {
+    if (!in_place_loaded_) return;
+    const bool committed =
+        report_.outcome == Outcome::kApplied || report_.outcome == Outcome::kInSync;
+    WrittenInPlace keep;
+    keep.all = in_place_kept_.all && !committed;
+    for (const auto& id : written_in_place_) {
+      const bool reported =
+          std::any_of(report_.drifted.begin(), report_.drifted.end(),
+                      [&](const ReportedAction& drift) { return drift.id == id; });
+      if (!committed || reported) keep.ids.push_back(id);
+    }
+    if (keep.ids.size() > kMaxWrittenInPlace) {
+      keep.ids.clear();
+      keep.all = true;
+    }
+    if (keep == in_place_kept_ && !in_place_corrupt_) return;
+    if (auto saved = host_.state.SaveWrittenInPlace(keep); !saved) Note(saved.error().message());
   }
 
   // A drift repair: the applied commit again, when there is one.
@@ -296,7 +340,7 @@ class Cycle {
     if (full_audit_) Step(StepKind::kAudit);
     std::optional<std::set<std::string>> only;
     if (Partial()) {
-      only.emplace(options_.drifted.begin(), options_.drifted.end());
+      only.emplace(drifted_.begin(), drifted_.end());
       for (const auto& resource : desired.resources) {
         if (resource.kind == ResourceKind::kService ||
             resource.drift.value_or(options_.config.apply.drift) == DriftMode::kReport) {
@@ -312,7 +356,7 @@ class Cycle {
     }
     // What the daemon's watches saw written in place is read, whatever its fingerprint
     // says (it may be the stat of that edit).
-    for (const auto& id : options_.written_in_place) {
+    for (const auto& id : written_in_place_) {
       if (auto entry = inventory_.entries.find(id); entry != inventory_.entries.end()) {
         entry->second.fingerprint.clear();
       }
@@ -479,6 +523,12 @@ class Cycle {
   bool full_audit_ = false;
   std::set<std::string, std::less<>> drifted_;  // options_.drifted, to look up
   std::size_t files_left_out_ = 0;              // not decoded: a partial drift repair's
+  // Seen written in place (LoadWrittenInPlace): the daemon's and those kept in the state
+  // dir, which are in_place_kept_ as read (all of them when it was corrupt).
+  std::set<std::string> written_in_place_;
+  WrittenInPlace in_place_kept_;
+  bool in_place_corrupt_ = false;
+  bool in_place_loaded_ = false;
   std::chrono::system_clock::time_point wall_now_;
   CycleReport report_;
 };

@@ -1,4 +1,5 @@
 #include "agent/state/state_store.hpp"
+#include "common/log.hpp"
 #include "common/sha256.hpp"
 #include "common/stat_mark.hpp"
 
@@ -31,6 +32,7 @@ constexpr char kPinned[] = "pinned";
 constexpr char kSuspended[] = "suspended";
 constexpr char kOutbox[] = "outbox";
 constexpr char kRender[] = "render.cache";
+constexpr char kWrittenInPlace[] = "written-in-place.json";
 
 // v2: entries may name an original kept aside (content_sha256) and record "secret"; a
 // version that knows only v1 refuses it rather than restore an empty file. A v1
@@ -41,6 +43,7 @@ constexpr char kInventorySchemaV1[] = "tether.inventory/v1";
 constexpr char kInventoryDeltaSchema[] = "tether.inventory-delta/v1";
 constexpr char kQuarantineSchema[] = "tether.quarantine/v1";
 constexpr char kHistorySchema[] = "tether.history/v1";
+constexpr char kWrittenInPlaceSchema[] = "tether.written-in-place/v1";
 
 constexpr std::size_t kMaxInventory = 256 << 20;
 constexpr std::size_t kMaxRender = 256 << 20;
@@ -549,7 +552,7 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
   if (auto checked = keep ? written.Commit() : written.Read(nullptr, refused)) {
     // The fingerprints repairs recorded since: their entries are read (never left
     // unread, whose lines would be written back as they are) and given the newer one.
-    const Fingerprints delta = ReadDelta(*checked);
+    const Fingerprints delta = ReadDelta(*checked, true);
     const EntryVisitor with_delta = [&](std::string id, StoredEntry&& entry) {
       if (const auto newer = delta.find(id); newer != delta.end()) {
         entry.fingerprint = newer->second;
@@ -740,24 +743,34 @@ std::string StateStore::InventoryMark() const {
   return stat ? StatMark(*stat) : std::string();
 }
 
-StateStore::Fingerprints StateStore::ReadDelta(std::string_view commit) const {
+StateStore::Fingerprints StateStore::ReadDelta(std::string_view commit, bool warn) const {
   Fingerprints fingerprints;
+  auto not_used = [&](const std::string& why) {
+    if (warn) {
+      GetLogger("state")->warn("'{}' {}; it is not used (the files it names are read)",
+                               PathOf(kInventoryDelta), why);
+    }
+    return Fingerprints();
+  };
   auto text = ReadOptional(kInventoryDelta, kMaxInventoryDelta);
-  if (!text || !*text) return fingerprints;
+  if (!text) return not_used("cannot be read: " + text.error().message());
+  if (!*text) return fingerprints;
   const Json json = Json::parse(**text, nullptr, false);
   std::string schema;
   std::string base_commit;
   std::string base;
   if (json.is_discarded() || !json.is_object() || !ReadString(json, "schema", schema) ||
       schema != kInventoryDeltaSchema || !ReadString(json, "commit", base_commit) ||
-      base_commit != commit || !ReadString(json, "base", base) || base.empty() ||
-      base != InventoryMark()) {
-    return fingerprints;
+      !ReadString(json, "base", base)) {
+    return not_used("is corrupt");
   }
+  // Recorded over another inventory (one written whole since, by a cycle that could not
+  // remove it): of no use, and no fault.
+  if (base_commit != commit || base.empty() || base != InventoryMark()) return fingerprints;
   const auto entries = json.find("fingerprints");
-  if (entries == json.end() || !entries->is_object()) return fingerprints;
+  if (entries == json.end() || !entries->is_object()) return not_used("is corrupt");
   for (const auto& [id, fingerprint] : entries->items()) {
-    if (!fingerprint.is_string()) return {};
+    if (!fingerprint.is_string()) return not_used("is corrupt");
     fingerprints.emplace(id, fingerprint.get<std::string>());
   }
   return fingerprints;
@@ -986,6 +999,49 @@ Status StateStore::RecordAudit(std::chrono::system_clock::time_point when) {
   const auto seconds =
       std::chrono::duration_cast<std::chrono::seconds>(when.time_since_epoch()).count();
   return WritePrivate(kLastAudit, std::to_string(seconds) + "\n");
+}
+
+// --- Files seen written in place ---
+
+Result<WrittenInPlace> StateStore::LoadWrittenInPlace() const {
+  // kMaxWrittenInPlace ids of a path each, at most.
+  auto text = ReadOptional(kWrittenInPlace, 64 << 20);
+  if (!text) return Fail(text.error());
+  WrittenInPlace kept;
+  if (!*text) return kept;
+  const Json json = Json::parse(**text, nullptr, false);
+  std::string schema;
+  const auto ids = json.is_object() ? json.find("ids") : Json::const_iterator();
+  bool valid = json.is_object() && ReadString(json, "schema", schema) &&
+               schema == kWrittenInPlaceSchema && ReadBool(json, "all", kept.all) &&
+               ids != json.end() && ids->is_array() && ids->size() <= kMaxWrittenInPlace;
+  if (valid) {
+    for (const auto& id : *ids) {
+      if (!id.is_string()) {
+        valid = false;
+        break;
+      }
+      kept.ids.push_back(id.get<std::string>());
+    }
+  }
+  if (!valid) {
+    return Fail(std::errc::illegal_byte_sequence,
+                "the list of files written in place '" + PathOf(kWrittenInPlace) + "' is corrupt");
+  }
+  std::sort(kept.ids.begin(), kept.ids.end());
+  kept.ids.erase(std::unique(kept.ids.begin(), kept.ids.end()), kept.ids.end());
+  return kept;
+}
+
+Status StateStore::SaveWrittenInPlace(const WrittenInPlace& kept) {
+  if (kept.ids.empty() && !kept.all) return RemoveIfThere(kWrittenInPlace);
+  const bool all = kept.all || kept.ids.size() > kMaxWrittenInPlace;
+  Json ids = Json::array();
+  if (!all) {
+    for (const auto& id : kept.ids) ids.push_back(id);
+  }
+  const Json json = {{"schema", kWrittenInPlaceSchema}, {"all", all}, {"ids", std::move(ids)}};
+  return WritePrivate(kWrittenInPlace, Dump(json, 1) + "\n");
 }
 
 // --- The pin and the suspension ---

@@ -11,6 +11,8 @@
 //   quarantine.json   the commit whose apply failed (tether.quarantine/v1)
 //   history.json      the last applies (tether.history/v1)
 //   last-audit        unix seconds of the last full audit, and a newline
+//   written-in-place.json  the files seen written in place that no cycle has committed
+//                     since (tether.written-in-place/v1), kept past a restart
 //   pinned            the commit a rollback holds (its 40 hex digits)
 //   suspended         the reason of a suspension (its text)
 //   outbox/           the status reports waiting for delivery (agent/report/outbox.hpp)
@@ -128,6 +130,17 @@ class InventoryWriter {
   bool first_ = true;
 };
 
+// Files a drift watch saw written in place that no cycle has planned and committed since:
+// their fingerprint may be the stat of that edit, so every cycle reads them until one
+// records what they are. Kept in the state dir so that a restart of the daemon does not
+// forget them.
+struct WrittenInPlace {
+  std::vector<std::string> ids;  // resource ids, sorted
+  bool all = false;              // too many to name: every managed file is read
+  bool operator==(const WrittenInPlace&) const = default;
+};
+inline constexpr std::size_t kMaxWrittenInPlace = 4096;
+
 class StateStore {
  public:
   // `fs` is the host's filesystem (RootedFilesystem at "/"); `dir` an absolute,
@@ -235,6 +248,13 @@ class StateStore {
   [[nodiscard]] Result<std::optional<std::chrono::system_clock::time_point>> LastAudit() const;
   [[nodiscard]] Status RecordAudit(std::chrono::system_clock::time_point when);
 
+  // --- Files seen written in place (CycleOptions::written_in_place) ---
+  // Those a cycle was told of and did not plan and commit: empty when none are kept.
+  [[nodiscard]] Result<WrittenInPlace> LoadWrittenInPlace() const;
+  // Replaces what is kept (past kMaxWrittenInPlace ids: `all`); removes the file when
+  // nothing is.
+  [[nodiscard]] Status SaveWrittenInPlace(const WrittenInPlace& kept);
+
   // --- A rollback's pin and a suspension (tetherctl rollback, suspend) ---
   // The pinned commit; none when there is none (or the file holds no commit).
   [[nodiscard]] Result<std::optional<std::string>> LoadPin() const;
@@ -258,7 +278,8 @@ class StateStore {
                                                            std::size_t max_size) const;
   // The fingerprints of inventory.delta, when it was recorded over the inventory in place,
   // of `commit`; none when there is none, or it is of another.
-  [[nodiscard]] Fingerprints ReadDelta(std::string_view commit) const;
+  // `warn`: a delta that cannot be read or is corrupt is said so in the log.
+  [[nodiscard]] Fingerprints ReadDelta(std::string_view commit, bool warn = false) const;
   // The inventory file's StatMark; "" when it cannot be told.
   [[nodiscard]] std::string InventoryMark() const;
   [[nodiscard]] Status WritePrivate(std::string_view name, std::string_view content);

@@ -622,26 +622,32 @@ TEST_CASE("A drift repair names the entries it read for the daemon's watches, an
   CHECK(box.dir.ReadFile("root/etc/hosts") == "hosts\n");
 }
 
-TEST_CASE("A repair reads a file the daemon saw written in place, whatever its fingerprint") {
-  Sandbox box;
-  box.Commit("hello\n", true, "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n");
-  REQUIRE(box.Once().exit_code == 0);
+namespace {
+
+// One cycle in the cycle process, as the daemon runs it, with `options` but for the dirs.
+tether::CycleOutput CycleAsTheDaemonRunsIt(Sandbox& box, tether::CycleOptions options) {
   const std::string tetherd = std::getenv("TETHERD");
-  auto repair = [&](const std::vector<std::string>& in_place) {
-    tether::CycleOptions options;
-    options.state_dir = box.dir.Path("state");
-    options.cache_dir = box.dir.Path("cache");
-    options.root = box.dir.Path("root");
-    options.enforce_applied = true;
-    options.drifted = {"file:/etc/issue"};
-    options.written_in_place = in_place;
-    auto output = tether::RunCycleProcess(
-        {tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle", "--cycle-process"}, {},
-        {{box.dir.Path("agent.toml"), box.dir.ReadFile("agent.toml")}}, options);
-    CHECK_MESSAGE(output.exit_code == 0, output.report.error);
-  };
-  // A person's edit in place, between the cycle's rename and its stat, in one tick of the
-  // file system's clock: the fingerprint the cycle recorded is the edited file's stat.
+  options.state_dir = box.dir.Path("state");
+  options.cache_dir = box.dir.Path("cache");
+  options.root = box.dir.Path("root");
+  return tether::RunCycleProcess(
+      {tetherd.substr(0, tetherd.rfind('/') + 1) + "tetherd-cycle", "--cycle-process"}, {},
+      {{box.dir.Path("agent.toml"), box.dir.ReadFile("agent.toml")}}, options);
+}
+
+// A drift repair of /etc/issue.
+tether::CycleOutput RepairIssue(Sandbox& box, const std::vector<std::string>& in_place) {
+  tether::CycleOptions options;
+  options.enforce_applied = true;
+  options.drifted = {"file:/etc/issue"};
+  options.written_in_place = in_place;
+  return CycleAsTheDaemonRunsIt(box, options);
+}
+
+// A person's edit of /etc/issue in place, between the cycle's rename and its stat, in one
+// tick of the file system's clock: the fingerprint the cycle recorded is the edited file's
+// stat.
+void EditIssueWithinTheTick(Sandbox& box) {
   box.dir.WriteFile("root/etc/issue", "a person's\n");
   auto host = tether::RootedFilesystem::Open(box.dir.Path("root"));
   REQUIRE(host);
@@ -656,11 +662,83 @@ TEST_CASE("A repair reads a file the daemon saw written in place, whatever its f
   inventory.replace(at, tether::kStatMarkSize, tether::StatMark(*stat));
   box.dir.WriteFile("state/inventory.json", inventory);
   REQUIRE_FALSE(std::filesystem::exists(box.dir.Path("state/inventory.delta")));
+}
+
+constexpr char kIssueProfile[] = "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\n";
+
+}  // namespace
+
+TEST_CASE("A repair reads a file the daemon saw written in place, whatever its fingerprint") {
+  Sandbox box;
+  box.Commit("hello\n", true, kIssueProfile);
+  REQUIRE(box.Once().exit_code == 0);
+  EditIssueWithinTheTick(box);
 
   // Told nothing of how it was written, the repair goes by the fingerprint.
-  repair({});
+  auto repaired = RepairIssue(box, {});
+  CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
   CHECK(box.dir.ReadFile("root/etc/issue") == "a person's\n");
   // Told it was written in place (as the daemon's watches see it), it reads it.
-  repair({"file:/etc/issue"});
+  repaired = RepairIssue(box, {"file:/etc/issue"});
+  CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
   CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
+  CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/written-in-place.json")));
+}
+
+TEST_CASE("A file seen written in place is read until a cycle commits it, restart or not") {
+  Sandbox box;
+  box.Commit("hello\n", true, kIssueProfile);
+  REQUIRE(box.Once().exit_code == 0);
+  EditIssueWithinTheTick(box);
+  const std::string kept = box.dir.Path("state/written-in-place.json");
+
+  // A cycle told of it that does not commit (a dry run: the daemon suspended) keeps it in
+  // the state dir.
+  tether::CycleOptions dry_run;
+  dry_run.dry_run = true;
+  dry_run.written_in_place = {"file:/etc/issue"};
+  auto planned = CycleAsTheDaemonRunsIt(box, dry_run);
+  CHECK_MESSAGE(planned.exit_code == 0, planned.report.error);
+  CHECK(planned.report.changes == 1);  // it read the file
+  CHECK(box.dir.ReadFile("root/etc/issue") == "a person's\n");
+  REQUIRE(std::filesystem::exists(kept));
+  CHECK(nlohmann::json::parse(box.dir.ReadFile("state/written-in-place.json"))["ids"] ==
+        nlohmann::json::array({"file:/etc/issue"}));
+
+  // A daemon started again knows nothing of it: the repair reads it all the same, and the
+  // list goes once it is committed.
+  auto repaired = RepairIssue(box, {});
+  CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
+  CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
+  CHECK_FALSE(std::filesystem::exists(kept));
+
+  // A list that cannot be read names no file: every file is read (tetherd --once too),
+  // said so, and the list goes once that is committed. (The repair recorded its
+  // fingerprint in the inventory's delta; without it, inventory.json's is the one.)
+  std::filesystem::remove(box.dir.Path("state/inventory.delta"));
+  EditIssueWithinTheTick(box);
+  box.dir.WriteFile("state/written-in-place.json", "{\"ids\": [");
+  auto once = box.Once();
+  CHECK(once.exit_code == 0);
+  CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
+  CHECK(
+      (once.out + once.err).find("written-in-place.json' is corrupt: every managed file is read") !=
+      std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(kept));
+}
+
+TEST_CASE("A file seen written in place whose drift is reported stays listed") {
+  Sandbox box;
+  box.Commit("hello\n", true,
+             "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\ndrift = \"report\"\n");
+  REQUIRE(box.Once().exit_code == 0);
+  EditIssueWithinTheTick(box);
+  auto repaired = RepairIssue(box, {"file:/etc/issue"});
+  CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
+  REQUIRE(repaired.report.drifted.size() == 1);  // it read the file
+  CHECK(box.dir.ReadFile("root/etc/issue") == "a person's\n");
+  // Left as the person made it, and read by every cycle after: it is reported each time.
+  REQUIRE(std::filesystem::exists(box.dir.Path("state/written-in-place.json")));
+  repaired = RepairIssue(box, {});
+  CHECK(repaired.report.drifted.size() == 1);
 }

@@ -2,6 +2,7 @@
 // a corrupt file is an error naming it (never an exception), and a state dir written by
 // the code before StateStore (its exact bytes, by hand) is read as it is.
 #include "agent/state/state_store.hpp"
+#include "common/log.hpp"
 
 #include <sys/stat.h>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include <doctest/doctest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 
 #include "tests/support/temp_dir.hpp"
 
@@ -200,20 +202,37 @@ TEST_CASE("Fingerprints recorded beside the inventory are read over it, bound to
   CHECK(unread.empty());
 
   // Of another inventory (a commit or a size it was not recorded over), or not one at
-  // all: not used. It holds only fingerprints, which save reads.
+  // all: not used. It holds only fingerprints, which save reads. One that is not a delta
+  // is said so in the log; one of another inventory is no fault.
   const std::string delta = state.dir.ReadFile("inventory.delta");
-  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
-           {"\"commit\":\"c1\"", "\"commit\":\"c0\""},
-           {"\"base\":\"", "\"base\":\"x"},
-           {"\"fingerprints\":{", "\"fingerprints\":{\"x\":1,"},
-           {"{", "["}}) {
+  auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10);
+  tether::GetLogger("state")->sinks().push_back(log);
+  struct Change {
+    std::string from;
+    std::string to;
+    bool corrupt;
+  };
+  for (const auto& [from, to, corrupt] :
+       std::vector<Change>{{"\"commit\":\"c1\"", "\"commit\":\"c0\"", false},
+                           {"\"base\":\"", "\"base\":\"x", false},
+                           {"\"fingerprints\":{", "\"fingerprints\":{\"x\":1,", true},
+                           {"{", "[", true}}) {
     CAPTURE(to);
     std::string changed = delta;
     REQUIRE(changed.find(from) != std::string::npos);
     changed.replace(changed.find(from), from.size(), to);
     state.dir.WriteFile("inventory.delta", changed);
     CHECK(fingerprints()["file:/etc/motd"] == "m1");
+    const auto said = log->last_formatted();
+    CHECK(said.size() == (corrupt ? 1 : 0));
+    if (corrupt && !said.empty()) {
+      CHECK(said[0].find("'" + state.dir.Path("inventory.delta") +
+                         "' is corrupt; it is not used") != std::string::npos);
+    }
+    log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10);
+    tether::GetLogger("state")->sinks().back() = log;
   }
+  tether::GetLogger("state")->sinks().pop_back();
   state.dir.WriteFile("inventory.delta", delta);
   CHECK(fingerprints()["file:/etc/motd"] == "m2");
   // The same bytes in another file (as a version that knows no delta writes the next
@@ -706,6 +725,30 @@ TEST_CASE("The quarantine, history, last audit, pin and suspension round trip") 
   CHECK(state.store.OutboxDir() == state.dir.Path("outbox"));
 }
 
+TEST_CASE("The files seen written in place are kept, named or as all, until none are") {
+  StateDir state;
+  CHECK(state.store.LoadWrittenInPlace().value() == tether::WrittenInPlace{});
+  REQUIRE(state.store.SaveWrittenInPlace({{"file:/etc/b", "file:/etc/a"}, false}));
+  CHECK(state.ModeOf("written-in-place.json") == 0600);
+  CHECK(state.store.LoadWrittenInPlace().value() ==
+        tether::WrittenInPlace{{"file:/etc/a", "file:/etc/b"}, false});
+  // More than it names: every file is to be read.
+  std::vector<std::string> many;
+  for (std::size_t i = 0; i <= tether::kMaxWrittenInPlace; ++i) {
+    many.push_back("file:/srv/" + std::to_string(i));
+  }
+  REQUIRE(state.store.SaveWrittenInPlace({many, false}));
+  CHECK(state.store.LoadWrittenInPlace().value() == tether::WrittenInPlace{{}, true});
+  many.pop_back();
+  REQUIRE(state.store.SaveWrittenInPlace({many, false}));
+  CHECK(state.store.LoadWrittenInPlace().value().ids.size() == tether::kMaxWrittenInPlace);
+  // None left: the file goes.
+  REQUIRE(state.store.SaveWrittenInPlace({}));
+  CHECK_FALSE(std::filesystem::exists(state.dir.Path("written-in-place.json")));
+  CHECK(state.store.LoadWrittenInPlace().value() == tether::WrittenInPlace{});
+  REQUIRE(state.store.SaveWrittenInPlace({}));  // none: nothing to do
+}
+
 TEST_CASE("The state dir's lock is held by one at a time, until released") {
   StateDir state;
   auto held = state.store.Lock(false);
@@ -775,6 +818,13 @@ TEST_CASE("A corrupt state file is an error naming it, never an exception") {
       {"history.json",
        "{\"schema\": \"tether.history/v1\", \"entries\": [{\"id\": 1, \"changes\": -2}]}"},
       {"last-audit", "yesterday\n"},
+      {"written-in-place.json", "{\"schema\": \"tether.written-in-place/v1\", \"ids\": {}}"},
+      {"written-in-place.json",
+       "{\"schema\": \"tether.written-in-place/v1\", \"all\": 0, \"ids\": []}"},
+      {"written-in-place.json",
+       "{\"schema\": \"tether.written-in-place/v1\", \"ids\": [\"file:/a\", 7]}"},
+      {"written-in-place.json", "{\"schema\": \"tether.written-in-place/v2\", \"ids\": []}"},
+      {"written-in-place.json", "[\"file:/a\"]"},
   };
   for (const auto& [file, content] : cases) {
     CAPTURE(file);
@@ -790,6 +840,9 @@ TEST_CASE("A corrupt state file is an error naming it, never an exception") {
         return state.store.AppliedCommit().map([](const std::string&) {});
       }
       if (name == "quarantine.json") return state.store.LoadQuarantine().map([](const auto&) {});
+      if (name == "written-in-place.json") {
+        return state.store.LoadWrittenInPlace().map([](const auto&) {});
+      }
       if (name == "history.json") {
         if (auto appended = state.store.AppendHistory({}); !appended) {
           return tether::Fail(appended.error());
