@@ -190,6 +190,15 @@ struct Fleet {
   }
 
   std::string Log() const { return dir.ReadFile("tetherd.log"); }
+
+  // Commits `motd` (see Commit), starts tetherd and waits until it has applied that
+  // commit, which it returns.
+  std::string StartApplied(const std::string& motd) {
+    const std::string commit = Commit(motd);
+    Start();
+    REQUIRE_MESSAGE(WaitFor([&] { return Status().value("commit", "") == commit; }, 30s), Log());
+    return commit;
+  }
 };
 
 }  // namespace
@@ -285,10 +294,7 @@ TEST_CASE("The control socket refuses peers that are neither root nor in the gro
 TEST_CASE("Malformed requests of every type are refused; tetherd stays up and serving") {
   Fleet fleet;
   fleet.interval = "1h";
-  const std::string first = fleet.Commit("hello\n");
-  fleet.Start();
-  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
-                  fleet.Log());
+  fleet.StartApplied("hello\n");
   // 10,000 malformed requests from a client that is not ours: every one is refused.
   tether::RunOptions options;
   options.argv = {"python3", std::getenv("TETHER_CONTROL_GARBAGE"), fleet.socket, "10000"};
@@ -334,10 +340,7 @@ long DaemonRss(const Fleet& fleet) {
 TEST_CASE("Control clients that flood or hoard connections are bounded; cycles go on") {
   Fleet fleet;
   fleet.interval = "1h";
-  const std::string first = fleet.Commit("hello\n");
-  fleet.Start();
-  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
-                  fleet.Log());
+  fleet.StartApplied("hello\n");
   const char* flood = std::getenv("TETHER_CONTROL_FLOOD");
   REQUIRE_MESSAGE(flood != nullptr, "TETHER_CONTROL_FLOOD is set by meson");
   const long rss_before = DaemonRss(fleet);
@@ -390,10 +393,7 @@ TEST_CASE("Control clients that flood or hoard connections are bounded; cycles g
 TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
   Fleet fleet;
   fleet.interval = "1h";
-  const std::string first = fleet.Commit("hello\n");
-  fleet.Start();
-  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
-                  fleet.Log());
+  const std::string first = fleet.StartApplied("hello\n");
   for (const char* edit : {"edited by hand\n", "and again\n"}) {
     REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 10s));
     fleet.dir.WriteFile("root/etc/motd", edit);
@@ -430,10 +430,7 @@ TEST_CASE("A hand edit is reverted as it happens, without waiting for a poll") {
 TEST_CASE("A file seen written in place is read by the cycles after, until one commits") {
   Fleet fleet;
   fleet.interval = "1h";
-  const std::string first = fleet.Commit("hello\n");
-  fleet.Start();
-  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
-                  fleet.Log());
+  fleet.StartApplied("hello\n");
   REQUIRE(WaitFor([&] { return fleet.Status().value("state", "") == "synced"; }, 10s));
   auto drift_cycles = [&] {
     const auto metrics = fleet.Ctl({"metrics"});
@@ -548,10 +545,7 @@ TEST_CASE("A suspension is kept through a symlinked state dir; one unreadable st
   fleet.interval = "1h";
   std::filesystem::create_directories(fleet.dir.Path("state-real"));
   std::filesystem::create_directory_symlink(fleet.dir.Path("state-real"), fleet.dir.Path("state"));
-  const std::string first = fleet.Commit("hello\n");
-  fleet.Start();
-  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
-                  fleet.Log());
+  fleet.StartApplied("hello\n");
   const std::string reason(4096, 'r');  // the longest the control socket takes
   auto suspended = fleet.Ctl({"suspend", "--reason", reason});
   REQUIRE_MESSAGE(suspended.ok(), suspended.err);
@@ -592,10 +586,7 @@ TEST_CASE("A suspension is kept through a symlinked state dir; one unreadable st
 TEST_CASE("History, show, suspend, resume and metrics over the control socket") {
   Fleet fleet;
   fleet.interval = "1h";
-  const std::string first = fleet.Commit("hello\n");
-  fleet.Start();
-  REQUIRE_MESSAGE(WaitFor([&] { return fleet.Status().value("commit", "") == first; }, 30s),
-                  fleet.Log());
+  const std::string first = fleet.StartApplied("hello\n");
 
   // tetherctl plan: what the next cycle would do, changing nothing.
   const std::string pending = fleet.Commit("pending\n");
