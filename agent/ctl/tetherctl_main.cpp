@@ -60,7 +60,6 @@ bool colour = false;
 constexpr char kGreen[] = "32";
 constexpr char kYellow[] = "33";
 constexpr char kRed[] = "31";
-constexpr char kBold[] = "1";
 constexpr char kDim[] = "2";
 
 bool WantColour() {
