@@ -80,14 +80,14 @@ class Cycle {
       };
     }
     auto inventory = engine_->LoadInventory(keep);
-    if (!inventory) return Fail(inventory.error());
+    if (!inventory) return Abandon(inventory.error());
     inventory_ = std::move(*inventory);
     auto policy = LoadTrustPolicy(options_.config.trust);
-    if (!policy) return Fail(policy.error());
+    if (!policy) return Abandon(policy.error());
     if (!source_) {
       // Neither a rollback's pin nor a drift repair asks the source for its head.
       auto source = host_.open_source(options_.pin.empty() && !EnforcesApplied());
-      if (!source) return Fail(source.error());
+      if (!source) return Abandon(source.error());
       source_ = std::move(*source);
     }
 
@@ -117,6 +117,13 @@ class Cycle {
         std::chrono::duration_cast<std::chrono::milliseconds>(host_.clock->Steady() - start_)
             .count();
     return std::move(report_);
+  }
+
+  // A problem that ends the cycle before it has a report: what was seen written in place
+  // is kept all the same.
+  tl::unexpected<Error> Abandon(const Error& error) {
+    KeepWrittenInPlace();
+    return Fail(error);
   }
 
   // A problem that ends the cycle: recorded; returns false, to stop.
@@ -153,18 +160,17 @@ class Cycle {
   }
 
   // Keeps, for the cycles after, what was seen written in place and this cycle did not
-  // plan and commit (what it reported as drift, left as the person made it, included).
+  // plan and commit: all of it unless the cycle applied or found everything in sync, and
+  // then what it left as the person made it (drift = "report" or "ignore"). Once.
   void KeepWrittenInPlace() {
     if (!in_place_loaded_) return;
+    in_place_loaded_ = false;
     const bool committed =
         report_.outcome == Outcome::kApplied || report_.outcome == Outcome::kInSync;
     WrittenInPlace keep;
     keep.all = in_place_kept_.all && !committed;
     for (const auto& id : written_in_place_) {
-      const bool reported =
-          std::any_of(report_.drifted.begin(), report_.drifted.end(),
-                      [&](const ReportedAction& drift) { return drift.id == id; });
-      if (!committed || reported) keep.ids.push_back(id);
+      if (!committed || left_in_place_.count(id) != 0) keep.ids.push_back(id);
     }
     if (keep.ids.size() > kMaxWrittenInPlace) {
       keep.ids.clear();
@@ -368,8 +374,23 @@ class Cycle {
     }
     report_.commit = commit_;
     const bool same_commit = inventory_.commit == commit_;
+    // Of the files seen written in place, those the drift policy leaves as they are keep
+    // the fingerprint of the person's edit: they stay on the list (KeepWrittenInPlace).
+    std::set<std::string_view> in_place_changed;
+    for (const auto& planned : *plan) {
+      if (planned.action.type != ActionType::kInSync &&
+          written_in_place_.count(planned.action.id) != 0) {
+        in_place_changed.insert(planned.action.id);
+      }
+    }
     const std::vector<Action> drifted =
         ApplyDriftPolicy(*plan, options_.config.apply.drift, same_commit);
+    for (const auto& planned : *plan) {
+      if (planned.action.type == ActionType::kInSync &&
+          in_place_changed.count(planned.action.id) != 0) {
+        left_in_place_.insert(planned.action.id);
+      }
+    }
     for (const auto& resource : desired.resources) {
       ++report_.kinds[ResourceKindName(resource.kind)];
     }
@@ -525,7 +546,8 @@ class Cycle {
   std::size_t files_left_out_ = 0;              // not decoded: a partial drift repair's
   // Seen written in place (LoadWrittenInPlace): the daemon's and those kept in the state
   // dir, which are in_place_kept_ as read (all of them when it was corrupt).
-  std::set<std::string> written_in_place_;
+  std::set<std::string, std::less<>> written_in_place_;
+  std::set<std::string> left_in_place_;  // of those, left as they are by the drift policy
   WrittenInPlace in_place_kept_;
   bool in_place_corrupt_ = false;
   bool in_place_loaded_ = false;

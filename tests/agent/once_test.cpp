@@ -705,16 +705,34 @@ TEST_CASE("A file seen written in place is read until a cycle commits it, restar
   CHECK(nlohmann::json::parse(box.dir.ReadFile("state/written-in-place.json"))["ids"] ==
         nlohmann::json::array({"file:/etc/issue"}));
 
-  // A daemon started again knows nothing of it: the repair reads it all the same, and the
-  // list goes once it is committed.
-  auto repaired = RepairIssue(box, {});
+  // A daemon started again knows nothing of it: a repair, even of another file, reads it
+  // all the same, and the list goes once it is committed.
+  tether::CycleOptions other;
+  other.enforce_applied = true;
+  other.drifted = {"file:/etc/motd"};
+  auto repaired = CycleAsTheDaemonRunsIt(box, other);
+  CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
+  CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
+  CHECK_FALSE(std::filesystem::exists(kept));
+
+  // A cycle that fails before it has planned anything (its inventory cannot be read)
+  // keeps what it was told of. (The repair recorded its fingerprint in the inventory's
+  // delta; without it, inventory.json's is the one.)
+  std::filesystem::remove(box.dir.Path("state/inventory.delta"));
+  EditIssueWithinTheTick(box);
+  const std::string inventory = box.dir.ReadFile("state/inventory.json");
+  box.dir.WriteFile("state/inventory.json", "{\"schema\": ");
+  auto failed = RepairIssue(box, {"file:/etc/issue"});
+  CHECK(failed.exit_code != 0);
+  CHECK(std::filesystem::exists(kept));
+  box.dir.WriteFile("state/inventory.json", inventory);
+  repaired = RepairIssue(box, {});
   CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
   CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
   CHECK_FALSE(std::filesystem::exists(kept));
 
   // A list that cannot be read names no file: every file is read (tetherd --once too),
-  // said so, and the list goes once that is committed. (The repair recorded its
-  // fingerprint in the inventory's delta; without it, inventory.json's is the one.)
+  // said so, and the list goes once that is committed.
   std::filesystem::remove(box.dir.Path("state/inventory.delta"));
   EditIssueWithinTheTick(box);
   box.dir.WriteFile("state/written-in-place.json", "{\"ids\": [");
@@ -727,18 +745,26 @@ TEST_CASE("A file seen written in place is read until a cycle commits it, restar
   CHECK_FALSE(std::filesystem::exists(kept));
 }
 
-TEST_CASE("A file seen written in place whose drift is reported stays listed") {
-  Sandbox box;
-  box.Commit("hello\n", true,
-             "[[file]]\npath = \"/etc/issue\"\ncontent = \"issue\\n\"\ndrift = \"report\"\n");
-  REQUIRE(box.Once().exit_code == 0);
-  EditIssueWithinTheTick(box);
-  auto repaired = RepairIssue(box, {"file:/etc/issue"});
-  CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
-  REQUIRE(repaired.report.drifted.size() == 1);  // it read the file
-  CHECK(box.dir.ReadFile("root/etc/issue") == "a person's\n");
-  // Left as the person made it, and read by every cycle after: it is reported each time.
-  REQUIRE(std::filesystem::exists(box.dir.Path("state/written-in-place.json")));
-  repaired = RepairIssue(box, {});
-  CHECK(repaired.report.drifted.size() == 1);
+TEST_CASE("A file seen written in place whose drift is reported or ignored stays listed") {
+  for (const std::string drift : {"report", "ignore"}) {
+    CAPTURE(drift);
+    Sandbox box;
+    box.Commit("hello\n", true, std::string(kIssueProfile) + "drift = \"" + drift + "\"\n");
+    REQUIRE(box.Once().exit_code == 0);
+    EditIssueWithinTheTick(box);
+    auto repaired = RepairIssue(box, {"file:/etc/issue"});
+    CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
+    CHECK(repaired.report.drifted.size() == (drift == "report" ? 1 : 0));  // it read the file
+    CHECK(box.dir.ReadFile("root/etc/issue") == "a person's\n");
+    // Left as the person made it, and read by every cycle after: reported each time, and
+    // put back by the first commit that reverts its drift, whatever its stat.
+    REQUIRE(std::filesystem::exists(box.dir.Path("state/written-in-place.json")));
+    repaired = RepairIssue(box, {});
+    CHECK_MESSAGE(repaired.exit_code == 0, repaired.report.error);
+    CHECK(repaired.report.drifted.size() == (drift == "report" ? 1 : 0));
+    box.Commit("hello\n", true, kIssueProfile);
+    CHECK(box.Once().exit_code == 0);
+    CHECK(box.dir.ReadFile("root/etc/issue") == "issue\n");
+    CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/written-in-place.json")));
+  }
 }
