@@ -154,8 +154,9 @@ class Cycle {
     }
     written_in_place_.insert(in_place_kept_.ids.begin(), in_place_kept_.ids.end());
     if (in_place_kept_.all) full_audit_ = true;
-    if (!options_.drifted.empty())
+    if (!options_.drifted.empty()) {
       drifted_.insert(written_in_place_.begin(), written_in_place_.end());
+    }
     in_place_loaded_ = true;
   }
 
@@ -542,8 +543,9 @@ class Cycle {
   bool quarantined_head_ = false;
   bool enforced_ = false;  // a drift repair: the applied commit again
   bool full_audit_ = false;
-  std::set<std::string, std::less<>> drifted_;  // options_.drifted, to look up
-  std::size_t files_left_out_ = 0;              // not decoded: a partial drift repair's
+  // options_.drifted, to look up; in a drift repair, with what was seen written in place.
+  std::set<std::string, std::less<>> drifted_;
+  std::size_t files_left_out_ = 0;  // not decoded: a partial drift repair's
   // Seen written in place (LoadWrittenInPlace): the daemon's and those kept in the state
   // dir, which are in_place_kept_ as read (all of them when it was corrupt).
   std::set<std::string, std::less<>> written_in_place_;
