@@ -81,7 +81,8 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags) {
       ->type_name("LEVEL")
       ->capture_default_str();
   app.add_flag("--once", flags.once, "Run one cycle in the foreground and exit");
-  app.add_flag("--dry-run", flags.dry_run, "Plan only; change nothing on the host");
+  app.add_flag("--dry-run", flags.dry_run,
+               "Plan only; apply nothing (an interrupted apply is still finished)");
   app.add_flag("--show-in-sync", flags.show_in_sync,
                "With --once: list every resource in sync too, not only what changed");
   app.add_flag("--root-checks", flags.root_checks,
