@@ -1,7 +1,6 @@
 #include "agent/git/git_source.hpp"
 
 #include <fcntl.h>
-#include <git2.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,9 +8,9 @@
 #include <algorithm>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
-#include "agent/git/libgit2_start.hpp"
 #include "agent/git/local_ref.hpp"
 #include "common/filesystem.hpp"
 #include "common/json_fields.hpp"
@@ -23,77 +22,94 @@ namespace tether {
 
 namespace {
 
-std::string GitErrorText() {
-  const git_error* error = git_error_last();
-  return error != nullptr ? error->message : "unknown libgit2 error";
-}
-
-void InitLibgit2Once() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    // Local reads only in this process (the git worker fetches): no TLS, no SSH. Never
-    // shut down.
-    StartLibgit2WithoutTransports();
-    git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, 64);
-    // Packs are read through small windows, few of them mapped at a time: a render reads
-    // the header of every source blob, which would otherwise keep the whole pack in the
-    // process's memory (its pages count in RSS).
-    git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, static_cast<std::size_t>(512 << 10));
-    git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, static_cast<std::size_t>(2 << 20));
-    // The mirror belongs to the git worker's user; it is ours to read all the same.
-    git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0);
-  });
-}
-
 bool IsCommitId(std::string_view text) {
   return text.size() == 40 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-Result<git_oid> ParseOid(const std::string& commit) {
-  git_oid oid;
-  if (!IsCommitId(commit) || git_oid_fromstr(&oid, commit.c_str()) != 0) {
-    return Fail(std::errc::invalid_argument, "'" + commit + "' is not a commit id");
-  }
-  return oid;
+Result<ObjectId> ParseCommitId(const std::string& commit) {
+  auto id = IsCommitId(commit) ? ParseObjectId(commit) : std::nullopt;
+  if (!id) return Fail(std::errc::invalid_argument, "'" + commit + "' is not a commit id");
+  return *id;
 }
 
-// A commit's tree in the mirror. Each directory's tree is read and parsed once and kept
-// while this object lives, so looking up many paths costs one binary search each in their
-// directory, not a walk from the root through trees libgit2 would parse again (it caches
-// no tree over 4 KiB: a folder of thousands of sources made each lookup cost the folder).
+// The commit's header lines ("tree ...", "parent ...", ...) before the blank line, each
+// without its newline; continuation lines (a leading space) are left out.
+std::vector<std::string_view> HeaderLines(std::string_view commit) {
+  std::vector<std::string_view> lines;
+  std::size_t at = 0;
+  while (at < commit.size()) {
+    const auto eol = commit.find('\n', at);
+    const std::string_view line =
+        commit.substr(at, eol == std::string_view::npos ? std::string_view::npos : eol - at);
+    if (line.empty()) break;
+    if (line.front() != ' ') lines.push_back(line);
+    if (eol == std::string_view::npos) break;
+    at = eol + 1;
+  }
+  return lines;
+}
+
+// The ids a commit's header names under `field` ("tree", "parent").
+std::vector<ObjectId> HeaderIds(std::string_view commit, std::string_view field) {
+  std::vector<ObjectId> ids;
+  for (const auto line : HeaderLines(commit)) {
+    if (line.size() == field.size() + 41 && line.substr(0, field.size()) == field &&
+        line[field.size()] == ' ') {
+      if (auto id = ParseObjectId(line.substr(field.size() + 1))) ids.push_back(*id);
+    }
+  }
+  return ids;
+}
+
+// A commit's tree in the mirror. Each directory's tree is read, checked and parsed once and
+// kept while this object lives, so looking up many paths costs one binary search each in
+// their directory, not a walk from the root.
 class CommitTree final : public Tree {
  public:
-  CommitTree(git_repository* repo, git_tree* tree) : repo_(repo), tree_(tree) {}
-  ~CommitTree() override {
-    for (auto& [dir, tree] : trees_) git_tree_free(tree);
-    git_tree_free(tree_);
-    git_odb_free(odb_);
+  CommitTree(ObjectStore& store, std::unique_ptr<const ParsedTree> root) : store_(store) {
+    trees_.emplace(std::string(), std::move(root));
   }
-  CommitTree(const CommitTree&) = delete;
-  CommitTree& operator=(const CommitTree&) = delete;
+
+  // Reads and parses tree `id`; `what` names it in errors.
+  static Result<std::unique_ptr<const ParsedTree>> Load(ObjectStore& store, const ObjectId& id,
+                                                        std::string_view what) {
+    auto object = store.Read(id);
+    if (!object) return Fail(object.error().WithContext("read " + std::string(what)));
+    if (object->type != ObjectType::kTree) {
+      return Fail(std::errc::not_a_directory, std::string(what) + " is not a tree");
+    }
+    auto tree = ParsedTree::Parse(std::move(object->data));
+    if (!tree) return Fail(tree.error().WithContext(std::string(what)));
+    return std::unique_ptr<const ParsedTree>(std::move(*tree));
+  }
 
   Result<TreeEntryType> Type(std::string_view path) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    const git_filemode_t mode = git_tree_entry_filemode(*entry);
-    if (mode == GIT_FILEMODE_TREE) return TreeEntryType::kDirectory;
-    if (mode == GIT_FILEMODE_LINK) return TreeEntryType::kSymlink;
-    if (mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE) {
-      return TreeEntryType::kFile;
+    switch ((*entry)->mode & 0170000u) {
+      case 0040000u:
+        return TreeEntryType::kDirectory;
+      case 0120000u:
+        return TreeEntryType::kSymlink;
+      case 0100000u:
+        return TreeEntryType::kFile;
+      default:
+        return TreeEntryType::kOther;
     }
-    return TreeEntryType::kOther;
   }
 
   Result<std::string> ReadFile(std::string_view path, std::size_t max_size) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    return ReadBlob(path, *entry, max_size);
+    if (!IsBlob(**entry)) return NotAFile(path);
+    return ReadBlob(path, (*entry)->id, max_size);
   }
 
   Result<std::string> ReadSymlink(std::string_view path) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    return ReadBlob(path, *entry, 4096);
+    if (!IsBlob(**entry)) return NotAFile(path);
+    return ReadBlob(path, (*entry)->id, 4096);
   }
 
   // The blob id is in the tree entry; the size is in the object's header, which for a
@@ -101,47 +117,47 @@ class CommitTree final : public Tree {
   Result<std::optional<TreeBlob>> Blob(std::string_view path) override {
     auto entry = Entry(path);
     if (!entry) return Fail(entry.error());
-    if (git_tree_entry_type(*entry) != GIT_OBJECT_BLOB) return NotAFile(path);
-    if (odb_ == nullptr && git_repository_odb(&odb_, repo_) != 0) {
-      return Fail(std::errc::io_error, "open the object database: " + GitErrorText());
-    }
-    const git_oid* oid = git_tree_entry_id(*entry);
-    std::size_t size = 0;
-    git_object_t type = GIT_OBJECT_INVALID;
-    if (git_odb_read_header(&size, &type, odb_, oid) != 0) {
-      return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
-    }
+    if (!IsBlob(**entry)) return NotAFile(path);
+    auto header = store_.Header((*entry)->id);
+    if (!header) return Unreadable(path, header.error());
     TreeBlob blob;
-    std::copy(std::begin(oid->id), std::end(oid->id), blob.id.begin());
-    blob.size = size;
+    blob.id = (*entry)->id;
+    blob.size = header->size;
     return blob;
   }
 
   Result<std::string> ReadBlob(std::string_view path, const ContentId& id,
                                std::size_t max_size) override {
-    static_assert(std::tuple_size_v<ContentId> == GIT_OID_RAWSZ);
-    git_oid oid{};
-    git_oid_fromraw(&oid, id.data());
-    git_blob* blob = nullptr;
-    if (git_blob_lookup(&blob, repo_, &oid) != 0) {
-      return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
+    auto object = store_.Read(id, max_size);
+    if (!object) {
+      if (object.error().Is(std::errc::file_too_large)) {
+        return Fail(std::errc::file_too_large, "'" + std::string(path) + "' is larger than " +
+                                                   std::to_string(max_size) + " bytes");
+      }
+      return Unreadable(path, object.error());
     }
-    return TakeContent(path, blob, max_size);
+    if (object->type != ObjectType::kBlob) return NotAFile(path);
+    return std::move(object->data);
   }
 
   Result<std::vector<std::string>> List(std::string_view path) override {
     auto tree = Directory(path);
     if (!tree) return Fail(tree.error());
     std::vector<std::string> names;
-    names.reserve(git_tree_entrycount(*tree));
-    for (size_t i = 0; i < git_tree_entrycount(*tree); ++i) {
-      names.emplace_back(git_tree_entry_name(git_tree_entry_byindex(*tree, i)));
-    }
-    std::sort(names.begin(), names.end());
-    return names;
+    names.reserve((*tree)->entries.size());
+    for (const auto& entry : (*tree)->entries) names.emplace_back(entry.name);
+    return names;  // sorted, as the entries are
   }
 
  private:
+  static bool IsBlob(const ParsedTree::Entry& entry) {
+    const auto type = entry.mode & 0170000u;
+    return type == 0100000u || type == 0120000u;
+  }
+  // An object of the commit the mirror cannot give: an I/O error, whatever the cause.
+  static tl::unexpected<Error> Unreadable(std::string_view path, const Error& error) {
+    return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + error.message());
+  }
   static tl::unexpected<Error> NotAFile(std::string_view path) {
     return Fail(std::errc::invalid_argument, "'" + std::string(path) + "' is not a file");
   }
@@ -151,58 +167,31 @@ class CommitTree final : public Tree {
   }
 
   // The tree of directory `dir` ("" for the top), read once.
-  Result<const git_tree*> Directory(std::string_view dir) {
-    if (dir.empty()) return tree_;
-    if (auto known = trees_.find(dir); known != trees_.end()) return known->second;
+  Result<const ParsedTree*> Directory(std::string_view dir) {
+    if (auto known = trees_.find(dir); known != trees_.end()) return known->second.get();
     const auto slash = dir.rfind('/');
     auto parent = Directory(slash == std::string_view::npos ? "" : dir.substr(0, slash));
     if (!parent) return Fail(parent.error());
-    const std::string name(slash == std::string_view::npos ? dir : dir.substr(slash + 1));
-    const git_tree_entry* entry = git_tree_entry_byname(*parent, name.c_str());
+    const auto* entry =
+        (*parent)->Find(slash == std::string_view::npos ? dir : dir.substr(slash + 1));
     if (entry == nullptr) return NoSuchFile(dir);
-    git_tree* tree = nullptr;
-    if (git_tree_entry_type(entry) != GIT_OBJECT_TREE ||
-        git_tree_lookup(&tree, repo_, git_tree_entry_id(entry)) != 0) {
+    if ((entry->mode & 0170000u) != 0040000u) {
       return Fail(std::errc::not_a_directory, "'" + std::string(dir) + "' is not a directory");
     }
-    trees_.emplace(std::string(dir), tree);
-    return tree;
+    auto tree = Load(store_, entry->id, "'" + std::string(dir) + "'");
+    if (!tree) return Fail(tree.error());
+    return trees_.emplace(std::string(dir), std::move(*tree)).first->second.get();
   }
 
   // The entry of `path`, owned by its directory's tree.
-  Result<const git_tree_entry*> Entry(std::string_view path) {
+  Result<const ParsedTree::Entry*> Entry(std::string_view path) {
     const auto slash = path.rfind('/');
     auto dir = Directory(slash == std::string_view::npos ? "" : path.substr(0, slash));
     if (!dir) return NoSuchFile(path);
-    const std::string name(slash == std::string_view::npos ? path : path.substr(slash + 1));
-    const git_tree_entry* entry =
-        name.empty() ? nullptr : git_tree_entry_byname(*dir, name.c_str());
+    const std::string_view name = slash == std::string_view::npos ? path : path.substr(slash + 1);
+    const auto* entry = name.empty() ? nullptr : (*dir)->Find(name);
     if (entry == nullptr) return NoSuchFile(path);
     return entry;
-  }
-
-  Result<std::string> ReadBlob(std::string_view path, const git_tree_entry* entry,
-                               std::size_t max_size) {
-    if (git_tree_entry_type(entry) != GIT_OBJECT_BLOB) return NotAFile(path);
-    git_blob* blob = nullptr;
-    if (git_blob_lookup(&blob, repo_, git_tree_entry_id(entry)) != 0) {
-      return Fail(std::errc::io_error, "read '" + std::string(path) + "': " + GitErrorText());
-    }
-    return TakeContent(path, blob, max_size);
-  }
-
-  // The content of `blob`, which it frees.
-  static Result<std::string> TakeContent(std::string_view path, git_blob* blob,
-                                         std::size_t max_size) {
-    const auto size = static_cast<std::size_t>(git_blob_rawsize(blob));
-    if (size > max_size) {
-      git_blob_free(blob);
-      return Fail(std::errc::file_too_large, "'" + std::string(path) + "' is larger than " +
-                                                 std::to_string(max_size) + " bytes");
-    }
-    std::string content(static_cast<const char*>(git_blob_rawcontent(blob)), size);
-    git_blob_free(blob);
-    return content;
   }
 
   // Transparent lookup by string_view.
@@ -213,10 +202,9 @@ class CommitTree final : public Tree {
     }
   };
 
-  git_repository* repo_;
-  git_tree* tree_;
-  git_odb* odb_ = nullptr;  // opened by the first Blob
-  std::unordered_map<std::string, git_tree*, Hash, std::equal_to<>> trees_;  // dir -> its tree
+  ObjectStore& store_;
+  // dir -> its tree
+  std::unordered_map<std::string, std::unique_ptr<const ParsedTree>, Hash, std::equal_to<>> trees_;
 };
 
 // libgit2 1.5 reads $HOME/.ssh/known_hosts for ssh:// (to choose the host key type) and
@@ -293,14 +281,11 @@ Status PrepareWorkerDirs(const std::string& cache_dir, const std::string& known_
 
 }  // namespace
 
-void PrepareLibgit2() { InitLibgit2Once(); }
-
 Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
   if (!options.use_worker) {
     // Only the mirror is read: nothing of the worker is looked up or prepared.
     options.start_worker = false;
     std::unique_ptr<GitSource> source(new GitSource(std::move(options), nlohmann::json::object()));
-    InitLibgit2Once();
     return source;
   }
   nlohmann::json credentials = nlohmann::json::object();
@@ -361,7 +346,6 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
   std::unique_ptr<GitSource> source(new GitSource(std::move(options), std::move(credentials)));
   // A worker that cannot start says so at the first request, as it would have anyway.
   if (start_worker) (void)source->worker_.Start();
-  InitLibgit2Once();
   return source;
 }
 
@@ -371,9 +355,7 @@ GitSource::GitSource(GitSourceOptions options, nlohmann::json credentials)
       worker_(options_.worker_argv, WorkerEnvironment(options_.cache_dir)),
       mirror_(options_.cache_dir + "/mirror.git") {}
 
-GitSource::~GitSource() {
-  if (repo_ != nullptr) git_repository_free(repo_);
-}
+GitSource::~GitSource() = default;
 
 namespace {
 
@@ -490,104 +472,79 @@ void GitSource::RemoveStaleLocks() {
   }
 }
 
-Result<git_repository*> GitSource::Repository() {
-  if (repo_ == nullptr) {
-    if (git_repository_open_bare(&repo_, mirror_.c_str()) != 0) {
-      repo_ = nullptr;
-      return Fail(std::errc::no_such_file_or_directory,
-                  "open mirror '" + mirror_ + "': " + GitErrorText());
-    }
-  } else {
-    // Packs written by the worker since we opened it become visible.
-    git_odb* odb = nullptr;
-    if (git_repository_odb(&odb, repo_) == 0) {
-      git_odb_refresh(odb);
-      git_odb_free(odb);
-    }
+Result<ObjectStore*> GitSource::Objects() {
+  if (objects_ == nullptr) {
+    auto store = ObjectStore::Open(mirror_ + "/objects");
+    if (!store) return Fail(store.error().WithContext("open mirror '" + mirror_ + "'"));
+    objects_ = std::move(*store);
   }
-  return repo_;
+  return objects_.get();
 }
 
 bool GitSource::HasCommit(const std::string& commit) {
-  auto repo = Repository();
-  auto oid = ParseOid(commit);
-  if (!repo || !oid) return false;
-  git_commit* found = nullptr;
-  if (git_commit_lookup(&found, *repo, &*oid) != 0) return false;
-  git_commit_free(found);
-  return true;
+  auto objects = Objects();
+  auto id = ParseCommitId(commit);
+  if (!objects || !id) return false;
+  auto header = (*objects)->Header(*id);
+  return header && header->type == ObjectType::kCommit;
 }
 
 Result<std::string> GitSource::ReadCommit(const std::string& commit) {
-  auto repo = Repository();
-  if (!repo) return Fail(repo.error());
-  auto oid = ParseOid(commit);
-  if (!oid) return Fail(oid.error());
-  git_odb* odb = nullptr;
-  if (git_repository_odb(&odb, *repo) != 0) return Fail(std::errc::io_error, GitErrorText());
-  git_odb_object* object = nullptr;
-  const int rc = git_odb_read(&object, odb, &*oid);
-  git_odb_free(odb);
-  if (rc != 0 || git_odb_object_type(object) != GIT_OBJECT_COMMIT) {
-    if (object != nullptr) git_odb_object_free(object);
+  auto objects = Objects();
+  if (!objects) return Fail(objects.error());
+  auto id = ParseCommitId(commit);
+  if (!id) return Fail(id.error());
+  auto object = (*objects)->Read(*id);
+  if (!object) {
+    if (object.error().Is(std::errc::no_such_file_or_directory)) {
+      return Fail(std::errc::no_such_file_or_directory,
+                  "commit " + commit + " is not in the mirror");
+    }
+    return Fail(object.error().WithContext("read commit " + commit));
+  }
+  if (object->type != ObjectType::kCommit) {
     return Fail(std::errc::no_such_file_or_directory, "commit " + commit + " is not in the mirror");
   }
-  std::string raw(static_cast<const char*>(git_odb_object_data(object)),
-                  git_odb_object_size(object));
-  git_odb_object_free(object);
-  return raw;
-}
-
-Result<std::optional<std::pair<std::string, std::string>>> GitSource::CommitSignature(
-    const std::string& commit) {
-  auto repo = Repository();
-  if (!repo) return Fail(repo.error());
-  auto oid = ParseOid(commit);
-  if (!oid) return Fail(oid.error());
-  git_buf signature = GIT_BUF_INIT;
-  git_buf payload = GIT_BUF_INIT;
-  const int rc = git_commit_extract_signature(&signature, &payload, *repo, &*oid, nullptr);
-  if (rc == GIT_ENOTFOUND) {
-    git_buf_dispose(&signature);
-    git_buf_dispose(&payload);
-    return std::optional<std::pair<std::string, std::string>>();
-  }
-  if (rc != 0)
-    return Fail(std::errc::io_error, "read signature of " + commit + ": " + GitErrorText());
-  std::pair<std::string, std::string> result(std::string(payload.ptr, payload.size),
-                                             std::string(signature.ptr, signature.size));
-  git_buf_dispose(&signature);
-  git_buf_dispose(&payload);
-  return std::optional(std::move(result));
+  return std::move(object->data);
 }
 
 Result<bool> GitSource::Descends(const std::string& commit, const std::string& ancestor) {
   if (commit == ancestor) return true;
-  auto repo = Repository();
-  if (!repo) return Fail(repo.error());
-  auto a = ParseOid(commit);
-  auto b = ParseOid(ancestor);
-  if (!a) return Fail(a.error());
-  if (!b) return Fail(b.error());
-  const int rc = git_graph_descendant_of(*repo, &*a, &*b);
-  if (rc < 0) return Fail(std::errc::io_error, "compare history: " + GitErrorText());
-  return rc == 1;
+  auto objects = Objects();
+  if (!objects) return Fail(objects.error());
+  auto from = ParseCommitId(commit);
+  auto to = ParseCommitId(ancestor);
+  if (!from) return Fail(from.error());
+  if (!to) return Fail(to.error());
+  // Every commit `commit` reaches, until `ancestor` is one of them.
+  std::vector<ObjectId> next = {*from};
+  std::set<ObjectId> seen = {*from};
+  while (!next.empty()) {
+    const ObjectId id = next.back();
+    next.pop_back();
+    auto object = (*objects)->Read(id);
+    if (!object || object->type != ObjectType::kCommit) {
+      return Fail(std::errc::io_error, "compare history: commit " + ContentIdHex(id) + ": " +
+                                           (object ? "not a commit" : object.error().message()));
+    }
+    for (const auto& parent : HeaderIds(object->data, "parent")) {
+      if (parent == *to) return true;
+      if (seen.insert(parent).second) next.push_back(parent);
+    }
+  }
+  return false;
 }
 
 Result<std::unique_ptr<Tree>> GitSource::OpenTree(const std::string& commit) {
-  auto repo = Repository();
-  if (!repo) return Fail(repo.error());
-  auto oid = ParseOid(commit);
-  if (!oid) return Fail(oid.error());
-  git_commit* found = nullptr;
-  if (git_commit_lookup(&found, *repo, &*oid) != 0) {
-    return Fail(std::errc::no_such_file_or_directory, "commit " + commit + " is not in the mirror");
+  auto raw = ReadCommit(commit);
+  if (!raw) return Fail(raw.error());
+  const auto tree_ids = HeaderIds(*raw, "tree");
+  if (tree_ids.size() != 1) {
+    return Fail(std::errc::io_error, "read tree of " + commit + ": the commit names no one tree");
   }
-  git_tree* tree = nullptr;
-  const int rc = git_commit_tree(&tree, found);
-  git_commit_free(found);
-  if (rc != 0) return Fail(std::errc::io_error, "read tree of " + commit + ": " + GitErrorText());
-  return std::unique_ptr<Tree>(new CommitTree(*repo, tree));
+  auto root = CommitTree::Load(**Objects(), tree_ids.front(), "the tree of " + commit);
+  if (!root) return Fail(root.error());
+  return std::unique_ptr<Tree>(new CommitTree(**Objects(), std::move(*root)));
 }
 
 }  // namespace tether

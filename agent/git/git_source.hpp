@@ -15,10 +15,9 @@
 #include "agent/config/agent_config.hpp"
 #include "agent/desired/tree.hpp"
 #include "agent/git/git_worker_client.hpp"
+#include "agent/git/object_store.hpp"
 #include "common/error.hpp"
 #include "common/privileges.hpp"
-
-struct git_repository;
 
 namespace tether {
 
@@ -41,10 +40,6 @@ struct GitSourceOptions {
 };
 
 inline constexpr const char* kDefaultWorkerUser = kUnprivilegedUser;
-
-// Starts libgit2 now (it loads the system's CA bundle), rather than when the first source
-// is created: for a process that starts ahead of its work.
-void PrepareLibgit2();
 
 struct PollResult {
   std::string commit;      // what the tracked ref points to on the server
@@ -74,9 +69,6 @@ class GitSource {
 
   // The commit object as git stores it (headers, gpgsig, message), for verification.
   [[nodiscard]] Result<std::string> ReadCommit(const std::string& commit);
-  // The signed payload and the signature of a commit; nothing when it is unsigned.
-  [[nodiscard]] Result<std::optional<std::pair<std::string, std::string>>> CommitSignature(
-      const std::string& commit);
   // True when `commit` is `ancestor` or descends from it.
   [[nodiscard]] Result<bool> Descends(const std::string& commit, const std::string& ancestor);
   // The commit's tree, for the renderer.
@@ -91,7 +83,7 @@ class GitSource {
 
  private:
   GitSource(GitSourceOptions options, nlohmann::json credentials);
-  Result<git_repository*> Repository();
+  Result<ObjectStore*> Objects();
   void RemoveStaleLocks();
   // The credentials `url` may see: the token only over https:// to source.url's host.
   nlohmann::json CredentialsFor(const std::string& url) const;
@@ -101,7 +93,7 @@ class GitSource {
   nlohmann::json credentials_;
   GitWorkerClient worker_;
   std::string mirror_;
-  git_repository* repo_ = nullptr;
+  std::unique_ptr<ObjectStore> objects_;  // the mirror's, opened at the first read
   std::size_t fetch_count_ = 0;
 };
 

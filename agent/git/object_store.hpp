@@ -17,11 +17,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <map>
 #include <utility>
 #include <vector>
 
@@ -48,6 +48,22 @@ struct GitObject {
 struct ObjectHeader {
   ObjectType type = ObjectType::kBlob;
   std::uint64_t size = 0;
+};
+
+// A tree object's entries, sorted by name for lookup (Git sorts a directory as if its name
+// ended in '/': this order is the plain one). Names are views of `data`: not copyable.
+struct ParsedTree {
+  struct Entry {
+    std::string_view name;
+    std::uint32_t mode = 0;  // as Git writes it: 0100644, 0100755, 0120000, 040000, 0160000
+    ObjectId id{};
+  };
+  std::string data;  // the tree object
+  std::vector<Entry> entries;
+
+  // EILSEQ when `data` is not a tree object's content.
+  [[nodiscard]] static Result<std::unique_ptr<ParsedTree>> Parse(std::string data);
+  [[nodiscard]] const Entry* Find(std::string_view name) const;
 };
 
 // The largest object Read returns unless told otherwise, and the largest that any read
@@ -106,7 +122,7 @@ class ObjectStore {
   Result<GitObject> ReadPacked(Pack& pack, std::uint64_t offset, std::size_t max_size);
   Result<Loose> OpenLoose(const ObjectId& id) const;
   Result<GitObject> ReadLoose(const ObjectId& id, std::size_t max_size) const;
-  Result<std::string> Inflate(const Pack& pack, std::uint64_t offset, std::uint64_t size,
+  Result<std::string> Inflate(Pack& pack, std::uint64_t offset, std::uint64_t size,
                               std::size_t max_size) const;
   std::string Where(const Pack& pack, std::uint64_t offset) const;
 

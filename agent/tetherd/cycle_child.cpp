@@ -39,7 +39,6 @@ std::vector<std::string> Strings(const Json& job, const char* name) {
 int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::string>& worker_argv) {
   // Started ahead of its job (at a drift event, while more events settle): what every
   // cycle needs is made ready before the job arrives.
-  PrepareLibgit2();
   PrepareSha256();
   std::string text;
   if (!ReadToEnd(fileno(in), text, kMaxJob)) {

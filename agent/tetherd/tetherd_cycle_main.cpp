@@ -1,6 +1,7 @@
 // tetherd-cycle: what runs a cycle for tetherd. `tetherd --once` is this program (tetherd
-// hands it over), so is each cycle of the daemon (--cycle-process) and the git worker
-// (--git-worker). Same flags as tetherd.
+// hands it over), so is each cycle of the daemon (--cycle-process) and each HTTP request
+// of its reports (--http-fetch). Same flags as tetherd. It does not link libgit2: it reads
+// the mirror itself (agent/git/object_store.hpp); the git worker is tetherd-git.
 #include <sys/prctl.h>
 
 #include <csignal>
@@ -12,7 +13,6 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/cycle/cycle_report.hpp"
-#include "agent/git/git_worker.hpp"
 #include "agent/report/send_process.hpp"
 #include "agent/tetherd/cli.hpp"
 #include "agent/tetherd/cycle_child.hpp"
@@ -28,17 +28,18 @@ int main(int argc, char** argv) {
   // A git worker that died must be an error on the next request, not our death.
   std::signal(SIGPIPE, SIG_IGN);
 
-  // The git worker and the HTTP child parse what servers send and never start a program:
-  // nothing they could be tricked into running may gain privileges (setuid bits, file
-  // capabilities), whatever user they run as.
-  if ((flags.http_fetch || flags.git_worker) && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+  // The HTTP child parses what servers send and never starts a program: nothing it could
+  // be tricked into running may gain privileges (setuid bits, file capabilities), whatever
+  // user it runs as.
+  if (flags.http_fetch && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     std::perror("tetherd: prctl(PR_SET_NO_NEW_PRIVS)");
     return 1;
   }
   if (flags.http_fetch)
     return tether::ServeHttpFetch(STDIN_FILENO, STDOUT_FILENO, flags.http_fetch_user);
   if (flags.git_worker) {
-    return tether::RunGitWorker({.ca_file = flags.worker_ca_file, .user = flags.worker_user});
+    std::fprintf(stderr, "tetherd-cycle: the git worker is tetherd-git\n");
+    return 2;
   }
   auto level = tether::ParseLogLevel(flags.log_level);
   if (!level) {
@@ -46,7 +47,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
-  const std::vector<std::string> worker_argv = {tether::SelfPath(argv[0]), "--git-worker"};
+  const std::vector<std::string> worker_argv = {
+      tether::TetherProgram(tether::SelfPath(argv[0]), "tetherd-git"), "--git-worker"};
   if (flags.cycle_process) return tether::ServeCycleProcess(stdin, stdout, worker_argv);
   if (!flags.once) {
     std::fprintf(stderr, "tetherd-cycle runs cycles for tetherd: use tetherd\n");

@@ -99,6 +99,12 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags) {
   app.add_option("--http-fetch-user", flags.http_fetch_user)->group("");
 }
 
+std::string TetherProgram(const std::string& self, const char* name) {
+  const std::string beside = self.substr(0, self.rfind('/') + 1) + name;
+  if (access(beside.c_str(), X_OK) == 0) return beside;
+  return std::string(TETHER_LIBEXECDIR) + "/" + name;
+}
+
 std::string SelfPath(const char* argv0) {
   char buffer[4096];
   const ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);

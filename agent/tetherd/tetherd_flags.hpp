@@ -39,4 +39,8 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags);
 // This program's own path (/proc/self/exe), or `argv0` when it cannot be read.
 [[nodiscard]] std::string SelfPath(const char* argv0);
 
+// tether's program `name` (tetherd-cycle, tetherd-git): beside `self` (a build tree, a
+// test), or where it is installed.
+[[nodiscard]] std::string TetherProgram(const std::string& self, const char* name);
+
 }  // namespace tether

@@ -1,9 +1,9 @@
 // tetherd: the tether agent daemon.
 //
 // This binary is the daemon only, and stays small: it does not link libgit2 or OpenSSL.
-// What runs a cycle (tetherd --once, each of the daemon's cycles, the git worker) is
-// tetherd-cycle, found beside this program or in tether's libexec directory; tetherd
-// hands those modes over to it.
+// What runs a cycle (tetherd --once, each of the daemon's cycles) is tetherd-cycle, and
+// the git worker is tetherd-git, found beside this program or in tether's libexec
+// directory; tetherd hands those modes over to them.
 #include <pwd.h>
 #include <unistd.h>
 
@@ -28,29 +28,22 @@
 #include "common/process.hpp"
 #include "version.hpp"
 
-namespace {
-
-// tetherd-cycle: beside this program (a build tree, a test) or where it is installed.
-std::string CycleProgram(const std::string& self) {
-  const std::string beside = self.substr(0, self.rfind('/') + 1) + "tetherd-cycle";
-  if (access(beside.c_str(), X_OK) == 0) return beside;
-  return std::string(TETHER_LIBEXECDIR) + "/tetherd-cycle";
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app;
   tether::TetherdFlags flags;
   tether::AddTetherdFlags(app, flags);
   if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
-  const std::string cycle_program = CycleProgram(tether::SelfPath(argv[0]));
+  const std::string self = tether::SelfPath(argv[0]);
+  const std::string cycle_program = tether::TetherProgram(self, "tetherd-cycle");
   if (flags.once || flags.git_worker || flags.cycle_process || flags.http_fetch) {
+    const std::string program =
+        flags.git_worker ? tether::TetherProgram(self, "tetherd-git") : cycle_program;
     std::vector<char*> args(argv, argv + argc);
     args.push_back(nullptr);
-    execv(cycle_program.c_str(), args.data());
-    std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", cycle_program.c_str(),
-                 std::strerror(errno));
+    execv(program.c_str(), args.data());
+    std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
     return 2;
   }
   // A child that died must be an error on the next request, not our death.

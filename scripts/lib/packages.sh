@@ -6,7 +6,7 @@
 TETHER_BUILD_PACKAGES=(
   g++ meson ninja-build pkg-config
   libgit2-dev libboost-dev libtomlplusplus-dev libsystemd-dev libspdlog-dev libssl-dev
-  doctest-dev libexpected-dev nlohmann-json3-dev libcli11-dev libgcrypt20-dev
+  doctest-dev libexpected-dev nlohmann-json3-dev libcli11-dev libgcrypt20-dev zlib1g-dev
 )
 
 # Tests: real servers and a real systemd, plus the format check and the fuzzer toolchain.

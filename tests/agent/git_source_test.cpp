@@ -140,7 +140,7 @@ struct SilentServer {
 }  // namespace
 
 TEST_CASE("libgit2 starts without reading the system's CAs, which are read when asked") {
-  tether::PrepareLibgit2();
+  tether::StartLibgit2WithoutTransports();
   // Debian's libgit2 (mbedTLS) reads the system bundle at its start; here it only said
   // where it would have.
   CHECK(tether::SystemCaLocation() == "/etc/ssl/certs/ca-certificates.crt");

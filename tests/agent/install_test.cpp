@@ -200,7 +200,8 @@ TEST_CASE("install: the package installs, converges a host, upgrades and purges 
   host.Apt({"install", "--no-install-recommends", std::string(kDebDir) + "/tether.deb"});
   CHECK(host.Inside({"dpkg-query", "-W", "-f", "${db:Status-Status}", "tether"}) == "installed");
   for (const auto* program :
-       {"/usr/sbin/tetherd", "/usr/bin/tetherctl", "/usr/libexec/tether/tetherd-cycle"}) {
+       {"/usr/sbin/tetherd", "/usr/bin/tetherctl", "/usr/libexec/tether/tetherd-cycle",
+        "/usr/libexec/tether/tetherd-git"}) {
     CHECK_MESSAGE(host.Run({"test", "-x", program}).ok(), program);
   }
   CHECK(host.Inside({"getent", "group", "tether"}).rfind("tether:", 0) == 0);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -293,4 +294,51 @@ TEST_CASE("object store: a damaged pack index is an error that names it") {
   REQUIRE(!store);
   CHECK(store.error().Is(std::errc::illegal_byte_sequence));
   CHECK(store.error().message().find(idx) != std::string::npos);
+}
+
+TEST_CASE("object store: a tree's entries parse as git lists them") {
+  Repo repo;
+  const std::string commit =
+      CommitFiles(repo.path, {{"b.txt", "b\n"}, {"a/x", "x\n"}, {"a.b", "ab\n"}, {"a-", "dash\n"}});
+  auto store = ObjectStore::Open(repo.ObjectsDir());
+  REQUIRE(store);
+  const auto tree_id = ParseObjectId(repo.Git({"rev-parse", commit + "^{tree}"}).substr(0, 40));
+  auto object = (*store)->Read(*tree_id);
+  REQUIRE(object);
+  auto tree = tether::ParsedTree::Parse(object->data);
+  REQUIRE(tree);
+  // git ls-tree: "MODE TYPE ID\tNAME", in git's order; the parsed entries are in name order.
+  std::map<std::string, std::pair<std::uint32_t, std::string>> listed;
+  std::istringstream lines(repo.Git({"ls-tree", commit}));
+  for (std::string line; std::getline(lines, line);) {
+    const auto tab = line.find('\t');
+    listed[line.substr(tab + 1)] = {
+        static_cast<std::uint32_t>(std::stoul(line.substr(0, 6), nullptr, 8)),
+        line.substr(tab - 40, 40)};
+  }
+  REQUIRE((*tree)->entries.size() == listed.size());
+  auto expected = listed.begin();
+  for (const auto& entry : (*tree)->entries) {
+    CHECK(entry.name == expected->first);
+    CHECK(entry.mode == expected->second.first);
+    CHECK(tether::ContentIdHex(entry.id) == expected->second.second);
+    ++expected;
+  }
+  REQUIRE((*tree)->Find("a") != nullptr);
+  CHECK((*tree)->Find("a")->mode == 040000u);
+  CHECK((*tree)->Find("a.") == nullptr);
+  CHECK((*tree)->Find("") == nullptr);
+
+  // Malformed trees are errors.
+  for (const std::string& bad : {std::string("100644 a"), std::string("100644 a\0short", 15),
+                                 std::string("1x0644 a\0", 9) + std::string(20, 'i'),
+                                 std::string("100644 \0", 8) + std::string(20, 'i'),
+                                 std::string("100644 ..\0", 10) + std::string(20, 'i'),
+                                 std::string("100644 a\0", 9) + std::string(20, 'i') +
+                                     std::string("100644 a\0", 9) + std::string(20, 'j')}) {
+    CAPTURE(bad);
+    const auto parsed = tether::ParsedTree::Parse(bad);
+    REQUIRE(!parsed);
+    CHECK(parsed.error().Is(std::errc::illegal_byte_sequence));
+  }
 }

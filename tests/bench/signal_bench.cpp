@@ -1,6 +1,6 @@
 // Benchmark: a fleet polling one Git server, with and without source.poll_url.
 //
-//   ninja -C build tests/bench/signal_bench agent/tetherd agent/tetherd-cycle
+//   ninja -C build tests/bench/signal_bench agent/tetherd agent/tetherd-cycle agent/tetherd-git
 //   TETHERD=build/agent/tetherd build/tests/bench/signal_bench
 //       [--hosts 10000] [--interval 60] [--seconds 60] [--git-hosts 1000]
 //       [--modes signal,signal-process,git,http]
@@ -266,6 +266,8 @@ int main(int argc, char** argv) {
   };
   commit();
   const std::string cycle = std::filesystem::path(options.tetherd).parent_path() / "tetherd-cycle";
+  const std::string git_worker =
+      std::filesystem::path(options.tetherd).parent_path() / "tetherd-git";
 
   std::printf(
       "| mode | hosts | interval | polls | polls/s | server CPU ms/poll | server share "
@@ -385,7 +387,7 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < threads; ++i) {
       tether::GitSourceOptions git;
-      git.worker_argv = {cycle, "--git-worker"};
+      git.worker_argv = {git_worker, "--git-worker"};
       git.source.url = url;
       git.source.timeout = std::chrono::seconds(30);
       git.cache_dir = caches[static_cast<std::size_t>(i)]->path();
