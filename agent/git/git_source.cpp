@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -32,34 +33,34 @@ Result<ObjectId> ParseCommitId(const std::string& commit) {
   return *id;
 }
 
-// The commit's header lines ("tree ...", "parent ...", ...) before the blank line, each
-// without its newline; continuation lines (a leading space) are left out.
-std::vector<std::string_view> HeaderLines(std::string_view commit) {
-  std::vector<std::string_view> lines;
-  std::size_t at = 0;
-  while (at < commit.size()) {
-    const auto eol = commit.find('\n', at);
-    const std::string_view line =
-        commit.substr(at, eol == std::string_view::npos ? std::string_view::npos : eol - at);
-    if (line.empty()) break;
-    if (line.front() != ' ') lines.push_back(line);
-    if (eol == std::string_view::npos) break;
-    at = eol + 1;
-  }
-  return lines;
+// What a commit links to: its tree, on its first line, and its parents, on the lines
+// right after it (where git reads them; such lines elsewhere are not links).
+struct CommitLinks {
+  std::optional<ObjectId> tree;
+  std::vector<ObjectId> parents;
+};
+
+CommitLinks LinksOf(std::string_view commit) {
+  CommitLinks links;
+  const auto field = [&](std::string_view name) -> std::optional<ObjectId> {
+    const auto eol = commit.find('\n');
+    if (eol != name.size() + 41 || commit.substr(0, name.size() + 1) != std::string(name) + " ") {
+      return std::nullopt;
+    }
+    auto id = ParseObjectId(commit.substr(name.size() + 1, 40));
+    if (id) commit.remove_prefix(eol + 1);
+    return id;
+  };
+  links.tree = field("tree");
+  if (!links.tree) return links;
+  while (auto parent = field("parent")) links.parents.push_back(*parent);
+  return links;
 }
 
-// The ids a commit's header names under `field` ("tree", "parent").
-std::vector<ObjectId> HeaderIds(std::string_view commit, std::string_view field) {
-  std::vector<ObjectId> ids;
-  for (const auto line : HeaderLines(commit)) {
-    if (line.size() == field.size() + 41 && line.substr(0, field.size()) == field &&
-        line[field.size()] == ' ') {
-      if (auto id = ParseObjectId(line.substr(field.size() + 1))) ids.push_back(*id);
-    }
-  }
-  return ids;
-}
+// The largest commit and tree objects read: far past what a fleet repo makes, far below
+// what would strain the cycle's memory.
+constexpr std::size_t kMaxCommitSize = std::size_t{16} << 20;
+constexpr std::size_t kMaxTreeSize = std::size_t{64} << 20;
 
 // A commit's tree in the mirror. Each directory's tree is read, checked and parsed once and
 // kept while this object lives, so looking up many paths costs one binary search each in
@@ -73,7 +74,7 @@ class CommitTree final : public Tree {
   // Reads and parses tree `id`; `what` names it in errors.
   static Result<std::unique_ptr<const ParsedTree>> Load(ObjectStore& store, const ObjectId& id,
                                                         std::string_view what) {
-    auto object = store.Read(id);
+    auto object = store.Read(id, kMaxTreeSize);
     if (!object) return Fail(object.error().WithContext("read " + std::string(what)));
     if (object->type != ObjectType::kTree) {
       return Fail(std::errc::not_a_directory, std::string(what) + " is not a tree");
@@ -494,7 +495,7 @@ Result<std::string> GitSource::ReadCommit(const std::string& commit) {
   if (!objects) return Fail(objects.error());
   auto id = ParseCommitId(commit);
   if (!id) return Fail(id.error());
-  auto object = (*objects)->Read(*id);
+  auto object = (*objects)->Read(*id, kMaxCommitSize);
   if (!object) {
     if (object.error().Is(std::errc::no_such_file_or_directory)) {
       return Fail(std::errc::no_such_file_or_directory,
@@ -516,18 +517,18 @@ Result<bool> GitSource::Descends(const std::string& commit, const std::string& a
   auto to = ParseCommitId(ancestor);
   if (!from) return Fail(from.error());
   if (!to) return Fail(to.error());
-  // Every commit `commit` reaches, until `ancestor` is one of them.
-  std::vector<ObjectId> next = {*from};
+  // Every commit `commit` reaches, nearest first, until `ancestor` is one of them.
+  std::deque<ObjectId> next = {*from};
   std::set<ObjectId> seen = {*from};
   while (!next.empty()) {
-    const ObjectId id = next.back();
-    next.pop_back();
-    auto object = (*objects)->Read(id);
+    const ObjectId id = next.front();
+    next.pop_front();
+    auto object = (*objects)->Read(id, kMaxCommitSize);
     if (!object || object->type != ObjectType::kCommit) {
       return Fail(std::errc::io_error, "compare history: commit " + ContentIdHex(id) + ": " +
                                            (object ? "not a commit" : object.error().message()));
     }
-    for (const auto& parent : HeaderIds(object->data, "parent")) {
+    for (const auto& parent : LinksOf(object->data).parents) {
       if (parent == *to) return true;
       if (seen.insert(parent).second) next.push_back(parent);
     }
@@ -538,11 +539,11 @@ Result<bool> GitSource::Descends(const std::string& commit, const std::string& a
 Result<std::unique_ptr<Tree>> GitSource::OpenTree(const std::string& commit) {
   auto raw = ReadCommit(commit);
   if (!raw) return Fail(raw.error());
-  const auto tree_ids = HeaderIds(*raw, "tree");
-  if (tree_ids.size() != 1) {
-    return Fail(std::errc::io_error, "read tree of " + commit + ": the commit names no one tree");
+  const auto tree_id = LinksOf(*raw).tree;
+  if (!tree_id) {
+    return Fail(std::errc::io_error, "read tree of " + commit + ": the commit names no tree");
   }
-  auto root = CommitTree::Load(**Objects(), tree_ids.front(), "the tree of " + commit);
+  auto root = CommitTree::Load(**Objects(), *tree_id, "the tree of " + commit);
   if (!root) return Fail(root.error());
   return std::unique_ptr<Tree>(new CommitTree(**Objects(), std::move(*root)));
 }

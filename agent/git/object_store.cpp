@@ -3,12 +3,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gcrypt.h>
+#include <linux/openat2.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -18,6 +21,24 @@
 #include "common/unique_fd.hpp"
 
 namespace tether {
+
+// Opens `relative` under the directory `dir`: never through a symlink, never out of it,
+// and never waiting (a FIFO put there is refused, not opened for a writer that never
+// comes). `flags`: O_DIRECTORY for a directory, 0 for a regular file, which it checks.
+Result<UniqueFd> OpenBeneath(int dir, const std::string& relative, const std::string& path,
+                             int flags) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | flags);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  UniqueFd fd(static_cast<int>(syscall(SYS_openat2, dir, relative.c_str(), &how, sizeof(how))));
+  if (!fd.valid()) return FailErrno(errno, "open '" + path + "'");
+  if ((flags & O_DIRECTORY) == 0) {
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat '" + path + "'");
+    if (!S_ISREG(st.st_mode)) return Fail(std::errc::invalid_argument, path + " is not a file");
+  }
+  return fd;
+}
 
 // A file mapped read-only, whole.
 class MappedFile {
@@ -36,12 +57,10 @@ class MappedFile {
     if (data_ != nullptr) munmap(data_, size_);
   }
 
-  static Result<MappedFile> Of(const std::string& path) {
-    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd.valid()) return FailErrno(errno, "open '" + path + "'");
+  // Maps the regular file `fd` (OpenBeneath's); `path` names it in errors.
+  static Result<MappedFile> Of(const UniqueFd& fd, const std::string& path) {
     struct stat st {};
     if (fstat(fd.get(), &st) != 0) return FailErrno(errno, "stat '" + path + "'");
-    if (!S_ISREG(st.st_mode)) return Fail(std::errc::invalid_argument, path + " is not a file");
     MappedFile mapping;
     if (st.st_size == 0) return mapping;
     void* data =
@@ -83,6 +102,8 @@ constexpr std::size_t kMaxCachedBase = std::size_t{256} << 10;
 constexpr std::uint64_t kResidentPackBytes = std::uint64_t{64} << 10;
 // Git writes chains of at most 50 (250 with --aggressive); a longer one is a loop or hostile.
 constexpr std::size_t kMaxDeltaDepth = 4096;
+// The most one read may inflate and apply, its chain of deltas included.
+constexpr std::uint64_t kMaxReadWork = std::uint64_t{1} << 30;
 constexpr std::size_t kIdSize = 20;
 constexpr std::size_t kIdxHeader = 8 + 256 * 4;
 
@@ -211,22 +232,32 @@ Result<std::string> InflateExactly(std::string_view in, std::uint64_t size,
     return Fail(std::errc::illegal_byte_sequence,
                 "its " + std::to_string(size) + " bytes cannot come from what follows");
   }
-  std::string out(static_cast<std::size_t>(size) + 1, '\0');  // a byte more: to see a longer one
+  // The buffer grows as zlib fills it, up to a byte more than `size` (to see a longer
+  // stream): a size field alone allocates nothing.
+  const std::uint64_t most = size + 1;
+  std::string out(static_cast<std::size_t>(std::min<std::uint64_t>(most, 64 << 10)), '\0');
   z_stream stream{};
   if (inflateInit(&stream) != Z_OK) return Fail(std::errc::not_enough_memory, "zlib start");
   stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));  // only read
   stream.avail_in = static_cast<uInt>(std::min<std::size_t>(in.size(), UINT_MAX));
-  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  std::size_t filled = 0;
   int status = Z_OK;
-  std::size_t left = out.size();
-  while (status == Z_OK) {
-    const auto chunk = static_cast<uInt>(std::min<std::size_t>(left, UINT_MAX));
-    stream.avail_out = chunk;
-    status = inflate(&stream, Z_FINISH);
-    left -= chunk - stream.avail_out;
-    if (status == Z_BUF_ERROR && left > 0 && stream.avail_in > 0) status = Z_OK;
+  for (;;) {
+    if (filled == out.size()) {
+      if (out.size() >= most) break;
+      out.resize(static_cast<std::size_t>(std::min<std::uint64_t>(most, 2 * out.size())));
+    }
+    const auto room = static_cast<uInt>(std::min<std::size_t>(out.size() - filled, UINT_MAX));
+    stream.next_out = reinterpret_cast<Bytef*>(out.data() + filled);
+    stream.avail_out = room;
+    status = inflate(&stream, Z_NO_FLUSH);
+    filled += room - stream.avail_out;
+    if (status == Z_STREAM_END) break;
+    // Z_BUF_ERROR with the buffer full: grow it; otherwise the input ran out.
+    if (status == Z_OK || (status == Z_BUF_ERROR && filled == out.size())) continue;
+    break;
   }
-  const std::uint64_t produced = out.size() - left;
+  const std::uint64_t produced = filled;
   if (consumed != nullptr) *consumed = stream.total_in;
   inflateEnd(&stream);
   if (status != Z_STREAM_END) {
@@ -346,8 +377,9 @@ struct ObjectStore::Pack {
   MappedFile idx;
   MappedFile pack;
   std::uint32_t count = 0;
-  std::size_t large_offsets = 0;      // 8-byte offsets after the 4-byte ones
-  mutable std::uint64_t touched = 0;  // bytes of the pack read since its pages were dropped
+  std::size_t large_offsets = 0;            // 8-byte offsets after the 4-byte ones
+  std::array<std::uint32_t, 256> fanout{};  // as read and checked at Open
+  mutable std::uint64_t touched = 0;        // bytes of the pack read since its pages were dropped
 
   // Counts `bytes` read from the pack. A render reads some of every blob's object, and a
   // read maps more than it reads (the kernel maps the pages around a fault): past 64 KiB
@@ -361,10 +393,16 @@ struct ObjectStore::Pack {
     }
   }
 
-  static Result<std::unique_ptr<Pack>> Open(const std::string& idx_path) {
+  // `name`: the index's, "pack-*.idx", in the directory `dir` (`dir_path` names it).
+  static Result<std::unique_ptr<Pack>> Open(int dir, const std::string& name,
+                                            const std::string& dir_path) {
     auto pack = std::make_unique<Pack>();
-    pack->path = idx_path.substr(0, idx_path.size() - 4) + ".pack";
-    auto idx = MappedFile::Of(idx_path);
+    const std::string idx_path = dir_path + "/" + name;
+    const std::string pack_name = name.substr(0, name.size() - 4) + ".pack";
+    pack->path = dir_path + "/" + pack_name;
+    auto idx_fd = OpenBeneath(dir, name, idx_path, 0);
+    if (!idx_fd) return Fail(idx_fd.error());
+    auto idx = MappedFile::Of(*idx_fd, idx_path);
     if (!idx) return Fail(idx.error());
     pack->idx = std::move(*idx);
     const unsigned char* p = pack->idx.data();
@@ -372,11 +410,12 @@ struct ObjectStore::Pack {
     if (size < kIdxHeader + 2 * kIdSize || Be32(p) != 0xff744f63u || Be32(p + 4) != 2) {
       return Corrupt(idx_path, "not a pack index of version 2");
     }
+    // Kept: the mapping shows what the file's owner writes to it later.
     std::uint32_t previous = 0;
     for (std::size_t byte = 0; byte < 256; ++byte) {
       const std::uint32_t upto = Be32(p + 8 + 4 * byte);
       if (upto < previous) return Corrupt(idx_path, "its fan-out table goes down");
-      previous = upto;
+      pack->fanout[byte] = previous = upto;
     }
     pack->count = previous;
     const std::uint64_t fixed =
@@ -385,7 +424,9 @@ struct ObjectStore::Pack {
       return Corrupt(idx_path, "its size does not fit " + std::to_string(pack->count) + " objects");
     }
     pack->large_offsets = (size - fixed) / 8;
-    auto mapped = MappedFile::Of(pack->path);
+    auto pack_fd = OpenBeneath(dir, pack_name, pack->path, 0);
+    if (!pack_fd) return Fail(pack_fd.error());
+    auto mapped = MappedFile::Of(*pack_fd, pack->path);
     if (!mapped) return Fail(mapped.error());
     pack->pack = std::move(*mapped);
     pack->pack.Random();
@@ -403,11 +444,9 @@ struct ObjectStore::Pack {
 
   // Where in the pack `id` is, when it is in it.
   [[nodiscard]] std::optional<std::uint64_t> Lookup(const ObjectId& id) const {
-    const unsigned char* p = idx.data();
-    const unsigned char* fanout = p + 8;
-    const unsigned char* ids = p + kIdxHeader;
-    std::uint32_t low = id[0] == 0 ? 0 : Be32(fanout + 4 * (id[0] - 1));
-    std::uint32_t high = Be32(fanout + 4 * id[0]);
+    const unsigned char* ids = idx.data() + kIdxHeader;
+    std::uint32_t low = id[0] == 0 ? 0 : fanout[id[0] - 1];
+    std::uint32_t high = fanout[id[0]];
     while (low < high) {
       const std::uint32_t middle = low + (high - low) / 2;
       const int order = std::memcmp(ids + std::size_t{middle} * kIdSize, id.data(), kIdSize);
@@ -434,27 +473,29 @@ struct ObjectStore::Pack {
   [[nodiscard]] std::uint64_t end() const { return pack.size() - kIdSize; }
 };
 
-ObjectStore::ObjectStore(std::string objects_dir) : dir_(std::move(objects_dir)) {}
+ObjectStore::ObjectStore(std::string objects_dir, UniqueFd dir_fd)
+    : dir_(std::move(objects_dir)), dir_fd_(std::move(dir_fd)) {}
 ObjectStore::~ObjectStore() = default;
 
 Result<std::unique_ptr<ObjectStore>> ObjectStore::Open(const std::string& objects_dir) {
-  std::unique_ptr<ObjectStore> store(new ObjectStore(objects_dir));
-  struct stat st {};
-  if (stat(objects_dir.c_str(), &st) != 0) return FailErrno(errno, "open '" + objects_dir + "'");
-  if (!S_ISDIR(st.st_mode)) {
-    return Fail(std::errc::not_a_directory, objects_dir + " is not a directory");
-  }
+  // The last component is not followed either: objects/ may belong to someone else.
+  UniqueFd dir(open(objects_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir.valid()) return FailErrno(errno, "open '" + objects_dir + "'");
+  std::unique_ptr<ObjectStore> store(new ObjectStore(objects_dir, std::move(dir)));
   if (auto packs = store->Refresh(); !packs) return Fail(packs.error());
   return store;
 }
 
 Status ObjectStore::Refresh() {
   const std::string pack_dir = dir_ + "/pack";
-  DIR* dir = opendir(pack_dir.c_str());
-  if (dir == nullptr) {
-    if (errno == ENOENT) return {};
-    return FailErrno(errno, "open '" + pack_dir + "'");
+  auto pack_fd = OpenBeneath(dir_fd_.get(), "pack", pack_dir, O_DIRECTORY);
+  if (!pack_fd) {
+    if (pack_fd.error().Is(std::errc::no_such_file_or_directory)) return {};
+    return Fail(pack_fd.error());
   }
+  // readdir's descriptor is a duplicate: `pack_fd` stays ours, for the files.
+  DIR* dir = fdopendir(dup(pack_fd->get()));
+  if (dir == nullptr) return FailErrno(errno, "open '" + pack_dir + "'");
   std::set<std::string> names;
   while (const dirent* entry = readdir(dir)) {
     const std::string_view name = entry->d_name;
@@ -462,13 +503,12 @@ Status ObjectStore::Refresh() {
   }
   closedir(dir);
   for (const auto& name : names) {
-    const std::string path = pack_dir + "/" + name;
-    const std::string pack_path = path.substr(0, path.size() - 4) + ".pack";
+    const std::string pack_path = pack_dir + "/" + name.substr(0, name.size() - 4) + ".pack";
     if (std::any_of(packs_.begin(), packs_.end(),
                     [&](const auto& pack) { return pack->path == pack_path; })) {
       continue;
     }
-    auto pack = Pack::Open(path);
+    auto pack = Pack::Open(pack_fd->get(), name, pack_dir);
     if (!pack) {
       // An index written before its pack is renamed in (a fetch under way) is not yet one.
       if (pack.error().Is(std::errc::no_such_file_or_directory)) continue;
@@ -489,8 +529,9 @@ std::optional<ObjectStore::Location> ObjectStore::FindInPacks(const ObjectId& id
 std::optional<ObjectStore::Location> ObjectStore::Find(const ObjectId& id) {
   if (auto found = FindInPacks(id)) return found;
   const std::string hex = ContentIdHex(id);
-  const std::string loose = dir_ + "/" + hex.substr(0, 2) + "/" + hex.substr(2);
-  if (access(loose.c_str(), F_OK) == 0) return Location{};
+  if (OpenBeneath(dir_fd_.get(), hex.substr(0, 2) + "/" + hex.substr(2), dir_, 0)) {
+    return Location{};
+  }
   if (!Refresh()) return std::nullopt;
   return FindInPacks(id);
 }
@@ -569,6 +610,17 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
   GitObject object;
   Pack* pack = &first;
   std::uint64_t offset = first_offset;
+  // What the chain makes, bases and deltas together: a chain of small deltas that each
+  // copy much would otherwise be a way to make this process copy terabytes.
+  std::uint64_t work = 0;
+  const auto add_work = [&](std::uint64_t bytes) {
+    work += bytes;
+    return work <= kMaxReadWork;
+  };
+  if (auto size = DeltaResultSize(first, first_offset); size && *size > max_size) {
+    return Fail(std::errc::file_too_large,
+                Where(first, first_offset) + " is too large (" + std::to_string(*size) + " bytes)");
+  }
   for (;;) {
     if (auto cached = bases_.find({pack, offset}); cached != bases_.end()) {
       object = cached->second;
@@ -582,6 +634,7 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
           Inflate(*pack, raw->data_offset, raw->size, deltas.empty() ? max_size : kMaxObjectSize);
       if (!data) return Fail(data.error());
       object = {*type, std::move(*data)};
+      (void)add_work(object.data.size());
       break;
     }
     if (deltas.size() >= kMaxDeltaDepth) {
@@ -610,6 +663,9 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
   for (auto link = deltas.rbegin(); link != deltas.rend(); ++link) {
     auto delta = Inflate(*link->pack, link->raw.data_offset, link->raw.size, kMaxObjectSize);
     if (!delta) return Fail(delta.error());
+    if (!add_work(delta->size())) {
+      return Corrupt(Where(first, first_offset), "its chain of deltas makes too much");
+    }
     const bool last = std::next(link) == deltas.rend();
     auto applied = ApplyDelta(object.data, *delta, last ? max_size : kMaxObjectSize);
     if (!applied) {
@@ -620,6 +676,9 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
       return Corrupt(Where(*link->pack, link->offset), applied.error().message());
     }
     object.data = std::move(*applied);
+    if (!add_work(object.data.size())) {
+      return Corrupt(Where(first, first_offset), "its chain of deltas makes too much");
+    }
     if (!last && object.data.size() <= kMaxCachedBase) {
       if (bases_bytes_ + object.data.size() > kBaseCacheBytes) {
         bases_.clear();
@@ -630,17 +689,53 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
       }
     }
   }
+  // A base kept from an earlier read is held to this read's limit too.
+  if (object.data.size() > max_size) {
+    return Fail(std::errc::file_too_large, Where(first, first_offset) + " is too large (" +
+                                               std::to_string(object.data.size()) + " bytes)");
+  }
   return object;
+}
+
+std::optional<std::uint64_t> ObjectStore::DeltaResultSize(Pack& pack, std::uint64_t offset) const {
+  auto raw = ReadRaw(pack, offset);
+  if (!raw || (raw->type != 6 && raw->type != 7)) return std::nullopt;
+  const std::string_view in(reinterpret_cast<const char*>(pack.pack.data()) + raw->data_offset,
+                            static_cast<std::size_t>(pack.end() - raw->data_offset));
+  const std::string prefix = InflatePrefix(in, 20);
+  std::size_t at = 0;
+  std::uint64_t base_size = 0;
+  std::uint64_t result_size = 0;
+  if (!DeltaVarint(prefix, at, base_size) || !DeltaVarint(prefix, at, result_size)) {
+    return std::nullopt;  // ApplyDelta says what is wrong
+  }
+  return result_size;
 }
 
 Result<ObjectStore::Loose> ObjectStore::OpenLoose(const ObjectId& id) const {
   const std::string hex = ContentIdHex(id);
   Loose loose;
-  loose.path = dir_ + "/" + hex.substr(0, 2) + "/" + hex.substr(2);
-  auto mapped = MappedFile::Of(loose.path);
-  if (!mapped) return Fail(mapped.error());
-  loose.file = std::make_shared<MappedFile>(std::move(*mapped));
-  const std::string_view in(reinterpret_cast<const char*>(loose.file->data()), loose.file->size());
+  const std::string relative = hex.substr(0, 2) + "/" + hex.substr(2);
+  loose.path = dir_ + "/" + relative;
+  auto fd = OpenBeneath(dir_fd_.get(), relative, loose.path, 0);
+  if (!fd) return Fail(fd.error());
+  // Read, not mapped: a file its owner truncates while mapped would kill this process.
+  struct stat st {};
+  if (fstat(fd->get(), &st) != 0) return FailErrno(errno, "stat '" + loose.path + "'");
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxObjectSize + (std::uint64_t{1} << 20)) {
+    return Fail(std::errc::file_too_large, loose.path + " is too large");
+  }
+  loose.bytes.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (got < loose.bytes.size()) {
+    const ssize_t n = read(fd->get(), loose.bytes.data() + got, loose.bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno(errno, "read '" + loose.path + "'");
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  loose.bytes.resize(got);
+  const std::string_view in = loose.bytes;
   // "TYPE SIZE\0", then the content.
   const std::string prefix = InflatePrefix(in, 32);
   const auto nul = prefix.find('\0');
@@ -669,8 +764,7 @@ Result<GitObject> ObjectStore::ReadLoose(const ObjectId& id, std::size_t max_siz
     return Fail(std::errc::file_too_large,
                 loose->path + " is too large (" + std::to_string(loose->header.size) + " bytes)");
   }
-  const std::string_view in(reinterpret_cast<const char*>(loose->file->data()),
-                            loose->file->size());
+  const std::string_view in = loose->bytes;
   auto whole = InflateExactly(in, loose->header_size + loose->header.size);
   if (!whole) return Corrupt(loose->path, whole.error().message());
   whole->erase(0, loose->header_size);

@@ -27,6 +27,7 @@
 
 #include "common/content_id.hpp"
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 
 namespace tether {
 
@@ -61,6 +62,10 @@ struct ParsedTree {
   std::string data;  // the tree object
   std::vector<Entry> entries;
 
+  ParsedTree() = default;
+  ParsedTree(const ParsedTree&) = delete;
+  ParsedTree& operator=(const ParsedTree&) = delete;
+
   // EILSEQ when `data` is not a tree object's content.
   [[nodiscard]] static Result<std::unique_ptr<ParsedTree>> Parse(std::string data);
   [[nodiscard]] const Entry* Find(std::string_view name) const;
@@ -68,7 +73,7 @@ struct ParsedTree {
 
 // The largest object Read returns unless told otherwise, and the largest that any read
 // inflates, as a delta's base or result: what a hostile size field could make it allocate.
-inline constexpr std::size_t kMaxObjectSize = std::size_t{1} << 30;
+inline constexpr std::size_t kMaxObjectSize = std::size_t{256} << 20;
 
 class MappedFile;
 
@@ -99,7 +104,7 @@ class ObjectStore {
   // A loose object's file, mapped, and its header.
   struct Loose {
     std::string path;
-    std::shared_ptr<MappedFile> file;
+    std::string bytes;  // the file, compressed
     ObjectHeader header;
     std::size_t header_size = 0;  // of "TYPE SIZE\0"
   };
@@ -115,11 +120,13 @@ class ObjectStore {
     ObjectId base_id{};             // a reference delta's base
   };
 
-  explicit ObjectStore(std::string objects_dir);
+  ObjectStore(std::string objects_dir, UniqueFd dir_fd);
   std::optional<Location> Find(const ObjectId& id);
   std::optional<Location> FindInPacks(const ObjectId& id);
   Result<Raw> ReadRaw(Pack& pack, std::uint64_t offset) const;
   Result<GitObject> ReadPacked(Pack& pack, std::uint64_t offset, std::size_t max_size);
+  // The size a delta at `offset` makes, from its first bytes; nullopt for any other object.
+  std::optional<std::uint64_t> DeltaResultSize(Pack& pack, std::uint64_t offset) const;
   Result<Loose> OpenLoose(const ObjectId& id) const;
   Result<GitObject> ReadLoose(const ObjectId& id, std::size_t max_size) const;
   Result<std::string> Inflate(Pack& pack, std::uint64_t offset, std::uint64_t size,
@@ -127,6 +134,7 @@ class ObjectStore {
   std::string Where(const Pack& pack, std::uint64_t offset) const;
 
   std::string dir_;
+  UniqueFd dir_fd_;  // objects/, which every file is opened beneath
   std::vector<std::unique_ptr<Pack>> packs_;
   // Bases of deltas resolved lately, by (pack, offset): a tree walk reads many objects
   // that are deltas of one another. Emptied when it holds more than kBaseCacheBytes.

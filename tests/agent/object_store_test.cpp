@@ -4,6 +4,7 @@
 #include "agent/git/object_store.hpp"
 
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include <filesystem>
 #include <fstream>
@@ -340,5 +341,109 @@ TEST_CASE("object store: a tree's entries parse as git lists them") {
     const auto parsed = tether::ParsedTree::Parse(bad);
     REQUIRE(!parsed);
     CHECK(parsed.error().Is(std::errc::illegal_byte_sequence));
+  }
+}
+
+TEST_CASE("object store: a limit holds for an object an earlier read kept as a base") {
+  Repo repo;
+  repo.CommitAlike(6, 20);
+  repo.Git({"repack", "-adf", "--window=50", "--depth=50"});
+  REQUIRE(DeltaCount(repo) > 50);
+  const auto objects = AllObjects(repo);
+  auto store = ObjectStore::Open(repo.ObjectsDir());
+  REQUIRE(store);
+  for (const auto& expected : objects) REQUIRE((*store)->Read(expected.id));
+  // Now many are kept as bases: each, asked for with a limit one byte under its size,
+  // is too large all the same.
+  for (const auto& expected : objects) {
+    if (expected.data.empty()) continue;
+    CAPTURE(tether::ContentIdHex(expected.id));
+    const auto read = (*store)->Read(expected.id, expected.data.size() - 1);
+    REQUIRE(!read);
+    CHECK(read.error().Is(std::errc::file_too_large));
+  }
+}
+
+TEST_CASE("object store: what the mirror's owner could put there is refused, not followed") {
+  Repo repo;
+  repo.CommitAlike(1, 3);
+  const std::string blob = repo.Git({"rev-parse", "main:dir0/f0"}).substr(0, 40);
+  const std::string fan = repo.ObjectsDir() + "/" + blob.substr(0, 2);
+
+  SUBCASE("a FIFO as a loose object: an error, not a wait for a writer") {
+    fs::remove(fan + "/" + blob.substr(2));
+    REQUIRE(mkfifo((fan + "/" + blob.substr(2)).c_str(), 0644) == 0);
+    auto store = ObjectStore::Open(repo.ObjectsDir());
+    REQUIRE(store);
+    const auto read = (*store)->Read(*ParseObjectId(blob));
+    REQUIRE(!read);  // as if it were not there
+    CHECK(read.error().Is(std::errc::no_such_file_or_directory));
+  }
+  SUBCASE("a FIFO as a pack index") {
+    fs::create_directories(repo.ObjectsDir() + "/pack");
+    REQUIRE(mkfifo((repo.ObjectsDir() + "/pack/pack-0.idx").c_str(), 0644) == 0);
+    const auto store = ObjectStore::Open(repo.ObjectsDir());
+    REQUIRE(!store);
+    CHECK(store.error().message().find("pack-0.idx is not a file") != std::string::npos);
+  }
+  SUBCASE("a directory of loose objects that is a symlink") {
+    const std::string elsewhere = repo.dir.Path("elsewhere");
+    fs::rename(fan, elsewhere);
+    fs::create_directory_symlink(elsewhere, fan);
+    auto store = ObjectStore::Open(repo.ObjectsDir());
+    REQUIRE(store);
+    const auto read = (*store)->Read(*ParseObjectId(blob));
+    REQUIRE(!read);
+    CHECK(read.error().Is(std::errc::no_such_file_or_directory));
+  }
+  SUBCASE("a pack directory that is a symlink") {
+    repo.Git({"repack", "-ad"});
+    const std::string elsewhere = repo.dir.Path("elsewhere");
+    fs::rename(repo.ObjectsDir() + "/pack", elsewhere);
+    fs::create_directory_symlink(elsewhere, repo.ObjectsDir() + "/pack");
+    const auto store = ObjectStore::Open(repo.ObjectsDir());
+    REQUIRE(!store);
+    CHECK(store.error().message().find("/pack") != std::string::npos);
+  }
+  SUBCASE("a loose object whose header claims far more than its data") {
+    // "blob 200000000\0" and nothing else, compressed: allocated as read, so refused at once.
+    const std::string path = fan + "/" + blob.substr(2);
+    fs::remove(path);
+    tether::RunOptions deflate;
+    deflate.argv = {
+        "python3", "-c",
+        "import sys, zlib; sys.stdout.buffer.write(zlib.compress(b'blob 200000000\\0'))"};
+    auto made = tether::Run(deflate);
+    REQUIRE(made);
+    REQUIRE(made->ok());
+    std::ofstream(path, std::ios::binary) << made->out;
+    auto store = ObjectStore::Open(repo.ObjectsDir());
+    REQUIRE(store);
+    const auto read = (*store)->Read(*ParseObjectId(blob));
+    REQUIRE(!read);
+    CHECK(read.error().Is(std::errc::illegal_byte_sequence));
+  }
+}
+
+TEST_CASE("object store: a pack index rewritten after it was opened reads no further") {
+  Repo repo;
+  repo.CommitAlike(2, 10);
+  repo.Git({"repack", "-ad"});
+  const auto objects = AllObjects(repo);
+  auto store = ObjectStore::Open(repo.ObjectsDir());
+  REQUIRE(store);
+  // Every fan-out entry says "all of the file's ids and more": a lookup that believed it
+  // would read far past the index.
+  const std::string idx = PackPath(repo, ".idx");
+  chmod(idx.c_str(), 0644);
+  {
+    std::fstream file(idx, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(8);
+    for (int entry = 0; entry < 256; ++entry) file.write("\xff\xff\xff\xff", 4);
+  }
+  for (const auto& expected : objects) {
+    auto object = (*store)->Read(expected.id);
+    REQUIRE_MESSAGE(object, (object ? "" : object.error().message()));
+    CHECK(object->data == expected.data);
   }
 }
