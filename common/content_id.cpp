@@ -8,19 +8,22 @@
 
 namespace tether {
 
-ContentId ContentIdOf(std::string_view content) {
+ContentId GitObjectIdOf(std::string_view type, std::string_view data) {
   // Cannot fail once started; a libgcrypt that cannot start is a broken invariant.
   if (!StartGcrypt()) std::abort();
-  std::string header = "blob " + std::to_string(content.size()) + std::string(1, '\0');
+  std::string header = std::string(type) + " " + std::to_string(data.size());
+  header.push_back('\0');
   gcry_buffer_t parts[2] = {};
   parts[0].size = parts[0].len = header.size();
   parts[0].data = header.data();
-  parts[1].size = parts[1].len = content.size();
-  parts[1].data = const_cast<char*>(content.data());  // only read
+  parts[1].size = parts[1].len = data.size();
+  parts[1].data = const_cast<char*>(data.data());  // only read
   ContentId id{};
   if (gcry_md_hash_buffers(GCRY_MD_SHA1, 0, id.data(), parts, 2) != 0) std::abort();
   return id;
 }
+
+ContentId ContentIdOf(std::string_view content) { return GitObjectIdOf("blob", content); }
 
 std::string ContentIdHex(const ContentId& id) {
   static constexpr char kHex[] = "0123456789abcdef";

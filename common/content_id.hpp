@@ -12,6 +12,10 @@ using ContentId = std::array<unsigned char, 20>;
 
 [[nodiscard]] ContentId ContentIdOf(std::string_view content);
 
+// The id of any Git object: the SHA-1 of "TYPE SIZE\0" and `data` (TYPE: "blob", "tree",
+// "commit", "tag").
+[[nodiscard]] ContentId GitObjectIdOf(std::string_view type, std::string_view data);
+
 // As lowercase hex (40 characters), as Git prints a blob id.
 [[nodiscard]] std::string ContentIdHex(const ContentId& id);
 

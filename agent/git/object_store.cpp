@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <gcrypt.h>
 #include <linux/openat2.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -17,7 +16,6 @@
 #include <cstring>
 #include <set>
 
-#include "common/gcrypt_start.hpp"
 #include "common/unique_fd.hpp"
 
 namespace tether {
@@ -119,18 +117,7 @@ tl::unexpected<Error> Corrupt(const std::string& where, const std::string& what)
 }
 
 ObjectId ObjectIdOf(ObjectType type, std::string_view data) {
-  // Cannot fail once started; a libgcrypt that cannot start is a broken invariant.
-  if (!StartGcrypt()) std::abort();
-  std::string header = std::string(ObjectTypeName(type)) + " " + std::to_string(data.size());
-  header.push_back('\0');
-  gcry_buffer_t parts[2] = {};
-  parts[0].size = parts[0].len = header.size();
-  parts[0].data = header.data();
-  parts[1].size = parts[1].len = data.size();
-  parts[1].data = const_cast<char*>(data.data());  // only read
-  ObjectId id{};
-  if (gcry_md_hash_buffers(GCRY_MD_SHA1, 0, id.data(), parts, 2) != 0) std::abort();
-  return id;
+  return GitObjectIdOf(ObjectTypeName(type), data);
 }
 
 std::optional<ObjectType> TypeOfNumber(int number) {
