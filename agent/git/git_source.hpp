@@ -1,6 +1,7 @@
 // The fleet repo as seen from a host: a bare mirror in the cache dir, kept up to date by
 // cheap polls (one ref listing) and fetches only when the ref moved, through the git
-// worker child process (git_worker.hpp). Commits are read straight from the mirror: no
+// worker child process (git_worker.hpp, the program tetherd-git). Commits are read
+// straight from the mirror, by this process and without libgit2 (object_store.hpp): no
 // working tree.
 //
 // Threading: one caller at a time.

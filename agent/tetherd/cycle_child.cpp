@@ -1,5 +1,5 @@
 // The child's side of agent/cycle/cycle_process.hpp: it runs the cycle. Kept apart from
-// the daemon's side, which must not link the cycle (and with it libgit2 and OpenSSL).
+// the daemon's side, which must not link the cycle (and with it OpenSSL).
 #include <unistd.h>
 
 #include <cerrno>
