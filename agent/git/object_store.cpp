@@ -604,10 +604,6 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
     work += bytes;
     return work <= kMaxReadWork;
   };
-  if (auto size = DeltaResultSize(first, first_offset); size && *size > max_size) {
-    return Fail(std::errc::file_too_large,
-                Where(first, first_offset) + " is too large (" + std::to_string(*size) + " bytes)");
-  }
   for (;;) {
     if (auto cached = bases_.find({pack, offset}); cached != bases_.end()) {
       object = cached->second;
@@ -623,6 +619,14 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
       object = {*type, std::move(*data)};
       (void)add_work(object.data.size());
       break;
+    }
+    if (deltas.empty()) {
+      // The object asked for is a delta: what it makes is held to `max_size` before
+      // anything of its chain is inflated.
+      if (auto size = DeltaResultSize(*pack, *raw); size && *size > max_size) {
+        return Fail(std::errc::file_too_large, Where(first, first_offset) + " is too large (" +
+                                                   std::to_string(*size) + " bytes)");
+      }
     }
     if (deltas.size() >= kMaxDeltaDepth) {
       return Corrupt(Where(first, first_offset), "its chain of deltas is too long");
@@ -684,17 +688,16 @@ Result<GitObject> ObjectStore::ReadPacked(Pack& first, std::uint64_t first_offse
   return object;
 }
 
-std::optional<std::uint64_t> ObjectStore::DeltaResultSize(Pack& pack, std::uint64_t offset) const {
-  auto raw = ReadRaw(pack, offset);
-  if (!raw || (raw->type != 6 && raw->type != 7)) return std::nullopt;
-  const std::string_view in(reinterpret_cast<const char*>(pack.pack.data()) + raw->data_offset,
-                            static_cast<std::size_t>(pack.end() - raw->data_offset));
+std::optional<std::uint64_t> ObjectStore::DeltaResultSize(const Pack& pack, const Raw& raw) const {
+  if (raw.type != 6 && raw.type != 7) return std::nullopt;
+  const std::string_view in(reinterpret_cast<const char*>(pack.pack.data()) + raw.data_offset,
+                            static_cast<std::size_t>(pack.end() - raw.data_offset));
   const std::string prefix = InflatePrefix(in, 20);
   std::size_t at = 0;
   std::uint64_t base_size = 0;
   std::uint64_t result_size = 0;
   if (!DeltaVarint(prefix, at, base_size) || !DeltaVarint(prefix, at, result_size)) {
-    return std::nullopt;  // ApplyDelta says what is wrong
+    return std::nullopt;  // cut short: ApplyDelta, or Header, says so
   }
   return result_size;
 }
@@ -794,16 +797,8 @@ Result<ObjectHeader> ObjectStore::Header(const ObjectId& id) {
     if (!raw) return Fail(raw.error());
     if (auto type = TypeOfNumber(raw->type)) return ObjectHeader{*type, size.value_or(raw->size)};
     if (!size) {
-      const std::string_view in(reinterpret_cast<const char*>(pack->pack.data()) + raw->data_offset,
-                                static_cast<std::size_t>(pack->end() - raw->data_offset));
-      const std::string prefix = InflatePrefix(in, 20);
-      std::size_t at = 0;
-      std::uint64_t base_size = 0;
-      std::uint64_t result_size = 0;
-      if (!DeltaVarint(prefix, at, base_size) || !DeltaVarint(prefix, at, result_size)) {
-        return Corrupt(Where(*pack, offset), "a delta's header is cut short");
-      }
-      size = result_size;
+      size = DeltaResultSize(*pack, *raw);
+      if (!size) return Corrupt(Where(*pack, offset), "a delta's header is cut short");
     }
     if (raw->type == 6) {
       offset = raw->base_offset;

@@ -125,8 +125,9 @@ class ObjectStore {
   std::optional<Location> FindInPacks(const ObjectId& id);
   Result<Raw> ReadRaw(Pack& pack, std::uint64_t offset) const;
   Result<GitObject> ReadPacked(Pack& pack, std::uint64_t offset, std::size_t max_size);
-  // The size a delta at `offset` makes, from its first bytes; nullopt for any other object.
-  std::optional<std::uint64_t> DeltaResultSize(Pack& pack, std::uint64_t offset) const;
+  // The size the delta `raw` makes, from its first bytes; nullopt for any other object,
+  // or a delta whose header is cut short.
+  std::optional<std::uint64_t> DeltaResultSize(const Pack& pack, const Raw& raw) const;
   Result<Loose> OpenLoose(const ObjectId& id) const;
   Result<GitObject> ReadLoose(const ObjectId& id, std::size_t max_size) const;
   Result<std::string> Inflate(Pack& pack, std::uint64_t offset, std::uint64_t size,
