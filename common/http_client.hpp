@@ -87,6 +87,11 @@ inline constexpr std::size_t kExpectContinueFrom = 1 << 20;
 // body over the limit. Messages name the URL without its query string.
 [[nodiscard]] Result<HttpResponse> HttpFetch(const HttpRequest& request);
 
+// Sends one request and reads its response, as HttpFetch does: HttpFetch itself, or the
+// same in a child process (agent/report/send_process.hpp, tetherd-http), which keeps
+// OpenSSL out of the daemon and of a cycle's process.
+using HttpSender = std::function<Result<HttpResponse>(const HttpRequest&)>;
+
 // HttpFetch that keeps its connection open after an answer the server did not end with
 // `Connection: close` (or HTTP/1.0), for the next request to the same scheme, host, port
 // and TLS settings. A kept connection the server has closed meanwhile is noticed before it

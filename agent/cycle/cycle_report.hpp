@@ -50,6 +50,7 @@ struct CycleOptions {
   // cycle may outlive a crash of its own) instead of failing (tetherd --once).
   bool wait_for_lock = false;
   std::vector<std::string> worker_argv;  // how to start the git worker
+  std::vector<std::string> http_argv;    // how to start tetherd-http, for HTTP checks
 };
 
 // How a cycle ended.

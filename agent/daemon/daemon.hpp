@@ -37,7 +37,7 @@ struct DaemonOptions {
   std::vector<std::string> cycle_argv{};
   std::vector<std::string> cycle_env{};
   // Each report delivery attempt runs in a child process started with this
-  // (tetherd-cycle --http-fetch) and cycle_env: the daemon does not link OpenSSL.
+  // (tetherd-http --http-fetch) and cycle_env: the daemon does not link OpenSSL.
   std::vector<std::string> http_argv{};
   std::string socket_path;            // the control socket, unless systemd passes one
   std::string read_group = "tether";  // members may read (status); root may do anything

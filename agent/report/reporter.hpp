@@ -57,11 +57,6 @@ namespace tether {
 // past it (see the class comment).
 inline constexpr std::uint64_t kMoveBackAfter = 3;
 
-// Sends one request and reads its response, as HttpFetch does (common/http_client.hpp):
-// HttpFetch itself, or the same in a child process (agent/report/send_process.hpp), which
-// keeps OpenSSL out of the daemon.
-using HttpSender = std::function<Result<HttpResponse>(const HttpRequest&)>;
-
 struct ReporterOptions {
   HttpSender send{};  // REQUIRED
   // Called once no report has been sent for `linger` (the outbox empty, or waiting out a

@@ -1,6 +1,7 @@
-// Sending a report's HTTP request from a child process (`tetherd-cycle --http-fetch`): the
-// daemon delivers reports without linking OpenSSL or Beast (it stays small), and the TLS
-// and HTTP parsing of what an endpoint answers happen outside the daemon.
+// Sending an HTTP request from a child process (`tetherd-http --http-fetch`): the daemon
+// delivers reports, and a cycle runs its HTTP checks, without linking OpenSSL or Beast
+// (they stay small and start fast), and the TLS and HTTP parsing of what a server answers
+// happen outside them.
 //
 // The child is kept between requests, and with it its connection to the endpoint (one TLS
 // handshake for a burst of reports), until it is released. Requests go to its stdin as
@@ -33,7 +34,7 @@ struct ProcessSender {
 // A child is replaced after this long, even while reports keep it busy.
 inline constexpr std::chrono::minutes kMaxChildAge{10};
 
-// A sender that runs `argv` (tetherd-cycle --http-fetch) with `env`, and kills the child
+// A sender that runs `argv` (tetherd-http --http-fetch) with `env`, and kills the child
 // when it outlives a request's own deadline by a few seconds, or when the request's
 // cancel_fd becomes readable. Destroying the last copy of `send` and `release` ends the
 // child as `release` does.

@@ -36,7 +36,8 @@ std::vector<std::string> Strings(const Json& job, const char* name) {
 
 }  // namespace
 
-int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::string>& worker_argv) {
+int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::string>& worker_argv,
+                      const std::vector<std::string>& http_argv) {
   // Started ahead of its job (at a drift event, while more events settle): what every
   // cycle needs is made ready before the job arrives.
   PrepareSha256();
@@ -83,6 +84,7 @@ int ServeCycleProcess(std::FILE* in, std::FILE* out, const std::vector<std::stri
     options.show_in_sync = fields.BoolOr("show_in_sync", false);
     options.wait_for_lock = fields.BoolOr("wait_for_lock", false);
     options.worker_argv = worker_argv;
+    options.http_argv = http_argv;
     output.report = RunCycleOnHost(options);
     output.exit_code = ExitCode(output.report);
     TrimReport(output.report, kMaxCycleOutput);

@@ -1,6 +1,8 @@
 #include "agent/tetherd/host.hpp"
 
+#include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -15,9 +17,12 @@
 #include "agent/kinds/packages/apt.hpp"
 #include "agent/kinds/packages/package_handler.hpp"
 #include "agent/kinds/services/service_handler.hpp"
+#include "agent/report/send_process.hpp"
 #include "agent/state/state_store.hpp"
 #include "common/clock.hpp"
 #include "common/filesystem.hpp"
+#include "common/privileges.hpp"
+#include "common/process.hpp"
 #include "common/systemd_bus.hpp"
 
 namespace tether {
@@ -34,6 +39,22 @@ Result<std::string> PrepareCacheDir(const std::string& path) {
   std::string resolved = real;
   std::free(real);
   return resolved;
+}
+
+// How HTTP checks make their requests: in tetherd-http, started at the first one, so that
+// this process parses no server's answer and loads no TLS library. As root, the child
+// runs as the git worker's user, as the daemon's report deliveries do.
+HttpSender CheckSender(const std::vector<std::string>& http_argv) {
+  return [http_argv, send = HttpSender()](const HttpRequest& request) mutable {
+    if (!send) {
+      std::vector<std::string> argv = http_argv;
+      if (geteuid() == 0 && getpwnam(kUnprivilegedUser) != nullptr) {
+        argv.insert(argv.end(), {"--http-fetch-user", kUnprivilegedUser});
+      }
+      send = MakeProcessSender(std::move(argv), kCleanEnvironment);
+    }
+    return send(request);
+  };
 }
 
 Result<CycleReport> Run(const CycleOptions& given,
@@ -73,7 +94,7 @@ Result<CycleReport> Run(const CycleOptions& given,
   // sandbox only its files are managed (checks too when asked).
   const bool whole_host = options.root == "/";
   auto paths = MakePathHandler(**fs);
-  auto checks = MakeCheckHandler();
+  auto checks = MakeCheckHandler(CheckSender(options.http_argv));
   AptOptions apt_options;
   apt_options.install_recommends = options.config.packages.install_recommends;
   apt_options.lock_timeout =

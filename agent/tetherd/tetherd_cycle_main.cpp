@@ -1,11 +1,14 @@
 // tetherd-cycle: what runs a cycle for tetherd. `tetherd --once` is this program (tetherd
-// hands it over), so is each cycle of the daemon (--cycle-process) and each HTTP request
-// of its reports (--http-fetch). Same flags as tetherd. It does not link libgit2: it reads
-// the mirror itself (agent/git/object_store.hpp); the git worker is tetherd-git.
-#include <sys/prctl.h>
+// hands it over), so is each cycle of the daemon (--cycle-process). Same flags as tetherd.
+// It links neither libgit2 nor OpenSSL: it reads the mirror itself
+// (agent/git/object_store.hpp), checks signatures with libgcrypt, and leaves the network to
+// tetherd-git (Git servers) and tetherd-http (the daemon's HTTP requests).
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -13,7 +16,6 @@
 
 #include "agent/config/agent_config.hpp"
 #include "agent/cycle/cycle_report.hpp"
-#include "agent/report/send_process.hpp"
 #include "agent/tetherd/cli.hpp"
 #include "agent/tetherd/cycle_child.hpp"
 #include "agent/tetherd/host.hpp"
@@ -25,31 +27,35 @@ int main(int argc, char** argv) {
   tether::TetherdFlags flags;
   tether::AddTetherdFlags(app, flags);
   if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
-  // A git worker that died must be an error on the next request, not our death.
-  std::signal(SIGPIPE, SIG_IGN);
-
-  // The HTTP child parses what servers send and never starts a program: nothing it could
-  // be tricked into running may gain privileges (setuid bits, file capabilities), whatever
-  // user it runs as.
-  if (flags.http_fetch && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-    std::perror("tetherd: prctl(PR_SET_NO_NEW_PRIVS)");
-    return 1;
+  // A daemon of the previous release, still running during a package upgrade, asks this
+  // program for its HTTP requests: they are tetherd-http's now.
+  if (flags.http_fetch) {
+    const std::string program = tether::TetherProgram(tether::SelfPath(argv[0]), "tetherd-http");
+    execv(program.c_str(), argv);
+    std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
+    return 2;
   }
-  if (flags.http_fetch)
-    return tether::ServeHttpFetch(STDIN_FILENO, STDOUT_FILENO, flags.http_fetch_user);
   if (flags.git_worker) {
     std::fprintf(stderr, "tetherd-cycle: the git worker is tetherd-git\n");
     return 2;
   }
+  // A git worker that died must be an error on the next request, not our death.
+  std::signal(SIGPIPE, SIG_IGN);
+
   auto level = tether::ParseLogLevel(flags.log_level);
   if (!level) {
     std::fprintf(stderr, "tetherd: --log-level: %s\n", level.error().message().c_str());
     return 2;
   }
   tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
-  const std::vector<std::string> worker_argv = {
-      tether::TetherProgram(tether::SelfPath(argv[0]), "tetherd-git"), "--git-worker"};
-  if (flags.cycle_process) return tether::ServeCycleProcess(stdin, stdout, worker_argv);
+  const std::string self = tether::SelfPath(argv[0]);
+  const std::vector<std::string> worker_argv = {tether::TetherProgram(self, "tetherd-git"),
+                                                "--git-worker"};
+  const std::vector<std::string> http_argv = {tether::TetherProgram(self, "tetherd-http"),
+                                              "--http-fetch"};
+  if (flags.cycle_process) {
+    return tether::ServeCycleProcess(stdin, stdout, worker_argv, http_argv);
+  }
   if (!flags.once) {
     std::fprintf(stderr, "tetherd-cycle runs cycles for tetherd: use tetherd\n");
     return 2;
@@ -70,6 +76,7 @@ int main(int argc, char** argv) {
   options.retry_quarantined = flags.retry_quarantined;
   options.root_checks = flags.root_checks;
   options.worker_argv = worker_argv;
+  options.http_argv = http_argv;
   // The plan is printed as soon as it is made: an apply and its health checks may take
   // minutes. Problems go to stderr as they are known.
   bool printed_plan = false;

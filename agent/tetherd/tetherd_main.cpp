@@ -1,9 +1,9 @@
 // tetherd: the tether agent daemon.
 //
 // This binary is the daemon only, and stays small: it does not link libgit2 or OpenSSL.
-// What runs a cycle (tetherd --once, each of the daemon's cycles) is tetherd-cycle, and
-// the git worker is tetherd-git, found beside this program or in tether's libexec
-// directory; tetherd hands those modes over to them.
+// What runs a cycle (tetherd --once, each of the daemon's cycles) is tetherd-cycle, the
+// git worker is tetherd-git and the daemon's HTTP requests are tetherd-http's, found beside
+// this program or in tether's libexec directory; tetherd hands those modes over to them.
 #include <pwd.h>
 #include <unistd.h>
 
@@ -28,8 +28,6 @@
 #include "common/process.hpp"
 #include "version.hpp"
 
-namespace {}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app;
   tether::TetherdFlags flags;
@@ -38,8 +36,9 @@ int main(int argc, char** argv) {
   const std::string self = tether::SelfPath(argv[0]);
   const std::string cycle_program = tether::TetherProgram(self, "tetherd-cycle");
   if (flags.once || flags.git_worker || flags.cycle_process || flags.http_fetch) {
-    const std::string program =
-        flags.git_worker ? tether::TetherProgram(self, "tetherd-git") : cycle_program;
+    const std::string program = flags.git_worker   ? tether::TetherProgram(self, "tetherd-git")
+                                : flags.http_fetch ? tether::TetherProgram(self, "tetherd-http")
+                                                   : cycle_program;
     std::vector<char*> args(argv, argv + argc);
     args.push_back(nullptr);
     execv(program.c_str(), args.data());
@@ -80,7 +79,7 @@ int main(int argc, char** argv) {
   daemon.cycle.show_in_sync = false;  // the log says what changed, not what did not
   daemon.cycle.wait_for_lock = true;  // a cycle that outlived our crash finishes first
   daemon.cycle_argv = {cycle_program, "--cycle-process", "--log-level", flags.log_level};
-  daemon.http_argv = {cycle_program, "--http-fetch"};
+  daemon.http_argv = {tether::TetherProgram(self, "tetherd-http"), "--http-fetch"};
   // Report deliveries and https:// change-signal checks parse what a server sends: as
   // root, they run as the git worker's user, once they have read their certificates.
   if (geteuid() == 0 && getpwnam(tether::kUnprivilegedUser) != nullptr) {

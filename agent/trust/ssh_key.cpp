@@ -1,18 +1,16 @@
 #include "agent/trust/ssh_key.hpp"
 
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/ecdsa.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/param_build.h>
+#include <gcrypt.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <memory>
 
 #include "agent/trust/ssh_signature.hpp"
 #include "common/encoding.hpp"
+#include "common/gcrypt_start.hpp"
+#include "common/sha256.hpp"
 
 namespace tether::ssh {
 namespace {
@@ -24,15 +22,15 @@ constexpr std::size_t kMaxRsaBits = 16384;
 struct Curve {
   std::string_view key_type;
   std::string_view ssh_name;  // the curve name inside the key blob
-  const char* openssl_group;  // OSSL_PKEY_PARAM_GROUP_NAME
-  std::size_t point_size;     // uncompressed: 1 + 2 * field bytes
-  const EVP_MD* (*digest)();  // the hash ECDSA uses with this curve in SSH (RFC 5656)
+  const char* gcrypt_curve;   // libgcrypt's name of the curve
+  std::size_t field_size;     // bytes of a coordinate; a point is 1 + 2 * field_size
+  int digest;                 // the hash ECDSA uses with this curve in SSH (RFC 5656)
 };
 
 constexpr std::array<Curve, 3> kCurves = {{
-    {"ecdsa-sha2-nistp256", "nistp256", "prime256v1", 65, EVP_sha256},
-    {"ecdsa-sha2-nistp384", "nistp384", "secp384r1", 97, EVP_sha384},
-    {"ecdsa-sha2-nistp521", "nistp521", "secp521r1", 133, EVP_sha512},
+    {"ecdsa-sha2-nistp256", "nistp256", "NIST P-256", 32, GCRY_MD_SHA256},
+    {"ecdsa-sha2-nistp384", "nistp384", "NIST P-384", 48, GCRY_MD_SHA384},
+    {"ecdsa-sha2-nistp521", "nistp521", "NIST P-521", 66, GCRY_MD_SHA512},
 }};
 
 const Curve* FindCurve(std::string_view key_type) {
@@ -40,10 +38,6 @@ const Curve* FindCurve(std::string_view key_type) {
     if (curve.key_type == key_type) return &curve;
   }
   return nullptr;
-}
-
-const unsigned char* Bytes(std::string_view data) {
-  return reinterpret_cast<const unsigned char*>(data.data());
 }
 
 Error Malformed(std::string message) {
@@ -70,86 +64,107 @@ std::size_t BitLength(std::string_view magnitude) {
   return bits;
 }
 
-// OpenSSL owners.
-struct PkeyFree {
-  void operator()(EVP_PKEY* pkey) const { EVP_PKEY_free(pkey); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* ctx) const { EVP_PKEY_CTX_free(ctx); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-struct BnFree {
-  void operator()(BIGNUM* bn) const { BN_free(bn); }
-};
-struct ParamBldFree {
-  void operator()(OSSL_PARAM_BLD* bld) const { OSSL_PARAM_BLD_free(bld); }
-};
-struct ParamFree {
-  void operator()(OSSL_PARAM* params) const { OSSL_PARAM_free(params); }
-};
-struct EcdsaSigFree {
-  void operator()(ECDSA_SIG* sig) const { ECDSA_SIG_free(sig); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
-using BnPtr = std::unique_ptr<BIGNUM, BnFree>;
-using ParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree>;
-using ParamPtr = std::unique_ptr<OSSL_PARAM, ParamFree>;
-using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, EcdsaSigFree>;
-
-BnPtr ToBignum(std::string_view magnitude) {
-  return BnPtr(BN_bin2bn(Bytes(magnitude), static_cast<int>(magnitude.size()), nullptr));
+// `magnitude` left-padded with zeros to `size` bytes (it is at most that long).
+std::string Padded(std::string_view magnitude, std::size_t size) {
+  std::string padded(size - magnitude.size(), '\0');
+  padded.append(magnitude);
+  return padded;
 }
 
-PkeyPtr FromParams(const char* algorithm, OSSL_PARAM* params) {
-  PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, algorithm, nullptr));
-  EVP_PKEY* pkey = nullptr;
-  if (ctx == nullptr || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
-      EVP_PKEY_fromdata(ctx.get(), &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+// libgcrypt owners.
+struct SexpFree {
+  void operator()(gcry_sexp_t sexp) const { gcry_sexp_release(sexp); }
+};
+struct MpiFree {
+  void operator()(gcry_mpi_t mpi) const { gcry_mpi_release(mpi); }
+};
+struct PointFree {
+  void operator()(gcry_mpi_point_t point) const { gcry_mpi_point_release(point); }
+};
+struct CtxFree {
+  void operator()(gcry_ctx_t ctx) const { gcry_ctx_release(ctx); }
+};
+using SexpPtr = std::unique_ptr<gcry_sexp, SexpFree>;
+using MpiPtr = std::unique_ptr<gcry_mpi, MpiFree>;
+using PointPtr = std::unique_ptr<gcry_mpi_point, PointFree>;
+using CtxPtr = std::unique_ptr<gcry_context, CtxFree>;
+
+// An unsigned big-endian magnitude as an MPI; null only when out of memory.
+MpiPtr ToMpi(std::string_view magnitude) {
+  gcry_mpi_t mpi = nullptr;
+  if (gcry_mpi_scan(&mpi, GCRYMPI_FMT_USG, magnitude.data(), magnitude.size(), nullptr) != 0) {
     return nullptr;
   }
-  return PkeyPtr(pkey);
+  return MpiPtr(mpi);
 }
 
-// Builds the OpenSSL key; null when OpenSSL refuses it (e.g. a point not on the curve).
-PkeyPtr ToOpenSsl(const PublicKey& key) {
+// One S-expression built from `format`; null when libgcrypt refuses it.
+template <typename... Args>
+SexpPtr Build(const char* format, Args... args) {
+  gcry_sexp_t sexp = nullptr;
+  if (gcry_sexp_build(&sexp, nullptr, format, args...) != 0) return nullptr;
+  return SexpPtr(sexp);
+}
+
+// True when the uncompressed point is a valid public key on `curve`: both coordinates
+// below the field prime and the point on the curve (as OpenSSH's
+// sshkey_ec_validate_public; on these curves of cofactor 1, that is also the subgroup).
+// libgcrypt 1.10's curve check refuses a coordinate past the prime too; it does not say
+// so in its manual, hence the comparison of our own.
+bool ValidPoint(const Curve& curve, std::string_view point) {
+  SexpPtr key = Build("(public-key (ecc (curve %s) (q %b)))", curve.gcrypt_curve,
+                      static_cast<int>(point.size()), point.data());
+  gcry_ctx_t raw_ctx = nullptr;
+  if (key == nullptr || gcry_mpi_ec_new(&raw_ctx, key.get(), nullptr) != 0) return false;
+  CtxPtr ctx(raw_ctx);
+  MpiPtr p(gcry_mpi_ec_get_mpi("p", ctx.get(), 1));
+  MpiPtr x = ToMpi(point.substr(1, curve.field_size));
+  MpiPtr y = ToMpi(point.substr(1 + curve.field_size));
+  PointPtr q(gcry_mpi_ec_get_point("q", ctx.get(), 1));
+  return p != nullptr && x != nullptr && y != nullptr && q != nullptr &&
+         gcry_mpi_cmp(x.get(), p.get()) < 0 && gcry_mpi_cmp(y.get(), p.get()) < 0 &&
+         gcry_mpi_ec_curve_point(q.get(), ctx.get()) != 0;
+}
+
+// The key as libgcrypt's S-expression; null when it is not a valid key.
+SexpPtr ToGcrypt(const PublicKey& key) {
+  if (!StartGcrypt()) return nullptr;
   if (key.type == "ssh-ed25519") {
-    return PkeyPtr(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, Bytes(key.ed25519),
-                                               key.ed25519.size()));
+    return Build("(public-key (ecc (curve Ed25519) (flags eddsa) (q %b)))",
+                 static_cast<int>(key.ed25519.size()), key.ed25519.data());
   }
   if (const Curve* curve = FindCurve(key.type)) {
-    std::string point = key.ec_point;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                         const_cast<char*>(curve->openssl_group), 0),
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()),
-        OSSL_PARAM_construct_end(),
-    };
-    PkeyPtr pkey = FromParams("EC", params);
-    if (pkey == nullptr) return nullptr;
-    // Reject points OpenSSL would accept but that are not a valid public key (e.g. not in
-    // the prime-order subgroup), as OpenSSH does (sshkey_ec_validate_public).
-    PkeyCtxPtr check(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
-    if (check == nullptr || EVP_PKEY_public_check(check.get()) != 1) return nullptr;
-    return pkey;
+    if (!ValidPoint(*curve, key.ec_point)) return nullptr;
+    return Build("(public-key (ecc (curve %s) (q %b)))", curve->gcrypt_curve,
+                 static_cast<int>(key.ec_point.size()), key.ec_point.data());
   }
   if (key.type == "ssh-rsa") {
-    BnPtr n = ToBignum(key.rsa_n);
-    BnPtr e = ToBignum(key.rsa_e);
-    ParamBldPtr bld(OSSL_PARAM_BLD_new());
-    if (n == nullptr || e == nullptr || bld == nullptr ||
-        OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1 ||
-        OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1) {
-      return nullptr;
-    }
-    ParamPtr params(OSSL_PARAM_BLD_to_param(bld.get()));
-    if (params == nullptr) return nullptr;
-    return FromParams("RSA", params.get());
+    MpiPtr n = ToMpi(key.rsa_n);
+    MpiPtr e = ToMpi(key.rsa_e);
+    if (n == nullptr || e == nullptr) return nullptr;
+    return Build("(public-key (rsa (n %m) (e %m)))", n.get(), e.get());
   }
   return nullptr;
+}
+
+// The order of Ed25519's base point, little-endian, as RFC 8032 encodes S.
+constexpr std::array<unsigned char, 32> kEd25519Order = {
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10};
+
+// RFC 8032 5.1.7: S must be below the order (a signature is not malleable).
+bool CanonicalScalar(std::string_view s) {
+  for (std::size_t i = kEd25519Order.size(); i-- > 0;) {
+    const auto byte = static_cast<unsigned char>(s[i]);
+    if (byte != kEd25519Order[i]) return byte < kEd25519Order[i];
+  }
+  return false;  // equal
+}
+
+std::string Digest(int algorithm, std::string_view data) {
+  std::string digest(gcry_md_get_algo_dlen(algorithm), '\0');
+  gcry_md_hash_buffer(algorithm, digest.data(), data.data(), data.size());
+  return digest;
 }
 
 constexpr std::string_view kBase64Alphabet =
@@ -270,12 +285,7 @@ std::optional<std::string> Base64Decode(std::string_view text) {
 }
 
 std::string Fingerprint(std::string_view key_blob) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(key_blob.data(), key_blob.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
-    std::abort();  // cannot fail with a built-in digest; a broken libcrypto is an invariant
-  }
-  std::string encoded = Base64Encode(std::string_view(reinterpret_cast<char*>(digest), length));
+  std::string encoded = Base64Encode(Sha256(key_blob));
   while (!encoded.empty() && encoded.back() == '=') encoded.pop_back();
   return "SHA256:" + encoded;
 }
@@ -315,7 +325,7 @@ Result<PublicKey> ParsePublicKey(std::string_view blob) {
     if (curve_name != curve->ssh_name) {
       return Fail(Malformed(key.type + " key on curve '" + std::string(curve_name) + "'"));
     }
-    if (point.size() != curve->point_size || point.front() != '\x04') {
+    if (point.size() != 1 + 2 * curve->field_size || point.front() != '\x04') {
       return Fail(Malformed(key.type + " key is not an uncompressed point"));
     }
     key.ec_point = std::string(point);
@@ -343,8 +353,7 @@ Result<PublicKey> ParsePublicKey(std::string_view blob) {
     return Fail(Unsupported("unsupported key type " + QuoteUntrusted(type)));
   }
   if (!reader.empty()) return Fail(Malformed(key.type + " key with trailing data"));
-  if (ToOpenSsl(key) == nullptr) {
-    ERR_clear_error();
+  if (ToGcrypt(key) == nullptr) {
     return Fail(Malformed("invalid " + key.type + " key"));
   }
   return key;
@@ -369,7 +378,7 @@ Result<RawSignature> DecodeSignature(const PublicKey& key, std::string_view enco
       return Fail(Malformed("signature algorithm does not match the ssh-rsa key"));
     }
     // OpenSSH accepts signatures shorter than the modulus and pads them with zeros;
-    // OpenSSL wants exactly the modulus size.
+    // libgcrypt is given exactly the modulus size.
     if (blob.size() > key.rsa_n.size() || blob.empty()) {
       return Fail(Malformed("RSA signature of " + std::to_string(blob.size()) + " bytes for a " +
                             std::to_string(key.rsa_n.size()) + "-byte modulus"));
@@ -388,49 +397,58 @@ Result<RawSignature> DecodeSignature(const PublicKey& key, std::string_view enco
     signature.bytes = std::string(blob);
     return signature;
   }
-  // ECDSA: "mpint r, mpint s" to DER ECDSA-Sig-Value.
+  // ECDSA: "mpint r, mpint s", each to the field's size.
+  const Curve* curve = FindCurve(key.type);
   WireReader rs(blob);
   std::string_view r, s;
-  if (!rs.ReadPositiveMpint(r) || !rs.ReadPositiveMpint(s) || !rs.empty() || r.empty() ||
-      s.empty() || r.size() > 66 || s.size() > 66) {
+  if (curve == nullptr || !rs.ReadPositiveMpint(r) || !rs.ReadPositiveMpint(s) || !rs.empty() ||
+      r.empty() || s.empty() || r.size() > curve->field_size || s.size() > curve->field_size) {
     return Fail(Malformed("malformed " + key.type + " signature"));
   }
-  EcdsaSigPtr sig(ECDSA_SIG_new());
-  BnPtr bn_r = ToBignum(r);
-  BnPtr bn_s = ToBignum(s);
-  if (sig == nullptr || bn_r == nullptr || bn_s == nullptr ||
-      ECDSA_SIG_set0(sig.get(), bn_r.get(), bn_s.get()) != 1) {
-    std::abort();  // allocation failure
-  }
-  (void)bn_r.release();  // owned by sig now
-  (void)bn_s.release();
-  unsigned char* der = nullptr;
-  const int der_length = i2d_ECDSA_SIG(sig.get(), &der);
-  if (der_length <= 0) std::abort();
-  signature.bytes.assign(reinterpret_cast<char*>(der), static_cast<std::size_t>(der_length));
-  OPENSSL_free(der);
+  signature.bytes = Padded(r, curve->field_size) + Padded(s, curve->field_size);
   return signature;
 }
 
 bool VerifyRaw(const PublicKey& key, const RawSignature& signature, std::string_view data) {
-  const EVP_MD* digest = nullptr;  // Ed25519: none (PureEdDSA)
-  if (const Curve* curve = FindCurve(key.type)) {
-    digest = curve->digest();
-  } else if (signature.algorithm == "rsa-sha2-256") {
-    digest = EVP_sha256();
-  } else if (signature.algorithm == "rsa-sha2-512") {
-    digest = EVP_sha512();
-  } else if (key.type != "ssh-ed25519") {
+  SexpPtr pkey = ToGcrypt(key);
+  if (pkey == nullptr) return false;
+  SexpPtr sig, message;
+  if (key.type == "ssh-ed25519") {
+    // PureEdDSA: the message itself, hashed inside with SHA-512 as RFC 8032 says.
+    if (signature.bytes.size() != 64 ||
+        !CanonicalScalar(std::string_view(signature.bytes).substr(32))) {
+      return false;
+    }
+    sig = Build("(sig-val (eddsa (r %b) (s %b)))", 32, signature.bytes.data(), 32,
+                signature.bytes.data() + 32);
+    message = Build("(data (flags eddsa) (hash-algo sha512) (value %b))",
+                    static_cast<int>(data.size()), data.data());
+  } else if (const Curve* curve = FindCurve(key.type)) {
+    if (signature.bytes.size() != 2 * curve->field_size) return false;
+    const std::string_view bytes = signature.bytes;
+    MpiPtr r = ToMpi(bytes.substr(0, curve->field_size));
+    MpiPtr s = ToMpi(bytes.substr(curve->field_size));
+    if (r == nullptr || s == nullptr) return false;
+    const std::string digest = Digest(curve->digest, data);
+    sig = Build("(sig-val (ecdsa (r %m) (s %m)))", r.get(), s.get());
+    message =
+        Build("(data (flags raw) (value %b))", static_cast<int>(digest.size()), digest.data());
+  } else if (key.type == "ssh-rsa" &&
+             (signature.algorithm == "rsa-sha2-256" || signature.algorithm == "rsa-sha2-512")) {
+    // The signature is padded to the modulus's size: below the modulus, or not one.
+    if (signature.bytes.size() != key.rsa_n.size() || signature.bytes >= key.rsa_n) return false;
+    const bool sha256 = signature.algorithm == "rsa-sha2-256";
+    const std::string digest = Digest(sha256 ? GCRY_MD_SHA256 : GCRY_MD_SHA512, data);
+    MpiPtr s = ToMpi(signature.bytes);
+    if (s == nullptr) return false;
+    sig = Build("(sig-val (rsa (s %m)))", s.get());
+    message = Build("(data (flags pkcs1) (hash %s %b))", sha256 ? "sha256" : "sha512",
+                    static_cast<int>(digest.size()), digest.data());
+  } else {
     return false;
   }
-  PkeyPtr pkey = ToOpenSsl(key);
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  bool valid = pkey != nullptr && ctx != nullptr &&
-               EVP_DigestVerifyInit(ctx.get(), nullptr, digest, nullptr, pkey.get()) == 1 &&
-               EVP_DigestVerify(ctx.get(), Bytes(signature.bytes), signature.bytes.size(),
-                                Bytes(data), data.size()) == 1;
-  ERR_clear_error();  // a refused signature leaves errors on the thread's queue
-  return valid;
+  return sig != nullptr && message != nullptr &&
+         gcry_pk_verify(sig.get(), message.get(), pkey.get()) == 0;
 }
 
 namespace {
@@ -484,18 +502,10 @@ std::string QuoteUntrusted(std::string_view text) {
 }
 
 std::optional<std::string> HashByName(std::string_view algorithm, std::string_view data) {
-  const EVP_MD* digest = nullptr;
-  if (algorithm == "sha256") {
-    digest = EVP_sha256();
-  } else if (algorithm == "sha512") {
-    digest = EVP_sha512();
-  } else {
-    return std::nullopt;
-  }
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), out, &length, digest, nullptr) != 1) std::abort();
-  return std::string(reinterpret_cast<char*>(out), length);
+  if (!StartGcrypt()) std::abort();  // cannot fail: a libgcrypt that cannot start is broken
+  if (algorithm == "sha256") return Digest(GCRY_MD_SHA256, data);
+  if (algorithm == "sha512") return Digest(GCRY_MD_SHA512, data);
+  return std::nullopt;
 }
 
 }  // namespace tether::ssh

@@ -1,8 +1,8 @@
 // Internal to agent/trust: SSH wire encoding (RFC 4251), SSH public keys and the raw signature
-// check with OpenSSL. Everything here parses untrusted bytes: every length is bounds-checked
+// check with libgcrypt. Everything here parses untrusted bytes: every length is bounds-checked
 // and a failure is a value, never a crash or an exception.
 //
-// Threading: every function is thread-safe (no shared state; OpenSSL 3 is thread-safe).
+// Threading: every function is thread-safe (no shared state; libgcrypt is, once started).
 #pragma once
 
 #include <cstddef>
@@ -75,17 +75,18 @@ struct PublicKey {
 // An SSH signature ("string algorithm, string blob") decoded for a given key.
 struct RawSignature {
   std::string algorithm;  // "ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", ...
-  std::string bytes;      // what OpenSSL verifies: raw (Ed25519, RSA padded to the modulus
-                          // size, as OpenSSH does) or DER ECDSA-Sig-Value
+  std::string bytes;      // raw: Ed25519's R || S, ECDSA's r || s each padded to the field's
+                          // size, RSA's padded to the modulus's size (as OpenSSH does)
 };
 
 // Decodes `encoded` as a signature by `key`. Fails with kUnsupportedAlgorithm for ssh-rsa
 // (RSA with SHA-1) and with kMalformedSignature for anything that does not fit the key.
 [[nodiscard]] Result<RawSignature> DecodeSignature(const PublicKey& key, std::string_view encoded);
 
-// True when `signature` is a valid signature of `data` by `key` (OpenSSL EVP: Ed25519 pure,
+// True when `signature` is a valid signature of `data` by `key` (libgcrypt: Ed25519 pure,
 // ECDSA with the curve's hash, RSA PKCS#1 v1.5 with SHA-256/512). False for a signature that
-// does not verify and for keys OpenSSL refuses.
+// does not verify, for keys that are not valid and for a malleable one (an Ed25519 S
+// not below the group order, an RSA signature not below the modulus).
 [[nodiscard]] bool VerifyRaw(const PublicKey& key, const RawSignature& signature,
                              std::string_view data);
 

@@ -1,4 +1,4 @@
-// Verifying git's SSH commit signatures in-process (OpenSSL 3), against an allowed_signers file.
+// Verifying git's SSH commit signatures in-process (libgcrypt), against an allowed_signers file.
 //
 // A commit signed with `git -c gpg.format=ssh commit -S` carries a "gpgsig" header holding an
 // armored SSHSIG signature (OpenSSH PROTOCOL.sshsig) over the commit without that header, in

@@ -156,7 +156,7 @@ struct Host {
   TempDir state{"engine-state"};
   std::unique_ptr<tether::RootedFilesystem> fs;
   std::unique_ptr<tether::KindHandler> paths;
-  std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler();
+  std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler(tether::HttpFetch);
   std::chrono::milliseconds health_timeout{std::chrono::seconds(5)};
 
   tether::StateStore& store() { return tether::testing::HostStateStore(state.path()); }

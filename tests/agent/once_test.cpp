@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <thread>
@@ -29,6 +31,12 @@ using tether::testing::CommitFiles;
 using tether::testing::TempDir;
 
 namespace {
+
+// A file the test did not make in a TempDir of its own (a server's log).
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 struct Sandbox {
   TempDir dir{"once"};
@@ -364,6 +372,33 @@ TEST_CASE("tetherd --once: a commit failing its health check is rolled back and 
   CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
   CHECK(box.dir.ReadFile("root/etc/motd") == "fixed\n");
   CHECK_FALSE(std::filesystem::exists(box.dir.Path("state/quarantine.json")));
+}
+
+TEST_CASE("tetherd --once: HTTP checks ask nginx, from tetherd-http; a 404 rolls back") {
+  Sandbox box;
+  TempDir web("once-web");
+  web.WriteFile("health", "ok\n");
+  tether::testing::StaticHttpServer nginx(web.path());
+  box.dir.WriteFile("agent.toml",
+                    box.dir.ReadFile("agent.toml") + "[apply]\nhealth_timeout = \"1s\"\n");
+  const std::string good = box.Commit(
+      "hello\n", true, "[[check]]\nname = \"site\"\nhttp = \"" + nginx.url("health") + "\"\n");
+  // Checks look at the host; this one asks a server of the test's, so it may run under --root.
+  auto applied = box.Once({"--root-checks"});
+  CHECK_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+  CHECK(ReadText(nginx.access_log()).find("GET /health 200") != std::string::npos);
+
+  const std::string bad = box.Commit(
+      "broken\n", true, "[[check]]\nname = \"site\"\nhttp = \"" + nginx.url("gone") + "\"\n");
+  auto failed = box.Once({"--root-checks"});
+  CHECK(failed.exit_code == 1);
+  CHECK_MESSAGE(failed.err.find("health check: check 'site' failed: " + nginx.url("gone") +
+                                " answered 404, expected 200") != std::string::npos,
+                failed.err);
+  CHECK(failed.out.find("rolled back commit " + bad.substr(0, 12)) != std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+  CHECK(ReadText(nginx.access_log()).find("GET /gone 404") != std::string::npos);
 }
 
 TEST_CASE("tetherd --once under --root skips checks, as the host's services they verify") {

@@ -556,13 +556,13 @@ TEST_CASE("A hanging endpoint never makes Submit wait, and Stop returns within t
 }
 
 TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt short") {
-  const char* cycle = std::getenv("TETHERD_CYCLE");
-  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  const char* http = std::getenv("TETHERD_HTTP");
+  REQUIRE_MESSAGE(http != nullptr, "TETHERD_HTTP is set by meson");
   HttpsServer hanging({Certs().server, "", false});
   hanging.SetDefaultResponse(ScriptedResponse::Hang());
   TempDir state("report-state");
   ReporterOptions options = Options(hanging.url("/"), state);
-  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  options.send = tether::MakeProcessSender({http, "--http-fetch"}, tether::kCleanEnvironment);
   options.timeout = 60s;  // the child would be waited for 60 s and more
   auto reporter = Start(options);
   const Json report = ApplyReport(0);
@@ -583,13 +583,13 @@ TEST_CASE("With the daemon's child-process sender, Stop cuts a hanging attempt s
 }
 
 TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each report once") {
-  const char* cycle = std::getenv("TETHERD_CYCLE");
-  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  const char* http = std::getenv("TETHERD_HTTP");
+  REQUIRE_MESSAGE(http != nullptr, "TETHERD_HTTP is set by meson");
   PythonReceiver receiver(Certs().server);
   TempDir state("report-state");
   ReporterOptions options = Options(receiver.url(), state);
   // As tetherd sends them: from its child process.
-  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  options.send = tether::MakeProcessSender({http, "--http-fetch"}, tether::kCleanEnvironment);
   auto reporter = Start(options);
   std::vector<std::string> sent;
   for (int n = 0; n < 4; ++n) {
@@ -611,13 +611,31 @@ TEST_CASE("Python's http.server over TLS, HTTP/1.0 without close_notify: each re
   CHECK(ids == sent);  // each once, in order
 }
 
-// Delivers three reports to `url` through the daemon's HTTP child; returns their ids.
-std::vector<std::string> DeliverThree(const std::string& url) {
+TEST_CASE("tetherd-cycle --http-fetch, as a daemon of the previous release runs it, still sends") {
+  // During a package upgrade, the daemon still running starts the new tetherd-cycle for its
+  // requests: it hands them over to tetherd-http.
   const char* cycle = std::getenv("TETHERD_CYCLE");
   REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  PythonReceiver receiver(Certs().server);
+  TempDir state("report-state");
+  ReporterOptions options = Options(receiver.url(), state);
+  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  auto reporter = Start(options);
+  const Json report = ApplyReport(0);
+  Submit(*reporter, report);
+  WaitForStatus(*reporter, [](const ReporterStatus& s) { return s.delivered == 1; });
+  const auto received = receiver.Received();
+  REQUIRE(received.size() == 1);
+  CHECK(received[0]["id"] == report["id"]);
+}
+
+// Delivers three reports to `url` through the daemon's HTTP child; returns their ids.
+std::vector<std::string> DeliverThree(const std::string& url) {
+  const char* http = std::getenv("TETHERD_HTTP");
+  REQUIRE_MESSAGE(http != nullptr, "TETHERD_HTTP is set by meson");
   TempDir state("report-state");
   ReporterOptions options = Options(url, state);
-  options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  options.send = tether::MakeProcessSender({http, "--http-fetch"}, tether::kCleanEnvironment);
   auto reporter = Start(options);
   std::vector<std::string> sent;
   for (int n = 0; n < 3; ++n) {
@@ -656,8 +674,8 @@ TEST_CASE("nginx in front of a receiver, and lighttpd with a CGI receiver: each 
 
 TEST_CASE(
     "Receivers that answer early, ask to retry later, or hang up: each report once, in order") {
-  const char* cycle = std::getenv("TETHERD_CYCLE");
-  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  const char* http = std::getenv("TETHERD_HTTP");
+  REQUIRE_MESSAGE(http != nullptr, "TETHERD_HTTP is set by meson");
   for (const std::string mode : {"early", "retry-after", "hang-up"}) {
     CAPTURE(mode);
     tether::testing::ReceiverOptions receiver_options;
@@ -665,7 +683,7 @@ TEST_CASE(
     PythonReceiver receiver(Certs().server, receiver_options);
     TempDir state("report-state");
     ReporterOptions options = Options(receiver.url(), state);
-    options.send = tether::MakeProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+    options.send = tether::MakeProcessSender({http, "--http-fetch"}, tether::kCleanEnvironment);
     auto reporter = Start(options);
     std::vector<std::string> sent;
     for (int n = 0; n < 3; ++n) {
@@ -771,8 +789,8 @@ std::vector<std::string> ChildStatus(const std::string& marker) {
 
 TEST_CASE("As root, the HTTP child reads its certificates, then runs as an unprivileged user") {
   if (geteuid() != 0) return;  // CI runs as root
-  const char* cycle = std::getenv("TETHERD_CYCLE");
-  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
+  const char* http = std::getenv("TETHERD_HTTP");
+  REQUIRE_MESSAGE(http != nullptr, "TETHERD_HTTP is set by meson");
   // The CA, the client certificate and its key where only root may read them.
   TempDir secrets("report-secrets");
   std::filesystem::permissions(secrets.path(), std::filesystem::perms::owner_all);
@@ -789,7 +807,7 @@ TEST_CASE("As root, the HTTP child reads its certificates, then runs as an unpri
   options.ca_file = secrets.Path("ca.pem");
   options.client_cert = secrets.Path("client.pem");
   options.client_key = secrets.Path("client.key");
-  options.send = tether::MakeProcessSender({cycle, "--http-fetch", "--http-fetch-user", "nobody"},
+  options.send = tether::MakeProcessSender({http, "--http-fetch", "--http-fetch-user", "nobody"},
                                            tether::kCleanEnvironment);
   options.timeout = 60s;
   auto reporter = Start(options);
@@ -842,9 +860,9 @@ std::set<int> Connections(const std::vector<Json>& received) {
 // Options for the daemon's kept HTTP child, which is returned in `sender`.
 ReporterOptions ChildOptions(const std::string& url, const TempDir& state,
                              tether::ProcessSender& sender) {
-  const char* cycle = std::getenv("TETHERD_CYCLE");
-  REQUIRE_MESSAGE(cycle != nullptr, "TETHERD_CYCLE is set by meson");
-  sender = tether::StartProcessSender({cycle, "--http-fetch"}, tether::kCleanEnvironment);
+  const char* http = std::getenv("TETHERD_HTTP");
+  REQUIRE_MESSAGE(http != nullptr, "TETHERD_HTTP is set by meson");
+  sender = tether::StartProcessSender({http, "--http-fetch"}, tether::kCleanEnvironment);
   ReporterOptions options = Options(url, state);
   options.send = sender.send;
   options.release = sender.release;

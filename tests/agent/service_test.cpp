@@ -106,7 +106,7 @@ struct Agent {
   std::unique_ptr<tether::SystemdBus> bus;
   std::unique_ptr<tether::KindHandler> paths;
   std::unique_ptr<tether::KindHandler> services;
-  std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler();
+  std::unique_ptr<tether::KindHandler> checks = tether::MakeCheckHandler(tether::HttpFetch);
 
   static tether::Result<Agent> Open(const SystemdContainer& container) {
     Agent agent;

@@ -1,6 +1,7 @@
 // Benchmark: a fleet polling one Git server, with and without source.poll_url.
 //
 //   ninja -C build tests/bench/signal_bench agent/tetherd agent/tetherd-cycle agent/tetherd-git
+//       agent/tetherd-http
 //   TETHERD=build/agent/tetherd build/tests/bench/signal_bench
 //       [--hosts 10000] [--interval 60] [--seconds 60] [--git-hosts 1000]
 //       [--modes signal,signal-process,git,http]
@@ -14,7 +15,7 @@
 //           serving the repo's dumb-HTTP info/refs as a static file; a 304 is the answer
 //           while nothing changed
 //   signal-process  the same, sent as for an https:// poll_url: by the HTTP child process
-//           (tetherd-cycle --http-fetch), a process and a connection per check
+//           (tetherd-http --http-fetch), a process and a connection per check
 //   git     a Git poll (ref advertisement) by the git worker, against `git daemon`
 //   http    the same against smart HTTP (lighttpd + git-http-backend)
 // After --seconds, a commit is pushed (and info/refs updated, as a post-receive hook would),
@@ -265,7 +266,7 @@ int main(int argc, char** argv) {
     }
   };
   commit();
-  const std::string cycle = std::filesystem::path(options.tetherd).parent_path() / "tetherd-cycle";
+  const std::string http = std::filesystem::path(options.tetherd).parent_path() / "tetherd-http";
   const std::string git_worker =
       std::filesystem::path(options.tetherd).parent_path() / "tetherd-git";
 
@@ -348,7 +349,7 @@ int main(int argc, char** argv) {
     source.url = "git://127.0.0.1/fleet.git";
     source.poll_url = web.url("fleet.git/info/refs");
     source.timeout = std::chrono::seconds(30);
-    const auto send = tether::MakeProcessSender({cycle, "--http-fetch"}, {});
+    const auto send = tether::MakeProcessSender({http, "--http-fetch"}, {});
     // Every host starts where a running fleet is: the last answer confirmed.
     tether::ChangeSignal confirmed;
     auto first = send(confirmed.Request(source, ""));

@@ -4,6 +4,7 @@
 // the expected status. Each is retried until it passes or the gate's deadline passes, so
 // a service that takes a few seconds to come up is not a failure.
 #include <thread>
+#include <utility>
 
 #include "agent/kinds/checks/check_handler.hpp"
 #include "common/http_client.hpp"
@@ -27,7 +28,7 @@ std::string LastLine(std::string_view text) {
 }
 
 // Runs `check` once, giving it at most `budget`. Ok when it passed.
-Status RunOnce(const CheckSpec& check, std::chrono::milliseconds budget) {
+Status RunOnce(const CheckSpec& check, std::chrono::milliseconds budget, const HttpSender& fetch) {
   const auto timeout = std::min(check.timeout, budget);
   if (check.http) {
     HttpRequest request;
@@ -35,7 +36,7 @@ Status RunOnce(const CheckSpec& check, std::chrono::milliseconds budget) {
     request.timeout = timeout;
     request.connect_timeout = timeout;
     request.max_response_body = 64 << 10;
-    auto response = HttpFetch(request);
+    auto response = fetch(request);
     if (!response) return Fail(response.error());
     if (response->status != check.expect_status) {
       return Fail(std::errc::protocol_error, *check.http + " answered " +
@@ -62,6 +63,8 @@ Status RunOnce(const CheckSpec& check, std::chrono::milliseconds budget) {
 
 class CheckHandler final : public KindHandler {
  public:
+  explicit CheckHandler(HttpSender fetch) : fetch_(std::move(fetch)) {}
+
   bool Handles(ResourceKind kind) const override { return kind == ResourceKind::kCheck; }
 
   Result<Action> Plan(const Resource& resource, const InventoryEntry* /*previous*/,
@@ -98,7 +101,7 @@ class CheckHandler final : public KindHandler {
       do {
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        last = RunOnce(*check, std::max(left, std::chrono::milliseconds(1)));
+        last = RunOnce(*check, std::max(left, std::chrono::milliseconds(1)), fetch_);
         if (last) break;
         if (Clock::now() + kRetryPause >= deadline) break;
         std::this_thread::sleep_for(kRetryPause);
@@ -110,10 +113,15 @@ class CheckHandler final : public KindHandler {
     }
     return {};
   }
+
+ private:
+  HttpSender fetch_;
 };
 
 }  // namespace
 
-std::unique_ptr<KindHandler> MakeCheckHandler() { return std::make_unique<CheckHandler>(); }
+std::unique_ptr<KindHandler> MakeCheckHandler(HttpSender fetch) {
+  return std::make_unique<CheckHandler>(std::move(fetch));
+}
 
 }  // namespace tether

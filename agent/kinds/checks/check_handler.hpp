@@ -4,11 +4,13 @@
 #include <memory>
 
 #include "agent/engine/engine.hpp"
+#include "common/http_client.hpp"
 
 namespace tether {
 
 // The handler of [[check]] resources: nothing to apply; Verify runs every check (exec or
-// HTTP), each retried until it passes or the health gate's deadline passes.
-[[nodiscard]] std::unique_ptr<KindHandler> MakeCheckHandler();
+// HTTP), each retried until it passes or the health gate's deadline passes. An HTTP
+// check's request is made by `fetch` (HttpFetch, or a child process's: tetherd-http).
+[[nodiscard]] std::unique_ptr<KindHandler> MakeCheckHandler(HttpSender fetch);
 
 }  // namespace tether

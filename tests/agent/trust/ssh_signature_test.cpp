@@ -847,3 +847,105 @@ TEST_CASE("Signature errors are a std::error_category callers can compare with")
   CHECK(std::error_code(SignatureErrc::kKeyExpired).message() == "signing key has expired");
   CHECK_FALSE(error.Is(std::errc::invalid_argument));
 }
+
+namespace {
+
+std::string FromHex(std::string_view hex) {
+  std::string bytes;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    bytes += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
+  }
+  return bytes;
+}
+
+// An ECDSA public key line ("type base64") with its point replaced by `point`.
+std::string WithPoint(const std::string& line, const std::string& point) {
+  const auto blob = tether::Base64Decode(line.substr(line.find(' ') + 1));
+  REQUIRE(blob);
+  tether::ssh::WireReader reader(*blob);
+  std::string_view type, curve, old_point;
+  REQUIRE(reader.ReadString(type));
+  REQUIRE(reader.ReadString(curve));
+  REQUIRE(reader.ReadString(old_point));
+  std::string changed;
+  tether::ssh::PutString(changed, type);
+  tether::ssh::PutString(changed, curve);
+  tether::ssh::PutString(changed, point);
+  return std::string(type) + " " + tether::Base64Encode(changed);
+}
+
+// The point of an ECDSA key line.
+std::string PointOf(const std::string& line) {
+  const auto blob = tether::Base64Decode(line.substr(line.find(' ') + 1));
+  REQUIRE(blob);
+  tether::ssh::WireReader reader(*blob);
+  std::string_view type, curve, point;
+  REQUIRE(reader.ReadString(type));
+  REQUIRE(reader.ReadString(curve));
+  REQUIRE(reader.ReadString(point));
+  return std::string(point);
+}
+
+}  // namespace
+
+TEST_CASE("Points off the curve or past the field are refused, as ssh-keygen refuses them") {
+  Keys& keys = TestKeys();
+  auto refused = [&](const std::string& line) {
+    const auto blob = tether::Base64Decode(line.substr(line.find(' ') + 1));
+    REQUIRE(blob);
+    auto key = tether::ssh::ParsePublicKey(*blob);
+    REQUIRE_FALSE(key);
+    CHECK(key.error().message().starts_with("invalid ecdsa-sha2-nistp"));
+    const std::string file = keys.ws.WriteNew("bad-key", line + "\n");
+    CHECK_FALSE(keys.ws.Run({"ssh-keygen", "-l", "-f", file}, {}, {}, false).ok());
+  };
+  for (const Key* key : {&keys.ecdsa256, &keys.ecdsa384, &keys.ecdsa521}) {
+    CAPTURE(key->name);
+    // The key as ssh-keygen made it parses.
+    const auto blob = tether::Base64Decode(key->public_key.substr(key->public_key.find(' ') + 1));
+    REQUIRE(blob);
+    REQUIRE(tether::ssh::ParsePublicKey(*blob));
+    // y + 1: not on the curve.
+    std::string point = PointOf(key->public_key);
+    for (std::size_t i = point.size(); i-- > 1;) {
+      if (++point[i] != '\0') break;
+    }
+    refused(WithPoint(key->public_key, point));
+  }
+  // P-521's prime is 2^521 - 1: x + p fits in the 66 bytes of a coordinate, and is the same
+  // point modulo p. A reader that reduces coordinates would take it for the key.
+  std::string point = PointOf(keys.ecdsa521.public_key);
+  for (std::size_t i = 66; i >= 1; --i) {  // x - 1
+    if (point[i]-- != '\0') break;
+  }
+  point[1] = static_cast<char>(point[1] + 2);  // + 2^521
+  refused(WithPoint(keys.ecdsa521.public_key, point));
+}
+
+TEST_CASE("Ed25519: RFC 8032's test vector verifies; the same signature with S + L does not") {
+  // RFC 8032 section 7.1, TEST 1 (the empty message).
+  std::string blob;
+  tether::ssh::PutString(blob, "ssh-ed25519");
+  tether::ssh::PutString(
+      blob, FromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"));
+  auto key = tether::ssh::ParsePublicKey(blob);
+  REQUIRE(key);
+  tether::ssh::RawSignature signature{
+      "ssh-ed25519", FromHex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+                             "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")};
+  CHECK(tether::ssh::VerifyRaw(*key, signature, ""));
+  CHECK_FALSE(tether::ssh::VerifyRaw(*key, signature, "x"));
+  // S + L, little-endian: the same point equation holds, so only the check that S is below
+  // the order refuses it (RFC 8032 5.1.7).
+  const std::string order =
+      FromHex("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010");
+  unsigned carry = 0;
+  for (std::size_t i = 0; i < 32; ++i) {
+    const unsigned sum = static_cast<unsigned char>(signature.bytes[32 + i]) +
+                         static_cast<unsigned char>(order[i]) + carry;
+    signature.bytes[32 + i] = static_cast<char>(sum & 0xff);
+    carry = sum >> 8;
+  }
+  REQUIRE(carry == 0);
+  CHECK_FALSE(tether::ssh::VerifyRaw(*key, signature, ""));
+}
