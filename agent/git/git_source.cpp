@@ -311,6 +311,21 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
     }
     credentials[secret.name] = std::move(*content);
   }
+  const bool start_worker = options.start_worker;
+  std::unique_ptr<GitSource> source(new GitSource(std::move(options), std::move(credentials)));
+  if (start_worker) {
+    auto worker = source->Worker();
+    if (!worker) return Fail(worker.error());
+    // A worker that cannot start says so at the first request, as it would have anyway.
+    (void)(*worker)->Start();
+  }
+  return source;
+}
+
+Result<GitWorkerClient*> GitSource::Worker() {
+  if (worker_) return &*worker_;
+  GitSourceOptions& options = options_;
+  std::vector<std::string> argv = options.worker_argv;
   if (!options.worker_user && geteuid() == 0 && getpwnam(kDefaultWorkerUser) != nullptr) {
     options.worker_user = kDefaultWorkerUser;
   }
@@ -321,11 +336,11 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
       return Fail(std::errc::invalid_argument,
                   "git worker user '" + *options.worker_user + "' does not exist");
     }
-    options.worker_argv.push_back("--git-worker-user");
-    options.worker_argv.push_back(*options.worker_user);
+    argv.push_back("--git-worker-user");
+    argv.push_back(*options.worker_user);
   }
   auto dirs =
-      PrepareWorkerDirs(options.cache_dir, JsonFields(credentials).StringOr("known_hosts"), user);
+      PrepareWorkerDirs(options.cache_dir, JsonFields(credentials_).StringOr("known_hosts"), user);
   if (!dirs) return Fail(dirs.error().WithContext("prepare the git worker's directories"));
   if (options.source.ca_file) {
     // A copy in the worker's home: the worker's user may not read the original.
@@ -339,20 +354,16 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
     if (auto written = WriteUnlessSame(**fs, copy, *ca, write); !written) {
       return Fail(written.error());
     }
-    options.worker_argv.push_back("--git-worker-ca-file");
-    options.worker_argv.push_back(copy);
+    argv.push_back("--git-worker-ca-file");
+    argv.push_back(copy);
   }
-  const bool start_worker = options.start_worker;
-  std::unique_ptr<GitSource> source(new GitSource(std::move(options), std::move(credentials)));
-  // A worker that cannot start says so at the first request, as it would have anyway.
-  if (start_worker) (void)source->worker_.Start();
-  return source;
+  worker_.emplace(std::move(argv), WorkerEnvironment(options.cache_dir));
+  return &*worker_;
 }
 
 GitSource::GitSource(GitSourceOptions options, nlohmann::json credentials)
     : options_(std::move(options)),
       credentials_(std::move(credentials)),
-      worker_(options_.worker_argv, WorkerEnvironment(options_.cache_dir)),
       mirror_(options_.cache_dir + "/mirror.git") {}
 
 GitSource::~GitSource() = default;
@@ -406,7 +417,9 @@ Result<PollResult> GitSource::Poll() {
     }
     nlohmann::json request = {{"op", "ls"}, {"url", all[i]}, {"ref", options_.source.ref}};
     if (auto scoped = CredentialsFor(all[i]); !scoped.empty()) request["credentials"] = scoped;
-    auto answer = worker_.Call(request, options_.source.timeout);
+    auto worker = Worker();
+    if (!worker) return Fail(worker.error());
+    auto answer = (*worker)->Call(request, options_.source.timeout);
     std::string error;
     if (!answer) {
       error = answer.error().message();
@@ -437,7 +450,9 @@ Result<UpdateResult> GitSource::Update() {
     if (auto scoped = CredentialsFor(urls()[polled->source]); !scoped.empty()) {
       request["credentials"] = scoped;
     }
-    auto answer = worker_.Call(request, options_.source.timeout);
+    auto worker = Worker();
+    if (!worker) return Fail(worker.error());
+    auto answer = (*worker)->Call(request, options_.source.timeout);
     if (!answer) return Fail(answer.error().WithContext("fetch '" + urls()[polled->source] + "'"));
     const JsonFields fields(*answer);
     if (!fields.BoolOr("ok", false)) {

@@ -77,7 +77,7 @@ class GitSource {
 
   [[nodiscard]] const std::string& mirror_path() const { return mirror_; }
   [[nodiscard]] std::size_t fetch_count() const { return fetch_count_; }
-  [[nodiscard]] pid_t worker_pid() const { return worker_.worker_pid(); }
+  [[nodiscard]] pid_t worker_pid() const { return worker_ ? worker_->worker_pid() : -1; }
 
   // The URLs in the order tried, without credentials (they never are in them).
   [[nodiscard]] std::vector<std::string> urls() const;
@@ -89,10 +89,14 @@ class GitSource {
   // The credentials `url` may see: the token only over https:// to source.url's host.
   nlohmann::json CredentialsFor(const std::string& url) const;
   bool HasCommit(const std::string& commit);
+  // The worker's user looked up, its directories and CA copy made, the client made: at the
+  // first request for the worker (or at Create with start_worker). A file:// poll that
+  // finds nothing new asks nothing of the worker, and so looks nothing up.
+  Result<GitWorkerClient*> Worker();
 
   GitSourceOptions options_;
   nlohmann::json credentials_;
-  GitWorkerClient worker_;
+  std::optional<GitWorkerClient> worker_;
   std::string mirror_;
   std::unique_ptr<ObjectStore> objects_;  // the mirror's, opened at the first read
   std::size_t fetch_count_ = 0;

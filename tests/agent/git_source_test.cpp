@@ -246,6 +246,7 @@ TEST_CASE("The worker's known_hosts and CA copy are written again only when they
   Host host("file://" + fleet.repo);
   host.options.source.known_hosts = host.Secret("known_hosts", "host-a ssh-ed25519 AAAA\n");
   host.options.source.ca_file = host.Secret("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  host.options.start_worker = true;  // prepared at Create, not at the first request
   const std::string known_hosts = host.dir.Path("worker-home/.ssh/known_hosts");
   const std::string ca = host.dir.Path("worker-home/ca.pem");
   auto inode = [](const std::string& path) {
@@ -615,9 +616,37 @@ TEST_CASE("As root, the git worker runs as an unprivileged user") {
 
   Host missing(server.url("fleet.git"));
   missing.options.worker_user = "no-such-user-tether";
+  missing.options.start_worker = true;
   auto refused = GitSource::Create(missing.options);
   REQUIRE_FALSE(refused);
   CHECK(refused.error().message() == "git worker user 'no-such-user-tether' does not exist");
+  // Without a worker to start at once, the user is looked up at the first request.
+  missing.options.start_worker = false;
+  auto later = missing.Source()->Update();
+  REQUIRE_FALSE(later);
+  CHECK(later.error().message() == "git worker user 'no-such-user-tether' does not exist");
+}
+
+TEST_CASE("A file:// poll that finds nothing new looks up no user and prepares nothing") {
+  Fleet fleet;
+  Host host("file://" + fleet.repo);
+  REQUIRE(host.Source()->Update());  // the mirror has the commit now
+  // A user that does not exist, and no worker home: neither is needed to find that the
+  // source's ref names a commit the mirror has.
+  std::filesystem::remove_all(host.dir.Path("worker-home"));
+  host.options.worker_user = "no-such-user-tether";
+  auto source = host.Source();
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == fleet.first);
+  CHECK_FALSE(update->fetched);
+  CHECK(source->worker_pid() == -1);
+  CHECK_FALSE(std::filesystem::exists(host.dir.Path("worker-home")));
+  // A new commit needs the worker: now the user is looked up, and refused.
+  (void)CommitFiles(fleet.repo, {{"hosts/web-01.toml", "motd = \"v2\"\n"}});
+  auto fetch = source->Update();
+  REQUIRE_FALSE(fetch);
+  CHECK(fetch.error().message() == "git worker user 'no-such-user-tether' does not exist");
 }
 
 TEST_CASE("As root, a file:// repo owned by root is fetched by the unprivileged worker") {
@@ -642,7 +671,8 @@ TEST_CASE("As root, what the worker could put in place of its directories is nev
   Fleet fleet;
   Host host("file://" + fleet.repo);
   host.options.worker_user = "nobody";
-  (void)host.Source();  // worker-home/.ssh made, and given to nobody
+  host.options.start_worker = true;  // the worker's directories prepared at Create
+  (void)host.Source();               // worker-home/.ssh made, and given to nobody
   // The worker's user owns worker-home: it could swap .ssh for a hard link to a root-only
   // file, or a symlink to a root-owned directory.
   const std::string secret = host.Secret("root-only", "secret\n");
