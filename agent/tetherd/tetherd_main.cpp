@@ -1,9 +1,11 @@
-// tetherd: the tether agent daemon.
+// tetherd-daemon: the tether agent daemon. `tetherd` (tetherd_launch_main.cpp) becomes this
+// program unless asked for a cycle, the git worker or an HTTP request.
 //
 // This binary is the daemon only, and stays small: it does not link libgit2 or OpenSSL.
 // What runs a cycle (tetherd --once, each of the daemon's cycles) is tetherd-cycle, the
 // git worker is tetherd-git and the daemon's HTTP requests are tetherd-http's, found beside
-// this program or in tether's libexec directory; tetherd hands those modes over to them.
+// this program or in tether's libexec directory. Run by hand with one of those modes, it
+// hands over to them as tetherd does.
 #include <pwd.h>
 #include <unistd.h>
 

@@ -200,8 +200,9 @@ TEST_CASE("install: the package installs, converges a host, upgrades and purges 
   host.Apt({"install", "--no-install-recommends", std::string(kDebDir) + "/tether.deb"});
   CHECK(host.Inside({"dpkg-query", "-W", "-f", "${db:Status-Status}", "tether"}) == "installed");
   for (const auto* program :
-       {"/usr/sbin/tetherd", "/usr/bin/tetherctl", "/usr/libexec/tether/tetherd-cycle",
-        "/usr/libexec/tether/tetherd-git", "/usr/libexec/tether/tetherd-http"}) {
+       {"/usr/sbin/tetherd", "/usr/bin/tetherctl", "/usr/libexec/tether/tetherd-daemon",
+        "/usr/libexec/tether/tetherd-cycle", "/usr/libexec/tether/tetherd-git",
+        "/usr/libexec/tether/tetherd-http"}) {
     CHECK_MESSAGE(host.Run({"test", "-x", program}).ok(), program);
   }
   CHECK(host.Inside({"getent", "group", "tether"}).rfind("tether:", 0) == 0);

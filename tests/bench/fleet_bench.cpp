@@ -2,8 +2,8 @@
 // declared with `source =` (require_signed = false, a file:// source, a --root sandbox).
 // Each tether figure is beside a reference measured in the same run, as a ratio.
 //
-//   ninja -C build tests/bench/fleet_bench agent/tetherd agent/tetherd-cycle agent/tetherd-git
-//       agent/tetherd-http
+//   ninja -C build tests/bench/fleet_bench agent/tetherd agent/tetherd-daemon
+//       agent/tetherd-cycle agent/tetherd-git agent/tetherd-http
 //   TETHERD=build/agent/tetherd build/tests/bench/fleet_bench
 //       [--sizes 1000,10000,50000] [--layouts flat,nested] [--edits 200] [--dir DIR]
 //       [--rounds 3] [--no-daemon] [--keep] [--timeout SECONDS]

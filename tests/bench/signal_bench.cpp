@@ -1,7 +1,7 @@
 // Benchmark: a fleet polling one Git server, with and without source.poll_url.
 //
-//   ninja -C build tests/bench/signal_bench agent/tetherd agent/tetherd-cycle agent/tetherd-git
-//       agent/tetherd-http
+//   ninja -C build tests/bench/signal_bench agent/tetherd agent/tetherd-daemon
+//       agent/tetherd-cycle agent/tetherd-git agent/tetherd-http
 //   TETHERD=build/agent/tetherd build/tests/bench/signal_bench
 //       [--hosts 10000] [--interval 60] [--seconds 60] [--git-hosts 1000]
 //       [--modes signal,signal-process,git,http]

@@ -1,7 +1,7 @@
 // Benchmark: a push, its webhook, and the change applied on the host, as processes.
 //
-//   ninja -C build tests/bench/webhook_bench agent/tetherd agent/tetherd-cycle agent/tetherd-git
-//       agent/tetherd-http
+//   ninja -C build tests/bench/webhook_bench agent/tetherd agent/tetherd-daemon
+//       agent/tetherd-cycle agent/tetherd-git agent/tetherd-http
 //   TETHERD=build/agent/tetherd build/tests/bench/webhook_bench [PUSHES] [FILES]
 //
 // A fleet repo of FILES (default 100) managed files served by `git daemon`, tetherd as a
