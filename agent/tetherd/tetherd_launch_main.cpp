@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
   if (self > 0) {
     path[self] = '\0';
     char* slash = std::strrchr(path, '/');
-    if (slash != nullptr && static_cast<std::size_t>(slash + 1 - path) + std::strlen(name) <
-                                sizeof(path)) {
+    if (slash != nullptr &&
+        static_cast<std::size_t>(slash + 1 - path) + std::strlen(name) < sizeof(path)) {
       std::strcpy(slash + 1, name);
       found = access(path, X_OK) == 0;
     }
