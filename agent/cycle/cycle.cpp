@@ -198,7 +198,7 @@ class Cycle {
     } else if (auto update = source_->Update()) {
       commit_ = update->commit;
       Step(StepKind::kSource, commit_, source_->urls()[update->source], update->fetched);
-    } else if (!inventory_.commit.empty()) {
+    } else if (!inventory_.commit.empty() && !source_->worker_setup_failed()) {
       // Offline: keep enforcing what was applied last.
       commit_ = inventory_.commit;
       report_.offline = true;

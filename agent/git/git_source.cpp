@@ -324,6 +324,7 @@ Result<std::unique_ptr<GitSource>> GitSource::Create(GitSourceOptions options) {
 
 Result<GitWorkerClient*> GitSource::Worker() {
   if (worker_) return &*worker_;
+  worker_setup_failed_ = true;  // until it is ready
   GitSourceOptions& options = options_;
   std::vector<std::string> argv = options.worker_argv;
   if (!options.worker_user && geteuid() == 0 && getpwnam(kDefaultWorkerUser) != nullptr) {
@@ -358,6 +359,7 @@ Result<GitWorkerClient*> GitSource::Worker() {
     argv.push_back(copy);
   }
   worker_.emplace(std::move(argv), WorkerEnvironment(options.cache_dir));
+  worker_setup_failed_ = false;
   return &*worker_;
 }
 

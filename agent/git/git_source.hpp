@@ -78,6 +78,10 @@ class GitSource {
   [[nodiscard]] const std::string& mirror_path() const { return mirror_; }
   [[nodiscard]] std::size_t fetch_count() const { return fetch_count_; }
   [[nodiscard]] pid_t worker_pid() const { return worker_ ? worker_->worker_pid() : -1; }
+  // True when the last Poll or Update failed to prepare the worker (its user, directories
+  // or CA copy) rather than to reach a server: not a source that is down, so not a reason
+  // to carry on offline.
+  [[nodiscard]] bool worker_setup_failed() const { return worker_setup_failed_; }
 
   // The URLs in the order tried, without credentials (they never are in them).
   [[nodiscard]] std::vector<std::string> urls() const;
@@ -97,6 +101,7 @@ class GitSource {
   GitSourceOptions options_;
   nlohmann::json credentials_;
   std::optional<GitWorkerClient> worker_;
+  bool worker_setup_failed_ = false;
   std::string mirror_;
   std::unique_ptr<ObjectStore> objects_;  // the mirror's, opened at the first read
   std::size_t fetch_count_ = 0;

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     const std::string program = tether::TetherProgram(tether::SelfPath(argv[0]), "tetherd-http");
     execv(program.c_str(), argv);
     std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
-    return 2;
+    return 127;
   }
   if (flags.git_worker) {
     std::fprintf(stderr, "tetherd-cycle: the git worker is tetherd-git\n");

@@ -40,10 +40,12 @@ constexpr char kFooter[] =
     "  failure, rollback, drift and refused commit, and a heartbeat, to that endpoint;\n"
     "  queued reports wait in the state directory, across restarts.\n\n"
     "PROGRAMS\n"
-    "  tetherd is the daemon only. Each of its cycles (in a child process), --once, the\n"
-    "  Git worker and each report delivery run in tetherd-cycle, found beside tetherd or\n"
-    "  in " TETHER_LIBEXECDIR
-    "; it is not meant to be run by hand.\n\n"
+    "  tetherd becomes (exec) the program for what it is asked, found beside it or in\n"
+    "  " TETHER_LIBEXECDIR
+    ": tetherd-daemon (the daemon), tetherd-cycle (--once,\n"
+    "  and each of the daemon's cycles), tetherd-git (the Git worker) and tetherd-http\n"
+    "  (report deliveries, https:// change signals, HTTP checks). None of them is meant\n"
+    "  to be run by hand.\n\n"
     "--root\n"
     "  Under --root DIR only files, directories and symlinks are managed, below DIR;\n"
     "  packages, units, services and checks belong to the host and are skipped\n"

@@ -13,14 +13,29 @@
 #include <cstdio>
 #include <cstring>
 
+#include <strings.h>
+
 #include "version.hpp"
 
 namespace {
 
-// `arg` is `flag`, or `flag=VALUE` as CLI11 also reads it.
-bool IsFlag(const char* arg, const char* flag) {
+// The options that take a value: given without '=', the next argument is their value,
+// whatever it looks like (as CLI11 reads it), never a mode flag.
+constexpr const char* kValueOptions[] = {
+    "--config",    "--state-dir",          "--cache-dir",       "--socket",          "--root",
+    "--log-level", "--git-worker-ca-file", "--git-worker-user", "--http-fetch-user",
+};
+
+// `arg` sets `flag`: `flag` alone, or `flag=VALUE` with a VALUE other than false, 0, no or
+// off (CLI11 reads those as not set).
+bool SetsFlag(const char* arg, const char* flag) {
   const std::size_t length = std::strlen(flag);
-  return std::strncmp(arg, flag, length) == 0 && (arg[length] == '\0' || arg[length] == '=');
+  if (std::strncmp(arg, flag, length) != 0) return false;
+  if (arg[length] == '\0') return true;
+  if (arg[length] != '=') return false;
+  const char* value = arg + length + 1;
+  return strcasecmp(value, "false") != 0 && strcasecmp(value, "0") != 0 &&
+         strcasecmp(value, "no") != 0 && strcasecmp(value, "off") != 0;
 }
 
 // The program that serves `argv`, as tetherd-daemon would hand it over: the git worker
@@ -29,9 +44,15 @@ const char* ProgramFor(int argc, char** argv) {
   bool git = false, http = false, cycle = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--") == 0) break;
-    git = git || IsFlag(argv[i], "--git-worker");
-    http = http || IsFlag(argv[i], "--http-fetch");
-    cycle = cycle || IsFlag(argv[i], "--once") || IsFlag(argv[i], "--cycle-process");
+    bool takes_value = false;
+    for (const char* option : kValueOptions) takes_value |= std::strcmp(argv[i], option) == 0;
+    if (takes_value) {
+      ++i;  // its value
+      continue;
+    }
+    git = git || SetsFlag(argv[i], "--git-worker");
+    http = http || SetsFlag(argv[i], "--http-fetch");
+    cycle = cycle || SetsFlag(argv[i], "--once") || SetsFlag(argv[i], "--cycle-process");
   }
   if (git) return "tetherd-git";
   if (http) return "tetherd-http";
@@ -59,5 +80,7 @@ int main(int argc, char** argv) {
   if (!found) std::snprintf(path, sizeof(path), "%s/%s", TETHER_LIBEXECDIR, name);
   execv(path, argv);
   std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", path, std::strerror(errno));
-  return 2;
+  // Not 2, a configuration error, which the unit does not restart after
+  // (RestartPreventExitStatus): a program missing for a moment (an upgrade) is retried.
+  return 127;
 }

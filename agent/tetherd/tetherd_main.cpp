@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     args.push_back(nullptr);
     execv(program.c_str(), args.data());
     std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
-    return 2;
+    return 127;
   }
   // A child that died must be an error on the next request, not our death.
   std::signal(SIGPIPE, SIG_IGN);

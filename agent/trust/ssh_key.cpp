@@ -107,8 +107,10 @@ SexpPtr Build(const char* format, Args... args) {
 }
 
 // True when the uncompressed point is a valid public key on `curve`: both coordinates
-// below the field prime and the point on the curve (as OpenSSH's
-// sshkey_ec_validate_public; on these curves of cofactor 1, that is also the subgroup).
+// below the field prime and the point on the curve (on these curves of cofactor 1, that
+// is also the subgroup). OpenSSH's sshkey_ec_validate_public refuses a few more points
+// that are valid but weak (a coordinate past the order); a key in allowed_signers is
+// trusted by the administrator who listed it.
 // libgcrypt 1.10's curve check refuses a coordinate past the prime too; it does not say
 // so in its manual, hence the comparison of our own.
 bool ValidPoint(const Curve& curve, std::string_view point) {

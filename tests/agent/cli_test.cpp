@@ -1,6 +1,8 @@
 // The binaries' command lines: --help, --version, usage errors, exit codes.
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -132,4 +134,49 @@ TEST_CASE("tetherctl render prints a host's desired state, with facts from the c
   CHECK(missing.exit_code == 1);
   CHECK(missing.err == repo.Path("hosts/web-09.toml") +
                            ": cannot read profile 'hosts/web-09.toml': no such file in the repo\n");
+}
+
+TEST_CASE("tetherd becomes the program for its mode, reading flags as CLI11 reads them") {
+  // The launcher beside four stand-ins that say which one ran, with what arguments.
+  tether::testing::TempDir dir("launch");
+  const std::string launcher = dir.Path("tetherd");
+  auto copied = tether::Run({.argv = {"cp", Binary("TETHERD"), launcher}});
+  REQUIRE((copied && copied->ok()));
+  for (const char* name : {"tetherd-daemon", "tetherd-cycle", "tetherd-git", "tetherd-http"}) {
+    dir.WriteFile(name, std::string("#!/bin/sh\necho ") + name + " \"$@\"\n", 0755);
+  }
+  const struct {
+    std::vector<std::string> args;
+    const char* program;
+  } cases[] = {
+      {{}, "tetherd-daemon"},
+      {{"--help"}, "tetherd-daemon"},
+      {{"--once"}, "tetherd-cycle"},
+      {{"--once=true", "--dry-run"}, "tetherd-cycle"},
+      {{"--cycle-process", "--log-level", "debug"}, "tetherd-cycle"},
+      {{"--git-worker", "--git-worker-user", "tether-git"}, "tetherd-git"},
+      {{"--http-fetch", "--http-fetch-user", "tether-git"}, "tetherd-http"},
+      {{"--once", "--git-worker"}, "tetherd-git"},  // as the daemon's own main chose
+      // A value is a value, whatever it looks like; a flag set false is not set.
+      {{"--config", "--once"}, "tetherd-daemon"},
+      {{"--root", "--git-worker"}, "tetherd-daemon"},
+      {{"--once=false"}, "tetherd-daemon"},
+      {{"--once=0"}, "tetherd-daemon"},
+      {{"--", "--once"}, "tetherd-daemon"},
+      {{"--git-worker-user=--once"}, "tetherd-daemon"},
+  };
+  for (const auto& c : cases) {
+    std::string joined;
+    for (const auto& arg : c.args) joined += " " + arg;
+    CAPTURE(joined);
+    auto result = Invoke(launcher, c.args);
+    CHECK(result.exit_code == 0);
+    CHECK(result.out == c.program + joined + "\n");
+  }
+  // A program that cannot be run: an error naming it, and not the exit status of a
+  // configuration error (2), after which systemd would not restart the unit.
+  std::remove(dir.Path("tetherd-daemon").c_str());
+  auto missing = Invoke(launcher, {});
+  CHECK(missing.exit_code == 127);
+  CHECK(missing.err.find("tetherd: cannot run '") != std::string::npos);
 }

@@ -132,6 +132,34 @@ TEST_CASE("tetherd --once keeps enforcing the applied commit while the server is
   CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
 }
 
+TEST_CASE("A git worker that cannot be prepared stops the cycle: the source is not offline") {
+  // A file:// source prepares its worker (its home in the cache dir) at the first fetch.
+  // When that fails, it is this host that is broken, not the server that is down.
+  Sandbox box;
+  std::string agent = box.dir.ReadFile("agent.toml");
+  agent.replace(agent.find(box.server->url("fleet.git")), box.server->url("fleet.git").size(),
+                "file://" + box.repo);
+  box.dir.WriteFile("agent.toml", agent);
+  box.Commit("hello\n");
+  auto applied = box.Once();
+  REQUIRE_MESSAGE(applied.exit_code == 0, (applied.out + applied.err));
+  // The worker's home is no longer a directory.
+  std::filesystem::remove_all(box.dir.Path("cache/worker-home"));
+  box.dir.WriteFile("cache/worker-home", "not a directory\n");
+  // Nothing new: the source's ref is read without the worker.
+  auto same = box.Once();
+  CHECK_MESSAGE(same.exit_code == 0, (same.out + same.err));
+  CHECK(same.out.find("offline") == std::string::npos);
+  // A new commit needs a fetch, and so the worker.
+  box.Commit("second\n");
+  auto failed = box.Once();
+  CHECK(failed.exit_code != 0);
+  CHECK_MESSAGE(failed.err.find("prepare the git worker's directories") != std::string::npos,
+                failed.err);
+  CHECK(failed.out.find("offline") == std::string::npos);
+  CHECK(box.dir.ReadFile("root/etc/motd") == "hello\n");
+}
+
 TEST_CASE("source.pin to a commit older than the applied one applies it (the canary case)") {
   Sandbox box;
   const std::string first = box.Commit("first\n");

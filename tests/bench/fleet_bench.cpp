@@ -334,6 +334,8 @@ struct TreePeaks {
     std::error_code error;
     const auto exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", error);
     const std::string program = (error ? fs::path(args[0]) : exe).filename().string();
+    // tetherd becomes tetherd-daemon in place: the same process, the user's tetherd.
+    if (program == "tetherd-daemon") return "tetherd";
     return program == "tetherd-cycle" ? "cycle" : program;
   }
 

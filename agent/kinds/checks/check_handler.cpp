@@ -36,6 +36,9 @@ Status RunOnce(const CheckSpec& check, std::chrono::milliseconds budget, const H
     request.timeout = timeout;
     request.connect_timeout = timeout;
     request.max_response_body = 64 << 10;
+    // A new connection for each attempt: a retry after a restart of the service must not
+    // go to the old process, still draining a connection kept from the last attempt.
+    request.headers.emplace_back("Connection", "close");
     auto response = fetch(request);
     if (!response) return Fail(response.error());
     if (response->status != check.expect_status) {
