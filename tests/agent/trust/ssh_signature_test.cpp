@@ -858,33 +858,29 @@ std::string FromHex(std::string_view hex) {
   return bytes;
 }
 
-// An ECDSA public key line ("type base64") with its point replaced by `point`.
-std::string WithPoint(const std::string& line, const std::string& point) {
+// The three strings of an ECDSA public key line ("type base64"): type, curve and point.
+std::vector<std::string> EcdsaFields(const std::string& line) {
   const auto blob = tether::Base64Decode(line.substr(line.find(' ') + 1));
   REQUIRE(blob);
   tether::ssh::WireReader reader(*blob);
-  std::string_view type, curve, old_point;
-  REQUIRE(reader.ReadString(type));
-  REQUIRE(reader.ReadString(curve));
-  REQUIRE(reader.ReadString(old_point));
+  std::vector<std::string> fields;
+  for (std::string_view field; reader.ReadString(field);) fields.emplace_back(field);
+  REQUIRE(fields.size() == 3);
+  return fields;
+}
+
+// The line with its point replaced by `point`.
+std::string WithPoint(const std::string& line, const std::string& point) {
+  const auto fields = EcdsaFields(line);
   std::string changed;
-  tether::ssh::PutString(changed, type);
-  tether::ssh::PutString(changed, curve);
+  tether::ssh::PutString(changed, fields[0]);
+  tether::ssh::PutString(changed, fields[1]);
   tether::ssh::PutString(changed, point);
-  return std::string(type) + " " + tether::Base64Encode(changed);
+  return fields[0] + " " + tether::Base64Encode(changed);
 }
 
 // The point of an ECDSA key line.
-std::string PointOf(const std::string& line) {
-  const auto blob = tether::Base64Decode(line.substr(line.find(' ') + 1));
-  REQUIRE(blob);
-  tether::ssh::WireReader reader(*blob);
-  std::string_view type, curve, point;
-  REQUIRE(reader.ReadString(type));
-  REQUIRE(reader.ReadString(curve));
-  REQUIRE(reader.ReadString(point));
-  return std::string(point);
-}
+std::string PointOf(const std::string& line) { return EcdsaFields(line)[2]; }
 
 }  // namespace
 
