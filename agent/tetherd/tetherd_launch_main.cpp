@@ -7,13 +7,12 @@
 // found beside this program (a build tree, a test) or in tether's libexec directory. It
 // links nothing but libc: `tetherd --once` pays for loading one C++ program, not two.
 // Each program parses the whole command line again and refuses what it does not take.
+#include <strings.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-
-#include <strings.h>
 
 #include "version.hpp"
 
