@@ -1,14 +1,13 @@
-// tetherd-cycle: what runs a cycle for tetherd. `tetherd --once` is this program (tetherd
-// hands it over), so is each cycle of the daemon (--cycle-process). Same flags as tetherd.
+// tetherd-cycle: what runs a cycle, and what users and systemd run as `tetherd` (a link to
+// it). `tetherd --once` runs here, so does each cycle of the daemon (--cycle-process); for
+// anything else this program becomes (exec, same command line, same process) the one for
+// what it is asked: tetherd-daemon, tetherd-git or tetherd-http. So `tetherd --once` loads
+// one program, the one that runs it; the daemon pays a second start, once per boot.
 // It links neither libgit2 nor OpenSSL: it reads the mirror itself
 // (agent/git/object_store.hpp), checks signatures with libgcrypt, and leaves the network to
-// tetherd-git (Git servers) and tetherd-http (the daemon's HTTP requests).
-#include <unistd.h>
-
-#include <cerrno>
+// tetherd-git (Git servers) and tetherd-http (HTTP requests).
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,17 +26,17 @@ int main(int argc, char** argv) {
   tether::TetherdFlags flags;
   tether::AddTetherdFlags(app, flags);
   if (auto status = tether::ParseCommandLine(app, argc, argv)) return *status;
-  // A daemon of the previous release, still running during a package upgrade, asks this
-  // program for its HTTP requests: they are tetherd-http's now.
-  if (flags.http_fetch) {
-    const std::string program = tether::TetherProgram(tether::SelfPath(argv[0]), "tetherd-http");
-    execv(program.c_str(), argv);
-    std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
-    return 127;
-  }
+  const std::string self = tether::SelfPath(argv[0]);
+  // The daemon's own main chooses in the same order. A daemon of the previous release,
+  // still running during a package upgrade, asks this program for its HTTP requests.
   if (flags.git_worker) {
-    std::fprintf(stderr, "tetherd-cycle: the git worker is tetherd-git\n");
-    return 2;
+    return tether::ExecTetherProgram(tether::TetherProgram(self, "tetherd-git"), argv);
+  }
+  if (flags.http_fetch) {
+    return tether::ExecTetherProgram(tether::TetherProgram(self, "tetherd-http"), argv);
+  }
+  if (!flags.once && !flags.cycle_process) {
+    return tether::ExecTetherProgram(tether::TetherProgram(self, "tetherd-daemon"), argv);
   }
   // A git worker that died must be an error on the next request, not our death.
   std::signal(SIGPIPE, SIG_IGN);
@@ -48,7 +47,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   tether::SetUpLogging({.level = *level, .identifier = "tetherd"});
-  const std::string self = tether::SelfPath(argv[0]);
   const std::vector<std::string> worker_argv = {tether::TetherProgram(self, "tetherd-git"),
                                                 "--git-worker"};
   const std::vector<std::string> http_argv = {tether::TetherProgram(self, "tetherd-http"),
@@ -56,11 +54,6 @@ int main(int argc, char** argv) {
   if (flags.cycle_process) {
     return tether::ServeCycleProcess(stdin, stdout, worker_argv, http_argv);
   }
-  if (!flags.once) {
-    std::fprintf(stderr, "tetherd-cycle runs cycles for tetherd: use tetherd\n");
-    return 2;
-  }
-
   auto config = tether::LoadAgentConfig(flags.config_path);
   if (!config) {
     std::fprintf(stderr, "%s\n", config.error().message().c_str());

@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include "version.hpp"
 
 namespace tether {
@@ -40,12 +44,12 @@ constexpr char kFooter[] =
     "  failure, rollback, drift and refused commit, and a heartbeat, to that endpoint;\n"
     "  queued reports wait in the state directory, across restarts.\n\n"
     "PROGRAMS\n"
-    "  tetherd becomes (exec) the program for what it is asked, found beside it or in\n"
-    "  " TETHER_LIBEXECDIR
-    ": tetherd-daemon (the daemon), tetherd-cycle (--once,\n"
-    "  and each of the daemon's cycles), tetherd-git (the Git worker) and tetherd-http\n"
-    "  (report deliveries, https:// change signals, HTTP checks). None of them is meant\n"
-    "  to be run by hand.\n\n"
+    "  tetherd is tetherd-cycle, in " TETHER_LIBEXECDIR
+    ": --once runs in it.\n"
+    "  For anything else it becomes (exec) the program for what it is asked, found beside\n"
+    "  it or there: tetherd-daemon (the daemon), tetherd-git (the Git worker) or\n"
+    "  tetherd-http (report deliveries, https:// change signals, HTTP checks). None of\n"
+    "  them is meant to be run by hand.\n\n"
     "--root\n"
     "  Under --root DIR only files, directories and symlinks are managed, below DIR;\n"
     "  packages, units, services and checks belong to the host and are skipped\n"
@@ -105,6 +109,12 @@ std::string TetherProgram(const std::string& self, const char* name) {
   const std::string beside = self.substr(0, self.rfind('/') + 1) + name;
   if (access(beside.c_str(), X_OK) == 0) return beside;
   return std::string(TETHER_LIBEXECDIR) + "/" + name;
+}
+
+int ExecTetherProgram(const std::string& program, char** argv) {
+  execv(program.c_str(), argv);
+  std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
+  return 127;
 }
 
 std::string SelfPath(const char* argv0) {

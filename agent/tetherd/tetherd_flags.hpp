@@ -43,4 +43,10 @@ void AddTetherdFlags(CLI::App& app, TetherdFlags& flags);
 // test), or where it is installed.
 [[nodiscard]] std::string TetherProgram(const std::string& self, const char* name);
 
+// Becomes `program` with the same command line, in this process (exec): systemd's MainPID
+// and Type=notify stay with it. Returns only if it cannot: the error is on stderr, and the
+// status to exit with is 127, not 2 (a configuration error, after which the unit is not
+// restarted): a program missing for a moment during an upgrade is retried.
+[[nodiscard]] int ExecTetherProgram(const std::string& program, char** argv);
+
 }  // namespace tether

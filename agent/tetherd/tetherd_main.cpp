@@ -1,5 +1,5 @@
-// tetherd-daemon: the tether agent daemon. `tetherd` (tetherd_launch_main.cpp) becomes this
-// program unless asked for a cycle, the git worker or an HTTP request.
+// tetherd-daemon: the tether agent daemon. `tetherd` (tetherd-cycle) becomes this program
+// unless asked for a cycle, the git worker or an HTTP request.
 //
 // This binary is the daemon only, and stays small: it does not link libgit2 or OpenSSL.
 // What runs a cycle (tetherd --once, each of the daemon's cycles) is tetherd-cycle, the
@@ -9,7 +9,6 @@
 #include <pwd.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -41,11 +40,7 @@ int main(int argc, char** argv) {
     const std::string program = flags.git_worker   ? tether::TetherProgram(self, "tetherd-git")
                                 : flags.http_fetch ? tether::TetherProgram(self, "tetherd-http")
                                                    : cycle_program;
-    std::vector<char*> args(argv, argv + argc);
-    args.push_back(nullptr);
-    execv(program.c_str(), args.data());
-    std::fprintf(stderr, "tetherd: cannot run '%s': %s\n", program.c_str(), std::strerror(errno));
-    return 127;
+    return tether::ExecTetherProgram(program, argv);
   }
   // A child that died must be an error on the next request, not our death.
   std::signal(SIGPIPE, SIG_IGN);

@@ -136,47 +136,64 @@ TEST_CASE("tetherctl render prints a host's desired state, with facts from the c
                            ": cannot read profile 'hosts/web-09.toml': no such file in the repo\n");
 }
 
-TEST_CASE("tetherd becomes the program for its mode, reading flags as CLI11 reads them") {
-  // The launcher beside four stand-ins that say which one ran, with what arguments.
+TEST_CASE("tetherd runs a cycle itself and becomes the program for any other mode") {
+  // tetherd (tetherd-cycle, copied) beside three stand-ins that say which one ran, with what
+  // arguments.
   tether::testing::TempDir dir("launch");
-  const std::string launcher = dir.Path("tetherd");
-  auto copied = tether::Run({.argv = {"cp", Binary("TETHERD"), launcher}});
+  const std::string tetherd = dir.Path("tetherd");
+  auto copied = tether::Run({.argv = {"cp", Binary("TETHERD"), tetherd}});
   REQUIRE((copied && copied->ok()));
-  for (const char* name : {"tetherd-daemon", "tetherd-cycle", "tetherd-git", "tetherd-http"}) {
+  for (const char* name : {"tetherd-daemon", "tetherd-git", "tetherd-http"}) {
     dir.WriteFile(name, std::string("#!/bin/sh\necho ") + name + " \"$@\"\n", 0755);
   }
   const struct {
     std::vector<std::string> args;
     const char* program;
-  } cases[] = {
+  } handed_over[] = {
       {{}, "tetherd-daemon"},
-      {{"--help"}, "tetherd-daemon"},
-      {{"--once"}, "tetherd-cycle"},
-      {{"--once=true", "--dry-run"}, "tetherd-cycle"},
-      {{"--cycle-process", "--log-level", "debug"}, "tetherd-cycle"},
+      {{"--log-level", "debug"}, "tetherd-daemon"},
       {{"--git-worker", "--git-worker-user", "tether-git"}, "tetherd-git"},
       {{"--http-fetch", "--http-fetch-user", "tether-git"}, "tetherd-http"},
-      {{"--once", "--git-worker"}, "tetherd-git"},  // as the daemon's own main chose
+      {{"--once", "--git-worker"}, "tetherd-git"},  // as the daemon's own main chooses
+      {{"--cycle-process", "--http-fetch"}, "tetherd-http"},
       // A value is a value, whatever it looks like; a flag set false is not set.
       {{"--config", "--once"}, "tetherd-daemon"},
       {{"--root", "--git-worker"}, "tetherd-daemon"},
       {{"--once=false"}, "tetherd-daemon"},
       {{"--once=0"}, "tetherd-daemon"},
-      {{"--", "--once"}, "tetherd-daemon"},
       {{"--git-worker-user=--once"}, "tetherd-daemon"},
   };
-  for (const auto& c : cases) {
+  for (const auto& c : handed_over) {
     std::string joined;
     for (const auto& arg : c.args) joined += " " + arg;
     CAPTURE(joined);
-    auto result = Invoke(launcher, c.args);
+    auto result = Invoke(tetherd, c.args);
     CHECK(result.exit_code == 0);
     CHECK(result.out == c.program + joined + "\n");
   }
+  // A cycle runs in tetherd itself: here it stops at the configuration it cannot read, and
+  // no stand-in runs.
+  const std::string missing_config = dir.Path("missing.toml");
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--once", "--config", missing_config},
+        std::vector<std::string>{"--once=true", "--dry-run", "--config=" + missing_config}}) {
+    CAPTURE(args[0]);
+    auto result = Invoke(tetherd, args);
+    CHECK(result.exit_code == 2);
+    CHECK(result.out.empty());
+    CHECK(result.err.find(missing_config) != std::string::npos);
+  }
+  // --help is tetherd's own, and a command line CLI11 refuses is refused before any hand-over.
+  auto help = Invoke(tetherd, {"--help"});
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.find("tetherd - pull-based GitOps agent for hosts") == 0);
+  auto refused = Invoke(tetherd, {"--", "--once"});
+  CHECK(refused.exit_code == 2);
+  CHECK(refused.out.empty());
   // A program that cannot be run: an error naming it, and not the exit status of a
   // configuration error (2), after which systemd would not restart the unit.
   std::remove(dir.Path("tetherd-daemon").c_str());
-  auto missing = Invoke(launcher, {});
+  auto missing = Invoke(tetherd, {});
   CHECK(missing.exit_code == 127);
   CHECK(missing.err.find("tetherd: cannot run '") != std::string::npos);
 }

@@ -22,7 +22,7 @@
 //                daemon's idle RSS and peak RSS
 // Wall times are medians of --rounds runs (first apply: 1; each run of tetherd beside its
 // reference run, so that a noisy machine disturbs both alike); peak RSS is ru_maxrss of the process
-// and everything it waited for (tetherd --once hands over to tetherd-cycle, which runs
+// and everything it waited for (tetherd --once is tetherd-cycle, which runs
 // the git worker). A last table has each process's own peak (VmHWM: tetherd, the cycle,
 // the git worker; of --once and of the daemon), sampled every millisecond in untimed
 // runs. An edit not back within 10 s is printed to stderr with the time. --keep leaves each work
@@ -312,8 +312,8 @@ long StatusField(pid_t pid, const char* name) {
   return -1;
 }
 
-// The peak RSS (VmHWM) of each process of a tree, by role: "tetherd" (the daemon, or
-// tetherd --once before it hands over), "cycle" (tetherd-cycle), "git worker". Sampled: a
+// The peak RSS (VmHWM) of each process of a tree, by role: "tetherd" (the daemon),
+// "cycle" (tetherd-cycle: tetherd --once, a cycle of the daemon's), "git worker". Sampled: a
 // process's peak up to the last sample before it ended. Sampling costs the machine a
 // little, so the timed runs are not sampled.
 struct TreePeaks {
@@ -330,11 +330,11 @@ struct TreePeaks {
     for (const auto& arg : args) {
       if (arg == "--git-worker") return "git worker";
     }
-    // The program, not argv[0]: tetherd --once becomes tetherd-cycle in place (exec).
+    // The program, not argv[0]: tetherd is a link to tetherd-cycle.
     std::error_code error;
     const auto exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", error);
     const std::string program = (error ? fs::path(args[0]) : exe).filename().string();
-    // tetherd becomes tetherd-daemon in place: the same process, the user's tetherd.
+    // tetherd becomes tetherd-daemon in place (exec): the same process, the user's tetherd.
     if (program == "tetherd-daemon") return "tetherd";
     return program == "tetherd-cycle" ? "cycle" : program;
   }
