@@ -23,6 +23,7 @@
 
 #include "agent/git/known_hosts.hpp"
 #include "agent/git/libgit2_start.hpp"
+#include "agent/git/local_fetch.hpp"
 #include "common/privileges.hpp"
 
 namespace tether {
@@ -74,6 +75,13 @@ void RemovePartialPacks(const std::string& mirror) {
 std::string LastGitError(const char* what) {
   const git_error* error = git_error_last();
   return std::string(what) + ": " + (error != nullptr ? error->message : "unknown error");
+}
+
+// The path of a file:// URL (the agent's configuration allows no host in one), or nullopt
+// for any other URL, and for one with %-escapes, which libgit2's transport decodes.
+std::optional<std::string> LocalPath(const std::string& url) {
+  if (url.compare(0, 8, "file:///") != 0 || url.find('%') != std::string::npos) return {};
+  return url.substr(7);
 }
 
 // Each fetch adds a pack to the mirror; past this many, the fetch repacks them into one.
@@ -331,6 +339,15 @@ class Worker {
       callbacks.transfer_progress = TransferProgress;
       git_repository* repo = Repository(mirror);
       if (repo == nullptr) return fail("open mirror");
+      if (LocalPath(url)) {
+        // A repository on this machine: its objects are copied, not served (local_fetch.hpp).
+        std::string error;
+        if (!FetchLocal(repo, *LocalPath(url), ref, state.max_fetch, error)) {
+          RemovePartialPacks(mirror);
+          return Json{{"ok", false}, {"error", error}};
+        }
+        return Fetched(repo, mirror, fail);
+      }
       git_remote* remote = Anonymous(repo, mirror, url);
       if (remote == nullptr) return fail("open remote");
       const std::string refspec = "+" + ref + ":refs/tether/fetched";
@@ -349,29 +366,36 @@ class Worker {
         RemovePartialPacks(mirror);
         return failed;
       }
-      git_object* object = nullptr;
-      if (git_revparse_single(&object, repo, "refs/tether/fetched^{commit}") != 0) {
-        return fail("resolve the fetched ref");
-      }
-      char hex[GIT_OID_HEXSZ + 1] = {};
-      git_oid_tostr(hex, sizeof(hex), git_object_id(object));
-      git_object_free(object);
-      Json answer = {{"ok", true}, {"commit", std::string(hex)}};
-      if (Packs(mirror).size() > kMaxPacks) {
-        std::string error;
-        if (Repack(repo, mirror, error)) {
-          answer["repacked"] = true;
-        } else {
-          answer["repack_error"] = error;  // the fetch stands; tried again at the next one
-        }
-        Forget(mirror);  // its packs changed under the handles kept
-      }
-      return answer;
+      return Fetched(repo, mirror, fail);
     }
     return Json{{"ok", false}, {"error", "unknown request '" + op + "'"}};
   }
 
  private:
+  // The answer to a fetch that brought refs/tether/fetched: the commit it names. Repacks
+  // the mirror when it has gathered too many packs.
+  template <typename Fail>
+  Json Fetched(git_repository* repo, const std::string& mirror, const Fail& fail) {
+    git_object* object = nullptr;
+    if (git_revparse_single(&object, repo, "refs/tether/fetched^{commit}") != 0) {
+      return fail("resolve the fetched ref");
+    }
+    char hex[GIT_OID_HEXSZ + 1] = {};
+    git_oid_tostr(hex, sizeof(hex), git_object_id(object));
+    git_object_free(object);
+    Json answer = {{"ok", true}, {"commit", std::string(hex)}};
+    if (Packs(mirror).size() > kMaxPacks) {
+      std::string error;
+      if (Repack(repo, mirror, error)) {
+        answer["repacked"] = true;
+      } else {
+        answer["repack_error"] = error;  // the fetch stands; tried again at the next one
+      }
+      Forget(mirror);  // its packs changed under the handles kept
+    }
+    return answer;
+  }
+
   git_remote* Detached(const std::string& url) {
     auto it = detached_.find(url);
     if (it != detached_.end()) return it->second;

@@ -14,10 +14,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -276,6 +278,83 @@ TEST_CASE("Follows the ref over file://") {
   Fleet fleet;
   Host host("file://" + fleet.repo);
   CheckFollows(fleet, *host.Source());
+}
+
+// Runs git with `args` on `repo`; its output, trimmed of the last newline.
+std::string Git(const Fleet& fleet, const std::string& repo, std::vector<std::string> args,
+                const std::string& input = "") {
+  tether::RunOptions run;
+  run.argv = {"git", "-C", repo};
+  run.argv.insert(run.argv.end(), args.begin(), args.end());
+  run.env = tether::testing::GitEnvironment(fleet.root.path());
+  if (!input.empty()) run.input = input;
+  auto ran = tether::Run(run);
+  REQUIRE(ran);
+  REQUIRE_MESSAGE(ran->ok(), "git " << args.front() << ": " << ran->err);
+  std::string out = ran->out;
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+TEST_CASE("A file:// fetch copies only what the mirror lacks, in packs git itself accepts") {
+  Fleet fleet;
+  // A submodule's commit in the tree: it lives in another repository, and is not fetched.
+  const std::string listing = Git(fleet, fleet.repo, {"ls-tree", fleet.first + "^{tree}"});
+  const std::string tree =
+      Git(fleet, fleet.repo, {"mktree", "--missing"},
+          listing + "\n160000 commit 0123456789abcdef0123456789abcdef01234567\tvendor\n");
+  const std::string with_module =
+      Git(fleet, fleet.repo, {"commit-tree", tree, "-p", fleet.first, "-m", "module"});
+  Git(fleet, fleet.repo, {"update-ref", "refs/heads/main", with_module});
+  Host host("file://" + fleet.repo);
+  auto source = host.Source();
+  const std::string packs = source->mirror_path() + "/objects/pack";
+  auto pack_sizes = [&] {  // objects in each pack, smallest first
+    std::vector<std::size_t> sizes;
+    for (const auto& entry : std::filesystem::directory_iterator(packs)) {
+      if (entry.path().extension() != ".idx") continue;
+      std::ifstream index(entry.path(), std::ios::binary);
+      const std::string listed = Git(fleet, source->mirror_path(), {"show-index"},
+                                     std::string(std::istreambuf_iterator<char>(index), {}));
+      sizes.push_back(static_cast<std::size_t>(std::count(listed.begin(), listed.end(), '\n') + 1));
+    }
+    std::sort(sizes.begin(), sizes.end());
+    return sizes;
+  };
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == with_module);
+  // Two commits, two root trees, hosts/ and its blob; no submodule commit.
+  CHECK(pack_sizes() == std::vector<std::size_t>{6});
+  // git reads the pack, checks every object and that all the ref reaches is there.
+  Git(fleet, source->mirror_path(), {"fsck", "--strict", "--no-dangling"});
+
+  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
+  update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == second);
+  CHECK(Motd(*source, second) == "# v2\n");
+  // Only the new commit, its root tree, hosts/ and the new blob.
+  CHECK(pack_sizes() == std::vector<std::size_t>{4, 6});
+  Git(fleet, source->mirror_path(), {"fsck", "--strict", "--no-dangling"});
+
+  // Back to a commit the mirror has: the ref moves, and no pack is made.
+  ForcePush(fleet.repo, "refs/heads/main", with_module);
+  auto rewound = source->Update();
+  REQUIRE_MESSAGE(rewound, (rewound ? "" : rewound.error().message()));
+  CHECK(rewound->commit == with_module);
+  CHECK(pack_sizes() == std::vector<std::size_t>{4, 6});
+  ForcePush(fleet.repo, "refs/heads/main", second);
+
+  // An object the source lost is an error that names it, and the mirror keeps its ref.
+  const std::string lost = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v3\n"}});
+  const std::string blob = Git(fleet, fleet.repo, {"rev-parse", lost + ":hosts/web-01.toml"});
+  std::filesystem::remove(fleet.repo + "/objects/" + blob.substr(0, 2) + "/" + blob.substr(2));
+  auto broken = source->Update();
+  REQUIRE_FALSE(broken);
+  CHECK_MESSAGE(broken.error().message().find(blob) != std::string::npos, broken.error().message());
+  CHECK(tether::testing::ReadRef(source->mirror_path(), "refs/tether/fetched") == second);
+  CHECK(pack_sizes() == std::vector<std::size_t>{4, 6});
 }
 
 TEST_CASE("A source opened to read the mirror only prepares nothing of the worker") {
@@ -570,11 +649,14 @@ TEST_CASE("A tag can be followed") {
   REQUIRE(tagged);
   REQUIRE_MESSAGE(tagged->ok(), tagged->err);
   CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# later\n"}});
-  Host host(server.url("fleet.git"));
-  host.options.source.ref = "refs/tags/v1";
-  auto update = host.Source()->Update();
-  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
-  CHECK(update->commit == fleet.first);
+  for (const std::string& url : {server.url("fleet.git"), "file://" + fleet.repo}) {
+    CAPTURE(url);
+    Host host(url);
+    host.options.source.ref = "refs/tags/v1";
+    auto update = host.Source()->Update();
+    REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+    CHECK(update->commit == fleet.first);
+  }
 }
 
 TEST_CASE("As root, the git worker runs as an unprivileged user") {
@@ -1127,12 +1209,15 @@ TEST_CASE("The token goes only over https:// to source.url's host, never to a mi
 TEST_CASE("A lock file a killed fetch left does not block the next fetch") {
   Fleet fleet;
   GitDaemonServer server(fleet.root.path());
-  Host host(server.url("fleet.git"));
-  auto source = host.Source();
-  REQUIRE(source->Update());
-  host.dir.WriteFile("mirror.git/refs/tether/fetched.lock", "");
-  const std::string second = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# v2\n"}});
-  auto update = source->Update();
-  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
-  CHECK(update->commit == second);
+  for (const std::string& url : {server.url("fleet.git"), "file://" + fleet.repo}) {
+    CAPTURE(url);
+    Host host(url);
+    auto source = host.Source();
+    REQUIRE(source->Update());
+    host.dir.WriteFile("mirror.git/refs/tether/fetched.lock", "");
+    const std::string next = CommitFiles(fleet.repo, {{"hosts/web-01.toml", "# " + url + "\n"}});
+    auto update = source->Update();
+    REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+    CHECK(update->commit == next);
+  }
 }
