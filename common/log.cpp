@@ -3,12 +3,14 @@
 #include <sys/stat.h>
 #include <syslog.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
-#include <systemd/sd-journal.h>
+
+#include "common/libsystemd.hpp"
 
 namespace tether {
 
@@ -22,10 +24,16 @@ class JournalSink final : public spdlog::sinks::base_sink<std::mutex> {
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     const auto& payload = msg.payload;
-    sd_journal_send("MESSAGE=%.*s", static_cast<int>(payload.size()), payload.data(), "PRIORITY=%d",
-                    Priority(msg.level), "SYSLOG_IDENTIFIER=%s", identifier_.c_str(),
-                    "TETHER_COMPONENT=%.*s", static_cast<int>(msg.logger_name.size()),
-                    msg.logger_name.data(), nullptr);
+    // Loaded by the first record, not at the start: most cycle processes log nothing.
+    const Libsystemd* systemd = LoadLibsystemd();
+    if (systemd == nullptr) {  // stderr goes to the journal too, without the fields
+      std::fprintf(stderr, "%.*s\n", static_cast<int>(payload.size()), payload.data());
+      return;
+    }
+    systemd->sd_journal_send(
+        "MESSAGE=%.*s", static_cast<int>(payload.size()), payload.data(), "PRIORITY=%d",
+        Priority(msg.level), "SYSLOG_IDENTIFIER=%s", identifier_.c_str(), "TETHER_COMPONENT=%.*s",
+        static_cast<int>(msg.logger_name.size()), msg.logger_name.data(), nullptr);
   }
   void flush_() override {}
 

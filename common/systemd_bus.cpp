@@ -10,6 +10,8 @@
 #include <map>
 #include <set>
 
+#include "common/libsystemd.hpp"
+
 namespace tether {
 
 namespace {
@@ -23,13 +25,13 @@ constexpr char kUnit[] = "org.freedesktop.systemd1.Unit";
 constexpr char kProperties[] = "org.freedesktop.DBus.Properties";
 
 struct BusUnref {
-  void operator()(sd_bus* bus) const { sd_bus_flush_close_unref(bus); }
+  void operator()(sd_bus* bus) const { Systemd().sd_bus_flush_close_unref(bus); }
 };
 struct MessageUnref {
-  void operator()(sd_bus_message* message) const { sd_bus_message_unref(message); }
+  void operator()(sd_bus_message* message) const { Systemd().sd_bus_message_unref(message); }
 };
 struct SlotUnref {
-  void operator()(sd_bus_slot* slot) const { sd_bus_slot_unref(slot); }
+  void operator()(sd_bus_slot* slot) const { Systemd().sd_bus_slot_unref(slot); }
 };
 using BusPtr = std::unique_ptr<sd_bus, BusUnref>;
 using MessagePtr = std::unique_ptr<sd_bus_message, MessageUnref>;
@@ -41,16 +43,18 @@ struct BusError {
   BusError() = default;
   BusError(const BusError&) = delete;
   BusError& operator=(const BusError&) = delete;
-  ~BusError() { sd_bus_error_free(&error); }
+  ~BusError() {
+    if (error.name != nullptr || error.message != nullptr) Systemd().sd_bus_error_free(&error);
+  }
 };
 
 // What `r` (a negative errno from sd-bus) and `error` (its D-Bus error, if set) say.
 Error BusFailure(int r, const sd_bus_error& error, const std::string& what) {
   int code = -r;
-  if (sd_bus_error_is_set(&error) && error.message != nullptr && error.message[0] != '\0' &&
-      code != ETIMEDOUT) {
+  if (Systemd().sd_bus_error_is_set(&error) && error.message != nullptr &&
+      error.message[0] != '\0' && code != ETIMEDOUT) {
     // systemd's own words say it all ("Unit app.service not found.").
-    if (const int mapped = sd_bus_error_get_errno(&error); mapped > 0) code = mapped;
+    if (const int mapped = Systemd().sd_bus_error_get_errno(&error); mapped > 0) code = mapped;
     return Error(std::error_code(code, std::generic_category()), error.message);
   }
   const std::string why = code == ETIMEDOUT ? std::string("timed out") : std::strerror(code);
@@ -105,7 +109,7 @@ int OnJobRemoved(sd_bus_message* message, void* userdata, sd_bus_error* /*error*
   const char* path = nullptr;
   const char* unit = nullptr;
   const char* result = nullptr;
-  if (sd_bus_message_read(message, "uoss", &id, &path, &unit, &result) >= 0) {
+  if (Systemd().sd_bus_message_read(message, "uoss", &id, &path, &unit, &result) >= 0) {
     (*results)[path] = result;
   }
   return 0;
@@ -116,16 +120,21 @@ Result<BusPtr> Connect(const std::string& address) {
   int r = 0;
   const std::string what =
       address.empty() ? std::string("connect to the system bus") : "connect to '" + address + "'";
+  std::string unloadable;
+  if (LoadLibsystemd(&unloadable) == nullptr) {
+    return Fail(std::errc::function_not_supported, what + ": " + unloadable);
+  }
   if (address.empty()) {
-    r = sd_bus_open_system(&raw);
+    r = Systemd().sd_bus_open_system(&raw);
     if (r < 0) return FailErrno(-r, what);
     return BusPtr(raw);
   }
-  r = sd_bus_new(&raw);
+  r = Systemd().sd_bus_new(&raw);
   if (r < 0) return FailErrno(-r, what);
   BusPtr bus(raw);
-  if ((r = sd_bus_set_address(bus.get(), address.c_str())) < 0 ||
-      (r = sd_bus_set_bus_client(bus.get(), 1)) < 0 || (r = sd_bus_start(bus.get())) < 0) {
+  if ((r = Systemd().sd_bus_set_address(bus.get(), address.c_str())) < 0 ||
+      (r = Systemd().sd_bus_set_bus_client(bus.get(), 1)) < 0 ||
+      (r = Systemd().sd_bus_start(bus.get())) < 0) {
     return FailErrno(-r, what);
   }
   return bus;
@@ -151,18 +160,18 @@ class SdBus final : public SystemdBus {
     // goes with the slot.
     std::map<std::string, std::string> removed;
     sd_bus_slot* raw_slot = nullptr;
-    sd_bus_set_method_call_timeout(bus_.get(), Microseconds(deadline - Clock::now()));
-    int r = sd_bus_match_signal(bus_.get(), &raw_slot, kService, kManagerPath, kManager,
-                                "JobRemoved", OnJobRemoved, &removed);
+    Systemd().sd_bus_set_method_call_timeout(bus_.get(), Microseconds(deadline - Clock::now()));
+    int r = Systemd().sd_bus_match_signal(bus_.get(), &raw_slot, kService, kManagerPath, kManager,
+                                          "JobRemoved", OnJobRemoved, &removed);
     if (r < 0) return FailErrno(-r, what + ": subscribe to JobRemoved");
     SlotPtr slot(raw_slot);
 
     auto reply = Call(kManagerPath, kManager, JobMethod(job), deadline, [&](sd_bus_message* m) {
-      return sd_bus_message_append(m, "ss", unit.c_str(), "replace");
+      return Systemd().sd_bus_message_append(m, "ss", unit.c_str(), "replace");
     });
     if (!reply) return Fail(reply.error().WithContext(what));
     const char* path = nullptr;
-    if ((r = sd_bus_message_read(reply->get(), "o", &path)) < 0) {
+    if ((r = Systemd().sd_bus_message_read(reply->get(), "o", &path)) < 0) {
       return FailErrno(-r, what + ": read the job");
     }
     const std::string job_path = path;
@@ -173,7 +182,7 @@ class SdBus final : public SystemdBus {
         result = it->second;
         break;
       }
-      r = sd_bus_process(bus_.get(), nullptr);
+      r = Systemd().sd_bus_process(bus_.get(), nullptr);
       if (r < 0) return FailErrno(-r, what + ": wait for the job");
       if (r > 0) continue;
       const auto now = Clock::now();
@@ -182,7 +191,7 @@ class SdBus final : public SystemdBus {
                     what + ": timed out after " + std::to_string(timeout.count()) +
                         " ms waiting for the job to finish (it is left to systemd)");
       }
-      r = sd_bus_wait(bus_.get(), Microseconds(deadline - now));
+      r = Systemd().sd_bus_wait(bus_.get(), Microseconds(deadline - now));
       if (r < 0 && r != -EINTR) return FailErrno(-r, what + ": wait for the job");
     }
     if (result == "done") return {};
@@ -237,11 +246,11 @@ class SdBus final : public SystemdBus {
     const auto deadline = Clock::now() + timeout;
     const std::string what = "read the state of '" + unit + "'";
     auto loaded = Call(kManagerPath, kManager, "LoadUnit", deadline, [&](sd_bus_message* m) {
-      return sd_bus_message_append(m, "s", unit.c_str());
+      return Systemd().sd_bus_message_append(m, "s", unit.c_str());
     });
     if (!loaded) return Fail(loaded.error().WithContext(what));
     const char* raw_path = nullptr;
-    if (int r = sd_bus_message_read(loaded->get(), "o", &raw_path); r < 0) {
+    if (int r = Systemd().sd_bus_message_read(loaded->get(), "o", &raw_path); r < 0) {
       return FailErrno(-r, what);
     }
     const std::string path = raw_path;
@@ -257,8 +266,8 @@ class SdBus final : public SystemdBus {
     if (!invocation) return Fail(invocation.error().WithContext(what));
     const void* bytes = nullptr;
     std::size_t size = 0;
-    if (sd_bus_message_enter_container(invocation->get(), 'v', "ay") >= 0 &&
-        sd_bus_message_read_array(invocation->get(), 'y', &bytes, &size) >= 0) {
+    if (Systemd().sd_bus_message_enter_container(invocation->get(), 'v', "ay") >= 0 &&
+        Systemd().sd_bus_message_read_array(invocation->get(), 'y', &bytes, &size) >= 0) {
       static constexpr char kHex[] = "0123456789abcdef";
       for (std::size_t i = 0; i < size; ++i) {
         const auto byte = static_cast<const unsigned char*>(bytes)[i];
@@ -268,12 +277,13 @@ class SdBus final : public SystemdBus {
     }
     // Read from disk, never a cached value: it changes with enable and disable before any
     // reload.
-    auto file_state =
-        Call(kManagerPath, kManager, "GetUnitFileState", deadline,
-             [&](sd_bus_message* m) { return sd_bus_message_append(m, "s", unit.c_str()); });
+    auto file_state = Call(
+        kManagerPath, kManager, "GetUnitFileState", deadline,
+        [&](sd_bus_message* m) { return Systemd().sd_bus_message_append(m, "s", unit.c_str()); });
     if (file_state) {
       const char* text = nullptr;
-      if (sd_bus_message_read(file_state->get(), "s", &text) >= 0) state.unit_file_state = text;
+      if (Systemd().sd_bus_message_read(file_state->get(), "s", &text) >= 0)
+        state.unit_file_state = text;
     } else if (!file_state.error().Is(std::errc::no_such_file_or_directory)) {
       return Fail(file_state.error().WithContext(what));
     }
@@ -283,7 +293,7 @@ class SdBus final : public SystemdBus {
       if (result) state.result = std::move(*result);
       if (std::strcmp(interface, "org.freedesktop.systemd1.Service") == 0) {
         if (auto pid = GetProperty(path, interface, "MainPID", deadline)) {
-          (void)sd_bus_message_read(pid->get(), "v", "u", &state.main_pid);
+          (void)Systemd().sd_bus_message_read(pid->get(), "v", "u", &state.main_pid);
         }
       }
     }
@@ -293,7 +303,7 @@ class SdBus final : public SystemdBus {
  private:
   // (Re)connects when the connection was closed.
   Status EnsureOpen() {
-    if (bus_ && sd_bus_is_open(bus_.get()) > 0) return {};
+    if (bus_ && Systemd().sd_bus_is_open(bus_.get()) > 0) return {};
     auto bus = Connect(address_);
     if (!bus) return Fail(bus.error());
     bus_ = std::move(*bus);
@@ -307,15 +317,15 @@ class SdBus final : public SystemdBus {
     if (auto open = EnsureOpen(); !open) return Fail(open.error());
     const std::string what = std::string("call ") + member;
     sd_bus_message* raw = nullptr;
-    int r =
-        sd_bus_message_new_method_call(bus_.get(), &raw, kService, path.c_str(), interface, member);
+    int r = Systemd().sd_bus_message_new_method_call(bus_.get(), &raw, kService, path.c_str(),
+                                                     interface, member);
     if (r < 0) return FailErrno(-r, what);
     MessagePtr message(raw);
     if (append && (r = append(message.get())) < 0) return FailErrno(-r, what);
     BusError error;
     sd_bus_message* reply = nullptr;
-    r = sd_bus_call(bus_.get(), message.get(), Microseconds(deadline - Clock::now()), &error.error,
-                    &reply);
+    r = Systemd().sd_bus_call(bus_.get(), message.get(), Microseconds(deadline - Clock::now()),
+                              &error.error, &reply);
     if (r < 0) return Fail(BusFailure(r, error.error, what));
     return MessagePtr(reply);
   }
@@ -323,8 +333,9 @@ class SdBus final : public SystemdBus {
   // A property's value: the reply to Properties.Get, positioned before its variant.
   Result<MessagePtr> GetProperty(const std::string& path, const char* interface, const char* name,
                                  Clock::time_point deadline) {
-    return Call(path, kProperties, "Get", deadline,
-                [&](sd_bus_message* m) { return sd_bus_message_append(m, "ss", interface, name); });
+    return Call(path, kProperties, "Get", deadline, [&](sd_bus_message* m) {
+      return Systemd().sd_bus_message_append(m, "ss", interface, name);
+    });
   }
 
   Result<std::string> GetString(const std::string& path, const char* interface, const char* name,
@@ -332,7 +343,7 @@ class SdBus final : public SystemdBus {
     auto reply = GetProperty(path, interface, name, deadline);
     if (!reply) return Fail(reply.error());
     const char* value = nullptr;
-    if (int r = sd_bus_message_read(reply->get(), "v", "s", &value); r < 0) {
+    if (int r = Systemd().sd_bus_message_read(reply->get(), "v", "s", &value); r < 0) {
       return FailErrno(-r, std::string("read property ") + name);
     }
     return std::string(value);
@@ -349,10 +360,11 @@ class SdBus final : public SystemdBus {
     names.push_back(nullptr);
     auto reply =
         Call(kManagerPath, kManager, member, Clock::now() + timeout, [&](sd_bus_message* m) {
-          int r = sd_bus_message_append_strv(m, names.data());
+          int r = Systemd().sd_bus_message_append_strv(m, names.data());
           if (r < 0) return r;
-          return std::strcmp(flags, "bb") == 0 ? sd_bus_message_append(m, "bb", runtime ? 1 : 0, 0)
-                                               : sd_bus_message_append(m, "b", runtime ? 1 : 0);
+          return std::strcmp(flags, "bb") == 0
+                     ? Systemd().sd_bus_message_append(m, "bb", runtime ? 1 : 0, 0)
+                     : Systemd().sd_bus_message_append(m, "b", runtime ? 1 : 0);
         });
     if (!reply) return Fail(reply.error().WithContext(what));
     return {};
@@ -387,19 +399,19 @@ class SdUnitWatcher final : public UnitWatcher {
   Status Start() {
     BusError error;
     sd_bus_message* raw = nullptr;
-    int r = sd_bus_call_method(bus_.get(), kService, kManagerPath, kManager, "Subscribe",
-                               &error.error, &raw, "");
+    int r = Systemd().sd_bus_call_method(bus_.get(), kService, kManagerPath, kManager, "Subscribe",
+                                         &error.error, &raw, "");
     MessagePtr reply(raw);
     if (r < 0) return Fail(BusFailure(r, error.error, "subscribe to systemd's signals"));
     sd_bus_slot* slot = nullptr;
-    r = sd_bus_match_signal(bus_.get(), &slot, kService, kManagerPath, kManager, "UnitFilesChanged",
-                            &SdUnitWatcher::OnUnitFilesChanged, this);
+    r = Systemd().sd_bus_match_signal(bus_.get(), &slot, kService, kManagerPath, kManager,
+                                      "UnitFilesChanged", &SdUnitWatcher::OnUnitFilesChanged, this);
     if (r < 0) return FailErrno(-r, "watch systemd's unit files");
     files_slot_.reset(slot);
     return {};
   }
 
-  int fd() const override { return sd_bus_get_fd(bus_.get()); }
+  int fd() const override { return Systemd().sd_bus_get_fd(bus_.get()); }
 
   Status Watch(const std::vector<std::string>& units) override {
     std::map<std::string, std::unique_ptr<Watched>> watched;
@@ -412,11 +424,12 @@ class SdUnitWatcher final : public UnitWatcher {
       entry->owner = this;
       entry->unit = unit;
       char* path = nullptr;
-      int r = sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit.c_str(), &path);
+      int r = Systemd().sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit.c_str(), &path);
       if (r < 0) return FailErrno(-r, "unit '" + unit + "'");
       sd_bus_slot* slot = nullptr;
-      r = sd_bus_match_signal(bus_.get(), &slot, kService, path, kProperties, "PropertiesChanged",
-                              &SdUnitWatcher::OnPropertiesChanged, entry.get());
+      r = Systemd().sd_bus_match_signal(bus_.get(), &slot, kService, path, kProperties,
+                                        "PropertiesChanged", &SdUnitWatcher::OnPropertiesChanged,
+                                        entry.get());
       std::free(path);
       if (r < 0) return FailErrno(-r, "watch unit '" + unit + "'");
       entry->slot.reset(slot);
@@ -428,7 +441,7 @@ class SdUnitWatcher final : public UnitWatcher {
 
   Result<std::vector<std::string>> Process() override {
     int r = 0;
-    while ((r = sd_bus_process(bus_.get(), nullptr)) > 0) {
+    while ((r = Systemd().sd_bus_process(bus_.get(), nullptr)) > 0) {
     }
     if (r < 0) return FailErrno(-r, "read systemd's signals");
     std::vector<std::string> units;
@@ -462,18 +475,19 @@ class SdUnitWatcher final : public UnitWatcher {
   static int OnPropertiesChanged(sd_bus_message* message, void* userdata, sd_bus_error* /*error*/) {
     auto* watched = static_cast<Watched*>(userdata);
     const char* interface = nullptr;
-    if (sd_bus_message_read(message, "s", &interface) < 0 || interface == nullptr ||
+    if (Systemd().sd_bus_message_read(message, "s", &interface) < 0 || interface == nullptr ||
         std::strcmp(interface, kUnit) != 0) {
       return 0;
     }
-    if (sd_bus_message_enter_container(message, 'a', "{sv}") < 0) return 0;
-    while (sd_bus_message_enter_container(message, 'e', "sv") > 0) {
+    if (Systemd().sd_bus_message_enter_container(message, 'a', "{sv}") < 0) return 0;
+    while (Systemd().sd_bus_message_enter_container(message, 'e', "sv") > 0) {
       const char* name = nullptr;
-      if (sd_bus_message_read(message, "s", &name) < 0) return 0;
+      if (Systemd().sd_bus_message_read(message, "s", &name) < 0) return 0;
       if (name != nullptr && std::strcmp(name, "ActiveState") == 0) {
         watched->owner->changed_.insert(watched->unit);
       }
-      if (sd_bus_message_skip(message, "v") < 0 || sd_bus_message_exit_container(message) < 0) {
+      if (Systemd().sd_bus_message_skip(message, "v") < 0 ||
+          Systemd().sd_bus_message_exit_container(message) < 0) {
         return 0;
       }
     }

@@ -136,6 +136,24 @@ TEST_CASE("tetherctl render prints a host's desired state, with facts from the c
                            ": cannot read profile 'hosts/web-09.toml': no such file in the repo\n");
 }
 
+TEST_CASE("tetherd, which runs every --once cycle, loads only the C libraries a cycle needs") {
+  // What the dynamic loader would map at its start (as ldd lists it). Each library it
+  // loads is paid for by every cycle: the bus library is loaded when a profile has units,
+  // libgit2 and TLS live in the git worker, the C++ runtime is linked in.
+  tether::RunOptions options;
+  options.argv = {Binary("TETHERD"), "--version"};
+  options.env.push_back("LD_TRACE_LOADED_OBJECTS=1");
+  auto listed = tether::Run(options);
+  REQUIRE(listed);
+  REQUIRE(listed->ok());
+  CHECK(listed->out.find("libc.so.6") != std::string::npos);
+  for (const char* library : {"libsystemd", "libgit2", "libssl", "libcrypto", "libstdc++",
+                              "libgcc_s", "libfmt", "libspdlog", "libtomlplusplus"}) {
+    CAPTURE(library);
+    CHECK(listed->out.find(library) == std::string::npos);
+  }
+}
+
 TEST_CASE("tetherd runs a cycle itself and becomes the program for any other mode") {
   // tetherd (tetherd-cycle, copied) beside three stand-ins that say which one ran, with what
   // arguments.
