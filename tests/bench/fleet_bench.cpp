@@ -2,8 +2,8 @@
 // declared with `source =` (require_signed = false, a file:// source, a --root sandbox).
 // Each tether figure is beside a reference measured in the same run, as a ratio.
 //
-//   ninja -C build tests/bench/fleet_bench agent/tetherd agent/tetherd-daemon
-//       agent/tetherd-cycle agent/tetherd-git agent/tetherd-http
+//   ninja -C build tests/bench/fleet_bench tests/bench/fleet_ref agent/tetherd
+//       agent/tetherd-daemon agent/tetherd-cycle agent/tetherd-git agent/tetherd-http
 //   TETHERD=build/agent/tetherd build/tests/bench/fleet_bench
 //       [--sizes 1000,10000,50000] [--layouts flat,nested] [--edits 200] [--dir DIR]
 //       [--rounds 3] [--no-daemon] [--keep] [--timeout SECONDS]
@@ -11,9 +11,12 @@
 // For each layout (flat: every source in files/; nested: 100 per folder) and size:
 //   first apply  tetherd --once into an empty root, against a C loop that writes each file
 //                (write + fsync + rename) into another empty directory
-//   no-op        tetherd --once again, against a C loop of lstat + read + SHA-256 over the
-//                applied files (what any agent must at least do to know nothing changed)
-//   1% drift     1% of the files edited by hand, then tetherd --once, against the same loop
+//   no-op        tetherd --once again, against lstat + read + SHA-256 over the applied files
+//                (what any agent must at least do to know nothing changed), twice: as a
+//                loop in a fork of this benchmark (no exec, nothing to load), and as a C
+//                program (fleet_ref.c, libgcrypt's SHA-256 as tetherd's), a process as
+//                tetherd is
+//   1% drift     1% of the files edited by hand, then tetherd --once, against the same two
 //   daemon       tetherd as a daemon (poll interval 1 h): a managed file edited by hand
 //                until it is back, --edits times, each once the daemon is idle but every
 //                10th while a repair of another file runs; median, p99, max and edits not
@@ -27,7 +30,9 @@
 // the git worker; of --once and of the daemon), sampled every millisecond in untimed
 // runs. An edit not back within 10 s is printed to stderr with the time. --keep leaves each work
 // dir (repo, root, state) in place. --dir puts the trees on another filesystem (default: $TMPDIR or
-// /tmp). Results go in docs/performance.md.
+// /tmp); on ext4, one where nothing was deleted in the last five minutes (its allocator passes
+// over recently freed inodes, slowly: the first applies would measure that). Results go in
+// docs/performance.md.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -35,6 +40,7 @@
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,19 +127,31 @@ Run RunProcess(const std::vector<std::string>& argv, const std::string& log, int
   Run run;
   int status = 0;
   rusage usage{};
+  // Unsampled, its end is waited for as it comes (a pidfd), not found by a poll that adds
+  // up to a millisecond to each run.
+  const int pidfd = peaks == nullptr ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
   while (true) {
+    if (pidfd >= 0) {
+      pollfd exited{pidfd, POLLIN, 0};
+      const auto left = std::chrono::seconds(timeout_s) - (Clock::now() - start);
+      poll(&exited, 1,
+           static_cast<int>(std::max<long>(
+               0, std::chrono::duration_cast<std::chrono::milliseconds>(left).count())));
+    }
     const pid_t done = wait4(pid, &status, WNOHANG, &usage);
     if (done == pid) break;
     if (peaks != nullptr) SamplePeaks(*peaks, pid);
     if (Clock::now() - start > std::chrono::seconds(timeout_s)) {
       kill(pid, SIGKILL);
       wait4(pid, &status, 0, &usage);
+      if (pidfd >= 0) close(pidfd);
       run.max_rss_kib = usage.ru_maxrss;
       return run;
     }
-    std::this_thread::sleep_for(1ms);  // the benchmark's own wait, not the product's
+    if (pidfd < 0) std::this_thread::sleep_for(1ms);  // the benchmark's own wait
   }
   run.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (pidfd >= 0) close(pidfd);
   run.max_rss_kib = usage.ru_maxrss;
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return run;
@@ -511,16 +529,24 @@ DaemonFigures MeasureDaemon(const std::string& tetherd, const std::string& work,
   return figures;
 }
 
-void Bench(const Options& options, const std::string& tetherd) {
+std::string WorkDir(const Options& options, const std::string& layout, std::size_t n) {
+  return options.dir + "/fleet-bench-" + layout + "-" + std::to_string(n);
+}
+
+void Bench(const Options& options, const std::string& tetherd, const std::string& fleet_ref) {
+  // What an earlier run left (--keep), removed before anything is measured.
+  for (const auto& layout : options.layouts) {
+    for (const std::size_t n : options.sizes) fs::remove_all(WorkDir(options, layout, n));
+  }
   std::printf(
-      "| layout | files | first apply (ref) | ratio | no-op (ref) | ratio | 1%% drift (ref) | "
-      "ratio | peak RSS --once |\n|---|---|---|---|---|---|---|---|---|\n");
+      "| layout | files | first apply (ref) | ratio | no-op (loop / C program) | ratio | "
+      "1%% drift (loop / C program) | ratio | peak RSS --once |\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::string> daemon_rows;
   std::vector<std::string> peak_rows;
   for (const auto& layout : options.layouts) {
     for (const std::size_t n : options.sizes) {
-      const std::string work = options.dir + "/fleet-bench-" + layout + "-" + std::to_string(n);
-      fs::remove_all(work);
+      const std::string work = WorkDir(options, layout, n);
       fs::create_directories(work + "/root/srv");
       MakeRepo(work + "/repo", layout, n);
       std::ofstream(work + "/agent.toml") << Config(work + "/repo");
@@ -531,6 +557,17 @@ void Bench(const Options& options, const std::string& tetherd) {
       std::vector<std::string> paths;
       for (std::size_t i = 0; i < n; ++i)
         paths.push_back(work + "/root/srv/b/" + NameOf(layout, i));
+      // The C program's list of what to hash (as tetherd's inventory lists what it wrote).
+      {
+        std::ofstream list(work + "/paths");
+        for (const auto& path : paths) list << path << '\n';
+      }
+      const std::vector<std::string> hash_program = {fleet_ref, work + "/paths"};
+      auto program = [&] {
+        const Run run = RunProcess(hash_program, log, options.timeout_s);
+        if (run.exit_code != 0) Die("fleet_ref failed: see " + log);
+        return run.seconds;
+      };
 
       const Run first = RunProcess(once, log, options.timeout_s);
       if (first.exit_code != 0) {  // the other sizes' figures are still worth having
@@ -538,13 +575,14 @@ void Bench(const Options& options, const std::string& tetherd) {
         continue;
       }
       const Run write_ref = RunReference([&] { WriteAll(work + "/ref", layout, n); });
-      std::vector<double> noop, noop_ref, drift, drift_ref;
+      std::vector<double> noop, noop_ref, noop_program, drift, drift_ref, drift_program;
       long peak = first.max_rss_kib;
       for (int round = 0; round < options.rounds; ++round) {
         const Run run = RunProcess(once, log, options.timeout_s);
         noop.push_back(run.seconds);
         peak = std::max(peak, run.max_rss_kib);
         noop_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
+        noop_program.push_back(program());
       }
       for (int round = 0; round < options.rounds; ++round) {
         for (std::size_t i = round % 100; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
@@ -552,19 +590,25 @@ void Bench(const Options& options, const std::string& tetherd) {
         drift.push_back(run.seconds);
         peak = std::max(peak, run.max_rss_kib);
         drift_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
+        drift_program.push_back(program());
       }
       // Each process's peak, sampled in one more no-op and one more drift run (untimed).
       TreePeaks once_peaks;
       (void)RunProcess(once, log, options.timeout_s, &once_peaks);
       for (std::size_t i = 3; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
       (void)RunProcess(once, log, options.timeout_s, &once_peaks);
-      std::printf("| %s | %zu | %s (%s) | %s | %s (%s) | %s | %s (%s) | %s | %s |\n",
-                  layout.c_str(), n, Seconds(first.seconds).c_str(),
-                  Seconds(write_ref.seconds).c_str(),
-                  Ratio(first.seconds, write_ref.seconds).c_str(), Seconds(Median(noop)).c_str(),
-                  Seconds(Median(noop_ref)).c_str(), Ratio(Median(noop), Median(noop_ref)).c_str(),
-                  Seconds(Median(drift)).c_str(), Seconds(Median(drift_ref)).c_str(),
-                  Ratio(Median(drift), Median(drift_ref)).c_str(), MiB(peak).c_str());
+      // "8 ms (6 ms / 7 ms) | 1.42x / 1.10x": tether, the loop, the C program; the ratios.
+      auto beside = [](const std::vector<double>& ours, const std::vector<double>& loop,
+                       const std::vector<double>& c_program) {
+        return Seconds(Median(ours)) + " (" + Seconds(Median(loop)) + " / " +
+               Seconds(Median(c_program)) + ") | " + Ratio(Median(ours), Median(loop)) + " / " +
+               Ratio(Median(ours), Median(c_program));
+      };
+      std::printf("| %s | %zu | %s (%s) | %s | %s | %s | %s |\n", layout.c_str(), n,
+                  Seconds(first.seconds).c_str(), Seconds(write_ref.seconds).c_str(),
+                  Ratio(first.seconds, write_ref.seconds).c_str(),
+                  beside(noop, noop_ref, noop_program).c_str(),
+                  beside(drift, drift_ref, drift_program).c_str(), MiB(peak).c_str());
       std::fflush(stdout);
       char peaks_row[256];
       std::snprintf(peaks_row, sizeof(peaks_row), "| %s | %zu | %s | %s | %s |", layout.c_str(), n,
@@ -591,7 +635,13 @@ void Bench(const Options& options, const std::string& tetherd) {
         daemon_rows.push_back(row);
       }
       peak_rows.push_back(peaks_line);
-      if (!options.keep) fs::remove_all(work);
+    }
+  }
+  // Removed at the end, not between sizes: ext4 passes over the inodes freed in the last
+  // minutes when it allocates new ones, which would slow whatever is measured next.
+  if (!options.keep) {
+    for (const auto& layout : options.layouts) {
+      for (const std::size_t n : options.sizes) fs::remove_all(WorkDir(options, layout, n));
     }
   }
   if (!daemon_rows.empty()) {
@@ -645,7 +695,9 @@ int main(int argc, char** argv) {
   }
   const char* tetherd = std::getenv("TETHERD");
   if (tetherd == nullptr) Die("set TETHERD to the built tetherd");
-  Bench(options, fs::absolute(tetherd).string());
+  const std::string fleet_ref = (fs::read_symlink("/proc/self/exe").parent_path() / "fleet_ref");
+  if (access(fleet_ref.c_str(), X_OK) != 0) Die("build " + fleet_ref + " too");
+  Bench(options, fs::absolute(tetherd).string(), fleet_ref);
   std::printf("\nThe benchmark's own peak RSS, under which a --once peak is not measured: %s\n",
               MiB(StatusField(getpid(), "VmHWM:")).c_str());
   return 0;
