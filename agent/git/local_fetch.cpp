@@ -47,8 +47,8 @@ using Owned = std::unique_ptr<T, Freer<T, Free>>;
 
 // The objects reachable from `tip` that `mirror_odb` lacks, each once. The walk stops at
 // an object the mirror has: a fetched pack brings everything its objects reach.
-bool Missing(git_repository* source, git_odb* mirror_odb, const git_oid& tip,
-             git_object_t tip_type, std::vector<Wanted>& wanted, std::string& error) {
+bool Missing(git_repository* source, git_odb* mirror_odb, const git_oid& tip, git_object_t tip_type,
+             std::vector<Wanted>& wanted, std::string& error) {
   std::unordered_set<git_oid, OidHash, OidEqual> seen;
   std::vector<Wanted> stack = {{tip, tip_type}};
   while (!stack.empty()) {
@@ -114,7 +114,7 @@ class PackWriter {
   ~PackWriter() {
     if (pack_ != nullptr) pack_->free(pack_);
     if (sha1_ != nullptr) gcry_md_close(sha1_);
-    if (deflating_) deflateEnd(&zlib_);
+    for (int i = 0; i < deflating_; ++i) deflateEnd(&zlib_[i]);
   }
   PackWriter(const PackWriter&) = delete;
   PackWriter& operator=(const PackWriter&) = delete;
@@ -124,11 +124,13 @@ class PackWriter {
       error = "fetch: libgcrypt has no SHA-1";
       return false;
     }
-    if (deflateInit(&zlib_, Z_BEST_SPEED) != Z_OK) {
-      error = "fetch: zlib cannot start";
-      return false;
+    for (const int level : {Z_NO_COMPRESSION, Z_BEST_SPEED}) {
+      if (deflateInit(&zlib_[deflating_], level) != Z_OK) {
+        error = "fetch: zlib cannot start";
+        return false;
+      }
+      ++deflating_;
     }
-    deflating_ = true;
     if (git_odb_write_pack(&pack_, mirror_odb, nullptr, nullptr) != 0) {
       error = GitError("fetch: start the pack");
       return false;
@@ -153,6 +155,10 @@ class PackWriter {
 
  private:
   static constexpr std::size_t kFlushAt = std::size_t{1} << 20;
+  // Objects smaller than this are stored, not compressed: what compression saves on them
+  // (a few hundred bytes) costs more time, to compress and to inflate again, than their
+  // whole copy. The mirror is repacked, compressed, once it has gathered enough packs.
+  static constexpr std::size_t kStoredBelow = std::size_t{16} << 10;
 
   bool Add(const Wanted& wanted, std::string& error) {
     git_odb_object* raw = nullptr;
@@ -174,17 +180,18 @@ class PackWriter {
     buffer_ += static_cast<char>(byte);
     const std::size_t length = git_odb_object_size(object.get());
     const std::size_t start = buffer_.size();
-    buffer_.resize(start + deflateBound(&zlib_, length));
-    deflateReset(&zlib_);
-    zlib_.next_in = static_cast<Bytef*>(const_cast<void*>(git_odb_object_data(object.get())));
-    zlib_.avail_in = static_cast<uInt>(length);
-    zlib_.next_out = reinterpret_cast<Bytef*>(buffer_.data() + start);
-    zlib_.avail_out = static_cast<uInt>(buffer_.size() - start);
-    if (length > UINT32_MAX || deflate(&zlib_, Z_FINISH) != Z_STREAM_END) {
+    z_stream& zlib = zlib_[length < kStoredBelow ? 0 : 1];
+    buffer_.resize(start + deflateBound(&zlib, length));
+    deflateReset(&zlib);
+    zlib.next_in = static_cast<Bytef*>(const_cast<void*>(git_odb_object_data(object.get())));
+    zlib.avail_in = static_cast<uInt>(length);
+    zlib.next_out = reinterpret_cast<Bytef*>(buffer_.data() + start);
+    zlib.avail_out = static_cast<uInt>(buffer_.size() - start);
+    if (length > UINT32_MAX || deflate(&zlib, Z_FINISH) != Z_STREAM_END) {
       error = std::string("fetch: compress object ") + git_oid_tostr(hex, sizeof(hex), &wanted.id);
       return false;
     }
-    buffer_.resize(buffer_.size() - zlib_.avail_out);
+    buffer_.resize(buffer_.size() - zlib.avail_out);
     return true;
   }
 
@@ -209,8 +216,8 @@ class PackWriter {
   std::uint64_t written_ = 0;
   git_odb_writepack* pack_ = nullptr;
   gcry_md_hd_t sha1_ = nullptr;
-  z_stream zlib_{};
-  bool deflating_ = false;
+  z_stream zlib_[2] = {};  // stored, and zlib's fastest level
+  int deflating_ = 0;      // how many of them are started
   git_indexer_progress stats_{};
   std::string buffer_;
 };
@@ -257,6 +264,13 @@ bool FetchLocal(git_repository* mirror, const std::string& source_path, const st
     error = GitError("fetch: read '" + ref + "'");
     return false;
   }
+  // The source's objects are read without hashing each against its id: the mirror's
+  // indexer names every object it receives by its content, so one whose content does not
+  // match its id is missing from the mirror afterwards, which is checked below.
+  git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
+  struct Restore {
+    ~Restore() { git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 1); }
+  } restore;
   std::vector<Wanted> wanted;
   if (!Missing(source.get(), mirror_odb.get(), tip, type, wanted, error)) {
     error = "fetch: " + error;
@@ -265,6 +279,14 @@ bool FetchLocal(git_repository* mirror, const std::string& source_path, const st
   if (!wanted.empty()) {
     PackWriter writer(source_odb.get(), max_fetch);
     if (!writer.Write(mirror_odb.get(), wanted, error)) return false;
+    for (const auto& object : wanted) {
+      if (git_odb_exists(mirror_odb.get(), &object.id) == 0) {
+        char hex[GIT_OID_HEXSZ + 1] = {};
+        error = std::string("fetch: object ") + git_oid_tostr(hex, sizeof(hex), &object.id) +
+                " in '" + source_path + "' is corrupt: its content does not hash to its id";
+        return false;
+      }
+    }
   }
   git_reference* made = nullptr;
   if (git_reference_create(&made, mirror, "refs/tether/fetched", &tip, /*force=*/1, nullptr) != 0) {

@@ -355,6 +355,20 @@ TEST_CASE("A file:// fetch copies only what the mirror lacks, in packs git itsel
   CHECK_MESSAGE(broken.error().message().find(blob) != std::string::npos, broken.error().message());
   CHECK(tether::testing::ReadRef(source->mirror_path(), "refs/tether/fetched") == second);
   CHECK(pack_sizes() == std::vector<std::size_t>{4, 6});
+
+  // In its place, another object's file: its content does not hash to the id it is under.
+  auto loose = [&](const std::string& id) {
+    return fleet.repo + "/objects/" + id.substr(0, 2) + "/" + id.substr(2);
+  };
+  const std::string other = Git(fleet, fleet.repo, {"rev-parse", second + ":hosts/web-01.toml"});
+  std::filesystem::copy_file(loose(other), loose(blob));
+  auto corrupt = source->Update();
+  REQUIRE_FALSE(corrupt);
+  CHECK_MESSAGE(corrupt.error().message().find("object " + blob) != std::string::npos,
+                corrupt.error().message());
+  CHECK_MESSAGE(corrupt.error().message().find("does not hash to its id") != std::string::npos,
+                corrupt.error().message());
+  CHECK(tether::testing::ReadRef(source->mirror_path(), "refs/tether/fetched") == second);
 }
 
 TEST_CASE("A source opened to read the mirror only prepares nothing of the worker") {
