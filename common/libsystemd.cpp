@@ -23,14 +23,15 @@ const Loaded& Load() {
     void* library = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (library == nullptr) {
       const char* why = dlerror();
-      loaded.error = std::string("load libsystemd.so.0: ") + (why != nullptr ? why : "unknown error");
+      loaded.error =
+          std::string("load libsystemd.so.0: ") + (why != nullptr ? why : "unknown error");
       return;
     }
-#define TETHER_LIBSYSTEMD_RESOLVE(name)                                                       \
-  loaded.functions.name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name));        \
-  if (loaded.functions.name == nullptr) {                                                    \
-    loaded.error = "libsystemd.so.0 has no " #name;                                          \
-    return;                                                                                  \
+#define TETHER_LIBSYSTEMD_RESOLVE(name)                                               \
+  loaded.functions.name = reinterpret_cast<decltype(&::name)>(dlsym(library, #name)); \
+  if (loaded.functions.name == nullptr) {                                             \
+    loaded.error = "libsystemd.so.0 has no " #name;                                   \
+    return;                                                                           \
   }
     TETHER_LIBSYSTEMD_FUNCTIONS(TETHER_LIBSYSTEMD_RESOLVE)
 #undef TETHER_LIBSYSTEMD_RESOLVE

@@ -19,35 +19,35 @@
 
 namespace tether {
 
-#define TETHER_LIBSYSTEMD_FUNCTIONS(X)                                                          \
-  X(sd_bus_call)                                                                             \
-  X(sd_bus_call_method)                                                                      \
-  X(sd_bus_error_free)                                                                       \
-  X(sd_bus_error_get_errno)                                                                  \
-  X(sd_bus_error_is_set)                                                                     \
-  X(sd_bus_flush_close_unref)                                                                \
-  X(sd_bus_get_fd)                                                                           \
-  X(sd_bus_is_open)                                                                          \
-  X(sd_bus_match_signal)                                                                     \
-  X(sd_bus_message_append)                                                                   \
-  X(sd_bus_message_append_strv)                                                              \
-  X(sd_bus_message_enter_container)                                                          \
-  X(sd_bus_message_exit_container)                                                           \
-  X(sd_bus_message_new_method_call)                                                          \
-  X(sd_bus_message_read)                                                                     \
-  X(sd_bus_message_read_array)                                                               \
-  X(sd_bus_message_skip)                                                                     \
-  X(sd_bus_message_unref)                                                                    \
-  X(sd_bus_new)                                                                              \
-  X(sd_bus_open_system)                                                                      \
-  X(sd_bus_path_encode)                                                                      \
-  X(sd_bus_process)                                                                          \
-  X(sd_bus_set_address)                                                                      \
-  X(sd_bus_set_bus_client)                                                                   \
-  X(sd_bus_set_method_call_timeout)                                                          \
-  X(sd_bus_slot_unref)                                                                       \
-  X(sd_bus_start)                                                                            \
-  X(sd_bus_wait)                                                                             \
+#define TETHER_LIBSYSTEMD_FUNCTIONS(X) \
+  X(sd_bus_call)                       \
+  X(sd_bus_call_method)                \
+  X(sd_bus_error_free)                 \
+  X(sd_bus_error_get_errno)            \
+  X(sd_bus_error_is_set)               \
+  X(sd_bus_flush_close_unref)          \
+  X(sd_bus_get_fd)                     \
+  X(sd_bus_is_open)                    \
+  X(sd_bus_match_signal)               \
+  X(sd_bus_message_append)             \
+  X(sd_bus_message_append_strv)        \
+  X(sd_bus_message_enter_container)    \
+  X(sd_bus_message_exit_container)     \
+  X(sd_bus_message_new_method_call)    \
+  X(sd_bus_message_read)               \
+  X(sd_bus_message_read_array)         \
+  X(sd_bus_message_skip)               \
+  X(sd_bus_message_unref)              \
+  X(sd_bus_new)                        \
+  X(sd_bus_open_system)                \
+  X(sd_bus_path_encode)                \
+  X(sd_bus_process)                    \
+  X(sd_bus_set_address)                \
+  X(sd_bus_set_bus_client)             \
+  X(sd_bus_set_method_call_timeout)    \
+  X(sd_bus_slot_unref)                 \
+  X(sd_bus_start)                      \
+  X(sd_bus_wait)                       \
   X(sd_journal_send)
 
 // The functions of libsystemd that tether calls, by their own names and types.

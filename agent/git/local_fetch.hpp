@@ -6,9 +6,9 @@
 // zlib's default level, and then the mirror's indexer inflates everything again. For a
 // copy between two directories of one machine the delta search is most of the fetch
 // (about 60% of a first `tetherd --once` over 1,000 files). Here the objects the mirror
-// lacks are read from the source and written as one pack of whole objects, compressed at
-// zlib's fastest level; the mirror's indexer checks the pack and names each object by its
-// content, as it does any fetched pack.
+// lacks are read from the source and written as one pack of whole objects (stored under
+// 16 KiB, at zlib's fastest level above); the mirror's indexer checks the pack and names
+// each object by its content, as it does any fetched pack.
 //
 // Threading: one caller at a time (libgit2's objects of both repositories).
 #pragma once
