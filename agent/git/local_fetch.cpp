@@ -20,6 +20,17 @@ std::string GitError(const std::string& what) {
   return what + ": " + (error != nullptr ? error->message : "unknown error");
 }
 
+// The error of reading object `id` (a `what`: "commit", "object") from the source.
+std::string ReadFailure(int code, const char* what, const git_oid& id) {
+  char hex[GIT_OID_HEXSZ + 1] = {};
+  git_oid_tostr(hex, sizeof(hex), &id);
+  if (code == GIT_EMISMATCH) {
+    return std::string(what) + " " + hex +
+           " is corrupt in the source: its content does not hash to its id";
+  }
+  return GitError(std::string("read ") + what + " " + hex);
+}
+
 struct OidHash {
   std::size_t operator()(const git_oid& id) const noexcept {
     std::size_t hash = 0;
@@ -54,14 +65,17 @@ bool Missing(git_repository* source, git_odb* mirror_odb, const git_oid& tip, gi
   while (!stack.empty()) {
     const Wanted next = stack.back();
     stack.pop_back();
-    if (!seen.insert(next.id).second || git_odb_exists(mirror_odb, &next.id) != 0) continue;
+    // Without a rescan of the mirror's packs at each object it lacks (libgit2's default).
+    if (!seen.insert(next.id).second ||
+        git_odb_exists_ext(mirror_odb, &next.id, GIT_ODB_LOOKUP_NO_REFRESH) != 0) {
+      continue;
+    }
     wanted.push_back(next);
-    char hex[GIT_OID_HEXSZ + 1] = {};
     switch (next.type) {
       case GIT_OBJECT_COMMIT: {
         git_commit* raw = nullptr;
-        if (git_commit_lookup(&raw, source, &next.id) != 0) {
-          error = GitError(std::string("read commit ") + git_oid_tostr(hex, sizeof(hex), &next.id));
+        if (const int read = git_commit_lookup(&raw, source, &next.id); read != 0) {
+          error = ReadFailure(read, "commit", next.id);
           return false;
         }
         Owned<git_commit, git_commit_free> commit(raw);
@@ -73,8 +87,8 @@ bool Missing(git_repository* source, git_odb* mirror_odb, const git_oid& tip, gi
       }
       case GIT_OBJECT_TREE: {
         git_tree* raw = nullptr;
-        if (git_tree_lookup(&raw, source, &next.id) != 0) {
-          error = GitError(std::string("read tree ") + git_oid_tostr(hex, sizeof(hex), &next.id));
+        if (const int read = git_tree_lookup(&raw, source, &next.id); read != 0) {
+          error = ReadFailure(read, "tree", next.id);
           return false;
         }
         Owned<git_tree, git_tree_free> tree(raw);
@@ -90,8 +104,8 @@ bool Missing(git_repository* source, git_odb* mirror_odb, const git_oid& tip, gi
       }
       case GIT_OBJECT_TAG: {
         git_tag* raw = nullptr;
-        if (git_tag_lookup(&raw, source, &next.id) != 0) {
-          error = GitError(std::string("read tag ") + git_oid_tostr(hex, sizeof(hex), &next.id));
+        if (const int read = git_tag_lookup(&raw, source, &next.id); read != 0) {
+          error = ReadFailure(read, "tag", next.id);
           return false;
         }
         Owned<git_tag, git_tag_free> tag(raw);
@@ -163,12 +177,26 @@ class PackWriter {
   bool Add(const Wanted& wanted, std::string& error) {
     git_odb_object* raw = nullptr;
     char hex[GIT_OID_HEXSZ + 1] = {};
-    if (git_odb_read(&raw, source_odb_, &wanted.id) != 0) {
-      error = GitError(std::string("fetch: read object ") +
-                       git_oid_tostr(hex, sizeof(hex), &wanted.id));
+    // Read as libgit2 reads any object, hashed against its id: what the pack holds is
+    // what the ids say, before the mirror takes any of it.
+    if (const int read = git_odb_read(&raw, source_odb_, &wanted.id); read != 0) {
+      error = "fetch: " + ReadFailure(read, "object", wanted.id);
       return false;
     }
     Owned<git_odb_object, git_odb_object_free> object(raw);
+    // A tree entry or a tag that names an object of another type than it says (a tree
+    // as a blob, whose own entries the walk would then never have looked for).
+    if (git_odb_object_type(object.get()) != wanted.type) {
+      error = std::string("fetch: object ") + git_oid_tostr(hex, sizeof(hex), &wanted.id) +
+              " is a " + git_object_type2string(git_odb_object_type(object.get())) +
+              " where the source names a " + git_object_type2string(wanted.type);
+      return false;
+    }
+    if (git_odb_object_size(object.get()) > UINT32_MAX) {
+      error = std::string("fetch: object ") + git_oid_tostr(hex, sizeof(hex), &wanted.id) +
+              " is over 4 GiB";
+      return false;
+    }
     const auto type = static_cast<unsigned>(git_odb_object_type(object.get()));
     std::size_t size = git_odb_object_size(object.get());
     // The entry's header: the type and the size, 4 bits then 7 per byte, low bits first.
@@ -187,7 +215,7 @@ class PackWriter {
     zlib.avail_in = static_cast<uInt>(length);
     zlib.next_out = reinterpret_cast<Bytef*>(buffer_.data() + start);
     zlib.avail_out = static_cast<uInt>(buffer_.size() - start);
-    if (length > UINT32_MAX || deflate(&zlib, Z_FINISH) != Z_STREAM_END) {
+    if (deflate(&zlib, Z_FINISH) != Z_STREAM_END) {
       error = std::string("fetch: compress object ") + git_oid_tostr(hex, sizeof(hex), &wanted.id);
       return false;
     }
@@ -264,13 +292,11 @@ bool FetchLocal(git_repository* mirror, const std::string& source_path, const st
     error = GitError("fetch: read '" + ref + "'");
     return false;
   }
-  // The source's objects are read without hashing each against its id: the mirror's
-  // indexer names every object it receives by its content, so one whose content does not
-  // match its id is missing from the mirror afterwards, which is checked below.
-  git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
-  struct Restore {
-    ~Restore() { git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 1); }
-  } restore;
+  // The packs this worker wrote since it opened the mirror: looked for once, here.
+  if (git_odb_refresh(mirror_odb.get()) != 0) {
+    error = GitError("fetch: read the mirror's packs");
+    return false;
+  }
   std::vector<Wanted> wanted;
   if (!Missing(source.get(), mirror_odb.get(), tip, type, wanted, error)) {
     error = "fetch: " + error;
@@ -279,14 +305,6 @@ bool FetchLocal(git_repository* mirror, const std::string& source_path, const st
   if (!wanted.empty()) {
     PackWriter writer(source_odb.get(), max_fetch);
     if (!writer.Write(mirror_odb.get(), wanted, error)) return false;
-    for (const auto& object : wanted) {
-      if (git_odb_exists(mirror_odb.get(), &object.id) == 0) {
-        char hex[GIT_OID_HEXSZ + 1] = {};
-        error = std::string("fetch: object ") + git_oid_tostr(hex, sizeof(hex), &object.id) +
-                " in '" + source_path + "' is corrupt: its content does not hash to its id";
-        return false;
-      }
-    }
   }
   git_reference* made = nullptr;
   if (git_reference_create(&made, mirror, "refs/tether/fetched", &tip, /*force=*/1, nullptr) != 0) {

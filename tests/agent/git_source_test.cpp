@@ -369,6 +369,42 @@ TEST_CASE("A file:// fetch copies only what the mirror lacks, in packs git itsel
   CHECK_MESSAGE(corrupt.error().message().find("does not hash to its id") != std::string::npos,
                 corrupt.error().message());
   CHECK(tether::testing::ReadRef(source->mirror_path(), "refs/tether/fetched") == second);
+  CHECK(pack_sizes() == std::vector<std::size_t>{4, 6});
+  // Nothing of it was kept: the next fetch finds the same fault.
+  auto again = source->Update();
+  REQUIRE_FALSE(again);
+  CHECK_MESSAGE(again.error().message().find("object " + blob) != std::string::npos,
+                again.error().message());
+  CHECK(pack_sizes() == std::vector<std::size_t>{4, 6});
+}
+
+TEST_CASE("A file:// fetch refuses a tree that names a tree as a blob") {
+  Fleet fleet;
+  // A tree Git's own tools refuse to make: its entry "notes" says blob, and names a tree
+  // that nothing else reaches.
+  const std::string blob =
+      Git(fleet, fleet.repo, {"hash-object", "-w", "--stdin"}, "only in the hidden tree\n");
+  const std::string hidden = Git(fleet, fleet.repo, {"mktree"}, "100644 blob " + blob + "\tx\n");
+  std::string raw = "100644 notes";
+  raw += '\0';
+  for (std::size_t i = 0; i < hidden.size(); i += 2) {
+    raw += static_cast<char>(std::stoi(hidden.substr(i, 2), nullptr, 16));
+  }
+  tether::testing::TempDir scratch("tree");
+  scratch.WriteFile("tree", raw);
+  const std::string tree = Git(
+      fleet, fleet.repo, {"hash-object", "-t", "tree", "-w", "--literally", scratch.Path("tree")});
+  const std::string commit = Git(fleet, fleet.repo, {"commit-tree", tree, "-m", "lying tree"});
+  Git(fleet, fleet.repo, {"update-ref", "refs/heads/main", commit});
+  Host host("file://" + fleet.repo);
+  auto source = host.Source();
+  auto refused = source->Update();
+  REQUIRE_FALSE(refused);
+  CHECK_MESSAGE(refused.error().message().find("object " + hidden +
+                                               " is a tree where the source "
+                                               "names a blob") != std::string::npos,
+                refused.error().message());
+  CHECK_FALSE(std::filesystem::exists(source->mirror_path() + "/refs/tether/fetched"));
 }
 
 TEST_CASE("A source opened to read the mirror only prepares nothing of the worker") {
