@@ -108,10 +108,10 @@ TOML
     --socket "$work/tether.sock" --root "$work/root" >"$work/tetherd.log" 2>&1 &
 daemon=$!
 for _ in $(seq 100); do
-    "$tetherctl" --socket "$work/tether.sock" history --json 2>/dev/null | grep -q '"commit"' && break
+    grep -q '"commit"' <<<"$("$tetherctl" --socket "$work/tether.sock" history --json 2>/dev/null)" && break
     sleep 0.1
 done
-if ! "$tetherctl" --socket "$work/tether.sock" history --json 2>/dev/null | grep -q "$commit"; then
+if ! grep -q "$commit" <<<"$("$tetherctl" --socket "$work/tether.sock" history --json 2>/dev/null)"; then
     echo "FAIL: tetherd applied nothing in 10 s:"
     cat "$work/tetherd.log"
     exit 1

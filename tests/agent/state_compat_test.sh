@@ -9,6 +9,8 @@
 #
 # Usage: state_compat_test.sh TETHERD TETHERCTL SOURCE_ROOT
 set -uo pipefail
+# Checks read a captured output (<<<), never a pipe into grep -q: grep exits at its match,
+# and the writer's next write then fails (SIGPIPE), which pipefail takes for a failure.
 
 tetherd=$(realpath "$1") tetherctl=$(realpath "$2") root=$(realpath "$3")
 commit=3a16bdef9b89a64f285e257d6819f76ed6bb49a7
@@ -61,14 +63,14 @@ TOML
 daemon=$!
 
 for _ in $(seq 100); do
-    ctl status --json 2>/dev/null | grep -q '"commit"' && break
+    grep -q '"commit"' <<<"$(ctl status --json 2>/dev/null)" && break
     sleep 0.1
 done
 status=$(ctl status --json) || fail "tetherctl status: $status"
-echo "$status" | grep -q "\"commit\": *\"$commit\"" || fail "status has not the applied commit: $status"
-echo "$status" | grep -q '"reason": *"made by tether 0.1.0"' || fail "the suspension was lost: $status"
+grep -q "\"commit\": *\"$commit\"" <<<"$status" || fail "status has not the applied commit: $status"
+grep -q '"reason": *"made by tether 0.1.0"' <<<"$status" || fail "the suspension was lost: $status"
 history=$(ctl history --json) || fail "tetherctl history: $history"
-echo "$history" | grep -q "\"commit\": *\"$commit\"" || fail "the history was lost: $history"
+grep -q "\"commit\": *\"$commit\"" <<<"$history" || fail "the history was lost: $history"
 [ "$(cat "$work/root/srv/app/motd")" = "edited by hand" ] || fail "changed the host while suspended"
 
 ctl resume >/dev/null || fail "tetherctl resume"
@@ -78,11 +80,11 @@ for _ in $(seq 100); do
 done
 [ "$(cat "$work/root/srv/app/motd")" = "managed by tether" ] || fail "the hand edit was not reverted"
 for _ in $(seq 100); do
-    ctl status --json | grep -q '"state": *"synced"' && break
+    grep -q '"state": *"synced"' <<<"$(ctl status --json)" && break
     sleep 0.1
 done
 status=$(ctl status --json)
-echo "$status" | grep -q '"state": *"synced"' || fail "not synced after resume: $status"
+grep -q '"state": *"synced"' <<<"$status" || fail "not synced after resume: $status"
 [ "$(stat -c %a "$work/root/srv/app/data")" = 750 ] || fail "the directory changed"
 [ "$(readlink "$work/root/srv/app/current")" = data ] || fail "the symlink changed"
 echo "state of tether 0.1.0 read: commit, suspension, history, inventory"
