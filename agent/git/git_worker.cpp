@@ -339,10 +339,10 @@ class Worker {
       callbacks.transfer_progress = TransferProgress;
       git_repository* repo = Repository(mirror);
       if (repo == nullptr) return fail("open mirror");
-      if (LocalPath(url)) {
+      if (const auto path = LocalPath(url)) {
         // A repository on this machine: its objects are copied, not served (local_fetch.hpp).
         std::string error;
-        if (!FetchLocal(repo, *LocalPath(url), ref, state.max_fetch, error)) {
+        if (!FetchLocal(repo, *path, ref, state.max_fetch, error)) {
           RemovePartialPacks(mirror);
           return Json{{"ok", false}, {"error", error}};
         }

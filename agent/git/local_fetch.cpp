@@ -71,56 +71,40 @@ bool Missing(git_repository* source, git_odb* mirror_odb, const git_oid& tip, gi
       continue;
     }
     wanted.push_back(next);
-    switch (next.type) {
-      case GIT_OBJECT_COMMIT: {
-        git_commit* raw = nullptr;
-        if (const int read = git_commit_lookup(&raw, source, &next.id); read != 0) {
-          error = ReadFailure(read, "commit", next.id);
-          return false;
-        }
-        Owned<git_commit, git_commit_free> commit(raw);
-        stack.push_back({*git_commit_tree_id(commit.get()), GIT_OBJECT_TREE});
-        for (unsigned i = 0; i < git_commit_parentcount(commit.get()); ++i) {
-          stack.push_back({*git_commit_parent_id(commit.get(), i), GIT_OBJECT_COMMIT});
-        }
-        break;
+    if (next.type == GIT_OBJECT_BLOB) continue;  // a blob reaches nothing; read when packed
+    // Looked up as the type it was named as: a tree named as a commit is an error here.
+    git_object* raw = nullptr;
+    if (const int read = git_object_lookup(&raw, source, &next.id, next.type); read != 0) {
+      error = ReadFailure(read, git_object_type2string(next.type), next.id);
+      return false;
+    }
+    Owned<git_object, git_object_free> object(raw);
+    if (next.type == GIT_OBJECT_COMMIT) {
+      const auto* commit = reinterpret_cast<const git_commit*>(object.get());
+      stack.push_back({*git_commit_tree_id(commit), GIT_OBJECT_TREE});
+      for (unsigned i = 0; i < git_commit_parentcount(commit); ++i) {
+        stack.push_back({*git_commit_parent_id(commit, i), GIT_OBJECT_COMMIT});
       }
-      case GIT_OBJECT_TREE: {
-        git_tree* raw = nullptr;
-        if (const int read = git_tree_lookup(&raw, source, &next.id); read != 0) {
-          error = ReadFailure(read, "tree", next.id);
-          return false;
+    } else if (next.type == GIT_OBJECT_TREE) {
+      const auto* tree = reinterpret_cast<const git_tree*>(object.get());
+      for (std::size_t i = 0; i < git_tree_entrycount(tree); ++i) {
+        const git_tree_entry* entry = git_tree_entry_byindex(tree, i);
+        const git_object_t type = git_tree_entry_type(entry);
+        // A submodule's commit belongs to another repository: a fetch never brings it.
+        if (type == GIT_OBJECT_BLOB || type == GIT_OBJECT_TREE) {
+          stack.push_back({*git_tree_entry_id(entry), type});
         }
-        Owned<git_tree, git_tree_free> tree(raw);
-        for (std::size_t i = 0; i < git_tree_entrycount(tree.get()); ++i) {
-          const git_tree_entry* entry = git_tree_entry_byindex(tree.get(), i);
-          const git_object_t type = git_tree_entry_type(entry);
-          // A submodule's commit belongs to another repository: a fetch never brings it.
-          if (type == GIT_OBJECT_BLOB || type == GIT_OBJECT_TREE) {
-            stack.push_back({*git_tree_entry_id(entry), type});
-          }
-        }
-        break;
       }
-      case GIT_OBJECT_TAG: {
-        git_tag* raw = nullptr;
-        if (const int read = git_tag_lookup(&raw, source, &next.id); read != 0) {
-          error = ReadFailure(read, "tag", next.id);
-          return false;
-        }
-        Owned<git_tag, git_tag_free> tag(raw);
-        stack.push_back({*git_tag_target_id(tag.get()), git_tag_target_type(tag.get())});
-        break;
-      }
-      default:
-        break;  // a blob reaches nothing
+    } else if (next.type == GIT_OBJECT_TAG) {
+      const auto* tag = reinterpret_cast<const git_tag*>(object.get());
+      stack.push_back({*git_tag_target_id(tag), git_tag_target_type(tag)});
     }
   }
   return true;
 }
 
-// The objects of `wanted`, read from `source_odb`, as one pack (version 2, whole objects,
-// zlib's fastest level) into `mirror_odb`'s indexer.
+// The objects of `wanted`, read from `source_odb`, as one pack (version 2, whole objects:
+// stored under kStoredBelow, at zlib's fastest level above) into `mirror_odb`'s indexer.
 class PackWriter {
  public:
   PackWriter(git_odb* source_odb, std::uint64_t max_fetch)
@@ -192,21 +176,20 @@ class PackWriter {
               " where the source names a " + git_object_type2string(wanted.type);
       return false;
     }
-    if (git_odb_object_size(object.get()) > UINT32_MAX) {
+    const std::size_t length = git_odb_object_size(object.get());
+    if (length > UINT32_MAX) {
       error = std::string("fetch: object ") + git_oid_tostr(hex, sizeof(hex), &wanted.id) +
               " is over 4 GiB";
       return false;
     }
-    const auto type = static_cast<unsigned>(git_odb_object_type(object.get()));
-    std::size_t size = git_odb_object_size(object.get());
     // The entry's header: the type and the size, 4 bits then 7 per byte, low bits first.
-    unsigned byte = (type << 4) | (size & 0x0f);
+    std::size_t size = length;
+    unsigned byte = (static_cast<unsigned>(wanted.type) << 4) | (size & 0x0f);
     for (size >>= 4; size != 0; size >>= 7) {
       buffer_ += static_cast<char>(byte | 0x80);
       byte = size & 0x7f;
     }
     buffer_ += static_cast<char>(byte);
-    const std::size_t length = git_odb_object_size(object.get());
     const std::size_t start = buffer_.size();
     z_stream& zlib = zlib_[length < kStoredBelow ? 0 : 1];
     buffer_.resize(start + deflateBound(&zlib, length));
