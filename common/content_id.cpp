@@ -25,14 +25,17 @@ ContentId GitObjectIdOf(std::string_view type, std::string_view data) {
 
 ContentId ContentIdOf(std::string_view content) { return GitObjectIdOf("blob", content); }
 
-std::string ContentIdHex(const ContentId& id) {
+void ContentIdHexInto(const ContentId& id, char* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(2 * id.size());
   for (unsigned char byte : id) {
-    hex += kHex[byte >> 4];
-    hex += kHex[byte & 0xf];
+    *out++ = kHex[byte >> 4];
+    *out++ = kHex[byte & 0xf];
   }
+}
+
+std::string ContentIdHex(const ContentId& id) {
+  std::string hex(2 * id.size(), '\0');
+  ContentIdHexInto(id, hex.data());
   return hex;
 }
 

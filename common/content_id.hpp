@@ -18,5 +18,7 @@ using ContentId = std::array<unsigned char, 20>;
 
 // As lowercase hex (40 characters), as Git prints a blob id.
 [[nodiscard]] std::string ContentIdHex(const ContentId& id);
+// The same into `out`, which has room for the 40 characters.
+void ContentIdHexInto(const ContentId& id, char* out);
 
 }  // namespace tether

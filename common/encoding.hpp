@@ -13,6 +13,9 @@ namespace tether {
 
 // Standard base64 with padding.
 [[nodiscard]] std::string Base64Encode(std::string_view data);
+// The same into `out`, which has room for 4 characters per 3 bytes (rounded up): for a
+// few bytes encoded many times over, without a string each time.
+void Base64EncodeInto(std::string_view data, char* out);
 
 // Decodes standard base64 (padding required, no whitespace); nothing when malformed.
 [[nodiscard]] std::optional<std::string> Base64Decode(std::string_view text);

@@ -240,26 +240,51 @@ Result<std::unique_ptr<RootedFilesystem>> RootedFilesystem::Open(const std::stri
 
 RootedFilesystem::~RootedFilesystem() { close(root_fd_); }
 
+namespace {
+
+// True when NormalizePath gives `path` back as it is (most paths of a profile): then it
+// need not be copied.
+bool IsNormal(std::string_view path) {
+  if (path == "/") return true;
+  if (path.size() < 2 || path.front() != '/' || path.back() == '/' ||
+      path.find('\0') != std::string_view::npos) {
+    return false;
+  }
+  for (std::size_t slash = 0; slash < path.size();) {
+    const std::size_t end = std::min(path.find('/', slash + 1), path.size());
+    const std::string_view component = path.substr(slash + 1, end - slash - 1);
+    if (component.empty() || component == "." || component == "..") return false;
+    slash = end;
+  }
+  return true;
+}
+
+}  // namespace
+
 Result<FileStat> RootedFilesystem::Stat(std::string_view path) {
-  auto normal = NormalizePath(path);
-  if (!normal) return Fail(normal.error());
-  const std::size_t last_slash = normal->rfind('/');
+  std::string normalized;
+  if (!IsNormal(path)) {
+    auto normal = NormalizePath(path);
+    if (!normal) return Fail(normal.error());
+    normalized = std::move(*normal);
+    path = normalized;
+  }
+  const std::size_t last_slash = path.rfind('/');
   struct stat st {};
-  if (last_slash > 0 && stat_dir_fd_.valid() &&
-      std::string_view(*normal).substr(0, last_slash) == stat_dir_) {
-    const std::string name = normal->substr(last_slash + 1);
+  if (last_slash > 0 && stat_dir_fd_.valid() && path.substr(0, last_slash) == stat_dir_) {
+    const std::string name(path.substr(last_slash + 1));
     if (fstatat(stat_dir_fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      return FailErrno(errno, "stat " + Quote(*normal));
+      return FailErrno(errno, "stat " + Quote(path));
     }
     return ToFileStat(st);
   }
-  auto at = Locate(root_fd_, *normal, false, /*name_missing=*/false);
+  auto at = Locate(root_fd_, path, false, /*name_missing=*/false);
   if (!at) return Fail(at.error());
   if (fstatat(at->parent.get(), at->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return FailErrno(errno, "stat " + Quote(at->path));
   }
   if (last_slash > 0) {
-    stat_dir_ = normal->substr(0, last_slash);
+    stat_dir_ = path.substr(0, last_slash);
     stat_dir_fd_ = std::move(at->parent);
   }
   return ToFileStat(st);

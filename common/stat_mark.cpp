@@ -34,7 +34,7 @@ class Mixer {
 
 }  // namespace
 
-std::string StatMark(const FileStat& stat) {
+StatMarkChars StatMarkOf(const FileStat& stat) {
   Mixer mixer;
   mixer.Add(static_cast<std::uint8_t>(stat.type));
   mixer.Add(stat.device);
@@ -46,9 +46,20 @@ std::string StatMark(const FileStat& stat) {
   mixer.Add(stat.uid);
   mixer.Add(stat.gid);
   const std::uint64_t bits = mixer.Finish();
+  // The first characters of the base64 of the 8 bytes: those of their first 6.
+  static_assert(kStatMarkSize <= 8);
   char bytes[sizeof(bits)];
   std::memcpy(bytes, &bits, sizeof(bits));
-  return Base64Encode(std::string_view(bytes, sizeof(bytes))).substr(0, kStatMarkSize);
+  char text[8];
+  Base64EncodeInto(std::string_view(bytes, 6), text);
+  StatMarkChars mark;
+  std::memcpy(mark.data(), text, mark.size());
+  return mark;
+}
+
+std::string StatMark(const FileStat& stat) {
+  const StatMarkChars mark = StatMarkOf(stat);
+  return std::string(mark.begin(), mark.end());
 }
 
 }  // namespace tether

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "common/encoding.hpp"
@@ -87,6 +88,33 @@ std::optional<JournalStep> ParseStep(const Json& record) {
   if (!known) return std::nullopt;
   return JournalStep{id != step.end() ? id->get<std::string>() : "", *known, step["undo"]};
 }
+
+// Finds the entries of a map by key, for keys that come mostly in the map's order (a
+// plan's are sorted by kind, then id; the inventory's by id): the entry after the last
+// found is tried first, with one comparison, and only then searched for. Forget() after
+// taking an entry out of the map.
+template <typename Map>
+class InOrderFinder {
+ public:
+  explicit InOrderFinder(Map& map) : map_(map), last_(map.end()) {}
+
+  auto Find(std::string_view key) {
+    if (last_ != map_.end()) {
+      if (auto next = std::next(last_); next != map_.end() && next->first == key) {
+        return last_ = next;
+      }
+    }
+    auto found = map_.find(key);
+    if (found != map_.end()) last_ = found;
+    return found;
+  }
+
+  void Forget() { last_ = map_.end(); }
+
+ private:
+  Map& map_;
+  decltype(map_.end()) last_;
+};
 
 // The journal: JSON lines appended to the state dir's journal and synced one by one.
 class Journal final : public Transaction {
@@ -509,42 +537,64 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   }
   for (auto* handler : handlers_) handler->Prepare(desired);
   hydrated_.clear();
-  // The ids the desired state has, sorted: views of its strings rather than copies.
+  // The ids the desired state has, sorted (views of its strings rather than copies): only
+  // when some entry is not one of them (see below).
   std::vector<std::string_view> wanted;
-  wanted.reserve(desired.resources.size());
-  for (const auto& resource : desired.resources) wanted.push_back(resource.id);
-  std::sort(wanted.begin(), wanted.end());
   auto is_wanted = [&](std::string_view id) {
+    if (wanted.empty() && !desired.resources.empty()) {
+      wanted.reserve(desired.resources.size());
+      for (const auto& resource : desired.resources) wanted.push_back(resource.id);
+      std::sort(wanted.begin(), wanted.end());
+    }
     return std::binary_search(wanted.begin(), wanted.end(), id);
   };
   // Entries no longer wanted, by what they name ("KIND:WHAT" -> WHAT): a wanted resource of
-  // another kind, with the same handler, naming the same thing takes their place.
-  std::map<std::string_view, const std::string*> gone_by_name;
-  std::size_t gone_count = 0;
-  for (const auto& [id, entry] : inventory.entries) {
-    if (is_wanted(id)) continue;
-    gone_by_name[InventoryPath(id, entry)] = &id;
-    ++gone_count;
-  }
+  // another kind, with the same handler, naming the same thing takes their place. Made
+  // when a resource without an entry first asks.
+  std::optional<std::map<std::string_view, const std::string*>> gone_by_name;
+  auto gone_named = [&](std::string_view name) -> const std::string* {
+    if (!gone_by_name) {
+      gone_by_name.emplace();
+      for (const auto& [id, entry] : inventory.entries) {
+        if (!is_wanted(id)) (*gone_by_name)[InventoryPath(id, entry)] = &id;
+      }
+    }
+    auto found = gone_by_name->find(name);
+    return found == gone_by_name->end() ? nullptr : found->second;
+  };
+  // The resources are sorted by kind, then id, as the entries are by id: the entry of a
+  // resource is most often the one after its predecessor's, found with one comparison
+  // rather than a search. While they are so sorted, their ids are distinct, and when as
+  // many entries were found as there are, no entry is gone (a no-op: nothing is sorted
+  // or searched for prunes).
+  InOrderFinder entries(inventory.entries);
+  bool distinct = true;
+  std::size_t found_count = 0;
+  const Resource* before = nullptr;
   std::vector<PlannedAction> plan;
   plan.reserve(only != nullptr ? std::min(only->size(), desired.resources.size())
-                               : desired.resources.size() + gone_count);
+                               : desired.resources.size());
   std::set<std::string_view> taken_over;
   PlanContext context;
   if (only == nullptr) context.changed.reserve(desired.resources.size());
   for (const auto& resource : desired.resources) {
+    if (before != nullptr && (before->kind > resource.kind ||
+                              (before->kind == resource.kind && !(before->id < resource.id)))) {
+      distinct = false;
+    }
+    before = &resource;
     if (only != nullptr && only->count(resource.id) == 0) continue;
     KindHandler* handler = HandlerFor(resource.kind);
     if (handler == nullptr) continue;  // its kind is not built yet
-    auto previous = inventory.entries.find(resource.id);
+    auto previous = entries.Find(resource.id);
     const InventoryEntry* entry = previous == inventory.entries.end() ? nullptr : &previous->second;
+    if (entry != nullptr) ++found_count;
     const std::string* replaces = nullptr;
     if (entry == nullptr) {
-      auto other = gone_by_name.find(NamedBy(resource.id));
-      if (other != gone_by_name.end()) {
-        const InventoryEntry& gone = inventory.entries.at(*other->second);
+      if (const std::string* other = gone_named(NamedBy(resource.id))) {
+        const InventoryEntry& gone = inventory.entries.at(*other);
         if (HandlerFor(gone.kind) == handler && handler->Replaces(gone.kind, resource.kind)) {
-          replaces = other->second;
+          replaces = other;
           entry = &gone;
           taken_over.insert(*replaces);
         }
@@ -568,8 +618,8 @@ Result<std::vector<PlannedAction>> Engine::Plan(const DesiredState& desired,
   RefuseUnderRefused(plan);
   // Prunes, deepest paths first (a file before its directory).
   if (only != nullptr) return plan;  // no prunes in a partial plan
+  if (distinct && found_count == inventory.entries.size()) return plan;  // none gone
   std::vector<std::pair<const std::string*, const InventoryEntry*>> gone;
-  gone.reserve(gone_count);
   for (const auto& [id, entry] : inventory.entries) {
     if (!is_wanted(id) && taken_over.count(id) == 0) gone.emplace_back(&id, &entry);
   }
@@ -725,6 +775,7 @@ class Engine::ApplyRun {
     changed_.reserve(static_cast<std::size_t>(std::count_if(
         plan_.begin(), plan_.end(),
         [](const PlannedAction& p) { return p.action.type != ActionType::kInSync; })));
+    InOrderFinder entries(inventory_.entries);
     for (std::size_t i = 0; i < plan_.size(); ++i) {
       const PlannedAction& planned = plan_[i];
       const std::string_view id = planned.action.id;
@@ -745,9 +796,10 @@ class Engine::ApplyRun {
       }
       if (planned.resource == nullptr) {
         edits_.Remove(id);  // a prune with nothing to do: no longer tether's
+        entries.Forget();
         continue;
       }
-      auto current = inventory_.entries.find(id);
+      auto current = entries.Find(id);
       if (planned.previous != nullptr && current != inventory_.entries.end() &&
           planned.previous == &current->second) {
         // Its own entry: only what it looks like now may have moved (and a change that
@@ -766,6 +818,7 @@ class Engine::ApplyRun {
       if (!planned.action.fingerprint.empty()) entry.fingerprint = planned.action.fingerprint;
       if (planned.replaces != nullptr) edits_.Remove(*planned.replaces);
       edits_.Put(i, std::move(entry));
+      entries.Forget();
     }
   }
 

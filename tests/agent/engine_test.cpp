@@ -20,6 +20,9 @@
 #include <doctest/doctest.h>
 
 #include "agent/desired/render.hpp"
+#include "common/content_id.hpp"
+#include "common/encoding.hpp"
+#include "common/sha256.hpp"
 #include "common/stat_mark.hpp"
 #include "tests/agent/desired_fixture.hpp"
 #include "tests/support/forwarding_filesystem.hpp"
@@ -238,6 +241,71 @@ TEST_CASE("A first apply creates everything; the next plan is all in sync") {
   const auto json = nlohmann::json::parse(host.state.ReadFile("inventory.json"));
   CHECK(json["entries"]["file:/etc/motd"]["path"] == "/etc/motd");
   CHECK(json["entries"]["symlink:/etc/site"]["path"] == "/etc/site");
+}
+
+TEST_CASE("A file's fingerprint is as earlier releases wrote it; an unchanged file is not read") {
+  Host host;
+  Desired desired(kProfile);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  // Its stat mark, then 8 base64 characters of the SHA-256 of "BLOB_ID/MODE/UID/GID" ('-'
+  // for an owner or group left unset): inventories kept from earlier releases hold these.
+  const auto stat = host.fs->Stat("/etc/motd").value();
+  const std::string asked =
+      tether::ContentIdHex(tether::ContentIdOf(std::string_view("managed motd\n"))) + "/416/-/-";
+  const std::string expected =
+      tether::StatMark(stat) + tether::Base64Encode(tether::Sha256(asked).substr(0, 6));
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  CHECK(inventory.entries.at("file:/etc/motd").fingerprint == expected);
+
+  FullDisk counting(*host.fs, 0);
+  auto paths = tether::MakePathHandler(counting);
+  Engine engine(host.store(), {}, {paths.get()});
+  auto plan = engine.Plan(desired.state, inventory);
+  REQUIRE(plan);
+  CHECK(AllInSync(*plan));
+  CHECK(counting.reads == 0);
+  // Another mode asked: the same stat no longer vouches for the file.
+  Desired other(std::string(kProfile).replace(std::string(kProfile).find("0640"), 4, "0600"));
+  auto replanned = engine.Plan(other.state, inventory);
+  REQUIRE(replanned);
+  CHECK_FALSE(AllInSync(*replanned));
+}
+
+TEST_CASE("A plan finds each resource's entry in any order, and prunes only what is gone") {
+  Host host;
+  Desired desired(kProfile);
+  REQUIRE(host.Converge(desired.state, "c1").ok);
+  const auto inventory = host.MakeEngine().LoadInventory().value();
+  auto prunes = [](const std::vector<tether::PlannedAction>& plan) {
+    std::vector<std::string> ids;
+    for (const auto& planned : plan) {
+      if (planned.resource == nullptr) ids.push_back(planned.action.id);
+      if (planned.resource != nullptr) {
+        CHECK_MESSAGE(planned.previous != nullptr, planned.action.id);  // its entry found
+        CHECK_MESSAGE(planned.action.type == ActionType::kInSync, planned.action.id);
+      }
+    }
+    return ids;
+  };
+  Engine engine = host.MakeEngine();
+  // As rendered (sorted by kind, then id): every entry is wanted, nothing is pruned.
+  CHECK(prunes(engine.Plan(desired.state, inventory).value()).empty());
+  // In reverse order, without the motd: the motd, and only it, is pruned.
+  DesiredState reversed = desired.state;
+  std::reverse(reversed.resources.begin(), reversed.resources.end());
+  std::erase_if(reversed.resources,
+                [](const tether::Resource& r) { return r.id == "file:/etc/motd"; });
+  CHECK(prunes(engine.Plan(reversed, inventory).value()) ==
+        std::vector<std::string>{"file:/etc/motd"});
+  // A resource twice and the motd left out: as many resources as entries, and yet the
+  // motd is gone.
+  DesiredState twice = desired.state;
+  std::erase_if(twice.resources,
+                [](const tether::Resource& r) { return r.id == "file:/etc/motd"; });
+  twice.resources.insert(twice.resources.begin(), twice.resources.front());
+  REQUIRE(twice.resources.size() == inventory.entries.size());
+  CHECK(prunes(engine.Plan(twice, inventory).value()) ==
+        std::vector<std::string>{"file:/etc/motd"});
 }
 
 TEST_CASE("An inventory entry holds its path only when its id does not name it") {

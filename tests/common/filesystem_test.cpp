@@ -163,10 +163,18 @@ TEST_CASE_FIXTURE(Fixture, "Stats in one directory in a row, then after it was r
   CHECK(fs->Stat("/etc/a").value().size == 1);
   CHECK(fs->Stat("/etc/b").value().size == 2);
   CHECK(fs->Stat("/etc//b").value().size == 2);
+  CHECK(fs->Stat("//etc/b/").value().size == 2);  // as NormalizePath has it
+  for (const char* climbing : {"/etc/./b", "/etc/../etc/b", "etc/b", "", "/etc/.."}) {
+    CAPTURE(climbing);
+    auto refused = fs->Stat(climbing);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().Is(std::errc::invalid_argument));
+  }
   auto missing = fs->Stat("/etc/c");
   REQUIRE_FALSE(missing);
   CHECK(missing.error().Is(std::errc::no_such_file_or_directory));
   CHECK(missing.error().message() == "stat '/etc/c': No such file or directory");
+  CHECK(fs->Stat("/etc//c").error().message() == "stat '/etc/c': No such file or directory");
   dir.WriteFile("etc/c", "ccc");
   CHECK(fs->Stat("/etc/c").value().size == 3);  // what is there now, not what was
 

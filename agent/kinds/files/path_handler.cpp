@@ -1,7 +1,10 @@
 // The KindHandler of files, directories and symlinks.
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <optional>
 #include <set>
+#include <string_view>
 
 #include "agent/kinds/files/path_handler.hpp"
 #include "agent/kinds/paths/path_plan.hpp"
@@ -81,12 +84,12 @@ class PathHandler final : public KindHandler {
     if (const auto* file = std::get_if<FileSpec>(&resource.spec)) {
       auto owner = Owner(file->owner, file->group);
       if (!owner) return Fail(owner.error());
-      const std::string desired = Fingerprintless(*file, *owner);
+      const DesiredMark desired = MarkOfDesired(*file, *owner);
       if (!full_audit && previous != nullptr && !previous->fingerprint.empty()) {
         // Unchanged metadata (ctime moves on any write, chmod, chown or rename) and an
         // unchanged desired state: in sync, without reading the file.
         auto stat = fs_.Stat(file->path);
-        if (stat && Fingerprint(*stat, desired) == previous->fingerprint) {
+        if (stat && HasFingerprint(*stat, desired, previous->fingerprint)) {
           Action action;
           action.id = resource.id;
           action.fingerprint = previous->fingerprint;
@@ -350,7 +353,7 @@ class PathHandler final : public KindHandler {
       // is taken for tether's, until the next full audit.
       const bool as_made = made && stat && AsMade(*stat, *made, /*attributes=*/temp != nullptr);
       auto owner = Owner(file->owner, file->group);
-      if (owner && as_made) entry.fingerprint = Fingerprint(*stat, Fingerprintless(*file, *owner));
+      if (owner && as_made) entry.fingerprint = Fingerprint(*stat, MarkOfDesired(*file, *owner));
     }
     change.entry = std::move(entry);
     change.done = true;
@@ -398,21 +401,54 @@ class PathHandler final : public KindHandler {
     return owner;
   }
 
-  // What the profile asks of a file, as a hash: content, mode and ownership.
-  static std::string Fingerprintless(const FileSpec& file, const Ownership& owner) {
-    return ContentIdHex(ContentIdOf(file)) + "/" + std::to_string(file.mode) + "/" +
-           (owner.uid ? std::to_string(*owner.uid) : "-") + "/" +
-           (owner.gid ? std::to_string(*owner.gid) : "-");
+  // What the profile asks of a file (content, mode and ownership), as the 8 characters
+  // (48 bits) of a fingerprint after its stat mark: of the SHA-256 of
+  // "CONTENT_ID_HEX/MODE/UID/GID" ('-' for an unset owner or group). Built in place: a plan
+  // makes one per file.
+  using DesiredMark = std::array<char, 8>;
+  static DesiredMark MarkOfDesired(const FileSpec& file, const Ownership& owner) {
+    char text[2 * std::tuple_size_v<ContentId> + 3 * 12];
+    ContentIdHexInto(ContentIdOf(file), text);
+    char* end = text + 2 * std::tuple_size_v<ContentId>;
+    char* const last = text + sizeof(text);
+    *end++ = '/';
+    end = std::to_chars(end, last, file.mode).ptr;
+    for (const auto& id : {owner.uid, owner.gid}) {
+      *end++ = '/';
+      if (id) {
+        end = std::to_chars(end, last, *id).ptr;
+      } else {
+        *end++ = '-';
+      }
+    }
+    const Sha256Digest digest = Sha256Bytes(std::string_view(text, end - text));
+    DesiredMark mark;
+    Base64EncodeInto(std::string_view(reinterpret_cast<const char*>(digest.data()), 6),
+                     mark.data());
+    return mark;
   }
 
   // The metadata of a file as tether left it, with what the profile asked of it: its stat
   // mark (7 characters, first, so that the daemon can tell its own writes from a person's
-  // with the stat alone), then 8 characters (48 bits) of the SHA-256 of `desired`. Only
-  // equality matters and the inventory keeps one per file: 15 characters, which a
-  // std::string holds without a heap allocation.
-  static std::string Fingerprint(const FileStat& stat, const std::string& desired) {
+  // with the stat alone), then the DesiredMark. Only equality matters and the inventory
+  // keeps one per file: 15 characters, which a std::string holds without a heap allocation.
+  static std::string Fingerprint(const FileStat& stat, const DesiredMark& desired) {
     if (stat.type != FileType::kRegular) return "";
-    return StatMark(stat) + Base64Encode(Sha256(desired).substr(0, 6));
+    const StatMarkChars mark = StatMarkOf(stat);
+    std::string fingerprint(mark.begin(), mark.end());
+    fingerprint.append(desired.begin(), desired.end());
+    return fingerprint;
+  }
+
+  // True when `fingerprint` is the one Fingerprint would give: compared in place.
+  static bool HasFingerprint(const FileStat& stat, const DesiredMark& desired,
+                             std::string_view fingerprint) {
+    if (stat.type != FileType::kRegular || fingerprint.size() != kStatMarkSize + desired.size()) {
+      return false;
+    }
+    const StatMarkChars mark = StatMarkOf(stat);
+    return fingerprint.substr(0, kStatMarkSize) == std::string_view(mark.data(), mark.size()) &&
+           fingerprint.substr(kStatMarkSize) == std::string_view(desired.data(), desired.size());
   }
 
   // A change made in place: a file's mode and owner (its content is unchanged), a
