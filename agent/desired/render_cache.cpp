@@ -131,12 +131,15 @@ void WriteFile(Writer& w, const FileSpec& file) {
   w.Text(file.group.str());
 }
 
-FileSpec ReadFile(Reader& r, const std::shared_ptr<Tree>& tree) {
-  FileSpec file;
-  file.path = r.Text();
-  if (std::string content = r.Text(); !content.empty()) file.content = std::move(content);
+// Into `file`, a FileSpec of a resource being decoded: made in place, with a copy of a
+// text only where a FileSpec keeps one (a render is decoded by every cycle).
+void ReadFile(Reader& r, const std::shared_ptr<Tree>& tree, FileSpec& file) {
+  file.path = r.View();
+  if (const std::string_view content = r.View(); !content.empty()) {
+    file.content = std::string(content);
+  }
   file.content_size = r.Small<std::size_t>(SIZE_MAX);
-  file.source = r.Text();
+  file.source = r.View();
   const auto flags = r.Small<unsigned>(15);
   if ((flags & 1) != 0) {
     if (tree == nullptr) r.Fail();  // a content read again needs its tree
@@ -145,7 +148,7 @@ FileSpec ReadFile(Reader& r, const std::shared_ptr<Tree>& tree) {
   file.templated = (flags & 2) != 0;
   file.secret = (flags & 4) != 0;
   if ((flags & 8) != 0) {
-    const std::string id = r.Text();
+    const std::string_view id = r.View();
     ContentId content_id{};
     if (id.size() != content_id.size()) {
       r.Fail();
@@ -155,9 +158,8 @@ FileSpec ReadFile(Reader& r, const std::shared_ptr<Tree>& tree) {
     }
   }
   file.mode = r.Small<std::uint32_t>(07777);
-  if (std::string owner = r.Text(); !owner.empty()) file.owner = std::move(owner);
-  if (std::string group = r.Text(); !group.empty()) file.group = std::move(group);
-  return file;
+  if (const std::string_view owner = r.View(); !owner.empty()) file.owner = std::string(owner);
+  if (const std::string_view group = r.View(); !group.empty()) file.group = std::string(group);
 }
 
 void WriteResource(Writer& w, const Resource& resource) {
@@ -231,9 +233,9 @@ RecordHead ReadHead(Reader& r) {
   return head;
 }
 
-std::optional<Resource> ReadResource(Reader& r, const RecordHead& head,
-                                     const std::shared_ptr<Tree>& tree) {
-  Resource resource;
+// Into `resource`, as it was written; false when it is not one.
+bool ReadResource(Reader& r, const RecordHead& head, const std::shared_ptr<Tree>& tree,
+                  Resource& resource) {
   resource.kind = head.kind;
   resource.drift = head.drift;
   resource.on_remove = head.on_remove;
@@ -241,7 +243,7 @@ std::optional<Resource> ReadResource(Reader& r, const RecordHead& head,
   resource.id = head.id;
   switch (resource.kind) {
     case ResourceKind::kFile:
-      resource.spec = ReadFile(r, tree);
+      ReadFile(r, tree, resource.spec.emplace<FileSpec>());
       break;
     case ResourceKind::kDirectory: {
       DirectorySpec spec;
@@ -300,8 +302,7 @@ std::optional<Resource> ReadResource(Reader& r, const RecordHead& head,
       break;
     }
   }
-  if (!r.ok()) return std::nullopt;
-  return resource;
+  return r.ok();
 }
 
 }  // namespace
@@ -408,9 +409,9 @@ std::optional<CachedRender> DecodeRender(std::string_view bytes, std::string_vie
       ++render.files_left_out;
       continue;
     }
-    auto resource = ReadResource(record, head, tree);
-    if (!resource || !record.done()) return std::nullopt;
-    desired.resources.push_back(std::move(*resource));
+    if (!ReadResource(record, head, tree, desired.resources.emplace_back()) || !record.done()) {
+      return std::nullopt;
+    }
   }
   if (!r.done()) return std::nullopt;
   return render;

@@ -9,6 +9,8 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
+#include <tuple>
 
 #include "common/encoding.hpp"
 #include "common/log.hpp"
@@ -63,8 +65,9 @@ std::string RandomTag() {
   return tag;
 }
 
-std::optional<ResourceKind> KindFromName(const std::string& name) {
-  for (auto kind : {ResourceKind::kPackage, ResourceKind::kDirectory, ResourceKind::kFile,
+std::optional<ResourceKind> KindFromName(std::string_view name) {
+  // Files first: most entries are theirs.
+  for (auto kind : {ResourceKind::kFile, ResourceKind::kDirectory, ResourceKind::kPackage,
                     ResourceKind::kSymlink, ResourceKind::kUnit, ResourceKind::kService,
                     ResourceKind::kCheck}) {
     if (name == ResourceKindName(kind)) return kind;
@@ -494,6 +497,20 @@ Result<Inventory> Engine::LoadInventory(const StateStore::EntryFilter& keep) con
         auto entry = FromStored(id, std::move(stored));
         if (!entry) return false;
         inventory.entries.emplace_hint(inventory.entries.end(), std::move(id), std::move(*entry));
+        return true;
+      },
+      // Most entries: made in place in their node, from views of the text.
+      [&](const PlainStoredEntry& plain) {
+        const auto kind = KindFromName(plain.kind);
+        if (!kind) return false;
+        auto made = inventory.entries.emplace_hint(
+            inventory.entries.end(), std::piecewise_construct, std::forward_as_tuple(plain.id),
+            std::forward_as_tuple());
+        InventoryEntry& entry = made->second;
+        entry.kind = *kind;
+        entry.created = plain.created;
+        if (plain.path != NamedBy(plain.id)) entry.path = std::string(plain.path);
+        entry.fingerprint = plain.fingerprint;
         return true;
       },
       keep, inventory.unread);

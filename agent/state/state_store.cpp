@@ -329,16 +329,7 @@ bool ConsumeBool(std::string_view& rest, bool& out) {
   return out || Consume(rest, "false");
 }
 
-// A plain entry's members, views of its line.
-struct PlainEntry {
-  std::string_view id;
-  bool created = false;
-  std::string_view fingerprint;
-  std::string_view kind;
-  std::string_view path;
-};
-
-bool ReadPlain(std::string_view line, PlainEntry& out) {
+bool ReadPlain(std::string_view line, PlainStoredEntry& out) {
   // What the line holds besides its strings is plain too: a line that is all plain holds
   // plain strings, found by their closing quotes.
   std::string_view rest = line;
@@ -350,7 +341,7 @@ bool ReadPlain(std::string_view line, PlainEntry& out) {
          rest == "}";
 }
 
-void FromPlain(const PlainEntry& plain, std::string& id, StoredEntry& entry) {
+void FromPlain(const PlainStoredEntry& plain, std::string& id, StoredEntry& entry) {
   id = plain.id;
   entry.kind = plain.kind;
   entry.path = plain.path;
@@ -398,7 +389,8 @@ class WrittenInventory {
   std::optional<std::string> Read(const StateStore::EntryVisitor* on_entry,
                                   std::optional<std::string>& refused,
                                   const StateStore::EntryFilter* keep = nullptr,
-                                  std::vector<UnreadEntries::Line>* unread = nullptr) {
+                                  std::vector<UnreadEntries::Line>* unread = nullptr,
+                                  const StateStore::PlainEntryVisitor* on_plain = nullptr) {
     std::string_view rest = text_;
     bool v1 = false;
     std::string_view commit;
@@ -419,7 +411,7 @@ class WrittenInventory {
       rest.remove_prefix(end);
       ended = line.empty() || line.back() != ',';
       if (!ended) line.remove_suffix(1);
-      PlainEntry plain;
+      PlainStoredEntry plain;
       const bool is_plain = ReadPlain(line, plain);
       std::string id;
       StoredEntry entry;
@@ -440,6 +432,13 @@ class WrittenInventory {
       if (on_entry == nullptr) continue;
       if (is_plain && !v1 && keep != nullptr && !(*keep)(plain.id, plain.kind)) {
         unread->emplace_back(line);
+        continue;
+      }
+      if (is_plain && !v1 && keep == nullptr && on_plain != nullptr) {
+        if (!(*on_plain)(plain)) {
+          refused = std::string(plain.id);
+          return std::string(commit);
+        }
         continue;
       }
       if (is_plain) FromPlain(plain, id, entry);
@@ -507,7 +506,7 @@ bool UnreadEntries::Take(const std::vector<std::string_view>& ids,
       taken.push_back(static_cast<std::size_t>(it - lines_.begin()));
   }
   for (const std::size_t i : taken) {
-    PlainEntry plain;
+    PlainStoredEntry plain;
     std::string id;
     StoredEntry entry;
     if (!ReadPlain(lines_[i].text(), plain)) return false;  // read as one before
@@ -530,6 +529,13 @@ bool UnreadEntries::Take(const std::vector<std::string_view>& ids,
 }
 
 Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, const EntryFilter& keep,
+                                              UnreadEntries& unread) const {
+  return LoadInventory(on_entry, nullptr, keep, unread);
+}
+
+Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry,
+                                              const PlainEntryVisitor& on_plain,
+                                              const EntryFilter& keep,
                                               UnreadEntries& unread) const {
   unread = {};
   const std::string path = PathOf(kInventory);
@@ -568,7 +574,9 @@ Result<std::string> StateStore::LoadInventory(const EntryVisitor& on_entry, cons
     // At most a line for each 64 bytes (an entry's line is longer): pages reserved and
     // never written cost nothing, where counting the lines first is a pass over the text.
     if (keep) lines.reserve(bytes.size() / 64 + 1);
-    auto commit = written.Read(&visit, refused, filter, &lines);
+    // A fingerprint of the delta is the entry's: those entries go through `with_delta`.
+    const PlainEntryVisitor* plain = on_plain && delta.empty() ? &on_plain : nullptr;
+    auto commit = written.Read(&visit, refused, filter, &lines, plain);
     if (refused) return corrupt("bad entry '" + *refused + "'");
     if (commit) {
       if (!lines.empty()) {

@@ -60,6 +60,18 @@ struct StoredEntry {
   std::string fingerprint;
 };
 
+// An entry as this version writes most of them (no original, nothing pending, no
+// on_remove, not secret): views of the inventory's text, valid during the call they are
+// handed to. Most of a cycle's reading of the inventory is these, and nothing is copied
+// for them but what the reader keeps.
+struct PlainStoredEntry {
+  std::string_view id;
+  bool created = false;
+  std::string_view fingerprint;
+  std::string_view kind;
+  std::string_view path;  // the managed path or name
+};
+
 // The entries of the inventory a partial read (StateStore::LoadInventory with a filter)
 // left as they were written: each one's id and line, in id order, views of the text they
 // keep alive. A drift repair of a few files of thousands parses those few, and writes the
@@ -171,6 +183,14 @@ class StateStore {
   // its line goes to `unread` instead. Every other entry is handed to `on_entry`.
   using EntryFilter = std::function<bool(std::string_view id, std::string_view kind)>;
   [[nodiscard]] Result<std::string> LoadInventory(const EntryVisitor& on_entry,
+                                                  const EntryFilter& keep,
+                                                  UnreadEntries& unread) const;
+  // The same, but an entry as this version writes most (PlainStoredEntry) is handed to
+  // `on_plain` (when given) instead of `on_entry`, as views of the text: each costs the
+  // reader only what it keeps. Refused (false) as `on_entry` refuses.
+  using PlainEntryVisitor = std::function<bool(const PlainStoredEntry& entry)>;
+  [[nodiscard]] Result<std::string> LoadInventory(const EntryVisitor& on_entry,
+                                                  const PlainEntryVisitor& on_plain,
                                                   const EntryFilter& keep,
                                                   UnreadEntries& unread) const;
   // The commit of the inventory, "" when there is none; an error when it is unreadable.

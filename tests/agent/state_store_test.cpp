@@ -858,6 +858,85 @@ TEST_CASE("A corrupt state file is an error naming it, never an exception") {
   }
 }
 
+TEST_CASE(
+    "Plain entries are handed over as views, the others parsed; a delta's through the parser") {
+  StateDir state;
+  auto writer = state.store.StartInventory("c1");
+  REQUIRE(writer);
+  const std::vector<std::string> names = {"/srv/a plain one", "/srv/b \"quoted\"", "/srv/c\ttab",
+                                          "/srv/d caf\xc3\xa9", "/srv/e plain again"};
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const Json original = i % 2 == 1 ? Json{{"type", "file"}, {"mode", 420}} : Json();
+    REQUIRE(writer->Add("file:" + names[i], "file", i == 4 ? "/srv/elsewhere" : "", i % 3 == 0,
+                        original, "fp" + std::to_string(i)));
+  }
+  REQUIRE(writer->Finish());
+  REQUIRE(state.store.InstallInventory());
+  std::vector<Entry> whole;
+  REQUIRE(Load(state.store, whole));
+  REQUIRE(whole.size() == names.size());
+
+  std::vector<Entry> mixed;
+  std::vector<std::string> as_views;
+  auto read = [&](const tether::StateStore::PlainEntryVisitor& on_plain) {
+    mixed.clear();
+    as_views.clear();
+    tether::UnreadEntries unread;
+    return state.store.LoadInventory(
+        [&](std::string id, StoredEntry&& entry) {
+          mixed.push_back({std::move(id), std::move(entry)});
+          return true;
+        },
+        on_plain, nullptr, unread);
+  };
+  auto keep = [&](const tether::PlainStoredEntry& plain) {
+    as_views.emplace_back(plain.id);
+    StoredEntry entry;
+    entry.kind = plain.kind;
+    entry.path = plain.path;
+    entry.created = plain.created;
+    entry.fingerprint = plain.fingerprint;
+    mixed.push_back({std::string(plain.id), std::move(entry)});
+    return true;
+  };
+  auto same_as_whole = [&] {
+    REQUIRE(mixed.size() == whole.size());
+    for (std::size_t i = 0; i < whole.size(); ++i) {
+      CAPTURE(i);
+      CHECK(mixed[i].id == whole[i].id);
+      CHECK(mixed[i].entry.kind == whole[i].entry.kind);
+      CHECK(mixed[i].entry.path == whole[i].entry.path);
+      CHECK(mixed[i].entry.created == whole[i].entry.created);
+      CHECK(mixed[i].entry.fingerprint == whole[i].entry.fingerprint);
+      CHECK(mixed[i].entry.original == whole[i].entry.original);
+    }
+  };
+  auto commit = read(keep);
+  REQUIRE(commit);
+  CHECK(*commit == "c1");
+  same_as_whole();
+  // No original, no byte the writer escapes: those two, in id order with the others.
+  CHECK(as_views == std::vector<std::string>{"file:/srv/a plain one", "file:/srv/e plain again"});
+
+  // One refused as a view: the inventory is corrupt, and says which entry.
+  auto refused = read(
+      [](const tether::PlainStoredEntry& plain) { return plain.id != "file:/srv/e plain again"; });
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message().find("is corrupt (bad entry 'file:/srv/e plain again')") !=
+        std::string::npos);
+
+  // With fingerprints recorded beside it, every entry goes through the parser's visitor
+  // (which gives it the newer fingerprint).
+  REQUIRE(state.store.StartInventoryDelta("c1", {{"file:/srv/a plain one", "newer"}}));
+  REQUIRE(state.store.InstallInventory());
+  whole.clear();
+  REQUIRE(Load(state.store, whole));
+  CHECK(whole.front().entry.fingerprint == "newer");
+  REQUIRE(read(keep));
+  CHECK(as_views.empty());
+  same_as_whole();
+}
+
 TEST_CASE("An entry the reader refuses (an unknown kind) makes the inventory corrupt") {
   StateDir state;
   state.dir.WriteFile("inventory.json",
