@@ -308,6 +308,44 @@ TEST_CASE("A plan finds each resource's entry in any order, and prunes only what
         std::vector<std::string>{"file:/etc/motd"});
 }
 
+TEST_CASE("Entries read from the inventory's text keep what the JSON parser would give") {
+  Host host;
+  // As this version writes them (read as views of the text): a path its id does not name
+  // is kept, one it names is not.
+  {
+    auto writer = host.store().StartInventory("c1");
+    REQUIRE(writer);
+    REQUIRE(writer->Add("file:/etc/motd", "file", "/etc/motd", true, nlohmann::json(), "fp1"));
+    REQUIRE(writer->Add("unit:app.service", "unit", "/etc/systemd/system/app.service", false,
+                        nlohmann::json(), ""));
+    REQUIRE(writer->Finish());
+    REQUIRE(host.store().InstallInventory());
+  }
+  auto inventory = host.MakeEngine().LoadInventory().value();
+  const auto& motd = inventory.entries.at("file:/etc/motd");
+  CHECK(motd.kind == tether::ResourceKind::kFile);
+  CHECK(motd.created);
+  CHECK(motd.path.empty());
+  CHECK(motd.fingerprint == "fp1");
+  CHECK_FALSE(motd.secret);
+  CHECK(motd.on_remove == tether::OnRemove::kDefault);
+  const auto& unit = inventory.entries.at("unit:app.service");
+  CHECK(unit.kind == tether::ResourceKind::kUnit);
+  CHECK_FALSE(unit.created);
+  CHECK(unit.path == "/etc/systemd/system/app.service");
+  // As 0.1.0 wrote them (schema v1, the same compact lines): every entry is secret, since
+  // that version kept no such flag.
+  host.state.WriteFile(
+      "inventory.json",
+      "{\"schema\":\"tether.inventory/v1\",\"commit\":\"c0\",\"entries\":{\n"
+      "\"file:/etc/motd\":{\"created\":true,\"fingerprint\":\"fp0\",\"kind\":\"file\","
+      "\"original\":null,\"path\":\"/etc/motd\"}\n}}\n");
+  auto old = host.MakeEngine().LoadInventory().value();
+  CHECK(old.commit == "c0");
+  CHECK(old.entries.at("file:/etc/motd").secret);
+  CHECK(old.entries.at("file:/etc/motd").fingerprint == "fp0");
+}
+
 TEST_CASE("An inventory entry holds its path only when its id does not name it") {
   Host host;
   host.state.WriteFile("inventory.json",
