@@ -450,20 +450,33 @@ TEST_CASE("A read in part leaves unread exactly the lines whose strings are plai
   }
 }
 
-TEST_CASE("An inventory is read the same line by line as by the JSON parser") {
-  // Entries of every form the writer has: plain strings, strings it escapes, originals.
-  StateDir state;
+namespace {
+
+// Paths of entries of every form the writer has: plain strings, strings it escapes.
+const std::vector<std::string> kEveryForm = {"/srv/a plain one", "/srv/b \"quoted\"", "/srv/c\ttab",
+                                             "/srv/d caf\xc3\xa9", "/srv/e plain again"};
+
+// Installs an inventory of commit "c1" with an entry "file:PATH" of each of kEveryForm:
+// every other one with an original, every third one created, the last one's path
+// `last_path` (none: the one its id names), fingerprints "fp0", "fp1"...
+void WriteEveryForm(StateDir& state, const std::string& last_path) {
   auto writer = state.store.StartInventory("c1");
   REQUIRE(writer);
-  const std::vector<std::string> names = {"/srv/a plain one", "/srv/b \"quoted\"", "/srv/c\ttab",
-                                          "/srv/d caf\xc3\xa9", "/srv/e plain again"};
-  for (std::size_t i = 0; i < names.size(); ++i) {
+  for (std::size_t i = 0; i < kEveryForm.size(); ++i) {
     const Json original = i % 2 == 1 ? Json{{"type", "file"}, {"mode", 420}} : Json();
-    REQUIRE(writer->Add("file:" + names[i], "file", i == 4 ? names[i] : "", i % 3 == 0, original,
-                        "fp" + std::to_string(i)));
+    REQUIRE(writer->Add("file:" + kEveryForm[i], "file", i == 4 ? last_path : "", i % 3 == 0,
+                        original, "fp" + std::to_string(i)));
   }
   REQUIRE(writer->Finish());
   REQUIRE(state.store.InstallInventory());
+}
+
+}  // namespace
+
+TEST_CASE("An inventory is read the same line by line as by the JSON parser") {
+  StateDir state;
+  const std::vector<std::string>& names = kEveryForm;
+  WriteEveryForm(state, names.back());
   std::vector<Entry> by_line;
   REQUIRE(Load(state.store, by_line));
   REQUIRE(by_line.size() == names.size());
@@ -861,20 +874,10 @@ TEST_CASE("A corrupt state file is an error naming it, never an exception") {
 TEST_CASE(
     "Plain entries are handed over as views, the others parsed; a delta's through the parser") {
   StateDir state;
-  auto writer = state.store.StartInventory("c1");
-  REQUIRE(writer);
-  const std::vector<std::string> names = {"/srv/a plain one", "/srv/b \"quoted\"", "/srv/c\ttab",
-                                          "/srv/d caf\xc3\xa9", "/srv/e plain again"};
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    const Json original = i % 2 == 1 ? Json{{"type", "file"}, {"mode", 420}} : Json();
-    REQUIRE(writer->Add("file:" + names[i], "file", i == 4 ? "/srv/elsewhere" : "", i % 3 == 0,
-                        original, "fp" + std::to_string(i)));
-  }
-  REQUIRE(writer->Finish());
-  REQUIRE(state.store.InstallInventory());
+  WriteEveryForm(state, "/srv/elsewhere");
   std::vector<Entry> whole;
   REQUIRE(Load(state.store, whole));
-  REQUIRE(whole.size() == names.size());
+  REQUIRE(whole.size() == kEveryForm.size());
 
   std::vector<Entry> mixed;
   std::vector<std::string> as_views;
