@@ -89,7 +89,7 @@ class PathHandler final : public KindHandler {
         // Unchanged metadata (ctime moves on any write, chmod, chown or rename) and an
         // unchanged desired state: in sync, without reading the file.
         auto stat = fs_.Stat(file->path);
-        if (stat && HasFingerprint(*stat, desired, previous->fingerprint)) {
+        if (stat && Fingerprint(*stat, desired) == previous->fingerprint) {
           Action action;
           action.id = resource.id;
           action.fingerprint = previous->fingerprint;
@@ -438,17 +438,6 @@ class PathHandler final : public KindHandler {
     std::string fingerprint(mark.begin(), mark.end());
     fingerprint.append(desired.begin(), desired.end());
     return fingerprint;
-  }
-
-  // True when `fingerprint` is the one Fingerprint would give: compared in place.
-  static bool HasFingerprint(const FileStat& stat, const DesiredMark& desired,
-                             std::string_view fingerprint) {
-    if (stat.type != FileType::kRegular || fingerprint.size() != kStatMarkSize + desired.size()) {
-      return false;
-    }
-    const StatMarkChars mark = StatMarkOf(stat);
-    return fingerprint.substr(0, kStatMarkSize) == std::string_view(mark.data(), mark.size()) &&
-           fingerprint.substr(kStatMarkSize) == std::string_view(desired.data(), desired.size());
   }
 
   // A change made in place: a file's mode and owner (its content is unchanged), a
