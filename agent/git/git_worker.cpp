@@ -58,14 +58,17 @@ int TransferProgress(const git_indexer_progress* progress, void* payload) {
 }
 
 // Removes what a fetch that did not finish left in `mirror`: libgit2 writes an incoming
-// pack to objects/pack/pack_git2_* and renames it only when the fetch completes, so a
-// fetch stopped, failed or killed (at source.timeout) leaves its temporary file.
+// pack to objects/pack/pack_git2_* (a file:// fetch, to tmp_pack_* and tmp_idx_*) and
+// renames it only when the fetch completes, so a fetch stopped, failed or killed (at
+// source.timeout) leaves its temporary files.
 void RemovePartialPacks(const std::string& mirror) {
   const std::string packs = mirror + "/objects/pack";
   DIR* dir = opendir(packs.c_str());
   if (dir == nullptr) return;
   while (const dirent* entry = readdir(dir)) {
-    if (std::string_view(entry->d_name).rfind("pack_git2_", 0) == 0) {
+    const std::string_view name = entry->d_name;
+    if (name.starts_with("pack_git2_") || name.starts_with("tmp_pack_") ||
+        name.starts_with("tmp_idx_")) {
       unlinkat(dirfd(dir), entry->d_name, 0);
     }
   }

@@ -6,9 +6,10 @@
 // zlib's default level, and then the mirror's indexer inflates everything again. For a
 // copy between two directories of one machine the delta search is most of the fetch
 // (about 60% of a first `tetherd --once` over 1,000 files). Here the objects the mirror
-// lacks are read from the source and written as one pack of whole objects (stored under
-// 16 KiB, at zlib's fastest level above); the mirror's indexer checks the pack and names
-// each object by its content, as it does any fetched pack.
+// lacks are read from the source, each checked against its id, and written as one pack
+// of whole objects (stored under 16 KiB, at zlib's fastest level above) with its index,
+// made from the ids, offsets and CRC-32s as they are written: nothing is inflated or
+// hashed twice.
 //
 // Threading: one caller at a time (libgit2's objects of both repositories).
 #pragma once
@@ -26,7 +27,8 @@ namespace tether {
 // the mirror has is taken to come with everything it reaches, as a fetched pack does.
 // `max_fetch` bounds the pack's size (0: no bound). False, with `error`, when the source
 // cannot be read, lacks `ref` or an object, or the pack is refused; the mirror then has
-// no new ref, and no new pack but possibly a partial one (pack_git2_*).
+// no new ref, and no new pack (but temporary files, tmp_pack_* and tmp_idx_*, if the
+// process is killed while it writes them).
 [[nodiscard]] bool FetchLocal(git_repository* mirror, const std::string& source_path,
                               const std::string& ref, std::uint64_t max_fetch, std::string& error);
 

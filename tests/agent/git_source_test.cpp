@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 
 #include <doctest/doctest.h>
@@ -405,6 +406,55 @@ TEST_CASE("A file:// fetch refuses a tree that names a tree as a blob") {
                                                "names a blob") != std::string::npos,
                 refused.error().message());
   CHECK_FALSE(std::filesystem::exists(source->mirror_path() + "/refs/tether/fetched"));
+}
+
+TEST_CASE("A file:// fetch writes a pack and index git verifies, of every size of object") {
+  Fleet fleet;
+  // Sizes either side of the bound below which objects are stored, not compressed; text
+  // that compresses and bytes that do not; in the source's pack, as deltas of each other.
+  std::string noise(70000, '\0');
+  std::uint64_t x = 88172645463325252ULL;
+  for (char& c : noise) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  const std::map<std::string, std::string> files = {{"empty", ""},
+                                                    {"below", std::string(16383, 'a')},
+                                                    {"at", std::string(16384, 'a')},
+                                                    {"text", std::string(100000, 'b') + "end\n"},
+                                                    {"noise", noise},
+                                                    {"noise2", noise.substr(1) + "x"}};
+  const std::string commit = CommitFiles(fleet.repo, files);
+  Git(fleet, fleet.repo, {"repack", "-a", "-d", "-q"});
+  Host host("file://" + fleet.repo);
+  auto source = host.Source();
+  auto update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == commit);
+  const std::string mirror = source->mirror_path();
+  // git checks the pack's and the index's checksums, each entry's CRC-32 and offset, and
+  // every object against its id.
+  Git(fleet, mirror, {"fsck", "--strict", "--no-dangling"});
+  for (const auto& entry : std::filesystem::directory_iterator(mirror + "/objects/pack")) {
+    const std::string name = entry.path().filename().string();
+    CHECK_MESSAGE(
+        (name.starts_with("pack-") && (name.ends_with(".pack") || name.ends_with(".idx"))), name);
+    if (name.ends_with(".idx")) {
+      const std::string verified = Git(fleet, mirror, {"verify-pack", "-v", entry.path().string()});
+      CHECK_MESSAGE(verified.find("non delta: ") != std::string::npos, verified);
+      CHECK_MESSAGE(verified.find("chain length") == std::string::npos, verified);  // no deltas
+    }
+  }
+  for (const auto& [path, content] : files) {
+    tether::RunOptions run;
+    run.argv = {"git", "-C", mirror, "cat-file", "blob", commit + ":" + path};
+    run.env = tether::testing::GitEnvironment(fleet.root.path());
+    auto ran = tether::Run(run);
+    REQUIRE(ran);
+    CHECK_MESSAGE(ran->out == content, path);
+  }
 }
 
 TEST_CASE("A source opened to read the mirror only prepares nothing of the worker") {
@@ -851,14 +901,17 @@ TEST_CASE("A fetch bigger than source.max_fetch is stopped; partial packs are re
     // What a fetch killed at source.timeout leaves behind.
     const std::string packs = source->mirror_path() + "/objects/pack";
     std::filesystem::create_directories(packs);
-    WriteText(packs + "/pack_git2_left0ver", "partial");
+    for (const char* left : {"pack_git2_left0ver", "tmp_pack_left0v", "tmp_idx_left0v"}) {
+      WriteText(packs + "/" + left, "partial");
+    }
     auto stopped = source->Update();
     REQUIRE_FALSE(stopped);
     CHECK_MESSAGE(stopped.error().message().find("more than source.max_fetch (1048576 bytes)") !=
                       std::string::npos,
                   stopped.error().message());
+    // Neither what was left nor what this fetch began (a file:// one's temporary files).
     for (const auto& entry : std::filesystem::directory_iterator(packs)) {
-      CHECK(entry.path().filename().string().rfind("pack_git2_", 0) != 0);
+      CHECK_MESSAGE(entry.path().filename().string().starts_with("pack-"), entry.path());
     }
     host.options.source.max_fetch = 64 << 20;
     auto fetched = host.Source()->Update();
