@@ -862,6 +862,7 @@ class Engine::ApplyRun {
       return RollBackAt(*batch.front().planned, recorded.error().message(),
                         recorded.error().code());
     }
+    for (const auto& change : batch) kept_aside_ += handler.KeepsAside(change.step.undo) ? 1 : 0;
     if (auto applied = handler.Apply(batch, journal_); !applied) {
       auto culprit = std::find_if(batch.begin(), batch.end(),
                                   [](const Change& change) { return change.failed; });
@@ -980,7 +981,8 @@ class Engine::ApplyRun {
       result_.error = installed.error().message();
       return Done();
     }
-    journal_.ForEachStep([&](JournalStep&& step) { engine_.Discard(step); });
+    // What steps kept to undo them goes (read back from the journal only if any did).
+    if (kept_aside_ > 0) journal_.ForEachStep([&](JournalStep&& step) { engine_.Discard(step); });
     if (any_change_) (void)engine_.state_.RemoveJournal();
     if (!same_but_fingerprints) DropUnusedOriginals();
     return Done();
@@ -1009,6 +1011,7 @@ class Engine::ApplyRun {
   const std::string& commit_;
   ApplyResult result_;
   int counter_ = 0;
+  std::size_t kept_aside_ = 0;  // journaled steps that kept something to undo them
   Journal journal_;
   InventoryEdits edits_;  // on inventory_
   bool any_change_ = false;

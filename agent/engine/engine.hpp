@@ -168,6 +168,9 @@ class KindHandler {
   [[nodiscard]] virtual Status Undo(const JournalStep& step) = 0;
   // Drops what a committed step kept for undoing it (its backup).
   [[nodiscard]] virtual Status Discard(const JournalStep& step) = 0;
+  // Whether Discard has anything to do for a step whose undo record is `undo`: when no
+  // step of an apply has, the committed journal is not read back to discard them.
+  [[nodiscard]] virtual bool KeepsAside(const nlohmann::json& /*undo*/) const { return true; }
   // Makes every change of this transaction durable (e.g. sync the directories it
   // renamed, linked or removed in); called before the health checks.
   [[nodiscard]] virtual Status Flush() { return {}; }

@@ -1554,6 +1554,80 @@ TEST_CASE("Kinds that only share a name are not replacements: the dropped one is
 
 namespace {
 
+// A handler of units that creates each one (changing nothing on disk), its undo record
+// keeping something aside when the unit's name says "kept"; records what is discarded.
+class Keeper final : public tether::KindHandler {
+ public:
+  bool Handles(tether::ResourceKind kind) const override {
+    return kind == tether::ResourceKind::kUnit;
+  }
+  tether::Result<tether::Action> Plan(const tether::Resource& resource,
+                                      const tether::InventoryEntry*, bool,
+                                      const tether::PlanContext&) override {
+    tether::Action action;
+    action.id = resource.id;
+    action.type = ActionType::kCreate;
+    return action;
+  }
+  tether::Result<tether::Action> PlanPrune(const std::string& id,
+                                           const tether::InventoryEntry&) override {
+    tether::Action action;
+    action.id = id;
+    return action;
+  }
+  tether::Result<nlohmann::json> Begin(const tether::PlannedAction& planned,
+                                       const std::string&) override {
+    return nlohmann::json{{"kept", planned.action.id.find("kept") != std::string::npos}};
+  }
+  tether::Status Apply(std::vector<tether::Change>& changes, tether::Transaction&) override {
+    for (auto& change : changes) {
+      change.entry = tether::InventoryEntry{};
+      change.entry->kind = tether::ResourceKind::kUnit;
+      change.done = true;
+    }
+    return {};
+  }
+  tether::Status Undo(const tether::JournalStep&) override { return {}; }
+  bool KeepsAside(const nlohmann::json& undo) const override { return undo.value("kept", false); }
+  tether::Status Discard(const tether::JournalStep& step) override {
+    discarded.push_back(step.id);
+    return {};
+  }
+  std::vector<std::string> discarded;
+};
+
+}  // namespace
+
+TEST_CASE("A committed apply discards its steps only when one kept something aside") {
+  for (const bool kept : {false, true}) {
+    CAPTURE(kept);
+    TempDir state("keeper-state");
+    Keeper handler;
+    Engine engine(tether::testing::HostStateStore(state.path()), tether::EngineOptions(),
+                  {&handler});
+    DesiredState desired;
+    for (const std::string name : {"a.service", kept ? "kept.service" : "b.service"}) {
+      tether::Resource unit;
+      unit.kind = tether::ResourceKind::kUnit;
+      unit.id = "unit:" + name;
+      unit.spec = tether::UnitSpec{name, "/etc/systemd/system/" + name, "", {}, false};
+      desired.resources.push_back(unit);
+    }
+    auto plan = engine.Plan(desired, tether::Inventory{});
+    REQUIRE(plan);
+    const auto result = engine.Apply(*plan, tether::Inventory{}, "c1", &desired);
+    REQUIRE_MESSAGE(result.ok, result.error);
+    CHECK(result.inventory.entries.size() == 2);
+    // Each step is the handler's to discard (the engine cannot tell which kept what).
+    CHECK(handler.discarded ==
+          (kept ? std::vector<std::string>{"unit:a.service", "unit:kept.service"}
+                : std::vector<std::string>{}));
+    CHECK_FALSE(std::filesystem::exists(state.Path("journal")));
+  }
+}
+
+namespace {
+
 // Fails the Nth append to the state dir file `name` ("journal", "inventory.json.new")
 // with ENOSPC, or its rename into place: the state dir's disk is full, or it breaks.
 class FailingStateDisk final : public tether::testing::ForwardingFilesystem {

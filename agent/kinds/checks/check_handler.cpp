@@ -93,6 +93,7 @@ class CheckHandler final : public KindHandler {
   }
 
   Status Undo(const JournalStep& /*step*/) override { return {}; }
+  bool KeepsAside(const nlohmann::json& /*undo*/) const override { return false; }
   Status Discard(const JournalStep& /*step*/) override { return {}; }
 
   Status Verify(const DesiredState& desired, const RefusedIds& /*refused*/,

@@ -262,6 +262,8 @@ class PathHandler final : public KindHandler {
     return fs_.SyncFilesystems(paths);
   }
 
+  bool KeepsAside(const Json& undo) const override { return undo.contains("backup"); }
+
   Status Discard(const JournalStep& step) override {
     if (!step.undo.contains("backup")) return {};
     auto removed = fs_.Remove(step.undo["backup"].get<std::string>());

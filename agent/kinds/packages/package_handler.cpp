@@ -194,6 +194,7 @@ class PackageHandler final : public KindHandler {
     return packages_.Apply({change}, timeout_);
   }
 
+  bool KeepsAside(const Json& /*undo*/) const override { return false; }
   Status Discard(const JournalStep& /*step*/) override { return {}; }
 
  private:

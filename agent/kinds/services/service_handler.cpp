@@ -201,6 +201,10 @@ class ServiceHandler final : public KindHandler {
     return {};
   }
 
+  bool KeepsAside(const Json& undo) const override {
+    return undo.contains("backup") || undo.contains("cleanup");
+  }
+
   Status Discard(const JournalStep& step) override {
     if (step.kind != ResourceKind::kUnit) return {};
     if (step.undo.contains("backup")) {
