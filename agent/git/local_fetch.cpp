@@ -206,6 +206,7 @@ class PackWriter {
   // names, which a fetch that did not finish leaves behind), read-only as git makes packs.
   bool Create(std::string& temp, const char* prefix, std::string& error) {
     if (fd_ >= 0) close(fd_);
+    (void)mkdir(packs_.c_str(), 0755);  // a mirror whose objects/pack went missing
     std::string path = packs_ + "/" + prefix + "XXXXXX";
     fd_ = mkostemp(path.data(), O_CLOEXEC);
     if (fd_ < 0 || fchmod(fd_, 0444) != 0) {

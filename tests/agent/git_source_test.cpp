@@ -455,6 +455,13 @@ TEST_CASE("A file:// fetch writes a pack and index git verifies, of every size o
     REQUIRE(ran);
     CHECK_MESSAGE(ran->out == content, path);
   }
+  // A mirror whose packs went (objects/pack with them) is fetched into again, whole.
+  std::filesystem::remove_all(mirror + "/objects/pack");
+  const std::string next = CommitFiles(fleet.repo, {{"more", "more\n"}});
+  update = source->Update();
+  REQUIRE_MESSAGE(update, (update ? "" : update.error().message()));
+  CHECK(update->commit == next);
+  Git(fleet, mirror, {"fsck", "--strict", "--no-dangling"});
 }
 
 TEST_CASE("A source opened to read the mirror only prepares nothing of the worker") {
