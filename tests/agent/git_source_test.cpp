@@ -408,11 +408,9 @@ TEST_CASE("A file:// fetch refuses a tree that names a tree as a blob") {
   CHECK_FALSE(std::filesystem::exists(source->mirror_path() + "/refs/tether/fetched"));
 }
 
-TEST_CASE("A file:// fetch writes a pack and index git verifies, of every size of object") {
-  Fleet fleet;
-  // Sizes either side of the bound below which objects are stored, not compressed; text
-  // that compresses and bytes that do not; in the source's pack, as deltas of each other.
-  std::string noise(70000, '\0');
+// `size` bytes that do not compress (xorshift64).
+std::string Noise(std::size_t size) {
+  std::string noise(size, '\0');
   std::uint64_t x = 88172645463325252ULL;
   for (char& c : noise) {
     x ^= x << 13;
@@ -420,6 +418,14 @@ TEST_CASE("A file:// fetch writes a pack and index git verifies, of every size o
     x ^= x << 17;
     c = static_cast<char>(x);
   }
+  return noise;
+}
+
+TEST_CASE("A file:// fetch writes a pack and index git verifies, of every size of object") {
+  Fleet fleet;
+  // Sizes either side of the bound below which objects are stored, not compressed; text
+  // that compresses and bytes that do not; in the source's pack, as deltas of each other.
+  const std::string noise = Noise(70000);
   const std::map<std::string, std::string> files = {{"empty", ""},
                                                     {"below", std::string(16383, 'a')},
                                                     {"at", std::string(16384, 'a')},
@@ -889,15 +895,7 @@ TEST_CASE("As root, what the worker could put in place of its directories is nev
 
 TEST_CASE("A fetch bigger than source.max_fetch is stopped; partial packs are removed") {
   Fleet fleet;
-  // 2 MiB that do not compress.
-  std::string noise(2 << 20, '\0');
-  std::uint64_t x = 88172645463325252ULL;
-  for (char& c : noise) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    c = static_cast<char>(x);
-  }
+  const std::string noise = Noise(2 << 20);  // 2 MiB that do not compress
   const std::string big = CommitFiles(fleet.repo, {{"noise.bin", noise}});
   GitDaemonServer server(fleet.root.path());
   for (const std::string& url : {"file://" + fleet.repo, server.url("fleet.git")}) {
