@@ -28,12 +28,12 @@
 // noisy machine disturbs both alike); peak RSS is ru_maxrss of the process
 // and everything it waited for (tetherd --once is tetherd-cycle, which runs
 // the git worker). A last table has each process's own peak (VmHWM: tetherd, the cycle,
-// the git worker; of --once and of the daemon), sampled every millisecond in untimed
-// runs. An edit not back within 10 s is printed to stderr with the time. --keep leaves each work
-// dir (repo, root, state) in place. --dir puts the trees on another filesystem (default: $TMPDIR or
-// /tmp); on ext4, one where nothing was deleted in the last five minutes (its allocator passes
-// over recently freed inodes, slowly: the first applies would measure that). Results go in
-// docs/performance.md.
+// the git worker; of a first apply, of a no-op and drift --once, and of the daemon),
+// sampled every millisecond in untimed runs. An edit not back within 10 s is printed to stderr with
+// the time. --keep leaves each work dir (repo, root, state) in place. --dir puts the trees on
+// another filesystem (default: $TMPDIR or /tmp); on ext4, one where nothing was deleted in the last
+// five minutes (its allocator passes over recently freed inodes, slowly: the first applies would
+// measure that). Results go in docs/performance.md.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -571,13 +571,8 @@ void Bench(const Options& options, const std::string& tetherd, const std::string
         return run.seconds;
       };
 
-      // The first applies: each into empty dirs of its own (the last into those the runs
-      // below use), beside a reference run into another empty one.
-      std::vector<double> first, write_ref;
-      long peak = 0;
-      bool failed = false;
-      for (int round = options.first_rounds - 1; round >= 0 && !failed; --round) {
-        const std::string into = round == 0 ? work : work + "/first-" + std::to_string(round);
+      // tetherd --once into the empty state, root and cache dirs of `into`.
+      auto first_apply_into = [&](const std::string& into) {
         fs::create_directories(into + "/root/srv");
         std::vector<std::string> argv = once;
         for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
@@ -585,7 +580,16 @@ void Bench(const Options& options, const std::string& tetherd, const std::string
             if (argv[i + 1] == work + dir) argv[i + 1] = into + dir;
           }
         }
-        const Run run = RunProcess(argv, log, options.timeout_s);
+        return argv;
+      };
+      // The first applies: each into empty dirs of its own (the last into those the runs
+      // below use), beside a reference run into another empty one.
+      std::vector<double> first, write_ref;
+      long peak = 0;
+      bool failed = false;
+      for (int round = options.first_rounds - 1; round >= 0 && !failed; --round) {
+        const std::string into = round == 0 ? work : work + "/first-" + std::to_string(round);
+        const Run run = RunProcess(first_apply_into(into), log, options.timeout_s);
         failed = run.exit_code != 0;
         first.push_back(run.seconds);
         peak = std::max(peak, run.max_rss_kib);
@@ -611,7 +615,11 @@ void Bench(const Options& options, const std::string& tetherd, const std::string
         drift_ref.push_back(RunReference([&] { HashAll(paths); }).seconds);
         drift_program.push_back(program());
       }
-      // Each process's peak, sampled in one more no-op and one more drift run (untimed).
+      // Each process's peak, sampled in one more first apply (the only run whose git
+      // worker fetches: it reads every object of the repo), no-op and drift run (untimed).
+      TreePeaks first_peaks;
+      (void)RunProcess(first_apply_into(work + "/first-sampled"), log, options.timeout_s,
+                       &first_peaks);
       TreePeaks once_peaks;
       (void)RunProcess(once, log, options.timeout_s, &once_peaks);
       for (std::size_t i = 3; i < n; i += 100) std::ofstream(paths[i]) << "drift\n";
@@ -630,8 +638,9 @@ void Bench(const Options& options, const std::string& tetherd, const std::string
                   beside(drift, drift_ref, drift_program).c_str(), MiB(peak).c_str());
       std::fflush(stdout);
       char peaks_row[256];
-      std::snprintf(peaks_row, sizeof(peaks_row), "| %s | %zu | %s | %s | %s |", layout.c_str(), n,
-                    PeakOf(once_peaks, "tetherd").c_str(), PeakOf(once_peaks, "cycle").c_str(),
+      std::snprintf(peaks_row, sizeof(peaks_row), "| %s | %zu | %s | %s | %s | %s |",
+                    layout.c_str(), n, PeakOf(first_peaks, "cycle").c_str(),
+                    PeakOf(first_peaks, "git worker").c_str(), PeakOf(once_peaks, "cycle").c_str(),
                     PeakOf(once_peaks, "git worker").c_str());
       std::string peaks_line = peaks_row;
       if (options.daemon) {
@@ -671,9 +680,11 @@ void Bench(const Options& options, const std::string& tetherd, const std::string
     for (const auto& row : daemon_rows) std::printf("%s\n", row.c_str());
   }
   std::printf(
-      "\nPeak RSS (VmHWM) of each process, sampled every millisecond in one more no-op and "
-      "1%% drift run\nof tetherd --once, and in the daemon's start and 20 more edits:\n\n"
-      "| layout | files | --once: tetherd | cycle | git worker |%s\n|---|---|---|---|---|%s\n",
+      "\nPeak RSS (VmHWM) of each process, sampled every millisecond in one more first apply, "
+      "no-op\nand 1%% drift run of tetherd --once (which is the cycle process), and in the "
+      "daemon's start\nand 20 more edits:\n\n"
+      "| layout | files | first apply: cycle | git worker | no-op, drift: cycle | git worker "
+      "|%s\n|---|---|---|---|---|---|%s\n",
       options.daemon ? " daemon: tetherd | cycle | git worker |" : "",
       options.daemon ? "---|---|---|" : "");
   for (const auto& row : peak_rows) std::printf("%s\n", row.c_str());
