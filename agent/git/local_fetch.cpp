@@ -209,11 +209,11 @@ class PackWriter {
     (void)mkdir(packs_.c_str(), 0755);  // a mirror whose objects/pack went missing
     std::string path = packs_ + "/" + prefix + "XXXXXX";
     fd_ = mkostemp(path.data(), O_CLOEXEC);
+    if (fd_ >= 0) temp = std::move(path);  // removed by the destructor unless renamed
     if (fd_ < 0 || fchmod(fd_, 0444) != 0) {
       error = "fetch: create a pack in '" + packs_ + "': " + std::strerror(errno);
       return false;
     }
-    temp = std::move(path);
     return true;
   }
 
@@ -423,15 +423,14 @@ bool FetchLocal(git_repository* mirror, const std::string& source_path, const st
   Owned<git_odb, git_odb_free> source_odb(raw_odb);
   // The mirror's packs alone: a mirror has no loose objects (each fetch brings a pack, a
   // repack keeps none), and asking for one costs a failed access(2) per object sought.
-  const std::string packs = std::string(git_repository_path(mirror)) + "objects/pack";
+  const std::string objects = std::string(git_repository_path(mirror)) + "objects";
   git_odb_backend* backend = nullptr;
   if (git_odb_new(&raw_odb) != 0) {
     error = GitError("fetch: open the mirror's objects");
     return false;
   }
   Owned<git_odb, git_odb_free> mirror_odb(raw_odb);
-  if (git_odb_backend_pack(&backend,
-                           (std::string(git_repository_path(mirror)) + "objects").c_str()) != 0 ||
+  if (git_odb_backend_pack(&backend, objects.c_str()) != 0 ||
       git_odb_add_backend(mirror_odb.get(), backend, 1) != 0) {
     if (backend != nullptr) backend->free(backend);
     error = GitError("fetch: read the mirror's packs");
@@ -455,7 +454,7 @@ bool FetchLocal(git_repository* mirror, const std::string& source_path, const st
       return false;
     }
     if (!wanted.empty()) {
-      PackWriter writer(source_odb.get(), packs, max_fetch);
+      PackWriter writer(source_odb.get(), objects + "/pack", max_fetch);
       if (!writer.Write(wanted, error)) return false;
     }
   }
